@@ -1,1 +1,204 @@
+//! wa-sim: a WhatsApp Web multi-device server for tests, benchmarks and the
+//! sandbox.
+//!
+//! It speaks the real protocol (Noise XX/IK handshake, binary stanzas,
+//! Signal-encrypted messages, encrypted media) to unmodified whatsapp-rust
+//! clients over real sockets, and simulates each account's phone in-process.
+//! One port serves the chat WebSocket (`/ws/chat`), the admin API
+//! (`/admin/...`) and the media host (`/mms/...`), over TLS with a CA the
+//! simulator creates (or plain HTTP/WS when asked).
+//!
+//! Module map: [`noise`] handshake and frames, `conn` one socket, `router`
+//! stanzas of logged-in devices, `phone` the virtual phones (Signal in
+//! `signal`), `hub` shared state and routing, `admin` the admin API, `media`
+//! the media host, `state` persistence, `tls` certificates.
+//!
+//! Errors: each module has its own `thiserror` enum; `anyhow` only at the
+//! edges ([`Simulator::start`]).
 
+mod admin;
+mod conn;
+mod hub;
+mod media;
+pub mod noise;
+mod phone;
+mod router;
+mod signal;
+mod state;
+mod tls;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::hub::Hub;
+use crate::noise::ServerIdentity;
+use crate::state::{B64, Snapshot};
+
+/// How to run a simulator.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Address to bind; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Where state, media blobs, the CA and `sim.json` are kept.
+    pub data_dir: PathBuf,
+    /// Serve `wss://`/`https://` with a generated CA (else plain `ws://`/`http://`).
+    pub tls: bool,
+}
+
+/// A running simulator.
+pub struct Simulator {
+    hub: Arc<Hub>,
+    addr: SocketAddr,
+    tls: bool,
+    ca_file: PathBuf,
+    ca_pem: String,
+    server: tokio::task::JoinHandle<()>,
+    persister: tokio::task::JoinHandle<()>,
+}
+
+impl Simulator {
+    /// Binds, loads (or creates) state in the data dir, starts serving and
+    /// writes `sim.json` with the URLs and CA path.
+    pub async fn start(config: SimConfig) -> anyhow::Result<Simulator> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        let data_dir = config.data_dir.canonicalize()?;
+        let mut snap = Snapshot::load(&data_dir)?.unwrap_or_default();
+        if snap.server_noise_private.0.len() != 32 {
+            snap.server_noise_private = B64(ServerIdentity::generate_private().to_vec());
+        }
+        let private: [u8; 32] = snap.server_noise_private.0.as_slice().try_into()?;
+        let identity = ServerIdentity::from_private(&private)?;
+        snap.save(&data_dir)?;
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let mut addr = listener.local_addr()?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        let media_host = addr.to_string();
+        let hub = Hub::new(snap, identity, data_dir.clone(), media_host);
+
+        let app = Router::new()
+            .route("/ws/chat", get(ws_upgrade))
+            .merge(admin::router())
+            .merge(media::router())
+            .with_state(hub.clone());
+
+        let shutdown = hub.shutdown.clone();
+        let (ca_file, ca_pem, server) = if config.tls {
+            let material = tls::load_or_create(&data_dir)?;
+            let listener = tls::TlsListener::new(listener, material.server_config)?;
+            let server = tokio::spawn(async move {
+                let serve = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { shutdown.cancelled().await });
+                if let Err(e) = serve.await {
+                    tracing::error!("server stopped: {e}");
+                }
+            });
+            (material.ca_file, material.ca_pem, server)
+        } else {
+            let server = tokio::spawn(async move {
+                let serve = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { shutdown.cancelled().await });
+                if let Err(e) = serve.await {
+                    tracing::error!("server stopped: {e}");
+                }
+            });
+            (PathBuf::new(), String::new(), server)
+        };
+        let persister = tokio::spawn(hub.clone().persist_loop());
+        let sim = Simulator {
+            hub,
+            addr,
+            tls: config.tls,
+            ca_file,
+            ca_pem,
+            server,
+            persister,
+        };
+        sim.write_sim_json(&data_dir)?;
+        Ok(sim)
+    }
+
+    fn write_sim_json(&self, dir: &Path) -> anyhow::Result<()> {
+        let body = serde_json::json!({
+            "wsUrl": self.ws_url(),
+            "adminUrl": self.admin_url(),
+            "caFile": if self.tls { Some(self.ca_file.display().to_string()) } else { None },
+        });
+        let tmp = dir.join("sim.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&body)?)?;
+        std::fs::rename(&tmp, dir.join("sim.json"))?;
+        Ok(())
+    }
+
+    /// The chat WebSocket URL, e.g. `wss://127.0.0.1:PORT/ws/chat`.
+    pub fn ws_url(&self) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws/chat", self.addr)
+    }
+
+    /// The admin API base URL, e.g. `https://127.0.0.1:PORT/admin`.
+    pub fn admin_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/admin", self.addr)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The CA certificate file clients should trust (empty without TLS).
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// The CA certificate as PEM (empty without TLS).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Closes every socket, stops serving and writes the state to disk.
+    pub async fn shutdown(self) {
+        self.hub.shutdown.cancel();
+        let mut server = self.server;
+        if tokio::time::timeout(Duration::from_secs(5), &mut server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("server did not stop within 5 s; aborting it");
+            server.abort();
+        }
+        let _ = self.persister.await;
+        self.hub.persist().await;
+    }
+}
+
+async fn ws_upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
+    {
+        let mut core = hub.core.lock().await;
+        if core.faults.reject_connections > 0 {
+            core.faults.reject_connections -= 1;
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "connection rejected (fault)",
+            )
+                .into_response();
+        }
+    }
+    ws.max_message_size(32 << 20)
+        .on_upgrade(move |socket| conn::run(hub, socket))
+}

@@ -1,0 +1,582 @@
+//! The admin API (`/admin/...`): tests, benchmarks and the sandbox create
+//! phones, scan QR codes, make phones send and read messages, and inject
+//! faults through it.
+//!
+//! Every failure is an [`ApiError`], answered as
+//! `{"error":{"code","message"}}` with a 4xx/5xx status.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::hub::{Hub, MediaFault, Outbound};
+use crate::phone::{self, MediaKind, Outgoing, PhoneError};
+use crate::state::{Account, now_secs};
+
+/// An admin API error: status, stable code, human message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    fn phone_not_found(phone: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "phone_not_found",
+            format!("no account with phone number {phone}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!("admin request failed: {}", self.message);
+        }
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+impl From<PhoneError> for ApiError {
+    fn from(e: PhoneError) -> Self {
+        match &e {
+            PhoneError::UnknownAccount(p) => ApiError::phone_not_found(p),
+            PhoneError::BadQr(_) => ApiError::bad_request("invalid_qr", e.to_string()),
+            PhoneError::UnknownRef(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "qr_not_found", e.to_string())
+            }
+            PhoneError::UnknownDevice(..) => {
+                ApiError::new(StatusCode::NOT_FOUND, "device_not_found", e.to_string())
+            }
+            PhoneError::BadMedia(_) => ApiError::bad_request("invalid_media", e.to_string()),
+            PhoneError::Signal(_) | PhoneError::Io(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+        }
+    }
+}
+
+type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// Parses a JSON body, naming the problem on failure (axum's own rejection
+/// is plain text).
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the request body must be a JSON object",
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))
+}
+
+pub fn router() -> Router<Arc<Hub>> {
+    Router::new()
+        .route("/admin/health", get(health))
+        .route("/admin/phones", post(create_phone).get(list_phones))
+        .route("/admin/phones/{phone}", get(get_phone))
+        .route("/admin/phones/{phone}/scan", post(scan))
+        .route(
+            "/admin/phones/{phone}/messages",
+            post(send_message).get(list_messages),
+        )
+        .route("/admin/phones/{phone}/read", post(read))
+        .route(
+            "/admin/phones/{phone}/devices/{device}/unlink",
+            post(unlink),
+        )
+        .route("/admin/mock-phone/scan-qr", post(mock_scan))
+        .route("/admin/faults/disconnect", post(fault_disconnect))
+        .route("/admin/faults/reject-connections", post(fault_reject))
+        .route("/admin/faults/stream-error", post(fault_stream_error))
+        .route("/admin/faults/ban", post(fault_ban))
+        .route("/admin/faults/media", post(fault_media))
+        .fallback(not_found)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        "no such admin route; see the wa-sim documentation",
+    )
+}
+
+async fn health(State(hub): State<Arc<Hub>>) -> Json<Value> {
+    let core = hub.core.lock().await;
+    Json(json!({
+        "status": "ok",
+        "accounts": core.snap.accounts.len(),
+        "connections": core.conns.len(),
+    }))
+}
+
+fn valid_phone(phone: &str) -> Result<()> {
+    if phone.len() < 5 || phone.len() > 16 || !phone.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_request(
+            "invalid_phone",
+            format!("phone must be 5 to 16 digits, got {phone:?}"),
+        ));
+    }
+    Ok(())
+}
+
+fn account_json(acc: &Account, online: &dyn Fn(u16) -> bool) -> Value {
+    let devices: Vec<Value> = acc
+        .devices
+        .values()
+        .map(|d| {
+            json!({
+                "id": d.id,
+                "jid": if d.id == 0 { format!("{}@s.whatsapp.net", acc.phone) } else { format!("{}:{}@s.whatsapp.net", acc.phone, d.id) },
+                "lid": if d.id == 0 { format!("{}@lid", acc.lid) } else { format!("{}:{}@lid", acc.lid, d.id) },
+                "kind": if d.id == 0 { "phone" } else { "companion" },
+                "pushName": d.push_name,
+                "keyIndex": d.key_index,
+                "online": d.id == 0 || online(d.id),
+                "queued": d.queue.len(),
+            })
+        })
+        .collect();
+    json!({
+        "phone": acc.phone,
+        "name": acc.name,
+        "jid": format!("{}@s.whatsapp.net", acc.phone),
+        "lid": format!("{}@lid", acc.lid),
+        "devices": devices,
+    })
+}
+
+#[derive(Deserialize)]
+struct CreatePhone {
+    phone: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+async fn create_phone(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Response> {
+    let req: CreatePhone = parse(&body)?;
+    let phone = req.phone.trim_start_matches('+').to_string();
+    valid_phone(&phone)?;
+    let mut core = hub.core.lock().await;
+    if core.account(&phone).is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "phone_exists",
+            format!("an account with phone number {phone} already exists"),
+        ));
+    }
+    let name = req.name.unwrap_or_else(|| format!("Phone {phone}"));
+    let acc = phone::new_account(&mut core, &phone, &name)?;
+    let body = account_json(&acc, &|_| false);
+    core.lid_to_phone.insert(acc.lid.clone(), phone.clone());
+    core.snap.accounts.insert(phone, acc);
+    drop(core);
+    hub.mark_dirty();
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn list_phones(State(hub): State<Arc<Hub>>) -> Json<Value> {
+    let core = hub.core.lock().await;
+    let list: Vec<Value> = core
+        .snap
+        .accounts
+        .values()
+        .map(|a| account_json(a, &|d| core.conns.contains_key(&(a.phone.clone(), d))))
+        .collect();
+    Json(Value::Array(list))
+}
+
+async fn get_phone(State(hub): State<Arc<Hub>>, Path(phone): Path<String>) -> Result<Json<Value>> {
+    let core = hub.core.lock().await;
+    let acc = core
+        .account(&phone)
+        .ok_or_else(|| ApiError::phone_not_found(&phone))?;
+    Ok(Json(account_json(acc, &|d| {
+        core.conns.contains_key(&(phone.clone(), d))
+    })))
+}
+
+#[derive(Deserialize)]
+struct Scan {
+    qr: String,
+}
+
+async fn scan(
+    State(hub): State<Arc<Hub>>,
+    Path(phone): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    let req: Scan = parse(&body)?;
+    do_scan(&hub, &phone, &req.qr).await
+}
+
+async fn do_scan(hub: &Arc<Hub>, phone: &str, qr: &str) -> Result<Json<Value>> {
+    let mut core = hub.core.lock().await;
+    let device = phone::scan(&mut core, phone, qr).await?;
+    drop(core);
+    hub.mark_dirty();
+    Ok(Json(json!({
+        "phone": phone,
+        "device": device,
+        "jid": format!("{phone}:{device}@s.whatsapp.net"),
+    })))
+}
+
+/// The convention of whatsapp-rust's own e2e suite: the body is the raw QR
+/// string, and the account is picked by the scanning device's push name
+/// (created on first use), so the same name always lands on the same number.
+async fn mock_scan(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Value>> {
+    let qr = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("invalid_qr", "the body must be the QR string"))?
+        .trim()
+        .to_string();
+    let pair_ref = qr.split(',').next().unwrap_or_default().to_string();
+    let mut core = hub.core.lock().await;
+    let push_name = core
+        .pairing
+        .get(&pair_ref)
+        .map(|p| p.push_name.clone())
+        .ok_or_else(|| ApiError::from(PhoneError::UnknownRef(pair_ref.clone())))?;
+    let name = if push_name.is_empty() {
+        "wa-sim".to_string()
+    } else {
+        push_name
+    };
+    let digest = Sha256::digest(name.as_bytes());
+    let n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) % 10_000_000;
+    let phone = format!("1555{n:07}");
+    if core.account(&phone).is_none() {
+        let acc = phone::new_account(&mut core, &phone, &name)?;
+        core.lid_to_phone.insert(acc.lid.clone(), phone.clone());
+        core.snap.accounts.insert(phone.clone(), acc);
+    }
+    drop(core);
+    do_scan(&hub, &phone, &qr).await
+}
+
+#[derive(Deserialize)]
+struct SendMedia {
+    mimetype: String,
+    #[serde(default, rename = "fileName")]
+    file_name: Option<String>,
+    data: String,
+}
+
+#[derive(Deserialize)]
+struct Send {
+    to: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    caption: Option<String>,
+    #[serde(default)]
+    media: Option<SendMedia>,
+}
+
+/// `15551234567`, `+1 555 123 4567`, `...@s.whatsapp.net`, `...@c.us`.
+fn normalize_to(to: &str) -> Result<String> {
+    let user = to.split('@').next().unwrap_or_default();
+    let user = user.split(':').next().unwrap_or_default();
+    let digits: String = user.chars().filter(char::is_ascii_digit).collect();
+    valid_phone(&digits).map_err(|_| {
+        ApiError::bad_request("invalid_to", format!("`to` is not a phone number: {to:?}"))
+    })?;
+    Ok(digits)
+}
+
+async fn send_message(
+    State(hub): State<Arc<Hub>>,
+    Path(phone): Path<String>,
+    body: Bytes,
+) -> Result<Response> {
+    let req: Send = parse(&body)?;
+    let to = normalize_to(&req.to)?;
+    let out = match (req.text, req.media) {
+        (_, Some(m)) => {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(m.data.as_bytes())
+                .map_err(|e| {
+                    ApiError::bad_request("invalid_media", format!("media.data is not base64: {e}"))
+                })?;
+            if m.mimetype.is_empty() || !m.mimetype.contains('/') {
+                return Err(ApiError::bad_request(
+                    "invalid_media",
+                    "media.mimetype must be a MIME type like image/jpeg",
+                ));
+            }
+            Outgoing::Media {
+                kind: MediaKind::from_mimetype(&m.mimetype),
+                mimetype: m.mimetype,
+                file_name: m.file_name,
+                caption: req.caption,
+                data,
+            }
+        }
+        (Some(t), None) if !t.is_empty() => Outgoing::Text(t),
+        _ => {
+            return Err(ApiError::bad_request(
+                "missing_content",
+                "give `text`, or `media` (with an optional `caption`)",
+            ));
+        }
+    };
+    let mut core = hub.core.lock().await;
+    let record = phone::send(&mut core, &hub.media_host, &phone, &to, out).await?;
+    drop(core);
+    hub.mark_dirty();
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(record).unwrap_or_default()),
+    )
+        .into_response())
+}
+
+async fn list_messages(
+    State(hub): State<Arc<Hub>>,
+    Path(phone): Path<String>,
+) -> Result<Json<Value>> {
+    let core = hub.core.lock().await;
+    let acc = core
+        .account(&phone)
+        .ok_or_else(|| ApiError::phone_not_found(&phone))?;
+    Ok(Json(
+        serde_json::to_value(&acc.secrets.messages).unwrap_or_default(),
+    ))
+}
+
+#[derive(Deserialize)]
+struct Read {
+    ids: Vec<String>,
+}
+
+async fn read(
+    State(hub): State<Arc<Hub>>,
+    Path(phone): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    let req: Read = parse(&body)?;
+    let mut core = hub.core.lock().await;
+    let n = phone::mark_read(&mut core, &phone, &req.ids)?;
+    drop(core);
+    hub.mark_dirty();
+    Ok(Json(json!({"read": n})))
+}
+
+async fn unlink(
+    State(hub): State<Arc<Hub>>,
+    Path((phone, device)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    let device: u16 = device.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_device",
+            format!("device must be a number, got {device:?}"),
+        )
+    })?;
+    let mut core = hub.core.lock().await;
+    if core.account(&phone).is_none() {
+        return Err(ApiError::phone_not_found(&phone));
+    }
+    if device == 0 {
+        return Err(ApiError::bad_request(
+            "invalid_device",
+            "device 0 is the phone itself and cannot be unlinked",
+        ));
+    }
+    if !crate::router::unlink(&mut core, &phone, device) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "device_not_found",
+            format!("account {phone} has no device {device}"),
+        ));
+    }
+    drop(core);
+    hub.mark_dirty();
+    Ok(Json(
+        json!({"phone": phone, "device": device, "unlinked": true}),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+struct Target {
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    device: Option<u16>,
+}
+
+fn parse_optional<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse(body)
+    }
+}
+
+async fn fault_disconnect(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Value>> {
+    let t: Target = parse_optional(&body)?;
+    let mut core = hub.core.lock().await;
+    let keys: Vec<(String, u16)> = core
+        .conns
+        .keys()
+        .filter(|(p, d)| {
+            t.phone.as_ref().is_none_or(|x| x == p) && t.device.is_none_or(|x| x == *d)
+        })
+        .cloned()
+        .collect();
+    for k in &keys {
+        if let Some(c) = core.conns.remove(k) {
+            let _ = c.tx.send(Outbound::Drop);
+        }
+    }
+    Ok(Json(json!({"dropped": keys.len()})))
+}
+
+#[derive(Deserialize)]
+struct Count {
+    count: u32,
+}
+
+async fn fault_reject(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Value>> {
+    let c: Count = parse(&body)?;
+    hub.core.lock().await.faults.reject_connections = c.count;
+    Ok(Json(json!({"rejectNext": c.count})))
+}
+
+#[derive(Deserialize)]
+struct StreamError {
+    phone: String,
+    #[serde(default)]
+    device: Option<u16>,
+    /// `replaced` (another login took over) or `conflict`.
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+async fn fault_stream_error(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Value>> {
+    let req: StreamError = parse(&body)?;
+    let kind = req.kind.unwrap_or_else(|| "replaced".into());
+    if kind != "replaced" && kind != "conflict" {
+        return Err(ApiError::bad_request(
+            "invalid_type",
+            format!("type must be \"replaced\" or \"conflict\", got {kind:?}"),
+        ));
+    }
+    let node = wacore_binary::builder::NodeBuilder::new("stream:error")
+        .children([wacore_binary::builder::NodeBuilder::new("conflict")
+            .attr("type", kind)
+            .build()])
+        .build();
+    let bytes = wacore_binary::marshal::marshal(&node)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let mut core = hub.core.lock().await;
+    let keys: Vec<(String, u16)> = core
+        .conns
+        .keys()
+        .filter(|(p, d)| *p == req.phone && req.device.is_none_or(|x| x == *d))
+        .cloned()
+        .collect();
+    for k in &keys {
+        if let Some(c) = core.conns.remove(k) {
+            let _ = c.tx.send(Outbound::NodeThenClose(bytes.clone()));
+        }
+    }
+    Ok(Json(json!({"sent": keys.len()})))
+}
+
+#[derive(Deserialize)]
+struct Ban {
+    phone: String,
+    #[serde(default)]
+    device: Option<u16>,
+    #[serde(default = "default_ban")]
+    seconds: u64,
+}
+
+fn default_ban() -> u64 {
+    3600
+}
+
+async fn fault_ban(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Value>> {
+    let req: Ban = parse(&body)?;
+    let mut core = hub.core.lock().await;
+    let devices: Vec<u16> = core
+        .account(&req.phone)
+        .ok_or_else(|| ApiError::phone_not_found(&req.phone))?
+        .devices
+        .keys()
+        .copied()
+        .filter(|d| *d != 0 && req.device.is_none_or(|x| x == *d))
+        .collect();
+    let until = now_secs() + req.seconds;
+    for d in &devices {
+        core.faults.bans.insert((req.phone.clone(), *d), until);
+        // Banned devices are disconnected; their next login gets 402.
+        if let Some(c) = core.conns.remove(&(req.phone.clone(), *d)) {
+            let _ = c.tx.send(Outbound::Drop);
+        }
+    }
+    Ok(Json(json!({"banned": devices, "until": until})))
+}
+
+#[derive(Deserialize)]
+struct MediaFaultReq {
+    mode: String,
+    #[serde(default = "one")]
+    count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn fault_media(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Value>> {
+    let req: MediaFaultReq = parse(&body)?;
+    let mode = match req.mode.as_str() {
+        "not_found" => MediaFault::NotFound,
+        "corrupt" => MediaFault::Corrupt,
+        "oversized" => MediaFault::Oversized,
+        "off" | "none" => {
+            hub.core.lock().await.faults.media = None;
+            return Ok(Json(json!({"mode": "off"})));
+        }
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_mode",
+                format!("mode must be not_found, corrupt, oversized or off, got {other:?}"),
+            ));
+        }
+    };
+    hub.core.lock().await.faults.media = Some((mode, req.count));
+    Ok(Json(json!({"mode": req.mode, "count": req.count})))
+}

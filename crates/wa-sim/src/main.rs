@@ -1,0 +1,56 @@
+//! `wa-sim`: runs the WhatsApp simulator until Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use wa_sim::{SimConfig, Simulator};
+
+/// A WhatsApp Web multi-device server for tests, benchmarks and the sandbox.
+///
+/// Serves the chat WebSocket (/ws/chat), the admin API (/admin/...) and the
+/// media host (/mms/...) on one port. Writes DIR/sim.json with
+/// {"wsUrl","adminUrl","caFile"} once it is listening.
+#[derive(Parser, Debug)]
+#[command(name = "wa-sim", version)]
+struct Args {
+    /// Address and port to listen on (port 0 picks a free one).
+    #[arg(long, env = "WA_SIM_LISTEN", default_value = "127.0.0.1:7780")]
+    listen: SocketAddr,
+
+    /// Directory for state (accounts, keys, queues), media blobs, the CA and sim.json.
+    #[arg(long, env = "WA_SIM_DATA_DIR", default_value = "./wa-sim-data")]
+    data_dir: PathBuf,
+
+    /// Serve plain ws:// and http:// instead of TLS.
+    #[arg(long, env = "WA_SIM_PLAIN")]
+    plain: bool,
+
+    /// Log filter, e.g. "info" or "wa_sim=debug".
+    #[arg(long, env = "WA_SIM_LOG", default_value = "info")]
+    log: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+        .init();
+    let sim = Simulator::start(SimConfig {
+        listen: args.listen,
+        data_dir: args.data_dir.clone(),
+        tls: !args.plain,
+    })
+    .await?;
+    println!("WebSocket: {}", sim.ws_url());
+    println!("Admin API: {}", sim.admin_url());
+    if !args.plain {
+        println!("CA file:   {}", sim.ca_file().display());
+    }
+    println!("State:     {}", args.data_dir.join("sim.json").display());
+    tokio::signal::ctrl_c().await?;
+    println!("shutting down");
+    sim.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,389 @@
+//! The server side of WhatsApp's Noise handshake (XX, IK and XXfallback) and
+//! the encrypted frame layer that follows it.
+//!
+//! Built on `wacore-noise`'s symmetric state; only the responder's steps live
+//! here. Errors are [`NoiseServerError`]; any of them ends that one connection.
+
+use wacore_binary::consts::{NOISE_PATTERN_IK, NOISE_PATTERN_XX, NOISE_PATTERN_XXFALLBACK};
+use wacore_libsignal::protocol::{KeyPair, PrivateKey};
+use wacore_noise::{NoiseCipher, NoiseHandshake};
+use waproto::buffa::Message as _;
+use waproto::whatsapp::{self as wa, cert_chain::noise_certificate};
+
+/// Why a handshake or frame was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum NoiseServerError {
+    #[error("malformed handshake message: {0}")]
+    Malformed(&'static str),
+    #[error("protobuf decode: {0}")]
+    Decode(#[from] waproto::buffa::DecodeError),
+    #[error("noise: {0}")]
+    Noise(#[from] wacore_noise::HandshakeError),
+    #[error("frame cipher: {0}")]
+    Cipher(#[from] wacore_noise::NoiseError),
+}
+
+type Result<T> = std::result::Result<T, NoiseServerError>;
+
+/// The server's long-term Noise identity and the certificate chain naming it.
+pub struct ServerIdentity {
+    pub static_kp: KeyPair,
+    pub cert_chain: Vec<u8>,
+}
+
+impl ServerIdentity {
+    /// Rebuilds the identity from the stored private key; the chain is made
+    /// fresh each start so its validity window always covers "now".
+    pub fn from_private(private: &[u8; 32]) -> anyhow::Result<Self> {
+        let private = PrivateKey::deserialize(private)?;
+        let public = private.public_key()?;
+        let static_kp = KeyPair::new(public, private);
+        let cert_chain = build_cert_chain(&static_kp)?;
+        Ok(Self {
+            static_kp,
+            cert_chain,
+        })
+    }
+
+    pub fn generate_private() -> [u8; 32] {
+        let kp = KeyPair::generate(&mut rand::rng());
+        *kp.private_key.serialize()
+    }
+
+    pub fn static_pub(&self) -> [u8; 32] {
+        self.static_kp
+            .public_key
+            .public_key_bytes()
+            .try_into()
+            .expect("X25519 public keys are 32 bytes")
+    }
+}
+
+/// An intermediate certificate (own throwaway key, issuer serial 0) and a leaf
+/// for the server static key, the leaf really signed by the intermediate.
+/// Clients accept it only when built with `danger-skip-cert-chain-verify`,
+/// because the intermediate is not signed by WhatsApp's root.
+fn build_cert_chain(static_kp: &KeyPair) -> anyhow::Result<Vec<u8>> {
+    let mut rng = rand::rng();
+    let intermediate_kp = KeyPair::generate(&mut rng);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let not_before = now.saturating_sub(86_400);
+    // Long validity keeps clients on IK for resumed logins; the chain is
+    // rebuilt at every start anyway.
+    let not_after = now + 10 * 365 * 86_400;
+    let intermediate_details = noise_certificate::Details {
+        serial: Some(1),
+        issuer_serial: Some(0),
+        key: Some(intermediate_kp.public_key.public_key_bytes().to_vec()),
+        not_before: Some(not_before),
+        not_after: Some(not_after),
+    }
+    .encode_to_vec();
+    let leaf_details = noise_certificate::Details {
+        serial: Some(2),
+        issuer_serial: Some(1),
+        key: Some(static_kp.public_key.public_key_bytes().to_vec()),
+        not_before: Some(not_before),
+        not_after: Some(not_after),
+    }
+    .encode_to_vec();
+    let leaf_signature = intermediate_kp
+        .private_key
+        .calculate_signature(&leaf_details, &mut rng)?;
+    let chain = wa::CertChain {
+        leaf: waproto::buffa::MessageField::some(wa::cert_chain::NoiseCertificate {
+            details: Some(leaf_details),
+            signature: Some(leaf_signature.to_vec()),
+        }),
+        intermediate: waproto::buffa::MessageField::some(wa::cert_chain::NoiseCertificate {
+            details: Some(intermediate_details),
+            // Nobody but WhatsApp can sign this one.
+            signature: Some(vec![0u8; 64]),
+        }),
+    };
+    Ok(chain.encode_to_vec())
+}
+
+/// State between the server hello and the client finish (XX and XXfallback).
+pub struct PendingXx {
+    noise: NoiseHandshake,
+    ephemeral: KeyPair,
+}
+
+/// A completed handshake: the client's static key, its payload and the
+/// transport ciphers.
+pub struct Established {
+    pub client_static: [u8; 32],
+    pub payload: Vec<u8>,
+    pub write: NoiseCipher,
+    pub read: NoiseCipher,
+}
+
+/// What the server does after reading the client hello.
+pub enum HelloOutcome {
+    /// Send `reply`, then wait for the client finish.
+    Continue { reply: Vec<u8>, pending: PendingXx },
+    /// IK accepted: send `reply`; the connection is established.
+    Done {
+        reply: Vec<u8>,
+        established: Established,
+    },
+}
+
+fn to_32(bytes: &[u8], what: &'static str) -> Result<[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| NoiseServerError::Malformed(what))
+}
+
+/// Answers a client hello. An IK hello whose static we cannot decrypt (the
+/// client cached another server key) is answered with XXfallback.
+pub fn respond_to_hello(
+    id: &ServerIdentity,
+    prologue: &[u8],
+    hello_bytes: &[u8],
+) -> Result<HelloOutcome> {
+    let msg = wa::HandshakeMessage::decode_from_slice(hello_bytes)?;
+    let hello = msg
+        .client_hello
+        .into_option()
+        .ok_or(NoiseServerError::Malformed("no client hello"))?;
+    let client_eph = to_32(
+        hello
+            .ephemeral
+            .as_deref()
+            .ok_or(NoiseServerError::Malformed("no ephemeral"))?,
+        "ephemeral length",
+    )?;
+    if let (Some(enc_static), Some(enc_payload)) = (hello.r#static.as_ref(), hello.payload.as_ref())
+    {
+        if let Some(outcome) = try_ik(id, prologue, &client_eph, enc_static, enc_payload)? {
+            return Ok(outcome);
+        }
+        return serve_xx(id, prologue, &client_eph, NOISE_PATTERN_XXFALLBACK);
+    }
+    serve_xx(id, prologue, &client_eph, NOISE_PATTERN_XX)
+}
+
+fn try_ik(
+    id: &ServerIdentity,
+    prologue: &[u8],
+    client_eph: &[u8; 32],
+    enc_static: &[u8],
+    enc_payload: &[u8],
+) -> Result<Option<HelloOutcome>> {
+    let server_priv = id.static_kp.private_key.serialize();
+    let mut noise = NoiseHandshake::new(NOISE_PATTERN_IK, prologue)?;
+    noise.authenticate(&id.static_pub());
+    noise.authenticate(client_eph);
+    noise.mix_shared_secret(server_priv, client_eph)?;
+    let Ok(client_static) = noise.decrypt(enc_static) else {
+        // Wrong cached server key on the client side: fall back to XX.
+        return Ok(None);
+    };
+    let client_static = to_32(&client_static, "client static length")?;
+    noise.mix_shared_secret(server_priv, &client_static)?;
+    let Ok(payload) = noise.decrypt(enc_payload) else {
+        return Ok(None);
+    };
+    let eph = KeyPair::generate(&mut rand::rng());
+    let eph_pub = eph.public_key.public_key_bytes().to_vec();
+    noise.authenticate(&eph_pub);
+    noise.mix_shared_secret(eph.private_key.serialize(), client_eph)?;
+    noise.mix_shared_secret(eph.private_key.serialize(), &client_static)?;
+    let enc_cert = noise.encrypt(&id.cert_chain)?;
+    let reply = wa::HandshakeMessage {
+        server_hello: waproto::buffa::MessageField::some(wa::handshake_message::ServerHello {
+            ephemeral: Some(eph_pub),
+            r#static: None,
+            payload: Some(enc_cert),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    // The initiator's first key is its write key, so ours are swapped.
+    let (client_write, client_read) = noise.finish()?;
+    Ok(Some(HelloOutcome::Done {
+        reply,
+        established: Established {
+            client_static,
+            payload,
+            write: client_read,
+            read: client_write,
+        },
+    }))
+}
+
+fn serve_xx(
+    id: &ServerIdentity,
+    prologue: &[u8],
+    client_eph: &[u8; 32],
+    pattern: &str,
+) -> Result<HelloOutcome> {
+    let mut noise = NoiseHandshake::new(pattern, prologue)?;
+    noise.authenticate(client_eph);
+    let eph = KeyPair::generate(&mut rand::rng());
+    let eph_pub = eph.public_key.public_key_bytes().to_vec();
+    noise.authenticate(&eph_pub);
+    noise.mix_shared_secret(eph.private_key.serialize(), client_eph)?;
+    let enc_static = noise.encrypt(&id.static_pub())?;
+    noise.mix_shared_secret(id.static_kp.private_key.serialize(), client_eph)?;
+    let enc_cert = noise.encrypt(&id.cert_chain)?;
+    let reply = wa::HandshakeMessage {
+        server_hello: waproto::buffa::MessageField::some(wa::handshake_message::ServerHello {
+            ephemeral: Some(eph_pub),
+            r#static: Some(enc_static),
+            payload: Some(enc_cert),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    Ok(HelloOutcome::Continue {
+        reply,
+        pending: PendingXx {
+            noise,
+            ephemeral: eph,
+        },
+    })
+}
+
+/// Reads the client finish of an XX (or XXfallback) handshake.
+pub fn finish_xx(pending: PendingXx, finish_bytes: &[u8]) -> Result<Established> {
+    let PendingXx {
+        mut noise,
+        ephemeral,
+    } = pending;
+    let msg = wa::HandshakeMessage::decode_from_slice(finish_bytes)?;
+    let finish = msg
+        .client_finish
+        .into_option()
+        .ok_or(NoiseServerError::Malformed("no client finish"))?;
+    let enc_static = finish
+        .r#static
+        .ok_or(NoiseServerError::Malformed("no client static"))?;
+    let enc_payload = finish
+        .payload
+        .ok_or(NoiseServerError::Malformed("no client payload"))?;
+    let client_static = to_32(&noise.decrypt(&enc_static)?, "client static length")?;
+    noise.mix_shared_secret(ephemeral.private_key.serialize(), &client_static)?;
+    let payload = noise.decrypt(&enc_payload)?;
+    let (client_write, client_read) = noise.finish()?;
+    Ok(Established {
+        client_static,
+        payload,
+        write: client_read,
+        read: client_write,
+    })
+}
+
+/// Transport encryption after the handshake: one counter per direction.
+pub struct FrameCipher {
+    write: NoiseCipher,
+    read: NoiseCipher,
+    write_counter: u32,
+    read_counter: u32,
+}
+
+impl FrameCipher {
+    pub fn new(write: NoiseCipher, read: NoiseCipher) -> Self {
+        Self {
+            write,
+            read,
+            write_counter: 0,
+            read_counter: 0,
+        }
+    }
+
+    /// Encrypts one plaintext and returns it framed (3-byte length prefix).
+    pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let ct = self
+            .write
+            .encrypt_with_counter(self.write_counter, plaintext)?;
+        self.write_counter = self.write_counter.wrapping_add(1);
+        Ok(frame(&ct))
+    }
+
+    pub fn open(&mut self, ciphertext: &[u8]) -> Result<Vec<u8>> {
+        let mut buf = ciphertext.to_vec();
+        self.read
+            .decrypt_in_place_with_counter(self.read_counter, &mut buf)?;
+        self.read_counter = self.read_counter.wrapping_add(1);
+        Ok(buf)
+    }
+}
+
+/// Prefixes a payload with its 3-byte big-endian length.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut out = Vec::with_capacity(3 + len);
+    out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8]);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Splits a byte stream into 3-byte-length-prefixed frames.
+#[derive(Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+}
+
+/// Frames larger than this are a protocol violation.
+const MAX_FRAME: usize = 1 << 24;
+
+impl FrameReader {
+    pub fn feed(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete frame, `Ok(None)` if more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>> {
+        if self.buf.len() < 3 {
+            return Ok(None);
+        }
+        let len = (usize::from(self.buf[0]) << 16)
+            | (usize::from(self.buf[1]) << 8)
+            | usize::from(self.buf[2]);
+        if len >= MAX_FRAME {
+            return Err(NoiseServerError::Malformed("frame too large"));
+        }
+        if self.buf.len() < 3 + len {
+            return Ok(None);
+        }
+        let frame = self.buf[3..3 + len].to_vec();
+        self.buf.drain(..3 + len);
+        Ok(Some(frame))
+    }
+
+    /// Strips the connection header (optional edge-routing pre-intro, then
+    /// `WA` + magic + dictionary version) from the first bytes of a
+    /// connection. Returns the 4-byte prologue, `Ok(None)` if incomplete.
+    pub fn take_header(&mut self) -> Result<Option<[u8; 4]>> {
+        let mut start = 0;
+        if self.buf.starts_with(b"ED\x00\x01") {
+            if self.buf.len() < 7 {
+                return Ok(None);
+            }
+            let len = (usize::from(self.buf[4]) << 16)
+                | (usize::from(self.buf[5]) << 8)
+                | usize::from(self.buf[6]);
+            start = 7 + len;
+        } else if self.buf.len() >= 2 && !self.buf.starts_with(b"WA") {
+            return Err(NoiseServerError::Malformed("bad connection header"));
+        }
+        if self.buf.len() < start + 4 {
+            return Ok(None);
+        }
+        let header: [u8; 4] = self.buf[start..start + 4]
+            .try_into()
+            .expect("slice of length 4");
+        if &header[..2] != b"WA" || header != wacore_binary::consts::WA_CONN_HEADER {
+            return Err(NoiseServerError::Malformed("bad connection header"));
+        }
+        self.buf.drain(..start + 4);
+        Ok(Some(header))
+    }
+}

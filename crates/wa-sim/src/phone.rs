@@ -1,0 +1,973 @@
+//! The virtual phones: device 0 of every account, simulated in-process.
+//!
+//! A phone does what the app on a user's phone does: it owns the account's
+//! identity key, scans QR codes (signing the companion's ADV identity), shares
+//! app-state keys with new companions, and sends and receives end-to-end
+//! encrypted messages (Signal sessions, padding, media encryption and upload,
+//! own-device fan-out). Errors are [`PhoneError`]; the admin API maps them to
+//! HTTP answers.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use wacore::download::{DownloadUtils, MediaType};
+use wacore::messages::MessageUtils;
+use wacore_binary::builder::NodeBuilder;
+use wacore_binary::{Jid, Node};
+use wacore_libsignal::protocol::ProtocolAddress;
+use waproto::buffa::{Message as _, MessageField};
+use waproto::whatsapp as wa;
+
+use crate::hub::{Core, new_id, t_now};
+use crate::signal::{self, SignalError};
+use crate::state::{Account, B64, DeviceRecord, MediaMeta, MediaSummary, PhoneMessage, now_secs};
+
+/// Why a phone action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PhoneError {
+    #[error("no account with phone number {0}")]
+    UnknownAccount(String),
+    #[error("the QR code is not valid: {0}")]
+    BadQr(String),
+    #[error("no device is showing the QR code with ref {0} (expired, or already scanned)")]
+    UnknownRef(String),
+    #[error("account {0} has no device {1}")]
+    UnknownDevice(String, u16),
+    #[error("invalid media: {0}")]
+    BadMedia(String),
+    #[error(transparent)]
+    Signal(#[from] SignalError),
+    #[error("storing media: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+type Result<T> = std::result::Result<T, PhoneError>;
+
+/// Creates an account with a phone holding a fresh Signal identity.
+pub fn new_account(core: &mut Core, phone: &str, name: &str) -> Result<Account> {
+    let (secrets, record) = signal::generate_phone()?;
+    core.snap.next_lid += 1;
+    // LIDs are opaque numbers unrelated to the phone number, as on WhatsApp.
+    let lid = format!("{}", 100_000_000_000_000u64 + core.snap.next_lid * 7919);
+    let mut devices = std::collections::BTreeMap::new();
+    devices.insert(0, record);
+    Ok(Account {
+        phone: phone.to_string(),
+        lid,
+        name: name.to_string(),
+        next_device_id: 1,
+        next_key_index: 1,
+        devices,
+        revoked_noise: Vec::new(),
+        secrets,
+        created_at: now_secs(),
+    })
+}
+
+/// The ADV `raw_id` of an account: stable for its lifetime.
+fn raw_id(acc: &Account) -> u32 {
+    (acc.created_at as u32) | 1
+}
+
+/// `ADVSignedKeyIndexList` for the account's current companions, signed by
+/// the account key (clients read, but do not verify, it).
+pub fn key_index_list(acc: &Account) -> Vec<u8> {
+    let valid: Vec<u32> = acc
+        .devices
+        .values()
+        .filter(|d| d.id != 0)
+        .map(|d| d.key_index)
+        .collect();
+    let details = wa::ADVKeyIndexList {
+        raw_id: Some(raw_id(acc)),
+        timestamp: Some(acc.created_at),
+        current_index: Some(acc.next_key_index.saturating_sub(1)),
+        valid_indexes: valid,
+        account_type: Some(wa::ADVEncryptionType::E2EE),
+    }
+    .encode_to_vec();
+    let signature = signal::identity_pair(&acc.secrets)
+        .ok()
+        .and_then(|kp| {
+            let msg = [&[6u8, 2][..], &details].concat();
+            kp.private_key
+                .calculate_signature(&msg, &mut rand::rng())
+                .ok()
+        })
+        .map(|s| s.to_vec());
+    wa::ADVSignedKeyIndexList {
+        details: Some(details),
+        account_signature: signature,
+        account_signature_key: Some(acc.secrets.identity_public.0.clone()),
+    }
+    .encode_to_vec()
+}
+
+/// The phone scans a QR code: links the showing connection as a new device.
+/// Returns the new device id.
+pub async fn scan(core: &mut Core, phone: &str, qr: &str) -> Result<u16> {
+    let (pair_ref, noise_pub, identity_pub, adv_secret) = parse_qr(qr)?;
+    if core.account(phone).is_none() {
+        return Err(PhoneError::UnknownAccount(phone.to_string()));
+    }
+    let Some(pc) = core.pairing.get(&pair_ref) else {
+        return Err(PhoneError::UnknownRef(pair_ref));
+    };
+    if pc.paired.is_some() {
+        return Err(PhoneError::UnknownRef(pair_ref));
+    }
+    if pc.noise_pub != noise_pub || pc.identity != identity_pub {
+        return Err(PhoneError::BadQr(
+            "its keys do not match the device showing it".into(),
+        ));
+    }
+    let registration_id = pc.registration_id;
+    let signed_prekey = pc.signed_prekey.clone();
+    let push_name = pc.push_name.clone();
+    let platform = pc.platform.clone();
+    let tx = pc.tx.clone();
+
+    let acc = core.account_mut(phone).expect("checked above");
+    let device = acc.next_device_id;
+    acc.next_device_id += 1;
+    let key_index = acc.next_key_index;
+    acc.next_key_index += 1;
+    let kp = signal::identity_pair(&acc.secrets)?;
+    let details = wa::ADVDeviceIdentity {
+        raw_id: Some(raw_id(acc)),
+        timestamp: Some(now_secs()),
+        key_index: Some(key_index),
+        account_type: Some(wa::ADVEncryptionType::E2EE),
+        device_type: Some(wa::ADVEncryptionType::E2EE),
+    }
+    .encode_to_vec();
+    let to_sign = [&[6u8, 0][..], &details, &identity_pub].concat();
+    let account_signature = kp
+        .private_key
+        .calculate_signature(&to_sign, &mut rand::rng())
+        .map_err(SignalError::from)?;
+    let signed = wa::ADVSignedDeviceIdentity {
+        details: Some(details),
+        account_signature_key: Some(kp.public_key.public_key_bytes().to_vec()),
+        account_signature: Some(account_signature.to_vec()),
+        device_signature: None,
+    }
+    .encode_to_vec();
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(&adv_secret).expect("HMAC takes any key length");
+    mac.update(&signed);
+    let container = wa::ADVSignedDeviceIdentityHMAC {
+        details: Some(signed),
+        hmac: Some(mac.finalize().into_bytes().to_vec()),
+        account_type: Some(wa::ADVEncryptionType::E2EE),
+    }
+    .encode_to_vec();
+
+    acc.devices.insert(
+        device,
+        DeviceRecord {
+            id: device,
+            noise_pub: Some(B64(noise_pub.to_vec())),
+            key_index,
+            registration_id,
+            identity: B64(identity_pub.to_vec()),
+            signed_prekey: Some(signed_prekey),
+            prekeys: Default::default(),
+            device_identity: None,
+            push_name,
+            platform,
+            queue: Default::default(),
+        },
+    );
+    let lid = acc.lid.clone();
+    if let Some(pc) = core.pairing.get_mut(&pair_ref) {
+        pc.paired = Some((phone.to_string(), device));
+    }
+
+    let success = NodeBuilder::new("iq")
+        .attr("from", "s.whatsapp.net")
+        .attr("type", "set")
+        .attr("id", new_id())
+        .attr("xmlns", "md")
+        .attr("t", t_now())
+        .children([NodeBuilder::new("pair-success")
+            .children([
+                NodeBuilder::new("device-identity").bytes(container).build(),
+                NodeBuilder::new("device")
+                    .attr("jid", Jid::pn_device(phone.to_string(), device))
+                    .attr("lid", Jid::lid_device(lid, device))
+                    .build(),
+                NodeBuilder::new("platform").attr("name", "android").build(),
+            ])
+            .build()])
+        .build();
+    send_node(&tx, &success);
+
+    // Like the app: hand the new companion the app-state keys right away, so
+    // it need not wait for them before reporting itself connected.
+    let share = wa::Message {
+        protocol_message: MessageField::some(wa::message::ProtocolMessage {
+            r#type: Some(wa::message::protocol_message::Type::AppStateSyncKeyShare),
+            app_state_sync_key_share: MessageField::some(share_for(core, phone)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    if let Err(e) = send_to_device(core, phone, phone, device, &share, None, "text").await {
+        tracing::warn!("app-state key share to {phone}:{device} failed: {e}");
+    }
+    Ok(device)
+}
+
+fn share_for(core: &Core, phone: &str) -> wa::message::AppStateSyncKeyShare {
+    let acc = core.account(phone).expect("caller checked the account");
+    let indexes: Vec<u32> = acc.devices.values().map(|d| d.key_index).collect();
+    wa::message::AppStateSyncKeyShare {
+        keys: vec![wa::message::AppStateSyncKey {
+            key_id: MessageField::some(wa::message::AppStateSyncKeyId {
+                key_id: Some(acc.secrets.app_state_key_id.0.clone()),
+            }),
+            key_data: MessageField::some(wa::message::AppStateSyncKeyData {
+                key_data: Some(acc.secrets.app_state_key.0.clone()),
+                fingerprint: MessageField::some(wa::message::AppStateSyncKeyFingerprint {
+                    raw_id: Some(raw_id(acc)),
+                    current_index: Some(0),
+                    device_indexes: indexes,
+                }),
+                timestamp: Some(acc.created_at as i64 * 1000),
+            }),
+        }],
+    }
+}
+
+/// `ref,noise,identity,adv_secret[,type]` -> parts.
+fn parse_qr(qr: &str) -> Result<(String, [u8; 32], [u8; 32], [u8; 32])> {
+    let parts: Vec<&str> = qr.trim().split(',').collect();
+    if parts.len() < 4 {
+        return Err(PhoneError::BadQr(format!(
+            "expected at least 4 comma-separated fields, got {}",
+            parts.len()
+        )));
+    }
+    let key = |s: &str, what: &str| -> Result<[u8; 32]> {
+        STANDARD
+            .decode(s)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| PhoneError::BadQr(format!("{what} is not 32 bytes of base64")))
+    };
+    Ok((
+        parts[0].to_string(),
+        key(parts[1], "noise key")?,
+        key(parts[2], "identity key")?,
+        key(parts[3], "ADV secret")?,
+    ))
+}
+
+pub fn send_node(tx: &tokio::sync::mpsc::UnboundedSender<crate::hub::Outbound>, node: &Node) {
+    match wacore_binary::marshal::marshal(node) {
+        Ok(bytes) => {
+            if tx.send(crate::hub::Outbound::Node(bytes)).is_err() {
+                tracing::debug!("connection closed before a stanza could be sent");
+            }
+        }
+        Err(e) => tracing::error!("cannot marshal stanza: {e}"),
+    }
+}
+
+/// Content of a message the phone is asked to send.
+pub enum Outgoing {
+    Text(String),
+    Media {
+        kind: MediaKind,
+        mimetype: String,
+        file_name: Option<String>,
+        caption: Option<String>,
+        data: Vec<u8>,
+    },
+}
+
+/// Media kinds a phone can send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaKind {
+    Image,
+    Video,
+    Audio,
+    Document,
+    Sticker,
+}
+
+impl MediaKind {
+    /// Picks the kind from a mimetype, as the app's share sheet does.
+    pub fn from_mimetype(mimetype: &str) -> MediaKind {
+        if mimetype == "image/webp" {
+            MediaKind::Sticker
+        } else if mimetype.starts_with("image/") {
+            MediaKind::Image
+        } else if mimetype.starts_with("video/") {
+            MediaKind::Video
+        } else if mimetype.starts_with("audio/") {
+            MediaKind::Audio
+        } else {
+            MediaKind::Document
+        }
+    }
+
+    fn media_type(self) -> MediaType {
+        match self {
+            MediaKind::Image => MediaType::Image,
+            MediaKind::Video => MediaType::Video,
+            MediaKind::Audio => MediaType::Audio,
+            MediaKind::Document => MediaType::Document,
+            MediaKind::Sticker => MediaType::Sticker,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            MediaKind::Image => "image",
+            MediaKind::Video => "video",
+            MediaKind::Audio => "audio",
+            MediaKind::Document => "document",
+            MediaKind::Sticker => "sticker",
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Stores an uploaded (encrypted) blob and returns its direct path.
+pub fn store_blob(core: &mut Core, kind: &str, data: &[u8]) -> Result<String> {
+    let blobs = core.blobs_dir.clone();
+    let digest = hex(&Sha256::digest(data));
+    std::fs::create_dir_all(&blobs)?;
+    let file = format!("{digest}.enc");
+    let path = blobs.join(&file);
+    if !path.exists() {
+        std::fs::write(&path, data)?;
+    }
+    let direct_path = format!("/mms/{kind}/{digest}");
+    core.snap.media.insert(
+        direct_path.clone(),
+        MediaMeta {
+            kind: kind.to_string(),
+            size: data.len() as u64,
+            file,
+        },
+    );
+    Ok(direct_path)
+}
+
+/// Builds the protobuf for an outgoing message, encrypting and uploading
+/// media like the app does.
+fn build_message(
+    core: &mut Core,
+    media_host: &str,
+    out: Outgoing,
+) -> Result<(
+    wa::Message,
+    &'static str,
+    Option<MediaSummary>,
+    Option<String>,
+)> {
+    match out {
+        Outgoing::Text(text) => Ok((
+            wa::Message {
+                conversation: Some(text.clone()),
+                ..Default::default()
+            },
+            "text",
+            None,
+            Some(text),
+        )),
+        Outgoing::Media {
+            kind,
+            mimetype,
+            file_name,
+            caption,
+            data,
+        } => {
+            let enc = wacore::upload::encrypt_media(&data, kind.media_type())
+                .map_err(|e| PhoneError::BadMedia(e.to_string()))?;
+            let upload_kind = match kind {
+                MediaKind::Sticker => "image",
+                k => k.name(),
+            };
+            let direct_path = store_blob(core, upload_kind, &enc.data_to_upload)?;
+            let url = format!("https://{media_host}{direct_path}");
+            let len = data.len() as u64;
+            let ts = now_secs() as i64;
+            let mut msg = wa::Message::default();
+            match kind {
+                MediaKind::Image => {
+                    msg.image_message = MessageField::some(wa::message::ImageMessage {
+                        url: Some(url),
+                        mimetype: Some(mimetype.clone()),
+                        caption: caption.clone(),
+                        file_sha256: Some(enc.file_sha256.to_vec()),
+                        file_length: Some(len),
+                        media_key: Some(enc.media_key.to_vec()),
+                        file_enc_sha256: Some(enc.file_enc_sha256.to_vec()),
+                        direct_path: Some(direct_path),
+                        media_key_timestamp: Some(ts),
+                        ..Default::default()
+                    })
+                }
+                MediaKind::Video => {
+                    msg.video_message = MessageField::some(wa::message::VideoMessage {
+                        url: Some(url),
+                        mimetype: Some(mimetype.clone()),
+                        caption: caption.clone(),
+                        file_sha256: Some(enc.file_sha256.to_vec()),
+                        file_length: Some(len),
+                        media_key: Some(enc.media_key.to_vec()),
+                        file_enc_sha256: Some(enc.file_enc_sha256.to_vec()),
+                        direct_path: Some(direct_path),
+                        media_key_timestamp: Some(ts),
+                        ..Default::default()
+                    })
+                }
+                MediaKind::Audio => {
+                    msg.audio_message = MessageField::some(wa::message::AudioMessage {
+                        url: Some(url),
+                        mimetype: Some(mimetype.clone()),
+                        file_sha256: Some(enc.file_sha256.to_vec()),
+                        file_length: Some(len),
+                        media_key: Some(enc.media_key.to_vec()),
+                        file_enc_sha256: Some(enc.file_enc_sha256.to_vec()),
+                        direct_path: Some(direct_path),
+                        media_key_timestamp: Some(ts),
+                        ..Default::default()
+                    })
+                }
+                MediaKind::Document => {
+                    msg.document_message = MessageField::some(wa::message::DocumentMessage {
+                        url: Some(url),
+                        mimetype: Some(mimetype.clone()),
+                        title: file_name.clone(),
+                        file_name: file_name.clone(),
+                        caption: caption.clone(),
+                        file_sha256: Some(enc.file_sha256.to_vec()),
+                        file_length: Some(len),
+                        media_key: Some(enc.media_key.to_vec()),
+                        file_enc_sha256: Some(enc.file_enc_sha256.to_vec()),
+                        direct_path: Some(direct_path),
+                        media_key_timestamp: Some(ts),
+                        ..Default::default()
+                    })
+                }
+                MediaKind::Sticker => {
+                    msg.sticker_message = MessageField::some(wa::message::StickerMessage {
+                        url: Some(url),
+                        mimetype: Some(mimetype.clone()),
+                        file_sha256: Some(enc.file_sha256.to_vec()),
+                        file_length: Some(len),
+                        media_key: Some(enc.media_key.to_vec()),
+                        file_enc_sha256: Some(enc.file_enc_sha256.to_vec()),
+                        direct_path: Some(direct_path),
+                        media_key_timestamp: Some(ts),
+                        ..Default::default()
+                    })
+                }
+            }
+            let summary = MediaSummary {
+                kind: kind.name().to_string(),
+                mimetype,
+                file_name,
+                size: len,
+                sha256: hex(&Sha256::digest(&data)),
+                error: None,
+            };
+            Ok((msg, "media", Some(summary), caption))
+        }
+    }
+}
+
+/// The phone of `from` sends a message to the account `to`: to every device
+/// of `to`, and (wrapped as "sent from my phone") to `from`'s companions.
+/// Returns the message id.
+pub async fn send(
+    core: &mut Core,
+    media_host: &str,
+    from: &str,
+    to: &str,
+    out: Outgoing,
+) -> Result<PhoneMessage> {
+    if core.account(from).is_none() {
+        return Err(PhoneError::UnknownAccount(from.to_string()));
+    }
+    let Some(target) = core.account(to) else {
+        return Err(PhoneError::UnknownAccount(to.to_string()));
+    };
+    let target_devices: Vec<u16> = target.devices.keys().copied().collect();
+    let (message, stanza_type, media, text_or_caption) = build_message(core, media_host, out)?;
+    let id = format!("3EB0{}", &new_id()[..16]);
+    let is_media = media.is_some();
+    let record = PhoneMessage {
+        id: id.clone(),
+        from: from.to_string(),
+        to: to.to_string(),
+        from_me: true,
+        text: if is_media {
+            None
+        } else {
+            text_or_caption.clone()
+        },
+        caption: if is_media { text_or_caption } else { None },
+        media,
+        timestamp: now_secs(),
+        status: "sent".into(),
+        sender_device: None,
+    };
+    if let Some(acc) = core.account_mut(from) {
+        acc.secrets.messages.push(record.clone());
+    }
+    let media_type = media_type_attr(&message);
+    for device in target_devices {
+        if let Err(e) =
+            send_to_device(core, from, to, device, &message, Some(&id), stanza_type).await
+        {
+            tracing::warn!("phone {from} could not encrypt for {to}:{device}: {e}");
+        }
+    }
+    if from != to {
+        let dsm = wacore::messages::wrap_device_sent(
+            message.clone(),
+            Jid::pn(to.to_string()).to_string(),
+        );
+        for device in core.companions(from) {
+            if let Err(e) = send_to_device_with(
+                core,
+                from,
+                from,
+                device,
+                &dsm,
+                &id,
+                stanza_type,
+                Some(to),
+                media_type,
+            )
+            .await
+            {
+                tracing::warn!("phone {from} could not encrypt for its device {device}: {e}");
+            }
+        }
+    }
+    Ok(record)
+}
+
+fn media_type_attr(msg: &wa::Message) -> Option<&'static str> {
+    if msg.image_message.is_set() {
+        Some("image")
+    } else if msg.video_message.is_set() {
+        Some("video")
+    } else if msg.audio_message.is_set() {
+        Some("audio")
+    } else if msg.document_message.is_set() {
+        Some("document")
+    } else if msg.sticker_message.is_set() {
+        Some("sticker")
+    } else {
+        None
+    }
+}
+
+/// Encrypts `message` from `from`'s phone for one device of `to`.
+async fn send_to_device(
+    core: &mut Core,
+    from: &str,
+    to: &str,
+    device: u16,
+    message: &wa::Message,
+    id: Option<&str>,
+    stanza_type: &str,
+) -> Result<()> {
+    let id = id
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("3EB0{}", &new_id()[..16]));
+    let media_type = media_type_attr(message);
+    send_to_device_with(
+        core,
+        from,
+        to,
+        device,
+        message,
+        &id,
+        stanza_type,
+        None,
+        media_type,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send_to_device_with(
+    core: &mut Core,
+    from: &str,
+    to: &str,
+    device: u16,
+    message: &wa::Message,
+    id: &str,
+    stanza_type: &str,
+    recipient: Option<&str>,
+    media_type: Option<&str>,
+) -> Result<()> {
+    let plaintext = MessageUtils::encode_and_pad(message);
+    let peer = ProtocolAddress::new(to, u32::from(device).into());
+    let mut secrets = std::mem::take(
+        &mut core
+            .account_mut(from)
+            .ok_or_else(|| PhoneError::UnknownAccount(from.to_string()))?
+            .secrets,
+    );
+    let result = async {
+        let bundle = if signal::has_session(&secrets, &peer) {
+            None
+        } else {
+            let record = core
+                .account_mut(to)
+                .and_then(|a| a.devices.get_mut(&device))
+                .ok_or_else(|| PhoneError::UnknownDevice(to.to_string(), device))?;
+            let bundle = signal::take_bundle(record)?;
+            if device == 0 {
+                // Keep the peer phone's published prekeys topped up.
+                let acc = core.account_mut(to).expect("looked up above");
+                let mut record = acc.devices.remove(&0).expect("device 0 exists");
+                signal::replenish_prekeys(&mut acc.secrets, &mut record);
+                acc.devices.insert(0, record);
+            }
+            Some(bundle)
+        };
+        Ok::<_, PhoneError>(signal::encrypt(&mut secrets, &peer, bundle, &plaintext).await?)
+    }
+    .await;
+    if let Some(acc) = core.account_mut(from) {
+        acc.secrets = secrets;
+    }
+    let (enc_type, ciphertext) = result?;
+    let (name, lid) = {
+        let acc = core.account(from).expect("sender exists");
+        (acc.name.clone(), acc.lid.clone())
+    };
+    let mut enc = NodeBuilder::new("enc")
+        .attr("v", "2")
+        .attr("type", enc_type);
+    if let Some(mt) = media_type {
+        enc = enc.attr("mediatype", mt);
+    }
+    let enc = enc.bytes(ciphertext.clone()).build();
+    let mut stanza = NodeBuilder::new("message")
+        .attr("from", Jid::pn(from.to_string()))
+        .attr("id", id.to_string())
+        .attr("t", t_now())
+        .attr("type", stanza_type.to_string())
+        .attr("notify", name)
+        .attr("sender_lid", Jid::lid(lid));
+    if let Some(r) = recipient {
+        stanza = stanza.attr("recipient", Jid::pn(r.to_string()));
+    }
+    let stanza = stanza.children([enc]).build();
+    if device == 0 {
+        // Phone to phone: the other phone is in-process too.
+        receive(core, to, (from, 0), &stanza).await;
+    } else {
+        core.origins.insert(id.to_string(), (from.to_string(), 0));
+        core.deliver_to_companion(to, device, id, &stanza);
+    }
+    Ok(())
+}
+
+/// A phone receives a `<message>` from device `sender`: decrypts it, records
+/// it, and answers with a delivery receipt.
+pub async fn receive(core: &mut Core, phone: &str, sender: (&str, u16), stanza: &Node) {
+    let id = attr(stanza, "id").unwrap_or_default();
+    let Some(enc) = stanza
+        .children()
+        .and_then(|c| c.iter().find(|n| n.tag == "enc"))
+    else {
+        return;
+    };
+    let enc_type = attr(enc, "type").unwrap_or_default();
+    let Some(wacore_binary::NodeContent::Bytes(ciphertext)) = &enc.content else {
+        return;
+    };
+    let peer = ProtocolAddress::new(sender.0, u32::from(sender.1).into());
+    let Some(acc) = core.account_mut(phone) else {
+        return;
+    };
+    let mut secrets = std::mem::take(&mut acc.secrets);
+    let result = signal::decrypt(&mut secrets, &peer, &enc_type, ciphertext).await;
+    let acc = core.account_mut(phone).expect("still there");
+    acc.secrets = secrets;
+    // Consumed prekeys get replaced so the phone never runs dry.
+    let mut record = acc.devices.remove(&0).expect("device 0 exists");
+    signal::replenish_prekeys(&mut acc.secrets, &mut record);
+    acc.devices.insert(0, record);
+    let plaintext = match result {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(
+                "phone {phone} cannot decrypt {id} from {}:{}: {e}",
+                sender.0,
+                sender.1
+            );
+            return;
+        }
+    };
+    let message = match wacore::messages::decode_plaintext(&plaintext, 2) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!("phone {phone}: undecodable plaintext in {id}: {e}");
+            return;
+        }
+    };
+    let from_me = sender.0 == phone;
+    let (message, to) = if message.device_sent_message.is_set() {
+        let dest = message
+            .device_sent_message
+            .as_option()
+            .and_then(|d| d.destination_jid.clone())
+            .unwrap_or_default();
+        let dest_user = dest
+            .split(['@', ':'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let dest_phone = dest
+            .parse::<Jid>()
+            .ok()
+            .and_then(|j| core.phone_of(&j))
+            .unwrap_or(dest_user);
+        (wacore::messages::unwrap_device_sent(message), dest_phone)
+    } else {
+        (message, phone.to_string())
+    };
+    if message.protocol_message.is_set()
+        || message.sender_key_distribution_message.is_set() && !has_content(&message)
+    {
+        // Protocol traffic (key shares, revokes...) is not a chat message.
+        ack_receipt(core, phone, sender, &id);
+        return;
+    }
+    let (text, caption, media) = content_of(core, &message);
+    let record = PhoneMessage {
+        id: id.clone(),
+        from: sender.0.to_string(),
+        to,
+        from_me,
+        text,
+        caption,
+        media,
+        timestamp: now_secs(),
+        status: if from_me {
+            "sent".into()
+        } else {
+            "received".into()
+        },
+        sender_device: Some(sender.1),
+    };
+    if let Some(acc) = core.account_mut(phone)
+        && !acc.secrets.messages.iter().any(|m| m.id == record.id)
+    {
+        acc.secrets.messages.push(record);
+    }
+    ack_receipt(core, phone, sender, &id);
+}
+
+fn has_content(m: &wa::Message) -> bool {
+    m.conversation.is_some() || m.extended_text_message.is_set() || media_type_attr(m).is_some()
+}
+
+/// The phone's delivery receipt back to the sending device.
+fn ack_receipt(core: &mut Core, phone: &str, sender: (&str, u16), id: &str) {
+    if sender.0 == phone {
+        // Own companions do not get delivery receipts from their phone.
+        return;
+    }
+    let receipt = NodeBuilder::new("receipt")
+        .attr("from", Jid::pn(phone.to_string()))
+        .attr("id", id.to_string())
+        .attr("t", t_now())
+        .build();
+    deliver_receipt(core, (sender.0, sender.1), &receipt, id, None);
+}
+
+/// Routes a receipt to a device: a companion gets the stanza, a phone updates
+/// the status of its own sent message.
+pub fn deliver_receipt(
+    core: &mut Core,
+    target: (&str, u16),
+    receipt: &Node,
+    id: &str,
+    kind: Option<&str>,
+) {
+    if target.1 == 0 {
+        let status = match kind {
+            Some("read") | Some("read-self") => "read",
+            Some("played") => "read",
+            None | Some("") | Some("delivery") => "delivered",
+            _ => return,
+        };
+        let mut ids = vec![id.to_string()];
+        if let Some(list) = receipt
+            .children()
+            .and_then(|c| c.iter().find(|n| n.tag == "list"))
+        {
+            ids.extend(
+                list.children()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|i| attr(i, "id")),
+            );
+        }
+        if let Some(acc) = core.account_mut(target.0) {
+            for m in acc.secrets.messages.iter_mut() {
+                if m.from_me
+                    && ids.contains(&m.id)
+                    && !(m.status == "read" && status == "delivered")
+                {
+                    m.status = status.to_string();
+                }
+            }
+        }
+    } else {
+        core.deliver_to_companion(target.0, target.1, id, receipt);
+    }
+}
+
+/// The phone reads messages: read receipts go to each sender device.
+pub fn mark_read(core: &mut Core, phone: &str, ids: &[String]) -> Result<usize> {
+    let acc = core
+        .account_mut(phone)
+        .ok_or_else(|| PhoneError::UnknownAccount(phone.to_string()))?;
+    let mut targets = Vec::new();
+    for m in acc.secrets.messages.iter_mut() {
+        if !m.from_me && ids.contains(&m.id) {
+            m.status = "read".into();
+            targets.push((m.from.clone(), m.sender_device.unwrap_or(0), m.id.clone()));
+        }
+    }
+    let n = targets.len();
+    for (from, device, id) in targets {
+        let receipt = NodeBuilder::new("receipt")
+            .attr("from", Jid::pn(phone.to_string()))
+            .attr("id", id.clone())
+            .attr("type", "read")
+            .attr("t", t_now())
+            .build();
+        deliver_receipt(core, (&from, device), &receipt, &id, Some("read"));
+    }
+    Ok(n)
+}
+
+fn content_of(
+    core: &Core,
+    m: &wa::Message,
+) -> (Option<String>, Option<String>, Option<MediaSummary>) {
+    if let Some(t) = &m.conversation {
+        return (Some(t.clone()), None, None);
+    }
+    if let Some(e) = m.extended_text_message.as_option() {
+        return (e.text.clone(), None, None);
+    }
+    let media = |kind: MediaKind,
+                 mimetype: &Option<String>,
+                 file_name: Option<String>,
+                 direct_path: &Option<String>,
+                 media_key: &Option<Vec<u8>>| {
+        let mut summary = MediaSummary {
+            kind: kind.name().to_string(),
+            mimetype: mimetype.clone().unwrap_or_default(),
+            file_name,
+            size: 0,
+            sha256: String::new(),
+            error: None,
+        };
+        match download(core, direct_path.as_deref(), media_key.as_deref(), kind) {
+            Ok(bytes) => {
+                summary.size = bytes.len() as u64;
+                summary.sha256 = hex(&Sha256::digest(&bytes));
+            }
+            Err(e) => summary.error = Some(e),
+        }
+        summary
+    };
+    if let Some(i) = m.image_message.as_option() {
+        let s = media(
+            MediaKind::Image,
+            &i.mimetype,
+            None,
+            &i.direct_path,
+            &i.media_key,
+        );
+        return (None, i.caption.clone(), Some(s));
+    }
+    if let Some(v) = m.video_message.as_option() {
+        let s = media(
+            MediaKind::Video,
+            &v.mimetype,
+            None,
+            &v.direct_path,
+            &v.media_key,
+        );
+        return (None, v.caption.clone(), Some(s));
+    }
+    if let Some(a) = m.audio_message.as_option() {
+        let s = media(
+            MediaKind::Audio,
+            &a.mimetype,
+            None,
+            &a.direct_path,
+            &a.media_key,
+        );
+        return (None, None, Some(s));
+    }
+    if let Some(d) = m.document_message.as_option() {
+        let s = media(
+            MediaKind::Document,
+            &d.mimetype,
+            d.file_name.clone(),
+            &d.direct_path,
+            &d.media_key,
+        );
+        return (None, d.caption.clone(), Some(s));
+    }
+    if let Some(st) = m.sticker_message.as_option() {
+        let s = media(
+            MediaKind::Sticker,
+            &st.mimetype,
+            None,
+            &st.direct_path,
+            &st.media_key,
+        );
+        return (None, None, Some(s));
+    }
+    (None, None, None)
+}
+
+/// The phone downloads and decrypts a blob from the media host.
+fn download(
+    core: &Core,
+    direct_path: Option<&str>,
+    media_key: Option<&[u8]>,
+    kind: MediaKind,
+) -> std::result::Result<Vec<u8>, String> {
+    let path = direct_path.ok_or("no direct path")?;
+    let path = path.split('?').next().unwrap_or(path);
+    let meta = core
+        .snap
+        .media
+        .get(path)
+        .ok_or_else(|| format!("no blob at {path}"))?;
+    let data = std::fs::read(core.blobs_dir.join(&meta.file)).map_err(|e| e.to_string())?;
+    let key = media_key.ok_or("no media key")?;
+    DownloadUtils::verify_and_decrypt(&data, key, kind.media_type()).map_err(|e| e.to_string())
+}
+
+/// An attribute as a string.
+pub fn attr(node: &Node, key: &str) -> Option<String> {
+    node.attrs.get(key).map(|v| v.as_str().into_owned())
+}

@@ -1,0 +1,600 @@
+//! What the server does with each stanza a logged-in device sends: answer
+//! IQs, route messages and receipts between devices, take acks.
+
+use std::sync::Arc;
+
+use wacore_binary::builder::NodeBuilder;
+use wacore_binary::{Jid, Node, NodeContent, Server};
+
+use crate::conn::{Reply, bytes_of, child, children, iq_result, is_user, jid_attr};
+use crate::hub::{Core, Hub, Outbound, new_id, offline_marker, t_now};
+use crate::phone::{self, attr};
+use crate::state::{B64, SignedPreKey};
+
+/// Most one-time prekeys kept per device: the client uploads hundreds, a
+/// simulator needs a handful, and the snapshot stays small.
+const MAX_STORED_PREKEYS: usize = 100;
+
+pub async fn handle_device_stanza(
+    hub: &Arc<Hub>,
+    phone: &str,
+    device: u16,
+    node: Node,
+) -> Vec<Reply> {
+    match node.tag.as_ref() {
+        "iq" => handle_iq(hub, phone, device, &node).await,
+        "message" => route_message(hub, phone, device, &node).await,
+        "receipt" => route_receipt(hub, phone, device, &node).await,
+        "ack" => {
+            if let Some(id) = attr(&node, "id") {
+                let mut core = hub.core.lock().await;
+                if core.acknowledge(phone, device, &[id]) {
+                    hub.mark_dirty();
+                }
+            }
+            Vec::new()
+        }
+        // Presence, chat states and unified-session pings need no answer.
+        _ => Vec::new(),
+    }
+}
+
+async fn handle_iq(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) -> Vec<Reply> {
+    let id = attr(node, "id").unwrap_or_default();
+    let ty = attr(node, "type").unwrap_or_default();
+    if ty == "result" || ty == "error" {
+        // Answers to our own IQs (none need follow-up).
+        return Vec::new();
+    }
+    let xmlns = attr(node, "xmlns").unwrap_or_default();
+    let ok = || vec![Reply::Node(iq_result(&id).build())];
+    match xmlns.as_str() {
+        "passive" => {
+            let mut replies = ok();
+            if child(node, "active").is_some() {
+                replies.extend(flush_offline(hub, phone, device).await);
+            }
+            replies
+        }
+        "encrypt" if ty == "set" => {
+            store_bundle(hub, phone, device, node).await;
+            ok()
+        }
+        "encrypt" if child(node, "key").is_some() => {
+            vec![Reply::Node(prekey_bundles(hub, &id, node).await)]
+        }
+        "usync" => vec![Reply::Node(usync(hub, &id, node).await)],
+        "w:sync:app:state" => {
+            let names: Vec<Node> = child(node, "sync")
+                .map(children)
+                .unwrap_or_default()
+                .iter()
+                .filter(|c| c.tag == "collection")
+                .map(|c| {
+                    NodeBuilder::new("collection")
+                        .attr("name", attr(c, "name").unwrap_or_default())
+                        .attr("version", attr(c, "version").unwrap_or_else(|| "0".into()))
+                        .build()
+                })
+                .collect();
+            vec![Reply::Node(
+                iq_result(&id)
+                    .children([NodeBuilder::new("sync").children(names).build()])
+                    .build(),
+            )]
+        }
+        "w:m" if child(node, "media_conn").is_some() => {
+            let auth = format!("sim-{}", new_id());
+            vec![Reply::Node(
+                iq_result(&id)
+                    .children([NodeBuilder::new("media_conn")
+                        .attr("auth", auth)
+                        .attr("ttl", "3600")
+                        .attr("auth_ttl", "21600")
+                        .attr("max_buckets", "12")
+                        .children([NodeBuilder::new("host")
+                            .attr("hostname", hub.media_host.clone())
+                            .build()])
+                        .build()])
+                    .build(),
+            )]
+        }
+        "md" if child(node, "remove-companion-device").is_some() => {
+            let target = child(node, "remove-companion-device")
+                .and_then(|c| jid_attr(c, "jid"))
+                .map(|j| j.device)
+                .unwrap_or(device);
+            let mut core = hub.core.lock().await;
+            unlink(&mut core, phone, target);
+            hub.mark_dirty();
+            ok()
+        }
+        // Keepalive, props, blocklist, privacy and everything else we do not
+        // model: an empty result is what the client tolerates best.
+        _ => ok(),
+    }
+}
+
+/// Removes a companion: its queue goes, its noise key is refused from now
+/// on, and a live connection is told it was logged out.
+pub fn unlink(core: &mut Core, phone: &str, device: u16) -> bool {
+    if device == 0 {
+        return false;
+    }
+    let Some(acc) = core.account_mut(phone) else {
+        return false;
+    };
+    let Some(dev) = acc.devices.remove(&device) else {
+        return false;
+    };
+    if let Some(k) = dev.noise_pub {
+        acc.revoked_noise.push(k);
+    }
+    if let Some(conn) = core.conns.remove(&(phone.to_string(), device)) {
+        let node = NodeBuilder::new("stream:error")
+            .attr("code", "401")
+            .children([NodeBuilder::new("conflict")
+                .attr("type", "device_removed")
+                .build()])
+            .build();
+        if let Ok(bytes) = wacore_binary::marshal::marshal(&node) {
+            let _ = conn.tx.send(Outbound::NodeThenClose(bytes));
+        }
+    }
+    true
+}
+
+/// Sends the device its backlog (marked `offline`), then the offline marker,
+/// then lets live traffic through.
+async fn flush_offline(hub: &Arc<Hub>, phone: &str, device: u16) -> Vec<Reply> {
+    let mut core = hub.core.lock().await;
+    let queued: Vec<Vec<u8>> = core
+        .account(phone)
+        .and_then(|a| a.devices.get(&device))
+        .map(|d| d.queue.iter().map(|q| q.node.0.clone()).collect())
+        .unwrap_or_default();
+    let mut replies = Vec::with_capacity(queued.len() + 1);
+    for bytes in &queued {
+        match wacore_binary::marshal::unmarshal_ref(&bytes[1..]) {
+            Ok(n) => {
+                let mut n = n.to_owned();
+                n.attrs.insert("offline", "1");
+                replies.push(Reply::Node(n));
+            }
+            Err(e) => tracing::error!("corrupt queued stanza for {phone}:{device}: {e}"),
+        }
+    }
+    replies.push(Reply::Node(offline_marker(queued.len())));
+    if let Some(conn) = core.conns.get_mut(&(phone.to_string(), device)) {
+        conn.ready = true;
+    }
+    replies
+}
+
+fn be_u32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b))
+}
+
+/// Stores an uploaded prekey bundle (`<registration>`, `<identity>`, `<list>`, `<skey>`).
+async fn store_bundle(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) {
+    let mut core = hub.core.lock().await;
+    let Some(dev) = core
+        .account_mut(phone)
+        .and_then(|a| a.devices.get_mut(&device))
+    else {
+        return;
+    };
+    if let Some(r) = child(node, "registration").and_then(bytes_of) {
+        dev.registration_id = be_u32(r);
+    }
+    if let Some(i) = child(node, "identity").and_then(bytes_of) {
+        dev.identity = B64(i.to_vec());
+    }
+    if let Some(skey) = child(node, "skey") {
+        let id = child(skey, "id").and_then(bytes_of).map(be_u32);
+        let value = child(skey, "value").and_then(bytes_of);
+        let sig = child(skey, "signature").and_then(bytes_of);
+        if let (Some(id), Some(value), Some(sig)) = (id, value, sig) {
+            dev.signed_prekey = Some(SignedPreKey {
+                id,
+                public: B64(value.to_vec()),
+                signature: B64(sig.to_vec()),
+            });
+        }
+    }
+    if let Some(list) = child(node, "list") {
+        for key in children(list).iter().filter(|k| k.tag == "key") {
+            if dev.prekeys.len() >= MAX_STORED_PREKEYS {
+                break;
+            }
+            let id = child(key, "id").and_then(bytes_of).map(be_u32);
+            let value = child(key, "value").and_then(bytes_of);
+            if let (Some(id), Some(value)) = (id, value) {
+                dev.prekeys.insert(id, B64(value.to_vec()));
+            }
+        }
+    }
+    hub.mark_dirty();
+}
+
+fn id3(id: u32) -> Vec<u8> {
+    id.to_be_bytes()[1..].to_vec()
+}
+
+/// Answers a prekey fetch: one bundle per requested device, each one-time
+/// key handed out once.
+async fn prekey_bundles(hub: &Arc<Hub>, id: &str, node: &Node) -> Node {
+    let mut core = hub.core.lock().await;
+    let mut users = Vec::new();
+    let requested: Vec<Jid> = child(node, "key")
+        .map(children)
+        .unwrap_or_default()
+        .iter()
+        .filter(|u| u.tag == "user")
+        .filter_map(|u| jid_attr(u, "jid"))
+        .collect();
+    for jid in requested {
+        let resolved = core.phone_of(&jid);
+        let dev = resolved.and_then(|phone| {
+            core.account_mut(&phone)
+                .and_then(|a| a.devices.get_mut(&jid.device))
+                .map(|d| (phone.clone(), d))
+        });
+        let Some((phone, dev)) = dev else {
+            users.push(
+                NodeBuilder::new("user")
+                    .attr("jid", jid.clone())
+                    .children([NodeBuilder::new("error")
+                        .attr("code", "404")
+                        .attr("text", "item-not-found")
+                        .build()])
+                    .build(),
+            );
+            continue;
+        };
+        let Some(spk) = dev.signed_prekey.clone() else {
+            users.push(
+                NodeBuilder::new("user")
+                    .attr("jid", jid.clone())
+                    .children([NodeBuilder::new("error").attr("code", "406").build()])
+                    .build(),
+            );
+            continue;
+        };
+        let one_time = dev.prekeys.pop_first();
+        let mut kids = vec![
+            NodeBuilder::new("registration")
+                .bytes(dev.registration_id.to_be_bytes().to_vec())
+                .build(),
+            NodeBuilder::new("type").bytes(vec![5u8]).build(),
+            NodeBuilder::new("identity")
+                .bytes(dev.identity.0.clone())
+                .build(),
+            NodeBuilder::new("skey")
+                .children([
+                    NodeBuilder::new("id").bytes(id3(spk.id)).build(),
+                    NodeBuilder::new("value").bytes(spk.public.0).build(),
+                    NodeBuilder::new("signature").bytes(spk.signature.0).build(),
+                ])
+                .build(),
+        ];
+        if let Some((kid, key)) = one_time {
+            kids.push(
+                NodeBuilder::new("key")
+                    .children([
+                        NodeBuilder::new("id").bytes(id3(kid)).build(),
+                        NodeBuilder::new("value").bytes(key.0).build(),
+                    ])
+                    .build(),
+            );
+        }
+        if let Some(di) = dev.device_identity.clone() {
+            kids.push(NodeBuilder::new("device-identity").bytes(di.0).build());
+        }
+        if jid.device == 0 {
+            // The phone republishes consumed keys at once.
+            if let Some(acc) = core.account_mut(&phone) {
+                let mut rec = acc.devices.remove(&0).expect("device 0 exists");
+                crate::signal::replenish_prekeys(&mut acc.secrets, &mut rec);
+                acc.devices.insert(0, rec);
+            }
+        }
+        users.push(
+            NodeBuilder::new("user")
+                .attr("jid", jid.clone())
+                .children(kids)
+                .build(),
+        );
+    }
+    hub.mark_dirty();
+    iq_result(id)
+        .children([NodeBuilder::new("list").children(users).build()])
+        .build()
+}
+
+/// Answers usync queries: devices (with the key-index list), LIDs, contacts.
+async fn usync(hub: &Arc<Hub>, id: &str, node: &Node) -> Node {
+    let core = hub.core.lock().await;
+    let Some(us) = child(node, "usync") else {
+        return iq_result(id).build();
+    };
+    let protocols: Vec<String> = child(us, "query")
+        .map(children)
+        .unwrap_or_default()
+        .iter()
+        .map(|q| q.tag.to_string())
+        .collect();
+    let mut users = Vec::new();
+    for u in child(us, "list").map(children).unwrap_or_default() {
+        if u.tag != "user" {
+            continue;
+        }
+        // A user is named by `jid`, or by a phone number in `<contact>`.
+        let contact = child(u, "contact").and_then(|c| match &c.content {
+            Some(NodeContent::String(s)) => Some(s.to_string()),
+            Some(NodeContent::Bytes(b)) => String::from_utf8(b.clone()).ok(),
+            _ => None,
+        });
+        let jid = jid_attr(u, "jid").or_else(|| {
+            contact.as_ref().map(|c| {
+                let digits: String = c.chars().filter(char::is_ascii_digit).collect();
+                Jid::pn(digits)
+            })
+        });
+        let Some(jid) = jid else { continue };
+        let phone = core.phone_of(&jid);
+        let acc = phone.as_deref().and_then(|p| core.account(p));
+        let mut kids = Vec::new();
+        for p in &protocols {
+            match p.as_str() {
+                "devices" => {
+                    let mut devs = Vec::new();
+                    let mut key_index = None;
+                    if let Some(acc) = acc {
+                        for d in acc.devices.values() {
+                            let mut b = NodeBuilder::new("device").attr("id", d.id.to_string());
+                            if d.id != 0 {
+                                b = b.attr("key-index", d.key_index.to_string());
+                            }
+                            devs.push(b.build());
+                        }
+                        key_index = Some(
+                            NodeBuilder::new("key-index-list")
+                                .attr("ts", acc.created_at.to_string())
+                                .bytes(phone::key_index_list(acc))
+                                .build(),
+                        );
+                    }
+                    let mut dkids = vec![
+                        NodeBuilder::new("device-list")
+                            .attr("hash", format!("2:{}", devs.len()))
+                            .children(devs)
+                            .build(),
+                    ];
+                    dkids.extend(key_index);
+                    kids.push(NodeBuilder::new("devices").children(dkids).build());
+                }
+                "lid" => {
+                    if let Some(acc) = acc {
+                        kids.push(
+                            NodeBuilder::new("lid")
+                                .attr("val", Jid::lid(acc.lid.clone()))
+                                .build(),
+                        );
+                    } else {
+                        kids.push(NodeBuilder::new("lid").build());
+                    }
+                }
+                "contact" => {
+                    let mut b = NodeBuilder::new("contact")
+                        .attr("type", if acc.is_some() { "in" } else { "out" });
+                    if let Some(c) = &contact {
+                        b = b.string_content(c.as_str());
+                    }
+                    kids.push(b.build());
+                }
+                _ => {}
+            }
+        }
+        let user_jid = if contact.is_some() && jid_attr(u, "jid").is_none() {
+            Jid::pn(phone.clone().unwrap_or_else(|| jid.user.to_string()))
+        } else {
+            jid.to_non_ad()
+        };
+        users.push(
+            NodeBuilder::new("user")
+                .attr("jid", user_jid)
+                .children(kids)
+                .build(),
+        );
+    }
+    let mut usync_b = NodeBuilder::new("usync");
+    for key in ["sid", "mode", "context", "index", "last"] {
+        if let Some(v) = attr(us, key) {
+            usync_b = usync_b.attr(key, v);
+        }
+    }
+    iq_result(id)
+        .children([usync_b
+            .children([NodeBuilder::new("list").children(users).build()])
+            .build()])
+        .build()
+}
+
+/// Routes a `<message>` from a device to every device it was encrypted for.
+async fn route_message(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) -> Vec<Reply> {
+    let id = attr(node, "id").unwrap_or_default();
+    let Some(to) = jid_attr(node, "to") else {
+        return Vec::new();
+    };
+    let ack = NodeBuilder::new("ack")
+        .attr("class", "message")
+        .attr("id", id.clone())
+        .attr("from", to.clone())
+        .attr("t", t_now())
+        .build();
+    if !is_user(&to) {
+        // Groups, status and newsletters are not modelled: ack so the
+        // client does not retry, but deliver nothing.
+        return vec![Reply::Node(ack)];
+    }
+    let device_identity = child(node, "device-identity").cloned();
+    let mut targets: Vec<(Jid, Vec<Node>)> = Vec::new();
+    if let Some(parts) = child(node, "participants") {
+        for t in children(parts).iter().filter(|t| t.tag == "to") {
+            if let Some(j) = jid_attr(t, "jid") {
+                let encs = children(t)
+                    .iter()
+                    .filter(|e| e.tag == "enc")
+                    .cloned()
+                    .collect();
+                targets.push((j, encs));
+            }
+        }
+    } else {
+        let encs: Vec<Node> = children(node)
+            .iter()
+            .filter(|e| e.tag == "enc")
+            .cloned()
+            .collect();
+        if !encs.is_empty() {
+            targets.push((to.clone(), encs));
+        }
+    }
+
+    let mut core = hub.core.lock().await;
+    core.origins.insert(id.clone(), (phone.to_string(), device));
+    let sender_name = core
+        .account(phone)
+        .map(|a| {
+            a.devices
+                .get(&device)
+                .map(|d| d.push_name.clone())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| a.name.clone())
+        })
+        .unwrap_or_default();
+    let sender_lid = core
+        .account(phone)
+        .map(|a| a.lid.clone())
+        .unwrap_or_default();
+    let to_phone = core.phone_of(&to);
+    for (jid, encs) in targets {
+        let Some(target_phone) = core.phone_of(&jid) else {
+            continue;
+        };
+        let target_device = jid.device;
+        if core
+            .account(&target_phone)
+            .is_none_or(|a| !a.devices.contains_key(&target_device))
+        {
+            continue;
+        }
+        let lid_form = jid.server == Server::Lid;
+        let from = core.device_jid(phone, device, lid_form);
+        let mut b = NodeBuilder::new("message")
+            .attr("from", from)
+            .attr("id", id.clone())
+            .attr("t", t_now())
+            .attr("type", attr(node, "type").unwrap_or_else(|| "text".into()))
+            .attr("notify", sender_name.clone());
+        b = if lid_form {
+            b.attr("sender_pn", Jid::pn(phone.to_string()))
+        } else {
+            b.attr("sender_lid", Jid::lid(sender_lid.clone()))
+        };
+        if target_phone == phone {
+            // A copy for the sender's own devices names the chat it belongs to.
+            b = b.attr("recipient", to.to_non_ad());
+        }
+        if let Some(e) = attr(node, "edit") {
+            b = b.attr("edit", e);
+        }
+        let mut kids = encs;
+        if let Some(di) = &device_identity {
+            kids.push(di.clone());
+        }
+        let stanza = b.children(kids).build();
+        if target_device == 0 {
+            phone::receive(&mut core, &target_phone, (phone, device), &stanza).await;
+        } else {
+            core.deliver_to_companion(&target_phone, target_device, &id, &stanza);
+        }
+    }
+    drop(to_phone);
+    hub.mark_dirty();
+    vec![Reply::Node(ack)]
+}
+
+/// Relays a receipt to the device that sent the message.
+async fn route_receipt(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) -> Vec<Reply> {
+    let id = attr(node, "id").unwrap_or_default();
+    let ty = attr(node, "type");
+    let mut ids = vec![id.clone()];
+    if let Some(list) = child(node, "list") {
+        ids.extend(children(list).iter().filter_map(|i| attr(i, "id")));
+    }
+    let mut core = hub.core.lock().await;
+    // A receipt is also the device's acknowledgement of those messages.
+    core.acknowledge(phone, device, &ids);
+    let ack = NodeBuilder::new("ack")
+        .attr("class", "receipt")
+        .attr("id", id.clone())
+        .attr("from", attr(node, "to").unwrap_or_default());
+    let ack = match &ty {
+        Some(t) => ack.attr("type", t.clone()),
+        None => ack,
+    }
+    .build();
+    if matches!(
+        ty.as_deref(),
+        Some("retry") | Some("server-error") | Some("enc_rekey_retry")
+    ) {
+        return vec![Reply::Node(ack)];
+    }
+    let Some(to) = jid_attr(node, "to") else {
+        return vec![Reply::Node(ack)];
+    };
+    let Some(to_phone) = core.phone_of(&to) else {
+        return vec![Reply::Node(ack)];
+    };
+    let target_device = if to.device != 0 {
+        Some(to.device)
+    } else {
+        core.origins
+            .get(&id)
+            .filter(|(p, _)| *p == to_phone)
+            .map(|(_, d)| *d)
+            .or(Some(0))
+    }
+    .unwrap_or(0);
+    if to_phone == phone && target_device == device {
+        return vec![Reply::Node(ack)];
+    }
+    let lid_form = to.server == Server::Lid;
+    let from = core.device_jid(phone, device, lid_form);
+    let mut b = NodeBuilder::new("receipt")
+        .attr("from", from)
+        .attr("id", id.clone())
+        .attr("t", t_now());
+    if let Some(t) = &ty {
+        b = b.attr("type", t.clone());
+    }
+    if let Some(r) = jid_attr(node, "recipient") {
+        b = b.attr("recipient", r);
+    }
+    let kids: Vec<Node> = children(node).to_vec();
+    if !kids.is_empty() {
+        b = b.children(kids);
+    }
+    let receipt = b.build();
+    phone::deliver_receipt(
+        &mut core,
+        (&to_phone, target_device),
+        &receipt,
+        &id,
+        ty.as_deref(),
+    );
+    hub.mark_dirty();
+    vec![Reply::Node(ack)]
+}

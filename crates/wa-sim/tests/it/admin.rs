@@ -1,0 +1,45 @@
+//! The admin API's contract: shapes and errors.
+
+use crate::support::TestSim;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_admin_requests_get_json_errors_naming_the_problem() {
+    let sim = TestSim::start().await;
+    let (status, body) = sim.post("/phones", json!({"phone": "12ab"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "invalid_phone");
+
+    sim.phone("15550000001").await;
+    let (status, body) = sim.post("/phones", json!({"phone": "15550000001"})).await;
+    assert_eq!(status, 409);
+    assert_eq!(body["error"]["code"], "phone_exists");
+
+    let (status, body) = sim.get("/phones/19999999999/messages").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "phone_not_found");
+
+    let (status, body) = sim
+        .post("/phones/15550000001/scan", json!({"qr": "nonsense"}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "invalid_qr");
+
+    let (status, body) = sim
+        .post("/phones/15550000001/messages", json!({"to": "15550000001"}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "missing_content");
+
+    let (status, body) = sim.post("/faults/media", json!({"mode": "explode"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "invalid_mode");
+
+    let (status, body) = sim.get("/nope").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "route_not_found");
+
+    let (_, phones) = sim.get("/phones").await;
+    assert_eq!(phones[0]["phone"], "15550000001");
+    assert!(phones[0]["lid"].as_str().unwrap().ends_with("@lid"));
+}

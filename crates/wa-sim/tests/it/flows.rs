@@ -1,0 +1,208 @@
+//! Longer user stories: two clients, offline delivery, own messages from the
+//! phone, unlinking, dropped connections, restarts.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use whatsapp_rust::wacore::types::events::Event;
+
+use crate::support::{TestSim, paired_client, text_of};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_on_different_accounts_talk_both_ways() {
+    let sim = TestSim::start().await;
+    let alice = sim.phone("15550000001").await;
+    let bob = sim.phone("15550000002").await;
+    let (mut a, _) = paired_client(&sim, &alice, "alice-web").await;
+    let (mut b, _) = paired_client(&sim, &bob, "bob-web").await;
+
+    let sent = a.client.send_text(bob.jid(), "ping").await.expect("send");
+    let (msg, info) = b
+        .wait_message("alice's ping", |_, i| i.id == sent.message_id)
+        .await;
+    assert_eq!(text_of(&msg).as_deref(), Some("ping"));
+    assert_eq!(info.source.sender.user.as_str(), "15550000001");
+
+    let sent = b.client.send_text(alice.jid(), "pong").await.expect("send");
+    let (msg, _) = a
+        .wait_message("bob's pong", |_, i| i.id == sent.message_id)
+        .await;
+    assert_eq!(text_of(&msg).as_deref(), Some("pong"));
+    // Each account's phone saw the conversation too.
+    bob.wait_message(|m| m["text"] == "ping").await;
+    alice.wait_message(|m| m["text"] == "pong").await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_while_offline_arrive_in_order_after_reconnect() {
+    let sim = TestSim::start().await;
+    let alice = sim.phone("15550000001").await;
+    let bob = sim.phone("15550000002").await;
+    let (client, cfg) = paired_client(&sim, &alice, "alice-web").await;
+    client.stop().await;
+
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(bob.send_text("15550000001", &format!("offline {i}")).await);
+    }
+    let (_, phones) = sim.get("/phones/15550000001").await;
+    let queued: u64 = phones["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["queued"].as_u64().unwrap())
+        .sum();
+    assert!(
+        queued >= 5,
+        "the messages wait in the device's queue: {phones}"
+    );
+
+    let mut again = cfg.start("alice-web").await;
+    let mut got = Vec::new();
+    while got.len() < ids.len() {
+        let (msg, info) = again
+            .wait_message("offline messages", |_, i| ids.contains(&i.id))
+            .await;
+        assert!(info.is_offline, "delivered from the offline queue");
+        got.push((info.id.clone(), text_of(&msg).unwrap_or_default()));
+    }
+    let got_ids: Vec<String> = got.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(got_ids, ids, "offline messages keep their order");
+    assert_eq!(got[4].1, "offline 4");
+    again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_message_to_a_third_account_reaches_the_linked_client_as_from_me() {
+    let sim = TestSim::start().await;
+    let alice = sim.phone("15550000001").await;
+    let carol = sim.phone("15550000003").await;
+    let (mut client, _) = paired_client(&sim, &alice, "alice-web").await;
+
+    let id = alice.send_text("15550000003", "sent from my phone").await;
+    let (msg, info) = client.wait_message("own message", |_, i| i.id == id).await;
+    assert!(info.source.is_from_me);
+    assert_eq!(info.source.chat.user.as_str(), "15550000003");
+    assert_eq!(text_of(&msg).as_deref(), Some("sent from my phone"));
+    carol.wait_message(|m| m["id"] == id.as_str()).await;
+    client.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlinked_client_is_logged_out_and_cannot_log_in_again() {
+    let sim = TestSim::start().await;
+    let alice = sim.phone("15550000001").await;
+    let (mut client, cfg) = paired_client(&sim, &alice, "alice-web").await;
+    let device = client.client.pn().unwrap().device;
+
+    let (status, body) = sim
+        .post(
+            &format!("/phones/15550000001/devices/{device}/unlink"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    client
+        .wait_for("LoggedOut", |e| {
+            matches!(e, Event::LoggedOut(_)).then_some(())
+        })
+        .await;
+    client.stop().await;
+
+    let (_, phone) = sim.get("/phones/15550000001").await;
+    assert_eq!(phone["devices"].as_array().unwrap().len(), 1, "{phone}");
+
+    // The store was wiped by the logout; a fresh client over it must pair again.
+    let mut again = cfg.start("alice-web").await;
+    again.wait_qr().await;
+    again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_reconnect_and_garbage_disturbs_no_one() {
+    let sim = TestSim::start().await;
+    let alice = sim.phone("15550000001").await;
+    let bob = sim.phone("15550000002").await;
+    let (mut client, _) = paired_client(&sim, &alice, "alice-web").await;
+
+    let (status, body) = sim
+        .post("/faults/disconnect", json!({"phone": "15550000001"}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["dropped"], 1);
+    client
+        .wait_for("Disconnected", |e| {
+            matches!(e, Event::Disconnected(_)).then_some(())
+        })
+        .await;
+    client.wait_connected().await;
+
+    // Raw garbage on a TCP socket, and a TLS WebSocket sending junk frames.
+    let addr = sim
+        .ws_url
+        .trim_start_matches("wss://")
+        .trim_end_matches("/ws/chat")
+        .to_string();
+    let mut raw = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    raw.write_all(b"\x00\xffnot tls at all\r\n\r\n")
+        .await
+        .unwrap();
+    let mut junk = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    junk.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3])
+        .await
+        .unwrap();
+
+    // The paired client is not disturbed: messages still flow.
+    let id = bob.send_text("15550000001", "still here?").await;
+    client
+        .wait_message("message after garbage", |_, i| i.id == id)
+        .await;
+
+    // Rejected connection attempts: the client keeps retrying and gets in.
+    let (status, _) = sim
+        .post("/faults/reject-connections", json!({"count": 2}))
+        .await;
+    assert_eq!(status, 200);
+    sim.post("/faults/disconnect", json!({})).await;
+    client
+        .wait_for("Disconnected", |e| {
+            matches!(e, Event::Disconnected(_)).then_some(())
+        })
+        .await;
+    client.wait_connected().await;
+    drop(raw);
+    drop(junk);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    client.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_a_simulator_restart() {
+    let sim = TestSim::start().await;
+    let alice = sim.phone("15550000001").await;
+    sim.phone("15550000002").await;
+    let (client, cfg) = paired_client(&sim, &alice, "alice-web").await;
+    client.stop().await;
+    drop(alice);
+
+    let sim = sim.restart().await;
+    let bob = crate::support::Phone {
+        sim: &sim,
+        number: "15550000002".into(),
+    };
+    let id = bob.send_text("15550000001", "after restart").await;
+    let cfg = crate::support::ClientConfig {
+        ws_url: sim.ws_url.clone(),
+        ca_pem: sim.ca_pem.clone(),
+        ..cfg
+    };
+    let mut again = cfg.start("alice-web").await;
+    let (msg, _) = again
+        .wait_message("message after restart", |_, i| i.id == id)
+        .await;
+    assert_eq!(text_of(&msg).as_deref(), Some("after restart"));
+    again.stop().await;
+}

@@ -1,0 +1,9 @@
+//! Integration tests: unmodified whatsapp-rust clients against a real
+//! simulator over TLS sockets.
+
+mod admin;
+mod flows;
+mod media;
+mod messaging;
+mod pairing;
+mod support;
