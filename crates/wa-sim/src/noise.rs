@@ -387,3 +387,118 @@ impl FrameReader {
         Ok(Some(header))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wacore_binary::consts::WA_CONN_HEADER;
+    use wacore_noise::{IkHandshakeState, IkServerHelloOutcome, XxHandshakeState};
+
+    fn server() -> ServerIdentity {
+        ServerIdentity::from_private(&ServerIdentity::generate_private()).unwrap()
+    }
+
+    fn roundtrip(est: &mut Established, client_write: &NoiseCipher, client_read: &NoiseCipher) {
+        let ct = client_write.encrypt_with_counter(0, b"to server").unwrap();
+        let mut buf = ct;
+        est.read.decrypt_in_place_with_counter(0, &mut buf).unwrap();
+        assert_eq!(buf, b"to server");
+        let mut back = est.write.encrypt_with_counter(0, b"to client").unwrap();
+        client_read
+            .decrypt_in_place_with_counter(0, &mut back)
+            .unwrap();
+        assert_eq!(back, b"to client");
+    }
+
+    #[test]
+    fn xx_handshake_with_the_client_state_machine() {
+        let id = server();
+        let client_static = KeyPair::generate(&mut rand::rng());
+        let mut client =
+            XxHandshakeState::new(client_static.clone(), b"payload".to_vec(), &WA_CONN_HEADER)
+                .unwrap();
+        let hello = client.build_client_hello().unwrap();
+        let HelloOutcome::Continue { reply, pending } =
+            respond_to_hello(&id, &WA_CONN_HEADER, &hello).unwrap()
+        else {
+            panic!("XX must wait for the client finish");
+        };
+        let finish = client
+            .read_server_hello_and_build_client_finish(&reply)
+            .unwrap();
+        let outcome = client.finish().unwrap();
+        assert_eq!(outcome.server_cert_chain.leaf_key, id.static_pub());
+        let mut est = finish_xx(pending, &finish).unwrap();
+        assert_eq!(est.payload, b"payload");
+        assert_eq!(
+            &est.client_static[..],
+            client_static.public_key.public_key_bytes()
+        );
+        roundtrip(&mut est, &outcome.write_cipher, &outcome.read_cipher);
+    }
+
+    #[test]
+    fn ik_resume_is_accepted_and_a_stale_server_key_falls_back_to_xx() {
+        let id = server();
+        let client_static = KeyPair::generate(&mut rand::rng());
+        let mut ik = IkHandshakeState::new(
+            client_static.clone(),
+            id.static_pub(),
+            b"login".to_vec(),
+            &WA_CONN_HEADER,
+        )
+        .unwrap();
+        let hello = ik.build_client_hello().unwrap();
+        let HelloOutcome::Done {
+            reply,
+            mut established,
+        } = respond_to_hello(&id, &WA_CONN_HEADER, &hello).unwrap()
+        else {
+            panic!("IK with the right server key completes in one round trip");
+        };
+        assert_eq!(established.payload, b"login");
+        let IkServerHelloOutcome::Continue(out) = ik.read_server_hello(&reply).unwrap() else {
+            panic!("client must accept the IK answer");
+        };
+        roundtrip(&mut established, &out.write_cipher, &out.read_cipher);
+
+        // A client that cached another server's key gets XXfallback.
+        let other = server();
+        let mut ik = IkHandshakeState::new(
+            client_static,
+            other.static_pub(),
+            b"login".to_vec(),
+            &WA_CONN_HEADER,
+        )
+        .unwrap();
+        let hello = ik.build_client_hello().unwrap();
+        let HelloOutcome::Continue { reply, pending } =
+            respond_to_hello(&id, &WA_CONN_HEADER, &hello).unwrap()
+        else {
+            panic!("stale key must fall back");
+        };
+        let IkServerHelloOutcome::Fallback(inputs) = ik.read_server_hello(&reply).unwrap() else {
+            panic!("client must see the fallback");
+        };
+        let mut fb =
+            wacore_noise::XxFallbackHandshakeState::from_ik_failure(*inputs, &WA_CONN_HEADER)
+                .unwrap();
+        let finish = fb.build_client_finish().unwrap();
+        let outcome = fb.finish().unwrap();
+        let mut est = finish_xx(pending, &finish).unwrap();
+        assert_eq!(est.payload, b"login");
+        roundtrip(&mut est, &outcome.write_cipher, &outcome.read_cipher);
+    }
+
+    #[test]
+    fn garbage_headers_and_frames_are_rejected() {
+        let mut r = FrameReader::default();
+        r.feed(b"GET / HTTP/1.1");
+        assert!(r.take_header().is_err());
+        let mut r = FrameReader::default();
+        r.feed(&[0xff, 0xff, 0xff, 1]);
+        assert!(r.next_frame().is_err());
+        let id = server();
+        assert!(respond_to_hello(&id, &WA_CONN_HEADER, b"\x01\x02garbage").is_err());
+    }
+}

@@ -241,8 +241,11 @@ fn share_for(core: &Core, phone: &str) -> wa::message::AppStateSyncKeyShare {
     }
 }
 
+/// The fields of a QR code: ref, noise key, identity key, ADV secret.
+type QrParts = (String, [u8; 32], [u8; 32], [u8; 32]);
+
 /// `ref,noise,identity,adv_secret[,type]` -> parts.
-fn parse_qr(qr: &str) -> Result<(String, [u8; 32], [u8; 32], [u8; 32])> {
+fn parse_qr(qr: &str) -> Result<QrParts> {
     let parts: Vec<&str> = qr.trim().split(',').collect();
     if parts.len() < 4 {
         return Err(PhoneError::BadQr(format!(
@@ -361,18 +364,17 @@ pub fn store_blob(core: &mut Core, kind: &str, data: &[u8]) -> Result<String> {
     Ok(direct_path)
 }
 
-/// Builds the protobuf for an outgoing message, encrypting and uploading
-/// media like the app does.
-fn build_message(
-    core: &mut Core,
-    media_host: &str,
-    out: Outgoing,
-) -> Result<(
+/// An outgoing message: protobuf, stanza type, media summary, text or caption.
+type Built = (
     wa::Message,
     &'static str,
     Option<MediaSummary>,
     Option<String>,
-)> {
+);
+
+/// Builds the protobuf for an outgoing message, encrypting and uploading
+/// media like the app does.
+fn build_message(core: &mut Core, media_host: &str, out: Outgoing) -> Result<Built> {
     match out {
         Outgoing::Text(text) => Ok((
             wa::Message {
