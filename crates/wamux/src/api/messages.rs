@@ -1,0 +1,150 @@
+//! Messages: send text, read history.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::extract::{ApiJson, ApiQuery, SessionPath};
+use super::{ApiError, Result};
+use crate::AppState;
+use crate::model::{ChatAddress, SessionId};
+use crate::store::messages::{Cursor, Direction, Filter};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/send-message", post(send_message))
+        .route("/messages/{session_id}", get(history))
+}
+
+/// Takes a field that may be spelled two ways (the seed's aliases), as a string.
+fn string_field(body: &Value, names: &[&str]) -> Result<Option<String>> {
+    for n in names {
+        match body.get(*n) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(s)) => return Ok(Some(s.clone())),
+            // Phone numbers are often sent as JSON numbers.
+            Some(Value::Number(x)) if *n == "number" || *n == "to" => {
+                return Ok(Some(x.to_string()));
+            }
+            Some(_) => return Err(ApiError::invalid_field(n, "must be a string")),
+        }
+    }
+    Ok(None)
+}
+
+async fn send_message(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<Value>> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "body must be a JSON object like {\"sessionId\":\"s1\",\"to\":\"15551234567\",\"text\":\"hi\"}",
+        ));
+    }
+    let session = string_field(&body, &["sessionId"])?.ok_or(ApiError::missing_field("sessionId"))?;
+    let session = SessionId::parse(&session).map_err(ApiError::invalid_session_id)?;
+    let to = string_field(&body, &["to", "number"])?.ok_or(ApiError::missing_field("to"))?;
+    let text = string_field(&body, &["text", "message"])?.ok_or(ApiError::missing_field("text"))?;
+    if text.is_empty() {
+        return Err(ApiError::invalid_field("text", "must not be empty"));
+    }
+    if text.len() > 65_536 {
+        return Err(ApiError::invalid_field("text", "must be at most 65536 bytes"));
+    }
+    let quoted = string_field(&body, &["quotedId", "quotedMessageId"])?;
+    let to = ChatAddress::parse(&to).map_err(ApiError::invalid_phone)?;
+    let msg = state
+        .sessions
+        .send_text(&session, &to, &text, quoted.as_deref())
+        .await?;
+    let mut out = serde_json::to_value(&msg).map_err(ApiError::internal)?;
+    if let Some(o) = out.as_object_mut() {
+        o.insert("success".into(), true.into());
+        o.insert("messageId".into(), msg.id.clone().into());
+    }
+    Ok(Json(out))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HistoryQuery {
+    chat: Option<String>,
+    chat_id: Option<String>,
+    direction: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    cursor: Option<String>,
+    limit: Option<String>,
+    #[serde(rename = "apiKey")]
+    _api_key: Option<String>,
+}
+
+async fn history(
+    State(state): State<AppState>,
+    SessionPath(id): SessionPath,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Json<Value>> {
+    let chat_id = match q.chat.or(q.chat_id) {
+        Some(c) => Some(
+            ChatAddress::parse(&c)
+                .map_err(|e| ApiError::invalid_field("chat", e))?
+                .as_str()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let direction = match q.direction.as_deref() {
+        None | Some("all") => None,
+        Some("in") | Some("incoming") => Some(Direction::In),
+        Some("out") | Some("outgoing") => Some(Direction::Out),
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "direction",
+                format!("`{other}` is not one of in, out, all"),
+            ));
+        }
+    };
+    let limit = int_param("limit", q.limit.as_deref())?.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid_field("limit", "must be between 1 and 500"));
+    }
+    let since = int_param("since", q.since.as_deref())?;
+    let until = int_param("until", q.until.as_deref())?;
+    let cursor = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(
+            Cursor::decode(c)
+                .ok_or_else(|| ApiError::invalid_field("cursor", "is not a cursor this API returned"))?,
+        ),
+    };
+    // Parameters are checked first so a typo is reported even for an unknown session.
+    state.sessions.info(&id)?;
+    let filter = Filter {
+        chat_id,
+        direction,
+        since,
+        until,
+    };
+    let (messages, next) =
+        crate::store::messages::list(state.store.pool(), id.as_str(), &filter, cursor, limit)
+            .await?;
+    Ok(Json(serde_json::json!({
+        "sessionId": id,
+        "messages": messages,
+        "nextCursor": next.map(Cursor::encode),
+    })))
+}
+
+/// An integer query parameter; the error names it.
+fn int_param(name: &str, v: Option<&str>) -> Result<Option<i64>> {
+    match v {
+        None | Some("") => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::invalid_field(name, format!("`{s}` is not an integer"))),
+    }
+}

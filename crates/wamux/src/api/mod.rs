@@ -1,0 +1,41 @@
+//! The HTTP API: one module per resource, each with its own `router()`, composed here under
+//! `/api` behind the API-key middleware. Handlers return [`error::Result`].
+
+mod auth;
+pub mod error;
+mod events;
+pub mod extract;
+mod health;
+mod messages;
+mod sessions;
+mod webhooks;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+
+pub use auth::ApiKey;
+pub use error::{ApiError, Result};
+
+use crate::AppState;
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(health::router())
+        .merge(sessions::router())
+        .merge(messages::router())
+        .merge(webhooks::router())
+        .merge(events::router())
+        .merge(crate::web::api_router())
+        .fallback(|| async { ApiError::not_found("no such API route") })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ));
+    Router::new()
+        .nest("/api", api)
+        .merge(crate::web::router())
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .with_state(state)
+}

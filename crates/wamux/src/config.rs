@@ -1,0 +1,476 @@
+//! Settings, in layers: built-in defaults, then an optional TOML file, then `WAMUX_*`
+//! environment variables, then command-line flags. [`Config::validate`] runs once at startup
+//! and names the setting that is wrong. Errors here are [`ConfigError`].
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A value that must not show up in logs or `Debug` output.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The gateway's settings, after layering. Every field has a `WAMUX_*` variable, a key of
+/// the same name (lower case, without the prefix) in the config file, and a flag.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `WAMUX_API_KEY`: the key every `/api` request must carry. When unset, one is
+    /// generated on first start, kept in `<data dir>/api_key` and printed once.
+    pub api_key: Option<Secret>,
+    /// `WAMUX_HOST`: address to listen on.
+    pub host: String,
+    /// `WAMUX_PORT`: port to listen on.
+    pub port: u16,
+    /// `WAMUX_DATA_DIR`: where everything is kept (database, device store, API key).
+    pub data_dir: PathBuf,
+    /// `WAMUX_PUBLIC_URL`: base of links handed out (media). Default `http://<host>:<port>`.
+    pub public_url: Option<String>,
+    /// `WAMUX_LOG`: log filter, e.g. `info` or `wamux=debug,whatsapp_rust=warn`.
+    pub log: String,
+    /// `WAMUX_LOG_FORMAT`: `text` or `json`.
+    pub log_format: LogFormat,
+    /// `WAMUX_MAX_BODY_BYTES`: largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// `WAMUX_WA_URL` (sandbox builds only): WebSocket URL of a WhatsApp simulator.
+    pub wa_url: Option<String>,
+    /// `WAMUX_WA_CA_FILE` (sandbox builds only): CA certificate (PEM) of that simulator.
+    pub wa_ca_file: Option<PathBuf>,
+    /// `WAMUX_SIM_PORT` (`wamux sandbox` only): port of the in-process simulator; 0 = any.
+    pub sim_port: u16,
+    /// `WAMUX_WEBHOOK_*`: webhook delivery (see docs/webhooks.md).
+    pub webhook: crate::webhook::config::WebhookOverrides,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            api_key: None,
+            host: "0.0.0.0".into(),
+            port: 3000,
+            data_dir: PathBuf::from("./data"),
+            public_url: None,
+            log: "info".into(),
+            log_format: LogFormat::Text,
+            max_body_bytes: 16 * 1024 * 1024,
+            wa_url: None,
+            wa_ca_file: None,
+            sim_port: 0,
+            webhook: Default::default(),
+        }
+    }
+}
+
+/// One layer: any subset of the settings. The file, the environment and the flags each
+/// produce one.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
+    /// API key required on every /api request [default: generated, kept in <data dir>/api_key]
+    #[arg(long, env = "WAMUX_API_KEY", hide_env_values = true)]
+    pub api_key: Option<Secret>,
+    /// Address to listen on [default: 0.0.0.0]
+    #[arg(long, env = "WAMUX_HOST")]
+    pub host: Option<String>,
+    /// Port to listen on [default: 3000]
+    #[arg(long, env = "WAMUX_PORT")]
+    pub port: Option<u16>,
+    /// Directory for the database, the WhatsApp device store and the generated API key [default: ./data]
+    #[arg(long, env = "WAMUX_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Public base URL for links handed out (media) [default: http://<host>:<port>]
+    #[arg(long, env = "WAMUX_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Log filter (tracing syntax), e.g. info or wamux=debug [default: info]
+    #[arg(long, env = "WAMUX_LOG")]
+    pub log: Option<String>,
+    /// Log format [default: text]
+    #[arg(long, env = "WAMUX_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Largest request body accepted, in bytes; larger ones get 413 [default: 16777216]
+    #[arg(long, env = "WAMUX_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// WebSocket URL of a WhatsApp simulator (sandbox builds only; refused by production builds)
+    #[arg(long, env = "WAMUX_WA_URL")]
+    pub wa_url: Option<String>,
+    /// CA certificate (PEM) of that simulator (sandbox builds only; refused by production builds)
+    #[arg(long, env = "WAMUX_WA_CA_FILE")]
+    pub wa_ca_file: Option<PathBuf>,
+    /// Port of the in-process simulator of `wamux sandbox` [default: any free port]
+    #[arg(long, env = "WAMUX_SIM_PORT")]
+    pub sim_port: Option<u16>,
+    /// Webhook settings; in the config file, a `[webhook]` table.
+    #[command(flatten)]
+    #[serde(default)]
+    pub webhook: crate::webhook::config::WebhookOverrides,
+}
+
+impl clap::builder::ValueParserFactory for Secret {
+    type Parser = clap::builder::MapValueParser<
+        clap::builder::StringValueParser,
+        fn(String) -> Secret,
+    >;
+    fn value_parser() -> Self::Parser {
+        clap::builder::StringValueParser::new().map(Secret)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    ParseFile { path: PathBuf, message: String },
+    #[error("setting {setting} is invalid: {message}")]
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        message: message.into(),
+    }
+}
+
+impl Overrides {
+    /// Reads a TOML file whose keys are the setting names without the `WAMUX_` prefix, in
+    /// lower case (`port = 3000`, `data_dir = "/var/lib/wamux"`).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })
+    }
+}
+
+impl Config {
+    /// Applies one layer on top of this one.
+    pub fn apply(&mut self, o: Overrides) {
+        if let Some(v) = o.api_key {
+            self.api_key = Some(v);
+        }
+        if let Some(v) = o.host {
+            self.host = v;
+        }
+        if let Some(v) = o.port {
+            self.port = v;
+        }
+        if let Some(v) = o.data_dir {
+            self.data_dir = v;
+        }
+        if let Some(v) = o.public_url {
+            self.public_url = Some(v);
+        }
+        if let Some(v) = o.log {
+            self.log = v;
+        }
+        if let Some(v) = o.log_format {
+            self.log_format = v;
+        }
+        if let Some(v) = o.max_body_bytes {
+            self.max_body_bytes = v;
+        }
+        if let Some(v) = o.wa_url {
+            self.wa_url = Some(v);
+        }
+        if let Some(v) = o.wa_ca_file {
+            self.wa_ca_file = Some(v);
+        }
+        if let Some(v) = o.sim_port {
+            self.sim_port = v;
+        }
+        self.webhook.apply(o.webhook);
+    }
+
+    /// Builds the configuration from the layers: defaults, then `file` (if given), then
+    /// `env_and_flags` (clap has already put flags over environment variables), then
+    /// validates it.
+    pub fn load(file: Option<&Path>, env_and_flags: Overrides) -> Result<Self, ConfigError> {
+        let mut c = Config::default();
+        if let Some(path) = file {
+            c.apply(Overrides::from_file(path)?);
+        }
+        c.apply(env_and_flags);
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks every setting once; the error names the one that is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(k) = &self.api_key {
+            let k = k.expose();
+            if k.len() < 8 {
+                return Err(invalid("WAMUX_API_KEY", "must be at least 8 characters"));
+            }
+            if k.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(invalid(
+                    "WAMUX_API_KEY",
+                    "must not contain spaces or control characters",
+                ));
+            }
+        }
+        if self.host.parse::<IpAddr>().is_err() && !is_hostname(&self.host) {
+            return Err(invalid(
+                "WAMUX_HOST",
+                format!("`{}` is not an IP address or host name", self.host),
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("WAMUX_DATA_DIR", "must not be empty"));
+        }
+        if let Some(u) = &self.public_url {
+            let ok = reqwest::Url::parse(u)
+                .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .unwrap_or(false);
+            if !ok {
+                return Err(invalid(
+                    "WAMUX_PUBLIC_URL",
+                    format!("`{u}` is not an http(s) URL"),
+                ));
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            return Err(invalid("WAMUX_LOG", e.to_string()));
+        }
+        if let Err(message) = self.webhook.resolve() {
+            return Err(ConfigError::Invalid {
+                setting: "WAMUX_WEBHOOK_*",
+                message,
+            });
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(invalid("WAMUX_MAX_BODY_BYTES", "must be at least 1024"));
+        }
+        if cfg!(feature = "sandbox") {
+            if let Some(u) = &self.wa_url {
+                let ok = reqwest::Url::parse(u)
+                    .map(|u| matches!(u.scheme(), "ws" | "wss"))
+                    .unwrap_or(false);
+                if !ok {
+                    return Err(invalid(
+                        "WAMUX_WA_URL",
+                        format!("`{u}` is not a ws:// or wss:// URL"),
+                    ));
+                }
+            }
+            if let Some(p) = &self.wa_ca_file
+                && !p.is_file()
+            {
+                return Err(invalid(
+                    "WAMUX_WA_CA_FILE",
+                    format!("{} is not a readable file", p.display()),
+                ));
+            }
+        } else {
+            // A production build talks to WhatsApp only; pointing it elsewhere is a
+            // misconfiguration worth stopping for, not a setting to ignore.
+            if self.wa_url.is_some() {
+                return Err(invalid(
+                    "WAMUX_WA_URL",
+                    "this is a production build: it only connects to WhatsApp; unset WAMUX_WA_URL (a simulator needs a build with the `sandbox` feature)",
+                ));
+            }
+            if self.wa_ca_file.is_some() {
+                return Err(invalid(
+                    "WAMUX_WA_CA_FILE",
+                    "this is a production build: it only trusts WhatsApp; unset WAMUX_WA_CA_FILE (a simulator needs a build with the `sandbox` feature)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Base URL for links handed out to clients.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => {
+                let host = if self.host == "0.0.0.0" || self.host == "::" {
+                    "localhost"
+                } else {
+                    &self.host
+                };
+                format!("http://{host}:{}", self.port)
+            }
+        }
+    }
+}
+
+fn is_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+        })
+}
+
+/// The API key in force: the configured one, or the one kept in `<data dir>/api_key`, or a
+/// new one written there. Returns the key and whether it was just generated (the caller
+/// prints it once; it is never logged).
+pub fn resolve_api_key(config: &Config) -> std::io::Result<(Secret, bool)> {
+    if let Some(k) = &config.api_key {
+        return Ok((k.clone(), false));
+    }
+    let path = config.data_dir.join("api_key");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok((Secret::new(s.trim()), false)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let key = generate_key();
+    write_private(&path, key.as_bytes())?;
+    Ok((Secret::new(key), true))
+}
+
+/// 32 random bytes, URL-safe base64 (43 characters).
+pub fn generate_key() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_hidden_from_debug() {
+        let mut c = Config::default();
+        c.api_key = Some(Secret::new("supersecretkey"));
+        assert!(!format!("{c:?}").contains("supersecretkey"));
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wamux.toml");
+        std::fs::write(&file, "port = 4000\nhost = \"127.0.0.1\"\nlog = \"debug\"\n").unwrap();
+        let c = Config::load(
+            Some(&file),
+            Overrides {
+                port: Some(5000),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.port, 5000);
+        assert_eq!(c.host, "127.0.0.1");
+        assert_eq!(c.log, "debug");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let bad = |o: Overrides| Config::load(None, o).unwrap_err().to_string();
+        assert!(
+            bad(Overrides {
+                api_key: Some(Secret::new("short")),
+                ..Default::default()
+            })
+            .contains("WAMUX_API_KEY")
+        );
+        assert!(
+            bad(Overrides {
+                host: Some("not a host".into()),
+                ..Default::default()
+            })
+            .contains("WAMUX_HOST")
+        );
+        assert!(
+            bad(Overrides {
+                public_url: Some("ftp://x".into()),
+                ..Default::default()
+            })
+            .contains("WAMUX_PUBLIC_URL")
+        );
+        assert!(
+            bad(Overrides {
+                log: Some("wamux=notalevel".into()),
+                ..Default::default()
+            })
+            .contains("WAMUX_LOG")
+        );
+    }
+
+    #[test]
+    fn unknown_file_key_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wamux.toml");
+        std::fs::write(&file, "prot = 4000\n").unwrap();
+        let e = Config::load(Some(&file), Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("prot"), "{e}");
+    }
+
+    #[test]
+    fn generated_key_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config {
+            data_dir: dir.path().to_owned(),
+            ..Default::default()
+        };
+        let (k1, new1) = resolve_api_key(&c).unwrap();
+        let (k2, new2) = resolve_api_key(&c).unwrap();
+        assert!(new1 && !new2);
+        assert_eq!(k1, k2);
+        assert!(k1.expose().len() >= 40);
+    }
+}

@@ -1,0 +1,153 @@
+//! wamux: many WhatsApp linked-device sessions behind one HTTP API.
+//!
+//! [`run`] is the whole server; `main` only parses the configuration and calls it, and the
+//! tests call it on port 0. Error handling: `thiserror` enums inside modules
+//! ([`store::StoreError`], [`session::SessionError`], [`config::ConfigError`]), one
+//! [`api::ApiError`] at the HTTP edge, `anyhow` only at the edges of background work.
+
+pub mod api;
+pub mod config;
+pub mod event;
+pub mod model;
+pub mod qr;
+pub mod realtime;
+pub mod session;
+pub mod store;
+pub mod web;
+pub mod webhook;
+pub mod whatsapp;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+use crate::event::EventBus;
+use crate::session::SessionManager;
+use crate::store::Store;
+
+/// What every request handler (and the webhook/realtime modules) can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub sessions: SessionManager,
+    pub events: EventBus,
+    pub api_key: api::ApiKey,
+    pub started_at: Instant,
+    pub webhooks: webhook::Webhooks,
+}
+
+/// Runs the gateway on `listener` until `shutdown` resolves, then stops cleanly: the HTTP
+/// server stops accepting and finishes in-flight requests, every session disconnects, and
+/// the database is closed.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    check_certificate_safety()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let (key, generated) = config::resolve_api_key(&config)
+        .with_context(|| format!("cannot keep the API key in {}", config.data_dir.display()))?;
+    if generated {
+        // Printed once, on the terminal, never through the logger.
+        println!(
+            "Generated API key (stored in {}): {}",
+            config.data_dir.join("api_key").display(),
+            key.expose()
+        );
+    }
+    let store = Store::open(&config.data_dir.join("wamux.db"))
+        .await
+        .context("cannot open the database")?;
+    let events = EventBus::default();
+    let endpoint = whatsapp::Endpoint {
+        url: config.wa_url.clone(),
+        ca_pem: match &config.wa_ca_file {
+            Some(p) => Some(
+                std::fs::read(p)
+                    .with_context(|| format!("cannot read WAMUX_WA_CA_FILE {}", p.display()))?,
+            ),
+            None => None,
+        },
+    };
+    let connector = whatsapp::WaConnector::new(
+        &whatsapp::device_db_path(&config.data_dir),
+        endpoint,
+        store.clone(),
+        events.clone(),
+    )
+    .context("cannot set up the WhatsApp connector")?;
+    let sessions = SessionManager::new(store.clone(), events.clone(), connector);
+    // Started before the sessions, so their first events are heard; stopped after them, so
+    // their last ones are recorded (and delivered after a restart at worst).
+    let webhooks = webhook::Webhooks::start(
+        store.clone(),
+        &events,
+        config.webhook.resolve().map_err(anyhow::Error::msg)?,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .context("cannot start webhook delivery")?;
+    let state = AppState {
+        config: Arc::new(config),
+        store: store.clone(),
+        sessions: sessions.clone(),
+        events,
+        api_key: api::ApiKey::new(key.expose()),
+        started_at: Instant::now(),
+        webhooks: webhooks.clone(),
+    };
+    let restored = sessions.restore().await.context("cannot restore sessions")?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        restored,
+        "wamux listening"
+    );
+    // The Socket.IO feed holds long-lived connections: close them when shutdown starts so
+    // the graceful shutdown does not wait on them.
+    let feed_stop = tokio_util::sync::CancellationToken::new();
+    let feed = realtime::layer(state.api_key.clone(), &state.events, feed_stop.clone());
+    let app = api::router(state).layer(feed);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            feed_stop.cancel();
+        })
+        .await
+        .context("HTTP server failed")?;
+    tracing::info!("shutting down sessions");
+    sessions.shutdown().await;
+    webhooks.shutdown().await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A production build must reject unsigned WhatsApp certificate chains; refuse to run
+/// otherwise. A sandbox build accepts them on purpose (the simulator has no WhatsApp key).
+fn check_certificate_safety() -> anyhow::Result<()> {
+    let rejected = whatsapp::selfcheck::unsigned_chain_rejected();
+    if cfg!(feature = "sandbox") {
+        if !rejected {
+            tracing::warn!(
+                "sandbox build: WhatsApp server certificates are NOT verified; never use this binary with real accounts"
+            );
+        }
+        return Ok(());
+    }
+    anyhow::ensure!(
+        rejected,
+        "refusing to run: this build accepts unsigned WhatsApp server certificates \
+         (whatsapp-rust was built with danger-skip-cert-chain-verify); \
+         build the production binary on its own: cargo build --release -p wamux"
+    );
+    Ok(())
+}

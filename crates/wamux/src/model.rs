@@ -1,0 +1,297 @@
+//! Our own domain types. They parse and validate at the edge, so code past the API layer
+//! never sees an unchecked session id or phone number.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A session's public name: 1-64 characters from `A-Z a-z 0-9 _ -`, so it is safe in URLs,
+/// file names and logs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct SessionId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionIdError {
+    #[error("sessionId must not be empty")]
+    Empty,
+    #[error("sessionId must be at most 64 characters")]
+    TooLong,
+    #[error("sessionId may only contain letters, digits, '_' and '-'")]
+    BadChar,
+}
+
+impl SessionId {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(s: &str) -> Result<Self, SessionIdError> {
+        if s.is_empty() {
+            return Err(SessionIdError::Empty);
+        }
+        if s.len() > Self::MAX_LEN {
+            return Err(SessionIdError::TooLong);
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(SessionIdError::BadChar);
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a session is in its life. The names are the public contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Starting,
+    Qr,
+    Connecting,
+    Connected,
+    Disconnected,
+    LoggedOut,
+    Failed,
+}
+
+impl SessionStatus {
+    pub const ALL: [SessionStatus; 7] = [
+        SessionStatus::Starting,
+        SessionStatus::Qr,
+        SessionStatus::Connecting,
+        SessionStatus::Connected,
+        SessionStatus::Disconnected,
+        SessionStatus::LoggedOut,
+        SessionStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Starting => "starting",
+            SessionStatus::Qr => "qr",
+            SessionStatus::Connecting => "connecting",
+            SessionStatus::Connected => "connected",
+            SessionStatus::Disconnected => "disconnected",
+            SessionStatus::LoggedOut => "logged_out",
+            SessionStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl fmt::Display for SessionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A chat address given by a user: a phone number in any of the accepted spellings, or a
+/// JID (`...@s.whatsapp.net`, `...@c.us`, `...@lid`, `...@g.us`). Normalized to the JID
+/// WhatsApp uses (`@c.us` becomes `@s.whatsapp.net`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ChatAddress(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChatAddressError {
+    #[error("`to` is empty")]
+    Empty,
+    #[error(
+        "`{0}` is not a valid phone number: use the international form with country code, e.g. 15551234567"
+    )]
+    BadPhone(String),
+    #[error("`{0}` is not a supported address: use a phone number or a JID ending in @s.whatsapp.net, @c.us, @lid or @g.us")]
+    BadJid(String),
+}
+
+impl ChatAddress {
+    pub fn parse(input: &str) -> Result<Self, ChatAddressError> {
+        let s = input.trim();
+        if s.is_empty() {
+            return Err(ChatAddressError::Empty);
+        }
+        if let Some((user, server)) = s.split_once('@') {
+            let server = match server {
+                "c.us" | "s.whatsapp.net" => "s.whatsapp.net",
+                "lid" => "lid",
+                "g.us" => "g.us",
+                _ => return Err(ChatAddressError::BadJid(s.to_owned())),
+            };
+            // A device suffix (`:N`) is not an address a user sends to.
+            let ok = match server {
+                "g.us" => {
+                    !user.is_empty()
+                        && user.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+                        && user.len() <= 64
+                }
+                _ => is_phone_digits(user) || (server == "lid" && is_digits(user, 1, 20)),
+            };
+            if !ok {
+                return Err(ChatAddressError::BadJid(s.to_owned()));
+            }
+            return Ok(Self(format!("{user}@{server}")));
+        }
+        let digits: String = s
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.' | '+'))
+            .collect();
+        let plus_ok = s.matches('+').count() <= 1 && (!s.contains('+') || s.starts_with('+'));
+        if !plus_ok || !is_phone_digits(&digits) {
+            return Err(ChatAddressError::BadPhone(s.to_owned()));
+        }
+        Ok(Self(format!("{digits}@s.whatsapp.net")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn user(&self) -> &str {
+        self.0.split('@').next().unwrap_or_default()
+    }
+}
+
+fn is_digits(s: &str, min: usize, max: usize) -> bool {
+    (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// E.164 allows at most 15 digits; the shortest real international numbers have 7.
+/// A leading zero means a national (not international) number.
+fn is_phone_digits(s: &str) -> bool {
+    is_digits(s, 7, 15) && !s.starts_with('0')
+}
+
+/// Delivery state of a message. Only moves forward (`failed` is final).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    Pending,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Pending => "pending",
+            MessageStatus::Sent => "sent",
+            MessageStatus::Delivered => "delivered",
+            MessageStatus::Read => "read",
+            MessageStatus::Failed => "failed",
+        }
+    }
+
+    /// The statuses a message may have before moving to `self`.
+    pub fn predecessors(self) -> &'static [&'static str] {
+        match self {
+            MessageStatus::Pending => &[],
+            MessageStatus::Sent => &["pending"],
+            MessageStatus::Delivered => &["pending", "sent"],
+            MessageStatus::Read => &["pending", "sent", "delivered"],
+            MessageStatus::Failed => &["pending"],
+        }
+    }
+}
+
+/// One message in the public shape (DESIGN.md): the same JSON in history, webhooks and
+/// Socket.IO.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub id: String,
+    pub session_id: String,
+    /// The chat: the peer for a 1:1 chat, the group for a group.
+    pub chat_id: String,
+    /// Sender's phone-number JID where known (else its LID).
+    pub from: String,
+    /// Recipient's JID (the chat, or our own JID for inbound 1:1 messages).
+    pub to: String,
+    pub from_me: bool,
+    pub push_name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+    pub caption: Option<String>,
+    /// Unix seconds.
+    pub timestamp: i64,
+    pub status: MessageStatus,
+    pub quoted_id: Option<String>,
+    pub media: Option<serde_json::Value>,
+    /// Sender's phone-number JID and LID, each where known.
+    pub from_pn: Option<String>,
+    pub from_lid: Option<String>,
+    /// The chat's phone-number JID and LID, each where known.
+    pub chat_pn: Option<String>,
+    pub chat_lid: Option<String>,
+    /// Group participant that sent it, for group messages.
+    pub participant: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids() {
+        assert!(SessionId::parse("s1").is_ok());
+        assert!(SessionId::parse("my_session-2").is_ok());
+        assert_eq!(SessionId::parse(""), Err(SessionIdError::Empty));
+        assert_eq!(SessionId::parse("a b"), Err(SessionIdError::BadChar));
+        assert_eq!(SessionId::parse("../x"), Err(SessionIdError::BadChar));
+        assert_eq!(SessionId::parse(&"a".repeat(65)), Err(SessionIdError::TooLong));
+    }
+
+    #[test]
+    fn the_four_address_forms() {
+        for s in [
+            "15551234567",
+            "+1 555 123 4567",
+            "15551234567@s.whatsapp.net",
+            "15551234567@c.us",
+            "+1 (555) 123-4567",
+        ] {
+            assert_eq!(
+                ChatAddress::parse(s).unwrap().as_str(),
+                "15551234567@s.whatsapp.net",
+                "{s}"
+            );
+        }
+        assert_eq!(
+            ChatAddress::parse("123456789@lid").unwrap().as_str(),
+            "123456789@lid"
+        );
+        assert_eq!(
+            ChatAddress::parse("120363000000000001@g.us")
+                .unwrap()
+                .as_str(),
+            "120363000000000001@g.us"
+        );
+        for bad in [
+            "",
+            "abc",
+            "123",
+            "0555123456",
+            "1555123456789012",
+            "1555+1234567",
+            "15551234567@example.com",
+            "abc@c.us",
+        ] {
+            assert!(ChatAddress::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! One session's actor: drives its WhatsApp client through the states and records every
+//! change (status, QR, receipts) in the database before announcing it.
+//!
+//! [`supervise`] runs the actor and restarts it with jittered exponential backoff when it
+//! fails or panics; a panic stays inside this task and never reaches other sessions.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{Command, Me, Qr, Result, SessionError, Shared, Snapshot};
+use crate::event::EventKind;
+use crate::model::{ChatAddress, Message, MessageStatus, SessionId, SessionStatus};
+use crate::store::{self, sessions::SessionRow};
+use crate::whatsapp::{WaEvent, WaRunning, WaSession};
+
+/// Why one run of the actor ended.
+enum Exit {
+    /// Shutdown or delete: stop quietly.
+    Cancelled,
+    /// Nothing more to do until someone starts the session again.
+    Stopped,
+    /// Something broke; try again after a backoff.
+    Failed(String),
+}
+
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// How often the actor checks that a `connected` session really is.
+const WATCHDOG: Duration = Duration::from_secs(10);
+/// How long a clean client stop may take.
+const CLIENT_STOP_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// "Full jitter" exponential backoff: a uniform delay in `[0, min(cap, base * 2^attempt)]`,
+/// so sessions that failed together do not retry together.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(BACKOFF_CAP);
+    let ms = rand::random_range(0..=ceiling.as_millis() as u64);
+    Duration::from_millis(ms.max(100))
+}
+
+pub(super) async fn supervise(
+    shared: Shared,
+    id: SessionId,
+    row: SessionRow,
+    state: watch::Sender<Snapshot>,
+    mut commands: mpsc::Receiver<Command>,
+    cancel: CancellationToken,
+) {
+    let mut actor = Actor {
+        shared,
+        id,
+        device_id: row.device_id,
+        logged_in: row.logged_in,
+        state,
+        pending_code: None,
+    };
+    let mut attempt = 0u32;
+    loop {
+        let run = AssertUnwindSafe(actor.run(&mut commands, &cancel)).catch_unwind();
+        let exit = match run.await {
+            Ok(exit) => exit,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::error!(session = %actor.id, "session actor panicked: {what}");
+                Exit::Failed(format!("internal error: {what}"))
+            }
+        };
+        match exit {
+            Exit::Cancelled | Exit::Stopped => return,
+            Exit::Failed(reason) => {
+                let delay = backoff(attempt);
+                attempt = attempt.saturating_add(1);
+                tracing::warn!(session = %actor.id, ?delay, "session failed: {reason}; retrying");
+                actor.set_status(SessionStatus::Failed, Some(&reason)).await;
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+struct Actor {
+    shared: Shared,
+    id: SessionId,
+    device_id: i64,
+    logged_in: bool,
+    state: watch::Sender<Snapshot>,
+    /// A pairing-code request waiting for the code.
+    pending_code: Option<oneshot::Sender<Result<String>>>,
+}
+
+impl Actor {
+    async fn run(
+        &mut self,
+        commands: &mut mpsc::Receiver<Command>,
+        cancel: &CancellationToken,
+    ) -> Exit {
+        self.set_status(SessionStatus::Starting, None).await;
+        let (tx, mut events) = mpsc::unbounded_channel();
+        let (session, mut running) = match self
+            .shared
+            .connector
+            .start(&self.id, self.device_id, tx)
+            .await
+        {
+            Ok(x) => x,
+            Err(e) => return Exit::Failed(format!("{e:#}")),
+        };
+        self.state.send_modify(|s| s.connection = Some(session.clone()));
+        self.set_status(SessionStatus::Connecting, None).await;
+        let mut watchdog = tokio::time::interval(WATCHDOG);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let exit = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break Exit::Cancelled,
+                ev = events.recv() => {
+                    let Some(ev) = ev else { break Exit::Failed("client event stream ended".into()) };
+                    if let Some(exit) = self.on_event(ev, &session).await {
+                        break exit;
+                    }
+                }
+                cmd = commands.recv() => {
+                    let Some(cmd) = cmd else { break Exit::Cancelled };
+                    if let Some(exit) = self.on_command(cmd, &session).await {
+                        break exit;
+                    }
+                }
+                _ = running.finished() => {
+                    break Exit::Failed("the WhatsApp client stopped unexpectedly".into());
+                }
+                _ = watchdog.tick() => self.check_alive(&session).await,
+            }
+        };
+        self.state.send_modify(|s| {
+            s.connection = None;
+            s.qr = None;
+        });
+        stop_client(running).await;
+        if matches!(exit, Exit::Cancelled) {
+            self.set_status(SessionStatus::Disconnected, Some("server stopped"))
+                .await;
+        }
+        exit
+    }
+
+    /// A session the client believes connected but whose socket is gone (keepalive
+    /// failures drop it) is shown as disconnected; the client is already reconnecting.
+    async fn check_alive(&mut self, session: &WaSession) {
+        let status = self.state.borrow().status;
+        if status == SessionStatus::Connected && !session.is_connected() {
+            self.set_status(SessionStatus::Disconnected, Some("connection lost"))
+                .await;
+        }
+    }
+
+    async fn on_event(&mut self, ev: WaEvent, session: &WaSession) -> Option<Exit> {
+        match ev {
+            WaEvent::Qr {
+                code,
+                expires_in_secs,
+            } => {
+                let qr = Qr {
+                    code,
+                    expires_at: store::now() + expires_in_secs as i64,
+                };
+                self.state.send_modify(|s| s.qr = Some(qr.clone()));
+                self.set_status(SessionStatus::Qr, None).await;
+                self.record(
+                    EventKind::Qr,
+                    None,
+                    serde_json::json!({"sessionId": self.id, "qr": qr.code, "expiresAt": qr.expires_at}),
+                )
+                .await;
+            }
+            WaEvent::PairingCode { code } => {
+                if let Some(reply) = self.pending_code.take() {
+                    let _ignored = reply.send(Ok(code));
+                }
+            }
+            WaEvent::Paired { me } => {
+                self.logged_in = true;
+                self.save_me(&me).await;
+                self.state.send_modify(|s| {
+                    s.qr = None;
+                    s.me = me;
+                });
+                self.set_status(SessionStatus::Connecting, Some("paired")).await;
+            }
+            WaEvent::Connected { .. } => {
+                let me = session.me();
+                self.logged_in = true;
+                self.save_me(&me).await;
+                self.state.send_modify(|s| {
+                    s.qr = None;
+                    s.me = me;
+                });
+                self.set_status(SessionStatus::Connected, None).await;
+            }
+            WaEvent::Disconnected { reason } => {
+                self.set_status(SessionStatus::Disconnected, Some(&reason))
+                    .await;
+            }
+            WaEvent::LoggedOut { reason } => {
+                self.logged_out(&reason).await;
+                return Some(Exit::Stopped);
+            }
+            WaEvent::Replaced => {
+                self.set_status(
+                    SessionStatus::Failed,
+                    Some("another client took over this device's connection"),
+                )
+                .await;
+                return Some(Exit::Stopped);
+            }
+            WaEvent::PairingFailed { reason } => {
+                if let Some(reply) = self.pending_code.take() {
+                    let _ignored = reply.send(Err(SessionError::WrongState(reason.clone())));
+                }
+                if !self.logged_in {
+                    self.state.send_modify(|s| s.qr = None);
+                    self.set_status(SessionStatus::Failed, Some(&reason)).await;
+                    return Some(Exit::Stopped);
+                }
+                tracing::warn!(session = %self.id, "{reason}");
+            }
+            WaEvent::Receipt { ids, status } => {
+                for id in ids {
+                    match store::messages::advance_status(
+                        &self.shared.store,
+                        self.id.as_str(),
+                        &id,
+                        status,
+                        None,
+                    )
+                    .await
+                    {
+                        Ok(Some(ev)) => self.shared.bus.publish(ev),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(session = %self.id, "cannot record a receipt: {e:#}")
+                        }
+                    }
+                }
+            }
+            WaEvent::Call {
+                from,
+                id,
+                timestamp,
+            } => {
+                self.record(
+                    EventKind::Call,
+                    Some(&from),
+                    serde_json::json!({"sessionId": self.id, "id": id, "from": from, "timestamp": timestamp}),
+                )
+                .await;
+            }
+        }
+        None
+    }
+
+    async fn on_command(&mut self, cmd: Command, session: &WaSession) -> Option<Exit> {
+        match cmd {
+            Command::Logout(reply) => {
+                session.logout().await;
+                self.logged_out("logged out through the API").await;
+                let _ignored = reply.send(());
+                Some(Exit::Stopped)
+            }
+            Command::Restart(reply) => {
+                self.set_status(SessionStatus::Connecting, Some("restart requested"))
+                    .await;
+                session.reconnect().await;
+                let _ignored = reply.send(());
+                None
+            }
+            Command::PairingCode { phone, reply } => {
+                if self.logged_in {
+                    let _ignored = reply.send(Err(SessionError::WrongState(format!(
+                        "session `{}` is already paired",
+                        self.id
+                    ))));
+                    return None;
+                }
+                // The code also comes back as an event; the direct answer is enough.
+                let r = session
+                    .pairing_code(&phone)
+                    .await
+                    .map_err(SessionError::WrongState);
+                let _ignored = reply.send(r);
+                None
+            }
+        }
+    }
+
+    async fn logged_out(&mut self, reason: &str) {
+        self.logged_in = false;
+        if let Err(e) = store::sessions::clear_login(&self.shared.store, self.id.as_str()).await {
+            tracing::error!(session = %self.id, "cannot record logout: {e:#}");
+        }
+        self.state.send_modify(|s| s.qr = None);
+        self.set_status(SessionStatus::LoggedOut, Some(reason)).await;
+    }
+
+    async fn save_me(&self, me: &Me) {
+        let row = store::sessions::Me {
+            phone: me.phone.clone(),
+            jid: me.jid.clone(),
+            lid: me.lid.clone(),
+            push_name: me.push_name.clone(),
+        };
+        if let Err(e) =
+            store::sessions::set_me(&self.shared.store, self.id.as_str(), &row, true).await
+        {
+            tracing::error!(session = %self.id, "cannot store the account: {e:#}");
+        }
+    }
+
+    async fn record(&self, kind: EventKind, chat: Option<&str>, data: serde_json::Value) {
+        match store::events::record(&self.shared.store, kind, self.id.as_str(), chat, data).await
+        {
+            Ok(ev) => self.shared.bus.publish(ev),
+            Err(e) => tracing::error!(session = %self.id, "cannot record {kind} event: {e:#}"),
+        }
+    }
+
+    /// Stores the status (with its `session-status` event), then shows it.
+    async fn set_status(&self, status: SessionStatus, reason: Option<&str>) {
+        match store::sessions::set_status(&self.shared.store, self.id.as_str(), status, reason)
+            .await
+        {
+            Ok(Some(ev)) => self.shared.bus.publish(ev),
+            Ok(None) => {}
+            Err(e) => tracing::error!(session = %self.id, "cannot store status {status}: {e:#}"),
+        }
+        self.state.send_if_modified(|s| {
+            let reason = reason.map(str::to_owned);
+            if s.status == status && s.reason == reason {
+                return false;
+            }
+            s.status = status;
+            s.reason = reason;
+            s.since = store::now();
+            true
+        });
+    }
+}
+
+async fn stop_client(running: WaRunning) {
+    if tokio::time::timeout(CLIENT_STOP_TIMEOUT, running.stop())
+        .await
+        .is_err()
+    {
+        tracing::warn!("WhatsApp client did not stop in time");
+    }
+}
+
+/// Sends a text message: stored as `pending` first (with its event), then `sent` or
+/// `failed` depending on WhatsApp's answer; receipts move it on to delivered/read.
+pub(super) async fn send_text(
+    shared: &Shared,
+    id: &SessionId,
+    conn: &WaSession,
+    me: &Me,
+    to: &ChatAddress,
+    text: &str,
+    quoted: Option<&Message>,
+) -> Result<Message> {
+    let out = conn.prepare(to)?;
+    let chat = to.as_str().to_owned();
+    let (chat_pn, chat_lid) = if chat.ends_with("@lid") {
+        (None, Some(chat.clone()))
+    } else if chat.ends_with("@s.whatsapp.net") {
+        (Some(chat.clone()), None)
+    } else {
+        (None, None)
+    };
+    let from = me.jid.clone().or_else(|| me.lid.clone()).unwrap_or_default();
+    let mut msg = Message {
+        id: out.id.clone(),
+        session_id: id.to_string(),
+        chat_id: chat.clone(),
+        from: from.clone(),
+        to: chat,
+        from_me: true,
+        push_name: me.push_name.clone(),
+        kind: "text".into(),
+        text: Some(text.to_owned()),
+        caption: None,
+        timestamp: store::now(),
+        status: MessageStatus::Pending,
+        quoted_id: quoted.map(|q| q.id.clone()),
+        media: None,
+        from_pn: me.jid.clone(),
+        from_lid: me.lid.clone(),
+        chat_pn,
+        chat_lid,
+        participant: None,
+    };
+    let mut tx = shared.store.begin().await?;
+    let ev = store::messages::insert(&mut tx, &msg, &from, EventKind::MessageFromMe).await?;
+    tx.commit().await?;
+    if let Some(ev) = ev {
+        shared.bus.publish(ev);
+    }
+    let quote = quoted.map(|q| (q.id.as_str(), q.from.as_str(), q.text.as_deref()));
+    match conn.send_text(&out, text, quote).await {
+        Ok(()) => {
+            if let Some(ev) = store::messages::advance_status(
+                &shared.store,
+                id.as_str(),
+                &out.id,
+                MessageStatus::Sent,
+                None,
+            )
+            .await?
+            {
+                shared.bus.publish(ev);
+            }
+            msg.status = MessageStatus::Sent;
+            Ok(msg)
+        }
+        Err(why) => {
+            if let Some(ev) = store::messages::advance_status(
+                &shared.store,
+                id.as_str(),
+                &out.id,
+                MessageStatus::Failed,
+                Some(&why),
+            )
+            .await?
+            {
+                shared.bus.publish(ev);
+            }
+            Err(SessionError::Send(why))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 0..40 {
+            let d = backoff(attempt);
+            assert!(d <= BACKOFF_CAP);
+            assert!(d >= Duration::from_millis(100));
+        }
+        // Jitter: many draws at a high attempt are not all the same.
+        let draws: std::collections::HashSet<_> = (0..20).map(|_| backoff(10)).collect();
+        assert!(draws.len() > 1);
+    }
+}

@@ -1,0 +1,458 @@
+//! Sessions: a [`SessionManager`] owning one supervised actor per WhatsApp session.
+//!
+//! The manager keeps `HashMap<SessionId, Handle>` in step with the `sessions` table. Each
+//! actor (see [`actor`]) owns its WhatsApp connection and publishes a [`Snapshot`] through a
+//! `watch` channel, which is what the API reads, so status requests never wait on an actor.
+//! Errors are [`SessionError`].
+
+mod actor;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::event::EventBus;
+use crate::model::{ChatAddress, Message, SessionId, SessionStatus};
+use crate::store::{self, Store, StoreError};
+use crate::whatsapp::{WaConnector, WaSession};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("session `{0}` does not exist")]
+    NotFound(String),
+    #[error("session `{id}` is {status}, not connected")]
+    NotConnected { id: String, status: SessionStatus },
+    #[error("session `{id}` has no QR code (status {status})")]
+    NoQr { id: String, status: SessionStatus },
+    #[error("{0}")]
+    WrongState(String),
+    #[error("quoted message `{0}` not found")]
+    QuotedNotFound(String),
+    #[error("send failed: {0}")]
+    Send(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = SessionError> = std::result::Result<T, E>;
+
+/// A pairing QR code currently on offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Qr {
+    pub code: String,
+    /// Unix seconds after which this code is no longer accepted.
+    pub expires_at: i64,
+}
+
+/// Who the session is logged in as, where known.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Me {
+    pub phone: Option<String>,
+    pub jid: Option<String>,
+    pub lid: Option<String>,
+    pub push_name: Option<String>,
+}
+
+/// What the API shows about a session. Published by its actor on every change.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub status: SessionStatus,
+    pub reason: Option<String>,
+    pub qr: Option<Qr>,
+    pub me: Me,
+    pub since: i64,
+    pub connection: Option<WaSession>,
+}
+
+impl Snapshot {
+    fn new(status: SessionStatus) -> Self {
+        Self {
+            status,
+            reason: None,
+            qr: None,
+            me: Me::default(),
+            since: store::now(),
+            connection: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
+    pub session_id: SessionId,
+    pub status: SessionStatus,
+    pub reason: Option<String>,
+    pub me: Option<Me>,
+    pub has_qr: bool,
+    /// Unix seconds since the status last changed.
+    pub since: i64,
+}
+
+impl SessionInfo {
+    fn from_snapshot(id: &SessionId, s: &Snapshot) -> Self {
+        Self {
+            session_id: id.clone(),
+            status: s.status,
+            reason: s.reason.clone(),
+            me: (s.me != Me::default()).then(|| s.me.clone()),
+            has_qr: s.qr.is_some(),
+            since: s.since,
+        }
+    }
+}
+
+/// Requests an actor handles itself, because they change its state machine.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Logout(oneshot::Sender<()>),
+    Restart(oneshot::Sender<()>),
+    PairingCode {
+        phone: String,
+        reply: oneshot::Sender<Result<String>>,
+    },
+}
+
+struct Handle {
+    commands: mpsc::Sender<Command>,
+    state: watch::Receiver<Snapshot>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Everything an actor needs from the outside.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub store: Store,
+    pub bus: EventBus,
+    pub connector: Arc<WaConnector>,
+}
+
+/// Owns every session's actor. Cheap to clone.
+#[derive(Clone)]
+pub struct SessionManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Shared,
+    sessions: Mutex<HashMap<SessionId, Handle>>,
+    /// Serializes create/delete so two requests for one id cannot race.
+    lifecycle: tokio::sync::Mutex<()>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// How long shutdown waits for each actor before aborting it.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl SessionManager {
+    pub fn new(store: Store, bus: EventBus, connector: WaConnector) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                shared: Shared {
+                    store,
+                    bus,
+                    connector: Arc::new(connector),
+                },
+                sessions: Mutex::new(HashMap::new()),
+                lifecycle: tokio::sync::Mutex::new(()),
+                cancel: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// Starts an actor for every stored session. Logged-in ones reconnect with their stored
+    /// credentials (no QR); the others come back to the QR step. All start concurrently.
+    pub async fn restore(&self) -> Result<usize> {
+        let _guard = self.inner.lifecycle.lock().await;
+        let rows = store::sessions::list(self.inner.shared.store.pool()).await?;
+        let n = rows.len();
+        for row in rows {
+            let Ok(id) = SessionId::parse(&row.id) else {
+                tracing::warn!(session = %row.id, "skipping stored session with an invalid id");
+                continue;
+            };
+            // A session that was logged out stays so until someone starts it again.
+            if row.status == SessionStatus::LoggedOut.as_str() && !row.logged_in {
+                self.insert_idle(id, SessionStatus::LoggedOut, row.status_reason.clone());
+                continue;
+            }
+            self.spawn(id, row);
+        }
+        Ok(n)
+    }
+
+    /// Creates the session, or resumes it when it exists. Returns whether it was created.
+    pub async fn start(&self, id: SessionId) -> Result<(SessionInfo, bool)> {
+        if self.inner.cancel.is_cancelled() {
+            return Err(SessionError::ShuttingDown);
+        }
+        let _guard = self.inner.lifecycle.lock().await;
+        let (row, created) = store::sessions::create_or_get(&self.inner.shared.store, id.as_str()).await?;
+        let running = {
+            let map = self.inner.sessions.lock().expect("sessions lock");
+            map.get(&id).map(|h| !h.task.is_finished())
+        };
+        match running {
+            Some(true) => {}
+            _ => {
+                // Not running (new, logged out, failed or crashed for good): (re)start it.
+                let row = if row.status == SessionStatus::LoggedOut.as_str() {
+                    store::sessions::renumber_device(&self.inner.shared.store, id.as_str()).await?
+                } else {
+                    row
+                };
+                self.remove_handle(&id);
+                self.spawn(id.clone(), row);
+            }
+        }
+        Ok((self.info(&id)?, created))
+    }
+
+    fn insert_idle(&self, id: SessionId, status: SessionStatus, reason: Option<String>) {
+        let mut snap = Snapshot::new(status);
+        snap.reason = reason;
+        let (_tx, rx) = watch::channel(snap);
+        let (ctx, _crx) = mpsc::channel(1);
+        let handle = Handle {
+            commands: ctx,
+            state: rx,
+            cancel: self.inner.cancel.child_token(),
+            task: tokio::spawn(async {}),
+        };
+        self.inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .insert(id, handle);
+    }
+
+    fn spawn(&self, id: SessionId, row: store::sessions::SessionRow) {
+        let cancel = self.inner.cancel.child_token();
+        let (tx, rx) = watch::channel(Snapshot::new(SessionStatus::Starting));
+        let (ctx, crx) = mpsc::channel(8);
+        let task = self.inner.tracker.spawn(actor::supervise(
+            self.inner.shared.clone(),
+            id.clone(),
+            row,
+            tx,
+            crx,
+            cancel.clone(),
+        ));
+        let handle = Handle {
+            commands: ctx,
+            state: rx,
+            cancel,
+            task,
+        };
+        if let Some(old) = self
+            .inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .insert(id, handle)
+        {
+            old.cancel.cancel();
+        }
+    }
+
+    fn remove_handle(&self, id: &SessionId) -> Option<Handle> {
+        self.inner.sessions.lock().expect("sessions lock").remove(id)
+    }
+
+    fn snapshot(&self, id: &SessionId) -> Result<Snapshot> {
+        let map = self.inner.sessions.lock().expect("sessions lock");
+        let h = map
+            .get(id)
+            .ok_or_else(|| SessionError::NotFound(id.to_string()))?;
+        Ok(h.state.borrow().clone())
+    }
+
+    fn commands(&self, id: &SessionId) -> Result<mpsc::Sender<Command>> {
+        let map = self.inner.sessions.lock().expect("sessions lock");
+        map.get(id)
+            .map(|h| h.commands.clone())
+            .ok_or_else(|| SessionError::NotFound(id.to_string()))
+    }
+
+    pub fn info(&self, id: &SessionId) -> Result<SessionInfo> {
+        Ok(SessionInfo::from_snapshot(id, &self.snapshot(id)?))
+    }
+
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let map = self.inner.sessions.lock().expect("sessions lock");
+        let mut v: Vec<_> = map
+            .iter()
+            .map(|(id, h)| SessionInfo::from_snapshot(id, &h.state.borrow()))
+            .collect();
+        v.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        v
+    }
+
+    pub fn qr(&self, id: &SessionId) -> Result<Qr> {
+        let s = self.snapshot(id)?;
+        s.qr.ok_or(SessionError::NoQr {
+            id: id.to_string(),
+            status: s.status,
+        })
+    }
+
+    /// Waits until the session's status satisfies `pred`, or `timeout` passes.
+    pub async fn wait_for(
+        &self,
+        id: &SessionId,
+        timeout: Duration,
+        pred: impl Fn(&Snapshot) -> bool,
+    ) -> Result<Snapshot> {
+        let mut rx = {
+            let map = self.inner.sessions.lock().expect("sessions lock");
+            map.get(id)
+                .ok_or_else(|| SessionError::NotFound(id.to_string()))?
+                .state
+                .clone()
+        };
+        let fut = rx.wait_for(|s| pred(s));
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(s)) => Ok(s.clone()),
+            Ok(Err(_)) => Err(SessionError::WrongState(format!("session `{id}` stopped"))),
+            Err(_) => Err(SessionError::Timeout("the session state")),
+        }
+    }
+
+    async fn ask<T>(
+        &self,
+        id: &SessionId,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T> {
+        let tx = self.commands(id)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(make(reply))
+            .await
+            .map_err(|_| SessionError::WrongState(format!("session `{id}` is not running")))?;
+        match tokio::time::timeout(Duration::from_secs(30), rx).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(SessionError::WrongState(format!("session `{id}` stopped"))),
+            Err(_) => Err(SessionError::Timeout("the session to answer")),
+        }
+    }
+
+    /// Logs the device out of WhatsApp. The session stays (status `logged_out`); starting it
+    /// again shows a new QR.
+    pub async fn logout(&self, id: &SessionId) -> Result<SessionInfo> {
+        let s = self.snapshot(id)?;
+        if s.status == SessionStatus::LoggedOut {
+            return Ok(SessionInfo::from_snapshot(id, &s));
+        }
+        self.ask(id, Command::Logout).await?;
+        self.info(id)
+    }
+
+    /// Drops the connection and connects again (same credentials).
+    pub async fn restart(&self, id: &SessionId) -> Result<SessionInfo> {
+        let s = self.snapshot(id)?;
+        if s.status == SessionStatus::LoggedOut {
+            let _guard = self.inner.lifecycle.lock().await;
+            let row = store::sessions::renumber_device(&self.inner.shared.store, id.as_str()).await?;
+            self.remove_handle(id);
+            self.spawn(id.clone(), row);
+            return self.info(id);
+        }
+        self.ask(id, Command::Restart).await?;
+        self.info(id)
+    }
+
+    /// Logs out (when logged in), stops the actor and deletes everything kept for it.
+    pub async fn delete(&self, id: &SessionId) -> Result<()> {
+        let _guard = self.inner.lifecycle.lock().await;
+        let row = store::sessions::get(self.inner.shared.store.pool(), id.as_str())
+            .await?
+            .ok_or_else(|| SessionError::NotFound(id.to_string()))?;
+        if let Some(h) = self.remove_handle(id) {
+            let (reply, rx) = oneshot::channel();
+            if h.commands.send(Command::Logout(reply)).await.is_ok() {
+                // Best effort: a session that cannot reach WhatsApp is still deleted here.
+                if tokio::time::timeout(Duration::from_secs(10), rx).await.is_err() {
+                    tracing::warn!(session = %id, "logout before delete timed out");
+                }
+            }
+            stop(h).await;
+        }
+        store::sessions::delete(&self.inner.shared.store, id.as_str()).await?;
+        self.inner.shared.connector.delete_device(row.device_id).await?;
+        Ok(())
+    }
+
+    pub async fn pairing_code(&self, id: &SessionId, phone: &str) -> Result<String> {
+        let phone = phone.to_owned();
+        self.ask(id, |reply| Command::PairingCode { phone, reply })
+            .await?
+    }
+
+    /// Sends a text message and records it (status `sent` once WhatsApp accepted it).
+    pub async fn send_text(
+        &self,
+        id: &SessionId,
+        to: &ChatAddress,
+        text: &str,
+        quoted_id: Option<&str>,
+    ) -> Result<Message> {
+        let s = self.snapshot(id)?;
+        let conn = match (&s.connection, s.status) {
+            (Some(c), SessionStatus::Connected) => c.clone(),
+            _ => {
+                return Err(SessionError::NotConnected {
+                    id: id.to_string(),
+                    status: s.status,
+                });
+            }
+        };
+        let quoted = match quoted_id {
+            Some(q) => Some(
+                store::messages::find(self.inner.shared.store.pool(), id.as_str(), q)
+                    .await?
+                    .ok_or_else(|| SessionError::QuotedNotFound(q.to_owned()))?,
+            ),
+            None => None,
+        };
+        actor::send_text(&self.inner.shared, id, &conn, &s.me, to, text, quoted.as_ref()).await
+    }
+
+    /// Stops every actor: each disconnects cleanly within a timeout, then is aborted.
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        let handles: Vec<Handle> = self
+            .inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
+        futures::future::join_all(handles.into_iter().map(stop)).await;
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+}
+
+async fn stop(h: Handle) {
+    h.cancel.cancel();
+    let abort = h.task.abort_handle();
+    if tokio::time::timeout(STOP_TIMEOUT, h.task).await.is_err() {
+        tracing::warn!("session actor did not stop in time; aborting it");
+        abort.abort();
+    }
+}

@@ -1,0 +1,185 @@
+//! The `messages` table: history of every message in and out, with its delivery status.
+
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+use super::{Result, Store, events, now};
+use crate::event::{Event, EventKind};
+use crate::model::{Message, MessageStatus};
+
+/// Inserts a message unless it is already stored (same session, chat, sender and id), and
+/// appends `event` for it. Returns the event only when the row is new, which is what makes
+/// redelivered inbound messages harmless.
+pub async fn insert(
+    conn: &mut SqliteConnection,
+    msg: &Message,
+    sender_key: &str,
+    kind: EventKind,
+) -> Result<Option<Event>> {
+    let body = serde_json::to_value(msg)?;
+    let inserted = sqlx::query(
+        "INSERT INTO messages (session_id, id, chat_id, sender, from_me, type, status, timestamp, body, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (session_id, chat_id, sender, id) DO NOTHING",
+    )
+    .bind(&msg.session_id)
+    .bind(&msg.id)
+    .bind(&msg.chat_id)
+    .bind(sender_key)
+    .bind(msg.from_me)
+    .bind(&msg.kind)
+    .bind(msg.status.as_str())
+    .bind(msg.timestamp)
+    .bind(body.to_string())
+    .bind(now())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if !inserted {
+        return Ok(None);
+    }
+    let ev = events::append(conn, kind, &msg.session_id, Some(&msg.chat_id), body).await?;
+    Ok(Some(ev))
+}
+
+/// Moves our own message `id` forward to `status` (never backwards) and records the
+/// matching event. Returns `None` when nothing changed (unknown id, or already further).
+pub async fn advance_status(
+    store: &Store,
+    session_id: &str,
+    id: &str,
+    status: MessageStatus,
+    error: Option<&str>,
+) -> Result<Option<Event>> {
+    let kind = match status {
+        MessageStatus::Pending => return Ok(None),
+        MessageStatus::Sent => EventKind::MessageSent,
+        MessageStatus::Delivered => EventKind::MessageDelivered,
+        MessageStatus::Read => EventKind::MessageRead,
+        MessageStatus::Failed => EventKind::MessageFailed,
+    };
+    let prev = status.predecessors();
+    let mut tx = store.begin().await?;
+    let row = sqlx::query(
+        "UPDATE messages SET status = ?1, body = json_set(body, '$.status', ?1)
+         WHERE session_id = ?2 AND id = ?3 AND from_me = 1
+           AND status IN (SELECT value FROM json_each(?4))
+         RETURNING chat_id, body",
+    )
+    .bind(status.as_str())
+    .bind(session_id)
+    .bind(id)
+    .bind(serde_json::to_string(prev)?)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let chat_id: String = row.try_get("chat_id")?;
+    let body: String = row.try_get("body")?;
+    let mut data: serde_json::Value = serde_json::from_str(&body)?;
+    if let (Some(err), Some(obj)) = (error, data.as_object_mut()) {
+        obj.insert("error".into(), err.into());
+    }
+    let ev = events::append(&mut tx, kind, session_id, Some(&chat_id), data).await?;
+    tx.commit().await?;
+    Ok(Some(ev))
+}
+
+/// Which way a message went, for filtering history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub chat_id: Option<String>,
+    pub direction: Option<Direction>,
+    /// Only messages at or after this unix time.
+    pub since: Option<i64>,
+    /// Only messages before this unix time.
+    pub until: Option<i64>,
+}
+
+/// Position after the last message of a page: `(timestamp, seq)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub timestamp: i64,
+    pub seq: i64,
+}
+
+impl Cursor {
+    pub fn encode(self) -> String {
+        format!("{}.{}", self.timestamp, self.seq)
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let (a, b) = s.split_once('.')?;
+        Some(Self {
+            timestamp: a.parse().ok()?,
+            seq: b.parse().ok()?,
+        })
+    }
+}
+
+/// A page of history, newest first.
+pub async fn list(
+    pool: &SqlitePool,
+    session_id: &str,
+    filter: &Filter,
+    after: Option<Cursor>,
+    limit: i64,
+) -> Result<(Vec<serde_json::Value>, Option<Cursor>)> {
+    let from_me = filter.direction.map(|d| d == Direction::Out);
+    let rows = sqlx::query(
+        "SELECT seq, timestamp, body FROM messages
+         WHERE session_id = ?1
+           AND (?2 IS NULL OR chat_id = ?2)
+           AND (?3 IS NULL OR from_me = ?3)
+           AND (?4 IS NULL OR timestamp >= ?4)
+           AND (?5 IS NULL OR timestamp < ?5)
+           AND (?6 IS NULL OR timestamp < ?6 OR (timestamp = ?6 AND seq < ?7))
+         ORDER BY timestamp DESC, seq DESC
+         LIMIT ?8",
+    )
+    .bind(session_id)
+    .bind(&filter.chat_id)
+    .bind(from_me)
+    .bind(filter.since)
+    .bind(filter.until)
+    .bind(after.map(|c| c.timestamp))
+    .bind(after.map(|c| c.seq))
+    .bind(limit + 1)
+    .fetch_all(pool)
+    .await?;
+    let more = rows.len() as i64 > limit;
+    let mut out = Vec::with_capacity(rows.len());
+    let mut last = None;
+    for r in rows.iter().take(limit as usize) {
+        let body: String = r.try_get("body")?;
+        out.push(serde_json::from_str(&body)?);
+        last = Some(Cursor {
+            timestamp: r.try_get("timestamp")?,
+            seq: r.try_get("seq")?,
+        });
+    }
+    Ok((out, if more { last } else { None }))
+}
+
+/// One stored message by id (ours or theirs), for quoting.
+pub async fn find(pool: &SqlitePool, session_id: &str, id: &str) -> Result<Option<Message>> {
+    let row = sqlx::query("SELECT body FROM messages WHERE session_id = ? AND id = ? LIMIT 1")
+        .bind(session_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    match row {
+        Some(r) => {
+            let body: String = r.try_get("body")?;
+            Ok(Some(serde_json::from_str(&body)?))
+        }
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,36 @@
+//! Commits inbound messages to our database before WhatsApp is told we have them.
+
+use std::sync::Arc;
+
+use wacore::types::events::InboundMessage;
+use whatsapp_rust::{Client, InboundDurabilityHook};
+
+use crate::event::EventBus;
+use crate::store::Store;
+
+/// whatsapp-rust defers the ack of each batch until `on_messages` returns `Ok`; on `Err`
+/// (or a crash) the server redelivers, and the unique key on
+/// `(session, chat, sender, id)` makes the second insert a no-op.
+pub(super) struct Durability {
+    pub session_id: String,
+    pub store: Store,
+    pub bus: EventBus,
+}
+
+#[whatsapp_rust::async_trait]
+impl InboundDurabilityHook for Durability {
+    async fn on_messages(&self, _client: Arc<Client>, batch: &[InboundMessage]) -> anyhow::Result<()> {
+        let mut tx = self.store.begin().await?;
+        let mut events = Vec::with_capacity(batch.len());
+        for m in batch {
+            let (msg, sender_key, kind) = super::map::inbound(&self.session_id, m);
+            if let Some(ev) = crate::store::messages::insert(&mut tx, &msg, &sender_key, kind).await? {
+                events.push(ev);
+            }
+        }
+        tx.commit().await?;
+        // Only committed events are announced.
+        self.bus.publish_all(events);
+        Ok(())
+    }
+}

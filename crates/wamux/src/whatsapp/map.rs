@@ -1,0 +1,252 @@
+//! Conversions from whatsapp-rust's types to ours.
+
+use wacore::proto_helpers::MessageExt;
+use wacore::types::events::{Event as WaLibEvent, InboundMessage};
+use wacore::types::presence::ReceiptType;
+use whatsapp_rust::waproto::whatsapp as wa;
+use whatsapp_rust::{Client, Jid};
+
+use super::WaEvent;
+use crate::event::EventKind;
+use crate::model::{Message, MessageStatus};
+use crate::session::Me;
+
+pub(super) fn me(client: &Client) -> Me {
+    let pn = client.pn();
+    let lid = client.lid();
+    let push = client.push_name();
+    Me {
+        phone: pn.as_ref().map(|j| j.user_base().to_owned()),
+        jid: pn.as_ref().map(Jid::to_non_ad_string),
+        lid: lid.as_ref().map(Jid::to_non_ad_string),
+        push_name: (!push.is_empty()).then_some(push),
+    }
+}
+
+pub(super) fn event(e: &WaLibEvent) -> Option<WaEvent> {
+    Some(match e {
+        WaLibEvent::PairingQrCode(q) => WaEvent::Qr {
+            code: q.code.clone(),
+            expires_in_secs: q.timeout.as_secs(),
+        },
+        WaLibEvent::PairingCode(c) => WaEvent::PairingCode {
+            code: c.code.clone(),
+        },
+        WaLibEvent::PairSuccess(p) => WaEvent::Paired {
+            me: Me {
+                phone: Some(p.id.user_base().to_owned()),
+                jid: Some(p.id.to_non_ad_string()),
+                lid: Some(p.lid.to_non_ad_string()),
+                push_name: None,
+            },
+        },
+        WaLibEvent::PairError(p) => WaEvent::PairingFailed {
+            reason: format!("pairing failed: {}", p.error),
+        },
+        WaLibEvent::PairingQrCodesExhausted(_) => WaEvent::PairingFailed {
+            reason: "no QR code was scanned in time; start the session again for new codes".into(),
+        },
+        WaLibEvent::Connected(_) => WaEvent::Connected { me: Me::default() },
+        WaLibEvent::Disconnected(d) => WaEvent::Disconnected {
+            reason: d.reason.to_string(),
+        },
+        WaLibEvent::LoggedOut(l) => WaEvent::LoggedOut {
+            reason: format!("logged out ({:?})", l.reason),
+        },
+        WaLibEvent::StreamReplaced(_) => WaEvent::Replaced,
+        WaLibEvent::TemporaryBan(b) => WaEvent::PairingFailed {
+            reason: format!("temporarily banned ({:?})", b.code),
+        },
+        WaLibEvent::ClientOutdated(_) => WaEvent::PairingFailed {
+            reason: "WhatsApp refused this client version as outdated".into(),
+        },
+        WaLibEvent::Receipt(r) => {
+            let status = match r.r#type {
+                ReceiptType::Delivered => MessageStatus::Delivered,
+                ReceiptType::Read | ReceiptType::Played => MessageStatus::Read,
+                _ => return None,
+            };
+            WaEvent::Receipt {
+                ids: r.message_ids.iter().map(|id| id.to_string()).collect(),
+                status,
+            }
+        }
+        WaLibEvent::IncomingCall(c) => WaEvent::Call {
+            from: c.from.to_non_ad_string(),
+            id: c.stanza_id.clone(),
+            timestamp: c.timestamp.timestamp(),
+        },
+        _ => return None,
+    })
+}
+
+/// An inbound (or our-other-device) message in the public shape, with the key used to
+/// deduplicate it and the event it raises.
+pub(super) fn inbound(session_id: &str, m: &InboundMessage) -> (Message, String, EventKind) {
+    let info = &m.info;
+    let src = &info.source;
+    let base = m.message.get_base_message();
+
+    // Phone-number and LID forms of the sender and the chat, where the stanza told us.
+    let (sender_pn, sender_lid) = split_pn_lid(&src.sender, src.sender_alt.as_ref());
+    let chat_alt = if src.is_group {
+        None
+    } else if src.is_from_me {
+        src.recipient_alt.as_ref()
+    } else {
+        src.sender_alt.as_ref()
+    };
+    let (chat_pn, chat_lid) = if src.is_group {
+        (None, None)
+    } else {
+        split_pn_lid(&src.chat, chat_alt)
+    };
+    let chat_id = if src.is_group {
+        src.chat.to_non_ad_string()
+    } else {
+        chat_pn
+            .clone()
+            .or_else(|| chat_lid.clone())
+            .unwrap_or_else(|| src.chat.to_non_ad_string())
+    };
+    let from = sender_pn
+        .clone()
+        .or_else(|| sender_lid.clone())
+        .unwrap_or_else(|| src.sender.to_non_ad_string());
+    let to = if src.is_from_me {
+        chat_id.clone()
+    } else if src.is_group {
+        src.chat.to_non_ad_string()
+    } else {
+        src.recipient
+            .as_ref()
+            .map(Jid::to_non_ad_string)
+            .unwrap_or_default()
+    };
+
+    let (kind, event) = classify(base, src.is_from_me);
+    let quoted_id = context_of(base).and_then(|c| c.stanza_id.clone());
+    let msg = Message {
+        id: info.id.to_string(),
+        session_id: session_id.to_owned(),
+        chat_id,
+        from,
+        to,
+        from_me: src.is_from_me,
+        push_name: (!info.push_name.is_empty()).then(|| info.push_name.clone()),
+        kind: kind.to_owned(),
+        text: m.message.text_content().map(str::to_owned).or_else(|| {
+            base.reaction_message
+                .as_option()
+                .and_then(|r| r.text.clone())
+        }),
+        caption: m.message.get_caption().map(str::to_owned),
+        timestamp: info.timestamp.timestamp(),
+        status: if src.is_from_me {
+            MessageStatus::Sent
+        } else {
+            MessageStatus::Delivered
+        },
+        quoted_id,
+        media: media_of(base),
+        from_pn: sender_pn,
+        from_lid: sender_lid,
+        chat_pn,
+        chat_lid,
+        participant: src.is_group.then(|| src.sender.to_non_ad_string()),
+    };
+    // Stanza ids are unique per (chat, sender); the sender's device does not matter.
+    let sender_key = src.sender.to_non_ad_string();
+    (msg, sender_key, event)
+}
+
+fn split_pn_lid(primary: &Jid, alt: Option<&Jid>) -> (Option<String>, Option<String>) {
+    let mut pn = None;
+    let mut lid = None;
+    for j in std::iter::once(primary).chain(alt) {
+        if j.is_pn() && pn.is_none() {
+            pn = Some(j.to_non_ad_string());
+        } else if j.is_lid() && lid.is_none() {
+            lid = Some(j.to_non_ad_string());
+        }
+    }
+    (pn, lid)
+}
+
+fn classify(m: &wa::Message, from_me: bool) -> (&'static str, EventKind) {
+    let plain = if from_me {
+        EventKind::MessageFromMe
+    } else {
+        EventKind::MessageReceived
+    };
+    if m.reaction_message.is_set() {
+        return ("reaction", EventKind::MessageReaction);
+    }
+    if let Some(p) = m.protocol_message.as_option() {
+        use wa::message::protocol_message::Type;
+        return match p.r#type {
+            Some(Type::Revoke) => ("revoked", EventKind::MessageRevoked),
+            Some(Type::MessageEdit) => ("edited", EventKind::MessageEdited),
+            _ => ("protocol", plain),
+        };
+    }
+    let kind = if m.image_message.is_set() {
+        "image"
+    } else if m.video_message.is_set() {
+        "video"
+    } else if m.audio_message.is_set() {
+        "audio"
+    } else if m.document_message.is_set() {
+        "document"
+    } else if m.sticker_message.is_set() {
+        "sticker"
+    } else if m.location_message.is_set() {
+        "location"
+    } else if m.contact_message.is_set() {
+        "contact"
+    } else if m.conversation.is_some() || m.extended_text_message.is_set() {
+        "text"
+    } else {
+        "unknown"
+    };
+    (kind, plain)
+}
+
+fn context_of(m: &wa::Message) -> Option<&wa::ContextInfo> {
+    if let Some(x) = m.extended_text_message.as_option() {
+        return x.context_info.as_option();
+    }
+    if let Some(x) = m.image_message.as_option() {
+        return x.context_info.as_option();
+    }
+    if let Some(x) = m.video_message.as_option() {
+        return x.context_info.as_option();
+    }
+    if let Some(x) = m.document_message.as_option() {
+        return x.context_info.as_option();
+    }
+    None
+}
+
+/// What is known about attached media before any download (the media module fills in
+/// the stored file later).
+fn media_of(m: &wa::Message) -> Option<serde_json::Value> {
+    let (mimetype, file_name, size) = if let Some(x) = m.image_message.as_option() {
+        (x.mimetype.clone(), None, x.file_length)
+    } else if let Some(x) = m.video_message.as_option() {
+        (x.mimetype.clone(), None, x.file_length)
+    } else if let Some(x) = m.audio_message.as_option() {
+        (x.mimetype.clone(), None, x.file_length)
+    } else if let Some(x) = m.document_message.as_option() {
+        (x.mimetype.clone(), x.file_name.clone(), x.file_length)
+    } else if let Some(x) = m.sticker_message.as_option() {
+        (x.mimetype.clone(), None, x.file_length)
+    } else {
+        return None;
+    };
+    Some(serde_json::json!({
+        "mimetype": mimetype,
+        "originalName": file_name,
+        "fileSize": size,
+    }))
+}

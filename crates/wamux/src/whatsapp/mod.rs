@@ -1,0 +1,293 @@
+//! The only module that talks to whatsapp-rust: builds clients, maps their events to ours,
+//! commits inbound messages before they are acknowledged, and sends.
+//!
+//! Everything outside speaks [`WaEvent`], [`WaSession`] and our own model types. Errors
+//! from the library surface as `anyhow::Error` (this is the edge of background work) or as
+//! plain strings in [`WaEvent`]s.
+
+mod hook;
+mod http;
+mod map;
+pub mod selfcheck;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+use wacore::proto_helpers::MessageBuilderExt;
+use wacore::types::events::{Event as WaLibEvent, EventHandler};
+use whatsapp_rust::bot::{Bot, BotHandle};
+use whatsapp_rust::pair_code::PairCodeOptions;
+use whatsapp_rust::send::SendOptions;
+use whatsapp_rust::waproto::whatsapp as wa;
+use whatsapp_rust::{Client, Jid};
+use whatsapp_rust_sqlite_storage::SqliteStore;
+use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
+
+use crate::event::EventBus;
+use crate::model::{ChatAddress, MessageStatus, SessionId};
+use crate::session::Me;
+use crate::store::Store;
+
+/// What a WhatsApp client reports, in our terms.
+#[derive(Debug, Clone)]
+pub enum WaEvent {
+    Qr { code: String, expires_in_secs: u64 },
+    PairingCode { code: String },
+    Paired { me: Me },
+    Connected { me: Me },
+    Disconnected { reason: String },
+    /// The device was unlinked (or its credentials were refused): retrying cannot help.
+    LoggedOut { reason: String },
+    /// Another client took over this device's stream.
+    Replaced,
+    /// Pairing gave up (QR codes exhausted, pairing error, banned, outdated client).
+    PairingFailed { reason: String },
+    Receipt { ids: Vec<String>, status: MessageStatus },
+    Call { from: String, id: String, timestamp: i64 },
+}
+
+/// Where the clients connect and what they trust.
+#[derive(Clone, Default)]
+pub struct Endpoint {
+    /// WebSocket URL; `None` is WhatsApp itself.
+    pub url: Option<String>,
+    /// Extra CA (PEM) to trust for the WebSocket and media hosts.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// Builds WhatsApp clients for sessions.
+pub struct WaConnector {
+    device_db: String,
+    endpoint: Endpoint,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    http: http::ReqwestHttpClient,
+    store: Store,
+    bus: EventBus,
+}
+
+/// WhatsApp Web version announced when we cannot look it up (no network to WhatsApp:
+/// tests and the sandbox).
+const PINNED_VERSION: (u32, u32, u32) = (2, 3000, 1_023_000_000);
+
+impl WaConnector {
+    pub fn new(
+        device_db: &Path,
+        endpoint: Endpoint,
+        store: Store,
+        bus: EventBus,
+    ) -> anyhow::Result<Self> {
+        let tls = match &endpoint.ca_pem {
+            Some(pem) => Some(Arc::new(http::rustls_config_with_ca(pem)?)),
+            None => None,
+        };
+        let http = http::ReqwestHttpClient::new(endpoint.ca_pem.as_deref())?;
+        Ok(Self {
+            device_db: device_db.to_string_lossy().into_owned(),
+            endpoint,
+            tls,
+            http,
+            store,
+            bus,
+        })
+    }
+
+    /// Builds and starts the client for one session. It connects (and reconnects) on its
+    /// own; what happens is reported on `events`.
+    pub async fn start(
+        &self,
+        session_id: &SessionId,
+        device_id: i64,
+        events: mpsc::UnboundedSender<WaEvent>,
+    ) -> anyhow::Result<(WaSession, WaRunning)> {
+        let device_id = i32::try_from(device_id).context("device number out of range")?;
+        let backend = SqliteStore::new_for_device(&self.device_db, device_id)
+            .await
+            .context("cannot open the WhatsApp device store")?;
+        let mut transport = TokioWebSocketTransportFactory::new();
+        if let Some(url) = &self.endpoint.url {
+            transport = transport.with_url(url.clone());
+        }
+        if let Some(tls) = &self.tls {
+            transport = transport.with_connector(whatsapp_rust_tokio_transport::Connector::Rustls(
+                tokio_rustls::TlsConnector::from(tls.clone()),
+            ));
+        }
+        let hook = hook::Durability {
+            session_id: session_id.to_string(),
+            store: self.store.clone(),
+            bus: self.bus.clone(),
+        };
+        let mut builder = Bot::builder()
+            .with_backend(backend)
+            .with_transport_factory(transport)
+            .with_http_client(self.http.clone())
+            .with_inbound_durability_hook(hook)
+            .with_event_handler(Handler { events })
+            .skip_history_sync();
+        if self.endpoint.url.is_some() {
+            builder = builder.with_version(PINNED_VERSION);
+        }
+        let bot = builder.build().await.context("cannot build the WhatsApp client")?;
+        let client = bot.client();
+        let handle = bot.spawn();
+        Ok((
+            WaSession {
+                client,
+                session_id: session_id.to_string(),
+            },
+            WaRunning { handle },
+        ))
+    }
+
+    /// Deletes everything the device store keeps for a device.
+    pub async fn delete_device(&self, device_id: i64) -> anyhow::Result<()> {
+        if !Path::new(&self.device_db).exists() {
+            return Ok(());
+        }
+        crate::store::wipe_device_rows(Path::new(&self.device_db), device_id)
+            .await
+            .context("cannot delete the device's WhatsApp keys")
+    }
+}
+
+/// The running client task. Dropping it aborts the client.
+pub struct WaRunning {
+    handle: BotHandle,
+}
+
+impl WaRunning {
+    /// Disconnects cleanly (flushing state) and waits for the client to stop.
+    pub async fn stop(self) {
+        self.handle.shutdown().await;
+    }
+
+    /// Resolves when the client's run loop has ended on its own.
+    pub async fn finished(&mut self) {
+        (&mut self.handle).await;
+    }
+}
+
+/// A live client, shared with request handlers for sending.
+#[derive(Clone)]
+pub struct WaSession {
+    client: Arc<Client>,
+    session_id: String,
+}
+
+impl std::fmt::Debug for WaSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaSession")
+            .field("session_id", &self.session_id)
+            .finish()
+    }
+}
+
+/// A text message ready to send: we choose its id up front so the pending row exists
+/// before WhatsApp sees the message.
+pub struct Outgoing {
+    pub id: String,
+    pub to: Jid,
+}
+
+impl WaSession {
+    pub fn me(&self) -> Me {
+        map::me(&self.client)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.is_connected() && self.client.is_logged_in()
+    }
+
+    /// Allocates a message id for a send to `to`.
+    pub fn prepare(&self, to: &ChatAddress) -> anyhow::Result<Outgoing> {
+        let to: Jid = to
+            .as_str()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("invalid JID {}: {e:?}", to.as_str()))?;
+        Ok(Outgoing {
+            id: self.client.generate_message_id(),
+            to,
+        })
+    }
+
+    /// Sends text, optionally quoting an earlier message (its id, sender and text).
+    pub async fn send_text(
+        &self,
+        out: &Outgoing,
+        text: &str,
+        quoted: Option<(&str, &str, Option<&str>)>,
+    ) -> Result<(), String> {
+        let message = match quoted {
+            Some((qid, qsender, qtext)) => {
+                let ctx = wa::ContextInfo {
+                    stanza_id: Some(qid.to_owned()),
+                    participant: Some(qsender.to_owned()),
+                    quoted_message: whatsapp_rust::buffa::MessageField::some(wa::Message::text(
+                        qtext.unwrap_or_default(),
+                    )),
+                    ..Default::default()
+                };
+                wa::Message::text_with_context(text, ctx)
+            }
+            None => wa::Message::text(text),
+        };
+        self.client
+            .send_message_with_options(
+                out.to.clone(),
+                message,
+                SendOptions::default().with_message_id(out.id.clone()),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn jid_string(jid: &Jid) -> String {
+        jid.to_non_ad_string()
+    }
+
+    /// Requests a pairing code for `phone` (digits only). The code is also reported as
+    /// [`WaEvent::PairingCode`].
+    pub async fn pairing_code(&self, phone: &str) -> Result<String, String> {
+        self.client
+            .pair_with_code(PairCodeOptions {
+                phone_number: phone.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Unlinks this device from the account and disconnects.
+    pub async fn logout(&self) {
+        self.client.logout().await;
+    }
+
+    /// Drops the connection; the client reconnects by itself.
+    pub async fn reconnect(&self) {
+        self.client.reconnect().await;
+    }
+}
+
+/// Maps library events onto the session's channel. Runs inline on the client's dispatch
+/// path, so it only converts and forwards.
+struct Handler {
+    events: mpsc::UnboundedSender<WaEvent>,
+}
+
+impl EventHandler for Handler {
+    fn handle_event(&self, event: Arc<WaLibEvent>) {
+        if let Some(e) = map::event(&event)
+            && self.events.send(e).is_err()
+        {
+            tracing::trace!("session actor gone; dropping a WhatsApp event");
+        }
+    }
+}
+
+/// The device store file inside the data dir.
+pub fn device_db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("whatsapp.db")
+}

@@ -1,0 +1,307 @@
+//! Test harness: `TestApp::start().await` runs the real server on port 0 with a fresh data
+//! directory; `TestApp::with_sim()` also starts a WhatsApp simulator and points the gateway
+//! at it.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use wamux::Config;
+use wamux::config::Secret;
+
+pub const KEY: &str = "test-api-key-123456";
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    #[cfg(feature = "sandbox")]
+    pub sim: Option<Sim>,
+}
+
+pub struct Options {
+    pub max_body_bytes: Option<usize>,
+    pub sim: bool,
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Start without a configured key (the server generates one).
+    pub no_key: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: None,
+            sim: false,
+            data_dir: None,
+            no_key: false,
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    #[cfg(feature = "sandbox")]
+    pub async fn with_sim() -> Self {
+        Self::start_with(Options {
+            sim: true,
+            ..Options::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(opts: Options) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            api_key: Some(Secret::new(KEY)),
+            host: "127.0.0.1".into(),
+            port: 0,
+            data_dir: opts.data_dir.unwrap_or_else(|| dir.path().join("data")),
+            log: "warn".into(),
+            ..Config::default()
+        };
+        if opts.no_key {
+            config.api_key = None;
+        }
+        if let Some(n) = opts.max_body_bytes {
+            config.max_body_bytes = n;
+        }
+        #[cfg(feature = "sandbox")]
+        let sim = if opts.sim {
+            let sim = Sim::start(dir.path().join("sim")).await;
+            config.wa_url = Some(sim.inner.ws_url());
+            config.wa_ca_file = Some(sim.inner.ca_file().to_owned());
+            Some(sim)
+        } else {
+            None
+        };
+        #[cfg(not(feature = "sandbox"))]
+        assert!(!opts.sim, "WhatsApp tests need the `sandbox` feature");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(wamux::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        let app = TestApp {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+            #[cfg(feature = "sandbox")]
+            sim,
+        };
+        // The server is ready as soon as it answers.
+        wait_until(Duration::from_secs(10), "the server to answer", || async {
+            app.get("/api/health").send().await.is_ok()
+        })
+        .await;
+        app
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request carrying the API key.
+    pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .header("X-API-Key", KEY)
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.req(Method::GET, path)
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> RequestBuilder {
+        self.req(Method::POST, path).json(&body)
+    }
+
+    /// GET with the key; returns status and JSON body.
+    pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        into_json(self.get(path).send().await.unwrap()).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        into_json(self.post(path, body).send().await.unwrap()).await
+    }
+
+    pub async fn status_of(&self, session: &str) -> String {
+        let (_, body) = self.get_json(&format!("/api/status/{session}")).await;
+        body["status"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Waits until the session reports `status`.
+    pub async fn wait_status(&self, session: &str, status: &str, timeout: Duration) {
+        wait_until(timeout, &format!("session {session} to be {status}"), || async {
+            self.status_of(session).await == status
+        })
+        .await;
+    }
+
+    /// Stops the server the way ctrl-c does, and waits for it.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown().await;
+        #[cfg(feature = "sandbox")]
+        if let Some(sim) = self.sim.take() {
+            sim.inner.shutdown().await;
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let r = tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("server stops within 30 s")
+                .expect("server task did not panic");
+            r.expect("server ran without error");
+        }
+    }
+}
+
+pub async fn into_json(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// Polls `cond` until it holds, failing the test after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts an error response: status and `error.code`, and a non-empty message.
+pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
+    assert_eq!(got.0, status, "body: {}", got.1);
+    assert_eq!(got.1["error"]["code"], code, "body: {}", got.1);
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error without a message: {}",
+        got.1
+    );
+}
+
+#[cfg(feature = "sandbox")]
+pub struct Sim {
+    pub inner: wa_sim::Simulator,
+    pub admin: reqwest::Client,
+}
+
+#[cfg(feature = "sandbox")]
+impl Sim {
+    pub async fn start(dir: std::path::PathBuf) -> Self {
+        let inner = wa_sim::Simulator::start(wa_sim::SimConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir,
+            tls: true,
+        })
+        .await
+        .expect("simulator starts");
+        let ca = reqwest::Certificate::from_pem(inner.ca_pem().as_bytes()).unwrap();
+        let admin = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .unwrap();
+        Sim { inner, admin }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.inner.admin_url())
+    }
+
+    /// Creates a virtual phone (an account with its primary device).
+    pub async fn phone(&self, phone: &str, name: &str) {
+        let r = self
+            .admin
+            .post(self.url("/phones"))
+            .json(&serde_json::json!({"phone": phone, "name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "create phone: {}", r.text().await.unwrap());
+    }
+
+    pub async fn scan(&self, phone: &str, qr: &str) {
+        let r = self
+            .admin
+            .post(self.url(&format!("/phones/{phone}/scan")))
+            .json(&serde_json::json!({"qr": qr}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "scan: {}", r.text().await.unwrap());
+    }
+
+    pub async fn send(&self, phone: &str, to: &str, text: &str) -> Value {
+        let r = self
+            .admin
+            .post(self.url(&format!("/phones/{phone}/messages")))
+            .json(&serde_json::json!({"to": to, "text": text}))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = into_json(r).await;
+        assert!(status.is_success(), "phone send: {body}");
+        body
+    }
+
+    pub async fn messages(&self, phone: &str) -> Vec<Value> {
+        let r = self
+            .admin
+            .get(self.url(&format!("/phones/{phone}/messages")))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = into_json(r).await;
+        assert!(status.is_success(), "phone messages: {body}");
+        match body {
+            Value::Array(v) => v,
+            Value::Object(mut o) => match o.remove("messages") {
+                Some(Value::Array(v)) => v,
+                _ => vec![],
+            },
+            _ => vec![],
+        }
+    }
+
+    pub async fn read(&self, phone: &str, ids: &[&str]) {
+        let r = self
+            .admin
+            .post(self.url(&format!("/phones/{phone}/read")))
+            .json(&serde_json::json!({"ids": ids}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "read: {}", r.text().await.unwrap());
+    }
+}
