@@ -1,0 +1,119 @@
+//! The management UI: static files from `crates/wamux/web/`, compiled into the binary so a
+//! deployment is one file and needs no Node.js. `/` is the page; `/assets/*` its scripts,
+//! styles and the vendored Socket.IO client. The page itself holds no secret: it asks for the
+//! API key and calls the same `/api` routes as any client.
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
+
+struct Asset {
+    name: &'static str,
+    mime: &'static str,
+    body: &'static [u8],
+}
+
+const INDEX: &[u8] = include_bytes!("../../web/index.html");
+
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "app.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/app.js"),
+    },
+    Asset {
+        name: "api.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/api.js"),
+    },
+    Asset {
+        name: "app.css",
+        mime: "text/css; charset=utf-8",
+        body: include_bytes!("../../web/app.css"),
+    },
+    Asset {
+        name: "vendor/socket.io.esm.min.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/vendor/socket.io.esm.min.js"),
+    },
+];
+
+/// Only our own origin: no inline script, no third-party anything. `data:` images are the
+/// QR codes the API returns; `ws:`/`wss:` is the live feed. Media previews come from
+/// `/uploads`, which may live on another public URL, hence `img-src`/`media-src` https too.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data: blob: https: http:; media-src 'self' blob: https: http:; \
+    connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; \
+    form-action 'self'";
+
+/// The page and its assets, served without the API key (the page asks for it).
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/", get(index))
+        .route("/assets/{*file}", get(asset))
+}
+
+/// Routes the UI needs under `/api` (behind the API key): the virtual phones of sandbox mode.
+/// Empty in production builds, where `/api/sandbox` is an unknown route.
+pub fn api_router() -> Router<crate::AppState> {
+    #[cfg(feature = "sandbox")]
+    return sandbox::router();
+    #[cfg(not(feature = "sandbox"))]
+    Router::new()
+}
+
+async fn index() -> Response {
+    serve("text/html; charset=utf-8", INDEX)
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    match ASSETS.iter().find(|a| a.name == file) {
+        Some(a) => serve(a.mime, a.body),
+        None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    }
+}
+
+fn serve(mime: &'static str, body: &'static [u8]) -> Response {
+    let mut res = body.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    // Small files, and a stale UI after an upgrade is worse than a revalidation.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_module_the_page_imports_is_served() {
+        let html = std::str::from_utf8(INDEX).unwrap();
+        for a in ["/assets/app.js", "/assets/app.css"] {
+            assert!(html.contains(a), "index.html does not reference {a}");
+        }
+        let app = std::str::from_utf8(ASSETS[0].body).unwrap();
+        for import in ["./api.js", "./vendor/socket.io.esm.min.js"] {
+            assert!(app.contains(import));
+            let name = import.trim_start_matches("./");
+            assert!(ASSETS.iter().any(|a| a.name == name), "{name} not embedded");
+        }
+    }
+}

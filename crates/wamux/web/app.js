@@ -1,0 +1,961 @@
+// wamux management UI. Plain ES modules, no build step: the gateway serves these files from
+// its binary. State lives in `state`; the live Socket.IO feed and user actions change it and
+// call the render functions of the parts they touch, so forms keep what the user typed.
+
+import { Api, ApiError } from './api.js';
+import { io } from './vendor/socket.io.esm.min.js';
+
+const KEY_STORAGE = 'wamux.apiKey';
+const EVENT_KINDS = [
+  'message-received', 'message-from-me', 'message-sent', 'message-delivered', 'message-read',
+  'message-failed', 'message-reaction', 'message-revoked', 'message-edited', 'session-status', 'qr', 'call',
+];
+const TABS = [
+  { id: 'link', label: 'Link' },
+  { id: 'messages', label: 'Messages' },
+  { id: 'webhook', label: 'Webhook' },
+  { id: 'phones', label: 'Virtual phones', sandbox: true },
+];
+const LINKED = new Set(['connected', 'connecting']);
+
+const state = {
+  api: null,
+  socket: null,
+  sessions: new Map(), // id -> status object from the API
+  selected: null,
+  tab: 'link',
+  qr: new Map(), // id -> {qr, qrImage, expiresAt}
+  messages: new Map(), // id -> {items: [], nextCursor, loaded}
+  sandbox: null, // {adminUrl, ...} when the gateway runs in sandbox mode
+  phones: [],
+};
+
+const $ = (sel, root = document) => root.querySelector(sel);
+
+// Builds an element: h('button', {class: 'btn', onclick: f}, 'Text', child...).
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs ?? {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else if (k === 'dataset') Object.assign(el.dataset, v);
+    else if (v === true) el.setAttribute(k, '');
+    else el.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+// ---------- feedback ----------
+
+function toast(message, kind = 'error') {
+  const t = h('div', { class: `toast toast-${kind}` }, message,
+    h('button', { class: 'toast-close', 'aria-label': 'Dismiss', onclick: () => t.remove() }, '×'));
+  $('#toasts').append(t);
+  setTimeout(() => t.remove(), kind === 'error' ? 10000 : 4000);
+}
+
+function describe(err) {
+  if (err instanceof ApiError) return err.code && !err.code.startsWith('http_') && err.code !== 'network' ? `${err.message} (${err.code})` : err.message;
+  return err?.message ?? String(err);
+}
+
+// Runs an action for a button: disables it meanwhile, shows errors inline (or as a toast).
+async function act(button, errorEl, fn) {
+  if (errorEl) errorEl.hidden = true;
+  if (button) button.disabled = true;
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) return signOut('The API key was refused. Sign in again.');
+    if (errorEl) {
+      errorEl.textContent = describe(err);
+      errorEl.hidden = false;
+    } else {
+      toast(describe(err));
+    }
+    return undefined;
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+function confirmDialog(title, text, okLabel) {
+  const dlg = $('#confirm');
+  $('#confirm-title').textContent = title;
+  $('#confirm-text').textContent = text;
+  $('#confirm-ok').textContent = okLabel;
+  dlg.returnValue = '';
+  dlg.showModal();
+  return new Promise((resolve) => dlg.addEventListener('close', () => resolve(dlg.returnValue === 'ok'), { once: true }));
+}
+
+// ---------- formatting ----------
+
+function toDate(t) {
+  if (t === undefined || t === null || t === '') return null;
+  if (typeof t === 'number') return new Date(t < 1e12 ? t * 1000 : t);
+  const d = new Date(t);
+  return Number.isNaN(d.getTime()) ? null : d;
+}
+
+function ago(t) {
+  const d = toDate(t);
+  if (!d) return '';
+  const s = Math.round((Date.now() - d.getTime()) / 1000);
+  if (s < 10) return 'just now';
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return d.toLocaleDateString();
+}
+
+function clock(t) {
+  const d = toDate(t);
+  if (!d) return '';
+  const today = new Date().toDateString() === d.toDateString();
+  return today ? d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' }) : d.toLocaleString();
+}
+
+function timeEl(t, text) {
+  const d = toDate(t);
+  return d ? h('time', { datetime: d.toISOString(), title: d.toLocaleString() }, text ?? ago(t)) : '';
+}
+
+const phoneOf = (jid) => (jid ? String(jid).split('@')[0].split(':')[0] : '');
+const fmtPhone = (p) => (p ? `+${String(p).replace(/^\+/, '')}` : '');
+const statusLabel = (s) => (s ?? 'unknown').replace('_', ' ');
+
+function sessionSince(s) { return s.since ?? s.statusSince ?? s.statusChangedAt ?? s.updatedAt ?? s.createdAt; }
+function sessionError(s) { return s.lastError ?? s.error ?? s.statusReason ?? s.reason ?? null; }
+function sessionPhone(s) { return s.me?.phone ?? phoneOf(s.me?.jid) ?? s.phone; }
+function sessionName(s) { return s.me?.pushName ?? s.pushName ?? s.name; }
+
+// ---------- sign in / out ----------
+
+async function signIn(key, { silent } = {}) {
+  const api = new Api(key);
+  try {
+    const list = await api.sessions();
+    state.api = api;
+    sessionStorage.setItem(KEY_STORAGE, key);
+    setSessions(list);
+    return true;
+  } catch (err) {
+    if (!silent) {
+      const el = $('#login-error');
+      el.textContent = err instanceof ApiError && err.status === 401 ? 'That API key was refused.' : describe(err);
+      el.hidden = false;
+    }
+    return false;
+  }
+}
+
+function signOut(reason) {
+  sessionStorage.removeItem(KEY_STORAGE);
+  state.socket?.disconnect();
+  state.socket = null;
+  state.api = null;
+  state.sessions.clear();
+  state.messages.clear();
+  state.qr.clear();
+  state.selected = null;
+  showLogin();
+  if (reason) {
+    const el = $('#login-error');
+    el.textContent = reason;
+    el.hidden = false;
+  }
+}
+
+function showLogin() {
+  $('#app').hidden = true;
+  $('#signout').hidden = true;
+  $('#feed').hidden = true;
+  $('#sandbox-badge').hidden = true;
+  $('#login').hidden = false;
+  $('#login-key').value = '';
+  $('#login-key').focus();
+}
+
+async function showApp() {
+  $('#login').hidden = true;
+  $('#login-error').hidden = true;
+  $('#app').hidden = false;
+  $('#signout').hidden = false;
+  $('#feed').hidden = false;
+  connectFeed();
+  detectSandbox();
+  applyRoute();
+  renderSessions();
+}
+
+// ---------- sessions ----------
+
+function setSessions(list) {
+  const arr = Array.isArray(list) ? list : (list?.sessions ?? []);
+  state.sessions = new Map(arr.map((s) => [s.sessionId ?? s.id, s]));
+}
+
+async function refreshSessions() {
+  const list = await state.api.sessions();
+  setSessions(list);
+  renderSessions();
+  renderDetailHeader();
+}
+
+async function refreshSession(id) {
+  try {
+    const s = await state.api.status(id);
+    state.sessions.set(id, { ...state.sessions.get(id), ...s });
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) {
+      state.sessions.delete(id);
+      if (state.selected === id) select(null);
+    } else {
+      throw err;
+    }
+  }
+  renderSessions();
+  if (state.selected === id) {
+    renderDetailHeader();
+    renderLink();
+  }
+}
+
+function renderSessions() {
+  const list = $('#session-list');
+  const ids = [...state.sessions.keys()].sort();
+  $('#session-count').textContent = ids.length ? `(${ids.length})` : '';
+  $('#session-empty').hidden = ids.length > 0;
+  list.replaceChildren(...ids.map((id) => {
+    const s = state.sessions.get(id);
+    const err = sessionError(s);
+    const phone = sessionPhone(s);
+    const name = sessionName(s);
+    return h('li', {},
+      h('a', {
+        class: `session-item${state.selected === id ? ' selected' : ''}`,
+        href: `#/sessions/${encodeURIComponent(id)}/${state.tab}`,
+        'aria-current': state.selected === id ? 'page' : null,
+        dataset: { sessionId: id },
+      },
+      h('span', { class: 'session-line' },
+        h('strong', { class: 'session-id' }, id),
+        h('span', { class: `badge status status-${s.status}`, dataset: { status: s.status } }, statusLabel(s.status))),
+      (phone || name) ? h('span', { class: 'session-me' }, [fmtPhone(phone), name].filter(Boolean).join(' · ')) : null,
+      h('span', { class: 'session-since muted' }, 'since ', timeEl(sessionSince(s))),
+      err ? h('span', { class: 'session-error' }, err) : null));
+  }));
+}
+
+function select(id, tab) {
+  const changed = id !== state.selected || (tab && tab !== state.tab);
+  state.selected = id;
+  if (tab && TABS.some((t) => t.id === tab)) state.tab = tab;
+  if (changed) renderDetail();
+  renderSessions();
+}
+
+function applyRoute() {
+  const m = location.hash.match(/^#\/sessions\/([^/]+)(?:\/([a-z]+))?/);
+  if (m) select(decodeURIComponent(m[1]), m[2] ?? state.tab);
+  else select(null);
+}
+
+// ---------- the session panel ----------
+
+function renderDetail() {
+  const body = $('#detail-body');
+  const id = state.selected;
+  $('#detail-empty').hidden = !!id;
+  body.hidden = !id;
+  if (!id) return body.replaceChildren();
+  if (!state.sessions.has(id)) {
+    body.replaceChildren(h('p', { class: 'muted' }, `Loading session ${id}…`));
+    refreshSession(id).catch((e) => toast(describe(e)));
+    return;
+  }
+  const tabs = TABS.filter((t) => !t.sandbox || state.sandbox);
+  if (!tabs.some((t) => t.id === state.tab)) state.tab = 'link';
+  const tablist = h('div', { class: 'tabs', role: 'tablist', 'aria-label': 'Session views', onkeydown: tabKeys },
+    tabs.map((t) => h('a', {
+      role: 'tab', id: `tab-${t.id}`, href: `#/sessions/${encodeURIComponent(id)}/${t.id}`,
+      'aria-selected': String(state.tab === t.id), tabindex: state.tab === t.id ? '0' : '-1',
+      'aria-controls': 'tabpanel', class: 'tab',
+    }, t.label)));
+  body.replaceChildren(
+    h('div', { id: 'detail-header', class: 'detail-header' }),
+    tablist,
+    h('div', { id: 'tabpanel', role: 'tabpanel', 'aria-labelledby': `tab-${state.tab}`, class: 'tabpanel' }),
+  );
+  renderDetailHeader();
+  const panel = $('#tabpanel');
+  if (state.tab === 'link') renderLinkTab(panel, id);
+  else if (state.tab === 'messages') renderMessagesTab(panel, id);
+  else if (state.tab === 'webhook') renderWebhookTab(panel, id);
+  else if (state.tab === 'phones') renderPhonesTab(panel, id);
+}
+
+function tabKeys(e) {
+  if (!['ArrowLeft', 'ArrowRight', 'Home', 'End'].includes(e.key)) return;
+  const tabs = [...e.currentTarget.querySelectorAll('[role=tab]')];
+  const i = tabs.indexOf(document.activeElement);
+  if (i < 0) return;
+  const next = e.key === 'Home' ? 0 : e.key === 'End' ? tabs.length - 1 : (i + (e.key === 'ArrowRight' ? 1 : -1) + tabs.length) % tabs.length;
+  e.preventDefault();
+  tabs[next].focus();
+  tabs[next].click();
+}
+
+function renderDetailHeader() {
+  const el = $('#detail-header');
+  const id = state.selected;
+  const s = id && state.sessions.get(id);
+  if (!el || !s) return;
+  const phone = sessionPhone(s);
+  const name = sessionName(s);
+  const err = sessionError(s);
+  const restart = h('button', { class: 'btn', type: 'button', onclick: (e) => act(e.currentTarget, null, async () => {
+    await state.api.restart(id);
+    toast(`Session ${id} restarting`, 'info');
+    await refreshSession(id);
+  }) }, 'Restart');
+  const logout = h('button', { class: 'btn', type: 'button', disabled: !s.loggedIn && !LINKED.has(s.status) && !phone, onclick: async (e) => {
+    const btn = e.currentTarget;
+    if (!await confirmDialog(`Log out ${id}?`, 'The phone will unlink this device. Linking again needs a new QR scan.', 'Log out')) return;
+    await act(btn, null, async () => {
+      await state.api.logout(id);
+      toast(`Session ${id} logged out`, 'info');
+      await refreshSession(id);
+    });
+  } }, 'Log out');
+  const del = h('button', { class: 'btn btn-danger', type: 'button', onclick: async (e) => {
+    const btn = e.currentTarget;
+    if (!await confirmDialog(`Delete ${id}?`, 'The session, its link to the phone and its webhook are removed. This cannot be undone.', 'Delete')) return;
+    await act(btn, null, async () => {
+      await state.api.deleteSession(id);
+      state.sessions.delete(id);
+      state.messages.delete(id);
+      toast(`Session ${id} deleted`, 'info');
+      location.hash = '';
+      renderSessions();
+    });
+  } }, 'Delete');
+  el.replaceChildren(
+    h('div', { class: 'detail-title' },
+      h('h2', {}, id),
+      h('span', { class: `badge status status-${s.status}`, id: 'detail-status', dataset: { status: s.status } }, statusLabel(s.status)),
+      h('span', { class: 'muted' }, 'since ', timeEl(sessionSince(s)))),
+    (phone || name) ? h('p', { class: 'detail-me' }, [fmtPhone(phone), name].filter(Boolean).join(' · ')) : null,
+    err ? h('p', { class: 'session-error' }, 'Last error: ', err) : null,
+    h('div', { class: 'row actions' }, restart, logout, del),
+  );
+}
+
+// ---------- link: QR and pairing code ----------
+
+function renderLinkTab(panel, id) {
+  const pairError = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const pairResult = h('p', { class: 'pair-code', hidden: true, 'aria-live': 'polite' });
+  const pairForm = h('form', { class: 'stack', novalidate: true, onsubmit: (e) => {
+    e.preventDefault();
+    const phone = e.currentTarget.elements.phone.value.trim();
+    act(e.submitter, pairError, async () => {
+      if (!phone) throw new Error('Enter the phone number that will link, with its country code.');
+      const r = await state.api.pairingCode(id, phone);
+      const code = r?.code ?? r?.pairingCode ?? '';
+      pairResult.replaceChildren('Code: ', h('strong', {}, code.length === 8 ? `${code.slice(0, 4)}-${code.slice(4)}` : code),
+        h('span', { class: 'muted' }, ' — on the phone: Linked devices › Link with phone number instead.'));
+      pairResult.hidden = false;
+    });
+  } },
+  h('label', { for: 'pair-phone' }, 'Phone number (with country code)'),
+  h('div', { class: 'row' },
+    h('input', { id: 'pair-phone', name: 'phone', inputmode: 'tel', placeholder: '15551234567', autocomplete: 'tel' }),
+    h('button', { class: 'btn', type: 'submit' }, 'Get pairing code')),
+  pairError, pairResult);
+
+  panel.replaceChildren(
+    h('div', { class: 'link-grid' },
+      h('div', { class: 'card', id: 'link-box' }),
+      h('div', { class: 'card' },
+        h('h3', {}, 'Link with a code instead'),
+        h('p', { class: 'muted' }, 'For a phone that cannot scan this screen: enter its number, then type the code on the phone.'),
+        pairForm)));
+  renderLink();
+}
+
+function renderLink() {
+  const box = $('#link-box');
+  const id = state.selected;
+  const s = id && state.sessions.get(id);
+  if (!box || !s) return;
+  if (s.status === 'connected') {
+    const phone = sessionPhone(s);
+    box.replaceChildren(
+      h('h3', {}, 'Linked'),
+      h('p', { class: 'linked', id: 'linked' }, '✓ Connected', phone ? ` as ${fmtPhone(phone)}` : '', sessionName(s) ? ` (${sessionName(s)})` : ''),
+      h('p', { class: 'muted' }, 'Messages to and from this number now reach the API, its webhook and the live feed.'));
+    return;
+  }
+  if (s.status === 'qr' || s.status === 'starting') {
+    const qr = state.qr.get(id);
+    const img = qr?.qrImage
+      ? h('img', { id: 'qr-image', class: 'qr', src: qr.qrImage, alt: 'QR code to scan with WhatsApp', width: 264, height: 264 })
+      : h('div', { class: 'qr qr-wait' }, 'Waiting for a QR code…');
+    const scanBtn = state.sandbox && qr?.qr ? sandboxScanButton(id) : null;
+    box.replaceChildren(
+      h('h3', {}, 'Scan to link'),
+      h('p', { class: 'muted' }, 'On the phone: WhatsApp › Settings › Linked devices › Link a device. The code renews itself until it is scanned.'),
+      img,
+      qr?.expiresAt ? h('p', { class: 'muted small' }, 'Renews ', timeEl(qr.expiresAt, clock(qr.expiresAt))) : null,
+      scanBtn);
+    if (!qr) loadQr(id);
+    return;
+  }
+  const canStart = ['disconnected', 'logged_out', 'failed'].includes(s.status);
+  box.replaceChildren(
+    h('h3', {}, s.status === 'connecting' ? 'Connecting…' : `Session is ${statusLabel(s.status)}`),
+    h('p', { class: 'muted' }, canStart ? 'Start it again to get a new QR code.' : 'Waiting for WhatsApp.'),
+    canStart ? h('button', { class: 'btn btn-primary', type: 'button', onclick: (e) => act(e.currentTarget, null, async () => {
+      await state.api.startSession(id);
+      await refreshSession(id);
+    }) }, 'Start session') : null);
+}
+
+async function loadQr(id) {
+  try {
+    const qr = await state.api.qr(id);
+    if (qr?.qrImage || qr?.qr) state.qr.set(id, qr);
+  } catch (err) {
+    // 404/409 here only means no QR right now (already linked, or not yet generated).
+    if (!(err instanceof ApiError) || (err.status !== 404 && err.status !== 409)) toast(describe(err));
+    return;
+  }
+  if (state.selected === id) renderLink();
+}
+
+// ---------- messages ----------
+
+function renderMessagesTab(panel, id) {
+  const sendError = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const form = h('form', { id: 'send-form', class: 'card send-form', novalidate: true, onsubmit: (e) => {
+    e.preventDefault();
+    const f = e.currentTarget.elements;
+    const to = f.to.value.trim();
+    const text = f.text.value;
+    const file = f.file.files[0];
+    act(e.submitter, sendError, async () => {
+      if (!to) throw new Error('Enter the number to send to, with its country code.');
+      if (!file && !text.trim()) throw new Error('Write a message or choose a file.');
+      const r = file ? await state.api.sendFile(id, to, file, text) : await state.api.sendText(id, to, text);
+      if (r?.message) mergeMessage(id, r.message);
+      f.text.value = '';
+      f.file.value = '';
+      $('#file-name').textContent = '';
+      toast('Sent', 'info');
+      if (!r?.message) loadMessages(id, { reset: true });
+    });
+  } },
+  h('h3', {}, 'Send'),
+  h('div', { class: 'send-grid' },
+    h('label', { for: 'send-to' }, 'To'),
+    h('input', { id: 'send-to', name: 'to', inputmode: 'tel', placeholder: '15551234567', autocomplete: 'off' }),
+    h('label', { for: 'send-text' }, 'Message'),
+    h('textarea', { id: 'send-text', name: 'text', rows: 2, placeholder: 'Text, or the caption of a file', onkeydown: (e) => {
+      if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) e.currentTarget.form.requestSubmit();
+    } })),
+  h('div', { class: 'row' },
+    h('label', { class: 'btn file-btn' }, 'Attach file…',
+      h('input', { type: 'file', name: 'file', id: 'send-file', class: 'sr-only', onchange: (e) => {
+        $('#file-name').textContent = e.currentTarget.files[0]?.name ?? '';
+      } })),
+    h('span', { id: 'file-name', class: 'muted small' }),
+    h('span', { class: 'spacer' }),
+    h('button', { class: 'btn btn-primary', type: 'submit' }, 'Send')),
+  sendError);
+
+  panel.replaceChildren(
+    form,
+    h('div', { class: 'card' },
+      h('div', { class: 'row' }, h('h3', {}, 'History'), h('span', { class: 'spacer' }),
+        h('button', { class: 'btn btn-ghost', type: 'button', onclick: (e) => act(e.currentTarget, null, () => loadMessages(id, { reset: true })) }, 'Refresh')),
+      h('ol', { id: 'message-list', class: 'message-list', 'aria-live': 'polite' }),
+      h('p', { id: 'message-empty', class: 'muted empty', hidden: true }, 'No messages yet.'),
+      h('button', { id: 'message-more', class: 'btn btn-ghost', type: 'button', hidden: true, onclick: (e) => act(e.currentTarget, null, () => loadMessages(id)) }, 'Older messages')));
+  const cached = state.messages.get(id);
+  if (cached?.loaded) renderMessages();
+  else loadMessages(id, { reset: true }).catch((e) => toast(describe(e)));
+}
+
+async function loadMessages(id, { reset } = {}) {
+  let m = state.messages.get(id);
+  if (!m || reset) {
+    m = { items: [], nextCursor: null, loaded: false };
+    state.messages.set(id, m);
+  }
+  const r = await state.api.messages(id, reset ? undefined : m.nextCursor);
+  const items = Array.isArray(r) ? r : (r?.messages ?? []);
+  for (const msg of items) upsert(m, msg, false);
+  m.nextCursor = r?.nextCursor ?? null;
+  m.loaded = true;
+  if (state.selected === id) renderMessages();
+}
+
+function upsert(m, msg, live) {
+  const i = m.items.findIndex((x) => x.id === msg.id && (!msg.chatId || !x.chatId || x.chatId === msg.chatId));
+  if (i >= 0) m.items[i] = { ...m.items[i], ...msg, media: msg.media ?? m.items[i].media };
+  else if (live) m.items.unshift(msg);
+  else m.items.push(msg);
+}
+
+function mergeMessage(sessionId, msg) {
+  const m = state.messages.get(sessionId);
+  if (!m?.loaded || !msg?.id) return;
+  upsert(m, msg, true);
+  m.items.sort((a, b) => (toDate(b.timestamp)?.getTime() ?? 0) - (toDate(a.timestamp)?.getTime() ?? 0));
+  if (state.selected === sessionId && state.tab === 'messages') renderMessages();
+}
+
+function renderMessages() {
+  const list = $('#message-list');
+  const m = state.messages.get(state.selected);
+  if (!list || !m) return;
+  list.replaceChildren(...m.items.map(messageEl));
+  $('#message-empty').hidden = m.items.length > 0;
+  $('#message-more').hidden = !m.nextCursor;
+}
+
+const STATUS_MARK = { pending: '🕓', sent: '✓', delivered: '✓✓', read: '✓✓', failed: '⚠', played: '✓✓' };
+
+function messageEl(msg) {
+  const peer = msg.fromMe ? (msg.to ?? msg.chatId) : (msg.from ?? msg.chatId);
+  const who = msg.fromMe ? `To ${fmtPhone(phoneOf(peer))}` : `${msg.pushName ? `${msg.pushName} · ` : ''}${fmtPhone(phoneOf(peer))}`;
+  const text = msg.text ?? msg.caption ?? '';
+  return h('li', { class: `message ${msg.fromMe ? 'out' : 'in'}`, dataset: { messageId: msg.id, status: msg.status ?? '' } },
+    h('div', { class: 'message-meta' },
+      h('span', { class: 'message-who' }, msg.fromMe ? '↗ ' : '↙ ', who),
+      h('span', { class: 'muted' }, timeEl(msg.timestamp, clock(msg.timestamp))),
+      msg.type && msg.type !== 'text' ? h('span', { class: 'badge' }, msg.type) : null),
+    msg.media ? mediaEl(msg.media) : null,
+    text ? h('p', { class: 'message-text' }, text) : null,
+    msg.fromMe && msg.status ? h('span', { class: `delivery delivery-${msg.status}`, title: msg.status }, `${STATUS_MARK[msg.status] ?? ''} ${msg.status}`) : null);
+}
+
+function mediaEl(media) {
+  if (media.error) return h('p', { class: 'session-error small' }, `Media unavailable: ${media.error}`);
+  const url = media.fileUrl;
+  const type = media.mimetype ?? '';
+  const name = media.originalName ?? media.fileName ?? 'file';
+  if (!url) return h('p', { class: 'muted small' }, `📎 ${name}`);
+  let preview;
+  if (type.startsWith('image/')) preview = h('img', { src: url, alt: name, class: 'media-img', loading: 'lazy' });
+  else if (type.startsWith('video/')) preview = h('video', { src: url, controls: true, preload: 'metadata', class: 'media-img' });
+  else if (type.startsWith('audio/')) preview = h('audio', { src: url, controls: true, preload: 'none' });
+  const size = media.fileSize ? ` · ${(media.fileSize / 1024).toFixed(media.fileSize < 10240 ? 1 : 0)} KB` : '';
+  return h('div', { class: 'media' }, preview,
+    h('a', { href: url, target: '_blank', rel: 'noopener noreferrer', class: 'small' }, `📎 ${name}`), h('span', { class: 'muted small' }, size));
+}
+
+// ---------- webhook ----------
+
+function renderWebhookTab(panel, id) {
+  const formError = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const secretBox = h('div', { id: 'secret-box', class: 'secret', hidden: true });
+  const events = h('fieldset', { class: 'events' },
+    h('legend', {}, 'Events'),
+    h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'event', value: 'all', onchange: syncAll }), h('strong', {}, 'all')),
+    EVENT_KINDS.map((k) => h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'event', value: k }), k)));
+  function syncAll() {
+    const all = events.querySelector('input[value=all]').checked;
+    for (const c of events.querySelectorAll('input[name=event]:not([value=all])')) c.disabled = all;
+  }
+  const form = h('form', { id: 'webhook-form', class: 'card stack', novalidate: true, onsubmit: (e) => {
+    e.preventDefault();
+    const f = e.currentTarget;
+    act(e.submitter, formError, async () => {
+      const url = f.elements.url.value.trim();
+      if (!url) throw new Error('Enter the URL that will receive the events.');
+      const chosen = [...f.querySelectorAll('input[name=event]:checked')].map((c) => c.value);
+      const body = { url, events: chosen.includes('all') || !chosen.length ? ['all'] : chosen };
+      const headers = parseHeaders(f.elements.headers.value);
+      if (Object.keys(headers).length) body.headers = headers;
+      const secret = f.elements.secret.value.trim();
+      if (secret) body.secret = secret;
+      const r = await state.api.setWebhook(id, body);
+      const shown = r?.secret ?? r?.webhook?.secret;
+      f.elements.secret.value = '';
+      if (shown) {
+        secretBox.replaceChildren(
+          h('p', {}, h('strong', {}, 'Signing secret — copy it now, it is not shown again:')),
+          h('code', { class: 'secret-value', id: 'secret-value' }, shown),
+          h('button', { type: 'button', class: 'btn btn-ghost', onclick: () => navigator.clipboard?.writeText(shown).then(() => toast('Copied', 'info'), () => toast('Copy failed: select the text instead')) }, 'Copy'));
+        secretBox.hidden = false;
+      }
+      toast('Webhook saved', 'info');
+      fillWebhook(f, r?.webhook ?? r);
+      loadDeliveries(id);
+    });
+  } },
+  h('h3', {}, 'Webhook'),
+  h('label', { for: 'webhook-url' }, 'URL'),
+  h('input', { id: 'webhook-url', name: 'url', type: 'url', placeholder: 'https://example.com/whatsapp-hook', autocomplete: 'url' }),
+  events,
+  h('label', { for: 'webhook-headers' }, 'Extra headers (one "Name: value" per line)'),
+  h('textarea', { id: 'webhook-headers', name: 'headers', rows: 2, placeholder: 'Authorization: Bearer …', spellcheck: 'false' }),
+  h('label', { for: 'webhook-secret' }, 'Signing secret (leave empty to keep it, or to have one generated)'),
+  h('input', { id: 'webhook-secret', name: 'secret', type: 'password', placeholder: 'whsec_…', autocomplete: 'off' }),
+  h('p', { id: 'webhook-secret-state', class: 'muted small' }),
+  secretBox,
+  formError,
+  h('div', { class: 'row' },
+    h('button', { class: 'btn btn-primary', type: 'submit' }, 'Save webhook'),
+    h('button', { class: 'btn', type: 'button', id: 'webhook-test', onclick: (e) => act(e.currentTarget, formError, async () => {
+      await state.api.testWebhook(id);
+      toast('Test event queued', 'info');
+      setTimeout(() => loadDeliveries(id), 700);
+    }) }, 'Send test event'),
+    h('span', { class: 'spacer' }),
+    h('button', { class: 'btn btn-danger', type: 'button', onclick: async (e) => {
+      const btn = e.currentTarget;
+      if (!await confirmDialog('Remove the webhook?', `Session ${id} stops posting events to this URL.`, 'Remove')) return;
+      act(btn, formError, async () => {
+        await state.api.deleteWebhook(id);
+        toast('Webhook removed', 'info');
+        fillWebhook(form, null);
+      });
+    } }, 'Remove')));
+
+  panel.replaceChildren(form,
+    h('div', { class: 'card' },
+      h('div', { class: 'row' }, h('h3', {}, 'Recent deliveries'), h('span', { class: 'spacer' }),
+        h('button', { class: 'btn btn-ghost', type: 'button', onclick: (e) => act(e.currentTarget, null, () => loadDeliveries(id)) }, 'Refresh')),
+      h('div', { class: 'table-wrap' },
+        h('table', { class: 'deliveries' },
+          h('thead', {}, h('tr', {}, ['When', 'Event', 'Status', 'Attempts', 'Response', ''].map((c) => h('th', { scope: 'col' }, c)))),
+          h('tbody', { id: 'delivery-rows' }))),
+      h('p', { id: 'delivery-empty', class: 'muted empty', hidden: true }, 'Nothing delivered yet.')));
+  syncAll();
+  act(null, formError, async () => {
+    try {
+      fillWebhook(form, await state.api.webhook(id));
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) fillWebhook(form, null);
+      else throw err;
+    }
+  });
+  loadDeliveries(id);
+}
+
+function parseHeaders(text) {
+  const out = {};
+  for (const [n, raw] of text.split('\n').entries()) {
+    const line = raw.trim();
+    if (!line) continue;
+    const i = line.indexOf(':');
+    if (i <= 0) throw new Error(`Header line ${n + 1} must look like "Name: value".`);
+    out[line.slice(0, i).trim()] = line.slice(i + 1).trim();
+  }
+  return out;
+}
+
+function fillWebhook(form, cfg) {
+  const w = cfg?.webhook ?? cfg;
+  form.elements.url.value = w?.url ?? '';
+  const events = new Set(w?.events ?? ['all']);
+  for (const c of form.querySelectorAll('input[name=event]')) c.checked = events.has(c.value);
+  form.querySelector('input[value=all]').dispatchEvent(new Event('change'));
+  // The API never echoes header values (they are often credentials): list the names only.
+  const names = Object.keys(w?.headers ?? {});
+  form.elements.headers.value = '';
+  const notes = [];
+  if (!w) notes.push('No webhook configured yet.');
+  else {
+    if (w.status === 'disabled') notes.push(`Disabled: ${w.disabledReason ?? 'by the receiver'}. Save it again to re-enable.`);
+    if (names.length) notes.push(`Saved headers: ${names.join(', ')} (values hidden; saving replaces them, so enter them again to keep them).`);
+    notes.push('Deliveries are signed (Standard Webhooks, webhook-signature header). The secret is shown once, when it is generated.');
+  }
+  $('#webhook-secret-state').textContent = notes.join(' ');
+}
+
+async function loadDeliveries(id) {
+  let r;
+  try {
+    r = await state.api.deliveries(id);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) r = [];
+    else return toast(describe(err));
+  }
+  if (state.selected !== id) return;
+  const rows = $('#delivery-rows');
+  if (!rows) return;
+  const list = Array.isArray(r) ? r : (r?.deliveries ?? []);
+  $('#delivery-empty').hidden = list.length > 0;
+  rows.replaceChildren(...list.map((d) => {
+    const status = d.status ?? 'pending';
+    const retryable = ['failed', 'dead', 'cancelled'].includes(status);
+    const when = d.deliveredAt ?? d.updatedAt ?? d.createdAt;
+    return h('tr', { dataset: { deliveryId: d.id, status } },
+      h('td', {}, timeEl(when, clock(when))),
+      h('td', {}, d.event ?? ''),
+      h('td', {}, h('span', { class: `badge delivery-status-${status}` }, status)),
+      h('td', {}, String(d.attempts ?? '')),
+      h('td', { class: 'small' }, d.lastStatusCode ? `HTTP ${d.lastStatusCode}` : '',
+        d.lastError ? h('span', { class: 'session-error' }, ` ${d.lastError}`) : '',
+        status === 'pending' && d.nextAttemptAt ? h('span', { class: 'muted' }, ' next try ', timeEl(d.nextAttemptAt, clock(d.nextAttemptAt))) : ''),
+      h('td', {}, retryable ? h('button', { class: 'btn btn-small', type: 'button', onclick: (e) => act(e.currentTarget, null, async () => {
+        await state.api.retryDelivery(id, d.id);
+        toast('Retry queued', 'info');
+        setTimeout(() => loadDeliveries(id), 700);
+      }) }, 'Retry') : ''));
+  }));
+}
+
+// ---------- sandbox: virtual phones ----------
+
+async function detectSandbox() {
+  try {
+    const r = await state.api.sandbox();
+    state.sandbox = r && r.enabled !== false ? r : null;
+  } catch {
+    state.sandbox = null; // a production gateway has no sandbox routes
+  }
+  $('#sandbox-badge').hidden = !state.sandbox;
+  if (state.sandbox) {
+    await loadPhones().catch((e) => toast(describe(e)));
+    if (state.selected) renderDetail();
+  }
+}
+
+async function loadPhones() {
+  const r = await state.api.phones();
+  state.phones = Array.isArray(r) ? r : (r?.phones ?? []);
+}
+
+function sandboxScanButton(id) {
+  const phones = state.phones.filter((p) => p.phone);
+  const errorEl = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const sel = h('select', { id: 'scan-phone', 'aria-label': 'Virtual phone' },
+    phones.map((p) => h('option', { value: p.phone }, `${fmtPhone(p.phone)}${p.name ? ` ${p.name}` : ''}`)),
+    h('option', { value: '' }, 'a new virtual phone'));
+  return h('div', { class: 'sandbox-scan' },
+    h('div', { class: 'row' },
+      sel,
+      h('button', { class: 'btn btn-primary', type: 'button', id: 'scan-qr', onclick: (e) => act(e.currentTarget, errorEl, async () => {
+        const qr = state.qr.get(id);
+        if (!qr?.qr) throw new Error('No QR code to scan yet.');
+        let phone = sel.value;
+        if (!phone) phone = await newPhone();
+        await state.api.phoneScan(phone, qr.qr);
+        toast(`Scanned by virtual phone ${fmtPhone(phone)}`, 'info');
+      }) }, 'Scan with virtual phone')),
+    errorEl);
+}
+
+async function newPhone(name) {
+  const used = new Set(state.phones.map((p) => p.phone));
+  let n = 15550000001;
+  while (used.has(String(n))) n += 1;
+  const phone = String(n);
+  await state.api.createPhone(phone, name || `Phone ${phone.slice(-4)}`);
+  await loadPhones();
+  return phone;
+}
+
+function renderPhonesTab(panel, id) {
+  const s = state.sessions.get(id);
+  const myPhone = sessionPhone(s);
+  const createError = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const list = h('div', { id: 'phone-list', class: 'phone-list' });
+  const draw = () => list.replaceChildren(...(state.phones.length ? state.phones.map((p) => phoneCard(p, id, myPhone)) : [h('p', { class: 'muted' }, 'No virtual phones yet.')]));
+  panel.replaceChildren(
+    h('div', { class: 'card' },
+      h('h3', {}, 'Virtual phones'),
+      h('p', { class: 'muted' }, 'Accounts on the built-in WhatsApp simulator. They can scan this session\'s QR code and message it.'),
+      h('form', { class: 'row', novalidate: true, onsubmit: (e) => {
+        e.preventDefault();
+        const f = e.currentTarget.elements;
+        act(e.submitter, createError, async () => {
+          const phone = f.phone.value.trim().replace(/^\+/, '');
+          if (phone) {
+            await state.api.createPhone(phone, f.name.value.trim() || undefined);
+            await loadPhones();
+          } else {
+            await newPhone(f.name.value.trim());
+          }
+          f.phone.value = '';
+          f.name.value = '';
+          draw();
+        });
+      } },
+      h('input', { name: 'phone', inputmode: 'tel', placeholder: 'phone (optional)', 'aria-label': 'New phone number' }),
+      h('input', { name: 'name', placeholder: 'name', 'aria-label': 'New phone name' }),
+      h('button', { class: 'btn', type: 'submit' }, 'Add phone')),
+      createError),
+    list);
+  draw();
+  loadPhones().then(draw, (e) => toast(describe(e)));
+}
+
+function phoneCard(p, sessionId, myPhone) {
+  const errorEl = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const inbox = h('ol', { class: 'message-list compact' });
+  const showInbox = async () => {
+    const r = await state.api.phoneMessages(p.phone);
+    const items = (Array.isArray(r) ? r : (r?.messages ?? [])).slice(-5).reverse();
+    inbox.replaceChildren(...items.map((m) => h('li', { class: `message ${m.fromMe ? 'out' : 'in'}` },
+      h('div', { class: 'message-meta' }, h('span', {}, m.fromMe ? `↗ to ${fmtPhone(phoneOf(m.to))}` : `↙ from ${fmtPhone(phoneOf(m.from))}`), h('span', { class: 'muted' }, timeEl(m.timestamp, clock(m.timestamp)))),
+      m.text || m.caption ? h('p', { class: 'message-text' }, m.text ?? m.caption) : null,
+      m.media ? h('p', { class: 'muted small' }, `📎 ${m.media.fileName ?? m.media.mimetype}`) : null)));
+  };
+  const devices = p.devices ?? p.linkedDevices ?? [];
+  return h('div', { class: 'card phone', dataset: { phone: p.phone } },
+    h('div', { class: 'row' }, h('strong', {}, fmtPhone(p.phone)), p.name ? h('span', { class: 'muted' }, p.name) : null,
+      h('span', { class: 'spacer' }), h('span', { class: 'muted small' }, `${Array.isArray(devices) ? devices.length : devices} linked device(s)`)),
+    h('form', { class: 'row', novalidate: true, onsubmit: (e) => {
+      e.preventDefault();
+      const f = e.currentTarget.elements;
+      act(e.submitter, errorEl, async () => {
+        const to = f.to.value.trim().replace(/^\+/, '');
+        if (!to) throw new Error('This session has no phone number yet: link it first.');
+        if (!f.text.value.trim()) throw new Error('Write a message.');
+        await state.api.phoneSend(p.phone, to, f.text.value);
+        f.text.value = '';
+        toast(`Sent from ${fmtPhone(p.phone)}`, 'info');
+        showInbox();
+      });
+    } },
+    h('input', { name: 'to', value: myPhone ?? '', inputmode: 'tel', 'aria-label': `Send from ${p.phone} to`, class: 'to-input' }),
+    h('input', { name: 'text', placeholder: 'Message from this phone', 'aria-label': `Message from ${p.phone}`, class: 'grow' }),
+    h('button', { class: 'btn btn-primary', type: 'submit' }, 'Send')),
+    errorEl,
+    h('details', { ontoggle: (e) => e.currentTarget.open && showInbox().catch((err) => toast(describe(err))) },
+      h('summary', {}, 'Recent messages on this phone'), inbox));
+}
+
+// ---------- live feed ----------
+
+function connectFeed() {
+  state.socket?.disconnect();
+  const socket = io({ auth: { apiKey: state.api.key }, transports: ['websocket', 'polling'] });
+  state.socket = socket;
+  const feed = $('#feed');
+  const set = (cls, text) => {
+    feed.className = `feed ${cls}`;
+    $('.feed-text', feed).textContent = text;
+  };
+  set('connecting', 'connecting…');
+  socket.on('connect', () => {
+    set('live', 'live');
+    // Anything that happened while the feed was down.
+    refreshSessions().catch((e) => toast(describe(e)));
+  });
+  socket.on('disconnect', () => set('offline', 'offline'));
+  socket.on('connect_error', (err) => {
+    set('offline', 'offline');
+    if (/API key/i.test(err.message)) toast(`Live feed refused: ${err.message}`);
+  });
+  socket.onAny((name, body) => onEvent(name, body));
+}
+
+function onEvent(name, body) {
+  const id = body?.sessionId;
+  if (!id) return;
+  const data = body.data ?? {};
+  if (name === 'session-status') {
+    const cur = state.sessions.get(id) ?? { sessionId: id };
+    const next = { ...cur, ...data, sessionId: id };
+    if (!data.since && !data.statusSince) next.since = body.timestamp;
+    state.sessions.set(id, next);
+    if (next.status !== 'qr') state.qr.delete(id);
+    renderSessions();
+    if (state.selected === id) {
+      renderDetailHeader();
+      renderLink();
+    }
+    // The event carries the status; the status route has the full picture (me, errors).
+    refreshSession(id).catch(() => {});
+    if (state.sandbox) loadPhones().catch(() => {});
+    return;
+  }
+  if (name === 'qr') {
+    if (data.qrImage) state.qr.set(id, data);
+    else if (state.selected === id) loadQr(id);
+    const cur = state.sessions.get(id);
+    if (cur && cur.status !== 'qr') state.sessions.set(id, { ...cur, status: 'qr' });
+    renderSessions();
+    if (state.selected === id) {
+      renderDetailHeader();
+      renderLink();
+    }
+    return;
+  }
+  if (name.startsWith('message-')) {
+    if (data.id) mergeMessage(id, data);
+    if (state.selected === id && state.tab === 'webhook') setTimeout(() => loadDeliveries(id), 800);
+  }
+}
+
+// ---------- start ----------
+
+function boot() {
+  $('#login-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const key = $('#login-key').value.trim();
+    const err = $('#login-error');
+    if (!key) {
+      err.textContent = 'Enter the API key.';
+      err.hidden = false;
+      return;
+    }
+    const btn = e.submitter;
+    btn.disabled = true;
+    const ok = await signIn(key);
+    btn.disabled = false;
+    if (ok) showApp();
+  });
+  $('#signout').addEventListener('click', () => signOut());
+  $('#create-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const input = $('#create-id');
+    const id = input.value.trim();
+    act(e.submitter, $('#create-error'), async () => {
+      if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw new Error('A session id has 1 to 64 letters, digits, "_" or "-".');
+      const r = await state.api.startSession(id);
+      state.sessions.set(id, { ...state.sessions.get(id), sessionId: id, status: r?.status ?? 'starting', ...r });
+      input.value = '';
+      location.hash = `#/sessions/${encodeURIComponent(id)}/link`;
+      await refreshSession(id);
+    });
+  });
+  window.addEventListener('hashchange', () => state.api && applyRoute());
+  // Relative times ("2 min ago") stay true without a reload.
+  setInterval(() => {
+    for (const t of document.querySelectorAll('.session-since time, .detail-title time')) {
+      const d = new Date(t.getAttribute('datetime'));
+      t.textContent = ago(d.getTime());
+    }
+  }, 15000);
+  // A safety net for a feed that cannot connect (e.g. a proxy without WebSocket support):
+  // the QR and the status still move, just less promptly.
+  setInterval(() => {
+    if (!state.api || state.socket?.connected) return;
+    const id = state.selected;
+    if (id) refreshSession(id).catch(() => {});
+    if (id && state.sessions.get(id)?.status === 'qr') loadQr(id);
+  }, 5000);
+
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  if (key) {
+    signIn(key, { silent: true }).then((ok) => (ok ? showApp() : signOut('Your saved API key no longer works. Sign in again.')));
+  } else {
+    showLogin();
+  }
+}
+
+boot();
