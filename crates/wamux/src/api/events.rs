@@ -1,0 +1,85 @@
+//! The event log, for catching up: `GET /api/events?sessionId=&after=<cursor>&limit=`.
+//!
+//! Every event ever recorded, in order, whether or not a webhook was set when it happened.
+//! A receiver that lost data pages from the last cursor it processed: each item's `id` is the
+//! cursor, and `nextCursor` is where to continue (the same value when nothing is new).
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::extract::ApiQuery;
+use super::{ApiError, Result};
+use crate::AppState;
+use crate::model::SessionId;
+
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/events", get(list))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventsQuery {
+    session_id: Option<String>,
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<Json<serde_json::Value>> {
+    let session = q
+        .session_id
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(SessionId::parse)
+        .transpose()
+        .map_err(ApiError::invalid_session_id)?;
+    let after = match q.after.as_deref().filter(|s| !s.is_empty()) {
+        None => 0,
+        Some(a) => a.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                "`after` must be a cursor (an event id) from a previous answer",
+            )
+        })?,
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`limit` must be from 1 to {MAX_LIMIT}"),
+        ));
+    }
+    let events = crate::store::events::list_after(
+        state.store.pool(),
+        session.as_ref().map(SessionId::as_str),
+        after,
+        limit,
+    )
+    .await?;
+    let next = events.last().map_or(after, |e| e.id);
+    let items: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            let mut v = e.body();
+            v["id"] = e.id.into();
+            // The id webhooks carry for this event, to match replayed events with delivered ones.
+            v["webhookId"] = state.webhooks.message_id(e.id).into();
+            if let Some(chat) = &e.chat_id {
+                v["chatId"] = chat.clone().into();
+            }
+            v
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "events": items,
+        "nextCursor": next.to_string(),
+        "hasMore": items.len() as i64 == limit,
+    })))
+}

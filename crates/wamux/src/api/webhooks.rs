@@ -1,0 +1,338 @@
+//! A session's webhook: `POST/GET/DELETE /api/:sessionId/webhook`, its deliveries
+//! (`GET /api/:sessionId/webhook/deliveries`) and manual retries
+//! (`POST /api/:sessionId/webhook/deliveries/:id/retry`).
+//!
+//! A webhook can be set before its session exists, so a client can receive the session's
+//! first QR event. Changes apply at once: the session's worker is woken, never restarted.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::extract::{ApiJson, ApiQuery, SessionPath};
+use super::{ApiError, Result};
+use crate::AppState;
+use crate::webhook::config::EventFilter;
+use crate::webhook::db::{self, NewWebhook, Webhook};
+use crate::webhook::{Secret, guard};
+
+/// Custom headers a webhook may carry at most.
+const MAX_HEADERS: usize = 32;
+/// Headers the delivery itself sets; a custom one may not replace them.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "user-agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/{session_id}/webhook",
+            get(get_webhook).post(set_webhook).delete(delete_webhook),
+        )
+        .route("/{session_id}/webhook/deliveries", get(list_deliveries))
+        .route(
+            "/{session_id}/webhook/deliveries/{delivery_id}/retry",
+            post(retry_delivery),
+        )
+}
+
+#[derive(Deserialize)]
+struct SetBody {
+    url: Option<serde_json::Value>,
+    events: Option<serde_json::Value>,
+    headers: Option<serde_json::Value>,
+    secret: Option<serde_json::Value>,
+}
+
+/// The webhook as shown: header values and the secret are never echoed back.
+fn view(w: &Webhook) -> serde_json::Value {
+    let headers: BTreeMap<&str, &str> =
+        w.headers.iter().map(|(k, _)| (k.as_str(), "***")).collect();
+    serde_json::json!({
+        "sessionId": w.session_id,
+        "url": w.url,
+        "events": w.events.names(),
+        "headers": headers,
+        "status": if w.disabled_reason.is_some() { "disabled" } else { "active" },
+        "disabledReason": w.disabled_reason,
+        "createdAt": w.created_at,
+        "updatedAt": w.updated_at,
+    })
+}
+
+async fn set_webhook(
+    State(state): State<AppState>,
+    SessionPath(session): SessionPath,
+    ApiJson(body): ApiJson<SetBody>,
+) -> Result<Response> {
+    let url = match body.url {
+        Some(serde_json::Value::String(u)) if !u.trim().is_empty() => u.trim().to_owned(),
+        Some(serde_json::Value::String(_)) | None | Some(serde_json::Value::Null) => {
+            return Err(ApiError::missing_field("url"));
+        }
+        Some(_) => return Err(ApiError::invalid_field("url", "must be a string")),
+    };
+    let allow_private = state.webhooks.config().allow_private;
+    guard::vet_url(&url, allow_private)
+        .await
+        .map_err(|e| ApiError::bad_request("invalid_url", format!("`url`: {e}")))?;
+    let events = parse_events(body.events)?;
+    let headers = parse_headers(body.headers)?;
+    let secret = match body.secret {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(
+            Secret::parse(&s)
+                .map_err(|e| ApiError::bad_request("invalid_secret", format!("`secret`: {e}")))?,
+        ),
+        Some(_) => return Err(ApiError::invalid_field("secret", "must be a string")),
+    };
+    let existed = db::get_webhook(state.store.pool(), session.as_str())
+        .await?
+        .is_some();
+    let (webhook, generated) = db::set_webhook(
+        &state.store,
+        session.as_str(),
+        NewWebhook {
+            url: &url,
+            events: &events,
+            headers: &headers,
+            secret: secret.as_ref(),
+        },
+    )
+    .await?;
+    state.webhooks.wake(session.as_str());
+    tracing::info!(session = %session, events = ?webhook.events.names(), "webhook set");
+    let mut out = view(&webhook);
+    if let Some(secret) = generated {
+        // The only time it is shown; GET never returns it.
+        out["secret"] = serde_json::Value::String(secret.expose());
+    }
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(out)).into_response())
+}
+
+fn parse_events(value: Option<serde_json::Value>) -> Result<EventFilter> {
+    let names: Vec<String> = match value {
+        None | Some(serde_json::Value::Null) => return Ok(EventFilter::All),
+        // The seed's clients sometimes send one name, or a comma-separated string.
+        Some(serde_json::Value::String(s)) => s.split(',').map(|n| n.trim().to_owned()).collect(),
+        Some(serde_json::Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => Ok(s),
+                _ => Err(ApiError::invalid_field(
+                    "events",
+                    "must be a list of event names",
+                )),
+            })
+            .collect::<Result<_>>()?,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "events",
+                "must be a list of event names",
+            ));
+        }
+    };
+    EventFilter::parse(names.iter().map(String::as_str))
+        .map_err(|e| ApiError::bad_request("invalid_events", format!("`events`: {e}")))
+}
+
+fn parse_headers(value: Option<serde_json::Value>) -> Result<Vec<(String, String)>> {
+    let map = match value {
+        None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
+        Some(serde_json::Value::Object(map)) => map,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "headers",
+                "must be an object of header names to string values",
+            ));
+        }
+    };
+    if map.len() > MAX_HEADERS {
+        return Err(ApiError::invalid_field(
+            "headers",
+            format!("at most {MAX_HEADERS} headers"),
+        ));
+    }
+    let mut out = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        let serde_json::Value::String(value) = value else {
+            return Err(ApiError::invalid_field(
+                "headers",
+                format!("the value of `{name}` must be a string"),
+            ));
+        };
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(ApiError::invalid_field(
+                "headers",
+                format!("`{name}` is not a valid header name"),
+            ));
+        }
+        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(ApiError::invalid_field(
+                "headers",
+                format!("`{name}` is set by wamux itself and cannot be replaced"),
+            ));
+        }
+        if reqwest::header::HeaderValue::from_str(&value).is_err() {
+            // The value itself is not echoed: it is probably a credential.
+            return Err(ApiError::invalid_field(
+                "headers",
+                format!("the value of `{name}` is not a valid header value"),
+            ));
+        }
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+async fn get_webhook(
+    State(state): State<AppState>,
+    SessionPath(session): SessionPath,
+) -> Result<Json<serde_json::Value>> {
+    let Some(webhook) = db::get_webhook(state.store.pool(), session.as_str()).await? else {
+        return Err(no_webhook(&state, session.as_str()));
+    };
+    let mut out = view(&webhook);
+    let counts: BTreeMap<String, i64> = db::delivery_counts(state.store.pool(), session.as_str())
+        .await?
+        .into_iter()
+        .collect();
+    out["deliveries"] = serde_json::json!(counts);
+    Ok(Json(out))
+}
+
+fn no_webhook(state: &AppState, session: &str) -> ApiError {
+    let global = if state.webhooks.global().is_some() {
+        "; the global webhook (WAMUX_WEBHOOK_URL) receives its events"
+    } else {
+        ""
+    };
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "webhook_not_found",
+        format!(
+            "session `{session}` has no webhook{global}; set one with POST /api/{session}/webhook"
+        ),
+    )
+}
+
+async fn delete_webhook(
+    State(state): State<AppState>,
+    SessionPath(session): SessionPath,
+) -> Result<Json<serde_json::Value>> {
+    let deleted = db::delete_webhook(
+        &state.store,
+        session.as_str(),
+        state.webhooks.global().is_some(),
+    )
+    .await?;
+    if !deleted {
+        return Err(no_webhook(&state, session.as_str()));
+    }
+    state.webhooks.wake(session.as_str());
+    tracing::info!(session = %session, "webhook removed");
+    Ok(Json(
+        serde_json::json!({"sessionId": session, "deleted": true}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct DeliveriesQuery {
+    status: Option<String>,
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+const DELIVERY_STATUSES: &[&str] = &["pending", "delivered", "failed", "dead", "cancelled"];
+
+async fn list_deliveries(
+    State(state): State<AppState>,
+    SessionPath(session): SessionPath,
+    ApiQuery(q): ApiQuery<DeliveriesQuery>,
+) -> Result<Json<serde_json::Value>> {
+    if let Some(s) = &q.status
+        && !DELIVERY_STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`status` must be one of: {}", DELIVERY_STATUSES.join(", ")),
+        ));
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "`limit` must be from 1 to 500",
+        ));
+    }
+    let deliveries = db::list_deliveries(
+        state.store.pool(),
+        session.as_str(),
+        q.status.as_deref(),
+        q.before,
+        limit,
+    )
+    .await?;
+    let next = (deliveries.len() as i64 == limit)
+        .then(|| deliveries.last().map(|d| d.id))
+        .flatten();
+    let tag = state.webhooks.clone();
+    let items: Vec<serde_json::Value> = deliveries
+        .into_iter()
+        .map(|d| {
+            let mut v = serde_json::to_value(&d).unwrap_or_default();
+            v["webhookId"] = serde_json::Value::String(tag.message_id(d.event_id));
+            v
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({"deliveries": items, "nextCursor": next}),
+    ))
+}
+
+async fn retry_delivery(
+    State(state): State<AppState>,
+    path: std::result::Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<serde_json::Value>> {
+    let Path((raw_session, delivery_id)) = path?;
+    let session =
+        crate::model::SessionId::parse(&raw_session).map_err(ApiError::invalid_session_id)?;
+    let id: i64 = delivery_id
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid_path", "the delivery id must be a number"))?;
+    if !db::retry_delivery(state.store.pool(), session.as_str(), id).await? {
+        return Err(ApiError::not_found(format!(
+            "session `{session}` has no delivery {id}"
+        )));
+    }
+    state.webhooks.wake(session.as_str());
+    let delivery = db::get_delivery(state.store.pool(), session.as_str(), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("session `{session}` has no delivery {id}")))?;
+    let mut v = serde_json::to_value(&delivery).map_err(ApiError::internal)?;
+    v["webhookId"] = serde_json::Value::String(state.webhooks.message_id(delivery.event_id));
+    Ok(Json(v))
+}

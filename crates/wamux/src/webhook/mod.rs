@@ -1,0 +1,260 @@
+//! Webhooks: a durable outbox over the `events` table, one delivery worker per session.
+//!
+//! How an event reaches a receiver:
+//! 1. The gateway writes the event row in the same transaction as the change it describes and
+//!    publishes it on the [`EventBus`] after the commit.
+//! 2. The dispatcher hears it on the bus (or finds it by polling, if the bus lagged) and wakes
+//!    the session's worker.
+//! 3. The worker reads the session's events after its cursor, records a delivery row for each
+//!    one the webhook wants and advances the cursor, in one transaction ([`db::fan_out`]).
+//! 4. It leases the oldest open delivery of each chat, signs and POSTs it, and records the
+//!    answer: delivered, retry at a time computed from the attempt count, or final.
+//!
+//! A crash between any two steps loses nothing: an event without a delivery row is still after
+//! the cursor, and a leased delivery is sent again when its lease expires (or at once after a
+//! restart). Receivers may therefore see an event twice; `webhook-id` is stable for them to
+//! deduplicate.
+//!
+//! Errors: [`crate::store::StoreError`] from [`db`]; the background tasks log and carry on
+//! (a database hiccup must not stop deliveries), retrying at the polling interval.
+
+pub mod client;
+pub mod config;
+pub mod db;
+pub mod guard;
+pub mod schedule;
+pub mod signature;
+pub mod test_command;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::event::EventBus;
+use crate::store::Store;
+
+pub use config::{EventFilter, GlobalWebhook, WebhookConfig};
+pub use signature::Secret;
+
+/// Handle on the webhook machinery; cheap to clone. API handlers call [`Webhooks::wake`]
+/// after changing a webhook so the change applies at once.
+#[derive(Clone)]
+pub struct Webhooks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    config: WebhookConfig,
+    sender: client::Sender,
+    /// The global webhook with where it started in the log and its secret.
+    global: Option<(GlobalWebhook, i64, Secret)>,
+    /// Part of every `webhook-id` (see migration 0002).
+    tag: String,
+    workers: Mutex<HashMap<String, Arc<Notify>>>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhooks")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Webhooks {
+    /// Starts the dispatcher and a worker for every session with outbox work. `cancel` stops
+    /// them; await [`Webhooks::shutdown`] to wait for them.
+    pub async fn start(
+        store: Store,
+        bus: &EventBus,
+        config: WebhookConfig,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let sender = client::Sender::new(config.timeout, config.allow_private)?;
+        let released = db::release_leases(store.pool()).await?;
+        if released > 0 {
+            tracing::info!(
+                released,
+                "webhook deliveries in flight at the last stop will be sent again"
+            );
+        }
+        let global = match db::sync_global(&store, config.global.as_ref()).await? {
+            Some((state, generated)) => {
+                let cfg = config.global.clone().expect("synced from config");
+                if let Some(secret) = generated {
+                    // Shown once, like a secret generated through the API.
+                    tracing::warn!(
+                        secret = %secret.expose(),
+                        "WAMUX_WEBHOOK_SECRET is not set: generated a signing secret for the global webhook; \
+                         set WAMUX_WEBHOOK_SECRET to it (or to your own) so receivers can verify signatures"
+                    );
+                }
+                if let Some(reason) = &state.disabled_reason {
+                    tracing::warn!(%reason, "the global webhook is disabled; change WAMUX_WEBHOOK_URL to enable it again");
+                }
+                Some((cfg, state.start_event_id, state.secret))
+            }
+            None => None,
+        };
+        let tag = db::instance_tag(store.pool()).await?;
+        let webhooks = Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                sender,
+                global,
+                tag,
+                workers: Mutex::new(HashMap::new()),
+                tracker: TaskTracker::new(),
+                cancel,
+            }),
+        };
+        // Subscribe before the first scan, so nothing committed in between goes unheard.
+        let rx = bus.subscribe();
+        let mut sessions = db::sessions_with_outbox(webhooks.inner.store.pool()).await?;
+        let scanned = match &webhooks.inner.global {
+            Some((_, start, _)) => {
+                let (more, max) =
+                    db::sessions_with_events_after(webhooks.inner.store.pool(), *start).await?;
+                sessions.extend(more);
+                max
+            }
+            None => db::max_event_id(webhooks.inner.store.pool()).await?,
+        };
+        for s in sessions {
+            webhooks.wake(&s);
+        }
+        let this = webhooks.clone();
+        webhooks
+            .inner
+            .tracker
+            .spawn(async move { this.dispatch(rx, scanned).await });
+        Ok(webhooks)
+    }
+
+    pub fn config(&self) -> &WebhookConfig {
+        &self.inner.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Whether a global webhook is configured (sessions without their own use it).
+    pub fn global(&self) -> Option<&GlobalWebhook> {
+        self.inner.global.as_ref().map(|(g, _, _)| g)
+    }
+
+    /// Wakes (starting it if needed) the worker of a session.
+    pub fn wake(&self, session_id: &str) {
+        if self.inner.cancel.is_cancelled() {
+            return;
+        }
+        let mut workers = self.inner.workers.lock().expect("workers lock poisoned");
+        if let Some(n) = workers.get(session_id) {
+            n.notify_one();
+            return;
+        }
+        let notify = Arc::new(Notify::new());
+        workers.insert(session_id.to_owned(), notify.clone());
+        drop(workers);
+        let this = self.clone();
+        let session = session_id.to_owned();
+        self.inner.tracker.spawn(async move {
+            worker::run(this.clone(), session.clone(), notify).await;
+            // A worker only returns at shutdown, or after a panic was caught inside it; in both
+            // cases the next wake-up starts a fresh one.
+            this.inner
+                .workers
+                .lock()
+                .expect("workers lock poisoned")
+                .remove(&session);
+        });
+    }
+
+    /// Stops the dispatcher and the workers and waits for them (at most the delivery timeout
+    /// plus a second; whatever is still in flight then is sent again after the restart).
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        self.inner.tracker.close();
+        let limit = self.inner.config.timeout + Duration::from_secs(1);
+        if tokio::time::timeout(limit, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "webhook workers did not stop in time; their deliveries will be retried"
+            );
+        }
+    }
+
+    async fn dispatch(
+        self,
+        mut rx: broadcast::Receiver<Arc<crate::event::Event>>,
+        mut scanned: i64,
+    ) {
+        let mut poll = tokio::time::interval(self.inner.config.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut bus_open = true;
+        loop {
+            let mut lagged = false;
+            tokio::select! {
+                () = self.inner.cancel.cancelled() => return,
+                msg = rx.recv(), if bus_open => match msg {
+                    Ok(event) => {
+                        self.wake(&event.session_id);
+                        continue;
+                    }
+                    // Missed some: the scan below finds their sessions in the table.
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(missed = n, "webhook dispatcher lagged behind the event bus");
+                        lagged = true;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => bus_open = false,
+                },
+                _ = poll.tick() => {}
+            }
+            match db::sessions_with_events_after(self.inner.store.pool(), scanned).await {
+                Ok((sessions, max)) => {
+                    scanned = max;
+                    for s in sessions {
+                        self.wake(&s);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %anyhow::Error::from(e), "webhook dispatcher could not scan events")
+                }
+            }
+            if lagged {
+                let workers: Vec<Arc<Notify>> = self
+                    .inner
+                    .workers
+                    .lock()
+                    .expect("workers lock poisoned")
+                    .values()
+                    .cloned()
+                    .collect();
+                for n in workers {
+                    n.notify_one();
+                }
+            }
+        }
+    }
+
+    /// The `webhook-id` of an event: stable across retries, unique across databases.
+    pub fn message_id(&self, event_id: i64) -> String {
+        message_id(&self.inner.tag, event_id)
+    }
+}
+
+pub fn message_id(tag: &str, event_id: i64) -> String {
+    format!("msg_{tag}_{event_id}")
+}
