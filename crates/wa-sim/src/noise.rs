@@ -496,8 +496,8 @@ mod tests {
         r.feed(b"GET / HTTP/1.1");
         assert!(r.take_header().is_err());
         let mut r = FrameReader::default();
-        r.feed(&[0xff, 0xff, 0xff, 1]);
-        assert!(r.next_frame().is_err());
+        r.feed(b"WA\x06\x02");
+        assert!(r.take_header().is_err(), "wrong dictionary version");
         let id = server();
         assert!(respond_to_hello(&id, &WA_CONN_HEADER, b"\x01\x02garbage").is_err());
     }
