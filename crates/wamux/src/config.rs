@@ -142,7 +142,8 @@ impl clap::builder::ValueParserFactory for Secret {
         fn(String) -> Secret,
     >;
     fn value_parser() -> Self::Parser {
-        clap::builder::StringValueParser::new().map(Secret)
+        use clap::builder::TypedValueParser as _;
+        clap::builder::StringValueParser::new().map(Secret as fn(String) -> Secret)
     }
 }
 

@@ -45,6 +45,12 @@ pub enum SessionError {
     Internal(#[from] anyhow::Error),
 }
 
+impl From<sqlx::Error> for SessionError {
+    fn from(e: sqlx::Error) -> Self {
+        SessionError::Store(StoreError::Db(e))
+    }
+}
+
 pub type Result<T, E = SessionError> = std::result::Result<T, E>;
 
 /// A pairing QR code currently on offer.
