@@ -3,6 +3,7 @@
 
 mod api;
 mod helpers;
+mod webhooks;
 #[cfg(feature = "sandbox")]
 mod e2e;
 #[cfg(feature = "sandbox")]
