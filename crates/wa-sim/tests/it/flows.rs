@@ -115,9 +115,19 @@ async fn unlinked_client_is_logged_out_and_cannot_log_in_again() {
     let (_, phone) = sim.get("/phones/15550000001").await;
     assert_eq!(phone["devices"].as_array().unwrap().len(), 1, "{phone}");
 
-    // The store was wiped by the logout; a fresh client over it must pair again.
+    // Logging in again with the unlinked identity is refused (401 on connect).
     let mut again = cfg.start("alice-web").await;
-    again.wait_qr().await;
+    let on_connect = again
+        .wait_for("LoggedOut on connect", |e| match e {
+            Event::LoggedOut(l) => Some(l.on_connect),
+            Event::Connected(_) => Some(false),
+            _ => None,
+        })
+        .await;
+    assert!(
+        on_connect,
+        "the server must refuse the unlinked device's login"
+    );
     again.stop().await;
 }
 
