@@ -943,3 +943,122 @@ async fn webhook_test_command_reports_the_receivers_answer() {
         "{stdout}"
     );
 }
+
+/// The real binary, killed with SIGKILL while deliveries are in flight and events are being
+/// written, then started again: every event reaches the receiver, each chat's in order.
+#[tokio::test]
+async fn kill_9_while_delivering_loses_nothing() {
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    fn spawn(data: &std::path::Path, port: u16) -> Server {
+        Server(
+            std::process::Command::new(env!("CARGO_BIN_EXE_wamux"))
+                .arg("serve")
+                .env("WAMUX_HOST", "127.0.0.1")
+                .env("WAMUX_PORT", port.to_string())
+                .env("WAMUX_DATA_DIR", data)
+                .env("WAMUX_API_KEY", KEY)
+                .env("WAMUX_LOG", "warn")
+                .env("WAMUX_WEBHOOK_ALLOW_PRIVATE", "true")
+                .env("WAMUX_WEBHOOK_TIMEOUT", "2s")
+                .env("WAMUX_WEBHOOK_RETRY_SCHEDULE", "100ms,100ms,100ms,100ms")
+                .env("WAMUX_WEBHOOK_POLL_INTERVAL", "50ms")
+                .env_remove("WAMUX_WEBHOOK_URL")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("start wamux"),
+        )
+    }
+    async fn ready(http: &reqwest::Client, base: &str) {
+        wait_until(Duration::from_secs(20), "wamux to answer", || async {
+            http.get(format!("{base}/api/health")).send().await.is_ok()
+        })
+        .await;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut rx = Receiver::start().await;
+    // Slow enough that deliveries are in flight when the kill comes.
+    rx.set_default(Reply::Hang(Duration::from_millis(40)));
+
+    let mut server = spawn(&data, port);
+    ready(&http, &base).await;
+    let r = http
+        .post(format!("{base}/api/s1/webhook"))
+        .header("X-API-Key", KEY)
+        .json(&json!({"url": rx.url}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let store = Store::open(&data.join("wamux.db")).await.unwrap();
+    let total = 60;
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..total {
+                let chat = format!("chat-{}", i % 3);
+                let mut tx = store.begin().await.unwrap();
+                wamux::store::events::append(
+                    &mut tx,
+                    EventKind::MessageReceived,
+                    "s1",
+                    Some(&chat),
+                    json!({"chatId": chat, "n": i}),
+                )
+                .await
+                .unwrap();
+                tx.commit().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+
+    let mut seen: Vec<Hit> = Vec::new();
+    while seen.len() < 10 {
+        seen.push(rx.next(SECS).await);
+    }
+    let _ = server.0.kill(); // SIGKILL: no shutdown code runs
+    let _ = server.0.wait();
+    drop(server);
+    writer.await.unwrap(); // events keep coming while the server is down
+
+    let _server = spawn(&data, port);
+    ready(&http, &base).await;
+    let mut ids = std::collections::HashSet::new();
+    for h in &seen {
+        ids.insert(h.header("webhook-id").to_owned());
+    }
+    while ids.len() < total {
+        let h = rx.next(Duration::from_secs(15)).await;
+        ids.insert(h.header("webhook-id").to_owned());
+        seen.push(h);
+    }
+    // Per chat, events first arrive in the order they happened.
+    for chat in 0..3 {
+        let mut first_seen = Vec::new();
+        for h in &seen {
+            let b = h.json();
+            let n = b["data"]["n"].as_i64().unwrap();
+            if b["data"]["chatId"] == format!("chat-{chat}") && !first_seen.contains(&n) {
+                first_seen.push(n);
+            }
+        }
+        let mut sorted = first_seen.clone();
+        sorted.sort();
+        assert_eq!(first_seen, sorted, "chat-{chat} out of order");
+    }
+    store.close().await;
+}
