@@ -137,10 +137,8 @@ pub struct Overrides {
 }
 
 impl clap::builder::ValueParserFactory for Secret {
-    type Parser = clap::builder::MapValueParser<
-        clap::builder::StringValueParser,
-        fn(String) -> Secret,
-    >;
+    type Parser =
+        clap::builder::MapValueParser<clap::builder::StringValueParser, fn(String) -> Secret>;
     fn value_parser() -> Self::Parser {
         use clap::builder::TypedValueParser as _;
         clap::builder::StringValueParser::new().map(Secret as fn(String) -> Secret)
@@ -404,7 +402,11 @@ mod tests {
     fn layers_override_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("wamux.toml");
-        std::fs::write(&file, "port = 4000\nhost = \"127.0.0.1\"\nlog = \"debug\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "port = 4000\nhost = \"127.0.0.1\"\nlog = \"debug\"\n",
+        )
+        .unwrap();
         let c = Config::load(
             Some(&file),
             Overrides {

@@ -105,7 +105,10 @@ pub async fn run(
         started_at: Instant::now(),
         webhooks: webhooks.clone(),
     };
-    let restored = sessions.restore().await.context("cannot restore sessions")?;
+    let restored = sessions
+        .restore()
+        .await
+        .context("cannot restore sessions")?;
     tracing::info!(
         addr = %listener.local_addr()?,
         restored,

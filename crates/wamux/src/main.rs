@@ -162,9 +162,19 @@ mod sandbox {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (WAMUX_HOST/WAMUX_PORT): {e}"))?;
         println!("wamux sandbox: API on http://{}", listener.local_addr()?);
-        println!("  simulator admin API: {} (CA: {})", sim.admin_url(), sim.ca_file().display());
-        println!("  virtual phones: {} (Alice), {} (Bob)", PHONES[0].0, PHONES[1].0);
-        println!("  scan a QR: curl --cacert <CA> -X POST {}/phones/15550000001/scan -H 'Content-Type: application/json' -d '{{\"qr\":\"<qr from GET /api/qr/ID>\"}}'", sim.admin_url());
+        println!(
+            "  simulator admin API: {} (CA: {})",
+            sim.admin_url(),
+            sim.ca_file().display()
+        );
+        println!(
+            "  virtual phones: {} (Alice), {} (Bob)",
+            PHONES[0].0, PHONES[1].0
+        );
+        println!(
+            "  scan a QR: curl --cacert <CA> -X POST {}/phones/15550000001/scan -H 'Content-Type: application/json' -d '{{\"qr\":\"<qr from GET /api/qr/ID>\"}}'",
+            sim.admin_url()
+        );
         println!("  details in {}", path.display());
         let result = wamux::run(config, listener, shutdown).await;
         sim.shutdown().await;

@@ -113,7 +113,9 @@ pub enum ChatAddressError {
         "`{0}` is not a valid phone number: use the international form with country code, e.g. 15551234567"
     )]
     BadPhone(String),
-    #[error("`{0}` is not a supported address: use a phone number or a JID ending in @s.whatsapp.net, @c.us, @lid or @g.us")]
+    #[error(
+        "`{0}` is not a supported address: use a phone number or a JID ending in @s.whatsapp.net, @c.us, @lid or @g.us"
+    )]
     BadJid(String),
 }
 
@@ -253,7 +255,10 @@ mod tests {
         assert_eq!(SessionId::parse(""), Err(SessionIdError::Empty));
         assert_eq!(SessionId::parse("a b"), Err(SessionIdError::BadChar));
         assert_eq!(SessionId::parse("../x"), Err(SessionIdError::BadChar));
-        assert_eq!(SessionId::parse(&"a".repeat(65)), Err(SessionIdError::TooLong));
+        assert_eq!(
+            SessionId::parse(&"a".repeat(65)),
+            Err(SessionIdError::TooLong)
+        );
     }
 
     #[test]

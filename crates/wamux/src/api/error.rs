@@ -149,9 +149,10 @@ impl From<JsonRejection> for ApiError {
                 "unsupported_media_type",
                 "send the body as JSON with `Content-Type: application/json`",
             ),
-            JsonRejection::JsonSyntaxError(e) => {
-                Self::bad_request("invalid_json", format!("body is not valid JSON: {}", e.body_text_detail()))
-            }
+            JsonRejection::JsonSyntaxError(e) => Self::bad_request(
+                "invalid_json",
+                format!("body is not valid JSON: {}", e.body_text_detail()),
+            ),
             JsonRejection::JsonDataError(e) => {
                 Self::bad_request("invalid_body", e.body_text_detail())
             }

@@ -44,7 +44,8 @@ async fn send_message(
             "body must be a JSON object like {\"sessionId\":\"s1\",\"to\":\"15551234567\",\"text\":\"hi\"}",
         ));
     }
-    let session = string_field(&body, &["sessionId"])?.ok_or(ApiError::missing_field("sessionId"))?;
+    let session =
+        string_field(&body, &["sessionId"])?.ok_or(ApiError::missing_field("sessionId"))?;
     let session = SessionId::parse(&session).map_err(ApiError::invalid_session_id)?;
     let to = string_field(&body, &["to", "number"])?.ok_or(ApiError::missing_field("to"))?;
     let text = string_field(&body, &["text", "message"])?.ok_or(ApiError::missing_field("text"))?;
@@ -52,7 +53,10 @@ async fn send_message(
         return Err(ApiError::invalid_field("text", "must not be empty"));
     }
     if text.len() > 65_536 {
-        return Err(ApiError::invalid_field("text", "must be at most 65536 bytes"));
+        return Err(ApiError::invalid_field(
+            "text",
+            "must be at most 65536 bytes",
+        ));
     }
     let quoted = string_field(&body, &["quotedId", "quotedMessageId"])?;
     let to = ChatAddress::parse(&to).map_err(ApiError::invalid_phone)?;
@@ -109,16 +113,18 @@ async fn history(
     };
     let limit = int_param("limit", q.limit.as_deref())?.unwrap_or(50);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::invalid_field("limit", "must be between 1 and 500"));
+        return Err(ApiError::invalid_field(
+            "limit",
+            "must be between 1 and 500",
+        ));
     }
     let since = int_param("since", q.since.as_deref())?;
     let until = int_param("until", q.until.as_deref())?;
     let cursor = match q.cursor.as_deref() {
         None | Some("") => None,
-        Some(c) => Some(
-            Cursor::decode(c)
-                .ok_or_else(|| ApiError::invalid_field("cursor", "is not a cursor this API returned"))?,
-        ),
+        Some(c) => Some(Cursor::decode(c).ok_or_else(|| {
+            ApiError::invalid_field("cursor", "is not a cursor this API returned")
+        })?),
     };
     // Parameters are checked first so a typo is reported even for an unknown session.
     state.sessions.info(&id)?;

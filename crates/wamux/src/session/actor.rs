@@ -118,7 +118,8 @@ impl Actor {
             Ok(x) => x,
             Err(e) => return Exit::Failed(format!("{e:#}")),
         };
-        self.state.send_modify(|s| s.connection = Some(session.clone()));
+        self.state
+            .send_modify(|s| s.connection = Some(session.clone()));
         self.set_status(SessionStatus::Connecting, None).await;
         let mut watchdog = tokio::time::interval(WATCHDOG);
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -196,7 +197,8 @@ impl Actor {
                     s.qr = None;
                     s.me = me;
                 });
-                self.set_status(SessionStatus::Connecting, Some("paired")).await;
+                self.set_status(SessionStatus::Connecting, Some("paired"))
+                    .await;
             }
             WaEvent::Connected { .. } => {
                 let me = session.me();
@@ -310,7 +312,8 @@ impl Actor {
             tracing::error!(session = %self.id, "cannot record logout: {e:#}");
         }
         self.state.send_modify(|s| s.qr = None);
-        self.set_status(SessionStatus::LoggedOut, Some(reason)).await;
+        self.set_status(SessionStatus::LoggedOut, Some(reason))
+            .await;
     }
 
     async fn save_me(&self, me: &Me) {
@@ -328,8 +331,7 @@ impl Actor {
     }
 
     async fn record(&self, kind: EventKind, chat: Option<&str>, data: serde_json::Value) {
-        match store::events::record(&self.shared.store, kind, self.id.as_str(), chat, data).await
-        {
+        match store::events::record(&self.shared.store, kind, self.id.as_str(), chat, data).await {
             Ok(ev) => self.shared.bus.publish(ev),
             Err(e) => tracing::error!(session = %self.id, "cannot record {kind} event: {e:#}"),
         }
@@ -386,7 +388,11 @@ pub(super) async fn send_text(
     } else {
         (None, None)
     };
-    let from = me.jid.clone().or_else(|| me.lid.clone()).unwrap_or_default();
+    let from = me
+        .jid
+        .clone()
+        .or_else(|| me.lid.clone())
+        .unwrap_or_default();
     let mut msg = Message {
         id: out.id.clone(),
         session_id: id.to_string(),

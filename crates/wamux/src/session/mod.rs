@@ -208,7 +208,8 @@ impl SessionManager {
             return Err(SessionError::ShuttingDown);
         }
         let _guard = self.inner.lifecycle.lock().await;
-        let (row, created) = store::sessions::create_or_get(&self.inner.shared.store, id.as_str()).await?;
+        let (row, created) =
+            store::sessions::create_or_get(&self.inner.shared.store, id.as_str()).await?;
         let running = {
             let map = self.inner.sessions.lock().expect("sessions lock");
             map.get(&id).map(|h| !h.task.is_finished())
@@ -277,7 +278,11 @@ impl SessionManager {
     }
 
     fn remove_handle(&self, id: &SessionId) -> Option<Handle> {
-        self.inner.sessions.lock().expect("sessions lock").remove(id)
+        self.inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .remove(id)
     }
 
     fn snapshot(&self, id: &SessionId) -> Result<Snapshot> {
@@ -372,7 +377,8 @@ impl SessionManager {
         let s = self.snapshot(id)?;
         if s.status == SessionStatus::LoggedOut {
             let _guard = self.inner.lifecycle.lock().await;
-            let row = store::sessions::renumber_device(&self.inner.shared.store, id.as_str()).await?;
+            let row =
+                store::sessions::renumber_device(&self.inner.shared.store, id.as_str()).await?;
             self.remove_handle(id);
             self.spawn(id.clone(), row);
             return self.info(id);
@@ -391,14 +397,21 @@ impl SessionManager {
             let (reply, rx) = oneshot::channel();
             if h.commands.send(Command::Logout(reply)).await.is_ok() {
                 // Best effort: a session that cannot reach WhatsApp is still deleted here.
-                if tokio::time::timeout(Duration::from_secs(10), rx).await.is_err() {
+                if tokio::time::timeout(Duration::from_secs(10), rx)
+                    .await
+                    .is_err()
+                {
                     tracing::warn!(session = %id, "logout before delete timed out");
                 }
             }
             stop(h).await;
         }
         store::sessions::delete(&self.inner.shared.store, id.as_str()).await?;
-        self.inner.shared.connector.delete_device(row.device_id).await?;
+        self.inner
+            .shared
+            .connector
+            .delete_device(row.device_id)
+            .await?;
         Ok(())
     }
 
@@ -434,7 +447,16 @@ impl SessionManager {
             ),
             None => None,
         };
-        actor::send_text(&self.inner.shared, id, &conn, &s.me, to, text, quoted.as_ref()).await
+        actor::send_text(
+            &self.inner.shared,
+            id,
+            &conn,
+            &s.me,
+            to,
+            text,
+            quoted.as_ref(),
+        )
+        .await
     }
 
     /// Stops every actor: each disconnects cleanly within a timeout, then is aborted.

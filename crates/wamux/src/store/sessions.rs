@@ -47,7 +47,9 @@ pub async fn create_or_get(store: &Store, id: &str) -> Result<(SessionRow, bool)
     .await?
     .rows_affected()
         == 1;
-    let row = get(store.pool(), id).await?.ok_or(sqlx::Error::RowNotFound)?;
+    let row = get(store.pool(), id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
     Ok((row, inserted))
 }
 

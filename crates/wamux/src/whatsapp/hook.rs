@@ -19,12 +19,20 @@ pub(super) struct Durability {
 
 #[whatsapp_rust::async_trait]
 impl InboundDurabilityHook for Durability {
-    async fn on_messages(&self, _client: Arc<Client>, batch: &[InboundMessage]) -> anyhow::Result<()> {
+    async fn on_messages(
+        &self,
+        _client: Arc<Client>,
+        batch: &[InboundMessage],
+    ) -> anyhow::Result<()> {
         let mut tx = self.store.begin().await?;
         let mut events = Vec::with_capacity(batch.len());
         for m in batch {
-            let (msg, sender_key, kind) = super::map::inbound(&self.session_id, m);
-            if let Some(ev) = crate::store::messages::insert(&mut tx, &msg, &sender_key, kind).await? {
+            let Some((msg, sender_key, kind)) = super::map::inbound(&self.session_id, m) else {
+                continue;
+            };
+            if let Some(ev) =
+                crate::store::messages::insert(&mut tx, &msg, &sender_key, kind).await?
+            {
                 events.push(ev);
             }
         }

@@ -82,10 +82,20 @@ pub(super) fn event(e: &WaLibEvent) -> Option<WaEvent> {
 
 /// An inbound (or our-other-device) message in the public shape, with the key used to
 /// deduplicate it and the event it raises.
-pub(super) fn inbound(session_id: &str, m: &InboundMessage) -> (Message, String, EventKind) {
+///
+/// `None` for messages that are protocol plumbing (key shares, history-sync notices,
+/// sender-key distribution): they are acknowledged but are not part of anyone's history.
+pub(super) fn inbound(
+    session_id: &str,
+    m: &InboundMessage,
+) -> Option<(Message, String, EventKind)> {
     let info = &m.info;
     let src = &info.source;
     let base = m.message.get_base_message();
+    let (kind, event) = classify(base, src.is_from_me);
+    if kind == "protocol" || kind == "unknown" {
+        return None;
+    }
 
     // Phone-number and LID forms of the sender and the chat, where the stanza told us.
     let (sender_pn, sender_lid) = split_pn_lid(&src.sender, src.sender_alt.as_ref());
@@ -124,7 +134,6 @@ pub(super) fn inbound(session_id: &str, m: &InboundMessage) -> (Message, String,
             .unwrap_or_default()
     };
 
-    let (kind, event) = classify(base, src.is_from_me);
     let quoted_id = context_of(base).and_then(|c| c.stanza_id.clone());
     let msg = Message {
         id: info.id.to_string(),
@@ -157,7 +166,7 @@ pub(super) fn inbound(session_id: &str, m: &InboundMessage) -> (Message, String,
     };
     // Stanza ids are unique per (chat, sender); the sender's device does not matter.
     let sender_key = src.sender.to_non_ad_string();
-    (msg, sender_key, event)
+    Some((msg, sender_key, event))
 }
 
 fn split_pn_lid(primary: &Jid, alt: Option<&Jid>) -> (Option<String>, Option<String>) {

@@ -33,19 +33,41 @@ use crate::store::Store;
 /// What a WhatsApp client reports, in our terms.
 #[derive(Debug, Clone)]
 pub enum WaEvent {
-    Qr { code: String, expires_in_secs: u64 },
-    PairingCode { code: String },
-    Paired { me: Me },
-    Connected { me: Me },
-    Disconnected { reason: String },
+    Qr {
+        code: String,
+        expires_in_secs: u64,
+    },
+    PairingCode {
+        code: String,
+    },
+    Paired {
+        me: Me,
+    },
+    Connected {
+        me: Me,
+    },
+    Disconnected {
+        reason: String,
+    },
     /// The device was unlinked (or its credentials were refused): retrying cannot help.
-    LoggedOut { reason: String },
+    LoggedOut {
+        reason: String,
+    },
     /// Another client took over this device's stream.
     Replaced,
     /// Pairing gave up (QR codes exhausted, pairing error, banned, outdated client).
-    PairingFailed { reason: String },
-    Receipt { ids: Vec<String>, status: MessageStatus },
-    Call { from: String, id: String, timestamp: i64 },
+    PairingFailed {
+        reason: String,
+    },
+    Receipt {
+        ids: Vec<String>,
+        status: MessageStatus,
+    },
+    Call {
+        from: String,
+        id: String,
+        timestamp: i64,
+    },
 }
 
 /// Where the clients connect and what they trust.
@@ -129,7 +151,10 @@ impl WaConnector {
         if self.endpoint.url.is_some() {
             builder = builder.with_version(PINNED_VERSION);
         }
-        let bot = builder.build().await.context("cannot build the WhatsApp client")?;
+        let bot = builder
+            .build()
+            .await
+            .context("cannot build the WhatsApp client")?;
         let client = bot.client();
         let handle = bot.spawn();
         Ok((

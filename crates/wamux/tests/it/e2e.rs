@@ -1,1 +1,190 @@
+//! End to end through the HTTP API against the WhatsApp simulator: what a user of the seed's
+//! API does, and what they see.
 
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_error, wait_for, wait_until};
+
+const ALICE: &str = "15550000001";
+const BOB: &str = "15550000002";
+const LONG: Duration = Duration::from_secs(60);
+
+/// Starts `session`, waits for its QR and has `phone` scan it; returns once connected.
+pub async fn pair(app: &TestApp, session: &str, phone: &str) {
+    let sim = app.sim.as_ref().unwrap();
+    let (status, body) = app
+        .post_json("/api/start-session", json!({"sessionId": session}))
+        .await;
+    assert!(status.is_success(), "{body}");
+    let qr = app.wait_qr(session, LONG).await;
+    sim.scan(phone, &qr).await;
+    app.wait_status(session, "connected", LONG).await;
+}
+
+async fn history(app: &TestApp, session: &str, query: &str) -> Vec<Value> {
+    let (s, b) = app
+        .get_json(&format!("/api/messages/{session}?{query}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b["messages"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn the_seed_flow_start_scan_send_reply_history() {
+    let app = TestApp::with_sim().await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(ALICE, "Alice").await;
+    sim.phone(BOB, "Bob").await;
+
+    // Start: 201 the first time, 200 (same session) after.
+    let (status, body) = app
+        .post_json("/api/start-session", json!({"sessionId": "s1"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["sessionId"], "s1");
+    let (status, body) = app
+        .post_json("/api/start-session", json!({"sessionId": "s1"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["created"], false);
+
+    // Not connected yet: sending is refused with 409.
+    let got = app
+        .post_json(
+            "/api/send-message",
+            json!({"sessionId": "s1", "to": BOB, "text": "too early"}),
+        )
+        .await;
+    assert_error(&got, StatusCode::CONFLICT, "session_not_connected");
+
+    // QR: raw string, PNG data URL, and the PNG itself.
+    let qr = wait_for(LONG, "the QR code", || async {
+        let got = app.get_json("/api/qr/s1").await;
+        (got.0 == StatusCode::OK).then_some(got.1)
+    })
+    .await;
+    assert_eq!(app.status_of("s1").await, "qr");
+    let raw = qr["qr"].as_str().unwrap();
+    assert!(raw.split(',').count() >= 4, "unexpected QR payload {raw}");
+    assert!(
+        qr["qrImage"]
+            .as_str()
+            .unwrap()
+            .starts_with("data:image/png;base64,")
+    );
+    assert!(qr["expiresAt"].as_i64().unwrap() > 0);
+    let png = app.get("/api/qr/s1?format=png").send().await.unwrap();
+    assert_eq!(png.headers()["content-type"], "image/png");
+    assert_eq!(&png.bytes().await.unwrap()[1..4], b"PNG");
+
+    // The phone scans: connected, and we know who we are.
+    sim.scan(ALICE, raw).await;
+    app.wait_status("s1", "connected", LONG).await;
+    let (_, status) = app.get_json("/api/status/s1").await;
+    assert_eq!(status["me"]["phone"], ALICE, "{status}");
+    assert_eq!(status["me"]["jid"], format!("{ALICE}@s.whatsapp.net"));
+    assert!(
+        status["me"]["lid"].as_str().unwrap().ends_with("@lid"),
+        "{status}"
+    );
+    let got = app.get_json("/api/qr/s1").await;
+    assert_error(&got, StatusCode::CONFLICT, "qr_not_available");
+
+    // Send with the seed's field names and a formatted number: it reaches Bob's phone.
+    let (status, sent) = app
+        .post_json(
+            "/api/send-message",
+            json!({"sessionId": "s1", "number": "+1 555 000 0002", "message": "hello bob"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{sent}");
+    let id = sent["messageId"].as_str().unwrap().to_owned();
+    assert_eq!(sent["status"], "sent");
+    assert_eq!(sent["chatId"], format!("{BOB}@s.whatsapp.net"));
+    assert_eq!(sent["fromMe"], true);
+    wait_until(LONG, "Bob's phone to get the message", || async {
+        sim.messages(BOB)
+            .await
+            .iter()
+            .any(|m| m["id"] == id.as_str() && m["text"] == "hello bob" && m["fromMe"] == false)
+    })
+    .await;
+
+    // Bob replies; the reply is in the history with the sender's phone JID.
+    sim.send(BOB, ALICE, "hi alice").await;
+    wait_until(LONG, "the reply in the history", || async {
+        history(&app, "s1", "direction=in")
+            .await
+            .iter()
+            .any(|m| m["text"] == "hi alice")
+    })
+    .await;
+    let inbound = history(&app, "s1", "direction=in").await;
+    let reply = inbound.iter().find(|m| m["text"] == "hi alice").unwrap();
+    assert_eq!(reply["from"], format!("{BOB}@s.whatsapp.net"), "{reply}");
+    assert_eq!(reply["chatId"], format!("{BOB}@s.whatsapp.net"));
+    assert_eq!(reply["fromMe"], false);
+    assert_eq!(reply["sessionId"], "s1");
+    assert_eq!(reply["type"], "text");
+    assert_eq!(reply["status"], "delivered");
+
+    // Delivery and read receipts move our message forward.
+    wait_until(LONG, "our message to be delivered", || async {
+        history(&app, "s1", "direction=out").await.iter().any(|m| {
+            m["id"] == id.as_str() && (m["status"] == "delivered" || m["status"] == "read")
+        })
+    })
+    .await;
+    sim.read(BOB, &[&id]).await;
+    wait_until(LONG, "our message to be read", || async {
+        history(&app, "s1", "direction=out")
+            .await
+            .iter()
+            .any(|m| m["id"] == id.as_str() && m["status"] == "read")
+    })
+    .await;
+
+    // Both directions, newest first, filterable by chat, pageable.
+    let all = history(&app, "s1", &format!("chat={BOB}")).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[0]["text"], "hi alice");
+    assert_eq!(all[1]["text"], "hello bob");
+    let (_, page1) = app.get_json("/api/messages/s1?limit=1").await;
+    assert_eq!(page1["messages"].as_array().unwrap().len(), 1);
+    let cursor = page1["nextCursor"].as_str().unwrap();
+    let (_, page2) = app
+        .get_json(&format!("/api/messages/s1?limit=1&cursor={cursor}"))
+        .await;
+    assert_eq!(page2["messages"][0]["text"], "hello bob");
+    assert!(page2["nextCursor"].is_null(), "{page2}");
+    let none = history(&app, "s1", &format!("since={}", i64::MAX / 2)).await;
+    assert!(none.is_empty());
+
+    // Quoting a message from the history works; quoting an unknown id is a 404.
+    let reply_id = reply["id"].as_str().unwrap();
+    let (status, body) = app
+        .post_json(
+            "/api/send-message",
+            json!({"sessionId": "s1", "to": BOB, "text": "quoted", "quotedId": reply_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["quotedId"], reply_id);
+    let got = app
+        .post_json(
+            "/api/send-message",
+            json!({"sessionId": "s1", "to": BOB, "text": "x", "quotedId": "nope"}),
+        )
+        .await;
+    assert_error(&got, StatusCode::NOT_FOUND, "quoted_message_not_found");
+
+    let (_, list) = app.get_json("/api/sessions").await;
+    assert_eq!(list["sessions"][0]["sessionId"], "s1");
+    assert_eq!(list["sessions"][0]["status"], "connected");
+    let (_, health) = app.get_json("/api/health").await;
+    assert_eq!(health["sessions"]["byStatus"]["connected"], 1);
+    app.stop().await;
+}

@@ -143,9 +143,11 @@ impl TestApp {
 
     /// Waits until the session reports `status`.
     pub async fn wait_status(&self, session: &str, status: &str, timeout: Duration) {
-        wait_until(timeout, &format!("session {session} to be {status}"), || async {
-            self.status_of(session).await == status
-        })
+        wait_until(
+            timeout,
+            &format!("session {session} to be {status}"),
+            || async { self.status_of(session).await == status },
+        )
         .await;
     }
 
@@ -248,7 +250,11 @@ impl Sim {
             .send()
             .await
             .unwrap();
-        assert!(r.status().is_success(), "create phone: {}", r.text().await.unwrap());
+        assert!(
+            r.status().is_success(),
+            "create phone: {}",
+            r.text().await.unwrap()
+        );
     }
 
     pub async fn scan(&self, phone: &str, qr: &str) {
@@ -303,5 +309,34 @@ impl Sim {
             .await
             .unwrap();
         assert!(r.status().is_success(), "read: {}", r.text().await.unwrap());
+    }
+}
+
+/// Polls `f` until it yields a value, failing the test after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl TestApp {
+    /// Waits for the session's QR code and returns the raw string.
+    pub async fn wait_qr(&self, session: &str, timeout: Duration) -> String {
+        wait_for(timeout, &format!("a QR for {session}"), || async {
+            let (s, b) = self.get_json(&format!("/api/qr/{session}")).await;
+            (s == StatusCode::OK).then(|| b["qr"].as_str().unwrap().to_owned())
+        })
+        .await
     }
 }

@@ -2,9 +2,9 @@
 //! Tests that need WhatsApp run against an in-process simulator (cargo feature `sandbox`).
 
 mod api;
-mod helpers;
-mod webhooks;
 #[cfg(feature = "sandbox")]
 mod e2e;
+mod helpers;
 #[cfg(feature = "sandbox")]
 mod ui;
+mod webhooks;
