@@ -21,13 +21,16 @@ pub(super) struct Durability {
 impl InboundDurabilityHook for Durability {
     async fn on_messages(
         &self,
-        _client: Arc<Client>,
+        client: Arc<Client>,
         batch: &[InboundMessage],
     ) -> anyhow::Result<()> {
+        let own = client.pn().map(|j| j.to_non_ad_string());
         let mut tx = self.store.begin().await?;
         let mut events = Vec::with_capacity(batch.len());
         for m in batch {
-            let Some((msg, sender_key, kind)) = super::map::inbound(&self.session_id, m) else {
+            let Some((msg, sender_key, kind)) =
+                super::map::inbound(&self.session_id, own.as_deref(), m)
+            else {
                 continue;
             };
             if let Some(ev) =

@@ -87,6 +87,7 @@ pub(super) fn event(e: &WaLibEvent) -> Option<WaEvent> {
 /// sender-key distribution): they are acknowledged but are not part of anyone's history.
 pub(super) fn inbound(
     session_id: &str,
+    own_jid: Option<&str>,
     m: &InboundMessage,
 ) -> Option<(Message, String, EventKind)> {
     let info = &m.info;
@@ -131,6 +132,7 @@ pub(super) fn inbound(
         src.recipient
             .as_ref()
             .map(Jid::to_non_ad_string)
+            .or_else(|| own_jid.map(str::to_owned))
             .unwrap_or_default()
     };
 

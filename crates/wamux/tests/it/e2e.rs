@@ -188,3 +188,161 @@ async fn the_seed_flow_start_scan_send_reply_history() {
     assert_eq!(health["sessions"]["byStatus"]["connected"], 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn ten_sessions_at_once_each_see_only_their_own_messages() {
+    let app = TestApp::with_sim().await;
+    let sim = app.sim.as_ref().unwrap();
+    const FRIEND: &str = "15550000999";
+    sim.phone(FRIEND, "Friend").await;
+    let phones: Vec<String> = (0..10).map(|i| format!("155500001{i:02}")).collect();
+    for (i, p) in phones.iter().enumerate() {
+        sim.phone(p, &format!("Owner {i}")).await;
+    }
+    // All ten pair concurrently.
+    futures::future::join_all(phones.iter().enumerate().map(|(i, p)| {
+        let app = &app;
+        async move { pair(app, &format!("multi{i}"), p).await }
+    }))
+    .await;
+    let (_, health) = app.get_json("/api/health").await;
+    assert_eq!(health["sessions"]["byStatus"]["connected"], 10, "{health}");
+
+    // The friend writes to each owner; each session sends one message back.
+    for (i, p) in phones.iter().enumerate() {
+        sim.send(FRIEND, p, &format!("for owner {i}")).await;
+    }
+    for i in 0..10 {
+        let (status, body) = app
+            .post_json("/api/send-message", json!({"sessionId": format!("multi{i}"), "to": FRIEND, "text": format!("from owner {i}")}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    for i in 0..10 {
+        let session = format!("multi{i}");
+        wait_until(LONG, &format!("{session}'s inbound message"), || async {
+            !history(&app, &session, "direction=in").await.is_empty()
+        })
+        .await;
+        let inbound = history(&app, &session, "direction=in").await;
+        assert_eq!(inbound.len(), 1, "{session}: {inbound:?}");
+        assert_eq!(inbound[0]["text"], format!("for owner {i}"));
+        assert_eq!(inbound[0]["to"], format!("{}@s.whatsapp.net", phones[i]));
+        let outbound = history(&app, &session, "direction=out").await;
+        assert_eq!(outbound.len(), 1, "{session}: {outbound:?}");
+        assert_eq!(outbound[0]["text"], format!("from owner {i}"));
+    }
+    wait_until(LONG, "the friend to get all ten", || async {
+        let got = sim.messages(FRIEND).await;
+        (0..10).all(|i| {
+            got.iter()
+                .any(|m| m["text"] == format!("from owner {i}").as_str())
+        })
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn logout_then_start_again_shows_a_new_qr_and_delete_forgets_the_session() {
+    let app = TestApp::with_sim().await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(ALICE, "Alice").await;
+    pair(&app, "s1", ALICE).await;
+    assert_eq!(sim.companions(ALICE).await.len(), 1);
+
+    let (status, body) = crate::helpers::into_json(
+        app.req(reqwest::Method::POST, "/api/sessions/s1/logout")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "logged_out", "{body}");
+    wait_until(LONG, "the phone to drop the device", || async {
+        sim.companions(ALICE).await.is_empty()
+    })
+    .await;
+    let got = app
+        .post_json(
+            "/api/send-message",
+            json!({"sessionId": "s1", "to": BOB, "text": "x"}),
+        )
+        .await;
+    assert_error(&got, StatusCode::CONFLICT, "session_not_connected");
+
+    // Starting it again pairs from scratch: a new QR, and the phone can link it again.
+    let (status, body) = app
+        .post_json("/api/start-session", json!({"sessionId": "s1"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let qr = app.wait_qr("s1", LONG).await;
+    sim.scan(ALICE, &qr).await;
+    app.wait_status("s1", "connected", LONG).await;
+
+    // Delete: logs out, forgets the session and its history.
+    let (status, body) = crate::helpers::into_json(
+        app.req(reqwest::Method::DELETE, "/api/sessions/s1")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["deleted"], true);
+    let got = app.get_json("/api/status/s1").await;
+    assert_error(&got, StatusCode::NOT_FOUND, "session_not_found");
+    let got = app.get_json("/api/messages/s1").await;
+    assert_error(&got, StatusCode::NOT_FOUND, "session_not_found");
+    wait_until(LONG, "the phone to drop the device", || async {
+        sim.companions(ALICE).await.is_empty()
+    })
+    .await;
+    let (_, list) = app.get_json("/api/sessions").await;
+    assert_eq!(list["sessions"], json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unlinking_from_the_phone_marks_the_session_logged_out() {
+    let app = TestApp::with_sim().await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(ALICE, "Alice").await;
+    pair(&app, "s1", ALICE).await;
+    let device = sim.companions(ALICE).await[0];
+    sim.unlink(ALICE, device).await;
+    app.wait_status("s1", "logged_out", LONG).await;
+    let (_, status) = app.get_json("/api/status/s1").await;
+    assert!(
+        status["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{status}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn restart_reconnects_and_sessions_come_back_without_a_qr() {
+    let app = TestApp::with_sim().await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(ALICE, "Alice").await;
+    sim.phone(BOB, "Bob").await;
+    pair(&app, "s1", ALICE).await;
+    let (status, body) = crate::helpers::into_json(
+        app.req(reqwest::Method::POST, "/api/sessions/s1/restart")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.wait_status("s1", "connected", LONG).await;
+    let (status, body) = app
+        .post_json(
+            "/api/send-message",
+            json!({"sessionId": "s1", "to": BOB, "text": "after restart"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.stop().await;
+}

@@ -340,3 +340,44 @@ impl TestApp {
         .await
     }
 }
+
+#[cfg(feature = "sandbox")]
+impl Sim {
+    /// The account as the simulator sees it (devices, online state).
+    pub async fn account(&self, phone: &str) -> Value {
+        let r = self
+            .admin
+            .get(self.url(&format!("/phones/{phone}")))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = into_json(r).await;
+        assert!(status.is_success(), "account: {body}");
+        body
+    }
+
+    /// Ids of the account's linked (companion) devices.
+    pub async fn companions(&self, phone: &str) -> Vec<u64> {
+        self.account(phone).await["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["id"] != 0)
+            .map(|d| d["id"].as_u64().unwrap())
+            .collect()
+    }
+
+    pub async fn unlink(&self, phone: &str, device: u64) {
+        let r = self
+            .admin
+            .post(self.url(&format!("/phones/{phone}/devices/{device}/unlink")))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "unlink: {}",
+            r.text().await.unwrap()
+        );
+    }
+}
