@@ -50,6 +50,11 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+// replaceChildren, skipping the null/false of conditional parts (the DOM would print "null").
+function put(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 // ---------- feedback ----------
 
 function toast(message, kind = 'error') {
@@ -232,7 +237,7 @@ function renderSessions() {
   const ids = [...state.sessions.keys()].sort();
   $('#session-count').textContent = ids.length ? `(${ids.length})` : '';
   $('#session-empty').hidden = ids.length > 0;
-  list.replaceChildren(...ids.map((id) => {
+  put(list, ...ids.map((id) => {
     const s = state.sessions.get(id);
     const err = sessionError(s);
     const phone = sessionPhone(s);
@@ -274,9 +279,9 @@ function renderDetail() {
   const id = state.selected;
   $('#detail-empty').hidden = !!id;
   body.hidden = !id;
-  if (!id) return body.replaceChildren();
+  if (!id) return put(body);
   if (!state.sessions.has(id)) {
-    body.replaceChildren(h('p', { class: 'muted' }, `Loading session ${id}…`));
+    put(body, h('p', { class: 'muted' }, `Loading session ${id}…`));
     refreshSession(id).catch((e) => toast(describe(e)));
     return;
   }
@@ -288,7 +293,7 @@ function renderDetail() {
       'aria-selected': String(state.tab === t.id), tabindex: state.tab === t.id ? '0' : '-1',
       'aria-controls': 'tabpanel', class: 'tab',
     }, t.label)));
-  body.replaceChildren(
+  put(body,
     h('div', { id: 'detail-header', class: 'detail-header' }),
     tablist,
     h('div', { id: 'tabpanel', role: 'tabpanel', 'aria-labelledby': `tab-${state.tab}`, class: 'tabpanel' }),
@@ -346,7 +351,7 @@ function renderDetailHeader() {
       renderSessions();
     });
   } }, 'Delete');
-  el.replaceChildren(
+  put(el,
     h('div', { class: 'detail-title' },
       h('h2', {}, id),
       h('span', { class: `badge status status-${s.status}`, id: 'detail-status', dataset: { status: s.status } }, statusLabel(s.status)),
@@ -369,7 +374,7 @@ function renderLinkTab(panel, id) {
       if (!phone) throw new Error('Enter the phone number that will link, with its country code.');
       const r = await state.api.pairingCode(id, phone);
       const code = r?.code ?? r?.pairingCode ?? '';
-      pairResult.replaceChildren('Code: ', h('strong', {}, code.length === 8 ? `${code.slice(0, 4)}-${code.slice(4)}` : code),
+      put(pairResult, 'Code: ', h('strong', {}, code.length === 8 ? `${code.slice(0, 4)}-${code.slice(4)}` : code),
         h('span', { class: 'muted' }, ' — on the phone: Linked devices › Link with phone number instead.'));
       pairResult.hidden = false;
     });
@@ -380,7 +385,7 @@ function renderLinkTab(panel, id) {
     h('button', { class: 'btn', type: 'submit' }, 'Get pairing code')),
   pairError, pairResult);
 
-  panel.replaceChildren(
+  put(panel,
     h('div', { class: 'link-grid' },
       h('div', { class: 'card', id: 'link-box' }),
       h('div', { class: 'card' },
@@ -397,7 +402,7 @@ function renderLink() {
   if (!box || !s) return;
   if (s.status === 'connected') {
     const phone = sessionPhone(s);
-    box.replaceChildren(
+    put(box,
       h('h3', {}, 'Linked'),
       h('p', { class: 'linked', id: 'linked' }, '✓ Connected', phone ? ` as ${fmtPhone(phone)}` : '', sessionName(s) ? ` (${sessionName(s)})` : ''),
       h('p', { class: 'muted' }, 'Messages to and from this number now reach the API, its webhook and the live feed.'));
@@ -409,7 +414,7 @@ function renderLink() {
       ? h('img', { id: 'qr-image', class: 'qr', src: qr.qrImage, alt: 'QR code to scan with WhatsApp', width: 264, height: 264 })
       : h('div', { class: 'qr qr-wait' }, 'Waiting for a QR code…');
     const scanBtn = state.sandbox && qr?.qr ? sandboxScanButton(id) : null;
-    box.replaceChildren(
+    put(box,
       h('h3', {}, 'Scan to link'),
       h('p', { class: 'muted' }, 'On the phone: WhatsApp › Settings › Linked devices › Link a device. The code renews itself until it is scanned.'),
       img,
@@ -419,7 +424,7 @@ function renderLink() {
     return;
   }
   const canStart = ['disconnected', 'logged_out', 'failed'].includes(s.status);
-  box.replaceChildren(
+  put(box,
     h('h3', {}, s.status === 'connecting' ? 'Connecting…' : `Session is ${statusLabel(s.status)}`),
     h('p', { class: 'muted' }, canStart ? 'Start it again to get a new QR code.' : 'Waiting for WhatsApp.'),
     canStart ? h('button', { class: 'btn btn-primary', type: 'button', onclick: (e) => act(e.currentTarget, null, async () => {
@@ -480,7 +485,7 @@ function renderMessagesTab(panel, id) {
     h('button', { class: 'btn btn-primary', type: 'submit' }, 'Send')),
   sendError);
 
-  panel.replaceChildren(
+  put(panel,
     form,
     h('div', { class: 'card' },
       h('div', { class: 'row' }, h('h3', {}, 'History'), h('span', { class: 'spacer' }),
@@ -526,8 +531,10 @@ function renderMessages() {
   const list = $('#message-list');
   const m = state.messages.get(state.selected);
   if (!list || !m) return;
-  list.replaceChildren(...m.items.map(messageEl));
-  $('#message-empty').hidden = m.items.length > 0;
+  // Protocol messages (key shares, history-sync notices) are WhatsApp's plumbing, not chat.
+  const shown = m.items.filter((msg) => msg.type !== 'protocol');
+  put(list, ...shown.map(messageEl));
+  $('#message-empty').hidden = shown.length > 0;
   $('#message-more').hidden = !m.nextCursor;
 }
 
@@ -591,7 +598,7 @@ function renderWebhookTab(panel, id) {
       const shown = r?.secret ?? r?.webhook?.secret;
       f.elements.secret.value = '';
       if (shown) {
-        secretBox.replaceChildren(
+        put(secretBox,
           h('p', {}, h('strong', {}, 'Signing secret — copy it now, it is not shown again:')),
           h('code', { class: 'secret-value', id: 'secret-value' }, shown),
           h('button', { type: 'button', class: 'btn btn-ghost', onclick: () => navigator.clipboard?.writeText(shown).then(() => toast('Copied', 'info'), () => toast('Copy failed: select the text instead')) }, 'Copy'));
@@ -631,7 +638,7 @@ function renderWebhookTab(panel, id) {
       });
     } }, 'Remove')));
 
-  panel.replaceChildren(form,
+  put(panel, form,
     h('div', { class: 'card' },
       h('div', { class: 'row' }, h('h3', {}, 'Recent deliveries'), h('span', { class: 'spacer' }),
         h('button', { class: 'btn btn-ghost', type: 'button', onclick: (e) => act(e.currentTarget, null, () => loadDeliveries(id)) }, 'Refresh')),
@@ -696,7 +703,7 @@ async function loadDeliveries(id) {
   if (!rows) return;
   const list = Array.isArray(r) ? r : (r?.deliveries ?? []);
   $('#delivery-empty').hidden = list.length > 0;
-  rows.replaceChildren(...list.map((d) => {
+  put(rows, ...list.map((d) => {
     const status = d.status ?? 'pending';
     const retryable = ['failed', 'dead', 'cancelled'].includes(status);
     const when = d.deliveredAt ?? d.updatedAt ?? d.createdAt;
@@ -772,8 +779,8 @@ function renderPhonesTab(panel, id) {
   const myPhone = sessionPhone(s);
   const createError = h('p', { class: 'form-error', role: 'alert', hidden: true });
   const list = h('div', { id: 'phone-list', class: 'phone-list' });
-  const draw = () => list.replaceChildren(...(state.phones.length ? state.phones.map((p) => phoneCard(p, id, myPhone)) : [h('p', { class: 'muted' }, 'No virtual phones yet.')]));
-  panel.replaceChildren(
+  const draw = () => put(list, ...(state.phones.length ? state.phones.map((p) => phoneCard(p, id, myPhone)) : [h('p', { class: 'muted' }, 'No virtual phones yet.')]));
+  put(panel,
     h('div', { class: 'card' },
       h('h3', {}, 'Virtual phones'),
       h('p', { class: 'muted' }, 'Accounts on the built-in WhatsApp simulator. They can scan this session\'s QR code and message it.'),
@@ -793,8 +800,8 @@ function renderPhonesTab(panel, id) {
           draw();
         });
       } },
-      h('input', { name: 'phone', inputmode: 'tel', placeholder: 'phone (optional)', 'aria-label': 'New phone number' }),
-      h('input', { name: 'name', placeholder: 'name', 'aria-label': 'New phone name' }),
+      h('input', { name: 'phone', inputmode: 'tel', placeholder: 'number (optional)', 'aria-label': 'New phone number', class: 'grow' }),
+      h('input', { name: 'name', placeholder: 'name', 'aria-label': 'New phone name', class: 'grow' }),
       h('button', { class: 'btn', type: 'submit' }, 'Add phone')),
       createError),
     list);
@@ -808,7 +815,7 @@ function phoneCard(p, sessionId, myPhone) {
   const showInbox = async () => {
     const r = await state.api.phoneMessages(p.phone);
     const items = (Array.isArray(r) ? r : (r?.messages ?? [])).slice(-5).reverse();
-    inbox.replaceChildren(...items.map((m) => h('li', { class: `message ${m.fromMe ? 'out' : 'in'}` },
+    put(inbox, ...items.map((m) => h('li', { class: `message ${m.fromMe ? 'out' : 'in'}` },
       h('div', { class: 'message-meta' }, h('span', {}, m.fromMe ? `↗ to ${fmtPhone(phoneOf(m.to))}` : `↙ from ${fmtPhone(phoneOf(m.from))}`), h('span', { class: 'muted' }, timeEl(m.timestamp, clock(m.timestamp)))),
       m.text || m.caption ? h('p', { class: 'message-text' }, m.text ?? m.caption) : null,
       m.media ? h('p', { class: 'muted small' }, `📎 ${m.media.fileName ?? m.media.mimetype}`) : null)));
@@ -816,6 +823,7 @@ function phoneCard(p, sessionId, myPhone) {
   const devices = p.devices ?? p.linkedDevices ?? [];
   return h('div', { class: 'card phone', dataset: { phone: p.phone } },
     h('div', { class: 'row' }, h('strong', {}, fmtPhone(p.phone)), p.name ? h('span', { class: 'muted' }, p.name) : null,
+      p.phone === myPhone ? h('span', { class: 'badge status-connected' }, `${sessionId}'s phone`) : null,
       h('span', { class: 'spacer' }), h('span', { class: 'muted small' }, `${Array.isArray(devices) ? devices.length : devices} linked device(s)`)),
     h('form', { class: 'row', novalidate: true, onsubmit: (e) => {
       e.preventDefault();
@@ -830,6 +838,7 @@ function phoneCard(p, sessionId, myPhone) {
         showInbox();
       });
     } },
+    h('span', { class: 'muted small' }, 'to'),
     h('input', { name: 'to', value: myPhone ?? '', inputmode: 'tel', 'aria-label': `Send from ${p.phone} to`, class: 'to-input' }),
     h('input', { name: 'text', placeholder: 'Message from this phone', 'aria-label': `Message from ${p.phone}`, class: 'grow' }),
     h('button', { class: 'btn btn-primary', type: 'submit' }, 'Send')),

@@ -400,8 +400,8 @@ mod tests {
 
     #[test]
     fn query_values_are_decoded() {
-        let pairs: Vec<_> = form_pairs("EIO=4&transport=polling&sessionId=s1%2Cs2&apiKey=a+b%25")
-            .collect();
+        let pairs: Vec<_> =
+            form_pairs("EIO=4&transport=polling&sessionId=s1%2Cs2&apiKey=a+b%25").collect();
         assert!(pairs.contains(&("sessionId".into(), "s1,s2".into())));
         assert!(pairs.contains(&("apiKey".into(), "a b%".into())));
         assert_eq!(percent_decode("%zz%4"), "%zz%4");

@@ -36,9 +36,16 @@ fn admin_url(state: &AppState) -> Result<reqwest::Url, ApiError> {
         ApiError::not_found("not in sandbox mode: no simulator is configured (WAMUX_WA_URL)")
     })?;
     let mut url = reqwest::Url::parse(ws).map_err(ApiError::internal)?;
-    let scheme = if url.scheme() == "ws" { "http" } else { "https" };
-    url.set_scheme(scheme)
-        .map_err(|()| ApiError::internal(anyhow::anyhow!("cannot derive the simulator admin URL from {ws}")))?;
+    let scheme = if url.scheme() == "ws" {
+        "http"
+    } else {
+        "https"
+    };
+    url.set_scheme(scheme).map_err(|()| {
+        ApiError::internal(anyhow::anyhow!(
+            "cannot derive the simulator admin URL from {ws}"
+        ))
+    })?;
     url.set_path("/admin");
     url.set_query(None);
     Ok(url)
@@ -117,10 +124,5 @@ async fn try_forward(
             format!("the simulator answered {status}: {}", text.trim()),
         ));
     }
-    Ok((
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        bytes,
-    )
-        .into_response())
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
