@@ -160,8 +160,20 @@ impl App {
     }
 
     async fn start_with(webhook: WebhookOverrides, dir: Option<tempfile::TempDir>) -> Self {
+        Self::start_full(webhook, dir, None).await
+    }
+
+    /// `wa`: the simulator's WebSocket URL and CA file.
+    async fn start_full(
+        webhook: WebhookOverrides,
+        dir: Option<tempfile::TempDir>,
+        wa: Option<(String, std::path::PathBuf)>,
+    ) -> Self {
         let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+        let (wa_url, wa_ca_file) = wa.unzip();
         let config = Config {
+            wa_url,
+            wa_ca_file,
             api_key: Some(Secret::new(KEY)),
             host: "127.0.0.1".into(),
             port: 0,
@@ -1061,4 +1073,81 @@ async fn kill_9_while_delivering_loses_nothing() {
         assert_eq!(first_seen, sorted, "chat-{chat} out of order");
     }
     store.close().await;
+}
+
+/// A real phone message through the simulator reaches the webhook, signed, with the
+/// message shape of the API.
+#[cfg(feature = "sandbox")]
+#[tokio::test]
+async fn a_phone_message_reaches_the_webhook() {
+    use crate::helpers::Sim;
+    const ALICE: &str = "15550000001";
+    const BOB: &str = "15550000002";
+    let simdir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(simdir.path().join("sim")).await;
+    sim.phone(ALICE, "Alice").await;
+    sim.phone(BOB, "Bob").await;
+    let app = App::start_full(
+        test_settings(),
+        None,
+        Some((sim.inner.ws_url(), sim.inner.ca_file().to_owned())),
+    )
+    .await;
+    let mut rx = Receiver::start().await;
+    // Set before the session starts: its QR and status events arrive too.
+    let set = app
+        .set_webhook(
+            "s1",
+            json!({"url": rx.url, "events": ["message-received", "qr"]}),
+        )
+        .await;
+    let secret = set["secret"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .post("/api/start-session", json!({"sessionId": "s1"}))
+        .await;
+    assert!(status.is_success(), "{body}");
+    let qr_hit = rx.next(Duration::from_secs(60)).await;
+    assert_eq!(qr_hit.json()["event"], "qr");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let qr = loop {
+        let (status, body) = app.get("/api/qr/s1").await;
+        if status == StatusCode::OK {
+            break body["qr"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no QR: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    sim.scan(ALICE, &qr).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while app.get("/api/status/s1").await.1["status"] != "connected" {
+        assert!(Instant::now() < deadline, "session never connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    sim.send(BOB, ALICE, "hola desde el teléfono").await;
+    let hit = loop {
+        let hit = rx.next(Duration::from_secs(30)).await;
+        if hit.json()["event"] == "message-received" {
+            break hit;
+        }
+    };
+    assert!(verify(&secret, &hit));
+    let body = hit.json();
+    assert_eq!(body["sessionId"], "s1");
+    let m = &body["data"];
+    assert_eq!(m["text"], "hola desde el teléfono");
+    assert_eq!(m["fromMe"], false);
+    assert!(m["from"].as_str().unwrap().contains(BOB), "{m}");
+    // The same event, with the same id, in the replay log.
+    let (_, log) = app.get("/api/events?sessionId=s1").await;
+    assert!(
+        log["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["webhookId"] == hit.header("webhook-id") && e["data"]["text"] == m["text"]),
+        "{log}"
+    );
+    app.stop().await;
+    sim.inner.shutdown().await;
 }
