@@ -6,5 +6,7 @@ mod api;
 mod e2e;
 mod helpers;
 #[cfg(feature = "sandbox")]
+mod process;
+#[cfg(feature = "sandbox")]
 mod ui;
 mod webhooks;

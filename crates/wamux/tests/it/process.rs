@@ -1,0 +1,186 @@
+//! The real `wamux` binary, killed with SIGKILL and started again on the same data dir.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{KEY, Sim, into_json, wait_for, wait_until};
+
+const LONG: Duration = Duration::from_secs(60);
+
+struct Server {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    async fn spawn(data_dir: &std::path::Path, port: u16, sim: &Sim) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_wamux"))
+            .arg("serve")
+            .env("WAMUX_API_KEY", KEY)
+            .env("WAMUX_HOST", "127.0.0.1")
+            .env("WAMUX_PORT", port.to_string())
+            .env("WAMUX_DATA_DIR", data_dir)
+            .env("WAMUX_WA_URL", sim.inner.ws_url())
+            .env("WAMUX_WA_CA_FILE", sim.inner.ca_file())
+            .env("WAMUX_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("wamux binary starts");
+        let s = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        };
+        wait_until(Duration::from_secs(30), "the server to answer", || async {
+            s.get("/api/health").await.0 == StatusCode::OK
+        })
+        .await;
+        s
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        match self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("X-API-Key", KEY)
+            .send()
+            .await
+        {
+            Ok(r) => into_json(r).await,
+            Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Value::Null),
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("X-API-Key", KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        into_json(r).await
+    }
+
+    async fn status(&self, session: &str) -> String {
+        self.get(&format!("/api/status/{session}")).await.1["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    async fn pair(&self, sim: &Sim, session: &str, phone: &str) {
+        let (s, b) = self
+            .post("/api/start-session", json!({"sessionId": session}))
+            .await;
+        assert!(s.is_success(), "{b}");
+        let qr = wait_for(LONG, "a QR", || async {
+            let (s, b) = self.get(&format!("/api/qr/{session}")).await;
+            (s == StatusCode::OK).then(|| b["qr"].as_str().unwrap().to_owned())
+        })
+        .await;
+        sim.scan(phone, &qr).await;
+        wait_until(LONG, "connected", || async {
+            self.status(session).await == "connected"
+        })
+        .await;
+    }
+
+    fn kill_9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM, then the process must exit cleanly on its own.
+    async fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success());
+        let status = tokio::task::spawn_blocking(move || self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "wamux exited with {status} after SIGTERM");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn after_kill_9_sessions_reconnect_without_qr_and_messages_sent_meanwhile_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path().join("sim")).await;
+    let data = dir.path().join("data");
+    let (alice, carol, bob) = ("15550000001", "15550000003", "15550000002");
+    sim.phone(alice, "Alice").await;
+    sim.phone(carol, "Carol").await;
+    sim.phone(bob, "Bob").await;
+
+    let port = free_port();
+    let server = Server::spawn(&data, port, &sim).await;
+    server.pair(&sim, "s1", alice).await;
+    server.pair(&sim, "s2", carol).await;
+    server.kill_9();
+
+    // While the gateway is down, Bob writes to both.
+    sim.send(bob, alice, "while you were away").await;
+    sim.send(bob, carol, "carol, are you there?").await;
+
+    let server = Server::spawn(&data, port, &sim).await;
+    // Both come back by themselves; neither ever asks for a QR.
+    wait_until(LONG, "both sessions connected again", || async {
+        let mut all = true;
+        for s in ["s1", "s2"] {
+            let status = server.status(s).await;
+            assert_ne!(
+                status, "qr",
+                "session {s} asked for a new QR after the restart"
+            );
+            all &= status == "connected";
+        }
+        all
+    })
+    .await;
+    for (session, text) in [
+        ("s1", "while you were away"),
+        ("s2", "carol, are you there?"),
+    ] {
+        wait_until(LONG, "the message sent while down", || async {
+            let (_, b) = server.get(&format!("/api/messages/{session}")).await;
+            b["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["text"] == text))
+        })
+        .await;
+    }
+    let (s, b) = server
+        .post(
+            "/api/send-message",
+            json!({"sessionId": "s1", "to": bob, "text": "back online"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    wait_until(LONG, "Bob to get it", || async {
+        sim.messages(bob)
+            .await
+            .iter()
+            .any(|m| m["text"] == "back online")
+    })
+    .await;
+    server.terminate().await;
+    sim.inner.shutdown().await;
+}
