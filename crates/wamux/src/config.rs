@@ -71,6 +71,19 @@ pub struct Config {
     pub sim_port: u16,
     /// `WAMUX_WEBHOOK_*`: webhook delivery (see docs/webhooks.md).
     pub webhook: crate::webhook::config::WebhookOverrides,
+    /// `WAMUX_LOG_DIR`: also write `combined.log`, `out.log` and `error.log` there.
+    pub log_dir: Option<PathBuf>,
+    /// `WAMUX_LOG_RETENTION`: rotated log files kept per name (one per day).
+    pub log_retention: usize,
+    /// `WAMUX_LOG_MASK_PHONES`: mask phone numbers (and JIDs) in every log line.
+    pub log_mask_phones: bool,
+    /// `WAMUX_TLS_CERT` / `WAMUX_TLS_KEY`: serve HTTPS with these PEM files (reloaded on change).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// `WAMUX_TRUSTED_PROXIES`: IPs/CIDRs whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<String>,
+    /// `WAMUX_METRICS_LISTEN`: serve `/metrics` without the API key on this address instead.
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for Config {
@@ -88,6 +101,13 @@ impl Default for Config {
             wa_ca_file: None,
             sim_port: 0,
             webhook: Default::default(),
+            log_dir: None,
+            log_retention: 14,
+            log_mask_phones: false,
+            tls_cert: None,
+            tls_key: None,
+            trusted_proxies: Vec::new(),
+            metrics_listen: None,
         }
     }
 }
@@ -134,6 +154,27 @@ pub struct Overrides {
     #[command(flatten)]
     #[serde(default)]
     pub webhook: crate::webhook::config::WebhookOverrides,
+    /// Directory for combined.log, out.log and error.log, rotated daily [default: stdout only]
+    #[arg(long, env = "WAMUX_LOG_DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Rotated log files kept per name, one per day [default: 14]
+    #[arg(long, env = "WAMUX_LOG_RETENTION")]
+    pub log_retention: Option<usize>,
+    /// Mask phone numbers in logs [default: false]
+    #[arg(long, env = "WAMUX_LOG_MASK_PHONES")]
+    pub log_mask_phones: Option<bool>,
+    /// Certificate chain (PEM) for built-in HTTPS; reloaded when the file changes
+    #[arg(long, env = "WAMUX_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for built-in HTTPS
+    #[arg(long, env = "WAMUX_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For/Proto/Host are believed [default: none]
+    #[arg(long, env = "WAMUX_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Serve /metrics without the API key on this address (e.g. 127.0.0.1:9100) [default: /metrics on the API port, with the key]
+    #[arg(long, env = "WAMUX_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 impl clap::builder::ValueParserFactory for Secret {
@@ -220,6 +261,27 @@ impl Config {
             self.sim_port = v;
         }
         self.webhook.apply(o.webhook);
+        if let Some(v) = o.log_dir {
+            self.log_dir = Some(v);
+        }
+        if let Some(v) = o.log_retention {
+            self.log_retention = v;
+        }
+        if let Some(v) = o.log_mask_phones {
+            self.log_mask_phones = v;
+        }
+        if let Some(v) = o.tls_cert {
+            self.tls_cert = Some(v);
+        }
+        if let Some(v) = o.tls_key {
+            self.tls_key = Some(v);
+        }
+        if let Some(v) = o.trusted_proxies {
+            self.trusted_proxies = v;
+        }
+        if let Some(v) = o.metrics_listen {
+            self.metrics_listen = Some(v);
+        }
     }
 
     /// Builds the configuration from the layers: defaults, then `file` (if given), then
@@ -278,6 +340,29 @@ impl Config {
                 message,
             });
         }
+        if self.log_retention == 0 {
+            return Err(invalid("WAMUX_LOG_RETENTION", "must be at least 1"));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(invalid("WAMUX_TLS_KEY", "is needed with WAMUX_TLS_CERT"));
+            }
+            (None, Some(_)) => {
+                return Err(invalid("WAMUX_TLS_CERT", "is needed with WAMUX_TLS_KEY"));
+            }
+            _ => {}
+        }
+        if let Err(message) = crate::net::TrustedProxies::parse(&self.trusted_proxies) {
+            return Err(invalid("WAMUX_TRUSTED_PROXIES", message));
+        }
+        if let Some(a) = &self.metrics_listen
+            && a.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "WAMUX_METRICS_LISTEN",
+                format!("`{a}` is not an address like 127.0.0.1:9100"),
+            ));
+        }
         if self.max_body_bytes < 1024 {
             return Err(invalid("WAMUX_MAX_BODY_BYTES", "must be at least 1024"));
         }
@@ -330,7 +415,12 @@ impl Config {
                 } else {
                     &self.host
                 };
-                format!("http://{host}:{}", self.port)
+                let scheme = if self.tls_cert.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{host}:{}", self.port)
             }
         }
     }
@@ -393,8 +483,10 @@ mod tests {
 
     #[test]
     fn secret_is_hidden_from_debug() {
-        let mut c = Config::default();
-        c.api_key = Some(Secret::new("supersecretkey"));
+        let c = Config {
+            api_key: Some(Secret::new("supersecretkey")),
+            ..Config::default()
+        };
         assert!(!format!("{c:?}").contains("supersecretkey"));
     }
 

@@ -218,7 +218,7 @@ async fn ten_sessions_at_once_each_see_only_their_own_messages() {
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    for i in 0..10 {
+    for (i, phone) in phones.iter().enumerate() {
         let session = format!("multi{i}");
         wait_until(LONG, &format!("{session}'s inbound message"), || async {
             !history(&app, &session, "direction=in").await.is_empty()
@@ -227,7 +227,7 @@ async fn ten_sessions_at_once_each_see_only_their_own_messages() {
         let inbound = history(&app, &session, "direction=in").await;
         assert_eq!(inbound.len(), 1, "{session}: {inbound:?}");
         assert_eq!(inbound[0]["text"], format!("for owner {i}"));
-        assert_eq!(inbound[0]["to"], format!("{}@s.whatsapp.net", phones[i]));
+        assert_eq!(inbound[0]["to"], format!("{phone}@s.whatsapp.net"));
         let outbound = history(&app, &session, "direction=out").await;
         assert_eq!(outbound.len(), 1, "{session}: {outbound:?}");
         assert_eq!(outbound[0]["text"], format!("from owner {i}"));

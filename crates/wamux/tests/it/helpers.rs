@@ -25,23 +25,13 @@ pub struct TestApp {
     pub sim: Option<Sim>,
 }
 
+#[derive(Default)]
 pub struct Options {
     pub max_body_bytes: Option<usize>,
     pub sim: bool,
     pub data_dir: Option<std::path::PathBuf>,
     /// Start without a configured key (the server generates one).
     pub no_key: bool,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: None,
-            sim: false,
-            data_dir: None,
-            no_key: false,
-        }
-    }
 }
 
 impl TestApp {
