@@ -48,8 +48,14 @@ type Result<T> = std::result::Result<T, PhoneError>;
 pub fn new_account(core: &mut Core, phone: &str, name: &str) -> Result<Account> {
     let (secrets, record) = signal::generate_phone()?;
     core.snap.next_lid += 1;
-    // LIDs are opaque numbers unrelated to the phone number, as on WhatsApp.
-    let lid = format!("{}", 100_000_000_000_000u64 + core.snap.next_lid * 7919);
+    // LIDs are opaque numbers unrelated to the phone number, as on WhatsApp;
+    // random so that two simulators never hand out the same one.
+    let lid = loop {
+        let candidate = rand::random_range(100_000_000_000_000u64..1_000_000_000_000_000);
+        if !core.lid_to_phone.contains_key(&candidate.to_string()) {
+            break candidate.to_string();
+        }
+    };
     let mut devices = std::collections::BTreeMap::new();
     devices.insert(0, record);
     Ok(Account {

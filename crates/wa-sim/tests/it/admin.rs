@@ -10,8 +10,8 @@ async fn bad_admin_requests_get_json_errors_naming_the_problem() {
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "invalid_phone");
 
-    sim.phone("15550000001").await;
-    let (status, body) = sim.post("/phones", json!({"phone": "15550000001"})).await;
+    sim.phone("15550100001").await;
+    let (status, body) = sim.post("/phones", json!({"phone": "15550100001"})).await;
     assert_eq!(status, 409);
     assert_eq!(body["error"]["code"], "phone_exists");
 
@@ -20,13 +20,13 @@ async fn bad_admin_requests_get_json_errors_naming_the_problem() {
     assert_eq!(body["error"]["code"], "phone_not_found");
 
     let (status, body) = sim
-        .post("/phones/15550000001/scan", json!({"qr": "nonsense"}))
+        .post("/phones/15550100001/scan", json!({"qr": "nonsense"}))
         .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "invalid_qr");
 
     let (status, body) = sim
-        .post("/phones/15550000001/messages", json!({"to": "15550000001"}))
+        .post("/phones/15550100001/messages", json!({"to": "15550100001"}))
         .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "missing_content");
@@ -40,6 +40,6 @@ async fn bad_admin_requests_get_json_errors_naming_the_problem() {
     assert_eq!(body["error"]["code"], "route_not_found");
 
     let (_, phones) = sim.get("/phones").await;
-    assert_eq!(phones[0]["phone"], "15550000001");
+    assert_eq!(phones[0]["phone"], "15550100001");
     assert!(phones[0]["lid"].as_str().unwrap().ends_with("@lid"));
 }

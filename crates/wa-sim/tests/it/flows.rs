@@ -12,8 +12,8 @@ use crate::support::{TestSim, paired_client, text_of};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_on_different_accounts_talk_both_ways() {
     let sim = TestSim::start().await;
-    let alice = sim.phone("15550000001").await;
-    let bob = sim.phone("15550000002").await;
+    let alice = sim.phone("15550200001").await;
+    let bob = sim.phone("15550200002").await;
     let (mut a, _) = paired_client(&sim, &alice, "alice-web").await;
     let (mut b, _) = paired_client(&sim, &bob, "bob-web").await;
 
@@ -22,7 +22,7 @@ async fn two_clients_on_different_accounts_talk_both_ways() {
         .wait_message("alice's ping", |_, i| i.id == sent.message_id)
         .await;
     assert_eq!(text_of(&msg).as_deref(), Some("ping"));
-    assert_eq!(info.source.sender.user.as_str(), "15550000001");
+    assert_eq!(info.source.sender.user.as_str(), "15550200001");
 
     let sent = b.client.send_text(alice.jid(), "pong").await.expect("send");
     let (msg, _) = a
@@ -39,16 +39,16 @@ async fn two_clients_on_different_accounts_talk_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_sent_while_offline_arrive_in_order_after_reconnect() {
     let sim = TestSim::start().await;
-    let alice = sim.phone("15550000001").await;
-    let bob = sim.phone("15550000002").await;
+    let alice = sim.phone("15550300001").await;
+    let bob = sim.phone("15550300002").await;
     let (client, cfg) = paired_client(&sim, &alice, "alice-web").await;
     client.stop().await;
 
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(bob.send_text("15550000001", &format!("offline {i}")).await);
+        ids.push(bob.send_text("15550300001", &format!("offline {i}")).await);
     }
-    let (_, phones) = sim.get("/phones/15550000001").await;
+    let (_, phones) = sim.get("/phones/15550300001").await;
     let queued: u64 = phones["devices"]
         .as_array()
         .unwrap()
@@ -78,14 +78,14 @@ async fn messages_sent_while_offline_arrive_in_order_after_reconnect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_message_to_a_third_account_reaches_the_linked_client_as_from_me() {
     let sim = TestSim::start().await;
-    let alice = sim.phone("15550000001").await;
-    let carol = sim.phone("15550000003").await;
+    let alice = sim.phone("15550400001").await;
+    let carol = sim.phone("15550400003").await;
     let (mut client, _) = paired_client(&sim, &alice, "alice-web").await;
 
-    let id = alice.send_text("15550000003", "sent from my phone").await;
+    let id = alice.send_text("15550400003", "sent from my phone").await;
     let (msg, info) = client.wait_message("own message", |_, i| i.id == id).await;
     assert!(info.source.is_from_me);
-    assert_eq!(info.source.chat.user.as_str(), "15550000003");
+    assert_eq!(info.source.chat.user.as_str(), "15550400003");
     assert_eq!(text_of(&msg).as_deref(), Some("sent from my phone"));
     carol.wait_message(|m| m["id"] == id.as_str()).await;
     client.stop().await;
@@ -94,13 +94,13 @@ async fn phone_message_to_a_third_account_reaches_the_linked_client_as_from_me()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unlinked_client_is_logged_out_and_cannot_log_in_again() {
     let sim = TestSim::start().await;
-    let alice = sim.phone("15550000001").await;
+    let alice = sim.phone("15550500001").await;
     let (mut client, cfg) = paired_client(&sim, &alice, "alice-web").await;
     let device = client.client.pn().unwrap().device;
 
     let (status, body) = sim
         .post(
-            &format!("/phones/15550000001/devices/{device}/unlink"),
+            &format!("/phones/15550500001/devices/{device}/unlink"),
             json!({}),
         )
         .await;
@@ -112,7 +112,7 @@ async fn unlinked_client_is_logged_out_and_cannot_log_in_again() {
         .await;
     client.stop().await;
 
-    let (_, phone) = sim.get("/phones/15550000001").await;
+    let (_, phone) = sim.get("/phones/15550500001").await;
     assert_eq!(phone["devices"].as_array().unwrap().len(), 1, "{phone}");
 
     // Logging in again with the unlinked identity is refused (401 on connect).
@@ -134,12 +134,12 @@ async fn unlinked_client_is_logged_out_and_cannot_log_in_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connections_reconnect_and_garbage_disturbs_no_one() {
     let sim = TestSim::start().await;
-    let alice = sim.phone("15550000001").await;
-    let bob = sim.phone("15550000002").await;
+    let alice = sim.phone("15550600001").await;
+    let bob = sim.phone("15550600002").await;
     let (mut client, _) = paired_client(&sim, &alice, "alice-web").await;
 
     let (status, body) = sim
-        .post("/faults/disconnect", json!({"phone": "15550000001"}))
+        .post("/faults/disconnect", json!({"phone": "15550600001"}))
         .await;
     assert_eq!(status, 200);
     assert_eq!(body["dropped"], 1);
@@ -166,7 +166,7 @@ async fn dropped_connections_reconnect_and_garbage_disturbs_no_one() {
         .unwrap();
 
     // The paired client is not disturbed: messages still flow.
-    let id = bob.send_text("15550000001", "still here?").await;
+    let id = bob.send_text("15550600001", "still here?").await;
     client
         .wait_message("message after garbage", |_, i| i.id == id)
         .await;
@@ -192,8 +192,8 @@ async fn dropped_connections_reconnect_and_garbage_disturbs_no_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_survives_a_simulator_restart() {
     let sim = TestSim::start().await;
-    let alice = sim.phone("15550000001").await;
-    sim.phone("15550000002").await;
+    let alice = sim.phone("15550700001").await;
+    sim.phone("15550700002").await;
     let (client, cfg) = paired_client(&sim, &alice, "alice-web").await;
     client.stop().await;
     drop(alice);
@@ -201,9 +201,9 @@ async fn state_survives_a_simulator_restart() {
     let sim = sim.restart().await;
     let bob = crate::support::Phone {
         sim: &sim,
-        number: "15550000002".into(),
+        number: "15550700002".into(),
     };
-    let id = bob.send_text("15550000001", "after restart").await;
+    let id = bob.send_text("15550700001", "after restart").await;
     let cfg = crate::support::ClientConfig {
         ws_url: sim.ws_url.clone(),
         ca_pem: sim.ca_pem.clone(),

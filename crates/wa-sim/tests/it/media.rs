@@ -15,13 +15,13 @@ fn pseudo_random(len: usize, seed: u8) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_image_and_document_arrive_decrypted_with_equal_bytes() {
     let sim = TestSim::start().await;
-    let alice = sim.phone("15550000001").await;
-    let bob = sim.phone("15550000002").await;
+    let alice = sim.phone("15550800001").await;
+    let bob = sim.phone("15550800002").await;
     let (mut client, _) = paired_client(&sim, &alice, "alice-web").await;
 
     let image = pseudo_random(70_000, 7);
     let sent = bob
-        .send_media("15550000001", "image/jpeg", None, Some("a picture"), &image)
+        .send_media("15550800001", "image/jpeg", None, Some("a picture"), &image)
         .await;
     let id = sent["id"].as_str().unwrap().to_string();
     assert_eq!(sent["media"]["sha256"], hex(&Sha256::digest(&image)));
@@ -36,7 +36,7 @@ async fn phone_image_and_document_arrive_decrypted_with_equal_bytes() {
     let doc = pseudo_random(12_345, 42);
     let sent = bob
         .send_media(
-            "15550000001",
+            "15550800001",
             "application/pdf",
             Some("report.pdf"),
             None,
@@ -76,8 +76,8 @@ async fn client_image_upload_reaches_phone_with_same_sha256() {
     use whatsapp_rust::download::MediaType;
     use whatsapp_rust::waproto::whatsapp as wa;
     let sim = TestSim::start().await;
-    let alice = sim.phone("15550000001").await;
-    let bob = sim.phone("15550000002").await;
+    let alice = sim.phone("15550900001").await;
+    let bob = sim.phone("15550900002").await;
     let (client, _) = paired_client(&sim, &alice, "alice-web").await;
 
     let image = pseudo_random(30_000, 3);

@@ -7,8 +7,8 @@ use whatsapp_rust::wacore::types::presence::ReceiptType;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_text_reaches_phone_and_receipts_come_back() {
     let sim = TestSim::start().await;
-    let alice = sim.phone("15550000001").await;
-    let bob = sim.phone("15550000002").await;
+    let alice = sim.phone("15551000001").await;
+    let bob = sim.phone("15551000002").await;
     let (mut client, _) = paired_client(&sim, &alice, "alice-web").await;
 
     let sent = client
@@ -20,7 +20,7 @@ async fn client_text_reaches_phone_and_receipts_come_back() {
 
     let got = bob.wait_message(|m| m["id"] == id.as_str()).await;
     assert_eq!(got["text"], "hello bob");
-    assert_eq!(got["from"], "15550000001");
+    assert_eq!(got["from"], "15551000001");
     assert_eq!(got["fromMe"], false);
 
     let delivered = client
@@ -46,17 +46,17 @@ async fn client_text_reaches_phone_and_receipts_come_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_text_reaches_client() {
     let sim = TestSim::start().await;
-    let alice = sim.phone("15550000001").await;
-    let bob = sim.phone("15550000002").await;
+    let alice = sim.phone("15551100001").await;
+    let bob = sim.phone("15551100002").await;
     let (mut client, _) = paired_client(&sim, &alice, "alice-web").await;
 
-    let id = bob.send_text("15550000001", "hi alice").await;
+    let id = bob.send_text("15551100001", "hi alice").await;
     let (msg, info) = client
         .wait_message("bob's text", |_, info| info.id == id)
         .await;
     assert_eq!(text_of(&msg).as_deref(), Some("hi alice"));
     assert!(!info.source.is_from_me);
-    assert_eq!(info.source.sender.user.as_str(), "15550000002");
+    assert_eq!(info.source.sender.user.as_str(), "15551100002");
     // The phone learns that its message arrived.
     bob.wait_message(|m| m["id"] == id.as_str() && m["status"] == "delivered")
         .await;

@@ -5,11 +5,11 @@ use crate::support::{TestSim, paired_client};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_pairs_by_qr_scan_then_logs_in_again_without_qr() {
     let sim = TestSim::start().await;
-    let alice = sim.phone("15550000001").await;
+    let alice = sim.phone("15551200001").await;
     let (client, cfg) = paired_client(&sim, &alice, "alice-web").await;
 
     let own = client.client.pn().expect("paired client knows its number");
-    assert_eq!(own.user.as_str(), "15550000001");
+    assert_eq!(own.user.as_str(), "15551200001");
     assert_ne!(own.device, 0, "a companion gets a device id of its own");
 
     let (_, phones) = sim.get("/phones").await;

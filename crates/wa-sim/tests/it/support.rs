@@ -12,6 +12,8 @@ use whatsapp_rust::TokioRuntime;
 use whatsapp_rust::bot::{Bot, BotHandle, EventDelivery};
 use whatsapp_rust::wacore::net::{HttpClient, HttpRequest, HttpResponse};
 use whatsapp_rust::wacore::types::events::Event;
+use whatsapp_rust::wacore::types::message::MessageInfo;
+use whatsapp_rust::waproto::whatsapp as wa;
 use whatsapp_rust::{Client, Jid};
 use whatsapp_rust_sqlite_storage::SqliteStore;
 use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
@@ -231,6 +233,8 @@ pub struct ClientConfig {
 /// A running whatsapp-rust client and its event stream.
 pub struct TestClient {
     pub handle: Option<BotHandle>,
+    /// Messages received but not yet claimed by `wait_message`.
+    pub inbox: std::collections::VecDeque<(Arc<wa::Message>, Arc<MessageInfo>)>,
     pub client: Arc<Client>,
     pub events: mpsc::UnboundedReceiver<Arc<Event>>,
 }
@@ -315,6 +319,7 @@ impl ClientConfig {
         let handle = bot.spawn();
         TestClient {
             handle: Some(handle),
+            inbox: Default::default(),
             client,
             events: rx,
         }
@@ -354,27 +359,41 @@ impl TestClient {
         .await
     }
 
-    /// Waits for an incoming message matching `pred`; returns it.
+    /// Waits for an incoming message matching `pred`; returns it. Messages
+    /// arrive in batches (an offline backlog comes as one), so the others of
+    /// a batch are kept for later calls.
     pub async fn wait_message(
         &mut self,
         what: &str,
-        pred: impl Fn(
-            &whatsapp_rust::waproto::whatsapp::Message,
-            &whatsapp_rust::wacore::types::message::MessageInfo,
-        ) -> bool,
-    ) -> (
-        Arc<whatsapp_rust::waproto::whatsapp::Message>,
-        Arc<whatsapp_rust::wacore::types::message::MessageInfo>,
-    ) {
-        self.wait_for(what, |e| match e {
-            Event::Messages(batch) => batch
-                .messages
-                .iter()
-                .find(|m| pred(&m.message, &m.info))
-                .map(|m| (m.message.clone(), m.info.clone())),
-            _ => None,
-        })
-        .await
+        pred: impl Fn(&wa::Message, &MessageInfo) -> bool,
+    ) -> (Arc<wa::Message>, Arc<MessageInfo>) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(pos) = self.inbox.iter().position(|(m, i)| pred(m, i)) {
+                return self.inbox.remove(pos).expect("position is in range");
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.events.recv()).await {
+                Ok(Some(ev)) => {
+                    if let Event::Messages(batch) = &*ev {
+                        self.inbox.extend(
+                            batch
+                                .messages
+                                .iter()
+                                .map(|m| (m.message.clone(), m.info.clone())),
+                        );
+                    }
+                }
+                Ok(None) => panic!("event stream ended while waiting for {what}"),
+                Err(_) => panic!(
+                    "timed out waiting for {what}; unclaimed: {:?}",
+                    self.inbox
+                        .iter()
+                        .map(|(_, i)| i.id.clone())
+                        .collect::<Vec<_>>()
+                ),
+            }
+        }
     }
 
     pub async fn stop(mut self) {
@@ -402,7 +421,7 @@ pub async fn paired_client(
 }
 
 /// The text of a message (plain or extended).
-pub fn text_of(m: &whatsapp_rust::waproto::whatsapp::Message) -> Option<String> {
+pub fn text_of(m: &wa::Message) -> Option<String> {
     m.conversation.clone().or_else(|| {
         m.extended_text_message
             .as_option()
