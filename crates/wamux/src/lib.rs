@@ -6,13 +6,18 @@
 //! [`api::ApiError`] at the HTTP edge, `anyhow` only at the edges of background work.
 
 pub mod api;
+pub mod backup;
 pub mod config;
 pub mod event;
+pub mod metrics;
 pub mod model;
+pub mod net;
 pub mod qr;
 pub mod realtime;
 pub mod session;
 pub mod store;
+pub mod telemetry;
+pub mod tls;
 pub mod web;
 pub mod webhook;
 pub mod whatsapp;
@@ -52,6 +57,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate()?;
     check_certificate_safety()?;
+    // A bad certificate is a startup error, not something the first client finds out.
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        tls::load(cert, key)?;
+    }
+    let trusted =
+        Arc::new(net::TrustedProxies::parse(&config.trusted_proxies).map_err(anyhow::Error::msg)?);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let (key, generated) = config::resolve_api_key(&config)
@@ -68,6 +79,8 @@ pub async fn run(
         .await
         .context("cannot open the database")?;
     let events = EventBus::default();
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    metrics::watch(&events, metrics_stop.clone());
     let endpoint = whatsapp::Endpoint {
         url: config.wa_url.clone(),
         ca_pem: match &config.wa_ca_file {
@@ -109,8 +122,29 @@ pub async fn run(
         .restore()
         .await
         .context("cannot restore sessions")?;
+    if let Some(addr) = &state.config.metrics_listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on WAMUX_METRICS_LISTEN {addr}"))?;
+        let stop = metrics_stop.clone();
+        let app = api::probes::metrics_router(state.clone());
+        tokio::spawn(async move {
+            let served = axum::serve(l, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!("metrics listener failed: {e}");
+            }
+        });
+    }
+    let tls = state
+        .config
+        .tls_cert
+        .clone()
+        .zip(state.config.tls_key.clone());
     tracing::info!(
         addr = %listener.local_addr()?,
+        tls = tls.is_some(),
         restored,
         "wamux listening"
     );
@@ -118,14 +152,32 @@ pub async fn run(
     // the graceful shutdown does not wait on them.
     let feed_stop = tokio_util::sync::CancellationToken::new();
     let feed = realtime::layer(state.api_key.clone(), &state.events, feed_stop.clone());
-    let app = api::router(state).layer(feed);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            feed_stop.cancel();
-        })
-        .await
-        .context("HTTP server failed")?;
+    let app = api::router(state)
+        .layer(feed)
+        .layer(axum::middleware::from_fn_with_state(
+            trusted,
+            telemetry::access_log,
+        ))
+        .into_make_service_with_connect_info::<net::PeerAddr>();
+    let shutdown = async move {
+        shutdown.await;
+        feed_stop.cancel();
+    };
+    match tls {
+        Some((cert, key)) => {
+            let listener = tls::TlsListener::new(listener, &cert, &key)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+    .context("HTTP server failed")?;
+    metrics_stop.cancel();
     tracing::info!("shutting down sessions");
     sessions.shutdown().await;
     webhooks.shutdown().await;

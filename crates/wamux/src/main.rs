@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use wamux::config::{Config, LogFormat, Overrides};
+use wamux::config::{Config, Overrides};
 
 /// WhatsApp multi-session HTTP API.
 ///
@@ -34,6 +34,12 @@ enum Cmd {
     /// Webhook tools: `wamux webhook test --url URL [--secret whsec_...]`
     #[command(subcommand)]
     Webhook(wamux::webhook::test_command::WebhookCmd),
+    /// Write a consistent copy of the data dir (safe while the server runs)
+    Backup {
+        /// Directory to create for the copy (must not exist, or be empty)
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,7 +51,10 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    init_logging(&config);
+    if let Err(e) = wamux::telemetry::init_logging(&config) {
+        eprintln!("wamux: cannot write logs to WAMUX_LOG_DIR: {e}");
+        std::process::exit(2);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -55,6 +64,11 @@ fn main() -> anyhow::Result<()> {
             #[cfg(feature = "sandbox")]
             Cmd::Sandbox => sandbox::run(config, shutdown_signal()).await,
             Cmd::Webhook(cmd) => wamux::webhook::test_command::run_cli(cmd, &config).await,
+            Cmd::Backup { out } => {
+                let report = wamux::backup::run(&config.data_dir, &out).await?;
+                println!("{report}");
+                Ok(())
+            }
         }
     })
 }
@@ -65,15 +79,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (WAMUX_HOST/WAMUX_PORT): {e}"))?;
     wamux::run(config, listener, shutdown_signal()).await
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::new(&config.log);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match config.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 /// Resolves on ctrl-c or SIGTERM.

@@ -7,6 +7,7 @@ mod events;
 pub mod extract;
 mod health;
 mod messages;
+pub mod probes;
 mod sessions;
 mod webhooks;
 
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api", api)
         .merge(crate::web::router())
+        .merge(probes::router(&state))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .with_state(state)
 }
