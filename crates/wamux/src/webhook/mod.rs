@@ -90,11 +90,12 @@ impl Webhooks {
             Some((state, generated)) => {
                 let cfg = config.global.clone().expect("synced from config");
                 if let Some(secret) = generated {
-                    // Shown once, like a secret generated through the API.
+                    // Shown once, like a secret generated through the API: on the terminal,
+                    // never through the logger (log files and collectors keep what they get).
+                    println!("Generated webhook signing secret: {}", secret.expose());
                     tracing::warn!(
-                        secret = %secret.expose(),
-                        "WAMUX_WEBHOOK_SECRET is not set: generated a signing secret for the global webhook; \
-                         set WAMUX_WEBHOOK_SECRET to it (or to your own) so receivers can verify signatures"
+                        "WAMUX_WEBHOOK_SECRET is not set: generated a signing secret for the global webhook \
+                         (printed once on stdout); set WAMUX_WEBHOOK_SECRET to it (or to your own) so receivers can verify signatures"
                     );
                 }
                 if let Some(reason) = &state.disabled_reason {
