@@ -139,9 +139,9 @@ async fn serve(hub: &Arc<Hub>, ws: &mut WebSocket, reader: &mut FrameReader) -> 
         let device = payload.device.unwrap_or(0) as u16;
         let mut core = hub.core.lock().await;
         let verdict = login_verdict(&core, &phone, device, &established.client_static);
-        if let Some(reason) = verdict {
+        if let Some(node) = verdict {
             drop(core);
-            send_node(ws, &mut cipher, &failure(&reason)).await?;
+            send_node(ws, &mut cipher, &node).await?;
             return Ok(());
         }
         let conn_id = core.next_conn_id();
@@ -237,29 +237,38 @@ async fn serve(hub: &Arc<Hub>, ws: &mut WebSocket, reader: &mut FrameReader) -> 
     result
 }
 
-/// `Some(reason)` if this login must be refused.
+/// `Some(<failure>)` if this login must be refused.
 fn login_verdict(
     core: &crate::hub::Core,
     phone: &str,
     device: u16,
     client_static: &[u8; 32],
-) -> Option<String> {
+) -> Option<Node> {
     let Some(acc) = core.account(phone) else {
-        return Some("401".into());
+        return Some(failure("401"));
     };
     if acc.revoked_noise.iter().any(|k| k.0 == client_static) {
-        return Some("401".into());
+        return Some(failure("401"));
     }
     let Some(dev) = acc.devices.get(&device) else {
-        return Some("401".into());
+        return Some(failure("401"));
     };
     if dev.noise_pub.as_ref().map(|k| k.0.as_slice()) != Some(client_static.as_slice()) {
-        return Some("401".into());
+        return Some(failure("401"));
     }
     if let Some(until) = core.faults.bans.get(&(phone.to_string(), device))
         && *until > now_secs()
     {
-        return Some("402".into());
+        // `expire` is the remaining duration in seconds; code 101 is the
+        // generic "spam" ban reason.
+        return Some(
+            NodeBuilder::new("failure")
+                .attr("reason", "402")
+                .attr("code", "101")
+                .attr("expire", (*until - now_secs()).to_string())
+                .attr("location", "sim")
+                .build(),
+        );
     }
     None
 }

@@ -216,3 +216,76 @@ async fn state_survives_a_simulator_restart() {
     assert_eq!(text_of(&msg).as_deref(), Some("after restart"));
     again.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_replaced_and_temporary_ban_reach_the_client() {
+    let sim = TestSim::start().await;
+    let alice = sim.phone("15551300001").await;
+    let (mut client, cfg) = paired_client(&sim, &alice, "alice-web").await;
+
+    let (status, body) = sim
+        .post(
+            "/faults/stream-error",
+            json!({"phone": "15551300001", "type": "replaced"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sent"], 1);
+    client
+        .wait_for("StreamReplaced", |e| {
+            matches!(e, Event::StreamReplaced(_)).then_some(())
+        })
+        .await;
+    client.stop().await;
+
+    let (status, body) = sim
+        .post(
+            "/faults/ban",
+            json!({"phone": "15551300001", "seconds": 600}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut again = cfg.start("alice-web").await;
+    let expire = again
+        .wait_for("TemporaryBan", |e| match e {
+            Event::TemporaryBan(b) => Some(b.expire.num_seconds()),
+            Event::Connected(_) => Some(-1),
+            _ => None,
+        })
+        .await;
+    assert!((1..=600).contains(&expire), "ban expiry {expire}");
+    again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_phone_scan_picks_the_account_by_push_name_and_writes_sim_json() {
+    let sim = TestSim::start().await;
+    let cfg = sim.client_config(sim.db_path("mock"));
+    let mut client = cfg.start("Mock Tester").await;
+    let qr = client.wait_qr().await;
+    let resp = sim
+        .http
+        .post(format!("{}/mock-phone/scan-qr", sim.admin))
+        .body(qr)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let phone = body["phone"].as_str().unwrap().to_string();
+    assert!(phone.starts_with("1555"), "{body}");
+    client.wait_connected().await;
+    let (_, acc) = sim.get(&format!("/phones/{phone}")).await;
+    assert_eq!(acc["name"], "Mock Tester");
+    assert_eq!(acc["devices"][1]["pushName"], "Mock Tester");
+    client.stop().await;
+
+    let info: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(sim.dir.path().join("sim").join("sim.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(info["wsUrl"], sim.ws_url.as_str());
+    assert_eq!(info["adminUrl"], sim.admin.as_str());
+    let ca = std::fs::read_to_string(info["caFile"].as_str().unwrap()).unwrap();
+    assert_eq!(ca, sim.ca_pem);
+}
