@@ -623,9 +623,11 @@ function renderWebhookTab(panel, id) {
   h('div', { class: 'row' },
     h('button', { class: 'btn btn-primary', type: 'submit' }, 'Save webhook'),
     h('button', { class: 'btn', type: 'button', id: 'webhook-test', onclick: (e) => act(e.currentTarget, formError, async () => {
-      await state.api.testWebhook(id);
-      toast('Test event queued', 'info');
-      setTimeout(() => loadDeliveries(id), 700);
+      const r = await state.api.testWebhook(id);
+      const how = r.status ? `HTTP ${r.status}` : 'no answer';
+      const detail = r.error ? ` (${r.error})` : '';
+      if (!r.ok) throw new Error(`Test event sent; the receiver answered ${how}${detail} after ${r.elapsedMs} ms.`);
+      toast(`Test event delivered: the receiver answered ${how} in ${r.elapsedMs} ms`, 'info');
     }) }, 'Send test event'),
     h('span', { class: 'spacer' }),
     h('button', { class: 'btn btn-danger', type: 'button', onclick: async (e) => {

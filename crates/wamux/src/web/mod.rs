@@ -11,6 +11,7 @@ use axum::routing::get;
 
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+mod webhook_test;
 
 struct Asset {
     name: &'static str,
@@ -58,12 +59,20 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/assets/{*file}", get(asset))
 }
 
-/// Routes the UI needs under `/api` (behind the API key): the virtual phones of sandbox mode.
-/// Empty in production builds, where `/api/sandbox` is an unknown route.
+/// Routes the UI needs under `/api` (behind the API key): a webhook's test event, and the
+/// virtual phones of sandbox mode (absent from production builds, where `/api/sandbox` is an
+/// unknown route).
 pub fn api_router() -> Router<crate::AppState> {
-    #[cfg(feature = "sandbox")]
-    return sandbox::router();
-    #[cfg(not(feature = "sandbox"))]
+    webhook_test::router().merge(sandbox_router())
+}
+
+#[cfg(feature = "sandbox")]
+fn sandbox_router() -> Router<crate::AppState> {
+    sandbox::router()
+}
+
+#[cfg(not(feature = "sandbox"))]
+fn sandbox_router() -> Router<crate::AppState> {
     Router::new()
 }
 

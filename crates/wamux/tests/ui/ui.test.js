@@ -175,6 +175,14 @@ test('an operator links a phone, chats and sets a webhook from the UI', async (t
     await page.locator('#secret-value').waitFor();
     assert.match(await page.textContent('#secret-value'), /^whsec_/);
 
+    // "Send test event" posts a signed sample straight to the receiver.
+    await page.click('#webhook-test');
+    await page.locator('.toast', { hasText: 'Test event delivered' }).waitFor({ timeout: 15000 });
+    const sample = hook.received.find((r) => r.body?.data?.text === 'Hello from wamux webhook test');
+    assert.ok(sample, 'the receiver got the test event');
+    assert.equal(sample.body.sessionId, SESSION);
+    assert.equal(sample.headers['x-team'], 'sales');
+
     await sb.admin('POST', `/phones/${CUSTOMER}/messages`, { to: LINKED_PHONE, text: 'Webhook, are you there?' });
     await waitFor('the receiver to get the message', () => hook.received.find((r) => r.body?.data?.text === 'Webhook, are you there?'));
     const got = hook.received.find((r) => r.body?.data?.text === 'Webhook, are you there?');
