@@ -3,6 +3,14 @@
 //!
 //! [`supervise`] runs the actor and restarts it with jittered exponential backoff when it
 //! fails or panics; a panic stays inside this task and never reaches other sessions.
+//!
+//! Reconnecting is ours too: the client's own reconnect loop is switched off (its fixed
+//! Fibonacci schedule with ±10% jitter would bring every session back within the same
+//! second after the server drops them all), and each lost connection ends one run of the
+//! actor. The supervisor then waits a "full jitter" backoff and builds a fresh client from
+//! the stored credentials. A connection that dies silently is caught by the client's
+//! keepalive (no answer within its deadline drops the socket), which ends the run the same
+//! way, so no session stays "connected but dead".
 
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -25,6 +33,9 @@ enum Exit {
     Stopped,
     /// Something broke; try again after a backoff.
     Failed(String),
+    /// The connection ended; connect again (right away when we asked for it, e.g. the
+    /// reconnect WhatsApp requests after pairing, or an API restart).
+    Reconnect { reason: String, immediate: bool },
 }
 
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -59,8 +70,9 @@ pub(super) async fn supervise(
         logged_in: row.logged_in,
         state,
         pending_code: None,
+        attempt: 0,
+        reconnect_now: false,
     };
-    let mut attempt = 0u32;
     loop {
         let run = AssertUnwindSafe(actor.run(&mut commands, &cancel)).catch_unwind();
         let exit = match run.await {
@@ -75,18 +87,31 @@ pub(super) async fn supervise(
                 Exit::Failed(format!("internal error: {what}"))
             }
         };
-        match exit {
+        let delay = match exit {
             Exit::Cancelled | Exit::Stopped => return,
             Exit::Failed(reason) => {
-                let delay = backoff(attempt);
-                attempt = attempt.saturating_add(1);
+                let delay = backoff(actor.attempt);
                 tracing::warn!(session = %actor.id, ?delay, "session failed: {reason}; retrying");
                 actor.set_status(SessionStatus::Failed, Some(&reason)).await;
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
+                delay
             }
+            Exit::Reconnect { reason, immediate } => {
+                let delay = if immediate {
+                    Duration::ZERO
+                } else {
+                    backoff(actor.attempt)
+                };
+                tracing::info!(session = %actor.id, ?delay, "connection ended: {reason}; reconnecting");
+                actor
+                    .set_status(SessionStatus::Disconnected, Some(&reason))
+                    .await;
+                delay
+            }
+        };
+        actor.attempt = actor.attempt.saturating_add(1);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
         }
     }
 }
@@ -99,6 +124,10 @@ struct Actor {
     state: watch::Sender<Snapshot>,
     /// A pairing-code request waiting for the code.
     pending_code: Option<oneshot::Sender<Result<String>>>,
+    /// Consecutive runs that did not reach `connected` (drives the backoff).
+    attempt: u32,
+    /// The current connection is ending because we (or WhatsApp's pairing flow) asked.
+    reconnect_now: bool,
 }
 
 impl Actor {
@@ -107,7 +136,10 @@ impl Actor {
         commands: &mut mpsc::Receiver<Command>,
         cancel: &CancellationToken,
     ) -> Exit {
-        self.set_status(SessionStatus::Starting, None).await;
+        self.reconnect_now = false;
+        if self.state.borrow().status != SessionStatus::Disconnected {
+            self.set_status(SessionStatus::Starting, None).await;
+        }
         let (tx, mut events) = mpsc::unbounded_channel();
         let (session, mut running) = match self
             .shared
@@ -139,7 +171,23 @@ impl Actor {
                     }
                 }
                 _ = running.finished() => {
-                    break Exit::Failed("the WhatsApp client stopped unexpectedly".into());
+                    // What the client said last decides what this end means (a logout,
+                    // a pairing that completed); read it all before deciding.
+                    let mut decided = None;
+                    while let Ok(ev) = events.try_recv() {
+                        if let Some(exit) = self.on_event(ev, &session).await {
+                            decided = Some(exit);
+                            break;
+                        }
+                    }
+                    break decided.unwrap_or_else(|| {
+                        let s = self.state.borrow();
+                        let reason = match (&s.status, &s.reason) {
+                            (SessionStatus::Disconnected, Some(r)) => r.clone(),
+                            _ => "connection closed".into(),
+                        };
+                        Exit::Reconnect { reason, immediate: self.reconnect_now }
+                    });
                 }
                 _ = watchdog.tick() => self.check_alive(&session).await,
             }
@@ -209,6 +257,7 @@ impl Actor {
                     s.me = me;
                 });
                 self.set_status(SessionStatus::Connected, None).await;
+                self.attempt = 0;
             }
             WaEvent::Disconnected { reason } => {
                 self.set_status(SessionStatus::Disconnected, Some(&reason))
@@ -283,6 +332,7 @@ impl Actor {
             Command::Restart(reply) => {
                 self.set_status(SessionStatus::Connecting, Some("restart requested"))
                     .await;
+                self.reconnect_now = true;
                 session.reconnect().await;
                 let _ignored = reply.send(());
                 None

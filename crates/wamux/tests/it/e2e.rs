@@ -346,3 +346,76 @@ async fn restart_reconnects_and_sessions_come_back_without_a_qr() {
     assert_eq!(status, StatusCode::OK, "{body}");
     app.stop().await;
 }
+
+/// The `session-status` values recorded for `session`, oldest first.
+async fn status_history(app: &TestApp, session: &str) -> Vec<String> {
+    let (s, b) = app
+        .get_json(&format!("/api/events?sessionId={session}&limit=500"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "session-status")
+        .map(|e| e["data"]["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn when_the_server_drops_everyone_each_session_reconnects_by_itself() {
+    let app = TestApp::with_sim().await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(BOB, "Bob").await;
+    let phones: Vec<String> = (0..5).map(|i| format!("155500002{i:02}")).collect();
+    for p in &phones {
+        sim.phone(p, "Owner").await;
+    }
+    for (i, p) in phones.iter().enumerate() {
+        pair(&app, &format!("drop{i}"), p).await;
+    }
+    let r = sim
+        .admin
+        .post(sim.url("/faults/disconnect"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    for i in 0..5 {
+        let session = format!("drop{i}");
+        wait_until(
+            LONG,
+            &format!("{session} to notice and come back"),
+            || async {
+                let h = status_history(&app, &session).await;
+                let dropped = h.iter().rposition(|s| s == "disconnected");
+                matches!(dropped, Some(d) if h[d..].iter().any(|s| s == "connected"))
+                    && app.status_of(&session).await == "connected"
+            },
+        )
+        .await;
+        let h = status_history(&app, &session).await;
+        let first_drop = h.iter().position(|s| s == "disconnected").unwrap();
+        assert!(
+            !h[first_drop..].iter().any(|s| s == "qr"),
+            "{session} asked for a QR after reconnecting: {h:?}"
+        );
+    }
+    // And they work.
+    for i in 0..5 {
+        let (status, body) = app
+            .post_json("/api/send-message", json!({"sessionId": format!("drop{i}"), "to": BOB, "text": format!("still here {i}")}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    wait_until(LONG, "Bob to get all five", || async {
+        let got = sim.messages(BOB).await;
+        (0..5).all(|i| {
+            got.iter()
+                .any(|m| m["text"] == format!("still here {i}").as_str())
+        })
+    })
+    .await;
+    app.stop().await;
+}
