@@ -246,7 +246,7 @@ impl Hub {
                 _ = self.dirty.notified() => {}
                 _ = self.shutdown.cancelled() => return,
             }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             self.persist().await;
         }
     }

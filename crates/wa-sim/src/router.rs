@@ -15,6 +15,9 @@ use crate::state::{B64, SignedPreKey};
 /// simulator needs a handful, and the snapshot stays small.
 const MAX_STORED_PREKEYS: usize = 100;
 
+/// Below this many one-time prekeys a device is asked to upload more.
+const LOW_PREKEYS: usize = 5;
+
 pub async fn handle_device_stanza(
     hub: &Arc<Hub>,
     phone: &str,
@@ -226,6 +229,7 @@ fn id3(id: u32) -> Vec<u8> {
 async fn prekey_bundles(hub: &Arc<Hub>, id: &str, node: &Node) -> Node {
     let mut core = hub.core.lock().await;
     let mut users = Vec::new();
+    let mut low_prekeys = Vec::new();
     let requested: Vec<Jid> = child(node, "key")
         .map(children)
         .unwrap_or_default()
@@ -262,6 +266,7 @@ async fn prekey_bundles(hub: &Arc<Hub>, id: &str, node: &Node) -> Node {
             continue;
         };
         let one_time = dev.prekeys.pop_first();
+        let had_one_time = one_time.is_some();
         let mut kids = vec![
             NodeBuilder::new("registration")
                 .bytes(dev.registration_id.to_be_bytes().to_vec())
@@ -291,6 +296,11 @@ async fn prekey_bundles(hub: &Arc<Hub>, id: &str, node: &Node) -> Node {
         if let Some(di) = dev.device_identity.clone() {
             kids.push(NodeBuilder::new("device-identity").bytes(di.0).build());
         }
+        let remaining = dev.prekeys.len();
+        if jid.device != 0 && had_one_time && remaining < LOW_PREKEYS {
+            // Like the real server: tell the device to upload more keys.
+            low_prekeys.push((phone.clone(), jid.device, remaining));
+        }
         if jid.device == 0 {
             // The phone republishes consumed keys at once.
             if let Some(acc) = core.account_mut(&phone) {
@@ -305,6 +315,19 @@ async fn prekey_bundles(hub: &Arc<Hub>, id: &str, node: &Node) -> Node {
                 .children(kids)
                 .build(),
         );
+    }
+    for (phone, device, remaining) in low_prekeys {
+        let nid = new_id();
+        let note = NodeBuilder::new("notification")
+            .attr("from", "s.whatsapp.net")
+            .attr("type", "encrypt")
+            .attr("id", nid.clone())
+            .attr("t", t_now())
+            .children([NodeBuilder::new("count")
+                .attr("value", remaining.to_string())
+                .build()])
+            .build();
+        core.deliver_to_companion(&phone, device, &nid, &note);
     }
     hub.mark_dirty();
     iq_result(id)

@@ -34,7 +34,7 @@ pub enum SignalError {
 type Result<T> = std::result::Result<T, SignalError>;
 
 /// How many one-time prekeys a phone keeps published.
-pub const PHONE_PREKEYS: u32 = 50;
+pub const PHONE_PREKEYS: u32 = 20;
 
 fn address_key(addr: &ProtocolAddress) -> String {
     format!("{}.{}", addr.name(), u32::from(addr.device_id()))
