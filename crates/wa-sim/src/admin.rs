@@ -456,7 +456,7 @@ async fn fault_disconnect(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Js
         .collect();
     for k in &keys {
         if let Some(c) = core.conns.remove(k) {
-            let _ = c.tx.send(Outbound::Drop);
+            c.send(Outbound::Drop);
         }
     }
     Ok(Json(json!({"dropped": keys.len()})))
@@ -508,7 +508,7 @@ async fn fault_stream_error(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<
         .collect();
     for k in &keys {
         if let Some(c) = core.conns.remove(k) {
-            let _ = c.tx.send(Outbound::NodeThenClose(bytes.clone()));
+            c.send(Outbound::NodeThenClose(bytes.clone()));
         }
     }
     Ok(Json(json!({"sent": keys.len()})))
@@ -543,7 +543,7 @@ async fn fault_ban(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Valu
         core.faults.bans.insert((req.phone.clone(), *d), until);
         // Banned devices are disconnected; their next login gets 402.
         if let Some(c) = core.conns.remove(&(req.phone.clone(), *d)) {
-            let _ = c.tx.send(Outbound::Drop);
+            c.send(Outbound::Drop);
         }
     }
     Ok(Json(json!({"banned": devices, "until": until})))

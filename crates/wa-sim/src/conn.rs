@@ -52,7 +52,10 @@ pub async fn run(hub: Arc<Hub>, mut ws: WebSocket) {
         Ok(()) => {}
         Err(e) => tracing::debug!("connection closed: {e}"),
     }
-    let _ = ws.send(Message::Close(None)).await;
+    // A close frame is a courtesy; the peer may already be gone.
+    if ws.send(Message::Close(None)).await.is_err() {
+        tracing::trace!("peer left before the close frame");
+    }
 }
 
 async fn next_bytes(ws: &mut WebSocket) -> Result<Vec<u8>> {
@@ -155,7 +158,7 @@ async fn serve(hub: &Arc<Hub>, ws: &mut WebSocket, reader: &mut FrameReader) -> 
         ) {
             // A newer login of the same device wins; the old socket is
             // usually already dead (the client is reconnecting).
-            let _ = old.tx.send(Outbound::Drop);
+            old.send(Outbound::Drop);
         }
         let lid = core
             .account(&phone)

@@ -39,6 +39,16 @@ pub struct ConnHandle {
     pub ready: bool,
 }
 
+impl ConnHandle {
+    /// Hands `out` to the connection's task. A task that already ended has
+    /// closed its socket, which is all any caller wants, so that is only logged.
+    pub fn send(&self, out: Outbound) {
+        if self.tx.send(out).is_err() {
+            tracing::debug!("connection {} already closed", self.conn_id);
+        }
+    }
+}
+
 /// A connection showing QR codes, waiting to be scanned.
 pub struct PairingConn {
     pub conn_id: u64,

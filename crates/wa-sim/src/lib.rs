@@ -182,7 +182,9 @@ impl Simulator {
             tracing::warn!("server did not stop within 5 s; aborting it");
             server.abort();
         }
-        let _ = self.persister.await;
+        if let Err(e) = self.persister.await {
+            tracing::warn!("state writer task failed: {e}");
+        }
         self.hub.persist().await;
     }
 }

@@ -611,7 +611,10 @@ async fn send_to_device(
     .await
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one stanza's worth of routing facts"
+)]
 async fn send_to_device_with(
     core: &mut Core,
     from: &str,

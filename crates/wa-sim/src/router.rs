@@ -141,7 +141,7 @@ pub fn unlink(core: &mut Core, phone: &str, device: u16) -> bool {
                 .build()])
             .build();
         if let Ok(bytes) = wacore_binary::marshal::marshal(&node) {
-            let _ = conn.tx.send(Outbound::NodeThenClose(bytes));
+            conn.send(Outbound::NodeThenClose(bytes));
         }
     }
     true

@@ -144,7 +144,10 @@ impl TlsListener {
                         continue;
                     }
                 };
-                let _ = tcp.set_nodelay(true);
+                if let Err(e) = tcp.set_nodelay(true) {
+                    // Only latency suffers; the connection still works.
+                    tracing::debug!("set_nodelay for {addr}: {e}");
+                }
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
