@@ -49,8 +49,25 @@ async fn main() -> anyhow::Result<()> {
         println!("CA file:   {}", sim.ca_file().display());
     }
     println!("State:     {}", args.data_dir.join("sim.json").display());
-    tokio::signal::ctrl_c().await?;
+    wait_for_stop().await?;
     println!("shutting down");
     sim.shutdown().await;
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what service managers send) both stop cleanly, so the
+/// state is written before exit.
+async fn wait_for_stop() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
 }

@@ -43,3 +43,28 @@ async fn bad_admin_requests_get_json_errors_naming_the_problem() {
     assert_eq!(phones[0]["phone"], "15550100001");
     assert!(phones[0]["lid"].as_str().unwrap().ends_with("@lid"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_mode_serves_ws_and_http_without_a_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = wa_sim::Simulator::start(wa_sim::SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        tls: false,
+    })
+    .await
+    .unwrap();
+    assert!(sim.ws_url().starts_with("ws://"));
+    assert!(sim.admin_url().starts_with("http://"));
+    let health: serde_json::Value = reqwest::get(format!("{}/health", sim.admin_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("sim.json")).unwrap()).unwrap();
+    assert!(info["caFile"].is_null());
+    sim.shutdown().await;
+}
