@@ -819,7 +819,7 @@ pub fn deliver_receipt(
         let status = match kind {
             Some("read") | Some("read-self") => "read",
             Some("played") => "read",
-            None | Some("") | Some("delivery") => "delivered",
+            None | Some("") | Some("delivery") | Some("inactive") => "delivered",
             _ => return,
         };
         let mut ids = vec![id.to_string()];
