@@ -201,6 +201,10 @@ async fn ws_upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Respon
                 .into_response();
         }
     }
+    // Small socket buffers: thousands of mostly idle connections are the
+    // point, and stanzas are small (media goes over HTTP).
     ws.max_message_size(32 << 20)
+        .read_buffer_size(4 << 10)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| conn::run(hub, socket))
 }

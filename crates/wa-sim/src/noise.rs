@@ -355,6 +355,10 @@ impl FrameReader {
         }
         let frame = self.buf[3..3 + len].to_vec();
         self.buf.drain(..3 + len);
+        if self.buf.is_empty() && self.buf.capacity() > 16 << 10 {
+            // Idle connections should not keep a large stanza's buffer.
+            self.buf = Vec::new();
+        }
         Ok(Some(frame))
     }
 
