@@ -29,7 +29,11 @@ fi
 install -d -m 0755 "$prefix/usr/local/bin" "$prefix/etc/systemd/system" "$prefix/usr/share/doc/wamux"
 install -m 0755 "$binary" "$prefix/usr/local/bin/wamux"
 install -m 0644 "$here/systemd/wamux.service" "$prefix/etc/systemd/system/wamux.service"
-install -m 0644 "$here/../README.md" "$prefix/usr/share/doc/wamux/README.md"
+for doc in README.md docs/operations.md docs/webhooks.md; do
+    if [[ -f "$here/../$doc" ]]; then
+        install -m 0644 "$here/../$doc" "$prefix/usr/share/doc/wamux/$(basename "$doc")"
+    fi
+done
 
 install -d -m 0750 "$prefix/etc/wamux" "$prefix/var/lib/wamux" "$prefix/var/log/wamux"
 if [[ ! -f "$prefix/etc/wamux/wamux.env" ]]; then
@@ -43,6 +47,17 @@ WAMUX_API_KEY=$key
 # Public base URL of media links, e.g. https://wamux.example.com
 #WAMUX_PUBLIC_URL=
 WAMUX_LOG=info
+# nginx on this host: believe its X-Forwarded-For/Proto/Host.
+WAMUX_TRUSTED_PROXIES=127.0.0.1,::1
+# Mask phone numbers in logs:
+#WAMUX_LOG_MASK_PHONES=true
+# Daily log files kept per name under /var/log/wamux:
+#WAMUX_LOG_RETENTION=14
+# Built-in HTTPS without nginx (files readable by the wamux group):
+#WAMUX_TLS_CERT=/etc/wamux/tls/fullchain.pem
+#WAMUX_TLS_KEY=/etc/wamux/tls/privkey.pem
+# Prometheus scrape without the API key, on a private address:
+#WAMUX_METRICS_LISTEN=127.0.0.1:9100
 CONF
     echo "Generated an API key in /etc/wamux/wamux.env"
 fi
