@@ -896,7 +896,14 @@ function onEvent(name, body) {
   }
   if (name === 'qr') {
     if (data.qrImage) state.qr.set(id, data);
-    else if (state.selected === id) loadQr(id);
+    else {
+      // The event has the raw code; the picture comes from the QR route. The old picture
+      // stays until the new one is in, so the box does not flicker.
+      const old = state.qr.get(id);
+      if (old) state.qr.set(id, { ...old, qr: data.qr ?? old.qr, expiresAt: data.expiresAt ?? old.expiresAt });
+      if (state.selected === id) loadQr(id);
+      else state.qr.delete(id);
+    }
     const cur = state.sessions.get(id);
     if (cur && cur.status !== 'qr') state.sessions.set(id, { ...cur, status: 'qr' });
     renderSessions();
