@@ -143,12 +143,15 @@ pub struct Overrides {
     pub max_body_bytes: Option<usize>,
     /// WebSocket URL of a WhatsApp simulator (sandbox builds only; refused by production builds)
     #[arg(long, env = "WAMUX_WA_URL")]
+    #[cfg_attr(not(feature = "sandbox"), arg(hide = true))]
     pub wa_url: Option<String>,
     /// CA certificate (PEM) of that simulator (sandbox builds only; refused by production builds)
     #[arg(long, env = "WAMUX_WA_CA_FILE")]
+    #[cfg_attr(not(feature = "sandbox"), arg(hide = true))]
     pub wa_ca_file: Option<PathBuf>,
     /// Port of the in-process simulator of `wamux sandbox` [default: any free port]
     #[arg(long, env = "WAMUX_SIM_PORT")]
+    #[cfg_attr(not(feature = "sandbox"), arg(hide = true))]
     pub sim_port: Option<u16>,
     /// Webhook settings; in the config file, a `[webhook]` table.
     #[command(flatten)]
@@ -544,6 +547,49 @@ mod tests {
             })
             .contains("WAMUX_LOG")
         );
+    }
+
+    #[test]
+    fn simulator_settings_are_for_sandbox_builds_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not checked here").unwrap();
+        let url = Config::load(
+            None,
+            Overrides {
+                wa_url: Some("wss://127.0.0.1:9/ws/chat".into()),
+                ..Default::default()
+            },
+        );
+        let ca_file = Config::load(
+            None,
+            Overrides {
+                wa_ca_file: Some(ca),
+                ..Default::default()
+            },
+        );
+        if cfg!(feature = "sandbox") {
+            assert!(url.is_ok() && ca_file.is_ok());
+            let bad = Config::load(
+                None,
+                Overrides {
+                    wa_url: Some("http://x".into()),
+                    ..Default::default()
+                },
+            );
+            assert!(bad.unwrap_err().to_string().contains("WAMUX_WA_URL"));
+        } else {
+            let e = url.unwrap_err().to_string();
+            assert!(
+                e.contains("WAMUX_WA_URL") && e.contains("production"),
+                "{e}"
+            );
+            let e = ca_file.unwrap_err().to_string();
+            assert!(
+                e.contains("WAMUX_WA_CA_FILE") && e.contains("production"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

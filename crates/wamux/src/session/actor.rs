@@ -109,9 +109,8 @@ pub(super) async fn supervise(
             }
         };
         actor.attempt = actor.attempt.saturating_add(1);
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+        if !actor.wait_out_backoff(delay, &mut commands, &cancel).await {
+            return;
         }
     }
 }
@@ -131,6 +130,45 @@ struct Actor {
 }
 
 impl Actor {
+    /// Sleeps through a backoff while still answering the API: a logout ends the session
+    /// (no client is running, so there is nothing to unlink now: the stored identity is
+    /// dropped and the next start pairs anew), a restart skips the wait. Returns `false`
+    /// when the actor must stop.
+    async fn wait_out_backoff(
+        &mut self,
+        delay: Duration,
+        commands: &mut mpsc::Receiver<Command>,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                _ = &mut sleep => return true,
+                cmd = commands.recv() => match cmd {
+                    None => return false,
+                    Some(Command::Logout(reply)) => {
+                        self.logged_out("logged out through the API").await;
+                        let _ignored = reply.send(());
+                        return false;
+                    }
+                    Some(Command::Restart(reply)) => {
+                        let _ignored = reply.send(());
+                        self.attempt = 0;
+                        return true;
+                    }
+                    Some(Command::PairingCode { reply, .. }) => {
+                        let _ignored = reply.send(Err(SessionError::WrongState(format!(
+                            "session `{}` is reconnecting; try again in a moment",
+                            self.id
+                        ))));
+                    }
+                },
+            }
+        }
+    }
+
     async fn run(
         &mut self,
         commands: &mut mpsc::Receiver<Command>,

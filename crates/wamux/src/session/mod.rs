@@ -219,7 +219,7 @@ impl SessionManager {
             _ => {
                 // Not running (new, logged out, failed or crashed for good): (re)start it.
                 let row = if row.status == SessionStatus::LoggedOut.as_str() {
-                    store::sessions::renumber_device(&self.inner.shared.store, id.as_str()).await?
+                    self.fresh_device(&id, row.device_id).await?
                 } else {
                     row
                 };
@@ -228,6 +228,20 @@ impl SessionManager {
             }
         }
         Ok((self.info(&id)?, created))
+    }
+
+    /// Gives a logged-out session a new device number and wipes the old device's keys.
+    async fn fresh_device(
+        &self,
+        id: &SessionId,
+        old_device: i64,
+    ) -> Result<store::sessions::SessionRow> {
+        let row = store::sessions::renumber_device(&self.inner.shared.store, id.as_str()).await?;
+        if let Err(e) = self.inner.shared.connector.delete_device(old_device).await {
+            // Leftover keys of an unlinked device are useless but harmless.
+            tracing::warn!(session = %id, "cannot wipe the old device's keys: {e:#}");
+        }
+        Ok(row)
     }
 
     fn insert_idle(&self, id: SessionId, status: SessionStatus, reason: Option<String>) {
@@ -285,7 +299,8 @@ impl SessionManager {
             .remove(id)
     }
 
-    fn snapshot(&self, id: &SessionId) -> Result<Snapshot> {
+    /// The session's current state (status, account, live connection).
+    pub fn snapshot(&self, id: &SessionId) -> Result<Snapshot> {
         let map = self.inner.sessions.lock().expect("sessions lock");
         let h = map
             .get(id)
@@ -377,8 +392,8 @@ impl SessionManager {
         let s = self.snapshot(id)?;
         if s.status == SessionStatus::LoggedOut {
             let _guard = self.inner.lifecycle.lock().await;
-            let row =
-                store::sessions::renumber_device(&self.inner.shared.store, id.as_str()).await?;
+            let old_device = s_device_id(&self.inner.shared.store, id).await?;
+            let row = self.fresh_device(id, old_device).await?;
             self.remove_handle(id);
             self.spawn(id.clone(), row);
             return self.info(id);
@@ -474,6 +489,13 @@ impl SessionManager {
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
     }
+}
+
+async fn s_device_id(store: &Store, id: &SessionId) -> Result<i64> {
+    Ok(store::sessions::get(store.pool(), id.as_str())
+        .await?
+        .ok_or_else(|| SessionError::NotFound(id.to_string()))?
+        .device_id)
 }
 
 async fn stop(h: Handle) {
