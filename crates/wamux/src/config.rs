@@ -71,6 +71,8 @@ pub struct Config {
     pub sim_port: u16,
     /// `WAMUX_WEBHOOK_*`: webhook delivery (see docs/webhooks.md).
     pub webhook: crate::webhook::config::WebhookOverrides,
+    /// `WAMUX_MEDIA_*`: media storage, limits and links (see docs/media.md).
+    pub media: crate::media::MediaOverrides,
     /// `WAMUX_LOG_DIR`: also write `combined.log`, `out.log` and `error.log` there.
     pub log_dir: Option<PathBuf>,
     /// `WAMUX_LOG_RETENTION`: rotated log files kept per name (one per day).
@@ -101,6 +103,7 @@ impl Default for Config {
             wa_ca_file: None,
             sim_port: 0,
             webhook: Default::default(),
+            media: Default::default(),
             log_dir: None,
             log_retention: 14,
             log_mask_phones: false,
@@ -157,6 +160,10 @@ pub struct Overrides {
     #[command(flatten)]
     #[serde(default)]
     pub webhook: crate::webhook::config::WebhookOverrides,
+    /// Media settings; in the config file, a `[media]` table.
+    #[command(flatten)]
+    #[serde(default)]
+    pub media: crate::media::MediaOverrides,
     /// Directory for combined.log, out.log and error.log, rotated daily [default: stdout only]
     #[arg(long, env = "WAMUX_LOG_DIR")]
     pub log_dir: Option<PathBuf>,
@@ -264,6 +271,7 @@ impl Config {
             self.sim_port = v;
         }
         self.webhook.apply(o.webhook);
+        self.media.apply(o.media);
         if let Some(v) = o.log_dir {
             self.log_dir = Some(v);
         }
@@ -365,6 +373,12 @@ impl Config {
                 "WAMUX_METRICS_LISTEN",
                 format!("`{a}` is not an address like 127.0.0.1:9100"),
             ));
+        }
+        if let Err(message) = self.media.resolve(&self.data_dir) {
+            return Err(ConfigError::Invalid {
+                setting: "WAMUX_MEDIA_*",
+                message,
+            });
         }
         if self.max_body_bytes < 1024 {
             return Err(invalid("WAMUX_MAX_BODY_BYTES", "must be at least 1024"));

@@ -9,6 +9,7 @@ pub mod api;
 pub mod backup;
 pub mod config;
 pub mod event;
+pub mod media;
 pub mod metrics;
 pub mod model;
 pub mod net;
@@ -45,6 +46,7 @@ pub struct AppState {
     pub api_key: api::ApiKey,
     pub started_at: Instant,
     pub webhooks: webhook::Webhooks,
+    pub media: media::Media,
 }
 
 /// Runs the gateway on `listener` until `shutdown` resolves, then stops cleanly: the HTTP
@@ -91,13 +93,24 @@ pub async fn run(
             None => None,
         },
     };
+    let media = media::Media::new(
+        config
+            .media
+            .resolve(&config.data_dir)
+            .map_err(anyhow::Error::msg)?,
+        store.clone(),
+        events.clone(),
+        media_base_url(&config, &listener)?,
+        &config.data_dir,
+    )?;
     let connector = whatsapp::WaConnector::new(
         &whatsapp::device_db_path(&config.data_dir),
         endpoint,
         store.clone(),
         events.clone(),
     )
-    .context("cannot set up the WhatsApp connector")?;
+    .context("cannot set up the WhatsApp connector")?
+    .with_media_wake(media.waker());
     let sessions = SessionManager::new(store.clone(), events.clone(), connector);
     // Started before the sessions, so their first events are heard; stopped after them, so
     // their last ones are recorded (and delivered after a restart at worst).
@@ -117,7 +130,10 @@ pub async fn run(
         api_key: api::ApiKey::new(key.expose()),
         started_at: Instant::now(),
         webhooks: webhooks.clone(),
+        media: media.clone(),
     };
+    // Resumes downloads a previous run left unfinished; they wait for their sessions.
+    media.start(sessions.clone());
     let restored = sessions
         .restore()
         .await
@@ -179,11 +195,22 @@ pub async fn run(
     .context("HTTP server failed")?;
     metrics_stop.cancel();
     tracing::info!("shutting down sessions");
+    media.shutdown().await;
     sessions.shutdown().await;
     webhooks.shutdown().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The base of media links: `WAMUX_PUBLIC_URL`, else this server's address with the port it
+/// really listens on (port 0 picks one).
+fn media_base_url(config: &Config, listener: &TcpListener) -> anyhow::Result<String> {
+    let mut c = config.clone();
+    if c.public_url.is_none() {
+        c.port = listener.local_addr()?.port();
+    }
+    Ok(c.public_url())
 }
 
 /// A production build must reject unsigned WhatsApp certificate chains; refuse to run

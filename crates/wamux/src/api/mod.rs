@@ -6,6 +6,7 @@ pub mod error;
 mod events;
 pub mod extract;
 mod health;
+mod media;
 mod messages;
 pub mod probes;
 mod sessions;
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(webhooks::router())
         .merge(events::router())
+        .merge(media::router(&state))
         .merge(crate::web::api_router())
         .fallback(|| async { ApiError::not_found("no such API route") })
         .layer(middleware::from_fn_with_state(
@@ -36,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .nest("/api", api)
+        .merge(crate::media::serve::router())
         .merge(crate::web::router())
         .merge(probes::router(&state))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

@@ -15,6 +15,21 @@ pub async fn insert(
     sender_key: &str,
     kind: EventKind,
 ) -> Result<Option<Event>> {
+    if !insert_row(conn, msg, sender_key).await? {
+        return Ok(None);
+    }
+    let body = serde_json::to_value(msg)?;
+    let ev = events::append(conn, kind, &msg.session_id, Some(&msg.chat_id), body).await?;
+    Ok(Some(ev))
+}
+
+/// Inserts the row only (no event) unless it is already stored; true when it is new. The
+/// media module announces such messages itself once their file is downloaded.
+pub async fn insert_row(
+    conn: &mut SqliteConnection,
+    msg: &Message,
+    sender_key: &str,
+) -> Result<bool> {
     let body = serde_json::to_value(msg)?;
     let inserted = sqlx::query(
         "INSERT INTO messages (session_id, id, chat_id, sender, from_me, type, status, timestamp, body, created_at)
@@ -35,11 +50,37 @@ pub async fn insert(
     .await?
     .rows_affected()
         == 1;
-    if !inserted {
-        return Ok(None);
+    Ok(inserted)
+}
+
+/// Replaces the `media` object of a stored message and returns the updated message.
+pub async fn set_media(
+    conn: &mut SqliteConnection,
+    session_id: &str,
+    chat_id: &str,
+    sender_key: &str,
+    id: &str,
+    media: &serde_json::Value,
+) -> Result<Option<serde_json::Value>> {
+    let row = sqlx::query(
+        "UPDATE messages SET body = json_set(body, '$.media', json(?1))
+         WHERE session_id = ?2 AND chat_id = ?3 AND sender = ?4 AND id = ?5
+         RETURNING body",
+    )
+    .bind(media.to_string())
+    .bind(session_id)
+    .bind(chat_id)
+    .bind(sender_key)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(r) => {
+            let body: String = r.try_get("body")?;
+            Ok(Some(serde_json::from_str(&body)?))
+        }
+        None => Ok(None),
     }
-    let ev = events::append(conn, kind, &msg.session_id, Some(&msg.chat_id), body).await?;
-    Ok(Some(ev))
 }
 
 /// Moves our own message `id` forward to `status` (never backwards) and records the

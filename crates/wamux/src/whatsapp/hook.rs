@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use wacore::proto_helpers::MessageExt as _;
 use wacore::types::events::InboundMessage;
 use whatsapp_rust::{Client, InboundDurabilityHook};
 
@@ -15,6 +16,8 @@ pub(super) struct Durability {
     pub session_id: String,
     pub store: Store,
     pub bus: EventBus,
+    /// Wakes the media worker when a download job was committed.
+    pub media_wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 #[whatsapp_rust::async_trait]
@@ -27,12 +30,20 @@ impl InboundDurabilityHook for Durability {
         let own = client.pn().map(|j| j.to_non_ad_string());
         let mut tx = self.store.begin().await?;
         let mut events = Vec::with_capacity(batch.len());
+        let mut media_jobs = false;
         for m in batch {
             let Some((msg, sender_key, kind)) =
                 super::map::inbound(&self.session_id, own.as_deref(), m)
             else {
                 continue;
             };
+            // A message with a file is announced by the media worker once the file is
+            // downloaded (or failed to); here only its row and download job are written.
+            if let Some(media) = super::media::reference(m.message.get_base_message()) {
+                media_jobs |=
+                    crate::media::inbound::accept(&mut tx, &msg, &sender_key, kind, &media).await?;
+                continue;
+            }
             if let Some(ev) =
                 crate::store::messages::insert(&mut tx, &msg, &sender_key, kind).await?
             {
@@ -42,6 +53,9 @@ impl InboundDurabilityHook for Durability {
         tx.commit().await?;
         // Only committed events are announced.
         self.bus.publish_all(events);
+        if media_jobs && let Some(wake) = &self.media_wake {
+            wake.notify_one();
+        }
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use wacore::net::{HttpClient, HttpRequest, HttpResponse};
+use wacore::net::{HttpClient, HttpRequest, HttpResponse, StreamingHttpResponse, UploadBody};
 
 #[derive(Clone)]
 pub(super) struct ReqwestHttpClient {
@@ -43,6 +43,112 @@ impl HttpClient for ReqwestHttpClient {
         let status_code = resp.status().as_u16();
         let body = resp.bytes().await?.to_vec();
         Ok(HttpResponse { status_code, body })
+    }
+
+    // Media downloads and uploads stream through these, so a large file is never held whole
+    // in memory. The library calls them on the blocking pool; they drive reqwest on the
+    // runtime through its handle.
+    fn supports_streaming(&self) -> bool {
+        true
+    }
+
+    fn execute_streaming(&self, request: HttpRequest) -> anyhow::Result<StreamingHttpResponse> {
+        let handle = tokio::runtime::Handle::try_current()
+            .context("streaming download outside the runtime")?;
+        let req = self.builder(&request)?;
+        let resp = handle.block_on(req.send())?;
+        Ok(StreamingHttpResponse {
+            status_code: resp.status().as_u16(),
+            body: Box::new(BodyReader {
+                handle,
+                resp,
+                chunk: Default::default(),
+            }),
+        })
+    }
+
+    fn supports_upload_streaming(&self) -> bool {
+        true
+    }
+
+    fn execute_upload(
+        &self,
+        request: HttpRequest,
+        mut body: UploadBody,
+        content_length: u64,
+    ) -> anyhow::Result<HttpResponse> {
+        use std::io::Read as _;
+        let handle = tokio::runtime::Handle::try_current()
+            .context("streaming upload outside the runtime")?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let req = self
+            .builder(&request)?
+            .header(reqwest::header::CONTENT_LENGTH, content_length)
+            .body(reqwest::Body::wrap_stream(stream));
+        let task = handle.spawn(async move {
+            let resp = req.send().await?;
+            let status_code = resp.status().as_u16();
+            let body = resp.bytes().await?.to_vec();
+            Ok::<_, reqwest::Error>(HttpResponse { status_code, body })
+        });
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    // A closed channel means the request already ended; its result says why.
+                    if tx.blocking_send(Ok(buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    if tx.blocking_send(Err(e)).is_err() {
+                        tracing::debug!("upload ended before the body was read");
+                    }
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        Ok(handle.block_on(task)??)
+    }
+}
+
+impl ReqwestHttpClient {
+    fn builder(&self, request: &HttpRequest) -> anyhow::Result<reqwest::RequestBuilder> {
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .with_context(|| format!("bad HTTP method {}", request.method))?;
+        let mut req = self.client.request(method, &request.url);
+        for (k, v) in &request.headers {
+            req = req.header(k, v);
+        }
+        Ok(req)
+    }
+}
+
+/// A response body read chunk by chunk from a blocking thread.
+struct BodyReader {
+    handle: tokio::runtime::Handle,
+    resp: reqwest::Response,
+    chunk: whatsapp_rust::bytes::Bytes,
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.handle.block_on(self.resp.chunk()) {
+                Ok(Some(c)) => self.chunk = c,
+                Ok(None) => return Ok(0),
+                Err(e) => return Err(std::io::Error::other(e)),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        self.chunk = self.chunk.slice(n..);
+        Ok(n)
     }
 }
 

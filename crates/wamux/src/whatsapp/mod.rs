@@ -8,7 +8,10 @@
 mod hook;
 mod http;
 mod map;
+mod media;
 pub mod selfcheck;
+
+pub use media::{EncryptedFile, OutgoingMedia, encrypt_file};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -87,6 +90,7 @@ pub struct WaConnector {
     http: http::ReqwestHttpClient,
     store: Store,
     bus: EventBus,
+    media_wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// WhatsApp Web version announced when we cannot look it up (no network to WhatsApp:
@@ -112,7 +116,14 @@ impl WaConnector {
             http,
             store,
             bus,
+            media_wake: None,
         })
+    }
+
+    /// Lets the durability hook wake the media worker when it commits a download job.
+    pub fn with_media_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
+        self.media_wake = Some(wake);
+        self
     }
 
     /// Builds and starts the client for one session. It connects (and reconnects) on its
@@ -140,6 +151,7 @@ impl WaConnector {
             session_id: session_id.to_string(),
             store: self.store.clone(),
             bus: self.bus.clone(),
+            media_wake: self.media_wake.clone(),
         };
         let mut builder = Bot::builder()
             .with_backend(backend)

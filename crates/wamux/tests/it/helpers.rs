@@ -32,6 +32,8 @@ pub struct Options {
     pub data_dir: Option<std::path::PathBuf>,
     /// Start without a configured key (the server generates one).
     pub no_key: bool,
+    /// Adjusts the configuration last, before the server starts.
+    pub configure: Option<Box<dyn FnOnce(&mut Config) + Send>>,
 }
 
 impl TestApp {
@@ -75,6 +77,9 @@ impl TestApp {
         };
         #[cfg(not(feature = "sandbox"))]
         assert!(!opts.sim, "WhatsApp tests need the `sandbox` feature");
+        if let Some(f) = opts.configure {
+            f(&mut config);
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

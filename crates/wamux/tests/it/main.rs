@@ -6,6 +6,8 @@ mod api;
 mod e2e;
 mod helpers;
 #[cfg(feature = "sandbox")]
+mod media;
+#[cfg(feature = "sandbox")]
 mod process;
 #[cfg(feature = "sandbox")]
 mod ui;

@@ -1,0 +1,36 @@
+//! The durability hook's side of incoming media: the message row and its download job are
+//! written in the hook's transaction; the event waits for the download.
+
+use sqlx::SqliteConnection;
+
+use super::{MediaRef, db, pending_json};
+use crate::event::EventKind;
+use crate::model::Message;
+use crate::store::{Result, messages};
+
+/// Stores `msg` (its `media` marked pending) and a job to download `media_ref`, unless the
+/// message is already stored (a redelivery). Returns true when a job was added.
+pub async fn accept(
+    conn: &mut SqliteConnection,
+    msg: &Message,
+    sender_key: &str,
+    event: EventKind,
+    media_ref: &MediaRef,
+) -> Result<bool> {
+    let mut msg = msg.clone();
+    msg.media = Some(pending_json(media_ref));
+    if !messages::insert_row(&mut *conn, &msg, sender_key).await? {
+        return Ok(false);
+    }
+    db::insert(
+        conn,
+        &msg.session_id,
+        &msg.id,
+        &msg.chat_id,
+        sender_key,
+        event.as_str(),
+        media_ref,
+    )
+    .await?;
+    Ok(true)
+}

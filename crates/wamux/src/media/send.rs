@@ -1,0 +1,191 @@
+//! Sending a file: type and kind resolved, the file stored (so the history shows it),
+//! encrypted and uploaded in chunks, and sent; the message goes pending -> sent | failed
+//! like a text message.
+
+use super::fetch::{Incoming, IngestError};
+use super::{Media, MediaKind, StoredFile, naming};
+use crate::event::EventKind;
+use crate::model::{ChatAddress, Message, MessageStatus, SessionId, SessionStatus};
+use crate::session::{Me, SessionError, SessionManager};
+use crate::store;
+use crate::whatsapp::{OutgoingMedia, WaSession};
+
+/// What the user asked for besides the file.
+#[derive(Debug, Default)]
+pub struct SendOptions {
+    pub kind: Option<MediaKind>,
+    pub mimetype: Option<String>,
+    pub file_name: Option<String>,
+    pub caption: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendMediaError {
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("cannot store the file: {0}")]
+    Storage(#[source] std::io::Error),
+    #[error("cannot prepare the file for upload: {0}")]
+    Encrypt(String),
+}
+
+impl From<sqlx::Error> for SendMediaError {
+    fn from(e: sqlx::Error) -> Self {
+        SendMediaError::Session(SessionError::from(e))
+    }
+}
+
+impl From<store::StoreError> for SendMediaError {
+    fn from(e: store::StoreError) -> Self {
+        SendMediaError::Session(SessionError::Store(e))
+    }
+}
+
+/// The session's live connection and account, or why it cannot send now.
+pub fn live(sessions: &SessionManager, id: &SessionId) -> Result<(WaSession, Me), SessionError> {
+    let s = sessions.snapshot(id)?;
+    match (s.connection, s.status) {
+        (Some(c), SessionStatus::Connected) => Ok((c, s.me)),
+        (_, status) => Err(SessionError::NotConnected {
+            id: id.to_string(),
+            status,
+        }),
+    }
+}
+
+/// The file's type: the one given, else the source's (unless it is the generic
+/// `application/octet-stream`), else the one its name implies, else the generic one.
+pub fn resolve_mimetype(given: Option<&str>, file: &Incoming, name: Option<&str>) -> String {
+    if let Some(m) = given {
+        return m.trim().to_owned();
+    }
+    let announced = file
+        .content_type
+        .as_deref()
+        .filter(|m| naming::is_valid_mimetype(m))
+        .filter(|m| naming::essence(m) != "application/octet-stream");
+    if let Some(m) = announced {
+        return m.trim().to_owned();
+    }
+    name.or(file.name_hint.as_deref())
+        .and_then(naming::mimetype_for_name)
+        .unwrap_or("application/octet-stream")
+        .to_owned()
+}
+
+impl Media {
+    /// Stores and sends `file` from session `id` to `to`. Returns the message as recorded
+    /// (status `sent`), or the reason it was not sent (the history then shows it `failed`).
+    pub async fn send(
+        &self,
+        sessions: &SessionManager,
+        id: &SessionId,
+        to: &ChatAddress,
+        file: Incoming,
+        opts: SendOptions,
+    ) -> Result<Message, SendMediaError> {
+        let (conn, me) = live(sessions, id)?;
+        let mimetype = resolve_mimetype(opts.mimetype.as_deref(), &file, opts.file_name.as_deref());
+        let kind = opts.kind.unwrap_or_else(|| MediaKind::infer(&mimetype));
+        let original_name = opts
+            .file_name
+            .as_deref()
+            .or(file.name_hint.as_deref())
+            .and_then(naming::sanitize_original_name);
+
+        // Encrypt first (it needs the plain file where it is), then store the plain file.
+        let enc_path = self.storage().staging_path();
+        let plain = file.staged.path.clone();
+        let enc = tokio::task::spawn_blocking(move || {
+            crate::whatsapp::encrypt_file(&plain, &enc_path, kind)
+        })
+        .await
+        .map_err(|e| SendMediaError::Encrypt(e.to_string()))?
+        .map_err(|e| SendMediaError::Encrypt(format!("{e:#}")))?;
+        let stored = StoredFile {
+            file_name: naming::new_file_name(&mimetype, store::now()),
+            original_name,
+            mimetype,
+            size: file.size,
+            sha256: file.sha256,
+        };
+        self.storage()
+            .commit(&file.staged.path, &stored.file_name)
+            .await
+            .map_err(SendMediaError::Storage)?;
+        file.staged.committed();
+
+        let out = conn.prepare(to).map_err(SessionError::Internal)?;
+        let chat = to.as_str().to_owned();
+        let (chat_pn, chat_lid) = if chat.ends_with("@lid") {
+            (None, Some(chat.clone()))
+        } else if chat.ends_with("@s.whatsapp.net") {
+            (Some(chat.clone()), None)
+        } else {
+            (None, None)
+        };
+        let from = me
+            .jid
+            .clone()
+            .or_else(|| me.lid.clone())
+            .unwrap_or_default();
+        let mut msg = Message {
+            id: out.id.clone(),
+            session_id: id.to_string(),
+            chat_id: chat.clone(),
+            from: from.clone(),
+            to: chat,
+            from_me: true,
+            push_name: me.push_name.clone(),
+            kind: match kind {
+                MediaKind::Ptt => "audio",
+                k => k.as_str(),
+            }
+            .to_owned(),
+            text: None,
+            caption: opts.caption.clone().filter(|c| !c.is_empty()),
+            timestamp: store::now(),
+            status: MessageStatus::Pending,
+            quoted_id: None,
+            media: Some(self.media_json(&stored)),
+            from_pn: me.jid.clone(),
+            from_lid: me.lid.clone(),
+            chat_pn,
+            chat_lid,
+            participant: None,
+        };
+        let mut tx = self.store().begin().await?;
+        let ev = store::messages::insert(&mut tx, &msg, &from, EventKind::MessageFromMe).await?;
+        tx.commit().await?;
+        if let Some(ev) = ev {
+            self.bus().publish(ev);
+        }
+
+        let spec = OutgoingMedia {
+            kind,
+            mimetype: &stored.mimetype,
+            file_name: stored.original_name.as_deref(),
+            caption: msg.caption.as_deref(),
+        };
+        let result = conn.send_media(&out, enc, &spec).await;
+        let (status, error) = match &result {
+            Ok(()) => (MessageStatus::Sent, None),
+            Err(why) => (MessageStatus::Failed, Some(why.as_str())),
+        };
+        if let Some(ev) =
+            store::messages::advance_status(self.store(), id.as_str(), &out.id, status, error)
+                .await?
+        {
+            self.bus().publish(ev);
+        }
+        match result {
+            Ok(()) => {
+                msg.status = MessageStatus::Sent;
+                Ok(msg)
+            }
+            Err(why) => Err(SessionError::Send(why).into()),
+        }
+    }
+}

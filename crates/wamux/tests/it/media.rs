@@ -1,0 +1,676 @@
+//! Media as users see it: files phones send arrive at a working `fileUrl` with the exact
+//! bytes (sha256), in the history and in the webhook; files sent with `send-media` (URL,
+//! base64, multipart) reach the phone byte for byte; failed downloads still announce the
+//! message, with `media.error`, and a retry fixes them; `/uploads` serves ranges and refuses
+//! every odd name.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use base64::Engine as _;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::mpsc;
+use wamux::Config;
+
+use crate::helpers::{Options, TestApp, assert_error, wait_for};
+
+const ALICE: &str = "15550000001";
+const BOB: &str = "15550000002";
+const LONG: Duration = Duration::from_secs(60);
+
+fn sha_hex(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// Deterministic bytes that do not compress to nothing.
+fn bytes(n: usize, seed: u8) -> Vec<u8> {
+    let mut x = seed as u32 | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+async fn app_with(configure: impl FnOnce(&mut Config) + Send + 'static) -> TestApp {
+    TestApp::start_with(Options {
+        sim: true,
+        configure: Some(Box::new(move |c: &mut Config| {
+            c.webhook.allow_private = Some(true);
+            configure(c);
+        })),
+        ..Options::default()
+    })
+    .await
+}
+
+/// Phones Alice (paired to session `s1`) and Bob.
+async fn paired(app: &TestApp) {
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(ALICE, "Alice").await;
+    sim.phone(BOB, "Bob").await;
+    crate::e2e::pair(app, "s1", ALICE).await;
+}
+
+/// A webhook receiver: every body it gets, as JSON, in a channel.
+struct Hooks {
+    rx: mpsc::UnboundedReceiver<Value>,
+}
+
+impl Hooks {
+    async fn start(app: &TestApp) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let router = axum::Router::new().fallback(move |body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    let _ = tx.send(v);
+                }
+                StatusCode::OK
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let (s, b) = app
+            .post_json(
+                "/api/s1/webhook",
+                json!({"url": url, "events": ["message-received"]}),
+            )
+            .await;
+        assert!(s.is_success(), "{b}");
+        Self { rx }
+    }
+
+    /// The `message-received` webhook of message `id`.
+    async fn message(&mut self, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + LONG;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let v = tokio::time::timeout(left, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no webhook for {id}"))
+                .expect("receiver alive");
+            if v["event"] == "message-received" && v["data"]["id"] == id {
+                return v["data"].clone();
+            }
+        }
+    }
+}
+
+/// The phone sends a file; returns the message id.
+async fn phone_sends(
+    app: &TestApp,
+    mimetype: &str,
+    file_name: Option<&str>,
+    caption: Option<&str>,
+    data: &[u8],
+) -> String {
+    let sim = app.sim.as_ref().unwrap();
+    let mut media = json!({"mimetype": mimetype, "data": b64(data)});
+    if let Some(n) = file_name {
+        media["fileName"] = n.into();
+    }
+    let r = sim
+        .admin
+        .post(sim.url(&format!("/phones/{BOB}/messages")))
+        .json(&json!({"to": ALICE, "caption": caption, "media": media}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = crate::helpers::into_json(r).await;
+    assert!(status.is_success(), "phone send: {body}");
+    body["id"].as_str().expect("message id").to_owned()
+}
+
+async fn history_message(app: &TestApp, id: &str) -> Value {
+    let (s, b) = app.get_json("/api/messages/s1?limit=500").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("{id} not in history: {b}"))
+}
+
+/// The file behind a `fileUrl`: status, content type and bytes.
+async fn fetch(app: &TestApp, url: &str) -> (StatusCode, String, Vec<u8>) {
+    let r = app.http.get(url).send().await.unwrap();
+    let status = r.status();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, ct, r.bytes().await.unwrap().to_vec())
+}
+
+fn assert_stored(app: &TestApp, media: &Value, data: &[u8], mimetype: &str) {
+    assert!(media.get("error").is_none(), "unexpected error: {media}");
+    assert_eq!(media["mimetype"], mimetype, "{media}");
+    assert_eq!(media["fileSize"], data.len(), "{media}");
+    assert_eq!(media["sha256"], sha_hex(data), "{media}");
+    let name = media["fileName"].as_str().unwrap();
+    let (ts, rest) = name.split_once('_').unwrap();
+    assert!(ts.parse::<i64>().unwrap() > 1_600_000_000, "{name}");
+    let (random, _ext) = rest.split_once('.').unwrap();
+    assert_eq!(random.len(), 32, "128 random bits in hex: {name}");
+    assert_eq!(
+        media["fileUrl"],
+        format!("{}/uploads/{name}", app.base),
+        "{media}"
+    );
+}
+
+#[tokio::test]
+async fn phone_media_of_every_kind_arrives_at_its_file_url_with_the_same_bytes() {
+    let app = app_with(|_| {}).await;
+    paired(&app).await;
+    let mut hooks = Hooks::start(&app).await;
+    let cases: [(&str, Option<&str>, Option<&str>, usize, &str, &str); 5] = [
+        ("image/jpeg", None, Some("a photo"), 40_000, "image", "jpg"),
+        ("video/mp4", None, Some("a clip"), 300_000, "video", "mp4"),
+        ("audio/ogg; codecs=opus", None, None, 12_345, "audio", "ogg"),
+        (
+            "application/pdf",
+            Some("Q3 report.pdf"),
+            Some("the report"),
+            77_777,
+            "document",
+            "pdf",
+        ),
+        ("image/webp", None, None, 9_000, "sticker", "webp"),
+    ];
+    for (i, (mimetype, file_name, caption, size, kind, ext)) in cases.into_iter().enumerate() {
+        let data = bytes(size, i as u8 + 1);
+        let id = phone_sends(&app, mimetype, file_name, caption, &data).await;
+
+        // The webhook carries the final media object.
+        let msg = hooks.message(&id).await;
+        assert_eq!(msg["type"], kind, "{msg}");
+        assert_eq!(msg["from"], format!("{BOB}@s.whatsapp.net"));
+        if let Some(c) = caption {
+            assert_eq!(msg["caption"], c, "{msg}");
+        }
+        let media = &msg["media"];
+        assert_stored(&app, media, &data, mimetype);
+        assert!(
+            media["fileName"].as_str().unwrap().ends_with(ext),
+            "{media}"
+        );
+        match file_name {
+            Some(n) => assert_eq!(media["originalName"], n),
+            None => assert_eq!(media["originalName"], media["fileName"]),
+        }
+
+        // The same object in the history.
+        let stored = history_message(&app, &id).await;
+        assert_eq!(stored["media"], msg["media"]);
+
+        // The link serves exactly the phone's bytes, with the file's type.
+        let (status, ct, body) = fetch(&app, media["fileUrl"].as_str().unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(sha_hex(&body), sha_hex(&data), "{kind}");
+        assert!(mimetype.starts_with(ct.as_str()), "{ct} for {mimetype}");
+    }
+    app.stop().await;
+}
+
+/// A small HTTP server with one file on it.
+async fn file_server(path: &'static str, content_type: &'static str, data: Vec<u8>) -> String {
+    let router = axum::Router::new().route(
+        path,
+        axum::routing::get(move || {
+            let data = data.clone();
+            async move { ([("content-type", content_type)], data) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("{base}{path}")
+}
+
+/// Waits for Bob's phone to have message `id`, and returns its media summary.
+async fn bob_received(app: &TestApp, id: &str) -> Value {
+    let sim = app.sim.as_ref().unwrap();
+    wait_for(LONG, &format!("Bob's phone to get {id}"), || async {
+        sim.messages(BOB)
+            .await
+            .into_iter()
+            .find(|m| m["id"] == id && m["fromMe"] == false)
+            .map(|m| m["media"].clone())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn send_media_by_url_base64_and_upload_reaches_the_phone_byte_identical() {
+    let app = app_with(|c| c.media.allow_private = Some(true)).await;
+    paired(&app).await;
+
+    // From a URL: type from the server's Content-Type, stored for the history too.
+    let photo = bytes(50_000, 7);
+    let url = file_server("/files/photo.jpg", "image/jpeg", photo.clone()).await;
+    let (s, sent) = app
+        .post_json(
+            "/api/send-media",
+            json!({"sessionId": "s1", "to": BOB, "url": url, "caption": "from a url"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{sent}");
+    assert_eq!(sent["type"], "image");
+    assert_eq!(sent["status"], "sent");
+    assert_stored(&app, &sent["media"], &photo, "image/jpeg");
+    let got = bob_received(&app, sent["messageId"].as_str().unwrap()).await;
+    assert_eq!(got["sha256"], sha_hex(&photo), "{got}");
+    assert_eq!(got["kind"], "image");
+    let (_, _, served) = fetch(&app, sent["media"]["fileUrl"].as_str().unwrap()).await;
+    assert_eq!(served, photo);
+    let stored = history_message(&app, sent["messageId"].as_str().unwrap()).await;
+    assert_eq!(stored["media"]["sha256"], sha_hex(&photo));
+
+    // Base64 in a data URL, as a document with its name.
+    let pdf = bytes(30_000, 9);
+    let (s, sent) = app
+        .post_json(
+            "/api/send-media",
+            json!({"sessionId": "s1", "to": BOB, "fileName": "invoice.pdf",
+                   "base64": format!("data:application/pdf;base64,{}", b64(&pdf))}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{sent}");
+    assert_eq!(sent["type"], "document");
+    assert_eq!(sent["media"]["originalName"], "invoice.pdf");
+    let got = bob_received(&app, sent["messageId"].as_str().unwrap()).await;
+    assert_eq!(got["sha256"], sha_hex(&pdf), "{got}");
+    assert_eq!(got["fileName"], "invoice.pdf");
+
+    // Plain base64 with the type given: a video.
+    let clip = bytes(80_000, 11);
+    let (s, sent) = app
+        .post_json(
+            "/api/send-media",
+            json!({"sessionId": "s1", "to": BOB, "mimetype": "video/mp4", "base64": b64(&clip)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{sent}");
+    assert_eq!(sent["type"], "video");
+    let got = bob_received(&app, sent["messageId"].as_str().unwrap()).await;
+    assert_eq!(got["sha256"], sha_hex(&clip), "{got}");
+
+    // Multipart upload: a voice note.
+    let voice = bytes(20_000, 13);
+    let form = reqwest::multipart::Form::new()
+        .text("sessionId", "s1")
+        .text("to", BOB)
+        .text("type", "ptt")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(voice.clone())
+                .file_name("note.ogg")
+                .mime_str("audio/ogg; codecs=opus")
+                .unwrap(),
+        );
+    let r = app
+        .req(Method::POST, "/api/send-media")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let (s, sent) = crate::helpers::into_json(r).await;
+    assert_eq!(s, StatusCode::OK, "{sent}");
+    assert_eq!(sent["type"], "audio");
+    assert_stored(&app, &sent["media"], &voice, "audio/ogg; codecs=opus");
+    let got = bob_received(&app, sent["messageId"].as_str().unwrap()).await;
+    assert_eq!(got["sha256"], sha_hex(&voice), "{got}");
+    assert_eq!(got["kind"], "audio");
+
+    // Multipart, sticker inferred from image/webp.
+    let sticker = bytes(5_000, 17);
+    let form = reqwest::multipart::Form::new()
+        .text("sessionId", "s1")
+        .text("to", BOB)
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(sticker.clone())
+                .file_name("s.webp")
+                .mime_str("image/webp")
+                .unwrap(),
+        );
+    let r = app
+        .req(Method::POST, "/api/send-media")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let (s, sent) = crate::helpers::into_json(r).await;
+    assert_eq!(s, StatusCode::OK, "{sent}");
+    assert_eq!(sent["type"], "sticker");
+    let got = bob_received(&app, sent["messageId"].as_str().unwrap()).await;
+    assert_eq!(got["sha256"], sha_hex(&sticker), "{got}");
+    app.stop().await;
+}
+
+async fn fault(app: &TestApp, mode: &str, count: u32) {
+    let sim = app.sim.as_ref().unwrap();
+    let r = sim
+        .admin
+        .post(sim.url("/faults/media"))
+        .json(&json!({"mode": mode, "count": count}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "fault: {}",
+        r.text().await.unwrap()
+    );
+}
+
+#[tokio::test]
+async fn failed_downloads_still_announce_the_message_with_media_error_and_retry_fixes_them() {
+    let app = app_with(|_| {}).await;
+    paired(&app).await;
+    let mut hooks = Hooks::start(&app).await;
+    for (i, mode) in ["not_found", "corrupt", "oversized"]
+        .into_iter()
+        .enumerate()
+    {
+        let data = bytes(20_000, 40 + i as u8);
+        // More failures than the client's own retries, so the download really fails.
+        fault(&app, mode, 10).await;
+        let id = phone_sends(&app, "image/png", None, Some(mode), &data).await;
+        let msg = hooks.message(&id).await;
+        let media = &msg["media"];
+        assert!(
+            media["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{mode}: {media}"
+        );
+        // What is known is still there.
+        assert_eq!(media["mimetype"], "image/png", "{media}");
+        assert_eq!(media["fileSize"], data.len(), "{media}");
+        assert_eq!(msg["caption"], mode);
+        let stored = history_message(&app, &id).await;
+        assert_eq!(stored["media"]["error"], media["error"]);
+
+        fault(&app, "off", 0).await;
+        let (s, fixed) = app
+            .post_json(&format!("/api/messages/s1/{id}/media/retry"), json!({}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{mode}: {fixed}");
+        assert_stored(&app, &fixed["media"], &data, "image/png");
+        let (_, _, served) = fetch(&app, fixed["media"]["fileUrl"].as_str().unwrap()).await;
+        assert_eq!(sha_hex(&served), sha_hex(&data));
+        let stored = history_message(&app, &id).await;
+        assert_eq!(stored["media"], fixed["media"]);
+    }
+
+    // Over our own limit: not downloaded at all, and said so.
+    app.stop().await;
+    let app = app_with(|c| c.media.max_bytes = Some(10_000)).await;
+    paired(&app).await;
+    let mut hooks = Hooks::start(&app).await;
+    let id = phone_sends(&app, "video/mp4", None, None, &bytes(20_000, 3)).await;
+    let msg = hooks.message(&id).await;
+    let err = msg["media"]["error"].as_str().unwrap();
+    assert!(err.contains("limit"), "{err}");
+
+    // Retry of an unknown message, or of one without media.
+    let got = app
+        .post_json("/api/messages/s1/NOPE/media/retry", json!({}))
+        .await;
+    assert_error(&got, StatusCode::NOT_FOUND, "message_not_found");
+    app.stop().await;
+}
+
+/// A request sent byte for byte, so the path reaches the server as written.
+async fn raw_status(app: &TestApp, path: &str) -> u16 {
+    let addr = app.base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line for {path}: {text}"))
+}
+
+#[tokio::test]
+async fn uploads_serve_ranges_and_caching_and_refuse_every_odd_name() {
+    let app = TestApp::start().await;
+    let dir = app.dir.path().join("data").join("uploads");
+    let name = "1700000000_00112233445566778899aabbccddeeff.png";
+    let data = bytes(1000, 5);
+    std::fs::write(dir.join(name), &data).unwrap();
+    // Something that must never be reachable.
+    std::fs::write(dir.join("secret.txt"), b"secret").unwrap();
+    let url = app.url(&format!("/uploads/{name}"));
+
+    // Whole file, no API key needed.
+    let r = app.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let h = r.headers().clone();
+    assert_eq!(h["content-type"], "image/png");
+    assert_eq!(h["content-length"], "1000");
+    assert_eq!(h["accept-ranges"], "bytes");
+    assert!(h["cache-control"].to_str().unwrap().contains("max-age"));
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    let etag = h["etag"].to_str().unwrap().to_owned();
+    assert_eq!(r.bytes().await.unwrap().to_vec(), data);
+
+    // Ranges.
+    for (range, from, to) in [
+        ("bytes=0-9", 0, 9),
+        ("bytes=990-", 990, 999),
+        ("bytes=-5", 995, 999),
+    ] {
+        let r = app
+            .http
+            .get(&url)
+            .header("range", range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(
+            r.headers()["content-range"],
+            format!("bytes {from}-{to}/1000").as_str()
+        );
+        assert_eq!(
+            r.headers()["content-length"],
+            (to - from + 1).to_string().as_str()
+        );
+        assert_eq!(r.bytes().await.unwrap().to_vec(), data[from..=to].to_vec());
+    }
+    let r = app
+        .http
+        .get(&url)
+        .header("range", "bytes=5000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.headers()["content-range"], "bytes */1000");
+
+    // Conditional and HEAD.
+    let r = app
+        .http
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    let r = app.http.head(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-length"], "1000");
+
+    // Unknown files, listings and every traversal spelling: 404.
+    for path in [
+        "/uploads/1700000000_ffffffffffffffffffffffffffffffff.png",
+        "/uploads/secret.txt",
+        "/uploads/",
+        "/uploads",
+        "/uploads/.staging",
+        "/uploads/../wamux.db",
+        "/uploads/../../etc/passwd",
+        "/uploads/%2e%2e/wamux.db",
+        "/uploads/%2E%2E%2Fwamux.db",
+        "/uploads/..%2f..%2fetc%2fpasswd",
+        "/uploads/..%5cwamux.db",
+        "/uploads/..\\wamux.db",
+        "/uploads//etc/passwd",
+        "/uploads/%2Fetc%2Fpasswd",
+        "/uploads/1700000000_00112233445566778899aabbccddeeff.png%00",
+        "/uploads/%00",
+        "/uploads/%ff%fe",
+        "/uploads/1700000000_00112233445566778899aabbccddeeff.png/..",
+    ] {
+        assert_eq!(raw_status(&app, path).await, 404, "{path}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn signed_links_are_required_when_enabled() {
+    let app = TestApp::start_with(Options {
+        configure: Some(Box::new(|c: &mut Config| c.media.signed_urls = Some(true))),
+        ..Options::default()
+    })
+    .await;
+    let name = "1700000000_00112233445566778899aabbccddeeff.png";
+    std::fs::write(app.dir.path().join("data/uploads").join(name), b"x").unwrap();
+    for q in ["", "?exp=99999999999&sig=AAAA", "?exp=1&sig=AAAA"] {
+        let r = app
+            .http
+            .get(app.url(&format!("/uploads/{name}{q}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{q}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn send_media_says_what_is_wrong_with_bad_media() {
+    let app = app_with(|c| c.media.max_bytes = Some(64 * 1024)).await;
+
+    // Before any session exists: field checks, then the session.
+    let bad = |body: Value| {
+        let app = &app;
+        async move { app.post_json("/api/send-media", body).await }
+    };
+    let got = bad(json!({"to": BOB, "base64": "AAAA"})).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "missing_field");
+    let got =
+        bad(json!({"sessionId": "s1", "to": BOB, "base64": "AAAA", "type": "hologram"})).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_media_type");
+    let got =
+        bad(json!({"sessionId": "s1", "to": BOB, "base64": "AAAA", "mimetype": "nonsense"})).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+    let got = bad(json!({"sessionId": "s1", "to": "abc", "base64": "AAAA"})).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_phone");
+    let got = bad(json!({"sessionId": "nobody", "to": BOB, "base64": "AAAA"})).await;
+    assert_error(&got, StatusCode::NOT_FOUND, "session_not_found");
+
+    paired(&app).await;
+    let got = bad(json!({"sessionId": "s1", "to": BOB})).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "missing_field");
+    let got =
+        bad(json!({"sessionId": "s1", "to": BOB, "url": "http://x/y", "base64": "AAAA"})).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_body");
+    let got = bad(json!({"sessionId": "s1", "to": BOB, "base64": "not base64 at all!!"})).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_base64");
+    let got = bad(json!({"sessionId": "s1", "to": BOB, "base64": ""})).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "empty_media");
+    let got = bad(json!({"sessionId": "s1", "to": BOB, "base64": "data:image/png;base64,"})).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "empty_media");
+    let got = bad(json!({"sessionId": "s1", "to": BOB, "base64": b64(&bytes(100_000, 1))})).await;
+    assert_error(&got, StatusCode::PAYLOAD_TOO_LARGE, "media_too_large");
+    // Private addresses are refused like webhook targets; bad URLs are named.
+    let local = file_server("/f.png", "image/png", bytes(10, 1)).await;
+    let got = bad(json!({"sessionId": "s1", "to": BOB, "url": local})).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_url");
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
+        "{}",
+        got.1
+    );
+    let got = bad(json!({"sessionId": "s1", "to": BOB, "url": "ftp://example.com/x"})).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_url");
+    // Multipart without a file.
+    let form = reqwest::multipart::Form::new()
+        .text("sessionId", "s1")
+        .text("to", BOB);
+    let r = app
+        .req(Method::POST, "/api/send-media")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let got = crate::helpers::into_json(r).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "missing_field");
+    // Multipart over the limit.
+    let form = reqwest::multipart::Form::new()
+        .text("sessionId", "s1")
+        .text("to", BOB)
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes(100_000, 2)).file_name("big.bin"),
+        );
+    let r = app
+        .req(Method::POST, "/api/send-media")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let got = crate::helpers::into_json(r).await;
+    assert_error(&got, StatusCode::PAYLOAD_TOO_LARGE, "media_too_large");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn send_media_from_unreachable_urls_is_a_client_error() {
+    let app = app_with(|c| {
+        c.media.allow_private = Some(true);
+        c.media.fetch_timeout = Some("3s".into());
+    })
+    .await;
+    paired(&app).await;
+    let missing = file_server("/here.png", "image/png", bytes(10, 1)).await;
+    let missing = missing.replace("/here.png", "/gone.png");
+    for url in [missing.as_str(), "http://127.0.0.1:1/x.png"] {
+        let got = app
+            .post_json(
+                "/api/send-media",
+                json!({"sessionId": "s1", "to": BOB, "url": url}),
+            )
+            .await;
+        assert_error(&got, StatusCode::BAD_REQUEST, "media_unreachable");
+    }
+    app.stop().await;
+}
