@@ -294,9 +294,9 @@ pub async fn access_log(
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let client_ip = client.ip.map(|ip| ip.to_string());
     if status >= 500 {
-        tracing::warn!(target: "wamux::http", %method, path, status, elapsed_ms, client = client_ip.as_deref(), "request");
+        tracing::warn!(target: "wamux::http", %method, %path, status, elapsed_ms, client = client_ip.as_deref(), "request");
     } else {
-        tracing::info!(target: "wamux::http", %method, path, status, elapsed_ms, client = client_ip.as_deref(), "request");
+        tracing::info!(target: "wamux::http", %method, %path, status, elapsed_ms, client = client_ip.as_deref(), "request");
     }
     response
 }

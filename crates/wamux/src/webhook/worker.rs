@@ -191,6 +191,14 @@ async fn deliver(hooks: &Webhooks, session: &str, c: Claimed) -> anyhow::Result<
             Outcome::Final("failed")
         }
     };
+    crate::metrics::webhook_attempt(
+        match &outcome {
+            Outcome::Delivered => "delivered",
+            Outcome::RetryAt(_) => "retry",
+            Outcome::Final(s) => *s,
+        },
+        answer.elapsed,
+    );
     // The URL's host only: paths and queries can carry tokens.
     let host = reqwest::Url::parse(&url)
         .ok()

@@ -7,6 +7,7 @@ mod e2e;
 mod helpers;
 #[cfg(feature = "sandbox")]
 mod media;
+mod ops;
 #[cfg(feature = "sandbox")]
 mod process;
 #[cfg(feature = "sandbox")]
