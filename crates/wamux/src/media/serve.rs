@@ -14,8 +14,11 @@ use super::naming;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    // `/uploads` and `/uploads/` have no route: the server's plain 404, so no listing.
-    Router::new().route("/uploads/{*path}", get(serve))
+    // No listing: the directory itself is as unknown as any other path.
+    Router::new()
+        .route("/uploads", get(not_found))
+        .route("/uploads/", get(not_found))
+        .route("/uploads/{*path}", get(serve))
 }
 
 async fn not_found() -> Response {

@@ -182,7 +182,8 @@ async fn phone_media_of_every_kind_arrives_at_its_file_url_with_the_same_bytes()
     let app = app_with(|_| {}).await;
     paired(&app).await;
     let mut hooks = Hooks::start(&app).await;
-    let cases: [(&str, Option<&str>, Option<&str>, usize, &str, &str); 5] = [
+    // mimetype, document name, caption, size, message type, stored extension
+    let cases = [
         ("image/jpeg", None, Some("a photo"), 40_000, "image", "jpg"),
         ("video/mp4", None, Some("a clip"), 300_000, "video", "mp4"),
         ("audio/ogg; codecs=opus", None, None, 12_345, "audio", "ogg"),
