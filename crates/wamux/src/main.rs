@@ -186,3 +186,15 @@ mod sandbox {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks argument ids only when the parser is built, i.e. at startup: a clash
+    /// between two flattened settings structs would otherwise panic the real binary.
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -55,7 +55,11 @@ pub struct MediaOverrides {
     #[arg(long = "media-fetch-timeout", env = "WAMUX_MEDIA_FETCH_TIMEOUT")]
     pub fetch_timeout: Option<String>,
     /// Allow send-media URLs on loopback, private and link-local addresses [default: false]
-    #[arg(long = "media-allow-private", env = "WAMUX_MEDIA_ALLOW_PRIVATE")]
+    #[arg(
+        id = "media_allow_private",
+        long = "media-allow-private",
+        env = "WAMUX_MEDIA_ALLOW_PRIVATE"
+    )]
     pub allow_private: Option<bool>,
     /// Incoming media downloads running at once [default: 4]
     #[arg(long = "media-concurrency", env = "WAMUX_MEDIA_CONCURRENCY")]
