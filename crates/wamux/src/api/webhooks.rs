@@ -118,7 +118,7 @@ async fn set_webhook(
         },
     )
     .await?;
-    state.webhooks.wake(session.as_str());
+    state.webhooks.changed(session.as_str());
     tracing::info!(session = %session, events = ?webhook.events.names(), "webhook set");
     let mut out = view(&webhook);
     if let Some(secret) = generated {
@@ -252,7 +252,7 @@ async fn delete_webhook(
     if !deleted {
         return Err(no_webhook(&state, session.as_str()));
     }
-    state.webhooks.wake(session.as_str());
+    state.webhooks.changed(session.as_str());
     tracing::info!(session = %session, "webhook removed");
     Ok(Json(
         serde_json::json!({"sessionId": session, "deleted": true}),

@@ -292,7 +292,7 @@ pub async fn global_disabled_reason(pool: &SqlitePool) -> Result<Option<String>>
 
 /// Marks a webhook disabled (the receiver answered 410).
 pub async fn disable(
-    pool: &SqlitePool,
+    conn: &mut Conn,
     session_id: &str,
     target: Target,
     reason: &str,
@@ -305,13 +305,13 @@ pub async fn disable(
             .bind(reason)
             .bind(now_ms())
             .bind(session_id)
-            .execute(pool)
+            .execute(&mut *conn)
             .await?;
         }
         Target::Global => {
             sqlx::query("UPDATE webhook_global SET disabled_reason = ?")
                 .bind(reason)
-                .execute(pool)
+                .execute(&mut *conn)
                 .await?;
         }
     }
@@ -383,77 +383,48 @@ pub async fn max_event_id(pool: &SqlitePool) -> Result<i64> {
 pub struct Route {
     pub target: Target,
     pub events: EventFilter,
-    pub disabled: bool,
+}
+
+pub type Conn = sqlx::SqliteConnection;
+
+/// Whether the session has anything for a worker pass: events after its cursor (or after
+/// `start_if_new` without one) or a pending delivery. A read, so idle wake-ups do not take
+/// the write lock.
+pub async fn has_work(pool: &SqlitePool, session_id: &str, start_if_new: i64) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE session_id = ?1 AND id >
+                COALESCE((SELECT last_event_id FROM webhook_cursors WHERE session_id = ?1), ?2))
+             OR EXISTS (SELECT 1 FROM webhook_deliveries WHERE session_id = ?1 AND status = 'pending')",
+    )
+    .bind(session_id)
+    .bind(start_if_new)
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Reads the session's events after its cursor (at most `batch`), records a delivery for each
-/// one its webhook wants, and advances the cursor, all in one transaction. Returns how many
-/// events were read; 0 means the session is caught up (or has no webhook).
+/// one the route wants, and advances the cursor, inside the caller's transaction. Returns how
+/// many events were read; fewer than `batch` means the session is caught up.
 pub async fn fan_out(
-    store: &Store,
+    conn: &mut Conn,
     session_id: &str,
-    global: Option<(&GlobalWebhook, i64)>,
+    route: &Route,
+    start_if_new: i64,
     batch: i64,
 ) -> Result<usize> {
-    // Most wake-ups find nothing new: check that with a read before taking the write lock.
-    let pending: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM events WHERE session_id = ?1 AND id >
-            COALESCE((SELECT last_event_id FROM webhook_cursors WHERE session_id = ?1), ?2))",
-    )
-    .bind(session_id)
-    .bind(global.map_or(i64::MAX, |(_, start)| start))
-    .fetch_one(store.pool())
-    .await?;
-    if !pending {
-        return Ok(0);
-    }
-    let mut tx = store.begin().await?;
-    let own: Option<(String, Option<String>)> =
-        sqlx::query_as("SELECT events, disabled_reason FROM webhooks WHERE session_id = ?")
-            .bind(session_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let route = match (own, global) {
-        (Some((events, disabled)), _) => Route {
-            target: Target::Session,
-            events: EventFilter::from_stored(&events),
-            disabled: disabled.is_some(),
-        },
-        (None, Some((g, _))) => Route {
-            target: Target::Global,
-            events: g.events.clone(),
-            disabled: sqlx::query_scalar::<_, Option<String>>(
-                "SELECT disabled_reason FROM webhook_global WHERE id = 1",
-            )
-            .fetch_optional(&mut *tx)
-            .await?
-            .flatten()
-            .is_some(),
-        },
-        (None, None) => return Ok(0),
-    };
-    // A disabled webhook keeps its place in the log: setting it again delivers what it missed.
-    if route.disabled {
-        return Ok(0);
-    }
     let cursor: Option<i64> =
         sqlx::query_scalar("SELECT last_event_id FROM webhook_cursors WHERE session_id = ?")
             .bind(session_id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await?;
-    let cursor = match (cursor, global) {
-        (Some(c), _) => c,
-        // First sight of this session under the global webhook: from when it was configured.
-        (None, Some((_, start))) => start,
-        (None, None) => max_event_id_tx(&mut tx).await?,
-    };
+    let cursor = cursor.unwrap_or(start_if_new);
     let events: Vec<(i64, String, Option<String>)> = sqlx::query_as(
         "SELECT id, event, chat_id FROM events WHERE session_id = ? AND id > ? ORDER BY id LIMIT ?",
     )
     .bind(session_id)
     .bind(cursor)
     .bind(batch)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     let Some(&(last, _, _)) = events.last() else {
         return Ok(0);
@@ -475,7 +446,7 @@ pub async fn fan_out(
         .bind(now)
         .bind(now)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     }
     sqlx::query(
@@ -484,18 +455,9 @@ pub async fn fan_out(
     )
     .bind(session_id)
     .bind(last)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    tx.commit().await?;
     Ok(events.len())
-}
-
-async fn max_event_id_tx(tx: &mut crate::store::Tx) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
-            .fetch_one(&mut **tx)
-            .await?,
-    )
 }
 
 /// A delivery a worker has leased and must now send.
@@ -510,18 +472,17 @@ pub struct Claimed {
 }
 
 /// Leases up to `limit` deliveries that are due, each the oldest open one of its chat (so a
-/// chat's events go out in order), skipping targets in `skip` (disabled webhooks). Also
-/// returns when the earliest head not taken becomes due, for the worker's sleep.
+/// chat's events go out in order), skipping targets in `skip` (disabled webhooks), inside the
+/// caller's transaction. Also returns when the earliest head not taken becomes due.
 pub async fn claim(
-    store: &Store,
+    conn: &mut Conn,
     session_id: &str,
     limit: usize,
     lease_ms: i64,
     skip: &[Target],
 ) -> Result<(Vec<Claimed>, Option<i64>)> {
     let now = now_ms();
-    // The head of each (target, chat) group. Read outside a transaction: the lease below is
-    // taken with a compare-and-set, so a stale read only loses a race, never double-sends.
+    // The head of each (target, chat) group.
     let rows = sqlx::query(
         "SELECT d.id, d.event_id, d.target, d.chat_key, d.attempts, d.next_attempt_at, d.lease_until, e.body
          FROM (SELECT MIN(id) AS id FROM webhook_deliveries
@@ -531,9 +492,9 @@ pub async fn claim(
          ORDER BY d.id",
     )
     .bind(session_id)
-    .fetch_all(store.pool())
+    .fetch_all(&mut *conn)
     .await?;
-    let mut candidates = Vec::new();
+    let mut claimed = Vec::new();
     let mut next_wake: Option<i64> = None;
     for r in rows {
         let target = Target::parse(&r.try_get::<String, _>("target")?);
@@ -543,11 +504,11 @@ pub async fn claim(
         let due: i64 = r.try_get("next_attempt_at")?;
         let lease: Option<i64> = r.try_get("lease_until")?;
         let ready_at = due.max(lease.unwrap_or(0));
-        if ready_at > now || candidates.len() >= limit {
+        if ready_at > now || claimed.len() >= limit {
             next_wake = Some(next_wake.map_or(ready_at, |w| w.min(ready_at)));
             continue;
         }
-        candidates.push(Claimed {
+        claimed.push(Claimed {
             id: r.try_get("id")?,
             event_id: r.try_get("event_id")?,
             target,
@@ -556,38 +517,14 @@ pub async fn claim(
             body: r.try_get("body")?,
         });
     }
-    if candidates.is_empty() {
-        return Ok((candidates, next_wake));
+    for c in &claimed {
+        sqlx::query("UPDATE webhook_deliveries SET lease_until = ? WHERE id = ?")
+            .bind(now + lease_ms)
+            .bind(c.id)
+            .execute(&mut *conn)
+            .await?;
     }
-    let mut tx = store.begin().await?;
-    let mut claimed = Vec::with_capacity(candidates.len());
-    for c in candidates {
-        let won = sqlx::query(
-            "UPDATE webhook_deliveries SET lease_until = ?
-             WHERE id = ? AND status = 'pending' AND COALESCE(lease_until, 0) <= ?",
-        )
-        .bind(now + lease_ms)
-        .bind(c.id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if won {
-            claimed.push(c);
-        }
-    }
-    tx.commit().await?;
     Ok((claimed, next_wake))
-}
-
-/// Gives a lease back without counting an attempt (the webhook changed under the worker).
-pub async fn release(pool: &SqlitePool, id: i64) -> Result<()> {
-    sqlx::query("UPDATE webhook_deliveries SET lease_until = NULL WHERE id = ?")
-        .bind(id)
-        .execute(pool)
-        .await?;
-    Ok(())
 }
 
 /// The result of one attempt, as stored.
@@ -596,37 +533,39 @@ pub enum Outcome {
     Delivered,
     /// Try again at this time (unix ms).
     RetryAt(i64),
-    /// Give up: `failed` (rejected, gone) or `dead` (retries exhausted).
+    /// Give up: `failed` (rejected, gone), `dead` (retries exhausted) or `cancelled`.
     Final(&'static str),
 }
 
 pub async fn record(
-    pool: &SqlitePool,
+    conn: &mut Conn,
     id: i64,
     outcome: &Outcome,
     status_code: Option<u16>,
     error: Option<&str>,
 ) -> Result<()> {
     let now = now_ms();
-    let (status, next, delivered_at) = match outcome {
-        Outcome::Delivered => ("delivered", now, Some(now)),
-        Outcome::RetryAt(at) => ("pending", *at, None),
-        Outcome::Final(s) => (*s, now, None),
+    let (status, next, delivered_at, attempted) = match outcome {
+        Outcome::Delivered => ("delivered", now, Some(now), 1),
+        Outcome::RetryAt(at) => ("pending", *at, None, 1),
+        Outcome::Final("cancelled") => ("cancelled", now, None, 0),
+        Outcome::Final(s) => (*s, now, None, 1),
     };
     sqlx::query(
-        "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?,
-            lease_until = NULL, last_status = ?, last_error = ?, updated_at = ?,
-            delivered_at = COALESCE(?, delivered_at)
+        "UPDATE webhook_deliveries SET status = ?, attempts = attempts + ?, next_attempt_at = ?,
+            lease_until = NULL, last_status = COALESCE(?, last_status), last_error = ?,
+            updated_at = ?, delivered_at = COALESCE(?, delivered_at)
          WHERE id = ? AND status = 'pending'",
     )
     .bind(status)
+    .bind(attempted)
     .bind(next)
     .bind(status_code.map(i64::from))
     .bind(error)
     .bind(now)
     .bind(delivered_at)
     .bind(id)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

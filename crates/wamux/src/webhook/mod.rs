@@ -28,6 +28,7 @@ pub mod test_command;
 mod worker;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,7 +52,12 @@ pub struct Webhooks {
 struct Inner {
     store: Store,
     config: WebhookConfig,
+    /// For webhooks set through the API: only public addresses unless allowed.
     sender: client::Sender,
+    /// For the global webhook, whose URL the operator chose: any address.
+    operator_sender: client::Sender,
+    /// Bumped whenever a webhook changes, so workers reload their copy.
+    generation: AtomicU64,
     /// The global webhook with where it started in the log and its secret.
     global: Option<(GlobalWebhook, i64, Secret)>,
     /// Part of every `webhook-id` (see migration 0002).
@@ -79,6 +85,7 @@ impl Webhooks {
         cancel: CancellationToken,
     ) -> anyhow::Result<Self> {
         let sender = client::Sender::new(config.timeout, config.allow_private)?;
+        let operator_sender = client::Sender::new(config.timeout, true)?;
         let released = db::release_leases(store.pool()).await?;
         if released > 0 {
             tracing::info!(
@@ -111,6 +118,8 @@ impl Webhooks {
                 store,
                 config,
                 sender,
+                operator_sender,
+                generation: AtomicU64::new(0),
                 global,
                 tag,
                 workers: Mutex::new(HashMap::new()),
@@ -152,6 +161,12 @@ impl Webhooks {
     /// Whether a global webhook is configured (sessions without their own use it).
     pub fn global(&self) -> Option<&GlobalWebhook> {
         self.inner.global.as_ref().map(|(g, _, _)| g)
+    }
+
+    /// Tells the workers that a session's webhook changed (set, removed), and wakes its worker.
+    pub fn changed(&self, session_id: &str) {
+        self.inner.generation.fetch_add(1, Ordering::Relaxed);
+        self.wake(session_id);
     }
 
     /// Wakes (starting it if needed) the worker of a session.
