@@ -1,0 +1,537 @@
+//! Scale benchmark of the gateway: many linked sessions in one `wamux` process.
+//!
+//! Starts the release `wa-sim` and the release `wamux` (built with `--features sandbox`) as
+//! separate processes, so the memory and CPU figures are the gateway's own. Creates N sessions
+//! through the HTTP API, has one simulated phone per session scan its QR, waits until all are
+//! `connected`, then reports:
+//! - the gateway's resident memory empty and with N idle sessions, hence MiB per session;
+//! - its CPU use while the sessions sit idle;
+//! - the time until all N are `connected` again after a SIGKILL and restart;
+//! - `POST /api/send-message` throughput and latency across sessions.
+//!
+//! ```text
+//! cargo build --release -p wa-sim -p wamux --features wamux/sandbox --example bench_sessions
+//! target/release/examples/bench_sessions --sessions 1000
+//! ```
+//! Flags: `--sessions N` (1000), `--link-concurrency N` (16), `--idle-secs S` (30),
+//! `--messages N` (2000), `--send-concurrency N` (32). `WA_SIM_BIN` and `WAMUX_BIN` override
+//! the binaries (default `target/release/wa-sim`, `target/release/wamux`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use futures::{StreamExt as _, TryStreamExt as _};
+use serde_json::{Value, json};
+
+const API_KEY: &str = "bench-sessions-key";
+/// Linux reports utime/stime in USER_HZ ticks, which is 100 on every common configuration.
+const TICKS_PER_SEC: f64 = 100.0;
+
+struct Args {
+    sessions: usize,
+    link_concurrency: usize,
+    idle_secs: u64,
+    messages: usize,
+    send_concurrency: usize,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        sessions: 1000,
+        link_concurrency: 16,
+        idle_secs: 30,
+        messages: 2000,
+        send_concurrency: 32,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        let n: u64 = value
+            .parse()
+            .with_context(|| format!("{flag}: `{value}` is not a number"))?;
+        match flag.as_str() {
+            "--sessions" => a.sessions = n as usize,
+            "--link-concurrency" => a.link_concurrency = n.max(1) as usize,
+            "--idle-secs" => a.idle_secs = n,
+            "--messages" => a.messages = n as usize,
+            "--send-concurrency" => a.send_concurrency = n.max(1) as usize,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    ensure!(a.sessions >= 1, "--sessions must be at least 1");
+    Ok(a)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may contain spaces; the fields after it are fixed.
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn phone_of(i: usize) -> String {
+    format!("1555{i:07}")
+}
+
+fn session_of(i: usize) -> String {
+    format!("bench{i}")
+}
+
+/// The gateway as a child process; restarted over the same data dir.
+struct Gateway {
+    bin: PathBuf,
+    data_dir: PathBuf,
+    log: PathBuf,
+    port: u16,
+    ws_url: String,
+    ca_file: String,
+    child: Option<Child>,
+}
+
+impl Gateway {
+    fn spawn(&mut self) -> anyhow::Result<u32> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut cmd = Command::new(&self.bin);
+        // Settings the caller's environment may hold must not leak into the measured process.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("WAMUX_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
+            .arg("serve")
+            .env("WAMUX_API_KEY", API_KEY)
+            .env("WAMUX_HOST", "127.0.0.1")
+            .env("WAMUX_PORT", self.port.to_string())
+            .env("WAMUX_DATA_DIR", &self.data_dir)
+            .env("WAMUX_WA_URL", &self.ws_url)
+            .env("WAMUX_WA_CA_FILE", &self.ca_file)
+            .env("WAMUX_LOG", "warn")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        let pid = child.id();
+        self.child = Some(child);
+        Ok(pid)
+    }
+
+    /// SIGKILL: no graceful shutdown, as after a crash.
+    fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Err(e) = self.kill() {
+            eprintln!("stopping wamux: {e}");
+        }
+    }
+}
+
+struct Sim(Child);
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.kill().and_then(|()| self.0.wait().map(drop)) {
+            eprintln!("stopping wa-sim: {e}");
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    // Bound and released at once; nothing else on the machine races for loopback ports here.
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_for_file(path: &Path) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while !path.exists() {
+        ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "{} did not appear",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The file is written in one go, but give the writer a moment to close it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+async fn wait_healthy(http: &reqwest::Client, gw: &Gateway) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let r = http
+            .get(format!("{}/api/health", gw.base()))
+            .header("X-API-Key", API_KEY)
+            .send()
+            .await;
+        if matches!(&r, Ok(r) if r.status().is_success()) {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "wamux not healthy after 60 s; see {} ({r:?})",
+                gw.log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How many sessions are `connected`, and how many are listed at all.
+async fn count_connected(http: &reqwest::Client, base: &str) -> anyhow::Result<(usize, usize)> {
+    let v: Value = http
+        .get(format!("{base}/api/sessions"))
+        .header("X-API-Key", API_KEY)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let list = v["sessions"].as_array().context("no `sessions` array")?;
+    let connected = list.iter().filter(|s| s["status"] == "connected").count();
+    Ok((connected, list.len()))
+}
+
+/// Start a session, fetch its QR, have its phone scan it, wait until it is connected.
+async fn link_one(
+    http: &reqwest::Client,
+    admin: &reqwest::Client,
+    base: &str,
+    admin_url: &str,
+    i: usize,
+) -> anyhow::Result<()> {
+    let id = session_of(i);
+    http.post(format!("{base}/api/start-session"))
+        .header("X-API-Key", API_KEY)
+        .json(&json!({ "sessionId": id }))
+        .send()
+        .await?
+        .error_for_status()
+        .with_context(|| format!("start-session {id}"))?;
+    let start = Instant::now();
+    let deadline = Duration::from_secs(120);
+    let qr = loop {
+        let r = http
+            .get(format!("{base}/api/qr/{id}"))
+            .header("X-API-Key", API_KEY)
+            .send()
+            .await?;
+        if r.status().is_success() {
+            let v: Value = r.json().await?;
+            break v["qr"].as_str().context("no `qr`")?.to_owned();
+        }
+        // 409 until the session has its first QR.
+        ensure!(
+            r.status() == reqwest::StatusCode::CONFLICT && start.elapsed() < deadline,
+            "no QR for {id}: {} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let phone = phone_of(i);
+    admin
+        .post(format!("{admin_url}/phones/{phone}/scan"))
+        .json(&json!({ "qr": qr }))
+        .send()
+        .await?
+        .error_for_status()
+        .with_context(|| format!("phone {phone} scanning {id}"))?;
+    loop {
+        let v: Value = http
+            .get(format!("{base}/api/status/{id}"))
+            .header("X-API-Key", API_KEY)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if v["status"] == "connected" {
+            return Ok(());
+        }
+        ensure!(
+            start.elapsed() < deadline,
+            "{id} not connected after {deadline:?}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_all_connected(
+    http: &reqwest::Client,
+    base: &str,
+    n: usize,
+    limit: Duration,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut last = (0, 0);
+    loop {
+        // Connection refused while the restarted process is still binding: keep polling.
+        if let Ok(c) = count_connected(http, base).await {
+            last = c;
+            if c.0 >= n {
+                return Ok(start.elapsed());
+            }
+        }
+        ensure!(
+            start.elapsed() < limit,
+            "only {} of {n} connected ({} listed) after {limit:?}",
+            last.0,
+            last.1
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let n = args.sessions;
+    let sim_bin = std::env::var("WA_SIM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("target/release/wa-sim"));
+    let wamux_bin = std::env::var("WAMUX_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("target/release/wamux"));
+    let dir = tempfile::tempdir()?;
+
+    // The simulator.
+    let sim_dir = dir.path().join("sim");
+    let sim = Sim(Command::new(&sim_bin)
+        .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+        .arg(&sim_dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", sim_bin.display()))?);
+    wait_for_file(&sim_dir.join("sim.json")).await?;
+    let info: Value = serde_json::from_slice(&std::fs::read(sim_dir.join("sim.json"))?)?;
+    let ws_url = info["wsUrl"].as_str().context("wsUrl")?.to_owned();
+    let admin_url = info["adminUrl"].as_str().context("adminUrl")?.to_owned();
+    let ca_file = info["caFile"].as_str().context("caFile")?.to_owned();
+    let admin = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca_file)?)?)
+        .build()?;
+    println!("wa-sim pid {}", sim.0.id());
+
+    // The gateway, empty.
+    let mut gw = Gateway {
+        bin: wamux_bin,
+        data_dir: dir.path().join("wamux"),
+        log: dir.path().join("wamux.log"),
+        port: free_port()?,
+        ws_url,
+        ca_file,
+        child: None,
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let pid = gw.spawn()?;
+    wait_healthy(&http, &gw).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_empty = rss_kib(pid);
+    println!(
+        "wamux pid {pid}, empty RSS: {rss_empty} KiB ({:.1} MiB)",
+        mib(rss_empty)
+    );
+
+    // One phone per session: a session is a linked device of its own account.
+    let t = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let admin = &admin;
+            let admin_url = &admin_url;
+            async move {
+                let r = admin
+                    .post(format!("{admin_url}/phones"))
+                    .json(&json!({ "phone": phone_of(i), "name": format!("Phone {i}") }))
+                    .send()
+                    .await?;
+                ensure!(
+                    r.status().is_success() || r.status() == reqwest::StatusCode::CONFLICT,
+                    "creating phone {i}: {}",
+                    r.status()
+                );
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<()>()
+        .await?;
+    println!("{n} phones created in {:.1} s", t.elapsed().as_secs_f64());
+
+    let base = gw.base();
+    let t = Instant::now();
+    let mut linked = 0usize;
+    let mut links = futures::stream::iter(0..n)
+        .map(|i| link_one(&http, &admin, &base, &admin_url, i))
+        .buffer_unordered(args.link_concurrency);
+    while let Some(r) = links.next().await {
+        r?;
+        linked += 1;
+        if linked % 100 == 0 || linked == n {
+            println!(
+                "{linked} / {n} linked after {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
+    drop(links);
+    wait_all_connected(&http, &base, n, Duration::from_secs(60)).await?;
+    let link_time = t.elapsed();
+    println!(
+        "all {n} sessions connected in {:.1} s ({:.1} sessions/s)",
+        link_time.as_secs_f64(),
+        n as f64 / link_time.as_secs_f64()
+    );
+
+    // Post-login traffic (prekey uploads, app state, receipts) settles before "idle".
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rss_full = rss_kib(pid);
+    let cpu0 = cpu_ticks(pid);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+    let idle_cpu = (cpu_ticks(pid) - cpu0) as f64 / TICKS_PER_SEC / t0.elapsed().as_secs_f64();
+    let rss_after_idle = rss_kib(pid);
+    let (still, _) = count_connected(&http, &base).await?;
+    println!(
+        "RSS with {n} connected idle sessions: {rss_full} KiB ({:.1} MiB); after the idle window: {rss_after_idle} KiB",
+        mib(rss_full)
+    );
+    println!(
+        "memory per session: {:.3} MiB ({:.0} KiB)",
+        mib(rss_full.saturating_sub(rss_empty)) / n as f64,
+        rss_full.saturating_sub(rss_empty) as f64 / n as f64
+    );
+    println!(
+        "idle CPU over {} s: {:.2} % of one core ({still} / {n} still connected)",
+        args.idle_secs,
+        idle_cpu * 100.0
+    );
+
+    // Crash and restart over the same data dir.
+    gw.kill()?;
+    let t = Instant::now();
+    let pid = gw.spawn()?;
+    wait_healthy(&http, &gw).await?;
+    let http_ready = t.elapsed();
+    wait_all_connected(&http, &base, n, Duration::from_secs(300)).await?;
+    let resumed = t.elapsed();
+    println!(
+        "after SIGKILL + restart: HTTP up in {:.2} s, all {n} connected in {:.2} s",
+        http_ready.as_secs_f64(),
+        resumed.as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rss_restarted = rss_kib(pid);
+    println!(
+        "RSS after restart with {n} sessions: {rss_restarted} KiB ({:.1} MiB)",
+        mib(rss_restarted)
+    );
+
+    // Throughput: session k sends to the phone behind session k+1, spread over all sessions.
+    let t = Instant::now();
+    let results: Vec<(bool, Duration)> = futures::stream::iter(0..args.messages)
+        .map(|k| {
+            let http = &http;
+            let base = &base;
+            async move {
+                let started = Instant::now();
+                let r = http
+                    .post(format!("{base}/api/send-message"))
+                    .header("X-API-Key", API_KEY)
+                    .json(&json!({
+                        "sessionId": session_of(k % n),
+                        "to": phone_of((k + 1) % n),
+                        "text": format!("bench message {k}"),
+                    }))
+                    .send()
+                    .await;
+                let ok = match r {
+                    Ok(r) if r.status().is_success() => true,
+                    Ok(r) => {
+                        eprintln!(
+                            "send {k}: {} {}",
+                            r.status(),
+                            r.text().await.unwrap_or_default()
+                        );
+                        false
+                    }
+                    Err(e) => {
+                        eprintln!("send {k}: {e}");
+                        false
+                    }
+                };
+                (ok, started.elapsed())
+            }
+        })
+        .buffer_unordered(args.send_concurrency)
+        .collect()
+        .await;
+    let wall = t.elapsed();
+    let ok = results.iter().filter(|(ok, _)| *ok).count();
+    let mut lat: Vec<Duration> = results.iter().map(|(_, d)| *d).collect();
+    lat.sort();
+    println!(
+        "send-message: {ok} / {} accepted in {:.2} s = {:.0} messages/s (concurrency {}); latency median {:.1} ms, p95 {:.1} ms, max {:.1} ms",
+        args.messages,
+        wall.as_secs_f64(),
+        ok as f64 / wall.as_secs_f64(),
+        args.send_concurrency,
+        percentile(&lat, 0.5).as_secs_f64() * 1000.0,
+        percentile(&lat, 0.95).as_secs_f64() * 1000.0,
+        percentile(&lat, 1.0).as_secs_f64() * 1000.0,
+    );
+    println!("RSS after sending: {} KiB", rss_kib(pid));
+    drop(gw);
+    drop(sim);
+    Ok(())
+}
