@@ -85,11 +85,10 @@ pub fn watch(bus: &EventBus, stop: CancellationToken) {
                     METRICS.messages_out.fetch_add(1, Relaxed);
                 }
                 EventKind::SessionStatus
-                    if ev.data["status"] == SessionStatus::Connected.as_str() =>
+                    if ev.data["status"] == SessionStatus::Connected.as_str()
+                        && !seen_connected.insert(ev.session_id.clone()) =>
                 {
-                    if !seen_connected.insert(ev.session_id.clone()) {
-                        METRICS.reconnects.fetch_add(1, Relaxed);
-                    }
+                    METRICS.reconnects.fetch_add(1, Relaxed);
                 }
                 _ => {}
             }
