@@ -62,7 +62,11 @@ pub struct MediaOverrides {
     )]
     pub allow_private: Option<bool>,
     /// Incoming media downloads running at once [default: 4]
-    #[arg(long = "media-concurrency", env = "WAMUX_MEDIA_CONCURRENCY")]
+    #[arg(
+        id = "media_concurrency",
+        long = "media-concurrency",
+        env = "WAMUX_MEDIA_CONCURRENCY"
+    )]
     pub concurrency: Option<usize>,
     /// How long a download waits for its session to connect, e.g. 60s [default: 60s]
     #[arg(long = "media-download-wait", env = "WAMUX_MEDIA_DOWNLOAD_WAIT")]
