@@ -25,6 +25,9 @@ pub struct TestApp {
     pub sim: Option<Sim>,
 }
 
+/// A last adjustment of the configuration, applied just before the server starts.
+pub type Configure = Box<dyn FnOnce(&mut Config) + Send>;
+
 #[derive(Default)]
 pub struct Options {
     pub max_body_bytes: Option<usize>,
@@ -33,7 +36,7 @@ pub struct Options {
     /// Start without a configured key (the server generates one).
     pub no_key: bool,
     /// Adjusts the configuration last, before the server starts.
-    pub configure: Option<Box<dyn FnOnce(&mut Config) + Send>>,
+    pub configure: Option<Configure>,
 }
 
 impl TestApp {
