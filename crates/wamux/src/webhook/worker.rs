@@ -1,6 +1,12 @@
-//! One session's delivery worker: fan out new events, lease what is due, send, record.
+//! One session's delivery worker.
+//!
+//! Each pass is one write transaction: record the answers of finished attempts, turn new
+//! events into deliveries, lease what is due. The sends run outside it, concurrently (one per
+//! chat at most), and report back to the next pass. Under load a pass handles many events and
+//! answers at once, so the database sees a few transactions per batch, not per event.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::FutureExt as _;
@@ -8,46 +14,74 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use super::Webhooks;
-use super::client::{Answer, Request};
-use super::db::{self, Claimed, Outcome, Target, now_ms};
+use super::client::Request;
+use super::db::{self, Claimed, Outcome, Route, Target, Webhook, now_ms};
 use super::schedule::{Verdict, verdict};
+use super::signature::Secret;
 
-/// Events read from the log per transaction.
-const FAN_OUT_BATCH: i64 = 256;
+/// Events read from the log per statement.
+const FAN_OUT_BATCH: i64 = 512;
+
+/// A finished attempt, to be recorded by the next pass.
+#[derive(Debug)]
+struct Done {
+    id: i64,
+    target: Target,
+    outcome: Outcome,
+    status: Option<u16>,
+    error: Option<String>,
+}
+
+/// The session's webhook configuration, reloaded when any webhook changes.
+struct Cached {
+    generation: u64,
+    own: Option<Webhook>,
+    global_disabled: bool,
+}
 
 pub(super) async fn run(hooks: Webhooks, session: String, notify: Arc<Notify>) {
     let inner = &hooks.inner;
     let concurrency = inner.config.concurrency.max(1);
-    // Held a little past the timeout so a lease never expires under a live attempt.
+    // Held well past the timeout so a lease never expires under a live attempt.
     let lease_ms = (inner.config.timeout * 2 + Duration::from_secs(1)).as_millis() as i64;
-    let mut in_flight: JoinSet<()> = JoinSet::new();
+    let mut in_flight: JoinSet<Done> = JoinSet::new();
+    let mut done: Vec<Done> = Vec::new();
+    let mut cache: Option<Cached> = None;
     tracing::debug!(session = %session, "webhook worker started");
 
     loop {
         if inner.cancel.is_cancelled() {
             break;
         }
-        let mut wake_at: Option<i64> = None;
+        while let Some(r) = in_flight.try_join_next() {
+            collect(&session, r, &mut done);
+        }
+        let free = concurrency.saturating_sub(in_flight.len());
         // A panic in one pass (a bug) is logged and the worker goes on after the poll
         // interval, rather than leaving the session without deliveries.
         let pass = std::panic::AssertUnwindSafe(pass(
             &hooks,
             &session,
-            concurrency.saturating_sub(in_flight.len()),
+            &mut cache,
+            &mut done,
+            free,
             lease_ms,
             &mut in_flight,
         ))
         .catch_unwind()
         .await;
-        match pass {
-            Ok(Ok(next)) => wake_at = next,
+        let wake_at = match pass {
+            Ok(Ok(next)) => next,
             Ok(Err(e)) => {
-                tracing::warn!(session = %session, error = %e, "webhook worker pass failed; will retry")
+                tracing::warn!(session = %session, error = %e, "webhook worker pass failed; will retry");
+                None
             }
             Err(_) => {
-                tracing::error!(session = %session, "webhook worker pass panicked; will retry")
+                tracing::error!(session = %session, "webhook worker pass panicked; will retry");
+                cache = None;
+                None
             }
-        }
+        };
 
         let poll = inner.config.poll_interval;
         let sleep = match wake_at {
@@ -59,105 +93,189 @@ pub(super) async fn run(hooks: Webhooks, session: String, notify: Arc<Notify>) {
         tokio::select! {
             () = inner.cancel.cancelled() => break,
             () = notify.notified() => {}
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            Some(r) = in_flight.join_next(), if !in_flight.is_empty() => collect(&session, r, &mut done),
             () = tokio::time::sleep(sleep) => {}
         }
     }
 
-    // Let attempts in flight finish within the timeout; an aborted one is sent again later.
-    let drain = async { while in_flight.join_next().await.is_some() {} };
+    // Let attempts in flight finish within the timeout and record their answers; an aborted
+    // one keeps its lease and is sent again after the restart.
+    let drain = async {
+        while let Some(r) = in_flight.join_next().await {
+            collect(&session, r, &mut done);
+        }
+    };
     if tokio::time::timeout(inner.config.timeout, drain)
         .await
         .is_err()
     {
         in_flight.abort_all();
     }
+    if !done.is_empty()
+        && let Err(e) = record_all(&hooks, &session, &mut done).await
+    {
+        tracing::warn!(session = %session, error = %e, "could not record the last webhook answers; they will be sent again");
+    }
     tracing::debug!(session = %session, "webhook worker stopped");
 }
 
-/// One pass: fan out, claim, start sends. Returns when the next head becomes due.
+fn collect(session: &str, r: Result<Done, tokio::task::JoinError>, done: &mut Vec<Done>) {
+    match r {
+        Ok(d) => done.push(d),
+        // The delivery stays leased and is sent again when the lease expires.
+        Err(e) => tracing::error!(session, error = %e, "webhook send task failed"),
+    }
+}
+
+async fn record_all(hooks: &Webhooks, session: &str, done: &mut Vec<Done>) -> anyhow::Result<()> {
+    let mut tx = hooks.inner.store.begin().await?;
+    record_done(hooks, session, &mut tx, done).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Records finished attempts; a 410 disables its webhook.
+async fn record_done(
+    hooks: &Webhooks,
+    session: &str,
+    conn: &mut db::Conn,
+    done: &mut Vec<Done>,
+) -> anyhow::Result<()> {
+    for d in done.drain(..) {
+        if d.status == Some(410) {
+            let reason = format!(
+                "the receiver answered 410 Gone at {} (unix ms); set the webhook again to re-enable it",
+                now_ms()
+            );
+            db::disable(conn, session, d.target, &reason).await?;
+            hooks.inner.generation.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                session,
+                target = d.target.as_str(),
+                "webhook disabled: the receiver answered 410 Gone"
+            );
+        }
+        db::record(conn, d.id, &d.outcome, d.status, d.error.as_deref()).await?;
+    }
+    Ok(())
+}
+
+/// One pass. Returns when the next delivery becomes due.
 async fn pass(
     hooks: &Webhooks,
     session: &str,
+    cache: &mut Option<Cached>,
+    done: &mut Vec<Done>,
     free: usize,
     lease_ms: i64,
-    in_flight: &mut JoinSet<()>,
+    in_flight: &mut JoinSet<Done>,
 ) -> anyhow::Result<Option<i64>> {
     let inner = &hooks.inner;
-    let global = inner.global.as_ref().map(|(g, start, _)| (g, *start));
-    while db::fan_out(&inner.store, session, global, FAN_OUT_BATCH).await? == FAN_OUT_BATCH as usize
-    {
-    }
-
-    let mut skip = Vec::new();
-    let own = db::get_webhook(inner.store.pool(), session).await?;
-    if own.as_ref().is_some_and(|w| w.disabled_reason.is_some()) {
-        skip.push(Target::Session);
-    }
-    if inner.global.is_some()
-        && db::global_disabled_reason(inner.store.pool())
-            .await?
-            .is_some()
-    {
-        skip.push(Target::Global);
-    }
-    if free == 0 {
-        return Ok(None);
-    }
-    let (claimed, next) = db::claim(&inner.store, session, free, lease_ms, &skip).await?;
-    for c in claimed {
-        let hooks = hooks.clone();
-        let session = session.to_owned();
-        in_flight.spawn(async move {
-            if let Err(e) = deliver(&hooks, &session, c).await {
-                tracing::warn!(session = %session, error = %e, "could not record a webhook attempt; it will be retried");
-            }
+    let pool = inner.store.pool();
+    let generation = inner.generation.load(Ordering::Relaxed);
+    if cache.as_ref().is_none_or(|c| c.generation != generation) {
+        *cache = Some(Cached {
+            generation,
+            own: db::get_webhook(pool, session).await?,
+            global_disabled: inner.global.is_some()
+                && db::global_disabled_reason(pool).await?.is_some(),
         });
     }
-    Ok(next)
-}
+    let c = cache.as_ref().expect("just loaded");
+    let (route, start_if_new) = match (&c.own, &inner.global) {
+        (Some(w), _) => (
+            w.disabled_reason.is_none().then(|| Route {
+                target: Target::Session,
+                events: w.events.clone(),
+            }),
+            // The cursor is created with the webhook; this is only a fallback.
+            i64::MAX,
+        ),
+        (None, Some((g, start, _))) => (
+            (!c.global_disabled).then(|| Route {
+                target: Target::Global,
+                events: g.events.clone(),
+            }),
+            *start,
+        ),
+        (None, None) => (None, i64::MAX),
+    };
+    let mut skip = Vec::new();
+    if c.own.as_ref().is_some_and(|w| w.disabled_reason.is_some()) {
+        skip.push(Target::Session);
+    }
+    if c.global_disabled {
+        skip.push(Target::Global);
+    }
 
-/// Sends one leased delivery and records the answer.
-async fn deliver(hooks: &Webhooks, session: &str, c: Claimed) -> anyhow::Result<()> {
-    let inner = &hooks.inner;
-    let pool = inner.store.pool();
-    let (url, headers, secret) = match c.target {
-        Target::Session => match db::get_webhook(pool, session).await? {
-            Some(w) if w.disabled_reason.is_some() => {
-                db::release(pool, c.id).await?;
-                return Ok(());
-            }
-            Some(w) => (w.url, w.headers, w.secret),
+    if done.is_empty() && !db::has_work(pool, session, start_if_new).await? {
+        return Ok(None);
+    }
+    let mut tx = inner.store.begin().await?;
+    record_done(hooks, session, &mut tx, done).await?;
+    if let Some(route) = &route {
+        while db::fan_out(&mut tx, session, route, start_if_new, FAN_OUT_BATCH).await?
+            == FAN_OUT_BATCH as usize
+        {}
+    }
+    let (claimed, next) = if free > 0 {
+        db::claim(&mut tx, session, free, lease_ms, &skip).await?
+    } else {
+        (Vec::new(), None)
+    };
+    let mut sends = Vec::with_capacity(claimed.len());
+    for cl in claimed {
+        let target = match cl.target {
+            Target::Session => c
+                .own
+                .as_ref()
+                .map(|w| (w.url.clone(), w.headers.clone(), w.secret.clone())),
+            Target::Global => inner
+                .global
+                .as_ref()
+                .map(|(g, _, secret)| (g.url.clone(), Vec::new(), secret.clone())),
+        };
+        match target {
+            Some(t) => sends.push((cl, t)),
+            // Its webhook is gone: nothing to send it to.
             None => {
                 db::record(
-                    pool,
-                    c.id,
+                    &mut tx,
+                    cl.id,
                     &Outcome::Final("cancelled"),
                     None,
                     Some("webhook removed"),
                 )
-                .await?;
-                return Ok(());
+                .await?
             }
-        },
-        Target::Global => match &inner.global {
-            Some((g, _, secret)) => (g.url.clone(), Vec::new(), secret.clone()),
-            None => {
-                db::record(
-                    pool,
-                    c.id,
-                    &Outcome::Final("cancelled"),
-                    None,
-                    Some("global webhook removed"),
-                )
-                .await?;
-                return Ok(());
-            }
-        },
-    };
+        }
+    }
+    tx.commit().await?;
+    for (cl, (url, headers, secret)) in sends {
+        let hooks = hooks.clone();
+        let session = session.to_owned();
+        in_flight.spawn(async move { send(&hooks, &session, cl, url, headers, secret).await });
+    }
+    Ok(next)
+}
+
+/// Sends one leased delivery and decides what its answer means.
+async fn send(
+    hooks: &Webhooks,
+    session: &str,
+    c: Claimed,
+    url: String,
+    headers: Vec<(String, String)>,
+    secret: Secret,
+) -> Done {
+    let inner = &hooks.inner;
     let msg_id = hooks.message_id(c.event_id);
-    let answer: Answer = inner
-        .sender
+    // The operator chose the global URL, so it may be private; API-set ones are vetted.
+    let sender = match c.target {
+        Target::Session => &inner.sender,
+        Target::Global => &inner.operator_sender,
+    };
+    let answer = sender
         .send(Request {
             url: &url,
             msg_id: &msg_id,
@@ -176,20 +294,7 @@ async fn deliver(hooks: &Webhooks, session: &str, c: Claimed) -> anyhow::Result<
             }
             None => Outcome::Final("dead"),
         },
-        Verdict::Reject => Outcome::Final("failed"),
-        Verdict::Gone => {
-            let reason = format!(
-                "the receiver answered 410 Gone at {} (unix ms); set the webhook again to re-enable it",
-                now_ms()
-            );
-            db::disable(pool, session, c.target, &reason).await?;
-            tracing::warn!(
-                session,
-                target = c.target.as_str(),
-                "webhook disabled: the receiver answered 410 Gone"
-            );
-            Outcome::Final("failed")
-        }
+        Verdict::Reject | Verdict::Gone => Outcome::Final("failed"),
     };
     crate::metrics::webhook_attempt(
         match &outcome {
@@ -199,28 +304,39 @@ async fn deliver(hooks: &Webhooks, session: &str, c: Claimed) -> anyhow::Result<
         },
         answer.elapsed,
     );
-    // The URL's host only: paths and queries can carry tokens.
-    let host = reqwest::Url::parse(&url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned));
-    match &outcome {
-        Outcome::Delivered => tracing::debug!(
+    crate::metrics::webhook_attempt(
+        match &outcome {
+            Outcome::Delivered => "delivered",
+            Outcome::RetryAt(_) => "retry",
+            Outcome::Final(s) => s,
+        },
+        answer.elapsed,
+    );
+    if let Outcome::Delivered = outcome {
+        tracing::debug!(
             session,
             delivery = c.id,
             event = c.event_id,
             status = answer.status,
             elapsed_ms = answer.elapsed.as_millis() as u64,
             "webhook delivered"
-        ),
-        other => tracing::info!(
-            session, delivery = c.id, event = c.event_id, chat = %c.chat_key, attempt = attempts, host = host.as_deref(),
-            status = answer.status, error = answer.error.as_deref(), outcome = ?other, "webhook attempt failed"
-        ),
+        );
+    } else {
+        // The URL's host only: paths and queries can carry tokens.
+        let host = reqwest::Url::parse(&url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        tracing::info!(
+            session, delivery = c.id, event = c.event_id, chat = %c.chat_key, attempt = attempts,
+            host = host.as_deref(), status = answer.status, error = answer.error.as_deref(),
+            outcome = ?outcome, "webhook attempt failed"
+        );
     }
-    db::record(pool, c.id, &outcome, answer.status, answer.error.as_deref()).await?;
-    if !matches!(outcome, Outcome::RetryAt(_)) {
-        // The chat's next delivery may now go; don't wait for the clock.
-        hooks.wake(session);
+    Done {
+        id: c.id,
+        target: c.target,
+        outcome,
+        status: answer.status,
+        error: answer.error,
     }
-    Ok(())
 }
