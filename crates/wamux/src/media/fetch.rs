@@ -180,7 +180,7 @@ pub async fn from_url(
         .path_segments()
         .and_then(|mut s| s.next_back())
         .filter(|s| !s.is_empty())
-        .map(|s| percent_decode(s));
+        .map(percent_decode);
     let (size, sha256) = write_stream(&staged, resp.bytes_stream(), limit, |e| {
         IngestError::Unreachable(e)
     })
