@@ -417,7 +417,7 @@ async fn main() -> anyhow::Result<()> {
     while let Some(r) = links.next().await {
         r?;
         linked += 1;
-        if linked % 100 == 0 || linked == n {
+        if linked.is_multiple_of(100) || linked == n {
             println!(
                 "{linked} / {n} linked after {:.1} s",
                 t.elapsed().as_secs_f64()
