@@ -44,7 +44,7 @@ impl Default for WebhookConfig {
 pub struct GlobalWebhook {
     pub url: String,
     pub events: EventFilter,
-    /// When absent, one is generated once, stored, and logged at startup.
+    /// When absent, one is generated once, stored, and printed once on stdout (never logged).
     pub secret: Option<Secret>,
 }
 
@@ -129,7 +129,7 @@ pub struct WebhookOverrides {
     /// Events the global webhook receives, comma-separated [default: all]
     #[arg(long = "webhook-events", env = "WAMUX_WEBHOOK_EVENTS")]
     pub events: Option<String>,
-    /// Signing secret (whsec_...) of the global webhook [default: generated once, logged]
+    /// Signing secret (whsec_...) of the global webhook [default: generated once, printed once on stdout]
     #[arg(
         long = "webhook-secret",
         env = "WAMUX_WEBHOOK_SECRET",
