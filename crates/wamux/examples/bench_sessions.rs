@@ -125,6 +125,10 @@ impl Gateway {
                 cmd.env_remove(k);
             }
         }
+        // A developer's RUST_BACKTRACE makes every logged anyhow error capture a backtrace,
+        // which a production service does not pay for.
+        cmd.env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE");
         let child = cmd
             .arg("serve")
             .env("WAMUX_API_KEY", API_KEY)
@@ -459,6 +463,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Crash and restart over the same data dir.
     gw.kill()?;
+    let log_before_restart = std::fs::read_to_string(&gw.log).unwrap_or_default().len();
     let t = Instant::now();
     let pid = gw.spawn()?;
     wait_healthy(&http, &gw).await?;
@@ -470,6 +475,17 @@ async fn main() -> anyhow::Result<()> {
         http_ready.as_secs_f64(),
         resumed.as_secs_f64()
     );
+    // What the gateway warned about while resuming says where the time went.
+    let log = std::fs::read_to_string(&gw.log).unwrap_or_default();
+    let warnings: Vec<&str> = log
+        .get(log_before_restart..)
+        .unwrap_or_default()
+        .lines()
+        .collect();
+    println!("gateway log lines during the restart: {}", warnings.len());
+    for line in warnings.iter().take(5) {
+        println!("  {line}");
+    }
     tokio::time::sleep(Duration::from_secs(10)).await;
     let rss_restarted = rss_kib(pid);
     println!(
