@@ -118,44 +118,14 @@ impl Media {
         file.staged.committed();
 
         let out = conn.prepare(to).map_err(SessionError::Internal)?;
-        let chat = to.as_str().to_owned();
-        let (chat_pn, chat_lid) = if chat.ends_with("@lid") {
-            (None, Some(chat.clone()))
-        } else if chat.ends_with("@s.whatsapp.net") {
-            (Some(chat.clone()), None)
-        } else {
-            (None, None)
+        let kind_name = match kind {
+            MediaKind::Ptt => "audio",
+            k => k.as_str(),
         };
-        let from = me
-            .jid
-            .clone()
-            .or_else(|| me.lid.clone())
-            .unwrap_or_default();
-        let mut msg = Message {
-            id: out.id.clone(),
-            session_id: id.to_string(),
-            chat_id: chat.clone(),
-            from: from.clone(),
-            to: chat,
-            from_me: true,
-            push_name: me.push_name.clone(),
-            kind: match kind {
-                MediaKind::Ptt => "audio",
-                k => k.as_str(),
-            }
-            .to_owned(),
-            text: None,
-            caption: opts.caption.clone().filter(|c| !c.is_empty()),
-            timestamp: store::now(),
-            status: MessageStatus::Pending,
-            quoted_id: None,
-            media: Some(self.media_json(&stored)),
-            from_pn: me.jid.clone(),
-            from_lid: me.lid.clone(),
-            chat_pn,
-            chat_lid,
-            participant: None,
-        };
+        let mut msg = me.outgoing_message(id, &out.id, to, kind_name);
+        msg.caption = opts.caption.clone().filter(|c| !c.is_empty());
+        msg.media = Some(self.media_json(&stored));
+        let from = msg.from.clone();
         let mut tx = self.store().begin().await?;
         let ev = store::messages::insert(&mut tx, &msg, &from, EventKind::MessageFromMe).await?;
         tx.commit().await?;

@@ -468,40 +468,10 @@ pub(super) async fn send_text(
     quoted: Option<&Message>,
 ) -> Result<Message> {
     let out = conn.prepare(to)?;
-    let chat = to.as_str().to_owned();
-    let (chat_pn, chat_lid) = if chat.ends_with("@lid") {
-        (None, Some(chat.clone()))
-    } else if chat.ends_with("@s.whatsapp.net") {
-        (Some(chat.clone()), None)
-    } else {
-        (None, None)
-    };
-    let from = me
-        .jid
-        .clone()
-        .or_else(|| me.lid.clone())
-        .unwrap_or_default();
-    let mut msg = Message {
-        id: out.id.clone(),
-        session_id: id.to_string(),
-        chat_id: chat.clone(),
-        from: from.clone(),
-        to: chat,
-        from_me: true,
-        push_name: me.push_name.clone(),
-        kind: "text".into(),
-        text: Some(text.to_owned()),
-        caption: None,
-        timestamp: store::now(),
-        status: MessageStatus::Pending,
-        quoted_id: quoted.map(|q| q.id.clone()),
-        media: None,
-        from_pn: me.jid.clone(),
-        from_lid: me.lid.clone(),
-        chat_pn,
-        chat_lid,
-        participant: None,
-    };
+    let mut msg = me.outgoing_message(id, &out.id, to, "text");
+    msg.text = Some(text.to_owned());
+    msg.quoted_id = quoted.map(|q| q.id.clone());
+    let from = msg.from.clone();
     let mut tx = shared.store.begin().await?;
     let ev = store::messages::insert(&mut tx, &msg, &from, EventKind::MessageFromMe).await?;
     tx.commit().await?;

@@ -71,6 +71,52 @@ pub struct Me {
     pub push_name: Option<String>,
 }
 
+impl Me {
+    /// A message this account is about to send to `to`, in state `pending` and without
+    /// content: the caller fills in text, caption, media or quote.
+    pub fn outgoing_message(
+        &self,
+        session: &SessionId,
+        message_id: &str,
+        to: &crate::model::ChatAddress,
+        kind: &str,
+    ) -> crate::model::Message {
+        let chat = to.as_str().to_owned();
+        let (chat_pn, chat_lid) = if chat.ends_with("@lid") {
+            (None, Some(chat.clone()))
+        } else if chat.ends_with("@s.whatsapp.net") {
+            (Some(chat.clone()), None)
+        } else {
+            (None, None)
+        };
+        crate::model::Message {
+            id: message_id.to_owned(),
+            session_id: session.to_string(),
+            chat_id: chat.clone(),
+            from: self
+                .jid
+                .clone()
+                .or_else(|| self.lid.clone())
+                .unwrap_or_default(),
+            to: chat,
+            from_me: true,
+            push_name: self.push_name.clone(),
+            kind: kind.to_owned(),
+            text: None,
+            caption: None,
+            timestamp: crate::store::now(),
+            status: crate::model::MessageStatus::Pending,
+            quoted_id: None,
+            media: None,
+            from_pn: self.jid.clone(),
+            from_lid: self.lid.clone(),
+            chat_pn,
+            chat_lid,
+            participant: None,
+        }
+    }
+}
+
 /// What the API shows about a session. Published by its actor on every change.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
