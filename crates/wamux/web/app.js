@@ -501,14 +501,20 @@ function renderMessagesTab(panel, id) {
 async function loadMessages(id, { reset } = {}) {
   let m = state.messages.get(id);
   if (!m || reset) {
-    m = { items: [], nextCursor: null, loaded: false };
+    // Live events that arrive while the first page loads wait in `early`, so none is lost
+    // between the request and its answer.
+    m = { items: [], nextCursor: null, loaded: false, early: [] };
     state.messages.set(id, m);
   }
   const r = await state.api.messages(id, reset ? undefined : m.nextCursor);
   const items = Array.isArray(r) ? r : (r?.messages ?? []);
   for (const msg of items) upsert(m, msg, false);
   m.nextCursor = r?.nextCursor ?? null;
-  m.loaded = true;
+  if (!m.loaded) {
+    m.loaded = true;
+    for (const msg of m.early.splice(0)) upsert(m, msg, true);
+    sortByTime(m);
+  }
   if (state.selected === id) renderMessages();
 }
 
@@ -519,11 +525,19 @@ function upsert(m, msg, live) {
   else m.items.push(msg);
 }
 
+function sortByTime(m) {
+  m.items.sort((a, b) => (toDate(b.timestamp)?.getTime() ?? 0) - (toDate(a.timestamp)?.getTime() ?? 0));
+}
+
 function mergeMessage(sessionId, msg) {
   const m = state.messages.get(sessionId);
-  if (!m?.loaded || !msg?.id) return;
+  if (!m || !msg?.id) return;
+  if (!m.loaded) {
+    m.early.push(msg);
+    return;
+  }
   upsert(m, msg, true);
-  m.items.sort((a, b) => (toDate(b.timestamp)?.getTime() ?? 0) - (toDate(a.timestamp)?.getTime() ?? 0));
+  sortByTime(m);
   if (state.selected === sessionId && state.tab === 'messages') renderMessages();
 }
 

@@ -68,6 +68,8 @@ export class Sandbox {
         WAMUX_LOG: process.env.WAMUX_LOG ?? 'info',
         // The tests' webhook receiver listens on loopback.
         WAMUX_WEBHOOK_ALLOW_PRIVATE: 'true',
+        // Library warnings carry no backtraces: the log stays readable when a test fails.
+        RUST_LIB_BACKTRACE: '0',
       },
       stdio: ['ignore', log, log],
     });
@@ -101,8 +103,10 @@ export class Sandbox {
 
   dumpLog() {
     try {
-      const text = fs.readFileSync(this.logPath, 'utf8');
-      process.stderr.write(`--- wamux log (last 60 lines) ---\n${text.split('\n').slice(-60).join('\n')}\n`);
+      const lines = fs.readFileSync(this.logPath, 'utf8').split('\n');
+      const problems = lines.filter((l) => / (WARN|ERROR) /.test(l)).slice(-80);
+      process.stderr.write(`--- wamux log: warnings and errors (last 80) ---\n${problems.join('\n')}\n`);
+      process.stderr.write(`--- wamux log (last 80 lines) ---\n${lines.slice(-80).join('\n')}\n`);
     } catch { /* no log yet */ }
   }
 

@@ -140,7 +140,13 @@ test('an operator links a phone, chats and sets a webhook from the UI', async (t
 
     // The customer answers from the phone: it appears live.
     await sb.admin('POST', `/phones/${CUSTOMER}/messages`, { to: LINKED_PHONE, text: 'Thanks! When will it arrive?' });
-    await page.locator('.message.in', { hasText: 'When will it arrive?' }).waitFor({ timeout: 30000 });
+    await page.locator('.message.in', { hasText: 'When will it arrive?' }).waitFor({ timeout: 30000 })
+      .catch(async (e) => {
+        // Say where the message got stuck: not at the gateway at all, or not shown by the page.
+        const history = await sb.api('GET', `/api/messages/${SESSION}`).catch((err) => err.message);
+        process.stderr.write(`history of ${SESSION}: ${JSON.stringify(history)}\n`);
+        throw e;
+      });
     // The customer's phone acknowledges; the delivery status moves on without a reload.
     await page.locator('.message.out[data-status=delivered], .message.out[data-status=read]').first()
       .waitFor({ timeout: 30000 });
