@@ -879,6 +879,8 @@ function connectFeed() {
     set('live', 'live');
     // Anything that happened while the feed was down.
     refreshSessions().catch((e) => toast(describe(e)));
+    const shown = state.selected && state.messages.get(state.selected);
+    if (shown?.loaded) loadMessages(state.selected, { reset: true }).catch((e) => toast(describe(e)));
   });
   socket.on('disconnect', () => set('offline', 'offline'));
   socket.on('connect_error', (err) => {
