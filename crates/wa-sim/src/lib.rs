@@ -94,6 +94,9 @@ impl Simulator {
             .route("/ws/chat", get(ws_upgrade))
             .merge(admin::router())
             .merge(media::router())
+            // Media uploads and phones' media sends are far over axum's 2 MB default
+            // (WhatsApp's media host takes files of up to 2 GB).
+            .layer(axum::extract::DefaultBodyLimit::max(512 * 1024 * 1024))
             .with_state(hub.clone());
 
         let shutdown = hub.shutdown.clone();

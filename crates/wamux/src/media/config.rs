@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::config::Secret;
 use crate::webhook::schedule::parse_duration;
 
 /// Resolved media settings (see docs/media.md).
@@ -28,6 +29,37 @@ pub struct MediaConfig {
     /// `WAMUX_MEDIA_DOWNLOAD_WAIT`: how long a download waits for its session to be connected
     /// (after a restart) before it is given up as failed [default: 60s].
     pub download_wait: Duration,
+    /// `WAMUX_MEDIA_STORAGE`: where files are kept: `local` (the directory) or `s3`.
+    /// Either way files are first written to `<dir>/.staging`.
+    pub backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Local,
+    S3(S3Config),
+}
+
+/// An S3-compatible bucket (AWS, MinIO, Ceph, R2, ...).
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// `WAMUX_MEDIA_S3_BUCKET`
+    pub bucket: String,
+    /// `WAMUX_MEDIA_S3_ENDPOINT`: for stores other than AWS, e.g. `http://127.0.0.1:9000`
+    /// (requests are then path-style).
+    pub endpoint: Option<String>,
+    /// `WAMUX_MEDIA_S3_REGION` [default: `AWS_REGION`, else us-east-1].
+    pub region: Option<String>,
+    /// `WAMUX_MEDIA_S3_ACCESS_KEY_ID` / `WAMUX_MEDIA_S3_SECRET_ACCESS_KEY`; when absent, the
+    /// usual `AWS_*` variables are read.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    /// `WAMUX_MEDIA_S3_PREFIX`: keys are `<prefix>/<file name>` [default: none].
+    pub prefix: String,
+    /// `WAMUX_MEDIA_S3_FILE_URLS`: `fileUrl` points at our `/uploads` (`server`, default) or
+    /// is a presigned link of the store itself (`presigned`), valid for
+    /// `WAMUX_MEDIA_SIGNED_URL_TTL` (at most 7 days, the S3 limit).
+    pub presigned_urls: bool,
 }
 
 pub const DEFAULT_MAX_BYTES: u64 = 100 * 1024 * 1024;
@@ -71,6 +103,38 @@ pub struct MediaOverrides {
     /// How long a download waits for its session to connect, e.g. 60s [default: 60s]
     #[arg(long = "media-download-wait", env = "WAMUX_MEDIA_DOWNLOAD_WAIT")]
     pub download_wait: Option<String>,
+    /// Where media files are kept: local or s3 [default: local]
+    #[arg(
+        id = "media_storage",
+        long = "media-storage",
+        env = "WAMUX_MEDIA_STORAGE"
+    )]
+    pub storage: Option<String>,
+    /// S3 bucket of media files (with --media-storage s3)
+    #[arg(long = "media-s3-bucket", env = "WAMUX_MEDIA_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3-compatible endpoint, e.g. http://127.0.0.1:9000 [default: AWS]
+    #[arg(long = "media-s3-endpoint", env = "WAMUX_MEDIA_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: AWS_REGION, else us-east-1]
+    #[arg(long = "media-s3-region", env = "WAMUX_MEDIA_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// S3 access key id [default: AWS_ACCESS_KEY_ID]
+    #[arg(long = "media-s3-access-key-id", env = "WAMUX_MEDIA_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key [default: AWS_SECRET_ACCESS_KEY]
+    #[arg(
+        long = "media-s3-secret-access-key",
+        env = "WAMUX_MEDIA_S3_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub s3_secret_access_key: Option<Secret>,
+    /// Key prefix of media files in the bucket [default: none]
+    #[arg(long = "media-s3-prefix", env = "WAMUX_MEDIA_S3_PREFIX")]
+    pub s3_prefix: Option<String>,
+    /// fileUrl of S3 files: server (our /uploads) or presigned (the store's own link) [default: server]
+    #[arg(long = "media-s3-file-urls", env = "WAMUX_MEDIA_S3_FILE_URLS")]
+    pub s3_file_urls: Option<String>,
 }
 
 impl MediaOverrides {
@@ -88,7 +152,15 @@ impl MediaOverrides {
             fetch_timeout,
             allow_private,
             concurrency,
-            download_wait
+            download_wait,
+            storage,
+            s3_bucket,
+            s3_endpoint,
+            s3_region,
+            s3_access_key_id,
+            s3_secret_access_key,
+            s3_prefix,
+            s3_file_urls
         );
     }
 
@@ -114,16 +186,26 @@ impl MediaOverrides {
         if dir.as_os_str().is_empty() {
             return Err("WAMUX_MEDIA_DIR must not be empty".into());
         }
+        let signed_url_ttl = duration(
+            "WAMUX_MEDIA_SIGNED_URL_TTL",
+            &self.signed_url_ttl,
+            Duration::from_secs(7 * 86_400),
+        )?;
+        let backend = match self.storage.as_deref().map(str::trim) {
+            None | Some("local") => Backend::Local,
+            Some("s3") => Backend::S3(self.s3(signed_url_ttl)?),
+            Some(other) => {
+                return Err(format!(
+                    "WAMUX_MEDIA_STORAGE must be `local` or `s3`, not {other:?}"
+                ));
+            }
+        };
         Ok(MediaConfig {
             dir,
             max_bytes,
             retention_days: self.retention_days.unwrap_or(0),
             signed_urls: self.signed_urls.unwrap_or(false),
-            signed_url_ttl: duration(
-                "WAMUX_MEDIA_SIGNED_URL_TTL",
-                &self.signed_url_ttl,
-                Duration::from_secs(7 * 86_400),
-            )?,
+            signed_url_ttl,
             fetch_timeout: duration(
                 "WAMUX_MEDIA_FETCH_TIMEOUT",
                 &self.fetch_timeout,
@@ -136,6 +218,65 @@ impl MediaOverrides {
                 &self.download_wait,
                 Duration::from_secs(60),
             )?,
+            backend,
+        })
+    }
+
+    fn s3(&self, signed_url_ttl: Duration) -> Result<S3Config, String> {
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let bucket = given(&self.s3_bucket)
+            .ok_or("WAMUX_MEDIA_S3_BUCKET is required with WAMUX_MEDIA_STORAGE=s3")?;
+        let endpoint = given(&self.s3_endpoint);
+        if let Some(e) = &endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(format!(
+                "WAMUX_MEDIA_S3_ENDPOINT must be an http:// or https:// URL, not {e:?}"
+            ));
+        }
+        let presigned_urls = match self.s3_file_urls.as_deref().map(str::trim) {
+            None | Some("server") => false,
+            Some("presigned") => true,
+            Some(other) => {
+                return Err(format!(
+                    "WAMUX_MEDIA_S3_FILE_URLS must be `server` or `presigned`, not {other:?}"
+                ));
+            }
+        };
+        if presigned_urls && signed_url_ttl > Duration::from_secs(7 * 86_400) {
+            return Err(
+                "WAMUX_MEDIA_SIGNED_URL_TTL must be at most 7 days with presigned S3 links".into(),
+            );
+        }
+        let access_key_id = given(&self.s3_access_key_id);
+        let secret_access_key = self
+            .s3_secret_access_key
+            .clone()
+            .filter(|s| !s.expose().is_empty());
+        if access_key_id.is_some() != secret_access_key.is_some() {
+            return Err(
+                "WAMUX_MEDIA_S3_ACCESS_KEY_ID and WAMUX_MEDIA_S3_SECRET_ACCESS_KEY go together"
+                    .into(),
+            );
+        }
+        Ok(S3Config {
+            bucket,
+            endpoint,
+            region: given(&self.s3_region),
+            access_key_id,
+            secret_access_key,
+            prefix: self
+                .s3_prefix
+                .as_deref()
+                .unwrap_or_default()
+                .trim_matches('/')
+                .to_owned(),
+            presigned_urls,
         })
     }
 }
@@ -162,5 +303,54 @@ mod tests {
                 .unwrap_err()
                 .contains("WAMUX_MEDIA_FETCH_TIMEOUT")
         );
+    }
+
+    #[test]
+    fn s3_settings_are_checked() {
+        let s3 = |f: &dyn Fn(&mut MediaOverrides)| {
+            let mut o = MediaOverrides {
+                storage: Some("s3".into()),
+                s3_bucket: Some("media".into()),
+                ..Default::default()
+            };
+            f(&mut o);
+            o.resolve(Path::new("/d"))
+        };
+        match s3(&|o| o.s3_prefix = Some("/wamux/".into()))
+            .unwrap()
+            .backend
+        {
+            Backend::S3(c) => {
+                assert_eq!(c.bucket, "media");
+                assert_eq!(c.prefix, "wamux");
+                assert!(!c.presigned_urls);
+            }
+            Backend::Local => panic!("s3 expected"),
+        }
+        let err = |f: &dyn Fn(&mut MediaOverrides), name: &str| {
+            let e = s3(f).unwrap_err();
+            assert!(e.contains(name), "{e}");
+        };
+        err(&|o| o.s3_bucket = None, "WAMUX_MEDIA_S3_BUCKET");
+        err(
+            &|o| o.s3_endpoint = Some("minio:9000".into()),
+            "WAMUX_MEDIA_S3_ENDPOINT",
+        );
+        err(
+            &|o| o.s3_file_urls = Some("cdn".into()),
+            "WAMUX_MEDIA_S3_FILE_URLS",
+        );
+        err(
+            &|o| {
+                o.s3_file_urls = Some("presigned".into());
+                o.signed_url_ttl = Some("720h".into());
+            },
+            "WAMUX_MEDIA_SIGNED_URL_TTL",
+        );
+        err(
+            &|o| o.s3_access_key_id = Some("AKIA".into()),
+            "WAMUX_MEDIA_S3_SECRET_ACCESS_KEY",
+        );
+        err(&|o| o.storage = Some("ftp".into()), "WAMUX_MEDIA_STORAGE");
     }
 }

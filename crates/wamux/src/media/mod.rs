@@ -21,6 +21,7 @@ pub mod fetch;
 pub mod inbound;
 pub mod naming;
 mod retention;
+pub mod s3;
 pub mod send;
 pub mod serve;
 pub mod storage;
@@ -185,15 +186,23 @@ impl Media {
         data_dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        let storage = storage::LocalStorage::open(&config.dir)
-            .with_context(|| format!("cannot create media dir {}", config.dir.display()))?;
+        let storage: Arc<dyn Storage> = match &config.backend {
+            config::Backend::Local => Arc::new(
+                storage::LocalStorage::open(&config.dir)
+                    .with_context(|| format!("cannot create media dir {}", config.dir.display()))?,
+            ),
+            config::Backend::S3(s3) => Arc::new(
+                s3::S3Storage::open(s3, &config.dir)
+                    .context("cannot set up the S3 media storage")?,
+            ),
+        };
         let url_key = load_url_key(data_dir).context("cannot keep the media link key")?;
         let fetcher = fetch::client(config.fetch_timeout, config.allow_private)
             .context("cannot build the media fetch client")?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
-                storage: Arc::new(storage),
+                storage,
                 store,
                 bus,
                 public_url: public_url.trim_end_matches('/').to_owned(),
@@ -261,8 +270,31 @@ impl Media {
         &self.inner.fetcher
     }
 
-    /// The public link of a stored file, signed when signed links are on.
-    pub fn file_url(&self, file_name: &str) -> String {
+    /// The public link of a stored file: the store's presigned link when so configured,
+    /// else ours, signed when signed links are on.
+    pub async fn file_url(&self, file_name: &str) -> String {
+        let presigned =
+            matches!(&self.inner.config.backend, config::Backend::S3(c) if c.presigned_urls);
+        if presigned {
+            match self
+                .inner
+                .storage
+                .direct_url(file_name, self.inner.config.signed_url_ttl)
+                .await
+            {
+                Ok(Some(url)) => return url,
+                Ok(None) => {}
+                // Our own link works as well; the store's is only a shortcut.
+                Err(e) => {
+                    tracing::warn!(file = %file_name, "cannot presign a media link, giving ours: {e}")
+                }
+            }
+        }
+        self.server_url(file_name)
+    }
+
+    /// Our `/uploads` link of a stored file, signed when signed links are on.
+    pub fn server_url(&self, file_name: &str) -> String {
         let base = format!("{}/uploads/{file_name}", self.inner.public_url);
         if !self.inner.config.signed_urls {
             return base;
@@ -298,9 +330,9 @@ impl Media {
     }
 
     /// The `media` object of a message whose file is stored.
-    pub fn media_json(&self, f: &StoredFile) -> serde_json::Value {
+    pub async fn media_json(&self, f: &StoredFile) -> serde_json::Value {
         serde_json::json!({
-            "fileUrl": self.file_url(&f.file_name),
+            "fileUrl": self.file_url(&f.file_name).await,
             "fileName": f.file_name,
             "originalName": f.original_name.clone().unwrap_or_else(|| f.file_name.clone()),
             "mimetype": f.mimetype,

@@ -118,13 +118,9 @@ impl Media {
         file.staged.committed();
 
         let out = conn.prepare(to).map_err(SessionError::Internal)?;
-        let kind_name = match kind {
-            MediaKind::Ptt => "audio",
-            k => k.as_str(),
-        };
-        let mut msg = me.outgoing_message(id, &out.id, to, kind_name);
+        let mut msg = me.outgoing_message(id, &out.id, to, kind.as_str());
         msg.caption = opts.caption.clone().filter(|c| !c.is_empty());
-        msg.media = Some(self.media_json(&stored));
+        msg.media = Some(self.media_json(&stored).await);
         let from = msg.from.clone();
         let mut tx = self.store().begin().await?;
         let ev = store::messages::insert(&mut tx, &msg, &from, EventKind::MessageFromMe).await?;

@@ -2,7 +2,7 @@
 //! local staging path first (downloads need a seekable file, uploads are hashed while they
 //! are written), then [`Storage::commit`]ted under their final name. The local directory is
 //! the one backend so far; an S3-compatible one fits the same trait (stage locally, then
-//! upload; `stat`/`read` map to HEAD and ranged GET).
+//! upload; `stat`/`read` map to HEAD and ranged GET): [`super::s3::S3Storage`].
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -46,6 +46,40 @@ pub trait Storage: Send + Sync + 'static {
 
     /// For logs: where the files are.
     fn describe(&self) -> String;
+
+    /// A link to `name` served by the store itself, valid for `ttl`, when the store can
+    /// make one (presigned S3 links); `None` means links go through our `/uploads`.
+    fn direct_url<'a>(
+        &'a self,
+        _name: &'a str,
+        _ttl: std::time::Duration,
+    ) -> BoxFuture<'a, io::Result<Option<String>>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// Deletes staging files older than a day: only a crash mid-transfer leaves them.
+pub(super) async fn clean_staging(staging: &Path) -> io::Result<()> {
+    let day_ago = SystemTime::now() - std::time::Duration::from_secs(86_400);
+    let mut dir = tokio::fs::read_dir(staging).await?;
+    while let Some(entry) = dir.next_entry().await? {
+        let old = entry
+            .metadata()
+            .await
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < day_ago);
+        if old {
+            tokio::fs::remove_file(entry.path()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A fresh random file name in `staging`.
+pub(super) fn new_staging_path(staging: &Path) -> PathBuf {
+    let r: [u8; 12] = rand::random();
+    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    staging.join(format!("{hex}.part"))
 }
 
 /// Files in a local directory (default `<data dir>/uploads`), staging in `.staging/` inside
@@ -79,9 +113,7 @@ impl LocalStorage {
 
 impl Storage for LocalStorage {
     fn staging_path(&self) -> PathBuf {
-        let r: [u8; 12] = rand::random();
-        let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
-        self.staging.join(format!("{hex}.part"))
+        new_staging_path(&self.staging)
     }
 
     fn commit<'a>(&'a self, staged: &'a Path, name: &'a str) -> BoxFuture<'a, io::Result<()>> {
@@ -154,19 +186,7 @@ impl Storage for LocalStorage {
                     n += 1;
                 }
             }
-            // Staging files are only left behind by a crash mid-transfer.
-            let day_ago = SystemTime::now() - std::time::Duration::from_secs(86_400);
-            let mut dir = tokio::fs::read_dir(&self.staging).await?;
-            while let Some(entry) = dir.next_entry().await? {
-                let old = entry
-                    .metadata()
-                    .await
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t < day_ago);
-                if old {
-                    tokio::fs::remove_file(entry.path()).await?;
-                }
-            }
+            clean_staging(&self.staging).await?;
             Ok(n)
         })
     }

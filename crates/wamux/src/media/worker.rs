@@ -171,7 +171,7 @@ async fn record(
     outcome: Result<StoredFile, String>,
 ) -> anyhow::Result<()> {
     let (json, error) = match &outcome {
-        Ok(f) => (media.media_json(f), None),
+        Ok(f) => (media.media_json(f).await, None),
         Err(e) => (error_json(&job.media_ref, e), Some(e.as_str())),
     };
     let mut tx = media.store().begin().await?;
@@ -243,7 +243,7 @@ impl Media {
         }
         let outcome = download(self, conn, &job.media_ref).await;
         let (json, error) = match &outcome {
-            Ok(f) => (self.media_json(f), None),
+            Ok(f) => (self.media_json(f).await, None),
             Err(e) => (error_json(&job.media_ref, e), Some(e.clone())),
         };
         let mut tx = self.store().begin().await?;

@@ -205,8 +205,9 @@ fn classify(m: &wa::Message, from_me: bool) -> (&'static str, EventKind) {
         "image"
     } else if m.video_message.is_set() {
         "video"
-    } else if m.audio_message.is_set() {
-        "audio"
+    } else if let Some(a) = m.audio_message.as_option() {
+        // A voice note is an audio message with the flag set; users tell them apart.
+        if a.ptt == Some(true) { "ptt" } else { "audio" }
     } else if m.document_message.is_set() {
         "document"
     } else if m.sticker_message.is_set() {

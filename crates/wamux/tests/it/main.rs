@@ -7,6 +7,8 @@ mod e2e;
 mod helpers;
 #[cfg(feature = "sandbox")]
 mod media;
+#[cfg(feature = "sandbox")]
+mod media_s3;
 mod ops;
 #[cfg(feature = "sandbox")]
 mod process;

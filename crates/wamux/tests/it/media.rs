@@ -17,11 +17,11 @@ use wamux::Config;
 
 use crate::helpers::{Options, TestApp, assert_error, wait_for};
 
-const ALICE: &str = "15550000001";
-const BOB: &str = "15550000002";
-const LONG: Duration = Duration::from_secs(60);
+pub(crate) const ALICE: &str = "15550000001";
+pub(crate) const BOB: &str = "15550000002";
+pub(crate) const LONG: Duration = Duration::from_secs(60);
 
-fn sha_hex(b: &[u8]) -> String {
+pub(crate) fn sha_hex(b: &[u8]) -> String {
     Sha256::digest(b)
         .iter()
         .map(|x| format!("{x:02x}"))
@@ -29,7 +29,7 @@ fn sha_hex(b: &[u8]) -> String {
 }
 
 /// Deterministic bytes that do not compress to nothing.
-fn bytes(n: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn bytes(n: usize, seed: u8) -> Vec<u8> {
     let mut x = seed as u32 | 1;
     (0..n)
         .map(|_| {
@@ -41,11 +41,11 @@ fn bytes(n: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn b64(b: &[u8]) -> String {
+pub(crate) fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-async fn app_with(configure: impl FnOnce(&mut Config) + Send + 'static) -> TestApp {
+pub(crate) async fn app_with(configure: impl FnOnce(&mut Config) + Send + 'static) -> TestApp {
     TestApp::start_with(Options {
         sim: true,
         configure: Some(Box::new(move |c: &mut Config| {
@@ -58,7 +58,7 @@ async fn app_with(configure: impl FnOnce(&mut Config) + Send + 'static) -> TestA
 }
 
 /// Phones Alice (paired to session `s1`) and Bob.
-async fn paired(app: &TestApp) {
+pub(crate) async fn paired(app: &TestApp) {
     let sim = app.sim.as_ref().unwrap();
     sim.phone(ALICE, "Alice").await;
     sim.phone(BOB, "Bob").await;
@@ -66,12 +66,12 @@ async fn paired(app: &TestApp) {
 }
 
 /// A webhook receiver: every body it gets, as JSON, in a channel.
-struct Hooks {
+pub(crate) struct Hooks {
     rx: mpsc::UnboundedReceiver<Value>,
 }
 
 impl Hooks {
-    async fn start(app: &TestApp) -> Self {
+    pub(crate) async fn start(app: &TestApp) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let router = axum::Router::new().fallback(move |body: Bytes| {
             let tx = tx.clone();
@@ -96,7 +96,7 @@ impl Hooks {
     }
 
     /// The `message-received` webhook of message `id`.
-    async fn message(&mut self, id: &str) -> Value {
+    pub(crate) async fn message(&mut self, id: &str) -> Value {
         let deadline = tokio::time::Instant::now() + LONG;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -112,15 +112,27 @@ impl Hooks {
 }
 
 /// The phone sends a file; returns the message id.
-async fn phone_sends(
+pub(crate) async fn phone_sends(
     app: &TestApp,
     mimetype: &str,
     file_name: Option<&str>,
     caption: Option<&str>,
     data: &[u8],
 ) -> String {
+    phone_sends_as(app, mimetype, file_name, caption, data, false).await
+}
+
+/// The phone sends a file, as a voice note (recorded in the app) when `ptt`.
+pub(crate) async fn phone_sends_as(
+    app: &TestApp,
+    mimetype: &str,
+    file_name: Option<&str>,
+    caption: Option<&str>,
+    data: &[u8],
+    ptt: bool,
+) -> String {
     let sim = app.sim.as_ref().unwrap();
-    let mut media = json!({"mimetype": mimetype, "data": b64(data)});
+    let mut media = json!({"mimetype": mimetype, "data": b64(data), "ptt": ptt});
     if let Some(n) = file_name {
         media["fileName"] = n.into();
     }
@@ -136,7 +148,7 @@ async fn phone_sends(
     body["id"].as_str().expect("message id").to_owned()
 }
 
-async fn history_message(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn history_message(app: &TestApp, id: &str) -> Value {
     let (s, b) = app.get_json("/api/messages/s1?limit=500").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     b["messages"]
@@ -149,7 +161,7 @@ async fn history_message(app: &TestApp, id: &str) -> Value {
 }
 
 /// The file behind a `fileUrl`: status, content type and bytes.
-async fn fetch(app: &TestApp, url: &str) -> (StatusCode, String, Vec<u8>) {
+pub(crate) async fn fetch(app: &TestApp, url: &str) -> (StatusCode, String, Vec<u8>) {
     let r = app.http.get(url).send().await.unwrap();
     let status = r.status();
     let ct = r
@@ -160,7 +172,7 @@ async fn fetch(app: &TestApp, url: &str) -> (StatusCode, String, Vec<u8>) {
     (status, ct, r.bytes().await.unwrap().to_vec())
 }
 
-fn assert_stored(app: &TestApp, media: &Value, data: &[u8], mimetype: &str) {
+pub(crate) fn assert_stored(app: &TestApp, media: &Value, data: &[u8], mimetype: &str) {
     assert!(media.get("error").is_none(), "unexpected error: {media}");
     assert_eq!(media["mimetype"], mimetype, "{media}");
     assert_eq!(media["fileSize"], data.len(), "{media}");
@@ -186,7 +198,9 @@ async fn phone_media_of_every_kind_arrives_at_its_file_url_with_the_same_bytes()
     let cases = [
         ("image/jpeg", None, Some("a photo"), 40_000, "image", "jpg"),
         ("video/mp4", None, Some("a clip"), 300_000, "video", "mp4"),
-        ("audio/ogg; codecs=opus", None, None, 12_345, "audio", "ogg"),
+        ("audio/mpeg", None, None, 23_456, "audio", "mp3"),
+        // A voice note: audio recorded in the app.
+        ("audio/ogg; codecs=opus", None, None, 12_345, "ptt", "ogg"),
         (
             "application/pdf",
             Some("Q3 report.pdf"),
@@ -199,7 +213,8 @@ async fn phone_media_of_every_kind_arrives_at_its_file_url_with_the_same_bytes()
     ];
     for (i, (mimetype, file_name, caption, size, kind, ext)) in cases.into_iter().enumerate() {
         let data = bytes(size, i as u8 + 1);
-        let id = phone_sends(&app, mimetype, file_name, caption, &data).await;
+        let ptt = kind == "ptt";
+        let id = phone_sends_as(&app, mimetype, file_name, caption, &data, ptt).await;
 
         // The webhook carries the final media object.
         let msg = hooks.message(&id).await;
@@ -248,7 +263,7 @@ async fn file_server(path: &'static str, content_type: &'static str, data: Vec<u
 }
 
 /// Waits for Bob's phone to have message `id`, and returns its media summary.
-async fn bob_received(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn bob_received(app: &TestApp, id: &str) -> Value {
     let sim = app.sim.as_ref().unwrap();
     wait_for(LONG, &format!("Bob's phone to get {id}"), || async {
         sim.messages(BOB)
@@ -336,7 +351,7 @@ async fn send_media_by_url_base64_and_upload_reaches_the_phone_byte_identical() 
         .unwrap();
     let (s, sent) = crate::helpers::into_json(r).await;
     assert_eq!(s, StatusCode::OK, "{sent}");
-    assert_eq!(sent["type"], "audio");
+    assert_eq!(sent["type"], "ptt");
     assert_stored(&app, &sent["media"], &voice, "audio/ogg; codecs=opus");
     let got = bob_received(&app, sent["messageId"].as_str().unwrap()).await;
     assert_eq!(got["sha256"], sha_hex(&voice), "{got}");
@@ -368,7 +383,7 @@ async fn send_media_by_url_base64_and_upload_reaches_the_phone_byte_identical() 
     app.stop().await;
 }
 
-async fn fault(app: &TestApp, mode: &str, count: u32) {
+pub(crate) async fn fault(app: &TestApp, mode: &str, count: u32) {
     let sim = app.sim.as_ref().unwrap();
     let r = sim
         .admin
@@ -672,6 +687,99 @@ async fn send_media_from_unreachable_urls_is_a_client_error() {
             )
             .await;
         assert_error(&got, StatusCode::BAD_REQUEST, "media_unreachable");
+    }
+    app.stop().await;
+}
+
+/// A message of session `session`'s history once its file is stored (or failed).
+async fn settled_message(app: &TestApp, session: &str, id: &str) -> Value {
+    wait_for(
+        LONG,
+        &format!("{id} with its file in {session}"),
+        || async {
+            let (_, b) = app
+                .get_json(&format!("/api/messages/{session}?limit=500"))
+                .await;
+            b["messages"]
+                .as_array()?
+                .iter()
+                .find(|m| m["id"] == id && m["media"].get("pending").is_none())
+                .cloned()
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn voice_notes_and_audio_files_keep_their_kind_both_ways() {
+    let app = app_with(|c| c.media.allow_private = Some(true)).await;
+    paired(&app).await;
+    // Session s2 is one of Bob's linked devices: it sees what Bob's phone gets, through the
+    // same decoding as any message, so it shows whether the voice-note flag arrived.
+    crate::e2e::pair(&app, "s2", BOB).await;
+
+    let voice = bytes(15_000, 51);
+    let form = reqwest::multipart::Form::new()
+        .text("sessionId", "s1")
+        .text("to", BOB)
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(voice.clone())
+                .file_name("note.ogg")
+                .mime_str("audio/ogg; codecs=opus")
+                .unwrap(),
+        );
+    let r = app
+        .req(Method::POST, "/api/send-media")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let (s, sent_voice) = crate::helpers::into_json(r).await;
+    assert_eq!(s, StatusCode::OK, "{sent_voice}");
+    // Ogg/Opus is inferred as a voice note.
+    assert_eq!(sent_voice["type"], "ptt");
+
+    let song = bytes(33_000, 53);
+    let (s, sent_song) = app
+        .post_json(
+            "/api/send-media",
+            json!({"sessionId": "s1", "to": BOB, "mimetype": "audio/mpeg", "base64": b64(&song)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{sent_song}");
+    assert_eq!(sent_song["type"], "audio");
+
+    // A voice note sent as `type: ptt` although its type alone would make it an audio file.
+    let forced = bytes(9_000, 55);
+    let (s, sent_forced) = app
+        .post_json(
+            "/api/send-media",
+            json!({"sessionId": "s1", "to": BOB, "mimetype": "audio/mpeg", "type": "ptt",
+                   "base64": b64(&forced)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{sent_forced}");
+    assert_eq!(sent_forced["type"], "ptt");
+
+    for (sent, data, kind) in [
+        (&sent_voice, &voice, "ptt"),
+        (&sent_song, &song, "audio"),
+        (&sent_forced, &forced, "ptt"),
+    ] {
+        let id = sent["messageId"].as_str().unwrap();
+        let got = bob_received(&app, id).await;
+        assert_eq!(got["sha256"], sha_hex(data), "{got}");
+        assert_eq!(got["kind"], "audio", "{got}");
+        let mine = history_message(&app, id).await;
+        assert_eq!(mine["type"], kind, "{mine}");
+        // Bob's linked device s2 got it with the flag, and stored the same bytes.
+        let theirs = settled_message(&app, "s2", id).await;
+        assert_eq!(theirs["type"], kind, "{theirs}");
+        assert_eq!(theirs["fromMe"], false, "{theirs}");
+        assert_eq!(theirs["media"]["sha256"], sha_hex(data), "{theirs}");
+        let (_, _, served) = fetch(&app, theirs["media"]["fileUrl"].as_str().unwrap()).await;
+        assert_eq!(sha_hex(&served), sha_hex(data));
     }
     app.stop().await;
 }
