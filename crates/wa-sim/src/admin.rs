@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::hub::{Hub, MediaFault, Outbound};
+use crate::link_code::LinkError;
 use crate::phone::{self, MediaKind, Outgoing, PhoneError};
 use crate::state::{Account, now_secs};
 
@@ -85,6 +86,24 @@ impl From<PhoneError> for ApiError {
     }
 }
 
+impl From<LinkError> for ApiError {
+    fn from(e: LinkError) -> Self {
+        let message = e.to_string();
+        match e {
+            LinkError::BadCode(_) => ApiError::bad_request("invalid_code", message),
+            LinkError::WrongCode => ApiError::bad_request("code_mismatch", message),
+            LinkError::NoRequest(_) | LinkError::Expired(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "link_code_not_found", message)
+            }
+            LinkError::Gone => ApiError::new(StatusCode::GONE, "device_gone", message),
+            LinkError::Timeout(_) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "link_timeout", message)
+            }
+            LinkError::Phone(p) => p.into(),
+        }
+    }
+}
+
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 /// Parses a JSON body, naming the problem on failure (axum's own rejection
@@ -106,6 +125,7 @@ pub fn router() -> Router<Arc<Hub>> {
         .route("/admin/phones", post(create_phone).get(list_phones))
         .route("/admin/phones/{phone}", get(get_phone))
         .route("/admin/phones/{phone}/scan", post(scan))
+        .route("/admin/phones/{phone}/link-code", post(link_code))
         .route(
             "/admin/phones/{phone}/messages",
             post(send_message).get(list_messages),
@@ -117,6 +137,7 @@ pub fn router() -> Router<Arc<Hub>> {
         )
         .route("/admin/mock-phone/scan-qr", post(mock_scan))
         .route("/admin/faults/disconnect", post(fault_disconnect))
+        .route("/admin/faults/silence", post(fault_silence))
         .route("/admin/faults/reject-connections", post(fault_reject))
         .route("/admin/faults/stream-error", post(fault_stream_error))
         .route("/admin/faults/ban", post(fault_ban))
@@ -253,6 +274,29 @@ async fn do_scan(hub: &Arc<Hub>, phone: &str, qr: &str) -> Result<Json<Value>> {
     })))
 }
 
+#[derive(Deserialize)]
+struct LinkCodeBody {
+    code: String,
+}
+
+/// The phone's user types the code a device shows into "Link with phone
+/// number". Answers once the device has sent its key bundle and is linked,
+/// or the bundle did not open (a wrong code: nothing is linked, as on
+/// WhatsApp the device hears nothing, and the phone may try again).
+async fn link_code(
+    State(hub): State<Arc<Hub>>,
+    Path(phone): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    let req: LinkCodeBody = parse(&body)?;
+    let device = crate::link_code::enter_code(&hub, &phone, &req.code).await?;
+    Ok(Json(json!({
+        "phone": phone,
+        "device": device,
+        "jid": format!("{phone}:{device}@s.whatsapp.net"),
+    })))
+}
+
 /// The convention of whatsapp-rust's own e2e suite: the body is the raw QR
 /// string, and the account is picked by the scanning device's push name
 /// (created on first use), so the same name always lands on the same number.
@@ -273,9 +317,7 @@ async fn mock_scan(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Valu
     } else {
         push_name
     };
-    let digest = Sha256::digest(name.as_bytes());
-    let n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) % 10_000_000;
-    let phone = format!("1555{n:07}");
+    let phone = mock_number(&core, &name);
     if core.account(&phone).is_none() {
         let acc = phone::new_account(&mut core, &phone, &name)?;
         core.lid_to_phone.insert(acc.lid.clone(), phone.clone());
@@ -285,12 +327,29 @@ async fn mock_scan(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Valu
     do_scan(&hub, &phone, &qr).await
 }
 
+/// The number a push name maps to: `1555` and seven digits from a hash of
+/// the name. Two names whose hashes meet would share an account, so a
+/// number already taken by an account of another name moves on to the
+/// next free one (stable: state is kept, so each name keeps its number).
+fn mock_number(core: &crate::hub::Core, name: &str) -> String {
+    const SPACE: u64 = 10_000_000;
+    let digest = Sha256::digest(name.as_bytes());
+    let start = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) % SPACE;
+    (0..SPACE)
+        .map(|i| format!("1555{:07}", (start + i) % SPACE))
+        .find(|phone| core.account(phone).is_none_or(|a| a.name == name))
+        .expect("fewer than ten million accounts")
+}
+
 #[derive(Deserialize)]
 struct SendMedia {
     mimetype: String,
     #[serde(default, rename = "fileName")]
     file_name: Option<String>,
     data: String,
+    /// Audio recorded in the app (a voice note) rather than an audio file.
+    #[serde(default)]
+    ptt: bool,
 }
 
 #[derive(Deserialize)]
@@ -341,6 +400,7 @@ async fn send_message(
                 file_name: m.file_name,
                 caption: req.caption,
                 data,
+                ptt: m.ptt,
             }
         }
         (Some(t), None) if !t.is_empty() => Outgoing::Text(t),
@@ -460,6 +520,21 @@ async fn fault_disconnect(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Js
         }
     }
     Ok(Json(json!({"dropped": keys.len()})))
+}
+
+/// Matching connections stay open but go quiet: no answers, no keepalive
+/// pongs, no stanzas. Logins after this are served normally.
+async fn fault_silence(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Value>> {
+    let t: Target = parse_optional(&body)?;
+    let core = hub.core.lock().await;
+    let mut silenced = 0;
+    for ((p, d), c) in &core.conns {
+        if t.phone.as_ref().is_none_or(|x| x == p) && t.device.is_none_or(|x| x == *d) {
+            c.send(Outbound::Silence);
+            silenced += 1;
+        }
+    }
+    Ok(Json(json!({"silenced": silenced})))
 }
 
 #[derive(Deserialize)]

@@ -235,6 +235,7 @@ async fn serve(hub: &Arc<Hub>, ws: &mut WebSocket, reader: &mut FrameReader) -> 
             for r in refs {
                 core.pairing.remove(r);
             }
+            core.link_codes.retain(|_, l| l.conn_id != conn_id);
         }
     }
     result
@@ -376,6 +377,32 @@ async fn stanza_loop(
                     return Ok(());
                 }
                 Some(Outbound::Drop) | None => return Ok(()),
+                Some(Outbound::Silence) => return silent(hub, ws, rx).await,
+            },
+            _ = hub.shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// A dead connection that looks alive: the socket stays open, whatever the
+/// client sends is read and ignored (keepalive pings included), and nothing
+/// goes out. Stanzas routed here stay queued until the device logs in again.
+/// Ends when the client closes the socket or a newer login replaces it.
+async fn silent(
+    hub: &Arc<Hub>,
+    ws: &mut WebSocket,
+    rx: &mut mpsc::UnboundedReceiver<Outbound>,
+) -> Result<()> {
+    tracing::debug!("connection silenced");
+    loop {
+        tokio::select! {
+            incoming = ws.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
+                Some(Ok(_)) => {}
+            },
+            out = rx.recv() => match out {
+                Some(Outbound::Drop) | None => return Ok(()),
+                Some(_) => {}
             },
             _ = hub.shutdown.cancelled() => return Ok(()),
         }
@@ -424,6 +451,9 @@ async fn handle_pairing(hub: &Arc<Hub>, refs: &[String], node: Node) -> Vec<Repl
         return Vec::new();
     }
     let id = attr(&node, "id").unwrap_or_default();
+    if let Some(reg) = child(&node, "link_code_companion_reg") {
+        return crate::link_code::handle(hub, refs, &node, reg).await;
+    }
     if let Some(sign) = child(&node, "pair-device-sign") {
         let identity = child(sign, "device-identity")
             .and_then(bytes_of)

@@ -28,6 +28,9 @@ pub enum Outbound {
     NodeThenClose(Vec<u8>),
     /// Close the socket without a word (a dropped connection).
     Drop,
+    /// Keep the socket open but never answer or send again (a connection
+    /// that died somewhere along the way without either end noticing).
+    Silence,
 }
 
 /// A registered, logged-in connection of one device.
@@ -89,9 +92,9 @@ pub struct Core {
     pub lid_to_phone: HashMap<String, String>,
     pub conns: HashMap<(String, u16), ConnHandle>,
     pub pairing: HashMap<String, PairingConn>,
+    /// Companions waiting for a pairing code to be entered, by phone number.
+    pub link_codes: HashMap<String, crate::link_code::LinkCode>,
     pub faults: Faults,
-    /// Message id -> sending device, to route receipts addressed to a bare user.
-    pub origins: HashMap<String, (String, u16)>,
     /// Where uploaded media blobs are kept.
     pub blobs_dir: PathBuf,
     next_conn_id: u64,
@@ -109,8 +112,8 @@ impl Core {
             lid_to_phone,
             conns: HashMap::new(),
             pairing: HashMap::new(),
+            link_codes: HashMap::new(),
             faults: Faults::default(),
-            origins: HashMap::new(),
             blobs_dir,
             next_conn_id: 1,
         }

@@ -10,8 +10,9 @@
 //!
 //! Module map: [`noise`] handshake and frames, `conn` one socket, `router`
 //! stanzas of logged-in devices, `phone` the virtual phones (Signal in
-//! `signal`), `hub` shared state and routing, `admin` the admin API, `media`
-//! the media host, `state` persistence, `tls` certificates.
+//! `signal`), `link_code` linking by phone number, `hub` shared state and
+//! routing, `admin` the admin API, `media` the media host, `state`
+//! persistence, `tls` certificates.
 //!
 //! Errors: each module has its own `thiserror` enum; `anyhow` only at the
 //! edges ([`Simulator::start`]).
@@ -19,6 +20,7 @@
 mod admin;
 mod conn;
 mod hub;
+mod link_code;
 mod media;
 pub mod noise;
 mod phone;

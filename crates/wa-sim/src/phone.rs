@@ -21,7 +21,10 @@ use waproto::whatsapp as wa;
 
 use crate::hub::{Core, new_id, t_now};
 use crate::signal::{self, SignalError};
-use crate::state::{Account, B64, DeviceRecord, MediaMeta, MediaSummary, PhoneMessage, now_secs};
+use crate::state::{
+    Account, B64, DeviceRecord, MediaMeta, MediaSummary, OUTBOX_KEPT, PhoneMessage, SentCopy,
+    now_secs,
+};
 
 /// Why a phone action failed.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +131,34 @@ pub async fn scan(core: &mut Core, phone: &str, qr: &str) -> Result<u16> {
             "its keys do not match the device showing it".into(),
         ));
     }
+    link(core, phone, &pair_ref, &adv_secret).await
+}
+
+/// Links the registration connection holding `pair_ref` to the account of
+/// `phone` as a new device: signs its identity, sends `pair-success` (with
+/// the HMAC under `adv_secret`, the secret the QR code or the link-code
+/// exchange gave both sides) and shares the app-state keys. Returns the new
+/// device id.
+pub async fn link(core: &mut Core, phone: &str, pair_ref: &str, adv_secret: &[u8]) -> Result<u16> {
+    if core.account(phone).is_none() {
+        return Err(PhoneError::UnknownAccount(phone.to_string()));
+    }
+    let Some(pc) = core.pairing.get(pair_ref) else {
+        return Err(PhoneError::UnknownRef(pair_ref.to_string()));
+    };
+    // A connection shows several refs and may also wait for a code: it
+    // becomes one device at most.
+    let conn_id = pc.conn_id;
+    if core
+        .pairing
+        .values()
+        .any(|p| p.conn_id == conn_id && p.paired.is_some())
+    {
+        return Err(PhoneError::UnknownRef(pair_ref.to_string()));
+    }
+    let pc = &core.pairing[pair_ref];
+    let noise_pub = pc.noise_pub;
+    let identity_pub = pc.identity;
     let registration_id = pc.registration_id;
     let signed_prekey = pc.signed_prekey.clone();
     let push_name = pc.push_name.clone();
@@ -161,7 +192,7 @@ pub async fn scan(core: &mut Core, phone: &str, qr: &str) -> Result<u16> {
     }
     .encode_to_vec();
     let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(&adv_secret).expect("HMAC takes any key length");
+        <Hmac<Sha256> as Mac>::new_from_slice(adv_secret).expect("HMAC takes any key length");
     mac.update(&signed);
     let container = wa::ADVSignedDeviceIdentityHMAC {
         details: Some(signed),
@@ -187,7 +218,7 @@ pub async fn scan(core: &mut Core, phone: &str, qr: &str) -> Result<u16> {
         },
     );
     let lid = acc.lid.clone();
-    if let Some(pc) = core.pairing.get_mut(&pair_ref) {
+    if let Some(pc) = core.pairing.get_mut(pair_ref) {
         pc.paired = Some((phone.to_string(), device));
     }
 
@@ -294,6 +325,8 @@ pub enum Outgoing {
         file_name: Option<String>,
         caption: Option<String>,
         data: Vec<u8>,
+        /// For audio: a voice note (push-to-talk) rather than a file.
+        ptt: bool,
     },
 }
 
@@ -397,6 +430,7 @@ fn build_message(core: &mut Core, media_host: &str, out: Outgoing) -> Result<Bui
             file_name,
             caption,
             data,
+            ptt,
         } => {
             let enc = wacore::upload::encrypt_media(&data, kind.media_type())
                 .map_err(|e| PhoneError::BadMedia(e.to_string()))?;
@@ -442,6 +476,7 @@ fn build_message(core: &mut Core, media_host: &str, out: Outgoing) -> Result<Bui
                     msg.audio_message = MessageField::some(wa::message::AudioMessage {
                         url: Some(url),
                         mimetype: Some(mimetype.clone()),
+                        ptt: Some(ptt),
                         file_sha256: Some(enc.file_sha256.to_vec()),
                         file_length: Some(len),
                         media_key: Some(enc.media_key.to_vec()),
@@ -532,6 +567,15 @@ pub async fn send(
     };
     if let Some(acc) = core.account_mut(from) {
         acc.secrets.messages.push(record.clone());
+        acc.secrets.outbox.push_back(SentCopy {
+            id: id.clone(),
+            to: to.to_string(),
+            message: B64(message.encode_to_vec()),
+            stanza_type: stanza_type.to_string(),
+        });
+        if acc.secrets.outbox.len() > OUTBOX_KEPT {
+            acc.secrets.outbox.pop_front();
+        }
     }
     let media_type = media_type_attr(&message);
     for device in target_devices {
@@ -565,6 +609,57 @@ pub async fn send(
         }
     }
     Ok(record)
+}
+
+/// A device could not decrypt message `id` from the phone of `phone` and
+/// asked again (a retry receipt): the phone drops its session with that
+/// device and encrypts the message anew from the device's published keys, as
+/// the app does. Returns whether the phone still had the message.
+pub async fn resend(
+    core: &mut Core,
+    phone: &str,
+    requester: (&str, u16),
+    id: &str,
+) -> Result<bool> {
+    let copy = core
+        .account(phone)
+        .and_then(|a| a.secrets.outbox.iter().find(|c| c.id == id))
+        .cloned();
+    let Some(copy) = copy else {
+        return Ok(false);
+    };
+    let message = wa::Message::decode_from_slice(&copy.message.0)
+        .map_err(|e| PhoneError::BadMedia(format!("stored message {id}: {e}")))?;
+    if let Some(acc) = core.account_mut(phone) {
+        acc.secrets
+            .sessions
+            .remove(&format!("{}.{}", requester.0, requester.1));
+    }
+    let media_type = media_type_attr(&message);
+    let (message, recipient) = if requester.0 == phone {
+        let dsm = wacore::messages::wrap_device_sent(message, Jid::pn(copy.to.clone()).to_string());
+        (dsm, Some(copy.to.as_str()))
+    } else {
+        (message, None)
+    };
+    tracing::debug!(
+        "phone {phone} sends {id} again to {}:{}",
+        requester.0,
+        requester.1
+    );
+    send_to_device_with(
+        core,
+        phone,
+        requester.0,
+        requester.1,
+        &message,
+        id,
+        &copy.stanza_type,
+        recipient,
+        media_type,
+    )
+    .await?;
+    Ok(true)
 }
 
 fn media_type_attr(msg: &wa::Message) -> Option<&'static str> {
@@ -685,7 +780,9 @@ async fn send_to_device_with(
         // Phone to phone: the other phone is in-process too.
         receive(core, to, (from, 0), &stanza).await;
     } else {
-        core.origins.insert(id.to_string(), (from.to_string(), 0));
+        core.snap
+            .origins
+            .insert(id.to_string(), (from.to_string(), 0));
         core.deliver_to_companion(to, device, id, &stanza);
     }
     Ok(())

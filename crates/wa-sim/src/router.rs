@@ -486,7 +486,9 @@ async fn route_message(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) ->
     }
 
     let mut core = hub.core.lock().await;
-    core.origins.insert(id.clone(), (phone.to_string(), device));
+    core.snap
+        .origins
+        .insert(id.clone(), (phone.to_string(), device));
     let sender_name = core
         .account(phone)
         .map(|a| {
@@ -571,7 +573,7 @@ async fn route_receipt(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) ->
     .build();
     if matches!(
         ty.as_deref(),
-        Some("retry") | Some("server-error") | Some("enc_rekey_retry")
+        Some("server-error") | Some("enc_rekey_retry")
     ) {
         return vec![Reply::Node(ack)];
     }
@@ -584,7 +586,8 @@ async fn route_receipt(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) ->
     let target_device = if to.device != 0 {
         Some(to.device)
     } else {
-        core.origins
+        core.snap
+            .origins
             .get(&id)
             .filter(|(p, _)| *p == to_phone)
             .map(|(_, d)| *d)
@@ -592,6 +595,16 @@ async fn route_receipt(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) ->
     }
     .unwrap_or(0);
     if to_phone == phone && target_device == device {
+        return vec![Reply::Node(ack)];
+    }
+    if ty.as_deref() == Some("retry") && target_device == 0 {
+        // The device could not decrypt a phone's message: the phone sends it
+        // again. (A companion gets the retry receipt and does that itself.)
+        match phone::resend(&mut core, &to_phone, (phone, device), &id).await {
+            Ok(true) => hub.mark_dirty(),
+            Ok(false) => tracing::debug!("retry for {id}: the phone no longer has it"),
+            Err(e) => tracing::warn!("phone {to_phone} cannot send {id} again: {e}"),
+        }
         return vec![Reply::Node(ack)];
     }
     let lid_form = to.server == Server::Lid;

@@ -5,7 +5,7 @@
 //! write-to-temp-then-rename, so a crash leaves either the old or the new
 //! file, never half of one. Media blobs are separate files under `blobs/`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -103,6 +103,25 @@ pub struct PhoneSecrets {
     pub app_state_key_id: B64,
     pub app_state_key: B64,
     pub messages: Vec<PhoneMessage>,
+    /// The last [`OUTBOX_KEPT`] messages the phone sent, as sent, so it can
+    /// encrypt one again when a device answers it with a retry receipt.
+    #[serde(default)]
+    pub outbox: VecDeque<SentCopy>,
+}
+
+/// How many sent messages a phone keeps for retries.
+pub const OUTBOX_KEPT: usize = 100;
+
+/// A message as the phone sent it (before any own-device wrapping).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SentCopy {
+    pub id: String,
+    /// The account it was sent to.
+    pub to: String,
+    /// The encoded `wa::Message`.
+    pub message: B64,
+    /// The stanza's `type` (`text`, `media`).
+    pub stanza_type: String,
 }
 
 /// A message the phone sent or received, decrypted (the admin API's shape).
@@ -169,6 +188,61 @@ pub struct Snapshot {
     pub accounts: BTreeMap<String, Account>,
     /// Media by direct path (`/mms/...` without query).
     pub media: BTreeMap<String, MediaMeta>,
+    /// Which device sent each recent message, so a receipt addressed to the
+    /// bare user (as clients send them) reaches that device, also after a
+    /// restart.
+    #[serde(default)]
+    pub origins: Origins,
+}
+
+/// How many message origins are kept: receipts come within minutes, read
+/// receipts within days, and each entry costs the snapshot ~60 bytes.
+pub const ORIGINS_KEPT: usize = 20_000;
+
+/// Message id -> (phone, device) of its sender, the newest [`ORIGINS_KEPT`].
+/// Stored as a list of `[id, phone, device]`, oldest first.
+#[derive(Clone, Debug, Default)]
+pub struct Origins {
+    by_id: HashMap<String, (String, u16)>,
+    order: VecDeque<String>,
+}
+
+impl Origins {
+    pub fn insert(&mut self, id: String, origin: (String, u16)) {
+        if self.by_id.insert(id.clone(), origin).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > ORIGINS_KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&(String, u16)> {
+        self.by_id.get(id)
+    }
+}
+
+impl Serialize for Origins {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.order.iter().filter_map(|id| {
+            self.by_id
+                .get(id)
+                .map(|(phone, device)| (id, phone, device))
+        }))
+    }
+}
+
+impl<'de> Deserialize<'de> for Origins {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let list = Vec::<(String, String, u16)>::deserialize(d)?;
+        let mut origins = Origins::default();
+        for (id, phone, device) in list {
+            origins.insert(id, (phone, device));
+        }
+        Ok(origins)
+    }
 }
 
 /// Errors reading or writing the data dir.
@@ -227,4 +301,43 @@ pub fn now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_round_trip_oldest_first_and_keep_only_the_newest() {
+        let mut o = Origins::default();
+        for i in 0..ORIGINS_KEPT + 3 {
+            o.insert(format!("m{i}"), ("15550000001".into(), (i % 3) as u16));
+        }
+        // Re-inserting a known id does not count twice.
+        o.insert("m5".into(), ("15550000001".into(), 7));
+        assert!(
+            o.get("m0").is_none() && o.get("m2").is_none(),
+            "oldest evicted"
+        );
+        assert_eq!(o.get("m5"), Some(&("15550000001".to_string(), 7)));
+        let json = serde_json::to_string(&o).unwrap();
+        assert!(
+            json.starts_with(r#"[["m3","15550000001",0]"#),
+            "{}",
+            &json[..40]
+        );
+        let back: Origins = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.order.len(), ORIGINS_KEPT);
+        assert_eq!(back.get("m5"), o.get("m5"));
+        assert_eq!(
+            back.get(&format!("m{}", ORIGINS_KEPT + 2)),
+            Some(&("15550000001".to_string(), ((ORIGINS_KEPT + 2) % 3) as u16))
+        );
+        // Snapshots written before origins were kept still load.
+        let old: Snapshot = serde_json::from_str(
+            r#"{"server_noise_private":"","next_lid":0,"accounts":{},"media":{}}"#,
+        )
+        .unwrap();
+        assert!(old.origins.get("x").is_none());
+    }
 }

@@ -289,3 +289,139 @@ async fn mock_phone_scan_picks_the_account_by_push_name_and_writes_sim_json() {
     let ca = std::fs::read_to_string(info["caFile"].as_str().unwrap()).unwrap();
     assert_eq!(ca, sim.ca_pem);
 }
+
+/// Clients address read receipts to the bare user; the simulator remembers
+/// which device sent each message, also across a restart, so the receipt
+/// reaches the sending client and not the account's phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_receipt_after_a_restart_reaches_the_sending_device() {
+    use whatsapp_rust::wacore::types::presence::ReceiptType;
+    let sim = TestSim::start().await;
+    let alice = sim.phone("15550710001").await;
+    let bob = sim.phone("15550710002").await;
+    let alice_jid = alice.jid();
+    let (a, a_cfg) = paired_client(&sim, &alice, "alice-web").await;
+    let (mut b, b_cfg) = paired_client(&sim, &bob, "bob-web").await;
+    let sent = a
+        .client
+        .send_text(bob.jid(), "read me later")
+        .await
+        .expect("send");
+    let id = sent.message_id.clone();
+    b.wait_message("alice's text", |_, i| i.id == id).await;
+    a.stop().await;
+    b.stop().await;
+    drop((alice, bob));
+
+    let sim = sim.restart().await;
+    let moved = |cfg: crate::support::ClientConfig| crate::support::ClientConfig {
+        ws_url: sim.ws_url.clone(),
+        ca_pem: sim.ca_pem.clone(),
+        ..cfg
+    };
+    let mut a = moved(a_cfg).start("alice-web").await;
+    a.wait_connected().await;
+    let mut b = moved(b_cfg).start("bob-web").await;
+    b.wait_connected().await;
+    b.client
+        .mark_as_read(&alice_jid, None, &[id.as_str()])
+        .await
+        .expect("read receipt");
+    a.wait_for("the read receipt", |e| match e {
+        Event::Receipt(r) if r.message_ids.contains(&id) && r.r#type == ReceiptType::Read => {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A push name whose number (from its hash) already belongs to an account
+/// of another name gets an account of its own, and keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_phone_scan_never_puts_two_push_names_on_one_account() {
+    use sha2::{Digest, Sha256};
+    let first = "tester-0";
+    let digest = Sha256::digest(first.as_bytes());
+    let slot = u64::from_be_bytes(digest[..8].try_into().unwrap()) % 10_000_000;
+    // Another name got there first (a hash collision, or a phone created
+    // through the API): the mock scan must move on rather than join it.
+    let sim = TestSim::start().await;
+    let taken = format!("1555{slot:07}");
+    let (status, _) = sim
+        .post("/phones", json!({"phone": taken, "name": "Someone Else"}))
+        .await;
+    assert_eq!(status, 201);
+
+    let mut numbers = Vec::new();
+    for name in [first, first] {
+        let cfg = sim.client_config(sim.db_path(&format!("mock-{}", numbers.len())));
+        let mut client = cfg.start(name).await;
+        let qr = client.wait_qr().await;
+        let resp = sim
+            .http
+            .post(format!("{}/mock-phone/scan-qr", sim.admin))
+            .body(qr)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        numbers.push(body["phone"].as_str().unwrap().to_string());
+        client.wait_connected().await;
+        client.stop().await;
+    }
+    assert_ne!(numbers[0], taken, "a number of another name is not reused");
+    assert_eq!(numbers[0], numbers[1], "the same name keeps its number");
+    let (_, acc) = sim.get(&format!("/phones/{taken}")).await;
+    assert_eq!(acc["devices"].as_array().unwrap().len(), 1, "{acc}");
+}
+
+/// Right after a scan the new device has uploaded no one-time prekeys yet:
+/// phones must still reach it (a bundle without a one-time key), also while
+/// other devices are being linked and messaged at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_messages_sent_right_after_linking_all_arrive_under_load() {
+    let sim = TestSim::start().await;
+    let sender = sim.phone("15550720000").await;
+    let numbers: Vec<String> = (1..=4).map(|i| format!("1555072000{i}")).collect();
+    let mut phones = Vec::new();
+    for n in &numbers {
+        phones.push(sim.phone(n).await);
+    }
+    let link_and_receive = |phone: &crate::support::Phone<'_>, name: String| {
+        let sim = &sim;
+        let sender = &sender;
+        let number = phone.number.clone();
+        async move {
+            let cfg = sim.client_config(sim.db_path(&name));
+            let mut client = cfg.start(&name).await;
+            let qr = client.wait_qr().await;
+            let own = crate::support::Phone {
+                sim,
+                number: number.clone(),
+            };
+            own.scan(&qr).await;
+            // At once, before the client has even logged in again.
+            let mut ids = Vec::new();
+            for i in 0..5 {
+                ids.push(sender.send_text(&number, &format!("{name} #{i}")).await);
+            }
+            ids.push(own.send_text("15550720000", "from my phone").await);
+            for id in &ids {
+                client
+                    .wait_message("every message", |_, i| i.id == *id)
+                    .await;
+            }
+            client.stop().await;
+        }
+    };
+    let runs: Vec<_> = phones
+        .iter()
+        .enumerate()
+        .map(|(i, p)| link_and_receive(p, format!("linked-{i}")))
+        .collect();
+    futures::future::join_all(runs).await;
+}

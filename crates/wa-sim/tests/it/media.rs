@@ -71,6 +71,108 @@ async fn phone_image_and_document_arrive_decrypted_with_equal_bytes() {
     client.stop().await;
 }
 
+/// Sends `data` from `phone` to `to` as `mimetype` (a voice note when `ptt`)
+/// and returns the message id.
+async fn phone_sends(
+    phone: &crate::support::Phone<'_>,
+    to: &str,
+    mimetype: &str,
+    ptt: bool,
+    data: &[u8],
+) -> String {
+    use base64::Engine as _;
+    let (status, body) = phone
+        .sim
+        .post(
+            &format!("/phones/{}/messages", phone.number),
+            json!({"to": to, "media": {
+                "mimetype": mimetype,
+                "ptt": ptt,
+                "data": base64::engine::general_purpose::STANDARD.encode(data),
+            }}),
+        )
+        .await;
+    assert_eq!(status, 201, "send {mimetype}: {body}");
+    assert_eq!(body["media"]["sha256"], hex(&Sha256::digest(data)));
+    body["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_video_arrives_as_video_with_equal_bytes() {
+    let sim = TestSim::start().await;
+    let alice = sim.phone("15550810001").await;
+    let bob = sim.phone("15550810002").await;
+    let (mut client, _) = paired_client(&sim, &alice, "alice-web").await;
+
+    let video = pseudo_random(150_000, 11);
+    let id = phone_sends(&bob, "15550810001", "video/mp4", false, &video).await;
+    let (msg, _) = client.wait_message("the video", |_, i| i.id == id).await;
+    let v = msg.video_message.as_option().expect("a video message");
+    assert_eq!(v.mimetype.as_deref(), Some("video/mp4"));
+    assert_eq!(v.file_length, Some(video.len() as u64));
+    assert!(msg.image_message.as_option().is_none());
+    let bytes = client.client.download(v).await.expect("video downloads");
+    assert_eq!(Sha256::digest(&bytes), Sha256::digest(&video));
+    client.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_audio_file_and_voice_note_arrive_as_audio_with_equal_bytes() {
+    let sim = TestSim::start().await;
+    let alice = sim.phone("15550820001").await;
+    let bob = sim.phone("15550820002").await;
+    let (mut client, _) = paired_client(&sim, &alice, "alice-web").await;
+
+    let song = pseudo_random(40_000, 21);
+    let id = phone_sends(&bob, "15550820001", "audio/mpeg", false, &song).await;
+    let (msg, _) = client
+        .wait_message("the audio file", |_, i| i.id == id)
+        .await;
+    let a = msg.audio_message.as_option().expect("an audio message");
+    assert_eq!(a.mimetype.as_deref(), Some("audio/mpeg"));
+    assert_ne!(a.ptt, Some(true), "an audio file is not a voice note");
+    let bytes = client.client.download(a).await.expect("audio downloads");
+    assert_eq!(Sha256::digest(&bytes), Sha256::digest(&song));
+
+    let voice = pseudo_random(9_000, 22);
+    let mimetype = "audio/ogg; codecs=opus";
+    let id = phone_sends(&bob, "15550820001", mimetype, true, &voice).await;
+    let (msg, _) = client
+        .wait_message("the voice note", |_, i| i.id == id)
+        .await;
+    let a = msg.audio_message.as_option().expect("an audio message");
+    assert_eq!(a.mimetype.as_deref(), Some(mimetype));
+    assert_eq!(a.ptt, Some(true), "a voice note is push-to-talk audio");
+    let bytes = client
+        .client
+        .download(a)
+        .await
+        .expect("voice note downloads");
+    assert_eq!(Sha256::digest(&bytes), Sha256::digest(&voice));
+    client.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_sticker_arrives_as_sticker_with_equal_bytes() {
+    let sim = TestSim::start().await;
+    let alice = sim.phone("15550830001").await;
+    let bob = sim.phone("15550830002").await;
+    let (mut client, _) = paired_client(&sim, &alice, "alice-web").await;
+
+    let sticker = pseudo_random(20_000, 31);
+    let id = phone_sends(&bob, "15550830001", "image/webp", false, &sticker).await;
+    let (msg, _) = client.wait_message("the sticker", |_, i| i.id == id).await;
+    let st = msg.sticker_message.as_option().expect("a sticker message");
+    assert_eq!(st.mimetype.as_deref(), Some("image/webp"));
+    assert!(
+        msg.image_message.as_option().is_none(),
+        "a sticker is not an image"
+    );
+    let bytes = client.client.download(st).await.expect("sticker downloads");
+    assert_eq!(Sha256::digest(&bytes), Sha256::digest(&sticker));
+    client.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_image_upload_reaches_phone_with_same_sha256() {
     use whatsapp_rust::download::MediaType;

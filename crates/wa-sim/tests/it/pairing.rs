@@ -1,6 +1,10 @@
-//! Pairing by QR through the admin API, and logging in again from the store.
+//! Pairing by QR scan and by pairing code through the admin API, and logging
+//! in again from the store.
 
-use crate::support::{TestSim, paired_client};
+use serde_json::json;
+use whatsapp_rust::wacore::types::events::Event;
+
+use crate::support::{TestSim, paired_client, text_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_pairs_by_qr_scan_then_logs_in_again_without_qr() {
@@ -28,4 +32,106 @@ async fn client_pairs_by_qr_scan_then_logs_in_again_without_qr() {
         .await;
     assert!(first, "a paired store must log in without showing a QR");
     again.stop().await;
+}
+
+/// "Link with phone number": the client asks for a code for the number, the
+/// phone's user types it in, and the client is linked without any QR scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_links_by_pairing_code_then_logs_in_again_without_code() {
+    let sim = TestSim::start().await;
+    let alice = sim.phone("15551300001").await;
+    let cfg = sim.client_config(sim.db_path("alice-code"));
+    let mut client = cfg.start_with_pair_code("alice-code", "15551300001").await;
+    let code = client.wait_pair_code().await;
+    assert_eq!(code.len(), 8, "an 8-character code: {code}");
+
+    let (status, linked) = sim
+        .post("/phones/15551300001/link-code", json!({"code": code}))
+        .await;
+    assert_eq!(status, 200, "{linked}");
+    assert_eq!(linked["phone"], "15551300001");
+    client.wait_connected().await;
+    let own = client.client.pn().expect("linked client knows its number");
+    assert_eq!(own.user.as_str(), "15551300001");
+    assert_eq!(u64::from(own.device), linked["device"].as_u64().unwrap());
+
+    // Linked for real: the phone's messages reach it.
+    let id = alice.send_text("15551300001", "linked by code").await;
+    let (msg, _) = client
+        .wait_message("the phone's text", |_, i| i.id == id)
+        .await;
+    assert_eq!(text_of(&msg).as_deref(), Some("linked by code"));
+    client.stop().await;
+
+    // The store logs in again by itself: no code, no QR.
+    let mut again = cfg.start_with_pair_code("alice-code", "15551300001").await;
+    let first = again
+        .wait_for("Connected, a code or a QR", |e| match e {
+            Event::Connected(_) => Some("connected"),
+            Event::PairingCode(_) => Some("code"),
+            Event::PairingQrCode(_) => Some("qr"),
+            _ => None,
+        })
+        .await;
+    assert_eq!(first, "connected");
+    let (_, account) = sim.get("/phones/15551300001").await;
+    assert_eq!(account["devices"].as_array().unwrap().len(), 2, "{account}");
+    again.stop().await;
+}
+
+/// A mistyped code links nothing: the phone is told so, the client hears
+/// nothing and keeps waiting; the right code still works afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_pairing_code_does_not_link() {
+    let sim = TestSim::start().await;
+    sim.phone("15551300002").await;
+    let cfg = sim.client_config(sim.db_path("bob-code"));
+    let mut client = cfg.start_with_pair_code("bob-code", "15551300002").await;
+    let code = client.wait_pair_code().await;
+    let wrong = if code.starts_with('A') {
+        format!("B{}", &code[1..])
+    } else {
+        format!("A{}", &code[1..])
+    };
+
+    let (status, body) = sim
+        .post("/phones/15551300002/link-code", json!({"code": wrong}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "code_mismatch", "{body}");
+    let (_, account) = sim.get("/phones/15551300002").await;
+    assert_eq!(
+        account["devices"].as_array().unwrap().len(),
+        1,
+        "nothing linked: {account}"
+    );
+    assert!(
+        client.client.pn().is_none(),
+        "the client must not be paired by a wrong code"
+    );
+
+    // Malformed codes and numbers nobody asked for are refused up front.
+    let (status, body) = sim
+        .post("/phones/15551300002/link-code", json!({"code": "0OIU"}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("invalid_code"))
+    );
+    sim.phone("15551300003").await;
+    let (status, body) = sim
+        .post("/phones/15551300003/link-code", json!({"code": code}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("link_code_not_found"))
+    );
+
+    // The phone tries again with the right code: linked.
+    let (status, body) = sim
+        .post("/phones/15551300002/link-code", json!({"code": code}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    client.wait_connected().await;
+    client.stop().await;
 }

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use wa_sim::{SimConfig, Simulator};
 use whatsapp_rust::TokioRuntime;
 use whatsapp_rust::bot::{Bot, BotHandle, EventDelivery};
+use whatsapp_rust::pair_code::PairCodeOptions;
 use whatsapp_rust::wacore::net::{HttpClient, HttpRequest, HttpResponse};
 use whatsapp_rust::wacore::types::events::Event;
 use whatsapp_rust::wacore::types::message::MessageInfo;
@@ -279,6 +280,20 @@ impl HttpClient for SimHttp {
 impl ClientConfig {
     /// Starts a client over the SQLite store at `db` (created if missing).
     pub async fn start(&self, push_name: &str) -> TestClient {
+        self.start_with(push_name, None).await
+    }
+
+    /// Starts a client that asks for a pairing code for `phone` as soon as
+    /// its socket is up (whatsapp-rust skips that when already logged in).
+    pub async fn start_with_pair_code(&self, push_name: &str, phone: &str) -> TestClient {
+        let options = PairCodeOptions {
+            phone_number: phone.to_string(),
+            ..Default::default()
+        };
+        self.start_with(push_name, Some(options)).await
+    }
+
+    async fn start_with(&self, push_name: &str, pair_code: Option<PairCodeOptions>) -> TestClient {
         let store = SqliteStore::new(&self.db.display().to_string())
             .await
             .expect("sqlite store");
@@ -296,7 +311,7 @@ impl ClientConfig {
                 .unwrap(),
         );
         let (tx, rx) = mpsc::unbounded_channel();
-        let bot = Bot::builder()
+        let mut builder = Bot::builder()
             .with_backend(store)
             .with_transport_factory(transport)
             .with_http_client(http)
@@ -311,10 +326,11 @@ impl ClientConfig {
                 async move {
                     let _ = tx.send(event);
                 }
-            })
-            .build()
-            .await
-            .expect("bot builds");
+            });
+        if let Some(options) = pair_code {
+            builder = builder.with_pair_code(options);
+        }
+        let bot = builder.build().await.expect("bot builds");
         let client = bot.client();
         let handle = bot.spawn();
         TestClient {
@@ -349,6 +365,16 @@ impl TestClient {
             matches!(e, Event::Connected(_)).then_some(())
         })
         .await;
+    }
+
+    /// Waits for the pairing code the client shows for phone-number linking.
+    pub async fn wait_pair_code(&mut self) -> String {
+        self.wait_for("a pairing code", |e| match e {
+            Event::PairingCode(c) => Some(c.code.clone()),
+            Event::PairingCodeError(e) => panic!("no pairing code: {}", e.error),
+            _ => None,
+        })
+        .await
     }
 
     pub async fn wait_qr(&mut self) -> String {
