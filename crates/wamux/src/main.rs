@@ -34,6 +34,9 @@ enum Cmd {
     /// Webhook tools: `wamux webhook test --url URL [--secret whsec_...]`
     #[command(subcommand)]
     Webhook(wamux::webhook::test_command::WebhookCmd),
+    /// Print the OpenAPI 3.1 document of the HTTP API (the one served at /api/openapi.json
+    /// and shown at /docs)
+    Openapi,
     /// Write a consistent copy of the data dir (safe while the server runs)
     Backup {
         /// Directory to create for the copy (must not exist, or be empty)
@@ -44,6 +47,11 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Needs no configuration, so it works anywhere, e.g. to regenerate docs/openapi.json.
+    if let Some(Cmd::Openapi) = cli.command {
+        print!("{}", wamux::api::openapi::document_text());
+        return Ok(());
+    }
     let config = match Config::load(cli.config.as_deref(), cli.settings) {
         Ok(c) => c,
         Err(e) => {
@@ -63,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Serve => serve(config).await,
             #[cfg(feature = "sandbox")]
             Cmd::Sandbox => sandbox::run(config, shutdown_signal()).await,
+            Cmd::Openapi => unreachable!("handled before the configuration is loaded"),
             Cmd::Webhook(cmd) => wamux::webhook::test_command::run_cli(cmd, &config).await,
             Cmd::Backup { out } => {
                 let report = wamux::backup::run(&config.data_dir, &out).await?;

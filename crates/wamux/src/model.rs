@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// A session's public name: 1-64 characters from `A-Z a-z 0-9 _ -`, so it is safe in URLs,
 /// file names and logs.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct SessionId(String);
 
@@ -52,7 +52,7 @@ impl fmt::Display for SessionId {
 }
 
 /// Where a session is in its life. The names are the public contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     Starting,
@@ -177,7 +177,9 @@ fn is_phone_digits(s: &str) -> bool {
 }
 
 /// Delivery state of a message. Only moves forward (`failed` is final).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageStatus {
     Pending,
@@ -212,7 +214,7 @@ impl MessageStatus {
 
 /// One message in the public shape (DESIGN.md): the same JSON in history, webhooks and
 /// Socket.IO.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     pub id: String,

@@ -29,6 +29,12 @@ struct EventsQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/api/events", tag = "events", operation_id = "listEvents", summary = "The event log",
+    params(("sessionId" = Option<String>, Query, description = "only this session's events"),
+        ("after" = Option<String>, Query, description = "a cursor (an event `id`) from a previous answer"),
+        ("limit" = Option<i64>, Query, description = "1 to 1000, default 100")),
+    responses((status = 200, description = "Events after the cursor, oldest first", body = crate::api::openapi::schemas::Events),
+        (status = 400, description = "`invalid_query`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<EventsQuery>,

@@ -11,6 +11,8 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/health", get(health))
 }
 
+#[utoipa::path(get, path = "/api/health", tag = "health", operation_id = "health", summary = "Liveness and summary",
+    responses((status = 200, description = "Liveness and a summary of the sessions", body = crate::api::openapi::schemas::Health)))]
 async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
     let sessions = state.sessions.list();
     let mut by_status = serde_json::Map::new();

@@ -186,6 +186,12 @@ fn check(f: &Fields) -> Result<Checked> {
     })
 }
 
+#[utoipa::path(post, path = "/api/send-media", tag = "media", operation_id = "sendMedia", summary = "Send a file",
+    request_body(content((crate::api::openapi::schemas::SendMediaJson = "application/json"), (crate::api::openapi::schemas::SendMediaForm = "multipart/form-data"))),
+    responses((status = 200, description = "Sent; the message as history will show it", body = crate::api::openapi::schemas::Sent),
+        (status = 400, description = "`missing_field`, `invalid_field`, `invalid_base64`, `invalid_url`, `media_unreachable`, `empty_media`, `invalid_body`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody), (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 413, description = "`media_too_large`, `payload_too_large`", body = crate::api::openapi::schemas::ErrorBody), (status = 502, description = "`send_failed`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn send_media(State(state): State<AppState>, req: Request) -> Result<Json<Value>> {
     let is_multipart = req
         .headers()
@@ -292,6 +298,11 @@ fn multipart_error(text: &str, status: StatusCode) -> ApiError {
     }
 }
 
+#[utoipa::path(post, path = "/api/messages/{sessionId}/{messageId}/media/retry", tag = "media", operation_id = "retryMediaDownload", summary = "Download a received file again",
+    params(("sessionId" = String, Path, description = "the session id"), ("messageId" = String, Path, description = "a message id from the history")),
+    responses((status = 200, description = "Downloaded again; the message with its new `media`", body = crate::model::Message),
+        (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`session_not_found`, `message_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`, `no_media`, `media_pending`", body = crate::api::openapi::schemas::ErrorBody), (status = 502, description = "`media_download_failed`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn retry(
     State(state): State<AppState>,
     Path((session, message_id)): Path<(String, String)>,

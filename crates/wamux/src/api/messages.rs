@@ -34,6 +34,13 @@ fn string_field(body: &Value, names: &[&str]) -> Result<Option<String>> {
     Ok(None)
 }
 
+#[utoipa::path(post, path = "/api/send-message", tag = "messages", operation_id = "sendMessage", summary = "Send a text message",
+    request_body = crate::api::openapi::schemas::SendMessage,
+    responses((status = 200, description = "Sent; the message as history will show it", body = crate::api::openapi::schemas::Sent),
+        (status = 400, description = "`missing_field`, `invalid_field`, `invalid_phone`, `invalid_session_id`, `invalid_json`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `quoted_message_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody), (status = 413, description = "`payload_too_large`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`send_failed`: WhatsApp did not accept it", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn send_message(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Value>,
@@ -86,6 +93,16 @@ struct HistoryQuery {
     _api_key: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/messages/{sessionId}", tag = "messages", operation_id = "listMessages", summary = "Message history",
+    params(("sessionId" = String, Path, description = "the session id"),
+        ("chat" = Option<String>, Query, description = "only this chat (any `to` form; also `chatId`)"),
+        ("direction" = Option<String>, Query, description = "`in`, `out` or `all` (default)"),
+        ("since" = Option<i64>, Query, description = "unix seconds, inclusive"),
+        ("until" = Option<i64>, Query, description = "unix seconds, inclusive"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+        ("limit" = Option<i64>, Query, description = "1 to 500, default 50")),
+    responses((status = 200, description = "A page of the history, newest first", body = crate::api::openapi::schemas::History),
+        (status = 400, description = "`invalid_field`, `invalid_query`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn history(
     State(state): State<AppState>,
     SessionPath(id): SessionPath,

@@ -1,5 +1,6 @@
 //! The HTTP API: one module per resource, each with its own `router()`, composed here under
-//! `/api` behind the API-key middleware. Handlers return [`error::Result`].
+//! `/api` behind the API-key middleware. Handlers return [`error::Result`]. Each handler
+//! carries its `#[utoipa::path]`; [`openapi`] collects them into the OpenAPI document.
 
 mod auth;
 pub mod error;
@@ -8,6 +9,7 @@ pub mod extract;
 mod health;
 mod media;
 mod messages;
+pub mod openapi;
 pub mod probes;
 mod sessions;
 mod webhooks;
@@ -29,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(webhooks::router())
         .merge(events::router())
+        .merge(openapi::router())
         .merge(media::router(&state))
         .merge(crate::web::api_router())
         .fallback(|| async { ApiError::not_found("no such API route") })

@@ -44,10 +44,15 @@ pub fn metrics_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "health", operation_id = "healthz", summary = "Liveness probe",
+    responses((status = 200, description = "The process answers", body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok"
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health", operation_id = "readyz", summary = "Readiness probe",
+    responses((status = 200, description = "Ready: the database answers", body = String, content_type = "text/plain"),
+        (status = 503, description = "Not ready", body = String, content_type = "text/plain")))]
 async fn readyz(State(state): State<AppState>) -> Response {
     // Sessions are restored before the server accepts connections, so answering at all
     // means they are loaded; what can still fail is the database.
@@ -69,6 +74,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "health", operation_id = "metrics", summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text format. Needs the key here; a separate `WAMUX_METRICS_LISTEN` listener serves it without one", body = String, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(

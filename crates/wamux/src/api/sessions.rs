@@ -58,6 +58,12 @@ struct StartBody {
     session_id: Option<serde_json::Value>,
 }
 
+#[utoipa::path(post, path = "/api/start-session", tag = "sessions", operation_id = "startSession", summary = "Create or resume a session",
+    request_body = crate::api::openapi::schemas::StartSession,
+    responses((status = 201, description = "Session created; its QR code follows", body = crate::api::openapi::schemas::SessionStarted),
+        (status = 200, description = "The session already existed (idempotent)", body = crate::api::openapi::schemas::SessionStarted),
+        (status = 400, description = "`missing_field`, `invalid_field`, `invalid_session_id`, `invalid_json`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 415, description = "the body is not `application/json`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn start_session(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<StartBody>,
@@ -95,6 +101,12 @@ struct QrQuery {
     format: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/qr/{sessionId}", tag = "sessions", operation_id = "getQr", summary = "The QR code to scan",
+    params(("sessionId" = String, Path, description = "the session id"), ("format" = Option<String>, Query, description = "`json` (default) or `png`")),
+    responses((status = 200, description = "The current QR code", content((crate::api::openapi::schemas::Qr = "application/json"), (Vec<u8> = "image/png"))),
+        (status = 400, description = "`invalid_query`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`qr_not_available`: the session is not waiting for a scan", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn qr(
     State(state): State<AppState>,
     SessionPath(id): SessionPath,
@@ -129,6 +141,10 @@ async fn qr(
     .into_response())
 }
 
+#[utoipa::path(get, path = "/api/status/{sessionId}", tag = "sessions", operation_id = "getStatus", summary = "A session's status",
+    params(("sessionId" = String, Path, description = "the session id")),
+    responses((status = 200, description = "The session's status", body = crate::session::SessionInfo),
+        (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn status(
     State(state): State<AppState>,
     SessionPath(id): SessionPath,
@@ -136,11 +152,17 @@ async fn status(
     Ok(Json(state.sessions.info(&id)?))
 }
 
+#[utoipa::path(get, path = "/api/sessions", tag = "sessions", operation_id = "listSessions", summary = "All sessions",
+    responses((status = 200, description = "All sessions with their status", body = crate::api::openapi::schemas::SessionList)))]
 async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
     let sessions = state.sessions.list();
     Json(serde_json::json!({"sessions": sessions}))
 }
 
+#[utoipa::path(post, path = "/api/sessions/{sessionId}/logout", tag = "sessions", operation_id = "logoutSession", summary = "Log a session out",
+    params(("sessionId" = String, Path, description = "the session id")),
+    responses((status = 200, description = "Logged out: the device is unlinked; the session stays, ready for a new QR", body = crate::session::SessionInfo),
+        (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody), (status = 409, description = "`wrong_state`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn logout(
     State(state): State<AppState>,
     SessionPath(id): SessionPath,
@@ -148,6 +170,10 @@ async fn logout(
     Ok(Json(state.sessions.logout(&id).await?))
 }
 
+#[utoipa::path(post, path = "/api/sessions/{sessionId}/restart", tag = "sessions", operation_id = "restartSession", summary = "Reconnect a session",
+    params(("sessionId" = String, Path, description = "the session id")),
+    responses((status = 200, description = "Reconnecting", body = crate::session::SessionInfo),
+        (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody), (status = 409, description = "`wrong_state`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn restart(
     State(state): State<AppState>,
     SessionPath(id): SessionPath,
@@ -155,6 +181,10 @@ async fn restart(
     Ok(Json(state.sessions.restart(&id).await?))
 }
 
+#[utoipa::path(delete, path = "/api/sessions/{sessionId}", tag = "sessions", operation_id = "deleteSession", summary = "Delete a session",
+    params(("sessionId" = String, Path, description = "the session id")),
+    responses((status = 200, description = "Logged out and removed with its data", body = crate::api::openapi::schemas::SessionDeleted),
+        (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn delete_session(
     State(state): State<AppState>,
     SessionPath(id): SessionPath,
@@ -170,6 +200,11 @@ struct PairBody {
     phone: Option<serde_json::Value>,
 }
 
+#[utoipa::path(post, path = "/api/sessions/{sessionId}/pairing-code", tag = "sessions", operation_id = "pairingCode", summary = "Log in with a pairing code",
+    params(("sessionId" = String, Path, description = "the session id")), request_body = crate::api::openapi::schemas::PairingCodeRequest,
+    responses((status = 200, description = "A code to type on the phone instead of scanning the QR", body = crate::api::openapi::schemas::PairingCode),
+        (status = 400, description = "`missing_field`, `invalid_phone`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`wrong_state`: the session is not waiting for a login", body = crate::api::openapi::schemas::ErrorBody), (status = 504, description = "`timeout`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn pairing_code(
     State(state): State<AppState>,
     SessionPath(id): SessionPath,
@@ -177,6 +212,9 @@ async fn pairing_code(
 ) -> Result<Json<serde_json::Value>> {
     let phone = match body.phone {
         None | Some(serde_json::Value::Null) => return Err(ApiError::missing_field("phone")),
+        Some(serde_json::Value::String(s)) if s.trim().is_empty() => {
+            return Err(ApiError::missing_field("phone"));
+        }
         Some(serde_json::Value::String(s)) => s,
         Some(serde_json::Value::Number(n)) => n.to_string(),
         Some(_) => return Err(ApiError::invalid_field("phone", "must be a string")),

@@ -78,6 +78,11 @@ fn view(w: &Webhook) -> serde_json::Value {
     })
 }
 
+#[utoipa::path(post, path = "/api/{sessionId}/webhook", tag = "webhooks", operation_id = "setWebhook", summary = "Set the session's webhook",
+    params(("sessionId" = String, Path, description = "the session id")), request_body = crate::api::openapi::schemas::SetWebhook,
+    responses((status = 201, description = "Set (the session may not exist yet); `secret` is shown this once when generated", body = crate::api::openapi::schemas::WebhookView),
+        (status = 200, description = "Replaced", body = crate::api::openapi::schemas::WebhookView),
+        (status = 400, description = "`missing_field`, `invalid_field`, `invalid_url`, `invalid_events`, `invalid_secret`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn set_webhook(
     State(state): State<AppState>,
     SessionPath(session): SessionPath,
@@ -208,6 +213,10 @@ fn parse_headers(value: Option<serde_json::Value>) -> Result<Vec<(String, String
     Ok(out)
 }
 
+#[utoipa::path(get, path = "/api/{sessionId}/webhook", tag = "webhooks", operation_id = "getWebhook", summary = "The session's webhook",
+    params(("sessionId" = String, Path, description = "the session id")),
+    responses((status = 200, description = "The webhook and its deliveries by status", body = crate::api::openapi::schemas::WebhookView),
+        (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`webhook_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn get_webhook(
     State(state): State<AppState>,
     SessionPath(session): SessionPath,
@@ -239,6 +248,10 @@ fn no_webhook(state: &AppState, session: &str) -> ApiError {
     )
 }
 
+#[utoipa::path(delete, path = "/api/{sessionId}/webhook", tag = "webhooks", operation_id = "deleteWebhook", summary = "Remove the session's webhook",
+    params(("sessionId" = String, Path, description = "the session id")),
+    responses((status = 200, description = "Removed; pending deliveries are cancelled", body = crate::api::openapi::schemas::WebhookDeleted),
+        (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`webhook_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn delete_webhook(
     State(state): State<AppState>,
     SessionPath(session): SessionPath,
@@ -268,6 +281,13 @@ struct DeliveriesQuery {
 
 const DELIVERY_STATUSES: &[&str] = &["pending", "delivered", "failed", "dead", "cancelled"];
 
+#[utoipa::path(get, path = "/api/{sessionId}/webhook/deliveries", tag = "webhooks", operation_id = "listDeliveries", summary = "Webhook deliveries",
+    params(("sessionId" = String, Path, description = "the session id"),
+        ("status" = Option<String>, Query, description = "`pending`, `delivered`, `failed`, `dead` or `cancelled`"),
+        ("before" = Option<i64>, Query, description = "`nextCursor` of the previous page"),
+        ("limit" = Option<i64>, Query, description = "1 to 500, default 50")),
+    responses((status = 200, description = "Deliveries, newest first", body = crate::api::openapi::schemas::Deliveries),
+        (status = 400, description = "`invalid_query`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn list_deliveries(
     State(state): State<AppState>,
     SessionPath(session): SessionPath,
@@ -313,6 +333,10 @@ async fn list_deliveries(
     ))
 }
 
+#[utoipa::path(post, path = "/api/{sessionId}/webhook/deliveries/{deliveryId}/retry", tag = "webhooks", operation_id = "retryDelivery", summary = "Retry a webhook delivery",
+    params(("sessionId" = String, Path, description = "the session id"), ("deliveryId" = i64, Path, description = "a delivery `id`")),
+    responses((status = 200, description = "Queued again, at once", body = crate::api::openapi::schemas::DeliveryView),
+        (status = 400, description = "`invalid_path`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`not_found`: no such delivery", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn retry_delivery(
     State(state): State<AppState>,
     path: std::result::Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,

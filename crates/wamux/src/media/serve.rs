@@ -70,6 +70,15 @@ fn parse_range(h: Option<&HeaderValue>, len: u64) -> Result<Option<(u64, u64)>, 
     Ok(Some((start, end)))
 }
 
+#[utoipa::path(get, path = "/uploads/{name}", tag = "media", operation_id = "getUpload", summary = "A stored media file",
+    params(("name" = String, Path, description = "a stored file's name, as in a message's `media.fileName`"),
+        ("exp" = Option<i64>, Query, description = "expiry of a signed link (when signed links are on)"),
+        ("sig" = Option<String>, Query, description = "signature of a signed link")),
+    responses((status = 200, description = "The file (supports `Range`)", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 206, description = "Part of the file", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 403, description = "A signed link is required, or has expired"),
+        (status = 404, description = "No such file"),
+        (status = 416, description = "The range is outside the file")))]
 async fn serve(
     State(state): State<AppState>,
     method: Method,

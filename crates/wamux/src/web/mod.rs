@@ -1,7 +1,8 @@
 //! The management UI: static files from `crates/wamux/web/`, compiled into the binary so a
 //! deployment is one file and needs no Node.js. `/` is the page; `/assets/*` its scripts,
 //! styles and the vendored Socket.IO client. The page itself holds no secret: it asks for the
-//! API key and calls the same `/api` routes as any client.
+//! API key and calls the same `/api` routes as any client. `/docs` shows the OpenAPI document,
+//! which it carries in the page (see [`docs`]).
 
 use axum::Router;
 use axum::extract::Path;
@@ -11,7 +12,7 @@ use axum::routing::get;
 
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
-mod webhook_test;
+pub(crate) mod webhook_test;
 
 struct Asset {
     name: &'static str,
@@ -38,6 +39,16 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../web/app.css"),
     },
     Asset {
+        name: "docs.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/docs.js"),
+    },
+    Asset {
+        name: "docs.css",
+        mime: "text/css; charset=utf-8",
+        body: include_bytes!("../../web/docs.css"),
+    },
+    Asset {
         name: "vendor/socket.io.esm.min.js",
         mime: "text/javascript; charset=utf-8",
         body: include_bytes!("../../web/vendor/socket.io.esm.min.js"),
@@ -56,6 +67,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(index))
+        .route("/docs", get(docs))
         .route("/assets/{*file}", get(asset))
 }
 
@@ -76,10 +88,31 @@ fn sandbox_router() -> Router<crate::AppState> {
     Router::new()
 }
 
+#[utoipa::path(get, path = "/", tag = "ui", operation_id = "ui", summary = "The web UI",
+    responses((status = 200, description = "The management UI; it asks for the API key", body = String, content_type = "text/html")))]
 async fn index() -> Response {
     serve("text/html; charset=utf-8", INDEX)
 }
 
+/// The page for `/docs`: the document goes in as a JSON data block (not a script, so the CSP
+/// allows it), which `docs.js` renders. The document describes this build's API and holds
+/// nothing of the server's data, so the page needs no key and works without any network.
+static DOCS_PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let template = include_str!("../../web/docs.html");
+    // `</script>` inside the data would end the block; `<\/` is the same JSON string.
+    let doc = crate::api::openapi::document_text().replace("</", "<\\/");
+    template.replace("{{OPENAPI_JSON}}", doc.trim_end())
+});
+
+#[utoipa::path(get, path = "/docs", tag = "docs", operation_id = "docs", summary = "The API documentation page",
+    responses((status = 200, description = "This document, rendered; works offline", body = String, content_type = "text/html")))]
+async fn docs() -> Response {
+    serve("text/html; charset=utf-8", DOCS_PAGE.as_bytes())
+}
+
+#[utoipa::path(get, path = "/assets/{file}", tag = "ui", operation_id = "uiAsset", summary = "Web UI assets",
+    params(("file" = String, Path, description = "a script or style of the UI or of the docs page")),
+    responses((status = 200, description = "The file", body = String), (status = 404, description = "No such asset")))]
 async fn asset(Path(file): Path<String>) -> Response {
     match ASSETS.iter().find(|a| a.name == file) {
         Some(a) => serve(a.mime, a.body),
@@ -124,5 +157,20 @@ mod tests {
             let name = import.trim_start_matches("./");
             assert!(ASSETS.iter().any(|a| a.name == name), "{name} not embedded");
         }
+    }
+
+    #[test]
+    fn the_docs_page_carries_the_document() {
+        let page = DOCS_PAGE.as_str();
+        for a in ["/assets/docs.js", "/assets/docs.css"] {
+            assert!(page.contains(a), "docs.html does not reference {a}");
+        }
+        let start = page
+            .find(r#"<script type="application/json" id="openapi">"#)
+            .unwrap();
+        let body = &page[start..];
+        let json = &body[body.find('>').unwrap() + 1..body.find("</script>").unwrap()];
+        let doc: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(doc, crate::api::openapi::document());
     }
 }

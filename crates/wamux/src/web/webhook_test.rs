@@ -21,6 +21,10 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/{session_id}/webhook/test", post(send_test))
 }
 
+#[utoipa::path(post, path = "/api/{sessionId}/webhook/test", tag = "webhooks", operation_id = "testWebhook", summary = "Send a test event to the webhook",
+    params(("sessionId" = String, Path, description = "the session id")),
+    responses((status = 200, description = "One signed sample `message-received` event was sent now; what the receiver answered", body = crate::api::openapi::schemas::WebhookTest),
+        (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`webhook_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn send_test(
     State(state): State<AppState>,
     SessionPath(session): SessionPath,

@@ -9,7 +9,10 @@ mod helpers;
 mod media;
 #[cfg(feature = "sandbox")]
 mod media_s3;
+mod openapi;
 mod ops;
+#[cfg(feature = "sandbox")]
+mod pairing;
 #[cfg(feature = "sandbox")]
 mod process;
 #[cfg(feature = "sandbox")]

@@ -1,0 +1,449 @@
+//! The OpenAPI 3.1 document, generated from the handlers: each handler carries a
+//! `#[utoipa::path]` attribute next to its code, the message, session and delivery shapes
+//! derive their schemas from the types the handlers serialize, and [`document`] collects
+//! them. `GET /api/openapi.json` serves it (behind the API key like every `/api` route),
+//! `wamux openapi` prints it, and `docs/openapi.json` is the committed copy a test keeps
+//! current. The router and the document are checked against each other by tests: every
+//! route the router serves is documented, and every documented operation answers.
+//!
+//! Handlers that build their JSON by hand describe it with the schema types in [`schemas`],
+//! which exist only for the document; a test checks real answers against them.
+
+use axum::Json;
+use axum::Router;
+use axum::routing::get;
+use serde_json::{Value, json};
+use utoipa::OpenApi;
+
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(openapi_json))
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "docs", operation_id = "openapi", summary = "This document",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this server", body = serde_json::Value)))]
+async fn openapi_json() -> Json<Value> {
+    Json(document())
+}
+
+/// The operations whose handlers serve two paths: (documented path, alias path, operation id).
+/// `GET /api/sessions/{sessionId}` is the REST spelling of the seed's `/api/status/{sessionId}`.
+const ALIASES: &[(&str, &str, &str)] = &[(
+    "/api/status/{sessionId}",
+    "/api/sessions/{sessionId}",
+    "getSession",
+)];
+
+/// The security schemes; any one of them is enough.
+const SCHEMES: [&str; 3] = ["apiKeyHeader", "apiKeyQuery", "bearer"];
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "wamux",
+        description = "WhatsApp multi-session HTTP API. Every `/api` route (and `/metrics`) needs \
+            the API key, as the `X-API-Key` header, the `apiKey` query parameter or \
+            `Authorization: Bearer <key>`. Errors are JSON: `{\"error\":{\"code\",\"message\"}}`. \
+            Live events also arrive over Socket.IO (v4) at `/socket.io/` and as webhooks; see \
+            docs/ui-and-socketio.md and docs/webhooks.md.",
+        license(name = "MIT", identifier = "MIT"),
+    ),
+    paths(
+        super::health::health,
+        super::sessions::start_session,
+        super::sessions::qr,
+        super::sessions::status,
+        super::sessions::list,
+        super::sessions::delete_session,
+        super::sessions::logout,
+        super::sessions::restart,
+        super::sessions::pairing_code,
+        super::messages::send_message,
+        super::messages::history,
+        super::media::send_media,
+        super::media::retry,
+        super::webhooks::get_webhook,
+        super::webhooks::set_webhook,
+        super::webhooks::delete_webhook,
+        super::webhooks::list_deliveries,
+        super::webhooks::retry_delivery,
+        crate::web::webhook_test::send_test,
+        super::events::list,
+        openapi_json,
+        super::probes::healthz,
+        super::probes::readyz,
+        super::probes::metrics,
+        crate::media::serve::serve,
+        crate::web::index,
+        crate::web::asset,
+        crate::web::docs,
+    ),
+    tags(
+        (name = "sessions", description = "WhatsApp linked-device sessions: create, log in by QR or pairing code, watch, remove"),
+        (name = "messages", description = "Send text and read the message history"),
+        (name = "media", description = "Send files; download received ones again; stored files under /uploads"),
+        (name = "webhooks", description = "A session's webhook (Standard Webhooks signatures) and its deliveries"),
+        (name = "events", description = "The event log, to catch up on what a receiver missed"),
+        (name = "health", description = "Liveness, readiness and metrics"),
+        (name = "docs", description = "This document and the page that shows it"),
+        (name = "ui", description = "The management web UI"),
+    ),
+)]
+struct ApiDoc;
+
+/// The whole document, as served and committed.
+pub fn document() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    for (path, alias, id) in ALIASES {
+        let mut op = doc["paths"][path]["get"].clone();
+        op["operationId"] = (*id).into();
+        doc["paths"][alias]["get"] = op;
+    }
+    secure(&mut doc);
+    doc
+}
+
+/// [`document`] as the pretty JSON text of `docs/openapi.json`, with a final newline.
+pub fn document_text() -> String {
+    let mut s = serde_json::to_string_pretty(&document()).expect("the document serializes");
+    s.push('\n');
+    s
+}
+
+/// Adds the security schemes, marks every keyed operation (`/api/*` and `/metrics`) as
+/// needing one of them, and gives each a 401 answer: the auth middleware is a layer, not a
+/// handler, so the handlers' own attributes do not say it.
+fn secure(doc: &mut Value) {
+    doc["components"]["securitySchemes"] = json!({
+        "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        "apiKeyQuery": {"type": "apiKey", "in": "query", "name": "apiKey"},
+        "bearer": {"type": "http", "scheme": "bearer", "description": "the API key as a bearer token"},
+    });
+    let requirement: Vec<Value> = SCHEMES.iter().map(|s| json!({ *s: [] })).collect();
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        if !(path.starts_with("/api/") || path == "/metrics") {
+            continue;
+        }
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for op in item.values_mut() {
+            op["security"] = Value::Array(requirement.clone());
+            op["responses"]["401"] = json!({
+                "description": "no API key, or a wrong one (`unauthorized`)",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+            });
+        }
+    }
+}
+
+/// Shapes of hand-built JSON answers and of request bodies that handlers parse field by
+/// field (to accept the seed's aliases and name the bad field). Only the document uses them.
+pub mod schemas {
+    use std::collections::BTreeMap;
+
+    use serde::Serialize;
+    use utoipa::ToSchema;
+
+    use crate::model::Message;
+    use crate::session::SessionInfo;
+
+    /// Every error: `{"error":{"code","message"}}`.
+    #[derive(Serialize, ToSchema)]
+    pub struct ErrorBody {
+        pub error: ErrorDetail,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct ErrorDetail {
+        /// Stable, machine-readable: `session_not_found`, `invalid_field`, `unauthorized`, ...
+        #[schema(example = "session_not_found")]
+        pub code: String,
+        /// For people: what is wrong and what to do.
+        pub message: String,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Health {
+        #[schema(example = "ok")]
+        pub status: String,
+        pub version: String,
+        pub uptime_seconds: u64,
+        pub sessions: SessionCounts,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct SessionCounts {
+        pub total: u64,
+        /// Every status, with 0 where no session has it.
+        pub by_status: BTreeMap<String, u64>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct StartSession {
+        /// Letters, digits, `_` and `-`, at most 64.
+        #[schema(example = "s1")]
+        pub session_id: String,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct SessionStarted {
+        #[serde(flatten)]
+        pub session: SessionInfo,
+        pub success: bool,
+        /// False when the session already existed (the call is idempotent).
+        pub created: bool,
+        pub message: String,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Qr {
+        pub session_id: String,
+        /// The raw QR string, for a QR library or `POST /admin/phones/:phone/scan` of wa-sim.
+        pub qr: String,
+        /// The QR code as a PNG data URL.
+        #[schema(example = "data:image/png;base64,iVBORw0KGgo...")]
+        pub qr_image: String,
+        /// Unix seconds.
+        pub expires_at: i64,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct SessionList {
+        pub sessions: Vec<SessionInfo>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct SessionDeleted {
+        pub success: bool,
+        pub session_id: String,
+        pub deleted: bool,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct PairingCodeRequest {
+        /// The phone number of the account to link, in international form.
+        #[schema(example = "15551234567")]
+        pub phone: String,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct PairingCode {
+        pub session_id: String,
+        /// To type on the phone: Linked devices > Link with phone number.
+        #[schema(example = "ABCD-EFGH")]
+        pub code: String,
+    }
+
+    /// `to` may be `15551234567`, `+1 555 123 4567`, `15551234567@s.whatsapp.net`,
+    /// `15551234567@c.us`, a `@lid` or a `@g.us` group.
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct SendMessage {
+        #[schema(example = "s1")]
+        pub session_id: String,
+        /// Also accepted as `number`.
+        #[schema(example = "15551234567")]
+        pub to: String,
+        /// Also accepted as `message`. At most 65536 bytes.
+        #[schema(example = "hello")]
+        pub text: String,
+        /// The message this one replies to (also `quotedMessageId`).
+        pub quoted_id: Option<String>,
+    }
+
+    /// The sent message, plus `success` and `messageId` (the seed's answer).
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Sent {
+        #[serde(flatten)]
+        pub message: Message,
+        pub success: bool,
+        pub message_id: String,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct History {
+        pub session_id: String,
+        /// Newest first.
+        pub messages: Vec<Message>,
+        /// Pass as `cursor` for the next page; null on the last one.
+        pub next_cursor: Option<String>,
+    }
+
+    /// JSON: the file as `url` (fetched by the server) or `base64`.
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct SendMediaJson {
+        #[schema(example = "s1")]
+        pub session_id: String,
+        /// Also `number`.
+        #[schema(example = "15551234567")]
+        pub to: String,
+        /// Also `mediaUrl`. Give `url` or `base64`, not both.
+        pub url: Option<String>,
+        /// Also `data`; plain base64 or a `data:` URL.
+        pub base64: Option<String>,
+        /// Also `mimeType`; guessed from the content when absent.
+        pub mimetype: Option<String>,
+        /// Also `filename`.
+        pub file_name: Option<String>,
+        pub caption: Option<String>,
+        /// `image`, `video`, `audio`, `ptt`, `document` or `sticker`; from the MIME type when absent.
+        #[serde(rename = "type")]
+        pub kind: Option<String>,
+    }
+
+    /// Multipart: the same fields as text parts, and the file as the `file` part.
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct SendMediaForm {
+        pub session_id: String,
+        pub to: String,
+        #[schema(format = Binary, content_media_type = "application/octet-stream")]
+        pub file: String,
+        pub mimetype: Option<String>,
+        pub file_name: Option<String>,
+        pub caption: Option<String>,
+        #[serde(rename = "type")]
+        pub kind: Option<String>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct SetWebhook {
+        #[schema(example = "https://example.com/hooks/wamux")]
+        pub url: String,
+        /// Event names, or `["all"]` (the default). A comma-separated string is accepted too.
+        #[schema(example = json!(["message-received", "message-delivered"]))]
+        pub events: Option<Vec<String>>,
+        /// Extra headers sent with every delivery (at most 32); never echoed back.
+        pub headers: Option<BTreeMap<String, String>>,
+        /// A `whsec_...` signing secret; one is generated (and shown once) when absent.
+        pub secret: Option<String>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct WebhookView {
+        pub session_id: String,
+        pub url: String,
+        pub events: Vec<String>,
+        /// Header names, with each value shown as `***`.
+        pub headers: BTreeMap<String, String>,
+        /// `active` or `disabled`.
+        pub status: String,
+        pub disabled_reason: Option<String>,
+        pub created_at: i64,
+        pub updated_at: i64,
+        /// Only in the answer that generated it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub secret: Option<String>,
+        /// Deliveries by status (`GET` only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub deliveries: Option<BTreeMap<String, i64>>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct WebhookDeleted {
+        pub session_id: String,
+        pub deleted: bool,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct DeliveryView {
+        #[serde(flatten)]
+        pub delivery: Delivery,
+        /// The `webhook-id` header the delivery carries.
+        pub webhook_id: String,
+    }
+
+    /// A delivery attempt series of one event to one webhook; times in unix seconds.
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Delivery {
+        pub id: i64,
+        /// The event's id in the event log.
+        pub event_id: i64,
+        pub event: String,
+        pub chat_id: Option<String>,
+        /// The URL it goes to.
+        pub target: String,
+        /// `pending`, `delivered`, `failed`, `dead` or `cancelled`.
+        pub status: String,
+        pub attempts: i64,
+        pub last_status_code: Option<i64>,
+        pub last_error: Option<String>,
+        /// For pending deliveries only.
+        pub next_attempt_at: Option<i64>,
+        pub created_at: i64,
+        pub updated_at: i64,
+        pub delivered_at: Option<i64>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Deliveries {
+        /// Newest first.
+        pub deliveries: Vec<DeliveryView>,
+        /// Pass as `before` for the next page; null on the last one.
+        pub next_cursor: Option<i64>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct WebhookTest {
+        pub session_id: String,
+        /// The receiver answered 2xx.
+        pub ok: bool,
+        pub webhook_id: String,
+        pub url: String,
+        /// The receiver's HTTP status, null when it could not be reached.
+        pub status: Option<u16>,
+        pub error: Option<String>,
+        pub elapsed_ms: u64,
+    }
+
+    /// One recorded event: the webhook body plus its cursor.
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct EventItem {
+        /// The cursor: pass it as `after`.
+        pub id: i64,
+        /// The `webhook-id` its deliveries carry.
+        pub webhook_id: String,
+        #[schema(example = "message-received")]
+        pub event: String,
+        pub session_id: String,
+        /// Unix seconds.
+        pub timestamp: i64,
+        /// The message, status or QR the event is about.
+        pub data: serde_json::Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub chat_id: Option<String>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Events {
+        pub events: Vec<EventItem>,
+        /// Where to continue; the same value when nothing is new.
+        pub next_cursor: String,
+        pub has_more: bool,
+    }
+}
