@@ -12,8 +12,6 @@ mod media_s3;
 mod openapi;
 mod ops;
 #[cfg(feature = "sandbox")]
-mod pairing;
-#[cfg(feature = "sandbox")]
 mod process;
 #[cfg(feature = "sandbox")]
 mod ui;
