@@ -6,11 +6,15 @@ mod api;
 mod e2e;
 mod helpers;
 #[cfg(feature = "sandbox")]
+mod liveness;
+#[cfg(feature = "sandbox")]
 mod media;
 #[cfg(feature = "sandbox")]
 mod media_s3;
 mod openapi;
 mod ops;
+#[cfg(feature = "sandbox")]
+mod pairing;
 #[cfg(feature = "sandbox")]
 mod process;
 #[cfg(feature = "sandbox")]
