@@ -12,11 +12,16 @@ function h(tag, attrs, ...children) {
     if (k === 'class') el.className = v;
     else el.setAttribute(k, v === true ? '' : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return el;
+}
+
+/** Text with `code` spans, as the document's descriptions write them. */
+function md(text) {
+  return String(text).split('`').map((part, i) => (i % 2 ? h('code', {}, part) : part));
 }
 
 /** `#/components/schemas/Name` -> "Name". */
@@ -73,7 +78,7 @@ function schemaTree(s, depth = 0) {
       h('span', { class: 'prop' }, name), ' ',
       h('span', { class: 'type' }, typeLabel(prop)),
       p.required.includes(name) ? h('span', { class: 'req' }, ' required') : null,
-      prop.description ? h('span', { class: 'desc' }, ` — ${prop.description}`) : null,
+      prop.description ? h('span', { class: 'desc' }, ' — ', md(prop.description)) : null,
     ];
     if (!nested) return h('li', {}, line);
     return h('li', {}, h('details', {}, h('summary', {}, line), schemaTree(inner, depth + 1)));
@@ -95,18 +100,18 @@ function operation(path, method, op) {
       h('span', { class: `method ${method}` }, method),
       h('span', { class: 'path' }, path),
       op.summary ? h('span', { class: 'summary' }, op.summary) : null,
-      secured ? h('span', { class: 'lock', title: 'needs the API key' }, '🔒 API key') : null),
-    op.description ? h('p', {}, op.description) : null,
+      secured ? h('span', { class: 'lock', title: 'needs the API key' }, 'API key') : null),
+    op.description ? h('p', {}, md(op.description)) : null,
     params.length ? [h('h4', {}, 'Parameters'), h('table', {},
       h('tr', {}, h('th', {}, 'name'), h('th', {}, 'in'), h('th', {}, 'type'), h('th', {}, 'description')),
       params.map((p) => h('tr', {},
         h('td', {}, h('code', {}, p.name), p.required ? h('span', { class: 'req' }, ' required') : null),
-        h('td', {}, p.in), h('td', { class: 'type' }, typeLabel(p.schema)), h('td', {}, p.description || ''))))] : null,
+        h('td', {}, p.in), h('td', { class: 'type' }, typeLabel(p.schema)), h('td', {}, md(p.description || '')))))] : null,
     op.requestBody ? [h('h4', {}, 'Request body'), content(op.requestBody.content)] : null,
     h('h4', {}, 'Responses'),
     h('table', {}, Object.entries(op.responses || {}).map(([status, r]) => h('tr', {},
       h('td', { class: `status s${status[0]}` }, status),
-      h('td', {}, r.description || '', content(r.content))))));
+      h('td', {}, md(r.description || ''), content(r.content))))));
   return el;
 }
 
@@ -115,7 +120,7 @@ function render() {
   document.getElementById('version').textContent = `${doc.info.version} · OpenAPI ${doc.openapi}`;
   document.title = `${doc.info.title} API ${doc.info.version}`;
   const intro = document.getElementById('intro');
-  intro.append(h('p', {}, doc.info.description || ''));
+  intro.append(h('p', {}, md(doc.info.description || '')));
   const schemes = (doc.components && doc.components.securitySchemes) || {};
   intro.append(h('p', {}, 'Authentication (any one): ', Object.values(schemes).map((s, i) => [i ? ', ' : '',
     h('code', {}, s.type === 'http' ? 'Authorization: Bearer <key>' : s.in === 'header' ? `${s.name}: <key>` : `?${s.name}=<key>`)])));
@@ -137,10 +142,10 @@ function render() {
     const info = (doc.tags || []).find((t) => t.name === tag);
     const section = h('section', { class: 'tag', 'data-tag': tag },
       h('h2', { class: 'tag-title', id: `tag-${tag}` }, tag),
-      info && info.description ? h('p', { class: 'tag-desc' }, info.description) : null,
+      info && info.description ? h('p', { class: 'tag-desc' }, md(info.description)) : null,
       list.map(([p, m, op]) => operation(p, m, op)));
     ops.append(section);
-    toc.append(h('h2', {}, tag), list.map(([p, m, op]) => h('a', { href: `#${op.operationId}`, 'data-op': op.operationId },
+    toc.append(h('h2', {}, tag), ...list.map(([p, m, op]) => h('a', { href: `#${op.operationId}`, 'data-op': op.operationId },
       h('span', { class: `method ${m}` }, m), h('span', { class: 'path' }, p))));
   }
 
@@ -149,7 +154,7 @@ function render() {
   for (const [name, s] of Object.entries(schemas)) {
     sch.append(h('article', { class: 'op', id: `schema-${name}` },
       h('h3', {}, h('span', { class: 'path' }, name)),
-      s.description ? h('p', { class: 'desc' }, s.description) : null,
+      s.description ? h('p', { class: 'desc' }, md(s.description)) : null,
       schemaTree({ $ref: `#/components/schemas/${name}` })));
   }
 

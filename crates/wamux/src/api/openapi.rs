@@ -102,6 +102,7 @@ pub fn document() -> Value {
         doc["paths"][alias]["get"] = op;
     }
     secure(&mut doc);
+    binary_bodies(&mut doc);
     doc
 }
 
@@ -138,6 +139,34 @@ fn secure(doc: &mut Value) {
                 "description": "no API key, or a wrong one (`unauthorized`)",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
             });
+        }
+    }
+}
+
+/// Files (the QR PNG, stored media) as OpenAPI 3.1 says binary content is described: a
+/// string of that media type. utoipa would describe `Vec<u8>` as an array of integers.
+fn binary_bodies(doc: &mut Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for op in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|i| i.values_mut())
+    {
+        let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        // `get_mut`, not `[...]`: indexing a map for writing inserts a null.
+        let contents = responses
+            .values_mut()
+            .filter_map(|r| r.get_mut("content").and_then(Value::as_object_mut));
+        for content in contents {
+            for (media_type, media) in content.iter_mut() {
+                if media_type.starts_with("image/") || media_type == "application/octet-stream" {
+                    media["schema"] = json!({"type": "string", "contentMediaType": media_type});
+                }
+            }
         }
     }
 }
