@@ -35,6 +35,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// One connection for write transactions, so writers queue in order in the pool instead
+    /// of polling SQLite's lock: its busy handler sleeps 1, 2, 5, ... up to 100 ms between
+    /// tries and is not woken when the lock frees, which under many concurrent writers (one
+    /// inbound hook and one webhook worker per session) added tens of ms to commits.
+    writer: SqlitePool,
 }
 
 impl Store {
@@ -53,24 +58,31 @@ impl Store {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(opts)
+            .await?;
+        Ok(Self { pool, writer })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
-    /// Starts a write transaction. SQLite allows one writer at a time; `BEGIN IMMEDIATE`
-    /// takes the lock up front so two writers queue on the busy timeout instead of
-    /// deadlocking on a read-to-write upgrade.
+    /// Starts a write transaction on the writer connection (callers wait their turn for it).
+    /// `BEGIN IMMEDIATE` still takes SQLite's lock up front, so a write made outside these
+    /// transactions queues on the busy timeout instead of deadlocking on a read-to-write
+    /// upgrade. Never call it while holding its transaction: it would wait for itself.
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }

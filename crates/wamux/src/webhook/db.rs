@@ -52,8 +52,15 @@ pub struct Webhook {
     pub headers: Vec<(String, String)>,
     pub secret: Secret,
     pub disabled_reason: Option<String>,
+    /// Unix seconds, as every time the API shows (the table keeps milliseconds).
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// The tables keep unix milliseconds (retry times need them); the API speaks unix seconds,
+/// like every other timestamp it shows.
+fn secs(ms: i64) -> i64 {
+    ms.div_euclid(1000)
 }
 
 fn webhook_from_row(r: &SqliteRow) -> Result<Webhook> {
@@ -70,8 +77,8 @@ fn webhook_from_row(r: &SqliteRow) -> Result<Webhook> {
             .collect(),
         secret: Secret::from_stored(&secret).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         disabled_reason: r.try_get("disabled_reason")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
+        created_at: secs(r.try_get("created_at")?),
+        updated_at: secs(r.try_get("updated_at")?),
     })
 }
 
@@ -469,23 +476,35 @@ pub struct Claimed {
     pub chat_key: String,
     pub attempts: u32,
     pub body: String,
+    /// Whether more deliveries of its chat wait behind it (they go once it is recorded).
+    pub more: bool,
+}
+
+/// What [`claim`] leased, and what it left.
+#[derive(Debug, Default)]
+pub struct Claim {
+    pub claimed: Vec<Claimed>,
+    /// When the earliest head not taken becomes due.
+    pub next_due: Option<i64>,
+    /// Heads were due but `limit` was reached: a slot that frees up has work at once.
+    pub starved: bool,
 }
 
 /// Leases up to `limit` deliveries that are due, each the oldest open one of its chat (so a
 /// chat's events go out in order), skipping targets in `skip` (disabled webhooks), inside the
-/// caller's transaction. Also returns when the earliest head not taken becomes due.
+/// caller's transaction.
 pub async fn claim(
     conn: &mut Conn,
     session_id: &str,
     limit: usize,
     lease_ms: i64,
     skip: &[Target],
-) -> Result<(Vec<Claimed>, Option<i64>)> {
+) -> Result<Claim> {
     let now = now_ms();
-    // The head of each (target, chat) group.
+    // The head of each (target, chat) group, and how many are open in the group.
     let rows = sqlx::query(
-        "SELECT d.id, d.event_id, d.target, d.chat_key, d.attempts, d.next_attempt_at, d.lease_until, e.body
-         FROM (SELECT MIN(id) AS id FROM webhook_deliveries
+        "SELECT d.id, d.event_id, d.target, d.chat_key, d.attempts, d.next_attempt_at, d.lease_until, e.body, h.open
+         FROM (SELECT MIN(id) AS id, COUNT(*) AS open FROM webhook_deliveries
                WHERE session_id = ? AND status = 'pending' GROUP BY target, chat_key) h
          JOIN webhook_deliveries d ON d.id = h.id
          JOIN events e ON e.id = d.event_id
@@ -494,8 +513,7 @@ pub async fn claim(
     .bind(session_id)
     .fetch_all(&mut *conn)
     .await?;
-    let mut claimed = Vec::new();
-    let mut next_wake: Option<i64> = None;
+    let mut out = Claim::default();
     for r in rows {
         let target = Target::parse(&r.try_get::<String, _>("target")?);
         if skip.contains(&target) {
@@ -504,27 +522,31 @@ pub async fn claim(
         let due: i64 = r.try_get("next_attempt_at")?;
         let lease: Option<i64> = r.try_get("lease_until")?;
         let ready_at = due.max(lease.unwrap_or(0));
-        if ready_at > now || claimed.len() >= limit {
-            next_wake = Some(next_wake.map_or(ready_at, |w| w.min(ready_at)));
+        if ready_at <= now && out.claimed.len() >= limit {
+            out.starved = true;
+        }
+        if ready_at > now || out.claimed.len() >= limit {
+            out.next_due = Some(out.next_due.map_or(ready_at, |w| w.min(ready_at)));
             continue;
         }
-        claimed.push(Claimed {
+        out.claimed.push(Claimed {
             id: r.try_get("id")?,
             event_id: r.try_get("event_id")?,
             target,
             chat_key: r.try_get("chat_key")?,
             attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
             body: r.try_get("body")?,
+            more: r.try_get::<i64, _>("open")? > 1,
         });
     }
-    for c in &claimed {
+    for c in &out.claimed {
         sqlx::query("UPDATE webhook_deliveries SET lease_until = ? WHERE id = ?")
             .bind(now + lease_ms)
             .bind(c.id)
             .execute(&mut *conn)
             .await?;
     }
-    Ok((claimed, next_wake))
+    Ok(out)
 }
 
 /// The result of one attempt, as stored.
@@ -570,7 +592,7 @@ pub async fn record(
     Ok(())
 }
 
-/// A delivery as the API shows it.
+/// A delivery as the API shows it; times in unix seconds.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
@@ -583,7 +605,7 @@ pub struct Delivery {
     pub attempts: i64,
     pub last_status_code: Option<i64>,
     pub last_error: Option<String>,
-    /// Unix ms; for pending deliveries only.
+    /// For pending deliveries only.
     pub next_attempt_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -607,7 +629,8 @@ fn delivery_from_row(r: &SqliteRow) -> Result<Delivery> {
         chat_id: r.try_get("chat_id")?,
         target: r.try_get("target")?,
         next_attempt_at: if status == "pending" {
-            Some(r.try_get("next_attempt_at")?)
+            // Rounded up: "next try at" must not read as already past.
+            Some(-secs(-r.try_get::<i64, _>("next_attempt_at")?))
         } else {
             None
         },
@@ -615,9 +638,9 @@ fn delivery_from_row(r: &SqliteRow) -> Result<Delivery> {
         attempts: r.try_get("attempts")?,
         last_status_code: r.try_get("last_status")?,
         last_error: r.try_get("last_error")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        delivered_at: r.try_get("delivered_at")?,
+        created_at: secs(r.try_get("created_at")?),
+        updated_at: secs(r.try_get("updated_at")?),
+        delivered_at: r.try_get::<Option<i64>, _>("delivered_at")?.map(secs),
     })
 }
 

@@ -4,6 +4,13 @@
 //! events into deliveries, lease what is due. The sends run outside it, concurrently (one per
 //! chat at most), and report back to the next pass. Under load a pass handles many events and
 //! answers at once, so the database sees a few transactions per batch, not per event.
+//!
+//! A successful answer that nothing waits on (no later delivery of its chat, no due work
+//! short of a free slot) is not recorded by a pass of its own: it rides along with the pass
+//! the next event brings, or is recorded after [`RECORD_LINGER`]. That halves the write
+//! transactions at a steady trickle of events. Nothing is lost by the wait: until recorded,
+//! the delivery stays leased, and after a crash it is sent again, as any delivery whose
+//! answer was not recorded.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,11 +29,16 @@ use super::signature::Secret;
 /// Events read from the log per statement.
 const FAN_OUT_BATCH: i64 = 512;
 
+/// The longest a successful answer waits to be recorded along with other work.
+const RECORD_LINGER: Duration = Duration::from_millis(100);
+
 /// A finished attempt, to be recorded by the next pass.
 #[derive(Debug)]
 struct Done {
     id: i64,
     target: Target,
+    /// More deliveries of its chat wait for this one to be recorded.
+    more: bool,
     outcome: Outcome,
     status: Option<u16>,
     error: Option<String>,
@@ -47,6 +59,13 @@ pub(super) async fn run(hooks: Webhooks, session: String, notify: Arc<Notify>) {
     let mut in_flight: JoinSet<Done> = JoinSet::new();
     let mut done: Vec<Done> = Vec::new();
     let mut cache: Option<Cached> = None;
+    // What the last pass left: when a delivery becomes due, and whether due work waits
+    // for a free slot.
+    let mut next_due: Option<i64> = None;
+    let mut starved = false;
+    // Set while answers wait to be recorded: the latest time to do it.
+    let mut record_by: Option<tokio::time::Instant> = None;
+    let mut run_pass = true;
     tracing::debug!(session = %session, "webhook worker started");
 
     loop {
@@ -54,47 +73,59 @@ pub(super) async fn run(hooks: Webhooks, session: String, notify: Arc<Notify>) {
             break;
         }
         while let Some(r) = in_flight.try_join_next() {
-            collect(&session, r, &mut done);
+            run_pass |= collect(&session, r, &mut done, starved);
         }
-        let free = concurrency.saturating_sub(in_flight.len());
-        // A panic in one pass (a bug) is logged and the worker goes on after the poll
-        // interval, rather than leaving the session without deliveries.
-        let pass = std::panic::AssertUnwindSafe(pass(
-            &hooks,
-            &session,
-            &mut cache,
-            &mut done,
-            free,
-            lease_ms,
-            &mut in_flight,
-        ))
-        .catch_unwind()
-        .await;
-        let wake_at = match pass {
-            Ok(Ok(next)) => next,
-            Ok(Err(e)) => {
-                tracing::warn!(session = %session, error = %e, "webhook worker pass failed; will retry");
-                None
-            }
-            Err(_) => {
-                tracing::error!(session = %session, "webhook worker pass panicked; will retry");
-                cache = None;
-                None
-            }
-        };
+        if run_pass {
+            run_pass = false;
+            record_by = None;
+            let free = concurrency.saturating_sub(in_flight.len());
+            // A panic in one pass (a bug) is logged and the worker goes on after the poll
+            // interval, rather than leaving the session without deliveries.
+            let result = std::panic::AssertUnwindSafe(pass(
+                &hooks,
+                &session,
+                &mut cache,
+                &mut done,
+                free,
+                lease_ms,
+                &mut in_flight,
+            ))
+            .catch_unwind()
+            .await;
+            (next_due, starved) = match result {
+                Ok(Ok(left)) => (left.next_due, left.starved),
+                Ok(Err(e)) => {
+                    tracing::warn!(session = %session, error = %e, "webhook worker pass failed; will retry");
+                    (None, false)
+                }
+                Err(_) => {
+                    tracing::error!(session = %session, "webhook worker pass panicked; will retry");
+                    cache = None;
+                    (None, false)
+                }
+            };
+        }
+        if !done.is_empty() && record_by.is_none() {
+            record_by = Some(tokio::time::Instant::now() + RECORD_LINGER);
+        }
 
         let poll = inner.config.poll_interval;
-        let sleep = match wake_at {
+        let mut wake = match next_due {
             // When every slot is busy, due work waits for a free slot, not for the clock.
             _ if in_flight.len() >= concurrency => poll,
             Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(poll),
             None => poll,
         };
+        if let Some(at) = record_by {
+            wake = wake.min(at.saturating_duration_since(tokio::time::Instant::now()));
+        }
         tokio::select! {
             () = inner.cancel.cancelled() => break,
-            () = notify.notified() => {}
-            Some(r) = in_flight.join_next(), if !in_flight.is_empty() => collect(&session, r, &mut done),
-            () = tokio::time::sleep(sleep) => {}
+            () = notify.notified() => run_pass = true,
+            Some(r) = in_flight.join_next(), if !in_flight.is_empty() => {
+                run_pass |= collect(&session, r, &mut done, starved);
+            }
+            () = tokio::time::sleep(wake) => run_pass = true,
         }
     }
 
@@ -102,7 +133,8 @@ pub(super) async fn run(hooks: Webhooks, session: String, notify: Arc<Notify>) {
     // one keeps its lease and is sent again after the restart.
     let drain = async {
         while let Some(r) = in_flight.join_next().await {
-            collect(&session, r, &mut done);
+            // Recorded below in any case.
+            collect(&session, r, &mut done, false);
         }
     };
     if tokio::time::timeout(inner.config.timeout, drain)
@@ -119,11 +151,25 @@ pub(super) async fn run(hooks: Webhooks, session: String, notify: Arc<Notify>) {
     tracing::debug!(session = %session, "webhook worker stopped");
 }
 
-fn collect(session: &str, r: Result<Done, tokio::task::JoinError>, done: &mut Vec<Done>) {
+/// Keeps a finished attempt for the next pass; true when that pass should run now (its
+/// answer holds up other work, or is a failure worth recording at once).
+fn collect(
+    session: &str,
+    r: Result<Done, tokio::task::JoinError>,
+    done: &mut Vec<Done>,
+    starved: bool,
+) -> bool {
     match r {
-        Ok(d) => done.push(d),
+        Ok(d) => {
+            let urgent = d.more || starved || !matches!(d.outcome, Outcome::Delivered);
+            done.push(d);
+            urgent
+        }
         // The delivery stays leased and is sent again when the lease expires.
-        Err(e) => tracing::error!(session, error = %e, "webhook send task failed"),
+        Err(e) => {
+            tracing::error!(session, error = %e, "webhook send task failed");
+            false
+        }
     }
 }
 
@@ -160,7 +206,7 @@ async fn record_done(
     Ok(())
 }
 
-/// One pass. Returns when the next delivery becomes due.
+/// One pass. Returns what the claim left (when the next delivery becomes due).
 async fn pass(
     hooks: &Webhooks,
     session: &str,
@@ -169,7 +215,7 @@ async fn pass(
     free: usize,
     lease_ms: i64,
     in_flight: &mut JoinSet<Done>,
-) -> anyhow::Result<Option<i64>> {
+) -> anyhow::Result<db::Claim> {
     let inner = &hooks.inner;
     let pool = inner.store.pool();
     let generation = inner.generation.load(Ordering::Relaxed);
@@ -209,7 +255,7 @@ async fn pass(
     }
 
     if done.is_empty() && !db::has_work(pool, session, start_if_new).await? {
-        return Ok(None);
+        return Ok(db::Claim::default());
     }
     let mut tx = inner.store.begin().await?;
     record_done(hooks, session, &mut tx, done).await?;
@@ -218,13 +264,17 @@ async fn pass(
             == FAN_OUT_BATCH as usize
         {}
     }
-    let (claimed, next) = if free > 0 {
+    let mut claim = if free > 0 {
         db::claim(&mut tx, session, free, lease_ms, &skip).await?
     } else {
-        (Vec::new(), None)
+        // Nothing can be sent now; a slot that frees up brings the next pass.
+        db::Claim {
+            starved: true,
+            ..Default::default()
+        }
     };
-    let mut sends = Vec::with_capacity(claimed.len());
-    for cl in claimed {
+    let mut sends = Vec::with_capacity(claim.claimed.len());
+    for cl in std::mem::take(&mut claim.claimed) {
         let target = match cl.target {
             Target::Session => c
                 .own
@@ -256,7 +306,7 @@ async fn pass(
         let session = session.to_owned();
         in_flight.spawn(async move { send(&hooks, &session, cl, url, headers, secret).await });
     }
-    Ok(next)
+    Ok(claim)
 }
 
 /// Sends one leased delivery and decides what its answer means.
@@ -304,14 +354,6 @@ async fn send(
         },
         answer.elapsed,
     );
-    crate::metrics::webhook_attempt(
-        match &outcome {
-            Outcome::Delivered => "delivered",
-            Outcome::RetryAt(_) => "retry",
-            Outcome::Final(s) => s,
-        },
-        answer.elapsed,
-    );
     if let Outcome::Delivered = outcome {
         tracing::debug!(
             session,
@@ -335,6 +377,7 @@ async fn send(
     Done {
         id: c.id,
         target: c.target,
+        more: c.more,
         outcome,
         status: answer.status,
         error: answer.error,

@@ -518,6 +518,26 @@ async fn a_failed_delivery_is_retried_with_the_same_webhook_id_and_chat_order_ho
         .expect("a1 took two attempts");
     assert_eq!(a1["status"], "delivered");
     assert_eq!(a1["lastStatusCode"], 200);
+    // Times in unix seconds, like every other time the API shows.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for field in ["createdAt", "updatedAt", "deliveredAt"] {
+        let t = a1[field]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{field}: {a1}"));
+        assert!(
+            (now - 60..=now + 1).contains(&t),
+            "{field} = {t}, now = {now}"
+        );
+    }
+    let (_, hook) = app.get("/api/s1/webhook").await;
+    let created = hook["createdAt"].as_i64().unwrap();
+    assert!(
+        (now - 60..=now + 1).contains(&created),
+        "createdAt = {created}"
+    );
     app.stop().await;
 }
 
