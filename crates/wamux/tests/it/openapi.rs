@@ -4,13 +4,12 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use wamux::api::openapi;
 
-use crate::helpers::{KEY, Options, TestApp};
+use crate::helpers::{KEY, TestApp};
 
 fn committed_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json")
@@ -123,6 +122,9 @@ async fn the_document_is_served_behind_the_key_and_shown_at_docs() {
 #[cfg(feature = "sandbox")]
 #[tokio::test]
 async fn every_documented_operation_answers_as_documented() {
+    use crate::helpers::Options;
+    use std::time::Duration;
+
     let app = TestApp::start_with(Options {
         sim: true,
         configure: Some(Box::new(|c| c.webhook.allow_private = Some(true))),
