@@ -190,8 +190,8 @@ async fn record_done(
     for d in done.drain(..) {
         if d.status == Some(410) {
             let reason = format!(
-                "the receiver answered 410 Gone at {} (unix ms); set the webhook again to re-enable it",
-                now_ms()
+                "the receiver answered 410 Gone at {} (unix seconds); set the webhook again to re-enable it",
+                now_ms() / 1000
             );
             db::disable(conn, session, d.target, &reason).await?;
             hooks.inner.generation.fetch_add(1, Ordering::Relaxed);
