@@ -11,7 +11,7 @@
 //! duplicated beyond a redelivery (same `webhook-id`), and each chat's messages arrive in order.
 //!
 //! ```text
-//! cargo build --release -p wa-sim -p wamux --all-features --examples
+//! cargo build --release -p wa-sim -p wamux --all-features --bins --examples
 //! target/release/examples/webhook_bench --sessions 100 --rate 20 --seconds 60
 //! ```
 //! Flags: `--sessions N` (100), `--rate R` messages/s per session (20), `--seconds S` (60),
