@@ -68,6 +68,12 @@ pub(super) async fn supervise(
         id,
         device_id: row.device_id,
         logged_in: row.logged_in,
+        saved_me: row.logged_in.then(|| Me {
+            phone: row.phone.clone(),
+            jid: row.jid.clone(),
+            lid: row.lid.clone(),
+            push_name: row.push_name.clone(),
+        }),
         state,
         pending_code: None,
         attempt: 0,
@@ -84,6 +90,12 @@ pub(super) async fn supervise(
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
                 tracing::error!(session = %actor.id, "session actor panicked: {what}");
+                // The run unwound past its own cleanup: its client is gone (dropping the
+                // handle aborted it), so the API must not be offered its connection.
+                actor.state.send_modify(|s| {
+                    s.connection = None;
+                    s.qr = None;
+                });
                 Exit::Failed(format!("internal error: {what}"))
             }
         };
@@ -120,6 +132,9 @@ struct Actor {
     id: SessionId,
     device_id: i64,
     logged_in: bool,
+    /// The account as stored, while the stored session is logged in: a session resumed
+    /// after a restart comes back as the same account, and need not write it again.
+    saved_me: Option<Me>,
     state: watch::Sender<Snapshot>,
     /// A pairing-code request waiting for the code.
     pending_code: Option<oneshot::Sender<Result<String>>>,
@@ -228,6 +243,10 @@ impl Actor {
                     });
                 }
                 _ = watchdog.tick() => self.check_alive(&session).await,
+                // Never completes outside sandbox builds (see `fault`).
+                _ = super::fault::armed(self.id.as_str()) => {
+                    panic!("fault injected into session `{}`", self.id)
+                }
             }
         };
         self.state.send_modify(|s| {
@@ -396,6 +415,7 @@ impl Actor {
 
     async fn logged_out(&mut self, reason: &str) {
         self.logged_in = false;
+        self.saved_me = None;
         if let Err(e) = store::sessions::clear_login(&self.shared.store, self.id.as_str()).await {
             tracing::error!(session = %self.id, "cannot record logout: {e:#}");
         }
@@ -404,7 +424,10 @@ impl Actor {
             .await;
     }
 
-    async fn save_me(&self, me: &Me) {
+    async fn save_me(&mut self, me: &Me) {
+        if self.saved_me.as_ref() == Some(me) {
+            return;
+        }
         let row = store::sessions::Me {
             phone: me.phone.clone(),
             jid: me.jid.clone(),
@@ -415,7 +438,9 @@ impl Actor {
             store::sessions::set_me(&self.shared.store, self.id.as_str(), &row, true).await
         {
             tracing::error!(session = %self.id, "cannot store the account: {e:#}");
+            return;
         }
+        self.saved_me = Some(me.clone());
     }
 
     async fn record(&self, kind: EventKind, chat: Option<&str>, data: serde_json::Value) {

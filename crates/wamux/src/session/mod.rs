@@ -6,6 +6,7 @@
 //! Errors are [`SessionError`].
 
 mod actor;
+pub mod fault;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -110,6 +110,9 @@ pub async fn set_status(
 
 /// Stores who we are once paired/connected, and whether the session is logged in.
 pub async fn set_me(store: &Store, id: &str, me: &Me, logged_in: bool) -> Result<()> {
+    // Through the writer connection, like every other write: a write on the shared pool
+    // would wait for SQLite's lock in its sleeping busy handler instead of in line.
+    let mut tx = store.begin().await?;
     sqlx::query(
         "UPDATE sessions SET phone = COALESCE(?, phone), jid = COALESCE(?, jid), lid = COALESCE(?, lid),
          push_name = COALESCE(?, push_name), logged_in = ?, updated_at = ? WHERE id = ?",
@@ -121,18 +124,21 @@ pub async fn set_me(store: &Store, id: &str, me: &Me, logged_in: bool) -> Result
     .bind(logged_in)
     .bind(now())
     .bind(id)
-    .execute(store.pool())
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(())
 }
 
 /// Forgets the account (after a logout): the next start needs a new QR.
 pub async fn clear_login(store: &Store, id: &str) -> Result<()> {
+    let mut tx = store.begin().await?;
     sqlx::query("UPDATE sessions SET logged_in = 0, updated_at = ? WHERE id = ?")
         .bind(now())
         .bind(id)
-        .execute(store.pool())
+        .execute(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -91,7 +91,16 @@ pub struct WaConnector {
     store: Store,
     bus: EventBus,
     media_wake: Option<Arc<tokio::sync::Notify>>,
+    /// Clients being opened at once (see [`OPENING_AT_ONCE`]).
+    opening: tokio::sync::Semaphore,
 }
+
+/// How many clients may be opening their device store at once. Each opens its own SQLite
+/// connection on the shared device database and checks its migrations there, on a blocking
+/// thread; a restart starts every stored session together, and 1,000 openings at once spent
+/// most of their time waiting on the file's lock (SQLite's busy handler sleeps between
+/// tries) instead of opening. A handful at a time keeps both cores busy without that.
+const OPENING_AT_ONCE: usize = 8;
 
 /// WhatsApp Web version announced when we cannot look it up (no network to WhatsApp:
 /// tests and the sandbox).
@@ -117,6 +126,7 @@ impl WaConnector {
             store,
             bus,
             media_wake: None,
+            opening: tokio::sync::Semaphore::new(OPENING_AT_ONCE),
         })
     }
 
@@ -135,6 +145,13 @@ impl WaConnector {
         events: mpsc::UnboundedSender<WaEvent>,
     ) -> anyhow::Result<(WaSession, WaRunning)> {
         let device_id = i32::try_from(device_id).context("device number out of range")?;
+        // Held until the client is built (it loads the device from the store); connecting
+        // happens after, concurrently.
+        let opening_slot = self
+            .opening
+            .acquire()
+            .await
+            .context("the connector is closed")?;
         let backend = SqliteStore::new_for_device(&self.device_db, device_id)
             .await
             .context("cannot open the WhatsApp device store")?;
@@ -173,6 +190,7 @@ impl WaConnector {
         client
             .enable_auto_reconnect
             .store(false, std::sync::atomic::Ordering::Relaxed);
+        drop(opening_slot);
         let handle = bot.spawn();
         Ok((
             WaSession {

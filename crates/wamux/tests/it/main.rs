@@ -6,6 +6,8 @@ mod api;
 mod e2e;
 mod helpers;
 #[cfg(feature = "sandbox")]
+mod isolation;
+#[cfg(feature = "sandbox")]
 mod liveness;
 #[cfg(feature = "sandbox")]
 mod media;
