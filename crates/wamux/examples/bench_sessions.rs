@@ -35,6 +35,7 @@ struct Args {
     idle_secs: u64,
     messages: usize,
     send_concurrency: usize,
+    restarts: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -44,6 +45,7 @@ fn parse_args() -> anyhow::Result<Args> {
         idle_secs: 30,
         messages: 2000,
         send_concurrency: 32,
+        restarts: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,6 +59,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--idle-secs" => a.idle_secs = n,
             "--messages" => a.messages = n as usize,
             "--send-concurrency" => a.send_concurrency = n.max(1) as usize,
+            "--restarts" => a.restarts = n.max(1) as usize,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -137,7 +140,10 @@ impl Gateway {
             .env("WAMUX_DATA_DIR", &self.data_dir)
             .env("WAMUX_WA_URL", &self.ws_url)
             .env("WAMUX_WA_CA_FILE", &self.ca_file)
-            .env("WAMUX_LOG", "warn")
+            .env(
+                "WAMUX_LOG",
+                std::env::var("BENCH_WAMUX_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
@@ -335,6 +341,112 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx]
 }
 
+/// What one SIGKILL + restart cost.
+struct Resume {
+    http_ready: Duration,
+    all: Duration,
+    first: Duration,
+    half: Duration,
+    p90: Duration,
+    /// CPU seconds the gateway and the simulator spent from the restart until all were back.
+    gateway_cpu: f64,
+    sim_cpu: f64,
+    log_lines: Vec<String>,
+}
+
+/// Kills the gateway (SIGKILL, as after a crash), starts it over the same data dir and polls
+/// `GET /api/sessions` every 20 ms, noting when each session is first seen `connected`.
+async fn restart(
+    gw: &mut Gateway,
+    http: &reqwest::Client,
+    sim_pid: u32,
+    n: usize,
+) -> anyhow::Result<(u32, Resume)> {
+    gw.kill()?;
+    let log_before = std::fs::metadata(&gw.log).map(|m| m.len()).unwrap_or(0) as usize;
+    let sim_cpu0 = cpu_ticks(sim_pid);
+    let t = Instant::now();
+    let pid = gw.spawn()?;
+    // BENCH_PERF=FILE profiles both processes during the resume with `perf record`.
+    let perf = match std::env::var("BENCH_PERF") {
+        Ok(out) => Some(
+            Command::new("perf")
+                .args(["record", "-F", "999", "-g", "-o", &out, "-p"])
+                .arg(format!("{pid},{sim_pid}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting perf")?,
+        ),
+        Err(_) => None,
+    };
+    wait_healthy(http, gw).await?;
+    let http_ready = t.elapsed();
+    let base = gw.base();
+    let mut seen: std::collections::HashMap<String, Duration> = std::collections::HashMap::new();
+    let limit = Duration::from_secs(300);
+    loop {
+        if let Ok(v) = http
+            .get(format!("{base}/api/sessions"))
+            .header("X-API-Key", API_KEY)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+        {
+            let v: Value = v.json().await?;
+            let now = t.elapsed();
+            for s in v["sessions"].as_array().context("no `sessions` array")? {
+                if s["status"] == "connected"
+                    && let Some(id) = s["sessionId"].as_str()
+                {
+                    seen.entry(id.to_owned()).or_insert(now);
+                }
+            }
+            if seen.len() >= n {
+                break;
+            }
+        }
+        ensure!(
+            t.elapsed() < limit,
+            "only {} of {n} connected after {limit:?}",
+            seen.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all = t.elapsed();
+    if let Some(perf) = perf {
+        // SIGINT makes perf write its file and exit.
+        Command::new("kill")
+            .args(["-INT", &perf.id().to_string()])
+            .status()?;
+        perf.wait_with_output()?;
+    }
+    let gateway_cpu = cpu_ticks(pid) as f64 / TICKS_PER_SEC;
+    let sim_cpu = cpu_ticks(sim_pid).saturating_sub(sim_cpu0) as f64 / TICKS_PER_SEC;
+    let mut times: Vec<Duration> = seen.into_values().collect();
+    times.sort();
+    let log = std::fs::read_to_string(&gw.log).unwrap_or_default();
+    let log_lines = log
+        .get(log_before..)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    Ok((
+        pid,
+        Resume {
+            http_ready,
+            all,
+            first: times[0],
+            half: percentile(&times, 0.5),
+            p90: percentile(&times, 0.9),
+            gateway_cpu,
+            sim_cpu,
+            log_lines,
+        },
+    ))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
@@ -461,31 +573,43 @@ async fn main() -> anyhow::Result<()> {
         idle_cpu * 100.0
     );
 
-    // Crash and restart over the same data dir.
-    gw.kill()?;
-    let log_before_restart = std::fs::read_to_string(&gw.log).unwrap_or_default().len();
-    let t = Instant::now();
-    let pid = gw.spawn()?;
-    wait_healthy(&http, &gw).await?;
-    let http_ready = t.elapsed();
-    wait_all_connected(&http, &base, n, Duration::from_secs(300)).await?;
-    let resumed = t.elapsed();
-    println!(
-        "after SIGKILL + restart: HTTP up in {:.2} s, all {n} connected in {:.2} s",
-        http_ready.as_secs_f64(),
-        resumed.as_secs_f64()
-    );
-    // What the gateway warned about while resuming says where the time went.
-    let log = std::fs::read_to_string(&gw.log).unwrap_or_default();
-    let warnings: Vec<&str> = log
-        .get(log_before_restart..)
-        .unwrap_or_default()
-        .lines()
-        .collect();
-    println!("gateway log lines during the restart: {}", warnings.len());
-    for line in warnings.iter().take(5) {
-        println!("  {line}");
+    // Crash and restart over the same data dir, as often as asked; the figures of every
+    // restart are printed, then their median.
+    let mut pid = pid;
+    let mut resumes = Vec::with_capacity(args.restarts);
+    for round in 1..=args.restarts {
+        let (new_pid, r) = restart(&mut gw, &http, sim.0.id(), n).await?;
+        pid = new_pid;
+        println!(
+            "restart {round}: HTTP up in {:.2} s; all {n} connected in {:.2} s; first connected at {:.2} s, \
+             half at {:.2} s, 90 % at {:.2} s; CPU during the resume: wamux {:.2} s, wa-sim {:.2} s \
+             ({:.0} % / {:.0} % of one core); {} gateway log lines",
+            r.http_ready.as_secs_f64(),
+            r.all.as_secs_f64(),
+            r.first.as_secs_f64(),
+            r.half.as_secs_f64(),
+            r.p90.as_secs_f64(),
+            r.gateway_cpu,
+            r.sim_cpu,
+            r.gateway_cpu / r.all.as_secs_f64() * 100.0,
+            r.sim_cpu / r.all.as_secs_f64() * 100.0,
+            r.log_lines.len(),
+        );
+        for line in r.log_lines.iter().take(5) {
+            println!("  {line}");
+        }
+        resumes.push(r.all);
+        if round < args.restarts {
+            // Let the post-login traffic of this round settle before killing it again.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
     }
+    resumes.sort();
+    println!(
+        "after SIGKILL + restart, all {n} connected: median {:.2} s over {} restart(s)",
+        resumes[resumes.len() / 2].as_secs_f64(),
+        resumes.len()
+    );
     tokio::time::sleep(Duration::from_secs(10)).await;
     let rss_restarted = rss_kib(pid);
     println!(
