@@ -218,6 +218,7 @@ pub async fn link(core: &mut Core, phone: &str, pair_ref: &str, adv_secret: &[u8
         },
     );
     let lid = acc.lid.clone();
+    let account_name = acc.name.clone();
     if let Some(pc) = core.pairing.get_mut(pair_ref) {
         pc.paired = Some((phone.to_string(), device));
     }
@@ -236,6 +237,14 @@ pub async fn link(core: &mut Core, phone: &str, pair_ref: &str, adv_secret: &[u8
                     .attr("lid", Jid::lid_device(lid, device))
                     .build(),
                 NodeBuilder::new("platform").attr("name", "android").build(),
+                // The account's name. WhatsApp sends `<biz>` to business accounts only;
+                // other companions learn their push name from the `setting_pushName`
+                // app-state mutation, which this simulator does not serve. A client
+                // without a push name takes the first-login path on every connection
+                // (whatsapp-rust waits up to 10 s for an app-state key share before it
+                // reports itself connected), so every reconnect would cost 10 s that it
+                // does not cost against WhatsApp.
+                NodeBuilder::new("biz").attr("name", account_name).build(),
             ])
             .build()])
         .build();
