@@ -21,7 +21,9 @@
 //! the `setting_pushName` app-state mutation, and while it is unknown every connection takes
 //! the first-login path: it waits up to 10 s for an app-state key share before it reports
 //! `Connected`. `named` clients are given one up front (`with_push_name`), as a client that
-//! has synced its app state once has it, and take the reconnect path.
+//! has synced its app state once has it, and take the reconnect path. Since the simulator names
+//! the account in `pair-success`, `nameless` clients learn a push name at pairing too, so the
+//! two modes now differ only in where the name comes from.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
