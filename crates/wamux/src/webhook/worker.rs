@@ -258,6 +258,15 @@ async fn pass(
         return Ok(db::Claim::default());
     }
     let mut tx = inner.store.begin().await?;
+    if inner.generation.load(Ordering::Relaxed) != generation {
+        // A webhook changed while this pass waited for the writer: events committed since
+        // must follow the new filter, so run again at once with it.
+        tx.rollback().await?;
+        return Ok(db::Claim {
+            next_due: Some(now_ms()),
+            ..Default::default()
+        });
+    }
     record_done(hooks, session, &mut tx, done).await?;
     if let Some(route) = &route {
         while db::fan_out(&mut tx, session, route, start_if_new, FAN_OUT_BATCH).await?
