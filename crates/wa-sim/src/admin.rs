@@ -142,6 +142,8 @@ pub fn router() -> Router<Arc<Hub>> {
         .route("/admin/faults/stream-error", post(fault_stream_error))
         .route("/admin/faults/ban", post(fault_ban))
         .route("/admin/faults/media", post(fault_media))
+        .route("/admin/faults/media-expiry", post(fault_media_expiry))
+        .route("/admin/faults/phone-forgets", post(fault_phone_forgets))
         .fallback(not_found)
 }
 
@@ -654,4 +656,37 @@ async fn fault_media(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Va
     };
     hub.core.lock().await.faults.media = Some((mode, req.count));
     Ok(Json(json!({"mode": req.mode, "count": req.count})))
+}
+
+#[derive(Deserialize)]
+struct MediaExpiry {
+    enabled: bool,
+}
+
+async fn fault_media_expiry(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Value>> {
+    let req: MediaExpiry = parse(&body)?;
+    hub.core.lock().await.faults.expire_original_media = req.enabled;
+    Ok(Json(json!({"enabled": req.enabled})))
+}
+
+#[derive(Deserialize)]
+struct PhoneForgets {
+    phone: String,
+    id: String,
+}
+
+/// The phone drops a sent message from what it keeps (as after its retention ran out):
+/// retry and media re-upload requests for it then find nothing.
+async fn fault_phone_forgets(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Value>> {
+    let req: PhoneForgets = parse(&body)?;
+    let mut core = hub.core.lock().await;
+    let acc = core
+        .account_mut(&req.phone)
+        .ok_or_else(|| PhoneError::UnknownAccount(req.phone.clone()))?;
+    let before = acc.secrets.outbox.len();
+    acc.secrets.outbox.retain(|c| c.id != req.id);
+    let forgotten = before != acc.secrets.outbox.len();
+    drop(core);
+    hub.mark_dirty();
+    Ok(Json(json!({"forgotten": forgotten})))
 }

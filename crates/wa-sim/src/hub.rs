@@ -73,6 +73,9 @@ pub struct Faults {
     pub reject_connections: u32,
     /// Upcoming media downloads to break, and how.
     pub media: Option<(MediaFault, u32)>,
+    /// While set, every media path that is not a phone's re-upload answers 404, as a
+    /// WhatsApp CDN URL does once it has expired.
+    pub expire_original_media: bool,
     /// Devices banned until a unix time.
     pub bans: HashMap<(String, u16), u64>,
 }

@@ -3,7 +3,9 @@
 //! sha256 of their bytes.
 //!
 //! A download can be made to fail on purpose (`POST /admin/faults/media`):
-//! 404, corrupted bytes, or 413 as if the blob were over the size limit.
+//! 404, corrupted bytes, or 413 as if the blob were over the size limit. With
+//! `POST /admin/faults/media-expiry` every original path answers 404 for good while the
+//! paths of phones' re-uploads (media re-upload requests) still work.
 
 use std::sync::Arc;
 
@@ -83,6 +85,7 @@ async fn download(
         core.faults.media = None;
     }
     let meta = core.snap.media.get(&path).cloned();
+    let expired = core.faults.expire_original_media && meta.as_ref().is_some_and(|m| !m.reupload);
     let file = core.blobs_dir.clone();
     drop(core);
     let not_found = || {
@@ -92,6 +95,9 @@ async fn download(
             format!("no media at {path}"),
         )
     };
+    if expired {
+        return Err(not_found());
+    }
     match fault {
         Some(MediaFault::NotFound) => return Err(not_found()),
         Some(MediaFault::Oversized) => {

@@ -407,6 +407,7 @@ pub fn store_blob(core: &mut Core, kind: &str, data: &[u8]) -> Result<String> {
             kind: kind.to_string(),
             size: data.len() as u64,
             file,
+            reupload: false,
         },
     );
     Ok(direct_path)
@@ -1087,4 +1088,143 @@ fn download(
 /// An attribute as a string.
 pub fn attr(node: &Node, key: &str) -> Option<String> {
     node.attrs.get(key).map(|v| v.as_str().into_owned())
+}
+
+/// The media key and direct path of a message's attachment.
+fn media_of(msg: &wa::Message) -> Option<(Vec<u8>, Option<String>)> {
+    macro_rules! pick {
+        ($($f:ident),*) => {
+            $(if let Some(m) = msg.$f.as_option() {
+                return m.media_key.clone().map(|k| (k, m.direct_path.clone()));
+            })*
+        };
+    }
+    pick!(
+        image_message,
+        video_message,
+        audio_message,
+        document_message,
+        sticker_message
+    );
+    None
+}
+
+/// The key a media re-upload request and its answer are encrypted with.
+fn media_retry_key(media_key: &[u8]) -> Option<[u8; 32]> {
+    let mut key = [0u8; 32];
+    wacore::crypto::hkdf_sha256_into(
+        media_key,
+        None,
+        b"WhatsApp Media Retry Notification",
+        &mut key,
+    )
+    .ok()?;
+    Some(key)
+}
+
+/// A device could not download the file of message `id` and asks its sender's phone to
+/// upload it again (`<receipt type="server-error">` with `<encrypt>` and `<rmr>`). The
+/// phone, which keeps its last sent messages with their media keys, decrypts the request,
+/// "uploads" the same encrypted bytes under a new direct path and answers through the
+/// server with `<notification type="mediaretry">`: the new path encrypted under the media
+/// key, or `<error code="2">` when the phone no longer has the message (or it had no
+/// file), `<error code="3">` when the request does not decrypt. `requester` is the
+/// account of the asking device.
+pub fn media_retry(core: &mut Core, requester: &str, receipt: &Node) -> Node {
+    use crate::conn::{bytes_of, child, jid_attr};
+    let id = attr(receipt, "id").unwrap_or_default();
+    let rmr = child(receipt, "rmr");
+    let from_me = rmr.and_then(|r| attr(r, "from_me")).as_deref() == Some("true");
+    let sender = if from_me {
+        Some(requester.to_string())
+    } else {
+        rmr.and_then(|r| jid_attr(r, "participant").or_else(|| jid_attr(r, "jid")))
+            .and_then(|j| core.phone_of(&j))
+    };
+    let answer = |kids: Vec<Node>| {
+        let mut n = NodeBuilder::new("notification")
+            .attr("from", Jid::pn(requester.to_string()))
+            .attr("type", "mediaretry")
+            .attr("id", id.clone())
+            .attr("t", t_now());
+        let mut kids = kids;
+        if let Some(r) = rmr {
+            kids.push(r.clone());
+        }
+        n = n.children(kids);
+        n.build()
+    };
+    let error = |code: &str| {
+        answer(vec![
+            NodeBuilder::new("error")
+                .attr("code", code.to_string())
+                .build(),
+        ])
+    };
+    let found = sender
+        .and_then(|s| core.account(&s))
+        .and_then(|a| a.secrets.outbox.iter().find(|c| c.id == id))
+        .and_then(|c| wa::Message::decode_from_slice(&c.message.0).ok())
+        .and_then(|m| media_of(&m));
+    let Some((media_key, Some(original))) = found else {
+        tracing::debug!("media retry for {id}: the phone does not have it");
+        return error("2");
+    };
+    let Some(key) = media_retry_key(&media_key) else {
+        return error("3");
+    };
+    let encrypt = rmr.and(child(receipt, "encrypt"));
+    let request = encrypt.and_then(|e| {
+        let p = child(e, "enc_p").and_then(bytes_of)?;
+        let iv = child(e, "enc_iv").and_then(bytes_of)?;
+        wacore::media_retry::decrypt_media_retry_notification(&media_key, &id, iv, p).ok()
+    });
+    let asked_for = request
+        .and_then(|b| wa::ServerErrorReceipt::decode_from_slice(&b).ok())
+        .and_then(|r| r.stanza_id);
+    if asked_for.as_deref() != Some(id.as_str()) {
+        tracing::debug!("media retry for {id}: the request does not decrypt");
+        return error("3");
+    }
+    let original = original.split('?').next().unwrap_or(&original).to_string();
+    let Some(meta) = core.snap.media.get(&original).cloned() else {
+        tracing::debug!("media retry for {id}: the phone's copy is not on the media host");
+        return error("1");
+    };
+    // Same encrypted bytes, new location (a real phone uploads them again).
+    let direct_path = format!(
+        "/mms/{}/{}-{}",
+        meta.kind,
+        meta.file.trim_end_matches(".enc"),
+        &new_id()[..12]
+    );
+    core.snap.media.insert(
+        direct_path.clone(),
+        MediaMeta {
+            reupload: true,
+            ..meta
+        },
+    );
+    let plain = wa::MediaRetryNotification {
+        stanza_id: Some(id.clone()),
+        direct_path: Some(direct_path),
+        result: Some(wa::media_retry_notification::ResultType::SUCCESS),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let iv: [u8; 12] = rand::random();
+    let mut enc_p = Vec::with_capacity(plain.len() + 16);
+    if wacore_libsignal::crypto::aes_256_gcm_encrypt(&key, &iv, id.as_bytes(), &plain, &mut enc_p)
+        .is_err()
+    {
+        return error("1");
+    }
+    answer(vec![
+        NodeBuilder::new("encrypt")
+            .children([
+                NodeBuilder::new("enc_p").bytes(enc_p).build(),
+                NodeBuilder::new("enc_iv").bytes(iv.to_vec()).build(),
+            ])
+            .build(),
+    ])
 }

@@ -571,6 +571,12 @@ async fn route_receipt(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) ->
         None => ack,
     }
     .build();
+    if ty.as_deref() == Some("server-error") && child(node, "rmr").is_some() {
+        // A media re-upload request: the sender's phone answers it.
+        let notification = phone::media_retry(&mut core, phone, node);
+        hub.mark_dirty();
+        return vec![Reply::Node(ack), Reply::Node(notification)];
+    }
     if matches!(
         ty.as_deref(),
         Some("server-error") | Some("enc_rekey_retry")

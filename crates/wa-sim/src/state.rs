@@ -178,6 +178,10 @@ pub struct MediaMeta {
     pub kind: String,
     pub size: u64,
     pub file: String,
+    /// A path a phone made when a device asked it to upload the file again (a media
+    /// re-upload request); the `media-expiry` fault leaves these working.
+    #[serde(default)]
+    pub reupload: bool,
 }
 
 /// The whole durable state.

@@ -219,3 +219,105 @@ async fn client_image_upload_reaches_phone_with_same_sha256() {
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_reupload_request_gives_a_working_path_when_the_original_expired() {
+    use whatsapp_rust::download::{DownloadParams, MediaType};
+    use whatsapp_rust::{MediaRetryResult, MediaReuploadRequest};
+
+    let sim = TestSim::start().await;
+    let alice = sim.phone("15550830001").await;
+    let bob = sim.phone("15550830002").await;
+    let (mut client, _) = paired_client(&sim, &alice, "alice-web").await;
+
+    let image = pseudo_random(90_000, 23);
+    let id = phone_sends(&bob, "15550830001", "image/jpeg", false, &image).await;
+    let (msg, info) = client.wait_message("the image", |_, i| i.id == id).await;
+    let img = msg.image_message.as_option().expect("an image message");
+
+    let (status, _) = sim
+        .post("/faults/media-expiry", json!({"enabled": true}))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        client.client.download(img).await.is_err(),
+        "the original path has expired"
+    );
+
+    let media_key = img.media_key.clone().expect("a media key");
+    let request = MediaReuploadRequest {
+        msg_id: &id,
+        chat_jid: &info.source.chat,
+        media_key: &media_key,
+        is_from_me: false,
+        participant: None,
+    };
+    let result = client
+        .client
+        .media_reupload()
+        .request(&request)
+        .await
+        .expect("the phone answers");
+    let MediaRetryResult::Success { direct_path } = result else {
+        panic!("expected a new path, got {result:?}");
+    };
+    assert_ne!(Some(&direct_path), img.direct_path.as_ref());
+    let params = DownloadParams::encrypted(
+        direct_path,
+        &media_key,
+        img.file_sha256.as_deref().unwrap(),
+        img.file_enc_sha256.as_deref().unwrap(),
+        img.file_length.unwrap(),
+        MediaType::Image,
+    );
+    let bytes = client
+        .client
+        .download_from_params(&params)
+        .await
+        .expect("the re-uploaded path works");
+    assert_eq!(Sha256::digest(&bytes), Sha256::digest(&image));
+
+    // A message the phone no longer keeps: the protocol's "not found" answer.
+    let (status, body) = sim
+        .post(
+            "/faults/phone-forgets",
+            json!({"phone": "15550830002", "id": id}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["forgotten"], true);
+    let result = client
+        .client
+        .media_reupload()
+        .request(&request)
+        .await
+        .expect("the phone answers");
+    assert!(
+        matches!(result, MediaRetryResult::NotFound),
+        "expected not found, got {result:?}"
+    );
+
+    // A request under the wrong key does not decrypt for the phone.
+    let id2 = phone_sends(&bob, "15550830001", "image/jpeg", false, &image).await;
+    client
+        .wait_message("the second image", |_, i| i.id == id2)
+        .await;
+    let wrong = [7u8; 32];
+    let result = client
+        .client
+        .media_reupload()
+        .request(&MediaReuploadRequest {
+            msg_id: &id2,
+            chat_jid: &info.source.chat,
+            media_key: &wrong,
+            is_from_me: false,
+            participant: None,
+        })
+        .await
+        .expect("the phone answers");
+    assert!(
+        matches!(result, MediaRetryResult::DecryptionError),
+        "expected a decryption error, got {result:?}"
+    );
+    client.stop().await;
+}

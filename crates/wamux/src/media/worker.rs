@@ -241,7 +241,7 @@ impl Media {
         if state == "pending" {
             return Err(RetryError::Pending);
         }
-        let outcome = download(self, conn, &job.media_ref).await;
+        let outcome = redownload(self, conn, &job).await;
         let (json, error) = match &outcome {
             Ok(f) => (self.media_json(f).await, None),
             Err(e) => (error_json(&job.media_ref, e), Some(e.clone())),
@@ -264,4 +264,38 @@ impl Media {
             Some(e) => Err(RetryError::Failed(e, body)),
         }
     }
+}
+
+/// A retry by hand: first asks the sender's phone to upload the file again (WhatsApp's
+/// media re-upload request) and downloads it from the new path; when that is not possible
+/// or fails, downloads from the location the message named. The error says why both failed.
+async fn redownload(media: &Media, conn: &WaSession, job: &Job) -> Result<StoredFile, String> {
+    let r = &job.media_ref;
+    let max = media.config().max_bytes;
+    if r.file_length.is_some_and(|n| n > max) {
+        // No point asking the phone for a file we would not take.
+        return download(media, conn, r).await;
+    }
+    let from_me = job.event == EventKind::MessageFromMe.as_str();
+    let reupload = match conn
+        .request_reupload(r, &job.message_id, &job.chat_id, &job.sender, from_me)
+        .await
+    {
+        Ok(direct_path) => {
+            let fresh = MediaRef {
+                direct_path: Some(direct_path),
+                url: None,
+                ..r.clone()
+            };
+            match download(media, conn, &fresh).await {
+                Ok(f) => return Ok(f),
+                Err(e) => format!("the re-uploaded file could not be stored: {e}"),
+            }
+        }
+        Err(e) => format!("re-upload request failed: {e}"),
+    };
+    tracing::info!(session = %job.session_id, message = %job.message_id, "{reupload}; trying the original location");
+    download(media, conn, r)
+        .await
+        .map_err(|e| format!("{reupload}; from the original location: {e}"))
 }

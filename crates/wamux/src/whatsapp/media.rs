@@ -141,6 +141,52 @@ impl WaSession {
         }
     }
 
+    /// Asks the sender's phone to upload the attachment of message `message_id` again
+    /// (WhatsApp's media re-upload request: a `server-error` receipt answered by a
+    /// `mediaretry` notification). Returns the new direct path; the error is a sentence for
+    /// `media.error`.
+    pub async fn request_reupload(
+        &self,
+        r: &MediaRef,
+        message_id: &str,
+        chat: &str,
+        sender: &str,
+        from_me: bool,
+    ) -> Result<String, String> {
+        use whatsapp_rust::{Jid, MediaRetryResult, MediaReuploadRequest, Server};
+        if r.media_key.is_empty() {
+            return Err("the message carries no media key".into());
+        }
+        let chat_jid: Jid = chat
+            .parse()
+            .map_err(|e| format!("the chat `{chat}` is not a WhatsApp address: {e}"))?;
+        let participant: Option<Jid> = if chat_jid.server == Server::Group {
+            sender.parse().ok()
+        } else {
+            None
+        };
+        let req = MediaReuploadRequest {
+            msg_id: message_id,
+            chat_jid: &chat_jid,
+            media_key: &r.media_key,
+            is_from_me: from_me,
+            participant: participant.as_ref(),
+        };
+        match self.client.media_reupload().request(&req).await {
+            Ok(MediaRetryResult::Success { direct_path }) => Ok(direct_path),
+            Ok(MediaRetryResult::NotFound) => {
+                Err("the sender's phone no longer has the file".into())
+            }
+            Ok(MediaRetryResult::DecryptionError) => {
+                Err("the sender's phone could not decrypt the request".into())
+            }
+            Ok(MediaRetryResult::GeneralError) => {
+                Err("the sender's phone could not upload the file again".into())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Uploads an encrypted file and sends it as `spec` says, with `out`'s message id.
     pub async fn send_media(
         &self,

@@ -1,8 +1,8 @@
 //! Media as users see it: files phones send arrive at a working `fileUrl` with the exact
 //! bytes (sha256), in the history and in the webhook; files sent with `send-media` (URL,
 //! base64, multipart) reach the phone byte for byte; failed downloads still announce the
-//! message, with `media.error`, and a retry fixes them; `/uploads` serves ranges and refuses
-//! every odd name.
+//! message, with `media.error`, and a retry fixes them (through the phone's media re-upload
+//! when the original path has expired); `/uploads` serves ranges and refuses every odd name.
 
 use std::time::Duration;
 
@@ -452,6 +452,95 @@ async fn failed_downloads_still_announce_the_message_with_media_error_and_retry_
         .post_json("/api/messages/s1/NOPE/media/retry", json!({}))
         .await;
     assert_error(&got, StatusCode::NOT_FOUND, "message_not_found");
+    app.stop().await;
+}
+
+/// Flips the simulator's `media-expiry` fault: original media paths answer 404 for good.
+async fn expire_originals(app: &TestApp, enabled: bool) {
+    let sim = app.sim.as_ref().unwrap();
+    let r = sim
+        .admin
+        .post(sim.url("/faults/media-expiry"))
+        .json(&json!({"enabled": enabled}))
+        .send()
+        .await
+        .unwrap();
+    let url = r.url().to_string();
+    assert!(
+        r.status().is_success(),
+        "{url}: {}",
+        r.text().await.unwrap()
+    );
+}
+
+#[tokio::test]
+async fn retry_of_an_expired_file_goes_through_the_phones_media_reupload() {
+    let app = app_with(|_| {}).await;
+    paired(&app).await;
+    let mut hooks = Hooks::start(&app).await;
+    expire_originals(&app, true).await;
+
+    let data = bytes(60_000, 77);
+    let id = phone_sends(&app, "image/jpeg", None, Some("expired"), &data).await;
+    let msg = hooks.message(&id).await;
+    let err = msg["media"]["error"].as_str().expect("media.error");
+    assert!(err.contains("download failed"), "{err}");
+    assert_eq!(msg["media"]["fileUrl"], Value::Null);
+    assert_eq!(msg["media"]["sha256"], sha_hex(&data), "declared sha256");
+    assert_eq!(history_message(&app, &id).await["media"]["error"], err);
+
+    // The original path is still expired: only the phone's re-upload can bring the file.
+    let (s, fixed) = app
+        .post_json(&format!("/api/messages/s1/{id}/media/retry"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{fixed}");
+    assert_stored(&app, &fixed["media"], &data, "image/jpeg");
+    let (status, _, served) = fetch(&app, fixed["media"]["fileUrl"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(sha_hex(&served), sha_hex(&data));
+    let stored = history_message(&app, &id).await;
+    assert_eq!(stored["media"], fixed["media"]);
+    assert_eq!(stored["caption"], "expired");
+
+    // A message the phone no longer has: neither the re-upload nor the original works.
+    let data = bytes(30_000, 78);
+    let id = phone_sends(&app, "image/png", None, None, &data).await;
+    hooks.message(&id).await;
+    let sim = app.sim.as_ref().unwrap();
+    let r = sim
+        .admin
+        .post(sim.url("/faults/phone-forgets"))
+        .json(&json!({"phone": BOB, "id": id}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = crate::helpers::into_json(r).await;
+    assert!(status.is_success() && body["forgotten"] == true, "{body}");
+    let got = app
+        .post_json(&format!("/api/messages/s1/{id}/media/retry"), json!({}))
+        .await;
+    assert_error(&got, StatusCode::BAD_GATEWAY, "media_download_failed");
+    let why = got.1["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        why.contains("no longer has the file") && why.contains("original location"),
+        "{}",
+        got.1
+    );
+    let stored = history_message(&app, &id).await;
+    let err = stored["media"]["error"].as_str().expect("media.error");
+    assert!(err.contains("no longer has the file"), "{err}");
+    assert_eq!(stored["media"]["fileUrl"], Value::Null);
+
+    // Once the original location works again, a retry falls back to it.
+    expire_originals(&app, false).await;
+    let (s, fixed) = app
+        .post_json(&format!("/api/messages/s1/{id}/media/retry"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{fixed}");
+    assert_stored(&app, &fixed["media"], &data, "image/png");
     app.stop().await;
 }
 
