@@ -28,6 +28,9 @@ const state = {
   messages: new Map(), // id -> {items: [], nextCursor, loaded}
   sandbox: null, // {adminUrl, ...} when the gateway runs in sandbox mode
   phones: [],
+  // What was typed in a virtual phone's card, so a redraw of the list (new data, a status
+  // change) does not wipe it: phone -> {to, text}.
+  phoneDrafts: new Map(),
 };
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -837,6 +840,8 @@ function phoneCard(p, sessionId, myPhone) {
       m.media ? h('p', { class: 'muted small' }, `📎 ${m.media.fileName ?? m.media.mimetype}`) : null)));
   };
   const devices = p.devices ?? p.linkedDevices ?? [];
+  if (!state.phoneDrafts.has(p.phone)) state.phoneDrafts.set(p.phone, {});
+  const draft = state.phoneDrafts.get(p.phone);
   return h('div', { class: 'card phone', dataset: { phone: p.phone } },
     h('div', { class: 'row' }, h('strong', {}, fmtPhone(p.phone)), p.name ? h('span', { class: 'muted' }, p.name) : null,
       p.phone === myPhone ? h('span', { class: 'badge status-connected' }, `${sessionId}'s phone`) : null,
@@ -850,13 +855,16 @@ function phoneCard(p, sessionId, myPhone) {
         if (!f.text.value.trim()) throw new Error('Write a message.');
         await state.api.phoneSend(p.phone, to, f.text.value);
         f.text.value = '';
+        draft.text = '';
         toast(`Sent from ${fmtPhone(p.phone)}`, 'info');
         showInbox();
       });
     } },
     h('span', { class: 'muted small' }, 'to'),
-    h('input', { name: 'to', value: myPhone ?? '', inputmode: 'tel', 'aria-label': `Send from ${p.phone} to`, class: 'to-input' }),
-    h('input', { name: 'text', placeholder: 'Message from this phone', 'aria-label': `Message from ${p.phone}`, class: 'grow' }),
+    h('input', { name: 'to', value: draft.to ?? myPhone ?? '', inputmode: 'tel', 'aria-label': `Send from ${p.phone} to`, class: 'to-input',
+      oninput: (e) => { draft.to = e.currentTarget.value; } }),
+    h('input', { name: 'text', value: draft.text ?? '', placeholder: 'Message from this phone', 'aria-label': `Message from ${p.phone}`, class: 'grow',
+      oninput: (e) => { draft.text = e.currentTarget.value; } }),
     h('button', { class: 'btn btn-primary', type: 'submit' }, 'Send')),
     errorEl,
     h('details', { ontoggle: (e) => e.currentTarget.open && showInbox().catch((err) => toast(describe(err))) },
