@@ -8,7 +8,7 @@
 //! database of its own, no session actors.
 //!
 //! ```text
-//! cargo build --release -p wa-sim -p wamux --all-features --examples
+//! cargo build --release -p wa-sim -p wamux --all-features --bins --examples
 //! target/release/examples/resume_clients 1000 sqlite 3
 //! ```
 //! Arguments: client count (default 1000); store (`sqlite`, the default: one

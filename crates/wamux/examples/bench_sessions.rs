@@ -10,7 +10,7 @@
 //! - `POST /api/send-message` throughput and latency across sessions.
 //!
 //! ```text
-//! cargo build --release -p wa-sim -p wamux --features wamux/sandbox --example bench_sessions
+//! cargo build --release -p wa-sim -p wamux --all-features --bins --examples
 //! target/release/examples/bench_sessions --sessions 1000
 //! ```
 //! Flags: `--sessions N` (1000), `--link-concurrency N` (16), `--idle-secs S` (30),

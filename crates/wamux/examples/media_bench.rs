@@ -14,7 +14,7 @@
 //! (sha256) on the phone and at `fileUrl`.
 //!
 //! ```text
-//! cargo build --release -p wa-sim -p wamux --all-features --examples
+//! cargo build --release -p wa-sim -p wamux --all-features --bins --examples
 //! target/release/examples/media_bench --mib 50
 //! ```
 //! Flags: `--mib N` (50). `WA_SIM_BIN` and `WAMUX_BIN` override the binaries (default
