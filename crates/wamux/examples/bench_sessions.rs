@@ -17,13 +17,16 @@
 //! `--messages N` (2000), `--send-concurrency N` (32). `WA_SIM_BIN` and `WAMUX_BIN` override
 //! the binaries (default `target/release/wa-sim`, `target/release/wamux`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use futures::{StreamExt as _, TryStreamExt as _};
 use serde_json::{Value, json};
+
+mod support;
+use support::{Link, Proc, cpu_ticks, free_port, status_kib, wait_for_file};
 
 const API_KEY: &str = "bench-sessions-key";
 /// Linux reports utime/stime in USER_HZ ticks, which is 100 on every common configuration.
@@ -65,31 +68,6 @@ fn parse_args() -> anyhow::Result<Args> {
     }
     ensure!(a.sessions >= 1, "--sessions must be at least 1");
     Ok(a)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may contain spaces; the fields after it are fixed.
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
 }
 
 fn mib(kib: u64) -> f64 {
@@ -175,38 +153,6 @@ impl Drop for Gateway {
     }
 }
 
-struct Sim(Child);
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        if let Err(e) = self.0.kill().and_then(|()| self.0.wait().map(drop)) {
-            eprintln!("stopping wa-sim: {e}");
-        }
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    // Bound and released at once; nothing else on the machine races for loopback ports here.
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn wait_for_file(path: &Path) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while !path.exists() {
-        ensure!(
-            start.elapsed() < Duration::from_secs(30),
-            "{} did not appear",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // The file is written in one go, but give the writer a moment to close it.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    Ok(())
-}
-
 async fn wait_healthy(http: &reqwest::Client, gw: &Gateway) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
@@ -241,70 +187,6 @@ async fn count_connected(http: &reqwest::Client, base: &str) -> anyhow::Result<(
     let list = v["sessions"].as_array().context("no `sessions` array")?;
     let connected = list.iter().filter(|s| s["status"] == "connected").count();
     Ok((connected, list.len()))
-}
-
-/// Start a session, fetch its QR, have its phone scan it, wait until it is connected.
-async fn link_one(
-    http: &reqwest::Client,
-    admin: &reqwest::Client,
-    base: &str,
-    admin_url: &str,
-    i: usize,
-) -> anyhow::Result<()> {
-    let id = session_of(i);
-    http.post(format!("{base}/api/start-session"))
-        .header("X-API-Key", API_KEY)
-        .json(&json!({ "sessionId": id }))
-        .send()
-        .await?
-        .error_for_status()
-        .with_context(|| format!("start-session {id}"))?;
-    let start = Instant::now();
-    let deadline = Duration::from_secs(120);
-    let qr = loop {
-        let r = http
-            .get(format!("{base}/api/qr/{id}"))
-            .header("X-API-Key", API_KEY)
-            .send()
-            .await?;
-        if r.status().is_success() {
-            let v: Value = r.json().await?;
-            break v["qr"].as_str().context("no `qr`")?.to_owned();
-        }
-        // 409 until the session has its first QR.
-        ensure!(
-            r.status() == reqwest::StatusCode::CONFLICT && start.elapsed() < deadline,
-            "no QR for {id}: {} {}",
-            r.status(),
-            r.text().await.unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let phone = phone_of(i);
-    admin
-        .post(format!("{admin_url}/phones/{phone}/scan"))
-        .json(&json!({ "qr": qr }))
-        .send()
-        .await?
-        .error_for_status()
-        .with_context(|| format!("phone {phone} scanning {id}"))?;
-    loop {
-        let v: Value = http
-            .get(format!("{base}/api/status/{id}"))
-            .header("X-API-Key", API_KEY)
-            .send()
-            .await?
-            .json()
-            .await?;
-        if v["status"] == "connected" {
-            return Ok(());
-        }
-        ensure!(
-            start.elapsed() < deadline,
-            "{id} not connected after {deadline:?}: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn wait_all_connected(
@@ -461,12 +343,15 @@ async fn main() -> anyhow::Result<()> {
 
     // The simulator.
     let sim_dir = dir.path().join("sim");
-    let sim = Sim(Command::new(&sim_bin)
-        .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
-        .arg(&sim_dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", sim_bin.display()))?);
+    let sim = Proc(
+        Command::new(&sim_bin)
+            .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+            .arg(&sim_dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", sim_bin.display()))?,
+        "wa-sim",
+    );
     wait_for_file(&sim_dir.join("sim.json")).await?;
     let info: Value = serde_json::from_slice(&std::fs::read(sim_dir.join("sim.json"))?)?;
     let ws_url = info["wsUrl"].as_str().context("wsUrl")?.to_owned();
@@ -493,7 +378,7 @@ async fn main() -> anyhow::Result<()> {
     let pid = gw.spawn()?;
     wait_healthy(&http, &gw).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_empty = rss_kib(pid);
+    let rss_empty = status_kib(pid, "VmRSS:");
     println!(
         "wamux pid {pid}, empty RSS: {rss_empty} KiB ({:.1} MiB)",
         mib(rss_empty)
@@ -527,8 +412,18 @@ async fn main() -> anyhow::Result<()> {
     let base = gw.base();
     let t = Instant::now();
     let mut linked = 0usize;
+    let link = Link {
+        http: &http,
+        base: &base,
+        key: API_KEY,
+        admin: &admin,
+        admin_url: &admin_url,
+    };
     let mut links = futures::stream::iter(0..n)
-        .map(|i| link_one(&http, &admin, &base, &admin_url, i))
+        .map(|i| {
+            let link = &link;
+            async move { link.link(&session_of(i), &phone_of(i)).await }
+        })
         .buffer_unordered(args.link_concurrency);
     while let Some(r) = links.next().await {
         r?;
@@ -551,12 +446,12 @@ async fn main() -> anyhow::Result<()> {
 
     // Post-login traffic (prekey uploads, app state, receipts) settles before "idle".
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let rss_full = rss_kib(pid);
+    let rss_full = status_kib(pid, "VmRSS:");
     let cpu0 = cpu_ticks(pid);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
     let idle_cpu = (cpu_ticks(pid) - cpu0) as f64 / TICKS_PER_SEC / t0.elapsed().as_secs_f64();
-    let rss_after_idle = rss_kib(pid);
+    let rss_after_idle = status_kib(pid, "VmRSS:");
     let (still, _) = count_connected(&http, &base).await?;
     println!(
         "RSS with {n} connected idle sessions: {rss_full} KiB ({:.1} MiB); after the idle window: {rss_after_idle} KiB",
@@ -611,7 +506,7 @@ async fn main() -> anyhow::Result<()> {
         resumes.len()
     );
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let rss_restarted = rss_kib(pid);
+    let rss_restarted = status_kib(pid, "VmRSS:");
     println!(
         "RSS after restart with {n} sessions: {rss_restarted} KiB ({:.1} MiB)",
         mib(rss_restarted)
@@ -670,7 +565,7 @@ async fn main() -> anyhow::Result<()> {
         percentile(&lat, 0.95).as_secs_f64() * 1000.0,
         percentile(&lat, 1.0).as_secs_f64() * 1000.0,
     );
-    println!("RSS after sending: {} KiB", rss_kib(pid));
+    println!("RSS after sending: {} KiB", status_kib(pid, "VmRSS:"));
     drop(gw);
     drop(sim);
     Ok(())

@@ -20,8 +20,8 @@
 //! Flags: `--mib N` (50). `WA_SIM_BIN` and `WAMUX_BIN` override the binaries (default
 //! `target/release/wa-sim`, `target/release/wamux`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -31,20 +31,13 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+mod support;
+use support::{Proc, free_port, status_kib, wait_for_file};
+
 const API_KEY: &str = "media-bench-key";
 const SESSION: &str = "bench";
 const ALICE: &str = "15550001001";
 const BOB: &str = "15550001002";
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
@@ -55,16 +48,6 @@ fn sha_hex(b: &[u8]) -> String {
         .iter()
         .map(|x| format!("{x:02x}"))
         .collect()
-}
-
-struct Proc(Child, &'static str);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Err(e) = self.0.kill().and_then(|()| self.0.wait().map(drop)) {
-            eprintln!("stopping {}: {e}", self.1);
-        }
-    }
 }
 
 /// Peak memory of the gateway over one transfer: a sampler thread plus the kernel's own
@@ -110,26 +93,6 @@ impl Peak {
             status_kib(self.pid, "VmHWM:"),
         )
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn wait_for_file(path: &Path) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while !path.exists() {
-        ensure!(
-            start.elapsed() < Duration::from_secs(30),
-            "{} did not appear",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    Ok(())
 }
 
 struct Api {

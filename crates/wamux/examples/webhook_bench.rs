@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,6 +35,9 @@ use axum::body::Bytes;
 use axum::http::HeaderMap;
 use futures::{StreamExt as _, TryStreamExt as _};
 use serde_json::{Value, json};
+
+mod support;
+use support::{Link, Proc, cpu_ticks, free_port, wait_for_file};
 
 const API_KEY: &str = "webhook-bench-key";
 /// Linux reports utime/stime in USER_HZ ticks, which is 100 on every common configuration.
@@ -93,21 +96,6 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may contain spaces; the fields after it are fixed.
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
 }
 
 /// The phone each session is linked to.
@@ -246,38 +234,6 @@ async fn start_receiver(received: Arc<Mutex<Received>>) -> anyhow::Result<String
 
 // ---------------------------------------------------------------- the two processes
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Err(e) = self.0.kill().and_then(|()| self.0.wait().map(drop)) {
-            eprintln!("stopping child {}: {e}", self.0.id());
-        }
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    // Bound and released at once; nothing else on the machine races for loopback ports here.
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn wait_for_file(path: &Path) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while !path.exists() {
-        ensure!(
-            start.elapsed() < Duration::from_secs(30),
-            "{} did not appear",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // The file is written in one go, but give the writer a moment to close it.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    Ok(())
-}
-
 struct Sim {
     proc: Proc,
     ws_url: String,
@@ -297,6 +253,7 @@ async fn start_sim(dir: &Path) -> anyhow::Result<Sim> {
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?,
+        "wa-sim",
     );
     wait_for_file(&sim_dir.join("sim.json")).await?;
     let info: Value = serde_json::from_slice(&std::fs::read(sim_dir.join("sim.json"))?)?;
@@ -343,7 +300,7 @@ async fn start_gateway(dir: &Path, sim: &Sim, port: u16) -> anyhow::Result<Proc>
         .stderr(log)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    Ok(Proc(child))
+    Ok(Proc(child, "wamux"))
 }
 
 async fn wait_healthy(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
@@ -380,75 +337,18 @@ async fn create_phone(admin: &reqwest::Client, admin_url: &str, phone: &str) -> 
 }
 
 /// Starts session `i`, sets its webhook, has its phone scan the QR, waits until connected.
-async fn link_one(
-    http: &reqwest::Client,
-    admin: &reqwest::Client,
-    base: &str,
-    admin_url: &str,
-    hook_url: &str,
-    i: usize,
-) -> anyhow::Result<()> {
+async fn link_one(link: &Link<'_>, hook_url: &str, i: usize) -> anyhow::Result<()> {
     let id = session_of(i);
-    http.post(format!("{base}/api/start-session"))
-        .header("X-API-Key", API_KEY)
-        .json(&json!({ "sessionId": id }))
-        .send()
-        .await?
-        .error_for_status()
-        .with_context(|| format!("start-session {id}"))?;
-    http.post(format!("{base}/api/{id}/webhook"))
+    link.link(&id, &linked_phone(i)).await?;
+    link.http
+        .post(format!("{}/api/{id}/webhook", link.base))
         .header("X-API-Key", API_KEY)
         .json(&json!({ "url": format!("{hook_url}/hook/{i}"), "events": ["message-received"] }))
         .send()
         .await?
         .error_for_status()
         .with_context(|| format!("setting the webhook of {id}"))?;
-    let start = Instant::now();
-    let deadline = Duration::from_secs(120);
-    let qr = loop {
-        let r = http
-            .get(format!("{base}/api/qr/{id}"))
-            .header("X-API-Key", API_KEY)
-            .send()
-            .await?;
-        if r.status().is_success() {
-            let v: Value = r.json().await?;
-            break v["qr"].as_str().context("no `qr`")?.to_owned();
-        }
-        // 409 until the session has its first QR.
-        ensure!(
-            r.status() == reqwest::StatusCode::CONFLICT && start.elapsed() < deadline,
-            "no QR for {id}: {} {}",
-            r.status(),
-            r.text().await.unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let phone = linked_phone(i);
-    admin
-        .post(format!("{admin_url}/phones/{phone}/scan"))
-        .json(&json!({ "qr": qr }))
-        .send()
-        .await?
-        .error_for_status()
-        .with_context(|| format!("phone {phone} scanning {id}"))?;
-    loop {
-        let v: Value = http
-            .get(format!("{base}/api/status/{id}"))
-            .header("X-API-Key", API_KEY)
-            .send()
-            .await?
-            .json()
-            .await?;
-        if v["status"] == "connected" {
-            return Ok(());
-        }
-        ensure!(
-            start.elapsed() < deadline,
-            "{id} not connected after {deadline:?}: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    Ok(())
 }
 
 /// The sender phone of session `i` sends `text`; returns whether the simulator accepted it.
@@ -542,8 +442,15 @@ async fn end_to_end(args: &Args) -> anyhow::Result<()> {
         .buffer_unordered(32)
         .try_collect::<()>()
         .await?;
+    let link = Link {
+        http: &http,
+        base: &base,
+        key: API_KEY,
+        admin: &admin,
+        admin_url: &admin_url,
+    };
     futures::stream::iter(0..n)
-        .map(|i| link_one(&http, &admin, &base, &admin_url, &hook_url, i))
+        .map(|i| link_one(&link, &hook_url, i))
         .buffer_unordered(args.link_concurrency)
         .try_collect::<()>()
         .await?;

@@ -1,0 +1,139 @@
+//! What the benchmarks share: child processes that stop with the benchmark, loopback ports,
+//! readings from `/proc`, and linking a session through the gateway's API and the
+//! simulator's admin API.
+#![allow(dead_code, reason = "each benchmark uses a different part")]
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use serde_json::{Value, json};
+
+/// A child process (named for messages) that is killed when the benchmark lets go of it.
+pub struct Proc(pub Child, pub &'static str);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.kill().and_then(|()| self.0.wait().map(drop)) {
+            eprintln!("stopping {}: {e}", self.1);
+        }
+    }
+}
+
+pub fn free_port() -> anyhow::Result<u16> {
+    // Bound and released at once; nothing else on the machine races for loopback ports here.
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits up to 30 s for a file another process writes in one go (the simulator's `sim.json`).
+pub async fn wait_for_file(path: &Path) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while !path.exists() {
+        ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "{} did not appear",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Give the writer a moment to close it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+/// A `/proc/<pid>/status` size in KiB (`field` with its colon: "VmRSS:", "VmHWM:").
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime of a process, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may contain spaces; the fields after it are fixed.
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+/// The gateway at `base` with its API key, and the simulator's admin API.
+pub struct Link<'a> {
+    pub http: &'a reqwest::Client,
+    pub base: &'a str,
+    pub key: &'a str,
+    pub admin: &'a reqwest::Client,
+    pub admin_url: &'a str,
+}
+
+impl Link<'_> {
+    /// Starts session `id`, fetches its QR, has `phone` scan it and waits until it is connected.
+    pub async fn link(&self, id: &str, phone: &str) -> anyhow::Result<()> {
+        let (http, base, key) = (self.http, self.base, self.key);
+        http.post(format!("{base}/api/start-session"))
+            .header("X-API-Key", key)
+            .json(&json!({ "sessionId": id }))
+            .send()
+            .await?
+            .error_for_status()
+            .with_context(|| format!("start-session {id}"))?;
+        let start = Instant::now();
+        let deadline = Duration::from_secs(120);
+        let qr = loop {
+            let r = http
+                .get(format!("{base}/api/qr/{id}"))
+                .header("X-API-Key", key)
+                .send()
+                .await?;
+            if r.status().is_success() {
+                let v: Value = r.json().await?;
+                break v["qr"].as_str().context("no `qr`")?.to_owned();
+            }
+            // 409 until the session has its first QR.
+            ensure!(
+                r.status() == reqwest::StatusCode::CONFLICT && start.elapsed() < deadline,
+                "no QR for {id}: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        self.admin
+            .post(format!("{}/phones/{phone}/scan", self.admin_url))
+            .json(&json!({ "qr": qr }))
+            .send()
+            .await?
+            .error_for_status()
+            .with_context(|| format!("phone {phone} scanning {id}"))?;
+        loop {
+            let v: Value = http
+                .get(format!("{base}/api/status/{id}"))
+                .header("X-API-Key", key)
+                .send()
+                .await?
+                .json()
+                .await?;
+            if v["status"] == "connected" {
+                return Ok(());
+            }
+            ensure!(
+                start.elapsed() < deadline,
+                "{id} not connected after {deadline:?}: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
