@@ -262,6 +262,31 @@ async fn file_server(path: &'static str, content_type: &'static str, data: Vec<u
     format!("{base}{path}")
 }
 
+/// A multipart `send-media` form from s1 to Bob with one file.
+fn file_form(data: &[u8], file_name: &str, mime: &str) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new()
+        .text("sessionId", "s1")
+        .text("to", BOB)
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(data.to_vec())
+                .file_name(file_name.to_owned())
+                .mime_str(mime)
+                .unwrap(),
+        )
+}
+
+/// Posts a multipart form to `POST /api/send-media`.
+async fn send_multipart(app: &TestApp, form: reqwest::multipart::Form) -> (StatusCode, Value) {
+    let r = app
+        .req(Method::POST, "/api/send-media")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::into_json(r).await
+}
+
 /// Waits for Bob's phone to have message `id`, and returns its media summary.
 pub(crate) async fn bob_received(app: &TestApp, id: &str) -> Value {
     let sim = app.sim.as_ref().unwrap();
@@ -343,13 +368,7 @@ async fn send_media_by_url_base64_and_upload_reaches_the_phone_byte_identical() 
                 .mime_str("audio/ogg; codecs=opus")
                 .unwrap(),
         );
-    let r = app
-        .req(Method::POST, "/api/send-media")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let (s, sent) = crate::helpers::into_json(r).await;
+    let (s, sent) = send_multipart(&app, form).await;
     assert_eq!(s, StatusCode::OK, "{sent}");
     assert_eq!(sent["type"], "ptt");
     assert_stored(&app, &sent["media"], &voice, "audio/ogg; codecs=opus");
@@ -359,23 +378,8 @@ async fn send_media_by_url_base64_and_upload_reaches_the_phone_byte_identical() 
 
     // Multipart, sticker inferred from image/webp.
     let sticker = bytes(5_000, 17);
-    let form = reqwest::multipart::Form::new()
-        .text("sessionId", "s1")
-        .text("to", BOB)
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(sticker.clone())
-                .file_name("s.webp")
-                .mime_str("image/webp")
-                .unwrap(),
-        );
-    let r = app
-        .req(Method::POST, "/api/send-media")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let (s, sent) = crate::helpers::into_json(r).await;
+    let form = file_form(&sticker, "s.webp", "image/webp");
+    let (s, sent) = send_multipart(&app, form).await;
     assert_eq!(s, StatusCode::OK, "{sent}");
     assert_eq!(sent["type"], "sticker");
     let got = bob_received(&app, sent["messageId"].as_str().unwrap()).await;
@@ -731,13 +735,7 @@ async fn send_media_says_what_is_wrong_with_bad_media() {
     let form = reqwest::multipart::Form::new()
         .text("sessionId", "s1")
         .text("to", BOB);
-    let r = app
-        .req(Method::POST, "/api/send-media")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let got = crate::helpers::into_json(r).await;
+    let got = send_multipart(&app, form).await;
     assert_error(&got, StatusCode::BAD_REQUEST, "missing_field");
     // Multipart over the limit.
     let form = reqwest::multipart::Form::new()
@@ -747,13 +745,7 @@ async fn send_media_says_what_is_wrong_with_bad_media() {
             "file",
             reqwest::multipart::Part::bytes(bytes(100_000, 2)).file_name("big.bin"),
         );
-    let r = app
-        .req(Method::POST, "/api/send-media")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let got = crate::helpers::into_json(r).await;
+    let got = send_multipart(&app, form).await;
     assert_error(&got, StatusCode::PAYLOAD_TOO_LARGE, "media_too_large");
     app.stop().await;
 }
@@ -808,23 +800,8 @@ async fn voice_notes_and_audio_files_keep_their_kind_both_ways() {
     crate::e2e::pair(&app, "s2", BOB).await;
 
     let voice = bytes(15_000, 51);
-    let form = reqwest::multipart::Form::new()
-        .text("sessionId", "s1")
-        .text("to", BOB)
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(voice.clone())
-                .file_name("note.ogg")
-                .mime_str("audio/ogg; codecs=opus")
-                .unwrap(),
-        );
-    let r = app
-        .req(Method::POST, "/api/send-media")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let (s, sent_voice) = crate::helpers::into_json(r).await;
+    let form = file_form(&voice, "note.ogg", "audio/ogg; codecs=opus");
+    let (s, sent_voice) = send_multipart(&app, form).await;
     assert_eq!(s, StatusCode::OK, "{sent_voice}");
     // Ogg/Opus is inferred as a voice note.
     assert_eq!(sent_voice["type"], "ptt");
