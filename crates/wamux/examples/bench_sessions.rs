@@ -26,7 +26,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use serde_json::{Value, json};
 
 mod support;
-use support::{Link, Proc, cpu_ticks, free_port, status_kib, wait_for_file};
+use support::{Link, cpu_ticks, free_port, start_sim, status_kib};
 
 const API_KEY: &str = "bench-sessions-key";
 /// Linux reports utime/stime in USER_HZ ticks, which is 100 on every common configuration.
@@ -333,34 +333,20 @@ async fn restart(
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let n = args.sessions;
-    let sim_bin = std::env::var("WA_SIM_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("target/release/wa-sim"));
     let wamux_bin = std::env::var("WAMUX_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from("target/release/wamux"));
     let dir = tempfile::tempdir()?;
 
     // The simulator.
-    let sim_dir = dir.path().join("sim");
-    let sim = Proc(
-        Command::new(&sim_bin)
-            .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
-            .arg(&sim_dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", sim_bin.display()))?,
-        "wa-sim",
+    let sim = start_sim(dir.path()).await?;
+    let admin = sim.admin_client()?;
+    let (ws_url, admin_url, ca_file) = (
+        sim.ws_url.clone(),
+        sim.admin_url.clone(),
+        sim.ca_file.clone(),
     );
-    wait_for_file(&sim_dir.join("sim.json")).await?;
-    let info: Value = serde_json::from_slice(&std::fs::read(sim_dir.join("sim.json"))?)?;
-    let ws_url = info["wsUrl"].as_str().context("wsUrl")?.to_owned();
-    let admin_url = info["adminUrl"].as_str().context("adminUrl")?.to_owned();
-    let ca_file = info["caFile"].as_str().context("caFile")?.to_owned();
-    let admin = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca_file)?)?)
-        .build()?;
-    println!("wa-sim pid {}", sim.0.id());
+    println!("wa-sim pid {}", sim.proc.0.id());
 
     // The gateway, empty.
     let mut gw = Gateway {
@@ -473,7 +459,7 @@ async fn main() -> anyhow::Result<()> {
     let mut pid = pid;
     let mut resumes = Vec::with_capacity(args.restarts);
     for round in 1..=args.restarts {
-        let (new_pid, r) = restart(&mut gw, &http, sim.0.id(), n).await?;
+        let (new_pid, r) = restart(&mut gw, &http, sim.proc.0.id(), n).await?;
         pid = new_pid;
         println!(
             "restart {round}: HTTP up in {:.2} s; all {n} connected in {:.2} s; first connected at {:.2} s, \

@@ -21,7 +21,7 @@
 //! `target/release/wa-sim`, `target/release/wamux`).
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 mod support;
-use support::{Proc, free_port, status_kib, wait_for_file};
+use support::{Proc, free_port, start_sim, status_kib};
 
 const API_KEY: &str = "media-bench-key";
 const SESSION: &str = "bench";
@@ -205,32 +205,18 @@ async fn main() -> anyhow::Result<()> {
             other => bail!("unknown flag {other}"),
         }
     }
-    let sim_bin = std::env::var("WA_SIM_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("target/release/wa-sim"));
     let wamux_bin = std::env::var("WAMUX_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from("target/release/wamux"));
     let dir = tempfile::tempdir()?;
 
-    let sim_dir = dir.path().join("sim");
-    let _sim = Proc(
-        Command::new(&sim_bin)
-            .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
-            .arg(&sim_dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", sim_bin.display()))?,
-        "wa-sim",
+    let sim = start_sim(dir.path()).await?;
+    let admin = sim.admin_client()?;
+    let (ws_url, admin_url, ca_file) = (
+        sim.ws_url.clone(),
+        sim.admin_url.clone(),
+        sim.ca_file.clone(),
     );
-    wait_for_file(&sim_dir.join("sim.json")).await?;
-    let info: Value = serde_json::from_slice(&std::fs::read(sim_dir.join("sim.json"))?)?;
-    let ws_url = info["wsUrl"].as_str().context("wsUrl")?.to_owned();
-    let admin_url = info["adminUrl"].as_str().context("adminUrl")?.to_owned();
-    let ca_file = info["caFile"].as_str().context("caFile")?.to_owned();
-    let admin = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca_file)?)?)
-        .build()?;
 
     let port = free_port()?;
     let log = std::fs::File::create(dir.path().join("wamux.log"))?;

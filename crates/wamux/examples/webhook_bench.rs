@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use serde_json::{Value, json};
 
 mod support;
-use support::{Link, Proc, cpu_ticks, free_port, wait_for_file};
+use support::{Link, Proc, Sim, cpu_ticks, free_port, start_sim};
 
 const API_KEY: &str = "webhook-bench-key";
 /// Linux reports utime/stime in USER_HZ ticks, which is 100 on every common configuration.
@@ -233,43 +233,6 @@ async fn start_receiver(received: Arc<Mutex<Received>>) -> anyhow::Result<String
 }
 
 // ---------------------------------------------------------------- the two processes
-
-struct Sim {
-    proc: Proc,
-    ws_url: String,
-    admin_url: String,
-    ca_file: String,
-}
-
-async fn start_sim(dir: &Path) -> anyhow::Result<Sim> {
-    let bin = std::env::var("WA_SIM_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("target/release/wa-sim"));
-    let sim_dir = dir.join("sim");
-    let proc = Proc(
-        Command::new(&bin)
-            .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
-            .arg(&sim_dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?,
-        "wa-sim",
-    );
-    wait_for_file(&sim_dir.join("sim.json")).await?;
-    let info: Value = serde_json::from_slice(&std::fs::read(sim_dir.join("sim.json"))?)?;
-    let field = |k: &str| {
-        info[k]
-            .as_str()
-            .map(str::to_owned)
-            .with_context(|| format!("sim.json has no {k}"))
-    };
-    Ok(Sim {
-        proc,
-        ws_url: field("wsUrl")?,
-        admin_url: field("adminUrl")?,
-        ca_file: field("caFile")?,
-    })
-}
 
 async fn start_gateway(dir: &Path, sim: &Sim, port: u16) -> anyhow::Result<Proc> {
     let bin = std::env::var("WAMUX_BIN")

@@ -3,8 +3,8 @@
 //! simulator's admin API.
 #![allow(dead_code, reason = "each benchmark uses a different part")]
 
-use std::path::Path;
-use std::process::Child;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
@@ -42,6 +42,57 @@ pub async fn wait_for_file(path: &Path) -> anyhow::Result<()> {
     // Give the writer a moment to close it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(())
+}
+
+/// A `wa-sim` process (the binary in `WA_SIM_BIN`, or target/release/wa-sim) and what its
+/// `sim.json` says.
+pub struct Sim {
+    pub proc: Proc,
+    pub ws_url: String,
+    pub admin_url: String,
+    pub ca_file: String,
+}
+
+/// Starts `wa-sim` on a loopback port with its data in `dir/sim`.
+pub async fn start_sim(dir: &Path) -> anyhow::Result<Sim> {
+    let bin = std::env::var("WA_SIM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("target/release/wa-sim"));
+    let sim_dir = dir.join("sim");
+    let proc = Proc(
+        Command::new(&bin)
+            .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+            .arg(&sim_dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?,
+        "wa-sim",
+    );
+    wait_for_file(&sim_dir.join("sim.json")).await?;
+    let info: Value = serde_json::from_slice(&std::fs::read(sim_dir.join("sim.json"))?)?;
+    let field = |k: &str| {
+        info[k]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("sim.json has no {k}"))
+    };
+    Ok(Sim {
+        proc,
+        ws_url: field("wsUrl")?,
+        admin_url: field("adminUrl")?,
+        ca_file: field("caFile")?,
+    })
+}
+
+impl Sim {
+    /// An HTTP client for the admin API, trusting the simulator's CA.
+    pub fn admin_client(&self) -> anyhow::Result<reqwest::Client> {
+        Ok(reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(
+                &self.ca_file,
+            )?)?)
+            .build()?)
+    }
 }
 
 /// A `/proc/<pid>/status` size in KiB (`field` with its colon: "VmRSS:", "VmHWM:").
