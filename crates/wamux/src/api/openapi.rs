@@ -181,6 +181,7 @@ pub mod schemas {
 
     use crate::model::Message;
     use crate::session::SessionInfo;
+    pub use crate::webhook::db::Delivery;
 
     /// Every error: `{"error":{"code","message"}}`.
     #[derive(Serialize, ToSchema)]
@@ -400,29 +401,6 @@ pub mod schemas {
         pub delivery: Delivery,
         /// The `webhook-id` header the delivery carries.
         pub webhook_id: String,
-    }
-
-    /// A delivery attempt series of one event to one webhook; times in unix seconds.
-    #[derive(Serialize, ToSchema)]
-    #[serde(rename_all = "camelCase")]
-    pub struct Delivery {
-        pub id: i64,
-        /// The event's id in the event log.
-        pub event_id: i64,
-        pub event: String,
-        pub chat_id: Option<String>,
-        /// The URL it goes to.
-        pub target: String,
-        /// `pending`, `delivered`, `failed`, `dead` or `cancelled`.
-        pub status: String,
-        pub attempts: i64,
-        pub last_status_code: Option<i64>,
-        pub last_error: Option<String>,
-        /// For pending deliveries only.
-        pub next_attempt_at: Option<i64>,
-        pub created_at: i64,
-        pub updated_at: i64,
-        pub delivered_at: Option<i64>,
     }
 
     #[derive(Serialize, ToSchema)]

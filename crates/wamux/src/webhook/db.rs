@@ -592,15 +592,18 @@ pub async fn record(
     Ok(())
 }
 
-/// A delivery as the API shows it; times in unix seconds.
-#[derive(Debug, Clone, serde::Serialize)]
+/// A delivery attempt series of one event to one webhook; times in unix seconds.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     pub id: i64,
+    /// The event's id in the event log.
     pub event_id: i64,
     pub event: String,
     pub chat_id: Option<String>,
+    /// The URL it goes to.
     pub target: String,
+    /// `pending`, `delivered`, `failed`, `dead` or `cancelled`.
     pub status: String,
     pub attempts: i64,
     pub last_status_code: Option<i64>,
