@@ -20,19 +20,12 @@ use std::time::{Duration, Instant};
 
 use whatsapp_rust::TokioRuntime;
 use whatsapp_rust::bot::Bot;
-use whatsapp_rust::wacore::net::{HttpClient, HttpRequest, HttpResponse};
 use whatsapp_rust::wacore::store::InMemoryBackend;
 use whatsapp_rust::wacore::types::events::Event;
 use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
 
-struct NoMedia;
-
-#[whatsapp_rust::async_trait]
-impl HttpClient for NoMedia {
-    async fn execute(&self, _request: HttpRequest) -> anyhow::Result<HttpResponse> {
-        anyhow::bail!("the benchmark sends no media")
-    }
-}
+mod support;
+use support::{NoMedia, cpu_ticks, rustls_config};
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -42,33 +35,6 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    utime + stime
-}
-
-fn rustls_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.expect("CA pem")).expect("CA cert");
-    }
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    )
 }
 
 #[tokio::main]
@@ -181,10 +147,10 @@ async fn main() -> anyhow::Result<()> {
     // Let post-login traffic settle before measuring "idle".
     tokio::time::sleep(Duration::from_secs(10)).await;
     let ticks_per_sec = 100.0; // USER_HZ on Linux
-    let cpu0 = cpu_ticks(pid);
+    let cpu0 = cpu_ticks(&pid.to_string());
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
-    let cpu1 = cpu_ticks(pid);
+    let cpu1 = cpu_ticks(&pid.to_string());
     let wall = t0.elapsed().as_secs_f64();
     let rss_after = rss_kib(pid);
     let (status, body) = {

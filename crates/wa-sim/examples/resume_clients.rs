@@ -32,12 +32,14 @@ use std::time::{Duration, Instant};
 
 use whatsapp_rust::TokioRuntime;
 use whatsapp_rust::bot::{Bot, BotHandle};
-use whatsapp_rust::wacore::net::{HttpClient, HttpRequest, HttpResponse};
 use whatsapp_rust::wacore::store::InMemoryBackend;
 use whatsapp_rust::wacore::store::traits::Backend;
 use whatsapp_rust::wacore::types::events::Event;
 use whatsapp_rust_sqlite_storage::SqliteStore;
 use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
+
+mod support;
+use support::{NoMedia, cpu_ticks, rustls_config};
 
 fn phone_of(i: usize) -> String {
     format!("1555{i:07}")
@@ -45,42 +47,6 @@ fn phone_of(i: usize) -> String {
 
 /// Builds the scan request's body from the raw QR string.
 type ScanBody = Box<dyn Fn(&str) -> String + Send + Sync>;
-
-struct NoMedia;
-
-#[whatsapp_rust::async_trait]
-impl HttpClient for NoMedia {
-    async fn execute(&self, _request: HttpRequest) -> anyhow::Result<HttpResponse> {
-        anyhow::bail!("the benchmark sends no media")
-    }
-}
-
-/// utime + stime of a process, in clock ticks (USER_HZ, 100 on Linux).
-fn cpu_ticks(pid: &str) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    utime + stime
-}
-
-fn rustls_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.expect("CA pem")).expect("CA cert");
-    }
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    )
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum StoreKind {
