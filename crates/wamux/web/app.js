@@ -31,6 +31,8 @@ const state = {
   // What was typed in a virtual phone's card, so a redraw of the list (new data, a status
   // change) does not wipe it: phone -> {to, text}.
   phoneDrafts: new Map(),
+  deliveryPoll: null, // the timer that reloads the deliveries while some are pending
+  statusHeard: new Map(), // id -> how many live status changes came in, to spot stale answers
 };
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -217,8 +219,13 @@ async function refreshSessions() {
 }
 
 async function refreshSession(id) {
+  const heard = state.statusHeard.get(id) ?? 0;
   try {
     const s = await state.api.status(id);
+    // A live status change that came in meanwhile is newer than this answer (which would put
+    // e.g. "connecting" back over "connected"): keep the event's status; a session-status
+    // event starts a refresh of its own for the rest.
+    if ((state.statusHeard.get(id) ?? 0) !== heard) return;
     state.sessions.set(id, { ...state.sessions.get(id), ...s });
   } catch (err) {
     if (err instanceof ApiError && err.status === 404) {
@@ -288,6 +295,9 @@ function renderDetail() {
     refreshSession(id).catch((e) => toast(describe(e)));
     return;
   }
+  // A tab chosen from the keyboard is redrawn with the panel: give it the focus back, or the
+  // next arrow key would go nowhere.
+  const tabFocused = document.activeElement?.getAttribute('role') === 'tab';
   const tabs = TABS.filter((t) => !t.sandbox || state.sandbox);
   if (!tabs.some((t) => t.id === state.tab)) state.tab = 'link';
   const tablist = h('div', { class: 'tabs', role: 'tablist', 'aria-label': 'Session views', onkeydown: tabKeys },
@@ -302,6 +312,7 @@ function renderDetail() {
     h('div', { id: 'tabpanel', role: 'tabpanel', 'aria-labelledby': `tab-${state.tab}`, class: 'tabpanel' }),
   );
   renderDetailHeader();
+  if (tabFocused) $(`#tab-${state.tab}`).focus();
   const panel = $('#tabpanel');
   if (state.tab === 'link') renderLinkTab(panel, id);
   else if (state.tab === 'messages') renderMessagesTab(panel, id);
@@ -328,11 +339,17 @@ function renderDetailHeader() {
   const phone = sessionPhone(s);
   const name = sessionName(s);
   const err = sessionError(s);
-  const restart = h('button', { class: 'btn', type: 'button', onclick: (e) => act(e.currentTarget, null, async () => {
-    await state.api.restart(id);
-    toast(`Session ${id} restarting`, 'info');
-    await refreshSession(id);
-  }) }, 'Restart');
+  const restart = h('button', { class: 'btn', type: 'button', onclick: async (e) => {
+    const btn = e.currentTarget;
+    const what = s.status === 'logged_out' ? 'It starts again with a new QR code to scan.'
+      : 'The connection to WhatsApp is dropped and opened again; a linked phone stays linked.';
+    if (!await confirmDialog(`Restart ${id}?`, what, 'Restart')) return;
+    await act(btn, null, async () => {
+      await state.api.restart(id);
+      toast(`Session ${id} restarting`, 'info');
+      await refreshSession(id);
+    });
+  } }, 'Restart');
   const logout = h('button', { class: 'btn', type: 'button', disabled: !s.loggedIn && !LINKED.has(s.status) && !phone, onclick: async (e) => {
     const btn = e.currentTarget;
     if (!await confirmDialog(`Log out ${id}?`, 'The phone will unlink this device. Linking again needs a new QR scan.', 'Log out')) return;
@@ -667,13 +684,20 @@ function renderWebhookTab(panel, id) {
           h('tbody', { id: 'delivery-rows' }))),
       h('p', { id: 'delivery-empty', class: 'muted empty', hidden: true }, 'Nothing delivered yet.')));
   syncAll();
+  // The form stays off until the saved webhook is in: filling it in would wipe what was
+  // typed meanwhile.
+  for (const el of form.elements) el.disabled = true;
   act(null, formError, async () => {
+    let cfg = null;
     try {
-      fillWebhook(form, await state.api.webhook(id));
+      cfg = await state.api.webhook(id);
     } catch (err) {
-      if (err instanceof ApiError && err.status === 404) fillWebhook(form, null);
-      else throw err;
+      if (!(err instanceof ApiError && err.status === 404)) throw err;
+    } finally {
+      for (const el of form.elements) el.disabled = false;
+      syncAll();
     }
+    fillWebhook(form, cfg);
   });
   loadDeliveries(id);
 }
@@ -740,6 +764,14 @@ async function loadDeliveries(id) {
         setTimeout(() => loadDeliveries(id), 700);
       }) }, 'Retry') : ''));
   }));
+  // A pending delivery moves on (retried, delivered, dead) without a live event to say so:
+  // look again while one is on screen.
+  clearTimeout(state.deliveryPoll);
+  if (list.some((d) => (d.status ?? 'pending') === 'pending')) {
+    state.deliveryPoll = setTimeout(() => {
+      if (state.selected === id && state.tab === 'webhook' && $('#delivery-rows')) loadDeliveries(id);
+    }, 2000);
+  }
 }
 
 // ---------- sandbox: virtual phones ----------
@@ -902,6 +934,7 @@ function onEvent(name, body) {
   const id = body?.sessionId;
   if (!id) return;
   const data = body.data ?? {};
+  if (name === 'session-status' || name === 'qr') state.statusHeard.set(id, (state.statusHeard.get(id) ?? 0) + 1);
   if (name === 'session-status') {
     const cur = state.sessions.get(id) ?? { sessionId: id };
     const next = { ...cur, ...data, sessionId: id };

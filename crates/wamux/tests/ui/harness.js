@@ -53,7 +53,8 @@ export async function waitFor(what, fn, { timeout = 30000, interval = 100 } = {}
 }
 
 export class Sandbox {
-  static async start() {
+  /** `env`: extra settings for the gateway (e.g. a shorter webhook retry schedule). */
+  static async start({ env = {} } = {}) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wamux-ui-'));
     const port = await freePort();
     const logPath = path.join(dir, 'wamux.log');
@@ -70,6 +71,7 @@ export class Sandbox {
         WAMUX_WEBHOOK_ALLOW_PRIVATE: 'true',
         // Library warnings carry no backtraces: the log stays readable when a test fails.
         RUST_LIB_BACKTRACE: '0',
+        ...env,
       },
       stdio: ['ignore', log, log],
     });
@@ -171,8 +173,12 @@ export class Sandbox {
   }
 }
 
-/** A webhook receiver on loopback that collects what it is sent. */
-export async function receiver() {
+/**
+ * A webhook receiver on loopback that collects what it is sent. It answers `status` (200
+ * unless told); `answerWith(code)` changes that, e.g. to play a receiver that is down.
+ */
+export async function receiver({ status = 200 } = {}) {
+  let answer = status;
   const received = [];
   const waiters = [];
   const srv = http.createServer((req, res) => {
@@ -182,7 +188,7 @@ export async function receiver() {
       let json = null;
       try { json = JSON.parse(body); } catch { /* kept raw */ }
       received.push({ headers: req.headers, body: json ?? body });
-      res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"ok":true}');
+      res.writeHead(answer, { 'Content-Type': 'application/json' }).end(JSON.stringify({ ok: answer < 300 }));
       for (const w of waiters.splice(0)) w();
     });
   });
@@ -191,6 +197,7 @@ export async function receiver() {
   return {
     url: `http://127.0.0.1:${srv.address().port}/hook`,
     received,
+    answerWith: (code) => { answer = code; },
     close: () => new Promise((r) => srv.close(r)),
   };
 }
