@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::hub::{Hub, MediaFault, Outbound};
+use crate::journal::Change;
 use crate::link_code::LinkError;
 use crate::phone::{self, MediaKind, Outgoing, PhoneError};
 use crate::state::{Account, now_secs};
@@ -222,10 +223,8 @@ async fn create_phone(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Respon
     let name = req.name.unwrap_or_else(|| format!("Phone {phone}"));
     let acc = phone::new_account(&mut core, &phone, &name)?;
     let body = account_json(&acc, &|_| false);
-    core.lid_to_phone.insert(acc.lid.clone(), phone.clone());
-    core.snap.accounts.insert(phone, acc);
+    core.insert_account(acc);
     drop(core);
-    hub.mark_dirty();
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -268,7 +267,6 @@ async fn do_scan(hub: &Arc<Hub>, phone: &str, qr: &str) -> Result<Json<Value>> {
     let mut core = hub.core.lock().await;
     let device = phone::scan(&mut core, phone, qr).await?;
     drop(core);
-    hub.mark_dirty();
     Ok(Json(json!({
         "phone": phone,
         "device": device,
@@ -322,8 +320,7 @@ async fn mock_scan(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Valu
     let phone = mock_number(&core, &name);
     if core.account(&phone).is_none() {
         let acc = phone::new_account(&mut core, &phone, &name)?;
-        core.lid_to_phone.insert(acc.lid.clone(), phone.clone());
-        core.snap.accounts.insert(phone.clone(), acc);
+        core.insert_account(acc);
     }
     drop(core);
     do_scan(&hub, &phone, &qr).await
@@ -416,7 +413,6 @@ async fn send_message(
     let mut core = hub.core.lock().await;
     let record = phone::send(&mut core, &hub.media_host, &phone, &to, out).await?;
     drop(core);
-    hub.mark_dirty();
     Ok((
         StatusCode::CREATED,
         Json(serde_json::to_value(record).unwrap_or_default()),
@@ -433,7 +429,7 @@ async fn list_messages(
         .account(&phone)
         .ok_or_else(|| ApiError::phone_not_found(&phone))?;
     Ok(Json(
-        serde_json::to_value(&acc.secrets.messages).unwrap_or_default(),
+        serde_json::to_value(acc.secrets.messages.as_slice()).unwrap_or_default(),
     ))
 }
 
@@ -451,7 +447,6 @@ async fn read(
     let mut core = hub.core.lock().await;
     let n = phone::mark_read(&mut core, &phone, &req.ids)?;
     drop(core);
-    hub.mark_dirty();
     Ok(Json(json!({"read": n})))
 }
 
@@ -483,7 +478,6 @@ async fn unlink(
         ));
     }
     drop(core);
-    hub.mark_dirty();
     Ok(Json(
         json!({"phone": phone, "device": device, "unlinked": true}),
     ))
@@ -681,12 +675,17 @@ async fn fault_phone_forgets(State(hub): State<Arc<Hub>>, body: Bytes) -> Result
     let req: PhoneForgets = parse(&body)?;
     let mut core = hub.core.lock().await;
     let acc = core
-        .account_mut(&req.phone)
+        .account_untracked(&req.phone)
         .ok_or_else(|| PhoneError::UnknownAccount(req.phone.clone()))?;
     let before = acc.secrets.outbox.len();
     acc.secrets.outbox.retain(|c| c.id != req.id);
     let forgotten = before != acc.secrets.outbox.len();
+    if forgotten {
+        core.changes.push(Change::Forgot {
+            phone: req.phone,
+            id: req.id,
+        });
+    }
     drop(core);
-    hub.mark_dirty();
     Ok(Json(json!({"forgotten": forgotten})))
 }

@@ -164,14 +164,19 @@ async fn serve(hub: &Arc<Hub>, ws: &mut WebSocket, reader: &mut FrameReader) -> 
             .account(&phone)
             .map(|a| a.lid.clone())
             .unwrap_or_default();
-        if let Some(name) = payload.push_name.as_ref()
+        let renamed = if let Some(name) = payload.push_name.as_ref()
             && let Some(dev) = core
-                .account_mut(&phone)
+                .account_untracked(&phone)
                 .and_then(|a| a.devices.get_mut(&device))
             && dev.push_name != *name
         {
             dev.push_name = name.clone();
-            hub.mark_dirty();
+            true
+        } else {
+            false
+        };
+        if renamed {
+            core.changes.account(&phone);
         }
         drop(core);
         let success = NodeBuilder::new("success")
@@ -469,7 +474,6 @@ async fn handle_pairing(hub: &Arc<Hub>, refs: &[String], node: Node) -> Vec<Repl
             {
                 dev.device_identity = Some(B64(identity));
             }
-            hub.mark_dirty();
             drop(core);
             tracing::info!("{phone}:{device} paired");
             // The client restarts the stream and logs in with its new identity.

@@ -4,18 +4,20 @@
 //! One `tokio::sync::Mutex<Core>` guards all of it. Routing decisions
 //! ("is the device online and caught up? then send, else queue") must be
 //! atomic with connection registration, or messages could overtake the
-//! offline queue; a single lock makes that trivially true and the simulator
-//! is nowhere near lock-bound.
+//! offline queue; a single lock makes that trivially true. Work under it is
+//! kept short: persistence only takes the changes recorded since its last
+//! batch ([`Core::changes`]) and writes them after the lock is released.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, Notify, mpsc};
+use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use wacore_binary::builder::NodeBuilder;
 use wacore_binary::{Jid, Node, Server};
 
+use crate::journal::{self, Journal, Pending};
 use crate::noise::ServerIdentity;
 use crate::state::{Account, B64, QueuedStanza, Snapshot, now_secs};
 
@@ -92,6 +94,11 @@ pub enum MediaFault {
 /// All mutable simulator state.
 pub struct Core {
     pub snap: Snapshot,
+    /// What changed in `snap` since the last journal batch. Whoever changes `snap`
+    /// records it here: [`Core::account_mut`] does for an account's keys and devices;
+    /// message history, outboxes, queues, origins, media and Signal sessions are
+    /// recorded entry by entry.
+    pub changes: Pending,
     pub lid_to_phone: HashMap<String, String>,
     pub conns: HashMap<(String, u16), ConnHandle>,
     pub pairing: HashMap<String, PairingConn>,
@@ -112,6 +119,7 @@ impl Core {
             .collect();
         Self {
             snap,
+            changes: Pending::default(),
             lid_to_phone,
             conns: HashMap::new(),
             pairing: HashMap::new(),
@@ -144,8 +152,47 @@ impl Core {
         self.snap.accounts.get(phone)
     }
 
+    /// An account to change its keys, sessions or devices: it is written whole with the
+    /// next batch.
     pub fn account_mut(&mut self, phone: &str) -> Option<&mut Account> {
+        let acc = self.snap.accounts.get_mut(phone)?;
+        self.changes.account(phone);
+        Some(acc)
+    }
+
+    /// An account whose changes the caller records in [`Core::changes`] itself (the
+    /// per-message paths, which would otherwise copy the account at every batch).
+    pub fn account_untracked(&mut self, phone: &str) -> Option<&mut Account> {
         self.snap.accounts.get_mut(phone)
+    }
+
+    /// Adds a new account.
+    pub fn insert_account(&mut self, acc: Account) {
+        self.lid_to_phone.insert(acc.lid.clone(), acc.phone.clone());
+        self.changes.account(&acc.phone);
+        self.changes.globals();
+        self.snap.accounts.insert(acc.phone.clone(), acc);
+    }
+
+    /// Records which device sent message `id`.
+    pub fn add_origin(&mut self, id: &str, phone: &str, device: u16) {
+        self.snap
+            .origins
+            .insert(id.to_string(), (phone.to_string(), device));
+        self.changes.push(journal::Change::Origin {
+            id: id.to_string(),
+            phone: phone.to_string(),
+            device,
+        });
+    }
+
+    /// Records a media blob's location.
+    pub fn add_media(&mut self, path: String, meta: crate::state::MediaMeta) {
+        self.changes.push(journal::Change::Media {
+            path: path.clone(),
+            meta: meta.clone(),
+        });
+        self.snap.media.insert(path, meta);
     }
 
     /// A device's JID in the addressing form `like` uses.
@@ -174,10 +221,12 @@ impl Core {
         let Some(dev) = acc.devices.get_mut(&device) else {
             return;
         };
-        dev.queue.push_back(QueuedStanza {
+        let stanza = QueuedStanza {
             id: id.to_string(),
             node: B64(bytes.clone()),
-        });
+        };
+        dev.queue.push_back(stanza.clone());
+        self.changes.queued(phone, device, stanza);
         if let Some(conn) = self.conns.get(&(phone.to_string(), device))
             && conn.ready
         {
@@ -198,9 +247,25 @@ impl Core {
         else {
             return false;
         };
-        let before = dev.queue.len();
-        dev.queue.retain(|q| !ids.contains(&q.id));
-        before != dev.queue.len()
+        let mut any = false;
+        for id in ids {
+            let before = dev.queue.len();
+            // Acks mostly come in order: the stanza is at the front. The same id can be
+            // queued more than once (a message's delivery and read receipts); an ack
+            // takes them all.
+            if dev.queue.front().is_some_and(|q| q.id == *id) {
+                dev.queue.pop_front();
+            }
+            if dev.queue.iter().any(|q| q.id == *id) {
+                dev.queue.retain(|q| q.id != *id);
+            }
+            let removed = before - dev.queue.len();
+            if removed > 0 {
+                self.changes.acked(phone, device, id, removed);
+                any = true;
+            }
+        }
+        any
     }
 
     /// Companion device ids of an account (everything but the phone).
@@ -218,8 +283,16 @@ pub struct Hub {
     pub data_dir: PathBuf,
     /// `host:port` clients use for media (the same port as everything else).
     pub media_host: String,
-    pub dirty: Notify,
     pub shutdown: CancellationToken,
+    /// Held from taking a batch until it is written, so batches reach the journal in
+    /// the order they were taken.
+    writer: Mutex<Writer>,
+}
+
+struct Writer {
+    journal: Arc<std::sync::Mutex<Journal>>,
+    /// A compaction running in the background, with the size of the base it writes.
+    compaction: Option<tokio::task::JoinHandle<Result<u64, crate::state::StateError>>>,
 }
 
 impl Hub {
@@ -228,41 +301,96 @@ impl Hub {
         identity: ServerIdentity,
         data_dir: PathBuf,
         media_host: String,
+        journal: Journal,
     ) -> Arc<Self> {
         Arc::new(Self {
             core: Mutex::new(Core::new(snap, data_dir.join("blobs"))),
             identity,
             data_dir,
             media_host,
-            dirty: Notify::new(),
             shutdown: CancellationToken::new(),
+            writer: Mutex::new(Writer {
+                journal: Arc::new(std::sync::Mutex::new(journal)),
+                compaction: None,
+            }),
         })
     }
 
-    /// Asks the persistence task to write a snapshot soon.
-    pub fn mark_dirty(&self) {
-        self.dirty.notify_one();
-    }
-
-    /// Writes the current state to disk now.
+    /// Writes what changed since the last batch to the journal now, and starts a
+    /// compaction when the journal has grown enough.
     pub async fn persist(&self) {
-        let snap = self.core.lock().await.snap.clone();
-        let dir = self.data_dir.clone();
-        match tokio::task::spawn_blocking(move || snap.save(&dir)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("saving state failed: {e}"),
-            Err(e) => tracing::error!("state writer panicked: {e}"),
+        let mut writer = self.writer.lock().await;
+        let batch = {
+            let mut core = self.core.lock().await;
+            if core.changes.is_empty() {
+                return;
+            }
+            let Core { snap, changes, .. } = &mut *core;
+            changes.take(snap)
+        };
+        if let Some(done) = writer.compaction.take_if(|c| c.is_finished()) {
+            Self::compacted(&writer, done).await;
+        }
+        let compacting = writer.compaction.is_some();
+        let journal = writer.journal.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let mut journal = journal.lock().unwrap_or_else(|e| e.into_inner());
+            journal.append(&batch)?;
+            if compacting || !journal.wants_compaction() {
+                return Ok(None);
+            }
+            journal.rotate().map(Some)
+        })
+        .await;
+        match written {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(finished))) => {
+                let dir = self.data_dir.clone();
+                writer.compaction = Some(tokio::task::spawn_blocking(move || {
+                    journal::compact(&dir, finished)
+                }));
+            }
+            Ok(Err(e)) => tracing::error!("writing the journal failed: {e}"),
+            Err(e) => tracing::error!("journal writer panicked: {e}"),
         }
     }
 
-    /// Background writer: coalesces bursts of changes into one write.
+    async fn compacted(
+        writer: &Writer,
+        done: tokio::task::JoinHandle<Result<u64, crate::state::StateError>>,
+    ) {
+        match done.await {
+            Ok(Ok(size)) => {
+                writer
+                    .journal
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .base_size = size;
+            }
+            // The journals stay; the next compaction includes them.
+            Ok(Err(e)) => tracing::error!("compacting the state failed: {e}"),
+            Err(e) => tracing::error!("compaction panicked: {e}"),
+        }
+    }
+
+    /// Writes what is left and waits for a running compaction.
+    pub async fn close(&self) {
+        self.persist().await;
+        let mut writer = self.writer.lock().await;
+        if let Some(c) = writer.compaction.take() {
+            Self::compacted(&writer, c).await;
+        }
+    }
+
+    /// Background writer: one batch per [`journal::INTERVAL`] while anything changed.
     pub async fn persist_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(journal::INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = self.dirty.notified() => {}
+                _ = tick.tick() => {}
                 _ = self.shutdown.cancelled() => return,
             }
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             self.persist().await;
         }
     }

@@ -11,8 +11,8 @@
 //! Module map: [`noise`] handshake and frames, `conn` one socket, `router`
 //! stanzas of logged-in devices, `phone` the virtual phones (Signal in
 //! `signal`), `link_code` linking by phone number, `hub` shared state and
-//! routing, `admin` the admin API, `media` the media host, `state`
-//! persistence, `tls` certificates.
+//! routing, `admin` the admin API, `media` the media host, `state` the
+//! durable state, `journal` its persistence, `tls` certificates.
 //!
 //! Errors: each module has its own `thiserror` enum; `anyhow` only at the
 //! edges ([`Simulator::start`]).
@@ -20,6 +20,7 @@
 mod admin;
 mod conn;
 mod hub;
+mod journal;
 mod link_code;
 mod media;
 pub mod noise;
@@ -43,7 +44,7 @@ use axum::routing::get;
 
 use crate::hub::Hub;
 use crate::noise::ServerIdentity;
-use crate::state::{B64, Snapshot};
+use crate::state::B64;
 
 /// How to run a simulator.
 #[derive(Clone, Debug)]
@@ -74,13 +75,15 @@ impl Simulator {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
         let data_dir = config.data_dir.canonicalize()?;
-        let mut snap = Snapshot::load(&data_dir)?.unwrap_or_default();
+        let mut snap = journal::load(&data_dir, None)?.unwrap_or_default();
         if snap.server_noise_private.0.len() != 32 {
             snap.server_noise_private = B64(ServerIdentity::generate_private().to_vec());
         }
         let private: [u8; 32] = snap.server_noise_private.0.as_slice().try_into()?;
         let identity = ServerIdentity::from_private(&private)?;
-        snap.save(&data_dir)?;
+        // Start from a fresh base: the journals so far are folded into it.
+        let base_size = journal::save_base(&snap, &data_dir)?;
+        let journal = journal::Journal::open(&data_dir, snap.journal, base_size)?;
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -90,7 +93,7 @@ impl Simulator {
             addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
         }
         let media_host = addr.to_string();
-        let hub = Hub::new(snap, identity, data_dir.clone(), media_host);
+        let hub = Hub::new(snap, identity, data_dir.clone(), media_host, journal);
 
         let app = Router::new()
             .route("/ws/chat", get(ws_upgrade))
@@ -190,7 +193,7 @@ impl Simulator {
         if let Err(e) = self.persister.await {
             tracing::warn!("state writer task failed: {e}");
         }
-        self.hub.persist().await;
+        self.hub.close().await;
     }
 }
 

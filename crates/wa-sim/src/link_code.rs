@@ -208,7 +208,6 @@ async fn companion_finish(
             let linked = phone::link(&mut core, phone, &qr_ref, &adv_secret).await;
             if linked.is_ok() {
                 core.link_codes.remove(phone);
-                hub.mark_dirty();
             }
             linked.map_err(LinkError::from)
         }

@@ -63,7 +63,6 @@ async fn upload(
     let direct_path = crate::phone::store_blob(&mut core, &kind, &body)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
     drop(core);
-    hub.mark_dirty();
     let url = format!("https://{}{}", hub.media_host, direct_path);
     Ok(axum::Json(json!({"url": url, "direct_path": direct_path})).into_response())
 }

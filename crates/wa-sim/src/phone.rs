@@ -20,6 +20,7 @@ use waproto::buffa::{Message as _, MessageField};
 use waproto::whatsapp as wa;
 
 use crate::hub::{Core, new_id, t_now};
+use crate::journal::Change;
 use crate::signal::{self, SignalError};
 use crate::state::{
     Account, B64, DeviceRecord, MediaMeta, MediaSummary, OUTBOX_KEPT, PhoneMessage, SentCopy,
@@ -401,7 +402,7 @@ pub fn store_blob(core: &mut Core, kind: &str, data: &[u8]) -> Result<String> {
         std::fs::write(&path, data)?;
     }
     let direct_path = format!("/mms/{kind}/{digest}");
-    core.snap.media.insert(
+    core.add_media(
         direct_path.clone(),
         MediaMeta {
             kind: kind.to_string(),
@@ -575,17 +576,26 @@ pub async fn send(
         status: "sent".into(),
         sender_device: None,
     };
-    if let Some(acc) = core.account_mut(from) {
-        acc.secrets.messages.push(record.clone());
-        acc.secrets.outbox.push_back(SentCopy {
+    if let Some(acc) = core.account_untracked(from) {
+        let copy = SentCopy {
             id: id.clone(),
             to: to.to_string(),
             message: B64(message.encode_to_vec()),
             stanza_type: stanza_type.to_string(),
-        });
+        };
+        acc.secrets.messages.upsert(record.clone());
+        acc.secrets.outbox.push_back(copy.clone());
         if acc.secrets.outbox.len() > OUTBOX_KEPT {
             acc.secrets.outbox.pop_front();
         }
+        core.changes.push(Change::Message {
+            phone: from.to_string(),
+            message: Box::new(record.clone()),
+        });
+        core.changes.push(Change::Sent {
+            phone: from.to_string(),
+            copy,
+        });
     }
     let media_type = media_type_attr(&message);
     for device in target_devices {
@@ -735,10 +745,12 @@ async fn send_to_device_with(
     let peer = ProtocolAddress::new(to, u32::from(device).into());
     let mut secrets = std::mem::take(
         &mut core
-            .account_mut(from)
+            .account_untracked(from)
             .ok_or_else(|| PhoneError::UnknownAccount(from.to_string()))?
             .secrets,
     );
+    let peer_key = signal::address_key(&peer);
+    let identity_before = secrets.identities.get(&peer_key).cloned();
     let result = async {
         let bundle = if signal::has_session(&secrets, &peer) {
             None
@@ -760,7 +772,12 @@ async fn send_to_device_with(
         Ok::<_, PhoneError>(signal::encrypt(&mut secrets, &peer, bundle, &plaintext).await?)
     }
     .await;
-    if let Some(acc) = core.account_mut(from) {
+    // The session moved on; the rest of the account only if the peer's identity is new.
+    if secrets.identities.get(&peer_key) != identity_before.as_ref() {
+        core.changes.account(from);
+    }
+    core.changes.session(from, peer_key);
+    if let Some(acc) = core.account_untracked(from) {
         acc.secrets = secrets;
     }
     let (enc_type, ciphertext) = result?;
@@ -790,9 +807,7 @@ async fn send_to_device_with(
         // Phone to phone: the other phone is in-process too.
         receive(core, to, (from, 0), &stanza).await;
     } else {
-        core.snap
-            .origins
-            .insert(id.to_string(), (from.to_string(), 0));
+        core.add_origin(id, from, 0);
         core.deliver_to_companion(to, device, id, &stanza);
     }
     Ok(())
@@ -813,17 +828,26 @@ pub async fn receive(core: &mut Core, phone: &str, sender: (&str, u16), stanza: 
         return;
     };
     let peer = ProtocolAddress::new(sender.0, u32::from(sender.1).into());
-    let Some(acc) = core.account_mut(phone) else {
+    let Some(acc) = core.account_untracked(phone) else {
         return;
     };
     let mut secrets = std::mem::take(&mut acc.secrets);
+    let peer_key = signal::address_key(&peer);
+    let identity_before = secrets.identities.get(&peer_key).cloned();
+    let prekeys_before = secrets.prekeys.len();
     let result = signal::decrypt(&mut secrets, &peer, &enc_type, ciphertext).await;
-    let acc = core.account_mut(phone).expect("still there");
+    let mut structure_changed = secrets.identities.get(&peer_key) != identity_before.as_ref()
+        || secrets.prekeys.len() != prekeys_before;
+    let acc = core.account_untracked(phone).expect("still there");
     acc.secrets = secrets;
     // Consumed prekeys get replaced so the phone never runs dry.
     let mut record = acc.devices.remove(&0).expect("device 0 exists");
-    signal::replenish_prekeys(&mut acc.secrets, &mut record);
+    structure_changed |= signal::replenish_prekeys(&mut acc.secrets, &mut record);
     acc.devices.insert(0, record);
+    if structure_changed {
+        core.changes.account(phone);
+    }
+    core.changes.session(phone, peer_key);
     let plaintext = match result {
         Ok(p) => p,
         Err(e) => {
@@ -887,10 +911,14 @@ pub async fn receive(core: &mut Core, phone: &str, sender: (&str, u16), stanza: 
         },
         sender_device: Some(sender.1),
     };
-    if let Some(acc) = core.account_mut(phone)
-        && !acc.secrets.messages.iter().any(|m| m.id == record.id)
+    if let Some(acc) = core.account_untracked(phone)
+        && !acc.secrets.messages.contains(&record.id)
     {
-        acc.secrets.messages.push(record);
+        acc.secrets.messages.upsert(record.clone());
+        core.changes.push(Change::Message {
+            phone: phone.to_string(),
+            message: Box::new(record),
+        });
     }
     ack_receipt(core, phone, sender, &id);
 }
@@ -941,14 +969,24 @@ pub fn deliver_receipt(
                     .filter_map(|i| attr(i, "id")),
             );
         }
-        if let Some(acc) = core.account_mut(target.0) {
-            for m in acc.secrets.messages.iter_mut() {
-                if m.from_me
-                    && ids.contains(&m.id)
+        if let Some(acc) = core.account_untracked(target.0) {
+            let mut changed = Vec::new();
+            for id in ids {
+                if let Some(m) = acc.secrets.messages.get_mut(&id)
+                    && m.from_me
+                    && m.status != status
                     && !(m.status == "read" && status == "delivered")
                 {
                     m.status = status.to_string();
+                    changed.push(id);
                 }
+            }
+            for id in changed {
+                core.changes.push(Change::Status {
+                    phone: target.0.to_string(),
+                    id,
+                    status: status.to_string(),
+                });
             }
         }
     } else {
@@ -959,14 +997,24 @@ pub fn deliver_receipt(
 /// The phone reads messages: read receipts go to each sender device.
 pub fn mark_read(core: &mut Core, phone: &str, ids: &[String]) -> Result<usize> {
     let acc = core
-        .account_mut(phone)
+        .account_untracked(phone)
         .ok_or_else(|| PhoneError::UnknownAccount(phone.to_string()))?;
     let mut targets = Vec::new();
-    for m in acc.secrets.messages.iter_mut() {
-        if !m.from_me && ids.contains(&m.id) {
+    for id in ids {
+        if let Some(m) = acc.secrets.messages.get_mut(id)
+            && !m.from_me
+            && !targets.iter().any(|(_, _, t)| t == id)
+        {
             m.status = "read".into();
             targets.push((m.from.clone(), m.sender_device.unwrap_or(0), m.id.clone()));
         }
+    }
+    for (_, _, id) in &targets {
+        core.changes.push(Change::Status {
+            phone: phone.to_string(),
+            id: id.clone(),
+            status: "read".into(),
+        });
     }
     let n = targets.len();
     for (from, device, id) in targets {
@@ -1198,7 +1246,7 @@ pub fn media_retry(core: &mut Core, requester: &str, receipt: &Node) -> Node {
         meta.file.trim_end_matches(".enc"),
         &new_id()[..12]
     );
-    core.snap.media.insert(
+    core.add_media(
         direct_path.clone(),
         MediaMeta {
             reupload: true,

@@ -31,9 +31,7 @@ pub async fn handle_device_stanza(
         "ack" => {
             if let Some(id) = attr(&node, "id") {
                 let mut core = hub.core.lock().await;
-                if core.acknowledge(phone, device, &[id]) {
-                    hub.mark_dirty();
-                }
+                core.acknowledge(phone, device, &[id]);
             }
             Vec::new()
         }
@@ -109,7 +107,6 @@ async fn handle_iq(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) -> Vec
                 .unwrap_or(device);
             let mut core = hub.core.lock().await;
             unlink(&mut core, phone, target);
-            hub.mark_dirty();
             ok()
         }
         // Keepalive, props, blocklist, privacy and everything else we do not
@@ -217,7 +214,6 @@ async fn store_bundle(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) {
             }
         }
     }
-    hub.mark_dirty();
 }
 
 fn id3(id: u32) -> Vec<u8> {
@@ -329,7 +325,6 @@ async fn prekey_bundles(hub: &Arc<Hub>, id: &str, node: &Node) -> Node {
             .build();
         core.deliver_to_companion(&phone, device, &nid, &note);
     }
-    hub.mark_dirty();
     iq_result(id)
         .children([NodeBuilder::new("list").children(users).build()])
         .build()
@@ -486,9 +481,7 @@ async fn route_message(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) ->
     }
 
     let mut core = hub.core.lock().await;
-    core.snap
-        .origins
-        .insert(id.clone(), (phone.to_string(), device));
+    core.add_origin(&id, phone, device);
     let sender_name = core
         .account(phone)
         .map(|a| {
@@ -547,7 +540,6 @@ async fn route_message(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) ->
         }
     }
     drop(to_phone);
-    hub.mark_dirty();
     vec![Reply::Node(ack)]
 }
 
@@ -574,7 +566,6 @@ async fn route_receipt(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) ->
     if ty.as_deref() == Some("server-error") && child(node, "rmr").is_some() {
         // A media re-upload request: the sender's phone answers it.
         let notification = phone::media_retry(&mut core, phone, node);
-        hub.mark_dirty();
         return vec![Reply::Node(ack), Reply::Node(notification)];
     }
     if matches!(
@@ -607,7 +598,7 @@ async fn route_receipt(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) ->
         // The device could not decrypt a phone's message: the phone sends it
         // again. (A companion gets the retry receipt and does that itself.)
         match phone::resend(&mut core, &to_phone, (phone, device), &id).await {
-            Ok(true) => hub.mark_dirty(),
+            Ok(true) => {}
             Ok(false) => tracing::debug!("retry for {id}: the phone no longer has it"),
             Err(e) => tracing::warn!("phone {to_phone} cannot send {id} again: {e}"),
         }
@@ -637,6 +628,5 @@ async fn route_receipt(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) ->
         &id,
         ty.as_deref(),
     );
-    hub.mark_dirty();
     vec![Reply::Node(ack)]
 }

@@ -36,7 +36,8 @@ type Result<T> = std::result::Result<T, SignalError>;
 /// How many one-time prekeys a phone keeps published.
 pub const PHONE_PREKEYS: u32 = 20;
 
-fn address_key(addr: &ProtocolAddress) -> String {
+/// How sessions and identities are keyed: `user.device`.
+pub fn address_key(addr: &ProtocolAddress) -> String {
     format!("{}.{}", addr.name(), u32::from(addr.device_id()))
 }
 
@@ -83,9 +84,11 @@ pub fn generate_phone() -> Result<(PhoneSecrets, DeviceRecord)> {
     Ok((secrets, record))
 }
 
-/// Tops the phone's published one-time prekeys back up to [`PHONE_PREKEYS`].
-pub fn replenish_prekeys(secrets: &mut PhoneSecrets, record: &mut DeviceRecord) {
+/// Tops the phone's published one-time prekeys back up to [`PHONE_PREKEYS`]; returns
+/// whether any were added.
+pub fn replenish_prekeys(secrets: &mut PhoneSecrets, record: &mut DeviceRecord) -> bool {
     let mut rng = rand::rng();
+    let added = (record.prekeys.len() as u32) < PHONE_PREKEYS;
     while (record.prekeys.len() as u32) < PHONE_PREKEYS {
         let id = secrets.next_prekey_id;
         secrets.next_prekey_id = (id % 0xFF_FFFE) + 1;
@@ -97,6 +100,7 @@ pub fn replenish_prekeys(secrets: &mut PhoneSecrets, record: &mut DeviceRecord) 
             .prekeys
             .insert(id, B64(kp.public_key.public_key_bytes().to_vec()));
     }
+    added
 }
 
 /// The account's identity key pair (the phone's), used for ADV signatures.
@@ -142,6 +146,18 @@ fn store_err(e: impl std::fmt::Display) -> SignalProtocolError {
     SignalProtocolError::InvalidArgument(e.to_string())
 }
 
+/// This process's mark on the session records it writes. libsignal leases sender-chain
+/// counters in batches and, on loading a record it cannot prove it wrote in this same
+/// process, skips past the whole lease (a crash may have lost sends under it). Records
+/// are stored as bytes between operations, so without the mark every message would skip
+/// a batch of counters, and the receiving side would keep a skipped message key for each
+/// (2,000 of them, 340 KB per session, decoded and encoded again for every message).
+/// After a restart the mark is new, so each session skips its lease once, as intended.
+fn incarnation() -> &'static [u8; 16] {
+    static MARK: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+    MARK.get_or_init(rand::random)
+}
+
 #[async_trait]
 impl sp::SessionStore for Sessions {
     async fn load_session(
@@ -149,7 +165,10 @@ impl sp::SessionStore for Sessions {
         address: &ProtocolAddress,
     ) -> sp::error::Result<Option<SessionRecord>> {
         match self.0.get(&address_key(address)) {
-            Some(bytes) => Ok(Some(SessionRecord::deserialize(&bytes.0)?)),
+            Some(bytes) => Ok(Some(SessionRecord::deserialize_for_store(
+                &bytes.0,
+                incarnation(),
+            )?)),
             None => Ok(None),
         }
     }
@@ -163,8 +182,9 @@ impl sp::SessionStore for Sessions {
         address: &ProtocolAddress,
         record: SessionRecord,
     ) -> sp::error::Result<()> {
-        self.0
-            .insert(address_key(address), B64(record.serialize()?));
+        let mut bytes = Vec::new();
+        record.serialize_into_for_store(&mut bytes, incarnation());
+        self.0.insert(address_key(address), B64(bytes));
         Ok(())
     }
 }
@@ -262,8 +282,17 @@ impl sp::SignedPreKeyStore for SignedPreKeys {
     }
 }
 
+/// The stored key pair, without deriving the public key again (a scalar
+/// multiplication, which every message would otherwise pay for twice).
+fn stored_pair(private: &B64, public: &B64) -> Result<KeyPair> {
+    Ok(KeyPair::new(
+        PublicKey::from_djb_public_key_bytes(&public.0)?,
+        PrivateKey::deserialize(&private.0)?,
+    ))
+}
+
 fn identities(secrets: &mut PhoneSecrets) -> Result<Identities> {
-    let kp = identity_pair(secrets)?;
+    let kp = stored_pair(&secrets.identity_private, &secrets.identity_public)?;
     Ok(Identities {
         pair: IdentityKeyPair::from(kp),
         registration_id: secrets.registration_id,
@@ -327,12 +356,13 @@ pub async fn decrypt(
         "msg" => CiphertextMessage::SignalMessage(SignalMessage::try_from(ciphertext)?),
         other => return Err(SignalError::UnknownType(other.to_string())),
     };
-    let spk_private = PrivateKey::deserialize(&secrets.signed_prekey_private.0)?;
-    let spk_public = spk_private.public_key()?;
     let spk = SignedPreKeyRecord::new(
         SignedPreKeyId::from(secrets.signed_prekey_id),
         Timestamp::from_epoch_millis(0),
-        &KeyPair::new(spk_public, spk_private),
+        &stored_pair(
+            &secrets.signed_prekey_private,
+            &secrets.signed_prekey_public,
+        )?,
         &secrets.signed_prekey_signature.0,
     );
     let mut sessions = Sessions(std::mem::take(&mut secrets.sessions));

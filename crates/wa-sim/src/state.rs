@@ -1,9 +1,10 @@
 //! The simulator's durable state: accounts, their devices and key bundles,
 //! the phones' Signal state, queued stanzas and media metadata.
 //!
-//! Everything lives in one [`Snapshot`] written as JSON to `state.json` by
-//! write-to-temp-then-rename, so a crash leaves either the old or the new
-//! file, never half of one. Media blobs are separate files under `blobs/`.
+//! Everything lives in one [`Snapshot`]. On disk it is a base, `state.json`, written by
+//! write-to-temp-then-rename (a crash leaves either the old or the new file, never half
+//! of one), followed by the journals of changes made since (see `journal`). Media blobs
+//! are separate files under `blobs/`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -102,11 +103,60 @@ pub struct PhoneSecrets {
     /// The app-state sync key the phone shares with each new companion.
     pub app_state_key_id: B64,
     pub app_state_key: B64,
-    pub messages: Vec<PhoneMessage>,
+    pub messages: History,
     /// The last [`OUTBOX_KEPT`] messages the phone sent, as sent, so it can
     /// encrypt one again when a device answers it with a retry receipt.
     #[serde(default)]
     pub outbox: VecDeque<SentCopy>,
+}
+
+/// The messages a phone sent and received, oldest first, with an index by id (a phone's
+/// message ids are unique: a message it sends to itself is recorded once).
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    list: Vec<PhoneMessage>,
+    by_id: HashMap<String, usize>,
+}
+
+impl History {
+    /// Adds a message, or replaces the one with its id.
+    pub fn upsert(&mut self, message: PhoneMessage) {
+        match self.by_id.get(&message.id) {
+            Some(&at) => self.list[at] = message,
+            None => {
+                self.by_id.insert(message.id.clone(), self.list.len());
+                self.list.push(message);
+            }
+        }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut PhoneMessage> {
+        self.by_id.get(id).map(|&at| &mut self.list[at])
+    }
+
+    pub fn as_slice(&self) -> &[PhoneMessage] {
+        &self.list
+    }
+}
+
+impl Serialize for History {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.list.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for History {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut history = History::default();
+        for m in Vec::<PhoneMessage>::deserialize(d)? {
+            history.upsert(m);
+        }
+        Ok(history)
+    }
 }
 
 /// How many sent messages a phone keeps for retries.
@@ -197,6 +247,9 @@ pub struct Snapshot {
     /// restart.
     #[serde(default)]
     pub origins: Origins,
+    /// The first journal that follows this base (see `journal`).
+    #[serde(default)]
+    pub journal: u64,
 }
 
 /// How many message origins are kept: receipts come within minutes, read
@@ -272,7 +325,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 }
 
 impl Snapshot {
-    pub fn load(dir: &Path) -> Result<Option<Snapshot>, StateError> {
+    /// Reads the base alone; `journal::load` replays the journals over it.
+    pub fn load_base(dir: &Path) -> Result<Option<Snapshot>, StateError> {
         let path = dir.join("state.json");
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -283,8 +337,8 @@ impl Snapshot {
         }
     }
 
-    /// Writes the snapshot atomically (temp file, fsync, rename).
-    pub fn save(&self, dir: &Path) -> Result<(), StateError> {
+    /// Writes the snapshot atomically (temp file, fsync, rename); returns its size.
+    pub fn save(&self, dir: &Path) -> Result<u64, StateError> {
         let path = dir.join("state.json");
         let tmp = dir.join("state.json.tmp");
         let bytes = serde_json::to_vec(self).expect("snapshot is always serializable");
@@ -295,7 +349,11 @@ impl Snapshot {
             f.sync_all().map_err(io_err(&tmp))?;
         }
         std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        Ok(())
+        // The rename itself must be on disk before the journals it replaces are deleted.
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
+        Ok(bytes.len() as u64)
     }
 }
 

@@ -2,6 +2,7 @@
 //! simulator over TLS sockets.
 
 mod admin;
+mod durability;
 mod flows;
 mod media;
 mod messaging;
