@@ -291,6 +291,8 @@ pub struct Hub {
 
 struct Writer {
     journal: Arc<std::sync::Mutex<Journal>>,
+    /// A batch whose write failed; it goes out ahead of the next one.
+    unwritten: Vec<journal::Change>,
     /// A compaction running in the background, with the size of the base it writes.
     compaction: Option<tokio::task::JoinHandle<Result<u64, crate::state::StateError>>>,
 }
@@ -311,6 +313,7 @@ impl Hub {
             shutdown: CancellationToken::new(),
             writer: Mutex::new(Writer {
                 journal: Arc::new(std::sync::Mutex::new(journal)),
+                unwritten: Vec::new(),
                 compaction: None,
             }),
         })
@@ -320,14 +323,17 @@ impl Hub {
     /// compaction when the journal has grown enough.
     pub async fn persist(&self) {
         let mut writer = self.writer.lock().await;
-        let batch = {
+        let mut batch = std::mem::take(&mut writer.unwritten);
+        {
             let mut core = self.core.lock().await;
-            if core.changes.is_empty() {
-                return;
+            if !core.changes.is_empty() {
+                let Core { snap, changes, .. } = &mut *core;
+                batch.extend(changes.take(snap));
             }
-            let Core { snap, changes, .. } = &mut *core;
-            changes.take(snap)
-        };
+        }
+        if batch.is_empty() {
+            return;
+        }
         if let Some(done) = writer.compaction.take_if(|c| c.is_finished()) {
             Self::compacted(&writer, done).await;
         }
@@ -335,11 +341,13 @@ impl Hub {
         let journal = writer.journal.clone();
         let written = tokio::task::spawn_blocking(move || {
             let mut journal = journal.lock().unwrap_or_else(|e| e.into_inner());
-            journal.append(&batch)?;
+            if let Err(e) = journal.append(&batch) {
+                return Err((e, Some(batch)));
+            }
             if compacting || !journal.wants_compaction() {
                 return Ok(None);
             }
-            journal.rotate().map(Some)
+            journal.rotate().map(Some).map_err(|e| (e, None))
         })
         .await;
         match written {
@@ -350,7 +358,13 @@ impl Hub {
                     journal::compact(&dir, finished)
                 }));
             }
-            Ok(Err(e)) => tracing::error!("writing the journal failed: {e}"),
+            Ok(Err((e, unwritten))) => {
+                tracing::error!("writing the journal failed: {e}");
+                if let Some(batch) = unwritten {
+                    // Two batches in a row apply as they would one after the other.
+                    writer.unwritten = batch;
+                }
+            }
             Err(e) => tracing::error!("journal writer panicked: {e}"),
         }
     }
