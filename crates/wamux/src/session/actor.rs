@@ -194,10 +194,11 @@ impl Actor {
             self.set_status(SessionStatus::Starting, None).await;
         }
         let (tx, mut events) = mpsc::unbounded_channel();
+        let push_name = self.saved_me.as_ref().and_then(|me| me.push_name.clone());
         let (session, mut running) = match self
             .shared
             .connector
-            .start(&self.id, self.device_id, tx)
+            .start(&self.id, self.device_id, push_name.as_deref(), tx)
             .await
         {
             Ok(x) => x,

@@ -24,6 +24,11 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored JSON is invalid")]
     Json(#[from] serde_json::Error),
+    /// A batched write (see [`sessions::set_status`]) failed as a whole.
+    #[error("batched write failed: {0}")]
+    Batch(std::sync::Arc<StoreError>),
+    #[error("the database is closed")]
+    Closed,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -40,6 +45,8 @@ pub struct Store {
     /// tries and is not woken when the lock frees, which under many concurrent writers (one
     /// inbound hook and one webhook worker per session) added tens of ms to commits.
     writer: SqlitePool,
+    /// The queue of the status writer (see [`sessions::set_status`]).
+    statuses: tokio::sync::mpsc::UnboundedSender<sessions::StatusChange>,
 }
 
 impl Store {
@@ -66,7 +73,15 @@ impl Store {
             .min_connections(1)
             .connect_with(opts)
             .await?;
-        Ok(Self { pool, writer })
+        let (statuses, queue) = tokio::sync::mpsc::unbounded_channel();
+        let store = Self {
+            pool,
+            writer,
+            statuses,
+        };
+        // It ends when the last handle is dropped (the queue closes).
+        tokio::spawn(sessions::status_writer(store.writer.clone(), queue));
+        Ok(store)
     }
 
     pub fn pool(&self) -> &SqlitePool {

@@ -3,7 +3,9 @@
 use serde::Serialize;
 use sqlx::{FromRow, SqlitePool};
 
-use super::{Result, Store, events, now};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Result, Store, StoreError, events, now};
 use crate::event::{Event, EventKind};
 use crate::model::SessionStatus;
 
@@ -70,42 +72,105 @@ pub async fn list(pool: &SqlitePool) -> Result<Vec<SessionRow>> {
     .await?)
 }
 
-/// Records a status change and its `session-status` event in one transaction. Returns
-/// `None` when the status and reason are already the stored ones (no event either).
+/// Records a status change and its `session-status` event. Returns `None` when the status
+/// and reason are already the stored ones (no event either).
+///
+/// Status changes come in storms (a restart resumes every session at once, a dropped
+/// server disconnects them all), so they are not written one transaction each: they queue
+/// for the status writer, which commits whatever has queued in one transaction (see
+/// [`StatusWriter`]). The call returns once its change is committed.
 pub async fn set_status(
     store: &Store,
     id: &str,
     status: SessionStatus,
     reason: Option<&str>,
 ) -> Result<Option<Event>> {
-    let mut tx = store.begin().await?;
-    let changed = sqlx::query(
-        "UPDATE sessions SET status = ?, status_reason = ?, updated_at = ?
-         WHERE id = ? AND (status IS NOT ? OR status_reason IS NOT ?)",
-    )
-    .bind(status.as_str())
-    .bind(reason)
-    .bind(now())
-    .bind(id)
-    .bind(status.as_str())
-    .bind(reason)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !changed {
-        return Ok(None);
+    let (done, answer) = oneshot::channel();
+    let change = StatusChange {
+        id: id.to_owned(),
+        status,
+        reason: reason.map(str::to_owned),
+        done,
+    };
+    if store.statuses.send(change).is_err() {
+        return Err(StoreError::Closed);
     }
-    let event = events::append(
-        &mut tx,
-        EventKind::SessionStatus,
-        id,
-        None,
-        serde_json::json!({"sessionId": id, "status": status.as_str(), "reason": reason}),
-    )
-    .await?;
+    answer.await.map_err(|_| StoreError::Closed)?
+}
+
+/// At most this many status changes share one transaction.
+const STATUS_BATCH: usize = 512;
+
+pub(super) struct StatusChange {
+    id: String,
+    status: SessionStatus,
+    reason: Option<String>,
+    done: oneshot::Sender<Result<Option<Event>>>,
+}
+
+/// Commits queued status changes in batches: one transaction for everything that queued
+/// while the previous one was being written. Under a storm of 2,000 changes this is a
+/// handful of commits instead of 2,000 turns on the writer connection; alone, a change is
+/// written at once. Changes of one session stay in order (each caller waits for its own).
+pub(super) async fn status_writer(
+    writer: sqlx::SqlitePool,
+    mut queue: mpsc::UnboundedReceiver<StatusChange>,
+) {
+    let mut batch = Vec::with_capacity(STATUS_BATCH);
+    while queue.recv_many(&mut batch, STATUS_BATCH).await > 0 {
+        match write_statuses(&writer, &batch).await {
+            Ok(events) => {
+                for (change, event) in batch.drain(..).zip(events) {
+                    let _ = change.done.send(Ok(event));
+                }
+            }
+            Err(e) => {
+                let e = std::sync::Arc::new(e);
+                for change in batch.drain(..) {
+                    let _ = change.done.send(Err(StoreError::Batch(e.clone())));
+                }
+            }
+        }
+    }
+}
+
+async fn write_statuses(
+    writer: &sqlx::SqlitePool,
+    batch: &[StatusChange],
+) -> Result<Vec<Option<Event>>> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let mut events = Vec::with_capacity(batch.len());
+    for c in batch {
+        let changed = sqlx::query(
+            "UPDATE sessions SET status = ?, status_reason = ?, updated_at = ?
+             WHERE id = ? AND (status IS NOT ? OR status_reason IS NOT ?)",
+        )
+        .bind(c.status.as_str())
+        .bind(&c.reason)
+        .bind(now())
+        .bind(&c.id)
+        .bind(c.status.as_str())
+        .bind(&c.reason)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !changed {
+            events.push(None);
+            continue;
+        }
+        let event = events::append(
+            &mut tx,
+            EventKind::SessionStatus,
+            &c.id,
+            None,
+            serde_json::json!({"sessionId": c.id, "status": c.status.as_str(), "reason": c.reason}),
+        )
+        .await?;
+        events.push(Some(event));
+    }
     tx.commit().await?;
-    Ok(Some(event))
+    Ok(events)
 }
 
 /// Stores who we are once paired/connected, and whether the session is logged in.
@@ -192,4 +257,70 @@ pub async fn delete(store: &Store, id: &str) -> Result<bool> {
         .rows_affected();
     tx.commit().await?;
     Ok(n == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A storm of status changes from many sessions at once is committed in batches, and
+    /// each change still gets its own row update and event, in each session's order.
+    #[tokio::test]
+    async fn concurrent_status_changes_all_land_with_their_events_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("wamux.db")).await.unwrap();
+        let ids: Vec<String> = (0..300).map(|i| format!("s{i}")).collect();
+        for id in &ids {
+            create_or_get(&store, id).await.unwrap();
+        }
+        let steps = [
+            (SessionStatus::Connecting, None),
+            (SessionStatus::Connected, None),
+            (SessionStatus::Disconnected, Some("connection lost")),
+            // The same status and reason again: no change, no event.
+            (SessionStatus::Disconnected, Some("connection lost")),
+        ];
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in ids.clone() {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let mut written = Vec::new();
+                for (status, reason) in steps {
+                    written.push(set_status(&store, &id, status, reason).await.unwrap());
+                }
+                (id, written)
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            let (id, written) = r.unwrap();
+            let kinds: Vec<_> = written
+                .iter()
+                .map(|e| {
+                    e.as_ref()
+                        .map(|e| e.data["status"].as_str().unwrap().to_owned())
+                })
+                .collect();
+            assert_eq!(
+                kinds,
+                [
+                    Some("connecting".to_owned()),
+                    Some("connected".to_owned()),
+                    Some("disconnected".to_owned()),
+                    None
+                ],
+                "{id}"
+            );
+            let ids: Vec<i64> = written.iter().flatten().map(|e| e.id).collect();
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "{id}: {ids:?}");
+            let row = get(store.pool(), &id).await.unwrap().unwrap();
+            assert_eq!(row.status, "disconnected");
+            assert_eq!(row.status_reason.as_deref(), Some("connection lost"));
+        }
+        let events: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE event = 'session-status'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(events, 300 * 3);
+    }
 }

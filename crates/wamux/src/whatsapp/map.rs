@@ -37,7 +37,9 @@ pub(super) fn event(e: &WaLibEvent) -> Option<WaEvent> {
                 phone: Some(p.id.user_base().to_owned()),
                 jid: Some(p.id.to_non_ad_string()),
                 lid: Some(p.lid.to_non_ad_string()),
-                push_name: None,
+                // The name WhatsApp gives at pairing (business accounts); kept so the next
+                // client can be handed it (see `WaConnector::start`).
+                push_name: (!p.business_name.is_empty()).then(|| p.business_name.clone()),
             },
         },
         WaLibEvent::PairError(p) => WaEvent::PairingFailed {

@@ -138,10 +138,18 @@ impl WaConnector {
 
     /// Builds and starts the client for one session. It connects (and reconnects) on its
     /// own; what happens is reported on `events`.
+    ///
+    /// `push_name` is the account's name as we stored it when the session last connected.
+    /// whatsapp-rust keeps the name in its device store, written every 30 s; a device that
+    /// lost it (the process was killed before that write) takes the first-login path on
+    /// every connection, which waits up to 10 s for an app-state key share before it
+    /// reports itself connected. Handing it the name we know puts it back; WhatsApp's own
+    /// app-state sync still corrects it if the user renamed the account meanwhile.
     pub async fn start(
         &self,
         session_id: &SessionId,
         device_id: i64,
+        push_name: Option<&str>,
         events: mpsc::UnboundedSender<WaEvent>,
     ) -> anyhow::Result<(WaSession, WaRunning)> {
         let device_id = i32::try_from(device_id).context("device number out of range")?;
@@ -179,6 +187,9 @@ impl WaConnector {
             .skip_history_sync();
         if self.endpoint.url.is_some() {
             builder = builder.with_version(PINNED_VERSION);
+        }
+        if let Some(name) = push_name.filter(|n| !n.is_empty()) {
+            builder = builder.with_push_name(name);
         }
         let bot = builder
             .build()
