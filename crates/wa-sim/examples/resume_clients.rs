@@ -13,7 +13,8 @@
 //! ```
 //! Arguments: client count (default 1000); store (`sqlite`, the default: one
 //! `SqliteStore::new_for_device` per client over one shared database file, as the gateway
-//! keeps them; `memory`: whatsapp-rust's in-memory store, kept across the restart); how many
+//! keeps them; `files`: one SQLite file per client; `memory`: whatsapp-rust's in-memory
+//! store, kept across the restart); how many
 //! restarts to time (default 3); `named` (the default) or `nameless`. `WA_SIM_BIN` overrides
 //! the simulator binary path.
 //!
@@ -51,6 +52,7 @@ type ScanBody = Box<dyn Fn(&str) -> String + Send + Sync>;
 #[derive(Clone, Copy, PartialEq)]
 enum StoreKind {
     Sqlite,
+    Files,
     Memory,
 }
 
@@ -76,6 +78,10 @@ impl Setup {
                 SqliteStore::new_for_device(&self.device_db.to_string_lossy(), i as i32 + 1)
                     .await?,
             ),
+            StoreKind::Files => {
+                let file = self.device_db.with_file_name(format!("device-{}.db", i + 1));
+                Arc::new(SqliteStore::new_for_device(&file.to_string_lossy(), 1).await?)
+            }
         };
         let transport = TokioWebSocketTransportFactory::new()
             .with_url(self.ws_url.clone())
@@ -180,8 +186,11 @@ async fn main() -> anyhow::Result<()> {
     let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1000);
     let store = match args.next().as_deref() {
         None | Some("sqlite") => StoreKind::Sqlite,
+        Some("files") => StoreKind::Files,
         Some("memory") => StoreKind::Memory,
-        Some(other) => anyhow::bail!("store must be `sqlite` or `memory`, not `{other}`"),
+        Some(other) => {
+            anyhow::bail!("store must be `sqlite`, `files` or `memory`, not `{other}`")
+        }
     };
     let restarts: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
     let named = match args.next().as_deref() {
