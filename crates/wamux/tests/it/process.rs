@@ -184,3 +184,78 @@ async fn after_kill_9_sessions_reconnect_without_qr_and_messages_sent_meanwhile_
     server.terminate().await;
     sim.inner.shutdown().await;
 }
+
+/// Earlier versions kept every device in one shared `whatsapp.db`; each device now has its
+/// own file under `whatsapp/`. A device found in the shared file keeps using it: the
+/// session resumes without a QR, messages flow, and deleting the session wipes its rows
+/// there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_in_the_shared_store_file_of_earlier_versions_still_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path().join("sim")).await;
+    let data = dir.path().join("data");
+    let (alice, bob) = ("15550000001", "15550000002");
+    sim.phone(alice, "Alice").await;
+    sim.phone(bob, "Bob").await;
+
+    let port = free_port();
+    let server = Server::spawn(&data, port, &sim).await;
+    server.pair(&sim, "old", alice).await;
+    server.terminate().await;
+
+    // Lay the data dir out as an earlier version did: the device's store in the shared file.
+    let devices = data.join("whatsapp");
+    let files: Vec<_> = std::fs::read_dir(&devices)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let db = files
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "db"))
+        .unwrap_or_else(|| panic!("a device file in {files:?}"));
+    let shared = data.join("whatsapp.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let from = format!("{}{suffix}", db.display());
+        if std::path::Path::new(&from).exists() {
+            std::fs::rename(&from, format!("{}{suffix}", shared.display())).unwrap();
+        }
+    }
+    std::fs::remove_dir_all(&devices).unwrap();
+    let in_shared = wamux::store::device_ids(&shared).await.unwrap();
+    assert_eq!(in_shared.len(), 1, "{in_shared:?}");
+
+    let server = Server::spawn(&data, port, &sim).await;
+    wait_until(LONG, "the session connected again", || async {
+        let status = server.status("old").await;
+        assert_ne!(status, "qr", "the session asked for a new QR");
+        status == "connected"
+    })
+    .await;
+    sim.send(bob, alice, "still there?").await;
+    wait_until(LONG, "the phone's message in the history", || async {
+        let (_, b) = server.get("/api/messages/old").await;
+        b["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["text"] == "still there?"))
+    })
+    .await;
+    let no_own_file = std::fs::read_dir(&devices)
+        .map(|d| d.count() == 0)
+        .unwrap_or(true);
+    assert!(no_own_file, "the device was moved out of the shared file");
+
+    let r = server
+        .http
+        .delete(format!("{}/api/sessions/old", server.base))
+        .header("X-API-Key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let left = wamux::store::device_ids(&shared).await.unwrap();
+    assert!(
+        left.is_empty(),
+        "device rows left in the shared file: {left:?}"
+    );
+    server.terminate().await;
+}
