@@ -13,8 +13,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -47,7 +48,26 @@ pub struct Store {
     writer: SqlitePool,
     /// The queue of the status writer (see [`sessions::set_status`]).
     statuses: tokio::sync::mpsc::UnboundedSender<sessions::StatusChange>,
+    /// The queue of the group-commit writer (see [`Store::write`]).
+    writes: tokio::sync::mpsc::UnboundedSender<Write>,
 }
+
+/// A unit of work for [`Store::write`]: runs inside the shared transaction, inside its own
+/// savepoint, and yields its value (handed over only after the commit).
+type Job = Box<
+    dyn for<'c> FnOnce(
+            &'c mut SqliteConnection,
+        ) -> BoxFuture<'c, Result<Box<dyn std::any::Any + Send>>>
+        + Send,
+>;
+
+struct Write {
+    job: Job,
+    done: tokio::sync::oneshot::Sender<Result<Box<dyn std::any::Any + Send>>>,
+}
+
+/// At most this many [`Store::write`] jobs share one transaction.
+const WRITE_BATCH: usize = 256;
 
 impl Store {
     /// Opens (creating if needed) the database file and runs pending migrations.
@@ -74,13 +94,16 @@ impl Store {
             .connect_with(opts)
             .await?;
         let (statuses, queue) = tokio::sync::mpsc::unbounded_channel();
+        let (writes, write_queue) = tokio::sync::mpsc::unbounded_channel();
         let store = Self {
             pool,
             writer,
             statuses,
+            writes,
         };
-        // It ends when the last handle is dropped (the queue closes).
+        // Both end when the last handle is dropped (their queues close).
         tokio::spawn(sessions::status_writer(store.writer.clone(), queue));
+        tokio::spawn(group_commit(store.writer.clone(), write_queue));
         Ok(store)
     }
 
@@ -96,10 +119,88 @@ impl Store {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// Runs `job` in a write transaction shared with the other jobs queued meanwhile
+    /// (group commit), and returns its value once that transaction is committed.
+    ///
+    /// For writes that come from many tasks at a high rate (every inbound message of
+    /// every session): one transaction each would queue them one by one on the writer
+    /// connection, a few round trips to SQLite's thread apiece, and cap the whole gateway
+    /// at a few hundred commits a second however many cores it has. Each job runs in its
+    /// own savepoint, so a job that fails is undone alone and gets its own error; the others
+    /// still commit. The caller gets `Ok` only after the commit: durable, as with
+    /// [`begin`](Self::begin). Never call it while holding a [`begin`](Self::begin)
+    /// transaction.
+    pub async fn write<T, F>(&self, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            Box::pin(async move {
+                let value = job(conn).await?;
+                Ok(Box::new(value) as Box<dyn std::any::Any + Send>)
+            })
+        });
+        self.writes
+            .send(Write { job, done })
+            .map_err(|_| StoreError::Closed)?;
+        let value = answer.await.map_err(|_| StoreError::Closed)??;
+        Ok(*value
+            .downcast::<T>()
+            .expect("a write job's value has the type it was queued with"))
+    }
+
     pub async fn close(&self) {
         self.writer.close().await;
         self.pool.close().await;
     }
+}
+
+/// The group-commit writer behind [`Store::write`].
+async fn group_commit(writer: SqlitePool, mut queue: tokio::sync::mpsc::UnboundedReceiver<Write>) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while queue.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        match run_batch(&writer, &mut batch).await {
+            Ok(results) => {
+                for (write, result) in batch.drain(..).zip(results) {
+                    let _ = write.done.send(result);
+                }
+            }
+            Err(e) => {
+                let e = std::sync::Arc::new(e);
+                for write in batch.drain(..) {
+                    let _ = write.done.send(Err(StoreError::Batch(e.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Runs the queued jobs in one transaction, each in a savepoint. The outer error is the
+/// transaction's own (begin or commit failed: nothing was written).
+async fn run_batch(
+    writer: &SqlitePool,
+    batch: &mut [Write],
+) -> Result<Vec<Result<Box<dyn std::any::Any + Send>>>> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for write in batch.iter_mut() {
+        // The job is taken out; what stays behind is a no-op never run again.
+        let job = std::mem::replace(
+            &mut write.job,
+            Box::new(|_| Box::pin(async { Ok(Box::new(()) as Box<dyn std::any::Any + Send>) })),
+        );
+        sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
+        let result = job(&mut tx).await;
+        if result.is_err() {
+            sqlx::query("ROLLBACK TO job").execute(&mut *tx).await?;
+        }
+        sqlx::query("RELEASE job").execute(&mut *tx).await?;
+        results.push(result);
+    }
+    tx.commit().await?;
+    Ok(results)
 }
 
 /// Current unix time in seconds.
@@ -178,4 +279,58 @@ pub async fn wipe_device_rows(device_db: &Path, device_id: i64) -> Result<()> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Jobs queued together share a transaction, but a failing one is undone alone: the
+    /// others commit and return their values.
+    #[tokio::test]
+    async fn group_commit_isolates_a_failing_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("wamux.db")).await.unwrap();
+        let mut jobs = tokio::task::JoinSet::new();
+        for i in 0..200i64 {
+            let store = store.clone();
+            jobs.spawn(async move {
+                let r = store
+                    .write(move |conn| {
+                        Box::pin(async move {
+                            sqlx::query(
+                                "INSERT INTO sessions (id, status, created_at, updated_at)
+                                 VALUES (?, 'starting', 0, 0)",
+                            )
+                            .bind(format!("s{i}"))
+                            .execute(&mut *conn)
+                            .await?;
+                            if i % 10 == 7 {
+                                // Fails after its first write: that write must be undone.
+                                sqlx::query("INSERT INTO no_such_table VALUES (1)")
+                                    .execute(&mut *conn)
+                                    .await?;
+                            }
+                            Ok(i * 2)
+                        })
+                    })
+                    .await;
+                (i, r)
+            });
+        }
+        while let Some(r) = jobs.join_next().await {
+            let (i, r) = r.unwrap();
+            if i % 10 == 7 {
+                assert!(r.is_err(), "job {i} should fail");
+            } else {
+                assert_eq!(r.unwrap(), i * 2);
+            }
+        }
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM sessions")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(ids.len(), 180);
+        assert!(!ids.iter().any(|id| id.ends_with('7')), "{ids:?}");
+    }
 }

@@ -28,29 +28,43 @@ impl InboundDurabilityHook for Durability {
         batch: &[InboundMessage],
     ) -> anyhow::Result<()> {
         let own = client.pn().map(|j| j.to_non_ad_string());
-        let mut tx = self.store.begin().await?;
-        let mut events = Vec::with_capacity(batch.len());
-        let mut media_jobs = false;
-        for m in batch {
-            let Some((msg, sender_key, kind)) =
-                super::map::inbound(&self.session_id, own.as_deref(), m)
-            else {
-                continue;
-            };
-            // A message with a file is announced by the media worker once the file is
-            // downloaded (or failed to); here only its row and download job are written.
-            if let Some(media) = super::media::reference(m.message.get_base_message()) {
-                media_jobs |=
-                    crate::media::inbound::accept(&mut tx, &msg, &sender_key, kind, &media).await?;
-                continue;
-            }
-            if let Some(ev) =
-                crate::store::messages::insert(&mut tx, &msg, &sender_key, kind).await?
-            {
-                events.push(ev);
-            }
-        }
-        tx.commit().await?;
+        let items: Vec<_> = batch
+            .iter()
+            .filter_map(|m| {
+                let (msg, sender_key, kind) =
+                    super::map::inbound(&self.session_id, own.as_deref(), m)?;
+                let media = super::media::reference(m.message.get_base_message());
+                Some((msg, sender_key, kind, media))
+            })
+            .collect();
+        // Committed together with what other sessions' hooks queued meanwhile (group
+        // commit); `write` returns once the transaction is committed.
+        let (events, media_jobs) = self
+            .store
+            .write(move |conn| {
+                Box::pin(async move {
+                    let mut events = Vec::with_capacity(items.len());
+                    let mut media_jobs = false;
+                    for (msg, sender_key, kind, media) in &items {
+                        // A message with a file is announced by the media worker once the
+                        // file is downloaded (or failed to); here only its row and download
+                        // job are written.
+                        if let Some(media) = media {
+                            media_jobs |=
+                                crate::media::inbound::accept(conn, msg, sender_key, *kind, media)
+                                    .await?;
+                            continue;
+                        }
+                        if let Some(ev) =
+                            crate::store::messages::insert(conn, msg, sender_key, *kind).await?
+                        {
+                            events.push(ev);
+                        }
+                    }
+                    Ok((events, media_jobs))
+                })
+            })
+            .await?;
         // Only committed events are announced.
         self.bus.publish_all(events);
         if media_jobs && let Some(wake) = &self.media_wake {
