@@ -79,7 +79,9 @@ impl Setup {
                     .await?,
             ),
             StoreKind::Files => {
-                let file = self.device_db.with_file_name(format!("device-{}.db", i + 1));
+                let file = self
+                    .device_db
+                    .with_file_name(format!("device-{}.db", i + 1));
                 Arc::new(SqliteStore::new_for_device(&file.to_string_lossy(), 1).await?)
             }
         };
