@@ -13,7 +13,6 @@
 //! Arguments: client count (default 1000), idle seconds to measure (default 60).
 //! `WA_SIM_BIN` overrides the simulator binary path.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -25,16 +24,10 @@ use whatsapp_rust::wacore::types::events::Event;
 use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
 
 mod support;
-use support::{NoMedia, cpu_ticks, rustls_config};
+use support::{NoMedia, cpu_ticks, proc_status_kib, rustls_config};
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    proc_status_kib(pid, "VmRSS:")
 }
 
 #[tokio::main]
@@ -42,30 +35,11 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1000);
     let idle_secs: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(60);
-    let bin = std::env::var("WA_SIM_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("target/release/wa-sim"));
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("sim");
 
-    let mut child = std::process::Command::new(&bin)
-        .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
-        .arg(&data_dir)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("starting {}: {e}", bin.display()))?;
+    let (mut child, info) = support::spawn_sim(&data_dir).await?;
     let pid = child.id();
-    let sim_json = data_dir.join("sim.json");
-    let start = Instant::now();
-    while !sim_json.exists() {
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(30),
-            "wa-sim did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&sim_json)?)?;
     let ws_url = info["wsUrl"].as_str().unwrap().to_string();
     let admin_url = info["adminUrl"].as_str().unwrap().to_string();
     let ca_pem = std::fs::read_to_string(info["caFile"].as_str().unwrap())?;

@@ -26,7 +26,6 @@
 //! (`target/release/wa-sim`).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -38,7 +37,7 @@ use whatsapp_rust::wacore::types::events::Event;
 use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
 
 mod support;
-use support::{NoMedia, cpu_ticks, rustls_config};
+use support::{NoMedia, cpu_ticks, proc_status_kib, rustls_config};
 
 /// Marks the benchmark's texts: `TAG phone-index seq request-µs`.
 const TAG: &str = "phone-sends";
@@ -109,16 +108,6 @@ fn ms(us: u64) -> String {
     format!("{:.1} ms", us as f64 / 1000.0)
 }
 
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// What the clients received.
 #[derive(Default)]
 struct Received {
@@ -162,28 +151,9 @@ struct Sim {
 }
 
 async fn start_sim() -> anyhow::Result<Sim> {
-    let bin = std::env::var("WA_SIM_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("target/release/wa-sim"));
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("sim");
-    let child = std::process::Command::new(&bin)
-        .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
-        .arg(&data_dir)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("starting {}: {e}", bin.display()))?;
-    let sim_json = data_dir.join("sim.json");
-    let start = Instant::now();
-    while !sim_json.exists() {
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(30),
-            "wa-sim did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&sim_json)?)?;
+    let (child, info) = support::spawn_sim(&data_dir).await?;
     Ok(Sim {
         child,
         ws_url: info["wsUrl"].as_str().unwrap_or_default().to_string(),

@@ -26,7 +26,7 @@
 //! the account in `pair-success`, `nameless` clients learn a push name at pairing too, so the
 //! two modes now differ only in where the name comes from.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -169,19 +169,6 @@ async fn stop_all(clients: Vec<BotHandle>) {
     while stopping.join_next().await.is_some() {}
 }
 
-async fn wait_for_file(path: &Path) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while !path.exists() {
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(30),
-            "wa-sim did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -200,22 +187,11 @@ async fn main() -> anyhow::Result<()> {
         Some("nameless") => false,
         Some(other) => anyhow::bail!("`named` or `nameless`, not `{other}`"),
     };
-    let bin = std::env::var("WA_SIM_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("target/release/wa-sim"));
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("sim");
 
-    let mut child = std::process::Command::new(&bin)
-        .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
-        .arg(&data_dir)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("starting {}: {e}", bin.display()))?;
+    let (mut child, info) = support::spawn_sim(&data_dir).await?;
     let sim_pid = child.id().to_string();
-    let sim_json = data_dir.join("sim.json");
-    wait_for_file(&sim_json).await?;
-    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&sim_json)?)?;
     let ca_pem = std::fs::read_to_string(info["caFile"].as_str().unwrap())?;
     let setup = Arc::new(Setup {
         ws_url: info["wsUrl"].as_str().unwrap().to_string(),

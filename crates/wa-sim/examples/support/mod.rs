@@ -1,9 +1,54 @@
-//! What the simulator's client benchmarks share: an HTTP client for clients that send no
-//! media, a TLS setup that trusts the simulator's CA, and CPU readings from `/proc`.
+//! What the simulator's client benchmarks share: starting the `wa-sim` binary, an HTTP
+//! client for clients that send no media, a TLS setup that trusts the simulator's CA, and
+//! CPU and memory readings from `/proc`.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use whatsapp_rust::wacore::net::{HttpClient, HttpRequest, HttpResponse};
+
+/// Starts the `wa-sim` binary (`WA_SIM_BIN`, default `target/release/wa-sim`) on a loopback
+/// port with its data in `data_dir`, and waits for the `sim.json` it writes once listening.
+/// Returns the child and that file's contents (`wsUrl`, `adminUrl`, `caFile`).
+pub async fn spawn_sim(
+    data_dir: &Path,
+) -> anyhow::Result<(std::process::Child, serde_json::Value)> {
+    let bin = std::env::var("WA_SIM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("target/release/wa-sim"));
+    let child = std::process::Command::new(&bin)
+        .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+        .arg(data_dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("starting {}: {e}", bin.display()))?;
+    let sim_json = data_dir.join("sim.json");
+    let start = Instant::now();
+    while !sim_json.exists() {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "wa-sim did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Written before it is complete? Give the writer a moment, as a reader of a fresh file.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let info = serde_json::from_slice(&std::fs::read(&sim_json)?)?;
+    Ok((child, info))
+}
+
+/// A field (`VmRSS:`, `VmHWM:`, ...) of `/proc/<pid>/status`, in KiB.
+#[allow(dead_code)] // not every benchmark reads memory
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
 
 /// The clients' media HTTP client: the benchmarks send and fetch no media.
 pub struct NoMedia;
