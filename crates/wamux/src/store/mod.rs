@@ -25,7 +25,7 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored JSON is invalid")]
     Json(#[from] serde_json::Error),
-    /// A batched write (see [`sessions::set_status`]) failed as a whole.
+    /// A group commit (see [`Store::write`]) failed as a whole.
     #[error("batched write failed: {0}")]
     Batch(std::sync::Arc<StoreError>),
     #[error("the database is closed")]
@@ -46,8 +46,6 @@ pub struct Store {
     /// tries and is not woken when the lock frees, which under many concurrent writers (one
     /// inbound hook and one webhook worker per session) added tens of ms to commits.
     writer: SqlitePool,
-    /// The queue of the status writer (see [`sessions::set_status`]).
-    statuses: tokio::sync::mpsc::UnboundedSender<sessions::StatusChange>,
     /// The queue of the group-commit writer (see [`Store::write`]).
     writes: tokio::sync::mpsc::UnboundedSender<Write>,
 }
@@ -93,16 +91,13 @@ impl Store {
             .min_connections(1)
             .connect_with(opts)
             .await?;
-        let (statuses, queue) = tokio::sync::mpsc::unbounded_channel();
         let (writes, write_queue) = tokio::sync::mpsc::unbounded_channel();
         let store = Self {
             pool,
             writer,
-            statuses,
             writes,
         };
-        // Both end when the last handle is dropped (their queues close).
-        tokio::spawn(sessions::status_writer(store.writer.clone(), queue));
+        // It ends when the last handle is dropped (the queue closes).
         tokio::spawn(group_commit(store.writer.clone(), write_queue));
         Ok(store)
     }

@@ -1,11 +1,9 @@
 //! The `sessions` table.
 
 use serde::Serialize;
-use sqlx::{FromRow, SqlitePool};
+use sqlx::{FromRow, SqliteConnection, SqlitePool};
 
-use tokio::sync::{mpsc, oneshot};
-
-use super::{Result, Store, StoreError, events, now};
+use super::{Result, Store, events, now};
 use crate::event::{Event, EventKind};
 use crate::model::SessionStatus;
 
@@ -76,101 +74,53 @@ pub async fn list(pool: &SqlitePool) -> Result<Vec<SessionRow>> {
 /// and reason are already the stored ones (no event either).
 ///
 /// Status changes come in storms (a restart resumes every session at once, a dropped
-/// server disconnects them all), so they are not written one transaction each: they queue
-/// for the status writer, which commits whatever has queued in one transaction (see
-/// [`StatusWriter`]). The call returns once its change is committed.
+/// server disconnects them all), so they go through the group commit ([`Store::write`]):
+/// 2,000 changes are a handful of transactions instead of 2,000 turns on the writer
+/// connection. The call returns once its change is committed.
 pub async fn set_status(
     store: &Store,
     id: &str,
     status: SessionStatus,
     reason: Option<&str>,
 ) -> Result<Option<Event>> {
-    let (done, answer) = oneshot::channel();
-    let change = StatusChange {
-        id: id.to_owned(),
-        status,
-        reason: reason.map(str::to_owned),
-        done,
-    };
-    if store.statuses.send(change).is_err() {
-        return Err(StoreError::Closed);
-    }
-    answer.await.map_err(|_| StoreError::Closed)?
+    let (id, reason) = (id.to_owned(), reason.map(str::to_owned));
+    store
+        .write(move |conn| Box::pin(async move { write_status(conn, &id, status, reason).await }))
+        .await
 }
 
-/// At most this many status changes share one transaction.
-const STATUS_BATCH: usize = 512;
-
-pub(super) struct StatusChange {
-    id: String,
+async fn write_status(
+    conn: &mut SqliteConnection,
+    id: &str,
     status: SessionStatus,
     reason: Option<String>,
-    done: oneshot::Sender<Result<Option<Event>>>,
-}
-
-/// Commits queued status changes in batches: one transaction for everything that queued
-/// while the previous one was being written. Under a storm of 2,000 changes this is a
-/// handful of commits instead of 2,000 turns on the writer connection; alone, a change is
-/// written at once. Changes of one session stay in order (each caller waits for its own).
-pub(super) async fn status_writer(
-    writer: sqlx::SqlitePool,
-    mut queue: mpsc::UnboundedReceiver<StatusChange>,
-) {
-    let mut batch = Vec::with_capacity(STATUS_BATCH);
-    while queue.recv_many(&mut batch, STATUS_BATCH).await > 0 {
-        match write_statuses(&writer, &batch).await {
-            Ok(events) => {
-                for (change, event) in batch.drain(..).zip(events) {
-                    let _ = change.done.send(Ok(event));
-                }
-            }
-            Err(e) => {
-                let e = std::sync::Arc::new(e);
-                for change in batch.drain(..) {
-                    let _ = change.done.send(Err(StoreError::Batch(e.clone())));
-                }
-            }
-        }
+) -> Result<Option<Event>> {
+    let changed = sqlx::query(
+        "UPDATE sessions SET status = ?, status_reason = ?, updated_at = ?
+         WHERE id = ? AND (status IS NOT ? OR status_reason IS NOT ?)",
+    )
+    .bind(status.as_str())
+    .bind(&reason)
+    .bind(now())
+    .bind(id)
+    .bind(status.as_str())
+    .bind(&reason)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if !changed {
+        return Ok(None);
     }
-}
-
-async fn write_statuses(
-    writer: &sqlx::SqlitePool,
-    batch: &[StatusChange],
-) -> Result<Vec<Option<Event>>> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let mut events = Vec::with_capacity(batch.len());
-    for c in batch {
-        let changed = sqlx::query(
-            "UPDATE sessions SET status = ?, status_reason = ?, updated_at = ?
-             WHERE id = ? AND (status IS NOT ? OR status_reason IS NOT ?)",
-        )
-        .bind(c.status.as_str())
-        .bind(&c.reason)
-        .bind(now())
-        .bind(&c.id)
-        .bind(c.status.as_str())
-        .bind(&c.reason)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !changed {
-            events.push(None);
-            continue;
-        }
-        let event = events::append(
-            &mut tx,
-            EventKind::SessionStatus,
-            &c.id,
-            None,
-            serde_json::json!({"sessionId": c.id, "status": c.status.as_str(), "reason": c.reason}),
-        )
-        .await?;
-        events.push(Some(event));
-    }
-    tx.commit().await?;
-    Ok(events)
+    let event = events::append(
+        conn,
+        EventKind::SessionStatus,
+        id,
+        None,
+        serde_json::json!({"sessionId": id, "status": status.as_str(), "reason": reason}),
+    )
+    .await?;
+    Ok(Some(event))
 }
 
 /// Stores who we are once paired/connected, and whether the session is logged in.
