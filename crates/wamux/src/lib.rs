@@ -103,10 +103,14 @@ pub async fn run(
         media_base_url(&config, &listener)?,
         &config.data_dir,
     )?;
-    let connector =
-        whatsapp::WaConnector::new(&config.data_dir, endpoint, store.clone(), events.clone())
-            .context("cannot set up the WhatsApp connector")?
-            .with_media_wake(media.waker());
+    let connector = whatsapp::WaConnector::new(
+        &whatsapp::device_db_path(&config.data_dir),
+        endpoint,
+        store.clone(),
+        events.clone(),
+    )
+    .context("cannot set up the WhatsApp connector")?
+    .with_media_wake(media.waker());
     let sessions = SessionManager::new(store.clone(), events.clone(), connector);
     // Started before the sessions, so their first events are heard; stopped after them, so
     // their last ones are recorded (and delivered after a restart at worst).

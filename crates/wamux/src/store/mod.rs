@@ -206,30 +206,6 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// The device numbers a whatsapp-rust device store file holds (none if it does not exist).
-pub async fn device_ids(device_db: &Path) -> Result<std::collections::HashSet<i64>> {
-    use sqlx::Connection;
-    if !device_db.exists() {
-        return Ok(Default::default());
-    }
-    let opts = SqliteConnectOptions::new()
-        .filename(device_db)
-        .busy_timeout(Duration::from_secs(30));
-    let mut conn = sqlx::SqliteConnection::connect_with(&opts).await?;
-    let has_table: bool = sqlx::query_scalar(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'device'",
-    )
-    .fetch_one(&mut conn)
-    .await?;
-    if !has_table {
-        return Ok(Default::default());
-    }
-    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM device")
-        .fetch_all(&mut conn)
-        .await?;
-    Ok(ids.into_iter().collect())
-}
-
 /// Deletes one device's rows from the whatsapp-rust device store (a separate SQLite file
 /// holding many devices, each row tagged with its device number). The table list is read
 /// from the file itself, so a newer store schema is still wiped completely.

@@ -84,7 +84,7 @@ pub struct Endpoint {
 
 /// Builds WhatsApp clients for sessions.
 pub struct WaConnector {
-    devices: DeviceFiles,
+    device_db: String,
     endpoint: Endpoint,
     tls: Option<Arc<rustls::ClientConfig>>,
     http: http::ReqwestHttpClient,
@@ -95,10 +95,11 @@ pub struct WaConnector {
     opening: tokio::sync::Semaphore,
 }
 
-/// How many clients may be opening their device store at once. Each opens its SQLite
-/// connection and checks its migrations on a blocking thread; a restart starts every stored
-/// session together, and 1,000 openings at once (on the shared file of earlier versions)
-/// spent most of their time waiting on its lock. A handful at a time keeps both cores busy.
+/// How many clients may be opening their device store at once. Each opens its own SQLite
+/// connection on the shared device database and checks its migrations there, on a blocking
+/// thread; a restart starts every stored session together, and 1,000 openings at once spent
+/// most of their time waiting on the file's lock (SQLite's busy handler sleeps between
+/// tries) instead of opening. A handful at a time keeps both cores busy without that.
 const OPENING_AT_ONCE: usize = 8;
 
 /// WhatsApp Web version announced when we cannot look it up (no network to WhatsApp:
@@ -106,9 +107,8 @@ const OPENING_AT_ONCE: usize = 8;
 const PINNED_VERSION: (u32, u32, u32) = (2, 3000, 1_023_000_000);
 
 impl WaConnector {
-    /// `data_dir` holds the device store (see [`DeviceFiles`]).
     pub fn new(
-        data_dir: &Path,
+        device_db: &Path,
         endpoint: Endpoint,
         store: Store,
         bus: EventBus,
@@ -119,7 +119,7 @@ impl WaConnector {
         };
         let http = http::ReqwestHttpClient::new(endpoint.ca_pem.as_deref())?;
         Ok(Self {
-            devices: DeviceFiles::new(data_dir),
+            device_db: device_db.to_string_lossy().into_owned(),
             endpoint,
             tls,
             http,
@@ -160,8 +160,7 @@ impl WaConnector {
             .acquire()
             .await
             .context("the connector is closed")?;
-        let file = self.devices.file_of(i64::from(device_id)).await?;
-        let backend = SqliteStore::new_for_device(&file.to_string_lossy(), device_id)
+        let backend = SqliteStore::new_for_device(&self.device_db, device_id)
             .await
             .context("cannot open the WhatsApp device store")?;
         let mut transport = TokioWebSocketTransportFactory::new();
@@ -213,81 +212,14 @@ impl WaConnector {
         ))
     }
 
-    /// Deletes everything the device store keeps for a device (its client must be stopped).
+    /// Deletes everything the device store keeps for a device.
     pub async fn delete_device(&self, device_id: i64) -> anyhow::Result<()> {
-        self.devices.delete(device_id).await
-    }
-}
-
-/// Where each device's whatsapp-rust store lives: one SQLite file per device,
-/// `<data dir>/whatsapp/<device>.db`.
-///
-/// A file per device, not one file for all: whatsapp-rust writes its Signal state on every
-/// message, each device through its own connection, and SQLite lets one writer at a time
-/// into a file; with many sessions on one file the others waited in SQLite's busy handler,
-/// which sleeps (1 ms, 2 ms, 5 ms, ... up to 100 ms) instead of being woken, so the
-/// gateway's message throughput stopped growing with the sessions long before the CPU was
-/// busy. Devices linked by earlier versions live in the shared `<data dir>/whatsapp.db`
-/// and stay there.
-struct DeviceFiles {
-    dir: PathBuf,
-    shared: PathBuf,
-    /// Devices found in the shared file, read once.
-    in_shared: tokio::sync::OnceCell<std::collections::HashSet<i64>>,
-}
-
-impl DeviceFiles {
-    fn new(data_dir: &Path) -> Self {
-        Self {
-            dir: data_dir.join("whatsapp"),
-            shared: device_db_path(data_dir),
-            in_shared: tokio::sync::OnceCell::new(),
+        if !Path::new(&self.device_db).exists() {
+            return Ok(());
         }
-    }
-
-    fn own_file(&self, device_id: i64) -> PathBuf {
-        self.dir.join(format!("{device_id}.db"))
-    }
-
-    async fn is_in_shared(&self, device_id: i64) -> anyhow::Result<bool> {
-        let ids = self
-            .in_shared
-            .get_or_try_init(|| crate::store::device_ids(&self.shared))
+        crate::store::wipe_device_rows(Path::new(&self.device_db), device_id)
             .await
-            .with_context(|| format!("cannot read {}", self.shared.display()))?;
-        Ok(ids.contains(&device_id))
-    }
-
-    /// The file that holds (or will hold) a device's store.
-    async fn file_of(&self, device_id: i64) -> anyhow::Result<PathBuf> {
-        let own = self.own_file(device_id);
-        if !own.exists() && self.is_in_shared(device_id).await? {
-            return Ok(self.shared.clone());
-        }
-        std::fs::create_dir_all(&self.dir)
-            .with_context(|| format!("cannot create {}", self.dir.display()))?;
-        Ok(own)
-    }
-
-    async fn delete(&self, device_id: i64) -> anyhow::Result<()> {
-        let own = self.own_file(device_id);
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let mut f = own.clone().into_os_string();
-            f.push(suffix);
-            match std::fs::remove_file(&f) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot delete {}", own.display()));
-                }
-            }
-        }
-        if self.is_in_shared(device_id).await? {
-            crate::store::wipe_device_rows(&self.shared, device_id)
-                .await
-                .context("cannot delete the device's WhatsApp keys")?;
-        }
-        Ok(())
+            .context("cannot delete the device's WhatsApp keys")
     }
 }
 
@@ -426,8 +358,7 @@ impl EventHandler for Handler {
     }
 }
 
-/// The device store file shared by devices linked before each device had its own file
-/// (see [`DeviceFiles`]).
+/// The device store file inside the data dir.
 pub fn device_db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("whatsapp.db")
 }

@@ -316,7 +316,7 @@ async fn manual_state(app: &TestApp) -> wamux::AppState {
         .unwrap();
     let events = wamux::event::EventBus::default();
     let connector = wamux::whatsapp::WaConnector::new(
-        &dir,
+        &wamux::whatsapp::device_db_path(&dir),
         wamux::whatsapp::Endpoint {
             url: None,
             ca_pem: None,

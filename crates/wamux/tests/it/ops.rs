@@ -985,15 +985,7 @@ mod production_binary {
 
         // The backup holds the session: a server started on it is connected again without
         // a QR (the original is stopped first: one device, one connection).
-        assert!(backup.join("wamux.db").is_file());
-        let device_files: Vec<_> = std::fs::read_dir(backup.join("whatsapp"))
-            .expect("the device store directory is in the backup")
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        assert!(
-            device_files.iter().any(|f| f.ends_with(".db")),
-            "{device_files:?}"
-        );
+        assert!(backup.join("wamux.db").is_file() && backup.join("whatsapp.db").is_file());
         let restored = Wamux::spawn(
             &backup,
             &dir.path().join("logs2"),
