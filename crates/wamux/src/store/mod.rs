@@ -111,7 +111,7 @@ impl Store {
     /// transactions queues on the busy timeout instead of deadlocking on a read-to-write
     /// upgrade. Never call it while holding its transaction: it would wait for itself.
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+        begin_immediate(&self.writer).await
     }
 
     /// Runs `job` in a write transaction shared with the other jobs queued meanwhile
@@ -156,36 +156,32 @@ impl Store {
 async fn group_commit(writer: SqlitePool, mut queue: tokio::sync::mpsc::UnboundedReceiver<Write>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while queue.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-        match run_batch(&writer, &mut batch).await {
+        let (jobs, dones): (Vec<Job>, Vec<_>) = batch.drain(..).map(|w| (w.job, w.done)).unzip();
+        match run_batch(&writer, jobs).await {
             Ok(results) => {
-                for (write, result) in batch.drain(..).zip(results) {
-                    let _ = write.done.send(result);
+                for (done, result) in dones.into_iter().zip(results) {
+                    let _ = done.send(result);
                 }
             }
             Err(e) => {
                 let e = std::sync::Arc::new(e);
-                for write in batch.drain(..) {
-                    let _ = write.done.send(Err(StoreError::Batch(e.clone())));
+                for done in dones {
+                    let _ = done.send(Err(StoreError::Batch(e.clone())));
                 }
             }
         }
     }
 }
 
-/// Runs the queued jobs in one transaction, each in a savepoint. The outer error is the
+/// Runs the jobs in one transaction, each in a savepoint. The outer error is the
 /// transaction's own (begin or commit failed: nothing was written).
 async fn run_batch(
     writer: &SqlitePool,
-    batch: &mut [Write],
+    jobs: Vec<Job>,
 ) -> Result<Vec<Result<Box<dyn std::any::Any + Send>>>> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for write in batch.iter_mut() {
-        // The job is taken out; what stays behind is a no-op never run again.
-        let job = std::mem::replace(
-            &mut write.job,
-            Box::new(|_| Box::pin(async { Ok(Box::new(()) as Box<dyn std::any::Any + Send>) })),
-        );
+    let mut tx = begin_immediate(writer).await?;
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
         sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
         let result = job(&mut tx).await;
         if result.is_err() {
@@ -196,6 +192,12 @@ async fn run_batch(
     }
     tx.commit().await?;
     Ok(results)
+}
+
+/// `BEGIN IMMEDIATE` takes SQLite's write lock up front, so a write made outside the writer
+/// connection queues on the busy timeout instead of deadlocking on a read-to-write upgrade.
+async fn begin_immediate(writer: &SqlitePool) -> Result<Tx> {
+    Ok(writer.begin_with("BEGIN IMMEDIATE").await?)
 }
 
 /// Current unix time in seconds.
