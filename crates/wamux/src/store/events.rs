@@ -14,8 +14,7 @@ pub async fn append(
     chat_id: Option<&str>,
     data: serde_json::Value,
 ) -> Result<Event> {
-    let timestamp = now();
-    let body = crate::event::body(kind, session_id, timestamp, &data);
+    let (timestamp, body) = row(kind, session_id, &data);
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO events (session_id, event, chat_id, body, created_at)
          VALUES (?, ?, ?, ?, ?) RETURNING id",
@@ -38,6 +37,19 @@ pub async fn append(
 }
 
 /// Events after `after_id`, oldest first (for replay and tests).
+/// An event's time and stored body, for writers that insert the row themselves.
+pub(super) fn row(
+    kind: EventKind,
+    session_id: &str,
+    data: &serde_json::Value,
+) -> (i64, serde_json::Value) {
+    let timestamp = now();
+    (
+        timestamp,
+        crate::event::body(kind, session_id, timestamp, data),
+    )
+}
+
 pub async fn list_after(
     pool: &sqlx::SqlitePool,
     session_id: Option<&str>,

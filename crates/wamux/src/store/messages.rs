@@ -15,16 +15,159 @@ pub async fn insert(
     sender_key: &str,
     kind: EventKind,
 ) -> Result<Option<Event>> {
-    if !insert_row(conn, msg, sender_key).await? {
-        return Ok(None);
-    }
-    let body = serde_json::to_value(msg)?;
-    let ev = events::append(conn, kind, &msg.session_id, Some(&msg.chat_id), body).await?;
-    Ok(Some(ev))
+    let data = serde_json::to_value(msg)?;
+    let (timestamp, event_body) = events::row(kind, &msg.session_id, &data);
+    // One round trip to SQLite's thread for both rows: the event is written only when the
+    // message row was (`changes()` counts the statement before), so a redelivered message
+    // announces nothing.
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO messages (session_id, id, chat_id, sender, from_me, type, status, timestamp, body, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (session_id, chat_id, sender, id) DO NOTHING;
+         INSERT INTO events (session_id, event, chat_id, body, created_at)
+         SELECT ?, ?, ?, ?, ? WHERE changes() = 1 RETURNING id",
+    )
+    .bind(&msg.session_id)
+    .bind(&msg.id)
+    .bind(&msg.chat_id)
+    .bind(sender_key)
+    .bind(msg.from_me)
+    .bind(&msg.kind)
+    .bind(msg.status.as_str())
+    .bind(msg.timestamp)
+    .bind(data.to_string())
+    .bind(now())
+    .bind(&msg.session_id)
+    .bind(kind.as_str())
+    .bind(&msg.chat_id)
+    .bind(event_body.to_string())
+    .bind(timestamp)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(id.map(|id| Event {
+        id,
+        kind,
+        session_id: msg.session_id.clone(),
+        chat_id: Some(msg.chat_id.clone()),
+        timestamp,
+        data,
+    }))
 }
 
-/// Inserts the row only (no event) unless it is already stored; true when it is new. The
-/// media module announces such messages itself once their file is downloaded.
+/// A message to store, with the sender key its row is unique by and the event announcing it.
+#[derive(Debug)]
+pub struct New {
+    pub msg: Message,
+    pub sender_key: String,
+    pub kind: EventKind,
+}
+
+/// [`insert`] for many messages at once, in three statements however many there are: the
+/// inbound path of every session writes through here. Returns, for each message in order,
+/// its event, or `None` when it was already stored (or appears earlier in `items`).
+pub async fn insert_many(conn: &mut SqliteConnection, items: &[New]) -> Result<Vec<Option<Event>>> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let key = |n: &New| {
+        (
+            n.msg.session_id.clone(),
+            n.msg.chat_id.clone(),
+            n.sender_key.clone(),
+            n.msg.id.clone(),
+        )
+    };
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    let first: Vec<bool> = items.iter().map(|n| seen.insert(key(n))).collect();
+    let created = now();
+    let mut data = Vec::with_capacity(items.len());
+    let mut rows = Vec::with_capacity(items.len());
+    for (n, _) in items.iter().zip(&first).filter(|(_, first)| **first) {
+        let value = serde_json::to_value(&n.msg)?;
+        rows.push(serde_json::json!([
+            n.msg.session_id,
+            n.msg.id,
+            n.msg.chat_id,
+            n.sender_key,
+            n.msg.from_me,
+            n.msg.kind,
+            n.msg.status.as_str(),
+            n.msg.timestamp,
+            value.to_string(),
+            created,
+        ]));
+        data.push(value);
+    }
+    // json_each walks the array in order, so rows (and their `seq`) keep the order of `items`.
+    let inserted: Vec<(String, String, String, String)> = sqlx::query_as(
+        "INSERT INTO messages (session_id, id, chat_id, sender, from_me, type, status, timestamp, body, created_at)
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+                json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
+                json_extract(value, '$[9]')
+         FROM json_each(?) WHERE true
+         ON CONFLICT (session_id, chat_id, sender, id) DO NOTHING
+         RETURNING session_id, chat_id, sender, id",
+    )
+    .bind(serde_json::Value::from(rows).to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    let inserted: std::collections::HashSet<_> = inserted.into_iter().collect();
+    // The events get their ids here, in order: the writer holds the write lock, so nobody
+    // else takes one meanwhile, and AUTOINCREMENT's counter follows the explicit ids.
+    let mut next_id: i64 = sqlx::query_scalar(
+        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+                    COALESCE((SELECT MAX(id) FROM events), 0))",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(items.len());
+    let mut event_rows = Vec::new();
+    let mut data = data.into_iter();
+    for (n, first) in items.iter().zip(first) {
+        if !first {
+            out.push(None);
+            continue;
+        }
+        let value = data.next().expect("one value per first occurrence");
+        if !inserted.contains(&key(n)) {
+            out.push(None);
+            continue;
+        }
+        next_id += 1;
+        let (timestamp, body) = events::row(n.kind, &n.msg.session_id, &value);
+        event_rows.push(serde_json::json!([
+            next_id,
+            n.msg.session_id,
+            n.kind.as_str(),
+            n.msg.chat_id,
+            body.to_string(),
+            timestamp,
+        ]));
+        out.push(Some(Event {
+            id: next_id,
+            kind: n.kind,
+            session_id: n.msg.session_id.clone(),
+            chat_id: Some(n.msg.chat_id.clone()),
+            timestamp,
+            data: value,
+        }));
+    }
+    if !event_rows.is_empty() {
+        sqlx::query(
+            "INSERT INTO events (id, session_id, event, chat_id, body, created_at)
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                    json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                    json_extract(value, '$[4]'), json_extract(value, '$[5]')
+             FROM json_each(?)",
+        )
+        .bind(serde_json::Value::from(event_rows).to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(out)
+}
+
 pub async fn insert_row(
     conn: &mut SqliteConnection,
     msg: &Message,

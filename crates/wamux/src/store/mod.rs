@@ -67,6 +67,13 @@ struct Write {
 /// At most this many [`Store::write`] jobs share one transaction.
 const WRITE_BATCH: usize = 256;
 
+/// How often the background task checkpoints the write-ahead log.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// The size of the write-ahead log, in pages, at which the writer checkpoints itself (about
+/// 40 MiB with SQLite's 4 KiB pages; SQLite's default is 1,000).
+const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
+
 impl Store {
     /// Opens (creating if needed) the database file and runs pending migrations.
     pub async fn open(path: &Path) -> Result<Self> {
@@ -86,10 +93,15 @@ impl Store {
             .connect_with(opts.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
+        // The writer leaves checkpoints to a background task until the log reaches
+        // WRITER_CHECKPOINT_PAGES: a checkpoint run by the writer stalls every write queued
+        // behind it (it copies and syncs up to the whole log), while one run on another
+        // connection does not block writers at all. The writer's own, rarer, checkpoint is what
+        // lets the log start over from the beginning under a constant stream of writes.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(opts)
+            .connect_with(opts.pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string()))
             .await?;
         let (writes, write_queue) = tokio::sync::mpsc::unbounded_channel();
         let store = Self {
@@ -99,6 +111,7 @@ impl Store {
         };
         // It ends when the last handle is dropped (the queue closes).
         tokio::spawn(group_commit(store.writer.clone(), write_queue));
+        tokio::spawn(checkpoints(store.pool.clone()));
         Ok(store)
     }
 
@@ -152,6 +165,27 @@ impl Store {
     }
 }
 
+/// Copies the write-ahead log into the database file every [`CHECKPOINT_EVERY`], without
+/// waiting for readers or writers (a passive checkpoint), so the writer seldom has to. Ends
+/// when the database is closed.
+async fn checkpoints(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            break;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+            && !pool.is_closed()
+        {
+            tracing::debug!(error = %e, "background checkpoint failed; the writer checkpoints on its own");
+        }
+    }
+}
+
 /// The group-commit writer behind [`Store::write`].
 async fn group_commit(writer: SqlitePool, mut queue: tokio::sync::mpsc::UnboundedReceiver<Write>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
@@ -175,6 +209,9 @@ async fn group_commit(writer: SqlitePool, mut queue: tokio::sync::mpsc::Unbounde
 
 /// Runs the jobs in one transaction, each in a savepoint. The outer error is the
 /// transaction's own (begin or commit failed: nothing was written).
+///
+/// Between two jobs, releasing one savepoint and opening the next go to SQLite's thread as
+/// one round trip; the last savepoint is released by the commit.
 async fn run_batch(
     writer: &SqlitePool,
     jobs: Vec<Job>,
@@ -182,12 +219,16 @@ async fn run_batch(
     let mut tx = begin_immediate(writer).await?;
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
-        sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
+        let open = if results.is_empty() {
+            "SAVEPOINT job"
+        } else {
+            "RELEASE job; SAVEPOINT job"
+        };
+        sqlx::raw_sql(open).execute(&mut *tx).await?;
         let result = job(&mut tx).await;
         if result.is_err() {
             sqlx::query("ROLLBACK TO job").execute(&mut *tx).await?;
         }
-        sqlx::query("RELEASE job").execute(&mut *tx).await?;
         results.push(result);
     }
     tx.commit().await?;

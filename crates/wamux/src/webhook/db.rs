@@ -409,62 +409,76 @@ pub async fn has_work(pool: &SqlitePool, session_id: &str, start_if_new: i64) ->
     .await?)
 }
 
-/// Reads the session's events after its cursor (at most `batch`), records a delivery for each
-/// one the route wants, and advances the cursor, inside the caller's transaction. Returns how
-/// many events were read; fewer than `batch` means the session is caught up.
-pub async fn fan_out(
-    conn: &mut Conn,
-    session_id: &str,
-    route: &Route,
-    start_if_new: i64,
-    batch: i64,
-) -> Result<usize> {
-    let cursor: Option<i64> =
-        sqlx::query_scalar("SELECT last_event_id FROM webhook_cursors WHERE session_id = ?")
-            .bind(session_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let cursor = cursor.unwrap_or(start_if_new);
-    let events: Vec<(i64, String, Option<String>)> = sqlx::query_as(
-        "SELECT id, event, chat_id FROM events WHERE session_id = ? AND id > ? ORDER BY id LIMIT ?",
-    )
-    .bind(session_id)
-    .bind(cursor)
-    .bind(batch)
-    .fetch_all(&mut *conn)
-    .await?;
-    let Some(&(last, _, _)) = events.last() else {
-        return Ok(0);
-    };
-    let now = now_ms();
-    for (id, kind, chat) in &events {
-        if !route.events.accepts(kind) {
-            continue;
-        }
-        sqlx::query(
-            "INSERT OR IGNORE INTO webhook_deliveries
-               (session_id, event_id, target, chat_key, status, attempts, next_attempt_at, created_at, updated_at)
-             VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
-        )
-        .bind(session_id)
-        .bind(id)
-        .bind(route.target.as_str())
-        .bind(chat.as_deref().unwrap_or(""))
-        .bind(now)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+/// What one session asks of a shared pass: turn its new events into deliveries along `route`
+/// (none: its webhook is disabled or gone) and lease up to `limit` due deliveries, skipping
+/// the targets in `skip` (disabled webhooks).
+#[derive(Debug)]
+pub struct PassPlan<'a> {
+    pub session_id: &'a str,
+    pub route: Option<&'a Route>,
+    /// Where the cursor starts when the session has none yet.
+    pub start_if_new: i64,
+    pub limit: usize,
+    pub skip: &'a [Target],
+}
+
+/// Reads the events after each session's cursor, records a delivery for each one its route
+/// wants and advances the cursor, for all the sessions at once, inside the caller's
+/// transaction. Two statements however many sessions and events.
+pub async fn fan_out(conn: &mut Conn, plans: &[PassPlan<'_>]) -> Result<()> {
+    let routes: Vec<serde_json::Value> = plans
+        .iter()
+        .filter_map(|p| {
+            let route = p.route?;
+            Some(serde_json::json!({
+                "s": p.session_id,
+                "t": route.target.as_str(),
+                // null: every event.
+                "k": match &route.events {
+                    EventFilter::All => None,
+                    filter => Some(filter.names()),
+                },
+                "st": p.start_if_new,
+            }))
+        })
+        .collect();
+    if routes.is_empty() {
+        return Ok(());
     }
-    sqlx::query(
-        "INSERT INTO webhook_cursors (session_id, last_event_id) VALUES (?, ?)
-         ON CONFLICT (session_id) DO UPDATE SET last_event_id = excluded.last_event_id",
-    )
-    .bind(session_id)
-    .bind(last)
+    let routes = serde_json::Value::from(routes).to_string();
+    // Each route with the id its session's events are read after.
+    const ROUTES: &str = "WITH r AS (
+            SELECT json_extract(value, '$.s') AS s, json_extract(value, '$.t') AS t,
+                   json_extract(value, '$.k') AS k, json_extract(value, '$.st') AS st
+            FROM json_each(?1)),
+        b AS (SELECT r.s, r.t, r.k, COALESCE(c.last_event_id, r.st) AS after
+              FROM r LEFT JOIN webhook_cursors c ON c.session_id = r.s)";
+    let now = now_ms();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{ROUTES}
+         INSERT OR IGNORE INTO webhook_deliveries
+           (session_id, event_id, target, chat_key, status, attempts, next_attempt_at, created_at, updated_at)
+         SELECT e.session_id, e.id, b.t, COALESCE(e.chat_id, ''), 'pending', 0, ?2, ?2, ?2
+         FROM b JOIN events e ON e.session_id = b.s AND e.id > b.after
+         WHERE b.k IS NULL OR e.event IN (SELECT value FROM json_each(b.k))
+         ORDER BY e.id"
+    )))
+    .bind(&routes)
+    .bind(now)
     .execute(&mut *conn)
     .await?;
-    Ok(events.len())
+    // `WHERE true` keeps SQLite from reading ON CONFLICT as a join constraint.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{ROUTES}
+         INSERT INTO webhook_cursors (session_id, last_event_id)
+         SELECT b.s, MAX(e.id) FROM b JOIN events e ON e.session_id = b.s AND e.id > b.after
+         WHERE true GROUP BY b.s
+         ON CONFLICT (session_id) DO UPDATE SET last_event_id = excluded.last_event_id"
+    )))
+    .bind(&routes)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// A delivery a worker has leased and must now send.
@@ -476,75 +490,125 @@ pub struct Claimed {
     pub chat_key: String,
     pub attempts: u32,
     pub body: String,
-    /// Whether more deliveries of its chat wait behind it (they go once it is recorded).
-    pub more: bool,
 }
 
-/// What [`claim`] leased, and what it left.
+/// Deliveries of one chat leased together, oldest first: each is sent once the one before it
+/// has an answer that lets the chat move on.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub deliveries: Vec<Claimed>,
+    /// How many deliveries of the chat were open, the chain's included.
+    pub open: usize,
+}
+
+/// What [`claim`] leased for one session, and what it left.
 #[derive(Debug, Default)]
 pub struct Claim {
-    pub claimed: Vec<Claimed>,
-    /// When the earliest head not taken becomes due.
+    pub chains: Vec<Chain>,
+    /// When the earliest chat not taken becomes due.
     pub next_due: Option<i64>,
-    /// Heads were due but `limit` was reached: a slot that frees up has work at once.
+    /// Chats were due but `limit` was reached: a slot that frees up has work at once.
     pub starved: bool,
 }
 
-/// Leases up to `limit` deliveries that are due, each the oldest open one of its chat (so a
-/// chat's events go out in order), skipping targets in `skip` (disabled webhooks), inside the
-/// caller's transaction.
+/// For each plan, leases the due deliveries of up to its `limit` chats, at most `chain` per
+/// chat, oldest first (the oldest open one of a chat is its head, and a chat's events go out
+/// in order), skipping the targets in its `skip`, inside the caller's transaction. The claims
+/// come back in the order of `plans`.
 pub async fn claim(
     conn: &mut Conn,
-    session_id: &str,
-    limit: usize,
+    plans: &[PassPlan<'_>],
+    chain: usize,
     lease_ms: i64,
-    skip: &[Target],
-) -> Result<Claim> {
+) -> Result<Vec<Claim>> {
+    let mut out: Vec<Claim> = plans.iter().map(|_| Claim::default()).collect();
+    let index: std::collections::HashMap<&str, usize> = plans
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.session_id, i))
+        .collect();
+    let sessions =
+        serde_json::Value::from(plans.iter().map(|p| p.session_id).collect::<Vec<_>>()).to_string();
     let now = now_ms();
-    // The head of each (target, chat) group, and how many are open in the group.
+    // The first `chain` open deliveries of each (session, target, chat), in order, and how
+    // many are open in the chat.
     let rows = sqlx::query(
-        "SELECT d.id, d.event_id, d.target, d.chat_key, d.attempts, d.next_attempt_at, d.lease_until, e.body, h.open
-         FROM (SELECT MIN(id) AS id, COUNT(*) AS open FROM webhook_deliveries
-               WHERE session_id = ? AND status = 'pending' GROUP BY target, chat_key) h
-         JOIN webhook_deliveries d ON d.id = h.id
+        "SELECT d.id, d.session_id, d.event_id, d.target, d.chat_key, d.attempts,
+                d.next_attempt_at, d.lease_until, d.pos, d.open, e.body
+         FROM (SELECT id, session_id, event_id, target, chat_key, attempts, next_attempt_at,
+                      lease_until,
+                      ROW_NUMBER() OVER chat AS pos, COUNT(*) OVER chat AS open
+               FROM webhook_deliveries
+               WHERE session_id IN (SELECT value FROM json_each(?1)) AND status = 'pending'
+               WINDOW chat AS (PARTITION BY session_id, target, chat_key ORDER BY id
+                               ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) d
          JOIN events e ON e.id = d.event_id
-         ORDER BY d.id",
+         WHERE d.pos <= ?2
+         ORDER BY d.session_id, d.target, d.chat_key, d.pos",
     )
-    .bind(session_id)
+    .bind(&sessions)
+    .bind(i64::try_from(chain.max(1)).unwrap_or(i64::MAX))
     .fetch_all(&mut *conn)
     .await?;
-    let mut out = Claim::default();
+    let mut leased = Vec::new();
+    // Whether the chat being read is being taken: set by its head, cleared by a delivery
+    // that is not due (its followers wait for the next pass).
+    let mut taking = false;
     for r in rows {
+        let session: String = r.try_get("session_id")?;
+        let Some(&i) = index.get(session.as_str()) else {
+            continue;
+        };
+        let (plan, out) = (&plans[i], &mut out[i]);
         let target = Target::parse(&r.try_get::<String, _>("target")?);
-        if skip.contains(&target) {
+        if plan.skip.contains(&target) {
             continue;
         }
         let due: i64 = r.try_get("next_attempt_at")?;
         let lease: Option<i64> = r.try_get("lease_until")?;
         let ready_at = due.max(lease.unwrap_or(0));
-        if ready_at <= now && out.claimed.len() >= limit {
-            out.starved = true;
-        }
-        if ready_at > now || out.claimed.len() >= limit {
-            out.next_due = Some(out.next_due.map_or(ready_at, |w| w.min(ready_at)));
+        if r.try_get::<i64, _>("pos")? == 1 {
+            taking = false;
+            if ready_at <= now && out.chains.len() >= plan.limit {
+                out.starved = true;
+            }
+            if ready_at > now || out.chains.len() >= plan.limit {
+                out.next_due = Some(out.next_due.map_or(ready_at, |w| w.min(ready_at)));
+                continue;
+            }
+            taking = true;
+            out.chains.push(Chain {
+                deliveries: Vec::new(),
+                open: usize::try_from(r.try_get::<i64, _>("open")?).unwrap_or(usize::MAX),
+            });
+        } else if !taking || ready_at > now {
+            taking = false;
             continue;
         }
-        out.claimed.push(Claimed {
-            id: r.try_get("id")?,
-            event_id: r.try_get("event_id")?,
-            target,
-            chat_key: r.try_get("chat_key")?,
-            attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
-            body: r.try_get("body")?,
-            more: r.try_get::<i64, _>("open")? > 1,
-        });
+        let id: i64 = r.try_get("id")?;
+        leased.push(id);
+        out.chains
+            .last_mut()
+            .expect("a chain was started by its head")
+            .deliveries
+            .push(Claimed {
+                id,
+                event_id: r.try_get("event_id")?,
+                target,
+                chat_key: r.try_get("chat_key")?,
+                attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
+                body: r.try_get("body")?,
+            });
     }
-    for c in &out.claimed {
-        sqlx::query("UPDATE webhook_deliveries SET lease_until = ? WHERE id = ?")
-            .bind(now + lease_ms)
-            .bind(c.id)
-            .execute(&mut *conn)
-            .await?;
+    if !leased.is_empty() {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET lease_until = ?
+             WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(now + lease_ms)
+        .bind(serde_json::Value::from(leased).to_string())
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(out)
 }
@@ -557,36 +621,62 @@ pub enum Outcome {
     RetryAt(i64),
     /// Give up: `failed` (rejected, gone), `dead` (retries exhausted) or `cancelled`.
     Final(&'static str),
+    /// Not attempted after all (the delivery before it in its chain did not go through): the
+    /// lease is dropped and nothing else changes.
+    Released,
 }
 
-pub async fn record(
-    conn: &mut Conn,
-    id: i64,
-    outcome: &Outcome,
-    status_code: Option<u16>,
-    error: Option<&str>,
-) -> Result<()> {
+/// A finished attempt (or a delivery given up without one) to store.
+#[derive(Debug, Clone)]
+pub struct Answer<'a> {
+    pub id: i64,
+    pub outcome: &'a Outcome,
+    pub status_code: Option<u16>,
+    pub error: Option<&'a str>,
+}
+
+/// Stores the answers, in one statement. A delivery no longer pending (retried or
+/// cancelled meanwhile by hand) keeps its state.
+pub async fn record(conn: &mut Conn, answers: &[Answer<'_>]) -> Result<()> {
+    if answers.is_empty() {
+        return Ok(());
+    }
     let now = now_ms();
-    let (status, next, delivered_at, attempted) = match outcome {
-        Outcome::Delivered => ("delivered", now, Some(now), 1),
-        Outcome::RetryAt(at) => ("pending", *at, None, 1),
-        Outcome::Final("cancelled") => ("cancelled", now, None, 0),
-        Outcome::Final(s) => (*s, now, None, 1),
-    };
+    let rows: Vec<serde_json::Value> = answers
+        .iter()
+        .map(|a| {
+            let (status, next, delivered_at, attempted) = match a.outcome {
+                Outcome::Delivered => ("delivered", Some(now), Some(now), 1),
+                Outcome::RetryAt(at) => ("pending", Some(*at), None, 1),
+                Outcome::Final("cancelled") => ("cancelled", Some(now), None, 0),
+                Outcome::Final(s) => (*s, Some(now), None, 1),
+                Outcome::Released => ("pending", None, None, 0),
+            };
+            serde_json::json!({
+                "id": a.id, "status": status, "next": next, "delivered_at": delivered_at,
+                "attempted": attempted, "code": a.status_code, "error": a.error,
+                "released": matches!(a.outcome, Outcome::Released),
+            })
+        })
+        .collect();
     sqlx::query(
-        "UPDATE webhook_deliveries SET status = ?, attempts = attempts + ?, next_attempt_at = ?,
-            lease_until = NULL, last_status = COALESCE(?, last_status), last_error = ?,
-            updated_at = ?, delivered_at = COALESCE(?, delivered_at)
-         WHERE id = ? AND status = 'pending'",
+        "UPDATE webhook_deliveries AS d SET status = j.status, attempts = d.attempts + j.attempted,
+            next_attempt_at = COALESCE(j.next, d.next_attempt_at), lease_until = NULL,
+            last_status = COALESCE(j.code, d.last_status),
+            last_error = CASE WHEN j.released THEN d.last_error ELSE j.error END,
+            updated_at = CASE WHEN j.released THEN d.updated_at ELSE ?2 END,
+            delivered_at = COALESCE(j.delivered_at, d.delivered_at)
+         FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.status') AS status,
+                      json_extract(value, '$.released') AS released,
+                      json_extract(value, '$.next') AS next,
+                      json_extract(value, '$.delivered_at') AS delivered_at,
+                      json_extract(value, '$.attempted') AS attempted,
+                      json_extract(value, '$.code') AS code, json_extract(value, '$.error') AS error
+               FROM json_each(?1)) AS j
+         WHERE d.id = j.id AND d.status = 'pending'",
     )
-    .bind(status)
-    .bind(attempted)
-    .bind(next)
-    .bind(status_code.map(i64::from))
-    .bind(error)
+    .bind(serde_json::Value::from(rows).to_string())
     .bind(now)
-    .bind(delivered_at)
-    .bind(id)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -5,10 +5,12 @@
 //!    publishes it on the [`EventBus`] after the commit.
 //! 2. The dispatcher hears it on the bus (or finds it by polling, if the bus lagged) and wakes
 //!    the session's worker.
-//! 3. The worker reads the session's events after its cursor, records a delivery row for each
-//!    one the webhook wants and advances the cursor, in one transaction ([`db::fan_out`]).
-//! 4. It leases the oldest open delivery of each chat, signs and POSTs it, and records the
-//!    answer: delivered, retry at a time computed from the attempt count, or final.
+//! 3. The worker asks for a pass, which reads the session's events after its cursor, records a
+//!    delivery row for each one the webhook wants and advances the cursor ([`db::fan_out`]),
+//!    then leases the oldest open delivery of each chat ([`db::claim`]), in one transaction
+//!    shared with the passes other sessions asked for meanwhile.
+//! 4. The worker signs and POSTs each leased delivery, and the next pass records the answer:
+//!    delivered, retry at a time computed from the attempt count, or final.
 //!
 //! A crash between any two steps loses nothing: an event without a delivery row is still after
 //! the cursor, and a leased delivery is sent again when its lease expires (or at once after a
@@ -63,6 +65,8 @@ struct Inner {
     /// Part of every `webhook-id` (see migration 0002).
     tag: String,
     workers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Requests for the shared pass (see [`worker::run_passes`]).
+    passes: tokio::sync::mpsc::UnboundedSender<worker::PassRequest>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
@@ -113,6 +117,7 @@ impl Webhooks {
             None => None,
         };
         let tag = db::instance_tag(store.pool()).await?;
+        let (passes, pass_queue) = tokio::sync::mpsc::unbounded_channel();
         let webhooks = Self {
             inner: Arc::new(Inner {
                 store,
@@ -123,6 +128,7 @@ impl Webhooks {
                 global,
                 tag,
                 workers: Mutex::new(HashMap::new()),
+                passes,
                 tracker: TaskTracker::new(),
                 cancel,
             }),
@@ -147,6 +153,11 @@ impl Webhooks {
             .inner
             .tracker
             .spawn(async move { this.dispatch(rx, scanned).await });
+        let this = webhooks.clone();
+        webhooks
+            .inner
+            .tracker
+            .spawn(async move { worker::run_passes(this, pass_queue).await });
         Ok(webhooks)
     }
 

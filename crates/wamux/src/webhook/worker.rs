@@ -1,33 +1,41 @@
-//! One session's delivery worker.
+//! The delivery workers: one per session, and one shared pass for them all.
 //!
-//! Each pass is one write transaction: record the answers of finished attempts, turn new
-//! events into deliveries, lease what is due. The sends run outside it, concurrently (one per
-//! chat at most), and report back to the next pass. Under load a pass handles many events and
-//! answers at once, so the database sees a few transactions per batch, not per event.
+//! A session's worker keeps its attempts in flight (at most one per chat, at most the
+//! configured concurrency) and decides when the session needs a pass: new events, finished
+//! attempts to record, a retry coming due. The pass itself is shared: the passes every
+//! worker asks for while one runs are merged into the next, one write transaction that
+//! records the answers of finished attempts, turns new events into deliveries and leases
+//! what is due, for all those sessions in a handful of statements. The database then sees a
+//! few statements per batch of events across the gateway, not a dozen per event and
+//! session, which is what lets the gateway's single writer keep up with thousands of events
+//! a second. The sends run outside it, so a slow receiver of one session never holds up the
+//! pass, nor another session's deliveries.
 //!
 //! A successful answer that nothing waits on (no later delivery of its chat, no due work
 //! short of a free slot) is not recorded by a pass of its own: it rides along with the pass
-//! the next event brings, or is recorded after [`RECORD_LINGER`]. That halves the write
-//! transactions at a steady trickle of events. Nothing is lost by the wait: until recorded,
-//! the delivery stays leased, and after a crash it is sent again, as any delivery whose
-//! answer was not recorded.
+//! the next event brings, or is recorded after [`RECORD_LINGER`]. Nothing is lost by the
+//! wait: until recorded, the delivery stays leased, and after a crash it is sent again, as
+//! any delivery whose answer was not recorded.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::FutureExt as _;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::Webhooks;
 use super::client::Request;
-use super::db::{self, Claimed, Outcome, Route, Target, Webhook, now_ms};
+use super::db::{self, Chain, Claimed, Outcome, Route, Target, Webhook, now_ms};
 use super::schedule::{Verdict, verdict};
 use super::signature::Secret;
 
-/// Events read from the log per statement.
-const FAN_OUT_BATCH: i64 = 512;
+/// At most this many deliveries of one chat are leased together (see [`send_chain`]).
+const CHAIN: usize = 64;
+
+/// At most this many sessions' passes share one transaction.
+const PASS_BATCH: usize = 512;
 
 /// The longest a successful answer waits to be recorded along with other work.
 const RECORD_LINGER: Duration = Duration::from_millis(100);
@@ -54,9 +62,7 @@ struct Cached {
 pub(super) async fn run(hooks: Webhooks, session: String, notify: Arc<Notify>) {
     let inner = &hooks.inner;
     let concurrency = inner.config.concurrency.max(1);
-    // Held well past the timeout so a lease never expires under a live attempt.
-    let lease_ms = (inner.config.timeout * 2 + Duration::from_secs(1)).as_millis() as i64;
-    let mut in_flight: JoinSet<Done> = JoinSet::new();
+    let mut in_flight: JoinSet<Vec<Done>> = JoinSet::new();
     let mut done: Vec<Done> = Vec::new();
     let mut cache: Option<Cached> = None;
     // What the last pass left: when a delivery becomes due, and whether due work waits
@@ -87,7 +93,6 @@ pub(super) async fn run(hooks: Webhooks, session: String, notify: Arc<Notify>) {
                 &mut cache,
                 &mut done,
                 free,
-                lease_ms,
                 &mut in_flight,
             ))
             .catch_unwind()
@@ -151,21 +156,24 @@ pub(super) async fn run(hooks: Webhooks, session: String, notify: Arc<Notify>) {
     tracing::debug!(session = %session, "webhook worker stopped");
 }
 
-/// Keeps a finished attempt for the next pass; true when that pass should run now (its
-/// answer holds up other work, or is a failure worth recording at once).
+/// Keeps a chain's finished attempts for the next pass; true when that pass should run now
+/// (an answer holds up other work, or is a failure worth recording at once).
 fn collect(
     session: &str,
-    r: Result<Done, tokio::task::JoinError>,
+    r: Result<Vec<Done>, tokio::task::JoinError>,
     done: &mut Vec<Done>,
     starved: bool,
 ) -> bool {
     match r {
-        Ok(d) => {
-            let urgent = d.more || starved || !matches!(d.outcome, Outcome::Delivered);
-            done.push(d);
+        Ok(chain) => {
+            let urgent = starved
+                || chain
+                    .iter()
+                    .any(|d| d.more || !matches!(d.outcome, Outcome::Delivered));
+            done.extend(chain);
             urgent
         }
-        // The delivery stays leased and is sent again when the lease expires.
+        // The deliveries stay leased and are sent again when the lease expires.
         Err(e) => {
             tracing::error!(session, error = %e, "webhook send task failed");
             false
@@ -175,46 +183,160 @@ fn collect(
 
 async fn record_all(hooks: &Webhooks, session: &str, done: &mut Vec<Done>) -> anyhow::Result<()> {
     let mut tx = hooks.inner.store.begin().await?;
-    record_done(hooks, session, &mut tx, done).await?;
+    disable_gone(hooks, session, &mut tx, done).await?;
+    db::record(&mut tx, &answers(done)).await?;
     tx.commit().await?;
+    done.clear();
     Ok(())
 }
 
-/// Records finished attempts; a 410 disables its webhook.
-async fn record_done(
+/// The answers to store for finished attempts.
+fn answers(done: &[Done]) -> Vec<db::Answer<'_>> {
+    done.iter()
+        .map(|d| db::Answer {
+            id: d.id,
+            outcome: &d.outcome,
+            status_code: d.status,
+            error: d.error.as_deref(),
+        })
+        .collect()
+}
+
+/// Disables the webhooks whose receiver answered 410.
+async fn disable_gone(
     hooks: &Webhooks,
     session: &str,
     conn: &mut db::Conn,
-    done: &mut Vec<Done>,
-) -> anyhow::Result<()> {
-    for d in done.drain(..) {
-        if d.status == Some(410) {
-            let reason = format!(
-                "the receiver answered 410 Gone at {} (unix seconds); set the webhook again to re-enable it",
-                now_ms() / 1000
-            );
-            db::disable(conn, session, d.target, &reason).await?;
-            hooks.inner.generation.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                session,
-                target = d.target.as_str(),
-                "webhook disabled: the receiver answered 410 Gone"
-            );
-        }
-        db::record(conn, d.id, &d.outcome, d.status, d.error.as_deref()).await?;
+    done: &[Done],
+) -> crate::store::Result<()> {
+    for d in done.iter().filter(|d| d.status == Some(410)) {
+        let reason = format!(
+            "the receiver answered 410 Gone at {} (unix seconds); set the webhook again to re-enable it",
+            now_ms() / 1000
+        );
+        db::disable(conn, session, d.target, &reason).await?;
+        hooks.inner.generation.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            session,
+            target = d.target.as_str(),
+            "webhook disabled: the receiver answered 410 Gone"
+        );
     }
     Ok(())
 }
 
-/// One pass. Returns what the claim left (when the next delivery becomes due).
+/// What a session's worker asks of the shared pass.
+pub(super) struct PassRequest {
+    session: String,
+    /// The webhook configuration the route and skip list were computed with.
+    generation: u64,
+    route: Option<Route>,
+    start_if_new: i64,
+    skip: Vec<Target>,
+    /// Free send slots: how many deliveries to lease at most.
+    free: usize,
+    done: Vec<Done>,
+    /// `None` when the pass failed (it logs why); the worker tries again later.
+    answer: oneshot::Sender<Option<db::Claim>>,
+}
+
+/// Runs the passes the workers ask for, merging those that queued meanwhile into one. Each
+/// runs through the store's group commit ([`Store::write`](crate::store::Store::write)), in
+/// the same transaction as the inbound messages committed meanwhile. Ends at shutdown.
+pub(super) async fn run_passes(hooks: Webhooks, mut queue: mpsc::UnboundedReceiver<PassRequest>) {
+    let mut batch = Vec::with_capacity(PASS_BATCH);
+    loop {
+        tokio::select! {
+            () = hooks.inner.cancel.cancelled() => break,
+            n = queue.recv_many(&mut batch, PASS_BATCH) => if n == 0 { break },
+        }
+        let requests = std::mem::take(&mut batch);
+        let sessions = requests.len();
+        let this = hooks.clone();
+        let pass = hooks.inner.store.write(move |conn| {
+            Box::pin(async move {
+                let claims = shared_pass(&this, conn, &requests).await?;
+                Ok((requests, claims))
+            })
+        });
+        // A panic in a pass (a bug) is logged and the workers ask again later, rather than
+        // leaving every session without deliveries. A failed pass drops its requests: each
+        // worker hears it as a failure and tries again after its poll interval.
+        match std::panic::AssertUnwindSafe(pass).catch_unwind().await {
+            Ok(Ok((requests, claims))) => {
+                for (r, claim) in requests.into_iter().zip(claims) {
+                    // A worker that stopped meanwhile no longer waits for it.
+                    let _ = r.answer.send(Some(claim));
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(sessions, error = %e, "webhook pass failed; will retry");
+            }
+            Err(_) => tracing::error!(sessions, "webhook pass panicked; will retry"),
+        }
+    }
+}
+
+/// One shared pass, inside the caller's transaction: records the answers, fans out the new
+/// events and leases due deliveries for every request. The claims come back in the order of
+/// `requests`.
+async fn shared_pass(
+    hooks: &Webhooks,
+    conn: &mut db::Conn,
+    requests: &[PassRequest],
+) -> crate::store::Result<Vec<db::Claim>> {
+    let inner = &hooks.inner;
+    // Held well past the timeout so a lease never expires under a live attempt.
+    let lease_ms = (inner.config.timeout * 2 + Duration::from_secs(1)).as_millis() as i64;
+    for r in requests {
+        disable_gone(hooks, &r.session, conn, &r.done).await?;
+    }
+    let answers: Vec<db::Answer<'_>> = requests.iter().flat_map(|r| answers(&r.done)).collect();
+    db::record(conn, &answers).await?;
+    // A webhook that changed since a worker looked (a 410 just now, or an API call while
+    // the request queued) gets no events or leases along its old route: the worker runs
+    // again at once with the new one. The answers above are recorded either way.
+    let generation = inner.generation.load(Ordering::Relaxed);
+    let current: Vec<usize> = (0..requests.len())
+        .filter(|&i| requests[i].generation == generation)
+        .collect();
+    let plans: Vec<db::PassPlan<'_>> = current
+        .iter()
+        .map(|&i| {
+            let r = &requests[i];
+            db::PassPlan {
+                session_id: &r.session,
+                route: r.route.as_ref(),
+                start_if_new: r.start_if_new,
+                limit: r.free,
+                skip: &r.skip,
+            }
+        })
+        .collect();
+    db::fan_out(conn, &plans).await?;
+    let claimed = db::claim(conn, &plans, CHAIN, lease_ms).await?;
+    let mut claims: Vec<db::Claim> = requests
+        .iter()
+        .map(|_| db::Claim {
+            next_due: Some(now_ms()),
+            ..Default::default()
+        })
+        .collect();
+    for (i, claim) in current.into_iter().zip(claimed) {
+        claims[i] = claim;
+    }
+    Ok(claims)
+}
+
+/// Asks for a pass for this session (see [`run_passes`]) and starts the sends it leased.
+/// Returns what the claim left (when the next delivery becomes due).
 async fn pass(
     hooks: &Webhooks,
     session: &str,
     cache: &mut Option<Cached>,
     done: &mut Vec<Done>,
     free: usize,
-    lease_ms: i64,
-    in_flight: &mut JoinSet<Done>,
+    in_flight: &mut JoinSet<Vec<Done>>,
 ) -> anyhow::Result<db::Claim> {
     let inner = &hooks.inner;
     let pool = inner.store.pool();
@@ -257,34 +379,30 @@ async fn pass(
     if done.is_empty() && !db::has_work(pool, session, start_if_new).await? {
         return Ok(db::Claim::default());
     }
-    let mut tx = inner.store.begin().await?;
-    if inner.generation.load(Ordering::Relaxed) != generation {
-        // A webhook changed while this pass waited for the writer: events committed since
-        // must follow the new filter, so run again at once with it.
-        tx.rollback().await?;
-        return Ok(db::Claim {
-            next_due: Some(now_ms()),
-            ..Default::default()
-        });
-    }
-    record_done(hooks, session, &mut tx, done).await?;
-    if let Some(route) = &route {
-        while db::fan_out(&mut tx, session, route, start_if_new, FAN_OUT_BATCH).await?
-            == FAN_OUT_BATCH as usize
-        {}
-    }
-    let mut claim = if free > 0 {
-        db::claim(&mut tx, session, free, lease_ms, &skip).await?
-    } else {
-        // Nothing can be sent now; a slot that frees up brings the next pass.
-        db::Claim {
-            starved: true,
-            ..Default::default()
-        }
+    let (answer, answered) = oneshot::channel();
+    inner
+        .passes
+        .send(PassRequest {
+            session: session.to_owned(),
+            generation: c.generation,
+            route,
+            start_if_new,
+            skip,
+            free,
+            done: std::mem::take(done),
+            answer,
+        })
+        .map_err(|_| anyhow::anyhow!("webhook passes have stopped"))?;
+    // The shared pass logs its own failure; the worker tries again after the poll interval,
+    // and what it leased before stays leased until then (sent again if the lease runs out).
+    let Ok(Some(mut claim)) = answered.await else {
+        return Ok(db::Claim::default());
     };
-    let mut sends = Vec::with_capacity(claim.claimed.len());
-    for cl in std::mem::take(&mut claim.claimed) {
-        let target = match cl.target {
+    for chain in std::mem::take(&mut claim.chains) {
+        let Some(first) = chain.deliveries.first() else {
+            continue;
+        };
+        let target = match first.target {
             Target::Session => c
                 .own
                 .as_ref()
@@ -295,27 +413,68 @@ async fn pass(
                 .map(|(g, _, secret)| (g.url.clone(), Vec::new(), secret.clone())),
         };
         match target {
-            Some(t) => sends.push((cl, t)),
-            // Its webhook is gone: nothing to send it to.
+            Some((url, headers, secret)) => {
+                let hooks = hooks.clone();
+                let session = session.to_owned();
+                in_flight.spawn(async move {
+                    send_chain(&hooks, &session, chain, &url, &headers, &secret).await
+                });
+            }
+            // Its webhook is gone: nothing to send them to. Recorded by the next pass, at once.
             None => {
-                db::record(
-                    &mut tx,
-                    cl.id,
-                    &Outcome::Final("cancelled"),
-                    None,
-                    Some("webhook removed"),
-                )
-                .await?
+                done.extend(chain.deliveries.into_iter().map(|d| Done {
+                    id: d.id,
+                    target: d.target,
+                    more: false,
+                    outcome: Outcome::Final("cancelled"),
+                    status: None,
+                    error: Some("webhook removed".to_owned()),
+                }));
+                claim.next_due = Some(now_ms());
             }
         }
     }
-    tx.commit().await?;
-    for (cl, (url, headers, secret)) in sends {
-        let hooks = hooks.clone();
-        let session = session.to_owned();
-        in_flight.spawn(async move { send(&hooks, &session, cl, url, headers, secret).await });
-    }
     Ok(claim)
+}
+
+/// Sends a chat's leased deliveries in order, each once the one before it went through (was
+/// delivered, or failed for good). A delivery to retry holds the chat: the ones after it are
+/// released, as are those the lease no longer covers.
+async fn send_chain(
+    hooks: &Webhooks,
+    session: &str,
+    chain: Chain,
+    url: &str,
+    headers: &[(String, String)],
+    secret: &Secret,
+) -> Vec<Done> {
+    let started = tokio::time::Instant::now();
+    // The lease runs twice the timeout: a send started within the first timeout ends
+    // (answered or timed out) before it expires.
+    let budget = hooks.inner.config.timeout;
+    let mut out = Vec::with_capacity(chain.deliveries.len());
+    let mut go_on = true;
+    for (k, c) in chain.deliveries.into_iter().enumerate() {
+        // Deliveries of the chat still open behind this one.
+        let behind = chain.open.saturating_sub(k + 1) > 0;
+        if !go_on || started.elapsed() >= budget {
+            go_on = false;
+            out.push(Done {
+                id: c.id,
+                target: c.target,
+                more: true,
+                outcome: Outcome::Released,
+                status: None,
+                error: None,
+            });
+            continue;
+        }
+        let d = send(hooks, session, c, url, headers, secret, behind).await;
+        go_on =
+            matches!(d.outcome, Outcome::Delivered | Outcome::Final(_)) && d.status != Some(410);
+        out.push(d);
+    }
+    out
 }
 
 /// Sends one leased delivery and decides what its answer means.
@@ -323,9 +482,10 @@ async fn send(
     hooks: &Webhooks,
     session: &str,
     c: Claimed,
-    url: String,
-    headers: Vec<(String, String)>,
-    secret: Secret,
+    url: &str,
+    headers: &[(String, String)],
+    secret: &Secret,
+    more: bool,
 ) -> Done {
     let inner = &hooks.inner;
     let msg_id = hooks.message_id(c.event_id);
@@ -336,11 +496,11 @@ async fn send(
     };
     let answer = sender
         .send(Request {
-            url: &url,
+            url,
             msg_id: &msg_id,
             body: c.body.as_bytes(),
-            secret: &secret,
-            headers: &headers,
+            secret,
+            headers,
         })
         .await;
     let attempts = c.attempts + 1;
@@ -360,6 +520,7 @@ async fn send(
             Outcome::Delivered => "delivered",
             Outcome::RetryAt(_) => "retry",
             Outcome::Final(s) => s,
+            Outcome::Released => "released",
         },
         answer.elapsed,
     );
@@ -374,7 +535,7 @@ async fn send(
         );
     } else {
         // The URL's host only: paths and queries can carry tokens.
-        let host = reqwest::Url::parse(&url)
+        let host = reqwest::Url::parse(url)
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned));
         tracing::info!(
@@ -386,7 +547,7 @@ async fn send(
     Done {
         id: c.id,
         target: c.target,
-        more: c.more,
+        more,
         outcome,
         status: answer.status,
         error: answer.error,

@@ -2,19 +2,22 @@
 
 use std::sync::Arc;
 
+use tokio::sync::{mpsc, oneshot};
 use wacore::proto_helpers::MessageExt as _;
 use wacore::types::events::InboundMessage;
 use whatsapp_rust::{Client, InboundDurabilityHook};
 
-use crate::event::EventBus;
-use crate::store::Store;
+use crate::event::{Event, EventBus};
+use crate::media::MediaRef;
+use crate::store::messages::New;
+use crate::store::{Store, StoreError};
 
 /// whatsapp-rust defers the ack of each batch until `on_messages` returns `Ok`; on `Err`
 /// (or a crash) the server redelivers, and the unique key on
 /// `(session, chat, sender, id)` makes the second insert a no-op.
 pub(super) struct Durability {
     pub session_id: String,
-    pub store: Store,
+    pub committer: Committer,
     pub bus: EventBus,
     /// Wakes the media worker when a download job was committed.
     pub media_wake: Option<Arc<tokio::sync::Notify>>,
@@ -34,37 +37,17 @@ impl InboundDurabilityHook for Durability {
                 let (msg, sender_key, kind) =
                     super::map::inbound(&self.session_id, own.as_deref(), m)?;
                 let media = super::media::reference(m.message.get_base_message());
-                Some((msg, sender_key, kind, media))
+                Some((
+                    New {
+                        msg,
+                        sender_key,
+                        kind,
+                    },
+                    media,
+                ))
             })
             .collect();
-        // Committed together with what other sessions' hooks queued meanwhile (group
-        // commit); `write` returns once the transaction is committed.
-        let (events, media_jobs) = self
-            .store
-            .write(move |conn| {
-                Box::pin(async move {
-                    let mut events = Vec::with_capacity(items.len());
-                    let mut media_jobs = false;
-                    for (msg, sender_key, kind, media) in &items {
-                        // A message with a file is announced by the media worker once the
-                        // file is downloaded (or failed to); here only its row and download
-                        // job are written.
-                        if let Some(media) = media {
-                            media_jobs |=
-                                crate::media::inbound::accept(conn, msg, sender_key, *kind, media)
-                                    .await?;
-                            continue;
-                        }
-                        if let Some(ev) =
-                            crate::store::messages::insert(conn, msg, sender_key, *kind).await?
-                        {
-                            events.push(ev);
-                        }
-                    }
-                    Ok((events, media_jobs))
-                })
-            })
-            .await?;
+        let (events, media_jobs) = self.committer.commit(items).await?;
         // Only committed events are announced.
         self.bus.publish_all(events);
         if media_jobs && let Some(wake) = &self.media_wake {
@@ -72,4 +55,110 @@ impl InboundDurabilityHook for Durability {
         }
         Ok(())
     }
+}
+
+/// A message to commit, with its file when it has one.
+type Item = (New, Option<MediaRef>);
+
+/// What a commit hands back: the events to announce, and whether a download job was queued.
+type Committed = (Vec<Event>, bool);
+
+struct Request {
+    items: Vec<Item>,
+    answer: oneshot::Sender<Result<Committed, Arc<StoreError>>>,
+}
+
+/// Commits the inbound messages of every session together: what the hooks hand over while a
+/// commit runs goes into the next one, written with a few set-wise statements (see
+/// [`insert_many`](crate::store::messages::insert_many)) inside the store's group commit.
+/// A hook returns once its messages are committed, as if it had written them alone; a
+/// failure fails every hook of that commit, and WhatsApp redelivers their messages.
+#[derive(Clone)]
+pub(super) struct Committer {
+    queue: mpsc::UnboundedSender<Request>,
+}
+
+/// At most this many hook calls share one commit.
+const COMMIT_BATCH: usize = 512;
+
+impl Committer {
+    /// Starts the committing task; it ends when the last handle is dropped.
+    pub fn start(store: Store) -> Self {
+        let (queue, requests) = mpsc::unbounded_channel();
+        tokio::spawn(run(store, requests));
+        Self { queue }
+    }
+
+    async fn commit(&self, items: Vec<Item>) -> anyhow::Result<Committed> {
+        if items.is_empty() {
+            return Ok((Vec::new(), false));
+        }
+        let (answer, answered) = oneshot::channel();
+        self.queue
+            .send(Request { items, answer })
+            .map_err(|_| StoreError::Closed)?;
+        Ok(answered.await.map_err(|_| StoreError::Closed)??)
+    }
+}
+
+async fn run(store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
+    let mut batch = Vec::with_capacity(COMMIT_BATCH);
+    while requests.recv_many(&mut batch, COMMIT_BATCH).await > 0 {
+        let (items, answers): (Vec<Vec<Item>>, Vec<_>) =
+            batch.drain(..).map(|r| (r.items, r.answer)).unzip();
+        match store
+            .write(move |conn| Box::pin(async move { write(conn, items).await }))
+            .await
+        {
+            Ok(results) => {
+                for (answer, result) in answers.into_iter().zip(results) {
+                    // A hook that gave up meanwhile no longer waits for it.
+                    let _ = answer.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                for answer in answers {
+                    let _ = answer.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Writes the messages of several hook calls; one result per call, in order.
+async fn write(
+    conn: &mut sqlx::SqliteConnection,
+    calls: Vec<Vec<Item>>,
+) -> crate::store::Result<Vec<Committed>> {
+    let mut results: Vec<Committed> = calls.iter().map(|_| (Vec::new(), false)).collect();
+    // Messages with a file are announced by the media worker once the file is downloaded
+    // (or failed to); here only their rows and download jobs are written.
+    let mut texts = Vec::new();
+    let mut owners = Vec::new();
+    for (call, items) in calls.into_iter().enumerate() {
+        for (new, media) in items {
+            match media {
+                Some(media) => {
+                    results[call].1 |= crate::media::inbound::accept(
+                        conn,
+                        &new.msg,
+                        &new.sender_key,
+                        new.kind,
+                        &media,
+                    )
+                    .await?;
+                }
+                None => {
+                    texts.push(new);
+                    owners.push(call);
+                }
+            }
+        }
+    }
+    let events = crate::store::messages::insert_many(conn, &texts).await?;
+    for (call, event) in owners.into_iter().zip(events) {
+        results[call].0.extend(event);
+    }
+    Ok(results)
 }

@@ -88,9 +88,10 @@ pub struct WaConnector {
     endpoint: Endpoint,
     tls: Option<Arc<rustls::ClientConfig>>,
     http: http::ReqwestHttpClient,
-    store: Store,
     bus: EventBus,
     media_wake: Option<Arc<tokio::sync::Notify>>,
+    /// Commits every session's inbound messages (see [`hook::Committer`]).
+    committer: hook::Committer,
     /// Clients being opened at once (see [`OPENING_AT_ONCE`]).
     opening: tokio::sync::Semaphore,
 }
@@ -123,7 +124,7 @@ impl WaConnector {
             endpoint,
             tls,
             http,
-            store,
+            committer: hook::Committer::start(store),
             bus,
             media_wake: None,
             opening: tokio::sync::Semaphore::new(OPENING_AT_ONCE),
@@ -174,7 +175,7 @@ impl WaConnector {
         }
         let hook = hook::Durability {
             session_id: session_id.to_string(),
-            store: self.store.clone(),
+            committer: self.committer.clone(),
             bus: self.bus.clone(),
             media_wake: self.media_wake.clone(),
         };
