@@ -367,3 +367,112 @@ pub async fn find(pool: &SqlitePool, session_id: &str, id: &str) -> Result<Optio
         None => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(session: &str, id: &str) -> Message {
+        Message {
+            id: id.to_owned(),
+            session_id: session.to_owned(),
+            chat_id: "1555@s.whatsapp.net".to_owned(),
+            from: "1555@s.whatsapp.net".to_owned(),
+            to: "1666@s.whatsapp.net".to_owned(),
+            from_me: false,
+            push_name: None,
+            kind: "text".to_owned(),
+            text: Some(format!("text of {id}")),
+            caption: None,
+            timestamp: 1_700_000_000,
+            status: MessageStatus::Delivered,
+            quoted_id: None,
+            media: None,
+            from_pn: None,
+            from_lid: None,
+            chat_pn: None,
+            chat_lid: None,
+            participant: None,
+        }
+    }
+
+    fn new(session: &str, id: &str) -> New {
+        New {
+            msg: message(session, id),
+            sender_key: "1555@s.whatsapp.net".to_owned(),
+            kind: EventKind::MessageReceived,
+        }
+    }
+
+    /// Set-wise inserts give the same results as one by one: an event per new message, in
+    /// order, none for a message already stored or repeated in the batch, and event ids that
+    /// keep growing across both ways of writing.
+    #[tokio::test]
+    async fn insert_many_announces_each_new_message_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("wamux.db")).await.unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        let first = insert(
+            &mut conn,
+            &message("s1", "A"),
+            "1555@s.whatsapp.net",
+            EventKind::MessageReceived,
+        )
+        .await
+        .unwrap()
+        .expect("a new message");
+        let items = [
+            new("s1", "B"),
+            new("s1", "A"),
+            new("s2", "C"),
+            new("s1", "B"),
+            new("s1", "D"),
+        ];
+        let events = insert_many(&mut conn, &items).await.unwrap();
+        let ids: Vec<Option<i64>> = events.iter().map(|e| e.as_ref().map(|e| e.id)).collect();
+        assert!(ids[1].is_none() && ids[3].is_none(), "{ids:?}");
+        let (b, c, d) = (ids[0].unwrap(), ids[2].unwrap(), ids[4].unwrap());
+        assert!(first.id < b && b < c && c < d, "{ids:?}");
+        assert_eq!(events[2].as_ref().unwrap().session_id, "s2");
+        assert_eq!(events[4].as_ref().unwrap().data["text"], "text of D");
+
+        let later = insert(
+            &mut conn,
+            &message("s1", "E"),
+            "1555@s.whatsapp.net",
+            EventKind::MessageReceived,
+        )
+        .await
+        .unwrap()
+        .expect("a new message");
+        assert!(later.id > d);
+        // What was stored matches what was announced, row for row.
+        let stored: Vec<(i64, String, String)> =
+            sqlx::query_as("SELECT id, session_id, body FROM events ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(
+            stored.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![first.id, b, c, d, later.id]
+        );
+        let body: serde_json::Value = serde_json::from_str(&stored[3].2).unwrap();
+        assert_eq!(body["event"], "message-received");
+        assert_eq!(body["sessionId"], "s1");
+        assert_eq!(body["data"]["id"], "D");
+        // Messages keep the order they came in.
+        let order: Vec<String> = sqlx::query_scalar("SELECT id FROM messages ORDER BY seq")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(order, ["A", "B", "C", "D", "E"]);
+        let text: String = sqlx::query_scalar("SELECT body FROM messages WHERE id = 'C'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            serde_json::from_str::<Message>(&text).unwrap(),
+            message("s2", "C")
+        );
+    }
+}

@@ -806,3 +806,138 @@ pub async fn delivery_counts(pool: &SqlitePool, session_id: &str) -> Result<Vec<
     .fetch_all(pool)
     .await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn event(conn: &mut Conn, session: &str, chat: &str) -> i64 {
+        sqlx::query_scalar(
+            "INSERT INTO events (session_id, event, chat_id, body, created_at)
+             VALUES (?, 'message-received', ?, '{}', 0) RETURNING id",
+        )
+        .bind(session)
+        .bind(chat)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+    }
+
+    fn plan<'a>(session: &'a str, route: &'a Route, limit: usize) -> PassPlan<'a> {
+        PassPlan {
+            session_id: session,
+            route: Some(route),
+            start_if_new: 0,
+            limit,
+            skip: &[],
+        }
+    }
+
+    fn ids(claim: &Claim) -> Vec<Vec<i64>> {
+        claim
+            .chains
+            .iter()
+            .map(|c| c.deliveries.iter().map(|d| d.event_id).collect())
+            .collect()
+    }
+
+    /// A chat's due deliveries are leased together, oldest first and at most `chain` of them;
+    /// a leased or not-yet-due head holds its chat; `limit` counts chats; a released delivery
+    /// is due again with nothing else changed.
+    #[tokio::test]
+    async fn claim_leases_chains_of_due_deliveries_per_chat() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("wamux.db")).await.unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        let route = Route {
+            target: Target::Session,
+            events: EventFilter::All,
+        };
+        let mut a = Vec::new();
+        for _ in 0..3 {
+            a.push(event(&mut conn, "s1", "chat-a").await);
+        }
+        let b = event(&mut conn, "s1", "chat-b").await;
+        let other = event(&mut conn, "s2", "chat-a").await;
+        let plans = [plan("s1", &route, 1), plan("s2", &route, 4)];
+        fan_out(&mut conn, &plans).await.unwrap();
+
+        let claims = claim(&mut conn, &plans, 2, 60_000).await.unwrap();
+        assert_eq!(ids(&claims[0]), vec![vec![a[0], a[1]]]);
+        assert_eq!(claims[0].chains[0].open, 3);
+        assert!(
+            claims[0].starved,
+            "chat-b was due but the one slot was taken"
+        );
+        assert_eq!(ids(&claims[1]), vec![vec![other]]);
+
+        // chat-a is leased: only chat-b can go now.
+        let plans = [plan("s1", &route, 4)];
+        let again = claim(&mut conn, &plans, 2, 60_000).await.unwrap();
+        assert_eq!(ids(&again[0]), vec![vec![b]]);
+
+        // The head went through, the one after it was not tried: it leads the chat now,
+        // untouched, and the third follows it.
+        let chain = &claims[0].chains[0].deliveries;
+        record(
+            &mut conn,
+            &[
+                Answer {
+                    id: chain[0].id,
+                    outcome: &Outcome::Delivered,
+                    status_code: Some(200),
+                    error: None,
+                },
+                Answer {
+                    id: chain[1].id,
+                    outcome: &Outcome::Released,
+                    status_code: None,
+                    error: None,
+                },
+            ],
+        )
+        .await
+        .unwrap();
+        let (status, attempts, lease): (String, i64, Option<i64>) = sqlx::query_as(
+            "SELECT status, attempts, lease_until FROM webhook_deliveries WHERE id = ?",
+        )
+        .bind(chain[1].id)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!((status.as_str(), attempts, lease), ("pending", 0, None));
+        let next = claim(&mut conn, &plans, 8, 60_000).await.unwrap();
+        assert_eq!(ids(&next[0]), vec![vec![a[1], a[2]]]);
+
+        // A head to retry later holds its chat, and says when it is due.
+        let head = next[0].chains[0].deliveries[0].id;
+        let at = now_ms() + 60_000;
+        record(
+            &mut conn,
+            &[
+                Answer {
+                    id: head,
+                    outcome: &Outcome::RetryAt(at),
+                    status_code: Some(500),
+                    error: Some("HTTP 500"),
+                },
+                Answer {
+                    id: next[0].chains[0].deliveries[1].id,
+                    outcome: &Outcome::Released,
+                    status_code: None,
+                    error: None,
+                },
+            ],
+        )
+        .await
+        .unwrap();
+        let held = claim(&mut conn, &plans, 8, 60_000).await.unwrap();
+        assert!(held[0].chains.is_empty(), "{:?}", ids(&held[0]));
+        // (chat-b's lease, taken above, ends first.)
+        assert!(
+            held[0].next_due.is_some_and(|due| due <= at),
+            "{:?}",
+            held[0].next_due
+        );
+    }
+}
