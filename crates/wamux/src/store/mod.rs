@@ -68,7 +68,7 @@ struct Write {
 const WRITE_BATCH: usize = 256;
 
 /// How often the background task checkpoints the write-ahead log.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// The size of the write-ahead log, in pages, at which the writer checkpoints itself (about
 /// 40 MiB with SQLite's 4 KiB pages; SQLite's default is 1,000).
