@@ -72,6 +72,9 @@ pub(super) async fn run(hooks: Webhooks, session: String, notify: Arc<Notify>) {
     // Set while answers wait to be recorded: the latest time to do it.
     let mut record_by: Option<tokio::time::Instant> = None;
     let mut run_pass = true;
+    // Set when the worker was told there is new work (an event, a changed webhook): its pass
+    // then skips the read that checks for work first.
+    let mut told = true;
     tracing::debug!(session = %session, "webhook worker started");
 
     loop {
@@ -93,6 +96,7 @@ pub(super) async fn run(hooks: Webhooks, session: String, notify: Arc<Notify>) {
                 &mut cache,
                 &mut done,
                 free,
+                std::mem::take(&mut told),
                 &mut in_flight,
             ))
             .catch_unwind()
@@ -126,7 +130,7 @@ pub(super) async fn run(hooks: Webhooks, session: String, notify: Arc<Notify>) {
         }
         tokio::select! {
             () = inner.cancel.cancelled() => break,
-            () = notify.notified() => run_pass = true,
+            () = notify.notified() => (run_pass, told) = (true, true),
             Some(r) = in_flight.join_next(), if !in_flight.is_empty() => {
                 run_pass |= collect(&session, r, &mut done, starved);
             }
@@ -329,13 +333,16 @@ async fn shared_pass(
 }
 
 /// Asks for a pass for this session (see [`run_passes`]) and starts the sends it leased.
-/// Returns what the claim left (when the next delivery becomes due).
+/// Returns what the claim left (when the next delivery becomes due). Unless `told` (the
+/// worker was told of new work) or answers wait to be recorded, it first checks with a read
+/// that there is anything to do.
 async fn pass(
     hooks: &Webhooks,
     session: &str,
     cache: &mut Option<Cached>,
     done: &mut Vec<Done>,
     free: usize,
+    told: bool,
     in_flight: &mut JoinSet<Vec<Done>>,
 ) -> anyhow::Result<db::Claim> {
     let inner = &hooks.inner;
@@ -376,7 +383,7 @@ async fn pass(
         skip.push(Target::Global);
     }
 
-    if done.is_empty() && !db::has_work(pool, session, start_if_new).await? {
+    if !told && done.is_empty() && !db::has_work(pool, session, start_if_new).await? {
         return Ok(db::Claim::default());
     }
     let (answer, answered) = oneshot::channel();
