@@ -130,8 +130,9 @@ impl Store {
     /// Runs `job` in a write transaction shared with the other jobs queued meanwhile
     /// (group commit), and returns its value once that transaction is committed.
     ///
-    /// For writes that come from many tasks at a high rate (every inbound message of
-    /// every session): one transaction each would queue them one by one on the writer
+    /// For writes that come from many tasks at a high rate (session status changes, the
+    /// inbound messages and webhook passes of every session, each already batched by its
+    /// own writer): one transaction each would queue them one by one on the writer
     /// connection, a few round trips to SQLite's thread apiece, and cap the whole gateway
     /// at a few hundred commits a second however many cores it has. Each job runs in its
     /// own savepoint, so a job that fails is undone alone and gets its own error; the others
