@@ -5,6 +5,7 @@
 //! from the library surface as `anyhow::Error` (this is the edge of background work) or as
 //! plain strings in [`WaEvent`]s.
 
+mod device_store;
 mod hook;
 mod http;
 mod map;
@@ -92,6 +93,8 @@ pub struct WaConnector {
     media_wake: Option<Arc<tokio::sync::Notify>>,
     /// Commits every session's inbound messages (see [`hook::Committer`]).
     committer: hook::Committer,
+    /// Writes every device's pending-inbound rows (see [`device_store::Pending`]).
+    pending: device_store::Pending,
     /// Clients being opened at once (see [`OPENING_AT_ONCE`]).
     opening: tokio::sync::Semaphore,
 }
@@ -124,6 +127,7 @@ impl WaConnector {
             endpoint,
             tls,
             http,
+            pending: device_store::Pending::start(store.clone()),
             committer: hook::Committer::start(store),
             bus,
             media_wake: None,
@@ -164,6 +168,8 @@ impl WaConnector {
         let backend = SqliteStore::new_for_device(&self.device_db, device_id)
             .await
             .context("cannot open the WhatsApp device store")?;
+        let backend =
+            device_store::DeviceBackend::new(backend, i64::from(device_id), self.pending.clone());
         let mut transport = TokioWebSocketTransportFactory::new();
         if let Some(url) = &self.endpoint.url {
             transport = transport.with_url(url.clone());
