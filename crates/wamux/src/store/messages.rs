@@ -15,43 +15,15 @@ pub async fn insert(
     sender_key: &str,
     kind: EventKind,
 ) -> Result<Option<Event>> {
-    let data = serde_json::to_value(msg)?;
-    let (timestamp, event_body) = events::row(kind, &msg.session_id, &data);
-    // One round trip to SQLite's thread for both rows: the event is written only when the
-    // message row was (`changes()` counts the statement before), so a redelivered message
-    // announces nothing.
-    let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO messages (session_id, id, chat_id, sender, from_me, type, status, timestamp, body, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (session_id, chat_id, sender, id) DO NOTHING;
-         INSERT INTO events (session_id, event, chat_id, body, created_at)
-         SELECT ?, ?, ?, ?, ? WHERE changes() = 1 RETURNING id",
-    )
-    .bind(&msg.session_id)
-    .bind(&msg.id)
-    .bind(&msg.chat_id)
-    .bind(sender_key)
-    .bind(msg.from_me)
-    .bind(&msg.kind)
-    .bind(msg.status.as_str())
-    .bind(msg.timestamp)
-    .bind(data.to_string())
-    .bind(now())
-    .bind(&msg.session_id)
-    .bind(kind.as_str())
-    .bind(&msg.chat_id)
-    .bind(event_body.to_string())
-    .bind(timestamp)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(id.map(|id| Event {
-        id,
+    let new = New {
+        msg: msg.clone(),
+        sender_key: sender_key.to_owned(),
         kind,
-        session_id: msg.session_id.clone(),
-        chat_id: Some(msg.chat_id.clone()),
-        timestamp,
-        data,
-    }))
+    };
+    Ok(insert_many(conn, std::slice::from_ref(&new))
+        .await?
+        .pop()
+        .flatten())
 }
 
 /// A message to store, with the sender key its row is unique by and the event announcing it.
@@ -64,7 +36,9 @@ pub struct New {
 
 /// [`insert`] for many messages at once, in three statements however many there are: the
 /// inbound path of every session writes through here. Returns, for each message in order,
-/// its event, or `None` when it was already stored (or appears earlier in `items`).
+/// its event, or `None` when it was already stored (or appears earlier in `items`). Call it
+/// inside a write transaction ([`Store::begin`] or [`Store::write`]): the events' ids are
+/// taken after the current largest.
 pub async fn insert_many(conn: &mut SqliteConnection, items: &[New]) -> Result<Vec<Option<Event>>> {
     if items.is_empty() {
         return Ok(Vec::new());
@@ -411,7 +385,8 @@ mod tests {
     async fn insert_many_announces_each_new_message_once_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("wamux.db")).await.unwrap();
-        let mut conn = store.pool().acquire().await.unwrap();
+        // The way the gateway calls it: inside a write transaction.
+        let mut conn = store.begin().await.unwrap();
         let first = insert(
             &mut conn,
             &message("s1", "A"),

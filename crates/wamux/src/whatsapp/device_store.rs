@@ -39,6 +39,17 @@ impl DeviceBackend {
         }
     }
 
+    /// This device's row: to write with `message`, to delete without.
+    fn row(&self, chat: &str, sender: &str, id: &str, message: Option<&[u8]>) -> Row {
+        Row {
+            device: self.device_id,
+            chat: chat.to_owned(),
+            sender: sender.to_owned(),
+            id: id.to_owned(),
+            message: message.map(<[u8]>::to_vec),
+        }
+    }
+
     async fn pending_store_pending_inbound(
         &self,
         chat: &str,
@@ -61,13 +72,7 @@ impl DeviceBackend {
     ) -> Result<()> {
         let rows = rows
             .iter()
-            .map(|r| Row {
-                device: self.device_id,
-                chat: r.chat.to_owned(),
-                sender: r.sender.to_owned(),
-                id: r.id.to_owned(),
-                message: Some(r.message.to_vec()),
-            })
+            .map(|r| self.row(r.chat, r.sender, r.id, Some(r.message)))
             .collect();
         self.pending.send(rows).await
     }
@@ -115,13 +120,7 @@ impl DeviceBackend {
     ) -> Result<()> {
         let keys = keys
             .iter()
-            .map(|k| Row {
-                device: self.device_id,
-                chat: k.chat.to_owned(),
-                sender: k.sender.to_owned(),
-                id: k.id.to_owned(),
-                message: None,
-            })
+            .map(|k| self.row(k.chat, k.sender, k.id, None))
             .collect();
         self.pending.send(keys).await
     }
