@@ -166,6 +166,75 @@ impl Store {
     }
 }
 
+/// Merges the requests of many tasks into one [`Store::write`] job: what is submitted while a
+/// job runs goes into the next one, so a writer handles a whole batch with a few set-wise
+/// statements. A caller gets its own answer once the batch is committed; when the batch
+/// fails, every caller in it gets the error.
+pub struct Batcher<Req, Out> {
+    queue: tokio::sync::mpsc::UnboundedSender<Submitted<Req, Out>>,
+}
+
+type Submitted<Req, Out> = (
+    Req,
+    tokio::sync::oneshot::Sender<std::result::Result<Out, std::sync::Arc<StoreError>>>,
+);
+
+/// Writes a batch of requests inside the shared transaction: one answer per request, in order.
+pub type BatchWrite<Req, Out> =
+    for<'c> fn(&'c mut SqliteConnection, Vec<Req>) -> BoxFuture<'c, Result<Vec<Out>>>;
+
+impl<Req, Out> Clone for Batcher<Req, Out> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+/// At most this many requests share one [`Batcher`] job.
+const BATCHER_BATCH: usize = 512;
+
+impl<Req: Send + 'static, Out: Send + 'static> Batcher<Req, Out> {
+    /// Starts the batching task; it ends when the last handle is dropped.
+    pub fn start(store: Store, write: BatchWrite<Req, Out>) -> Self {
+        let (queue, mut submitted) = tokio::sync::mpsc::unbounded_channel::<Submitted<Req, Out>>();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCHER_BATCH);
+            while submitted.recv_many(&mut batch, BATCHER_BATCH).await > 0 {
+                let (requests, answers): (Vec<Req>, Vec<_>) = batch.drain(..).unzip();
+                match store.write(move |conn| write(conn, requests)).await {
+                    Ok(results) => {
+                        for (answer, result) in answers.into_iter().zip(results) {
+                            // A caller that gave up meanwhile no longer waits for it.
+                            let _ = answer.send(Ok(result));
+                        }
+                    }
+                    Err(e) => {
+                        let e = std::sync::Arc::new(e);
+                        for answer in answers {
+                            let _ = answer.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Submits a request and waits for its answer, after the commit.
+    pub async fn submit(&self, request: Req) -> Result<Out> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.queue
+            .send((request, answer))
+            .map_err(|_| StoreError::Closed)?;
+        match answered.await {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) => Err(StoreError::Batch(e)),
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+}
+
 /// Copies the write-ahead log into the database file every [`CHECKPOINT_EVERY`], without
 /// waiting for readers or writers (a passive checkpoint), so the writer seldom has to. Ends
 /// when the database is closed.

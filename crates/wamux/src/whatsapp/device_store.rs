@@ -12,7 +12,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
 use wacore::appstate::hash::HashState;
 use wacore::appstate::processor::AppStateMutationMAC;
 use wacore::store::error::{Result, StoreError as WaStoreError};
@@ -21,7 +20,7 @@ use whatsapp_rust::async_trait;
 use whatsapp_rust::bytes::Bytes;
 use whatsapp_rust_sqlite_storage::SqliteStore;
 
-use crate::store::{Store, StoreError};
+use crate::store::{Batcher, Store, StoreError};
 
 /// One device's store: its [`SqliteStore`], with the pending-inbound buffer in our database.
 pub(super) struct DeviceBackend {
@@ -167,60 +166,30 @@ struct Row {
     message: Option<Vec<u8>>,
 }
 
-struct Request {
-    rows: Vec<Row>,
-    answer: oneshot::Sender<std::result::Result<(), Arc<StoreError>>>,
-}
-
 /// Writes the pending-inbound rows of every device: what is asked while a write runs goes
 /// into the next one, a statement per run of writes or deletes, inside the store's group
 /// commit. A caller returns once its rows are committed.
 #[derive(Clone)]
 pub(super) struct Pending {
     store: Store,
-    queue: mpsc::UnboundedSender<Request>,
+    batcher: Batcher<Vec<Row>, ()>,
 }
 
-/// At most this many requests share one write.
-const PENDING_BATCH: usize = 512;
-
 impl Pending {
-    /// Starts the writing task; it ends when the last handle is dropped.
     pub fn start(store: Store) -> Self {
-        let (queue, requests) = mpsc::unbounded_channel();
-        tokio::spawn(run(store.clone(), requests));
-        Self { store, queue }
+        Self {
+            batcher: Batcher::start(store.clone(), |conn, requests| {
+                Box::pin(write(conn, requests))
+            }),
+            store,
+        }
     }
 
     async fn send(&self, rows: Vec<Row>) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
-        let (answer, answered) = oneshot::channel();
-        self.queue
-            .send(Request { rows, answer })
-            .map_err(|_| wa_error(StoreError::Closed))?;
-        match answered.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(wa_error(StoreError::Batch(e))),
-            Err(_) => Err(wa_error(StoreError::Closed)),
-        }
-    }
-}
-
-async fn run(store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
-    let mut batch = Vec::with_capacity(PENDING_BATCH);
-    while requests.recv_many(&mut batch, PENDING_BATCH).await > 0 {
-        let (rows, answers): (Vec<Vec<Row>>, Vec<_>) =
-            batch.drain(..).map(|r| (r.rows, r.answer)).unzip();
-        let result = store
-            .write(move |conn| Box::pin(async move { write(conn, rows).await }))
-            .await;
-        let result = result.map_err(Arc::new);
-        for answer in answers {
-            // A caller that gave up meanwhile no longer waits for it.
-            let _ = answer.send(result.clone());
-        }
+        self.batcher.submit(rows).await.map_err(wa_error)
     }
 }
 
@@ -229,7 +198,8 @@ async fn run(store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
 async fn write(
     conn: &mut sqlx::SqliteConnection,
     requests: Vec<Vec<Row>>,
-) -> crate::store::Result<()> {
+) -> crate::store::Result<Vec<()>> {
+    let answers = vec![(); requests.len()];
     let rows: Vec<Row> = requests.into_iter().flatten().collect();
     let now = crate::store::now();
     for run in rows.chunk_by(|a, b| a.message.is_some() == b.message.is_some()) {
@@ -272,7 +242,7 @@ async fn write(
             .await?;
         }
     }
-    Ok(())
+    Ok(answers)
 }
 
 fn hex(bytes: &[u8]) -> String {

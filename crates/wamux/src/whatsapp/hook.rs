@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
 use wacore::proto_helpers::MessageExt as _;
 use wacore::types::events::InboundMessage;
 use whatsapp_rust::{Client, InboundDurabilityHook};
@@ -10,7 +9,7 @@ use whatsapp_rust::{Client, InboundDurabilityHook};
 use crate::event::{Event, EventBus};
 use crate::media::MediaRef;
 use crate::store::messages::New;
-use crate::store::{Store, StoreError};
+use crate::store::{Batcher, Store};
 
 /// whatsapp-rust defers the ack of each batch until `on_messages` returns `Ok`; on `Err`
 /// (or a crash) the server redelivers, and the unique key on
@@ -63,11 +62,6 @@ type Item = (New, Option<MediaRef>);
 /// What a commit hands back: the events to announce, and whether a download job was queued.
 type Committed = (Vec<Event>, bool);
 
-struct Request {
-    items: Vec<Item>,
-    answer: oneshot::Sender<Result<Committed, Arc<StoreError>>>,
-}
-
 /// Commits the inbound messages of every session together: what the hooks hand over while a
 /// commit runs goes into the next one, written with a few set-wise statements (see
 /// [`insert_many`](crate::store::messages::insert_many)) inside the store's group commit.
@@ -75,54 +69,21 @@ struct Request {
 /// failure fails every hook of that commit, and WhatsApp redelivers their messages.
 #[derive(Clone)]
 pub(super) struct Committer {
-    queue: mpsc::UnboundedSender<Request>,
+    batcher: Batcher<Vec<Item>, Committed>,
 }
 
-/// At most this many hook calls share one commit.
-const COMMIT_BATCH: usize = 512;
-
 impl Committer {
-    /// Starts the committing task; it ends when the last handle is dropped.
     pub fn start(store: Store) -> Self {
-        let (queue, requests) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, requests));
-        Self { queue }
+        Self {
+            batcher: Batcher::start(store, |conn, calls| Box::pin(write(conn, calls))),
+        }
     }
 
     async fn commit(&self, items: Vec<Item>) -> anyhow::Result<Committed> {
         if items.is_empty() {
             return Ok((Vec::new(), false));
         }
-        let (answer, answered) = oneshot::channel();
-        self.queue
-            .send(Request { items, answer })
-            .map_err(|_| StoreError::Closed)?;
-        Ok(answered.await.map_err(|_| StoreError::Closed)??)
-    }
-}
-
-async fn run(store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
-    let mut batch = Vec::with_capacity(COMMIT_BATCH);
-    while requests.recv_many(&mut batch, COMMIT_BATCH).await > 0 {
-        let (items, answers): (Vec<Vec<Item>>, Vec<_>) =
-            batch.drain(..).map(|r| (r.items, r.answer)).unzip();
-        match store
-            .write(move |conn| Box::pin(async move { write(conn, items).await }))
-            .await
-        {
-            Ok(results) => {
-                for (answer, result) in answers.into_iter().zip(results) {
-                    // A hook that gave up meanwhile no longer waits for it.
-                    let _ = answer.send(Ok(result));
-                }
-            }
-            Err(e) => {
-                let e = Arc::new(e);
-                for answer in answers {
-                    let _ = answer.send(Err(e.clone()));
-                }
-            }
-        }
+        Ok(self.batcher.submit(items).await?)
     }
 }
 
