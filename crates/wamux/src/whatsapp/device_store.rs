@@ -82,6 +82,8 @@ impl DeviceBackend {
         sender: &str,
         id: &str,
     ) -> Result<Option<Vec<u8>>> {
+        // Deletes still queued must not leave a row to be found.
+        self.pending.settled().await?;
         let ours: Option<Vec<u8>> = sqlx::query_scalar(
             "SELECT message FROM pending_inbound
              WHERE device_id = ? AND chat = ? AND sender = ? AND id = ?",
@@ -121,7 +123,11 @@ impl DeviceBackend {
             .iter()
             .map(|k| self.row(k.chat, k.sender, k.id, None))
             .collect();
-        self.pending.send(keys).await
+        // whatsapp-rust deletes the rows after our hook has committed their messages, and
+        // acks them only after this returns: waiting for this commit too would add a third
+        // commit to every message's path. A row whose delete is lost is replayed as a
+        // duplicate, which the hook drops.
+        self.pending.enqueue(keys)
     }
 
     async fn pending_delete_expired_pending_inbound(&self, cutoff_timestamp: i64) -> Result<u32> {
@@ -168,7 +174,8 @@ struct Row {
 
 /// Writes the pending-inbound rows of every device: what is asked while a write runs goes
 /// into the next one, a statement per run of writes or deletes, inside the store's group
-/// commit. A caller returns once its rows are committed.
+/// commit. A caller returns once its rows are committed, except for the deletes after each
+/// hook call, which are queued (see [`Pending::enqueue`]).
 #[derive(Clone)]
 pub(super) struct Pending {
     store: Store,
@@ -191,21 +198,44 @@ impl Pending {
         }
         self.batcher.submit(rows).await.map_err(wa_error)
     }
+
+    /// Queues rows without waiting for their commit.
+    fn enqueue(&self, rows: Vec<Row>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.batcher.enqueue(rows).map_err(wa_error)
+    }
+
+    /// Returns once everything queued before it is committed.
+    async fn settled(&self) -> Result<()> {
+        self.batcher.submit(Vec::new()).await.map_err(wa_error)
+    }
 }
 
-/// Applies the requests in order: consecutive writes in one statement, consecutive deletes
-/// in another.
+/// Applies the requests as if one after the other, in two statements: the last request for
+/// a row decides whether it is written or deleted.
 async fn write(
     conn: &mut sqlx::SqliteConnection,
     requests: Vec<Vec<Row>>,
 ) -> crate::store::Result<Vec<()>> {
     let answers = vec![(); requests.len()];
-    let rows: Vec<Row> = requests.into_iter().flatten().collect();
+    let mut last = std::collections::HashMap::new();
+    for row in requests.into_iter().flatten() {
+        let key = (
+            row.device,
+            row.chat.clone(),
+            row.sender.clone(),
+            row.id.clone(),
+        );
+        last.insert(key, row);
+    }
+    let (writes, deletes): (Vec<Row>, Vec<Row>) =
+        last.into_values().partition(|r| r.message.is_some());
     let now = crate::store::now();
-    for run in rows.chunk_by(|a, b| a.message.is_some() == b.message.is_some()) {
-        let writes = run[0].message.is_some();
-        let json = serde_json::Value::from(
-            run.iter()
+    let json = |rows: &[Row]| {
+        serde_json::Value::from(
+            rows.iter()
                 .map(|r| {
                     serde_json::json!([
                         r.device,
@@ -217,30 +247,31 @@ async fn write(
                 })
                 .collect::<Vec<_>>(),
         )
-        .to_string();
-        if writes {
-            sqlx::query(
-                "INSERT OR REPLACE INTO pending_inbound (device_id, chat, sender, id, message, created_at)
-                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-                        json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-                        unhex(json_extract(value, '$[4]')), ?
-                 FROM json_each(?)",
-            )
-            .bind(now)
-            .bind(json)
-            .execute(&mut *conn)
-            .await?;
-        } else {
-            sqlx::query(
-                "DELETE FROM pending_inbound WHERE (device_id, chat, sender, id) IN
-                   (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-                           json_extract(value, '$[2]'), json_extract(value, '$[3]')
-                    FROM json_each(?))",
-            )
-            .bind(json)
-            .execute(&mut *conn)
-            .await?;
-        }
+        .to_string()
+    };
+    if !deletes.is_empty() {
+        sqlx::query(
+            "DELETE FROM pending_inbound WHERE (device_id, chat, sender, id) IN
+               (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                       json_extract(value, '$[2]'), json_extract(value, '$[3]')
+                FROM json_each(?))",
+        )
+        .bind(json(&deletes))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !writes.is_empty() {
+        sqlx::query(
+            "INSERT OR REPLACE INTO pending_inbound (device_id, chat, sender, id, message, created_at)
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                    json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                    unhex(json_extract(value, '$[4]')), ?
+             FROM json_each(?)",
+        )
+        .bind(now)
+        .bind(json(&writes))
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(answers)
 }
@@ -738,6 +769,25 @@ mod tests {
         .unwrap();
         assert_eq!(get(&one, "A").await, None);
         assert_eq!(get(&one, "B").await, Some(Vec::new()));
+
+        // A queued delete followed by a write of the same row (a redelivery): the write
+        // wins, whether or not both land in one batch.
+        one.delete_pending_inbound_batch(&[PendingInboundKey {
+            chat: "c@s.whatsapp.net",
+            sender: "s@s.whatsapp.net",
+            id: "B",
+        }])
+        .await
+        .unwrap();
+        one.store_pending_inbound_batch(&[PendingInboundRow {
+            chat: "c@s.whatsapp.net",
+            sender: "s@s.whatsapp.net",
+            id: "B",
+            message: b"again",
+        }])
+        .await
+        .unwrap();
+        assert_eq!(get(&one, "B").await, Some(b"again".to_vec()));
 
         inner
             .store_pending_inbound("c@s.whatsapp.net", "s@s.whatsapp.net", "OLD", b"old")
