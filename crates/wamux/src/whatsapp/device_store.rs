@@ -726,6 +726,18 @@ mod tests {
         )
     }
 
+    /// Deletes a row the way whatsapp-rust does after each hook call (queued, not waited for).
+    async fn delete(backend: &DeviceBackend, id: &str) {
+        backend
+            .delete_pending_inbound_batch(&[PendingInboundKey {
+                chat: "c@s.whatsapp.net",
+                sender: "s@s.whatsapp.net",
+                id,
+            }])
+            .await
+            .unwrap();
+    }
+
     async fn get(backend: &DeviceBackend, id: &str) -> Option<Vec<u8>> {
         backend
             .get_pending_inbound("c@s.whatsapp.net", "s@s.whatsapp.net", id)
@@ -760,25 +772,13 @@ mod tests {
         assert_eq!(get(&one, "B").await, Some(Vec::new()));
         assert_eq!(get(&two, "A").await, None, "another device's row");
 
-        one.delete_pending_inbound_batch(&[PendingInboundKey {
-            chat: "c@s.whatsapp.net",
-            sender: "s@s.whatsapp.net",
-            id: "A",
-        }])
-        .await
-        .unwrap();
+        delete(&one, "A").await;
         assert_eq!(get(&one, "A").await, None);
         assert_eq!(get(&one, "B").await, Some(Vec::new()));
 
         // A queued delete followed by a write of the same row (a redelivery): the write
         // wins, whether or not both land in one batch.
-        one.delete_pending_inbound_batch(&[PendingInboundKey {
-            chat: "c@s.whatsapp.net",
-            sender: "s@s.whatsapp.net",
-            id: "B",
-        }])
-        .await
-        .unwrap();
+        delete(&one, "B").await;
         one.store_pending_inbound_batch(&[PendingInboundRow {
             chat: "c@s.whatsapp.net",
             sender: "s@s.whatsapp.net",
