@@ -101,7 +101,13 @@ impl Store {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(opts.pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string()))
+            .connect_with(
+                opts.pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string())
+                    // Each job's savepoint keeps the prior content of every page the job changes
+                    // in a statement journal: in memory, not a temporary file written page by
+                    // page (two system calls per page, a third of the gateway's file writes).
+                    .pragma("temp_store", "memory"),
+            )
             .await?;
         let (writes, write_queue) = tokio::sync::mpsc::unbounded_channel();
         let store = Self {
