@@ -370,6 +370,19 @@ mod tests {
         }
     }
 
+    /// [`insert`] of a message that is not stored yet: its event.
+    async fn insert_one(conn: &mut SqliteConnection, session: &str, id: &str) -> Event {
+        insert(
+            conn,
+            &message(session, id),
+            "1555@s.whatsapp.net",
+            EventKind::MessageReceived,
+        )
+        .await
+        .unwrap()
+        .expect("a new message")
+    }
+
     fn new(session: &str, id: &str) -> New {
         New {
             msg: message(session, id),
@@ -387,15 +400,7 @@ mod tests {
         let store = Store::open(&dir.path().join("wamux.db")).await.unwrap();
         // The way the gateway calls it: inside a write transaction.
         let mut conn = store.begin().await.unwrap();
-        let first = insert(
-            &mut conn,
-            &message("s1", "A"),
-            "1555@s.whatsapp.net",
-            EventKind::MessageReceived,
-        )
-        .await
-        .unwrap()
-        .expect("a new message");
+        let first = insert_one(&mut conn, "s1", "A").await;
         let items = [
             new("s1", "B"),
             new("s1", "A"),
@@ -411,15 +416,7 @@ mod tests {
         assert_eq!(events[2].as_ref().unwrap().session_id, "s2");
         assert_eq!(events[4].as_ref().unwrap().data["text"], "text of D");
 
-        let later = insert(
-            &mut conn,
-            &message("s1", "E"),
-            "1555@s.whatsapp.net",
-            EventKind::MessageReceived,
-        )
-        .await
-        .unwrap()
-        .expect("a new message");
+        let later = insert_one(&mut conn, "s1", "E").await;
         assert!(later.id > d);
         // What was stored matches what was announced, row for row.
         let stored: Vec<(i64, String, String)> =
