@@ -21,6 +21,7 @@ mod admin;
 mod conn;
 mod hub;
 mod journal;
+pub use journal::COMPACT_AFTER;
 mod link_code;
 mod media;
 pub mod noise;
@@ -55,6 +56,10 @@ pub struct SimConfig {
     pub data_dir: PathBuf,
     /// Serve `wss://`/`https://` with a generated CA (else plain `ws://`/`http://`).
     pub tls: bool,
+    /// Journal size in bytes past which it is folded into the base ([`COMPACT_AFTER`] by
+    /// default). Compacting takes about a second of a core per 64 MiB, so benchmarks that
+    /// share the machine with the simulator defer it until after the run.
+    pub compact_after: u64,
 }
 
 /// A running simulator.
@@ -83,7 +88,8 @@ impl Simulator {
         let identity = ServerIdentity::from_private(&private)?;
         // Start from a fresh base: the journals so far are folded into it.
         let base_size = journal::save_base(&snap, &data_dir)?;
-        let journal = journal::Journal::open(&data_dir, snap.journal, base_size)?;
+        let journal =
+            journal::Journal::open(&data_dir, snap.journal, base_size, config.compact_after)?;
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

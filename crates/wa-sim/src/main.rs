@@ -26,6 +26,11 @@ struct Args {
     #[arg(long, env = "WA_SIM_PLAIN")]
     plain: bool,
 
+    /// Fold the journal into the base once it is larger than this many MiB (and than the
+    /// base).
+    #[arg(long, env = "WA_SIM_COMPACT_AFTER_MIB", default_value_t = wa_sim::COMPACT_AFTER >> 20)]
+    compact_after_mib: u64,
+
     /// Log filter, e.g. "info" or "wa_sim=debug".
     #[arg(long, env = "WA_SIM_LOG", default_value = "info")]
     log: String,
@@ -41,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
         tls: !args.plain,
+        compact_after: args.compact_after_mib.saturating_mul(1 << 20),
     })
     .await?;
     println!("WebSocket: {}", sim.ws_url());

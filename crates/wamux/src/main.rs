@@ -139,6 +139,7 @@ mod sandbox {
             listen,
             data_dir: sim_dir,
             tls: true,
+            compact_after: wa_sim::COMPACT_AFTER,
         })
         .await
         .context("cannot start the simulator (WAMUX_SIM_PORT)")?;

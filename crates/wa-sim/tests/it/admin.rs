@@ -51,6 +51,7 @@ async fn plain_mode_serves_ws_and_http_without_a_ca() {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
         tls: false,
+        compact_after: wa_sim::COMPACT_AFTER,
     })
     .await
     .unwrap();

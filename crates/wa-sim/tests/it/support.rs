@@ -45,6 +45,7 @@ impl TestSim {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("sim"),
             tls: true,
+            compact_after: wa_sim::COMPACT_AFTER,
         })
         .await
         .expect("simulator starts");

@@ -224,6 +224,7 @@ impl Sim {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir,
             tls: true,
+            compact_after: wa_sim::COMPACT_AFTER,
         })
         .await
         .expect("simulator starts");
