@@ -617,14 +617,22 @@ mod tests {
         journal.append(&pending.take(snap)).unwrap();
     }
 
+    const PHONE: &str = "15550000001";
+
+    /// A state with one account, written as the base in `dir`; returns it and the base's size.
+    fn one_account_base(dir: &Path) -> (Snapshot, u64) {
+        let mut snap = Snapshot::default();
+        snap.accounts.insert(PHONE.into(), account(PHONE));
+        let base = save_base(&snap, dir).unwrap();
+        (snap, base)
+    }
+
     #[test]
     fn journal_replays_over_the_base_and_compacts() {
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path();
-        let phone = "15550000001";
-        let mut snap = Snapshot::default();
-        snap.accounts.insert(phone.into(), account(phone));
-        let base = save_base(&snap, dir).unwrap();
+        let phone = PHONE;
+        let (mut snap, base) = one_account_base(dir);
         let mut journal = Journal::open(dir, snap.journal, base, COMPACT_AFTER).unwrap();
         let mut pending = Pending::default();
 
@@ -722,10 +730,7 @@ mod tests {
     fn compaction_waits_for_the_configured_size_and_the_base() {
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path();
-        let phone = "15550000001";
-        let mut snap = Snapshot::default();
-        snap.accounts.insert(phone.into(), account(phone));
-        let base = save_base(&snap, dir).unwrap();
+        let (mut snap, base) = one_account_base(dir);
         let mut journal = Journal::open(dir, snap.journal, base, 0).unwrap();
         let mut pending = Pending::default();
         run(&mut snap, &mut pending, &mut journal, &["a"]);
