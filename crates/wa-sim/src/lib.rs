@@ -21,7 +21,6 @@ mod admin;
 mod conn;
 mod hub;
 mod journal;
-pub use journal::COMPACT_AFTER;
 mod link_code;
 mod media;
 pub mod noise;
@@ -30,6 +29,8 @@ mod router;
 mod signal;
 mod state;
 mod tls;
+
+pub use journal::COMPACT_AFTER;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
