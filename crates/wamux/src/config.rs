@@ -86,6 +86,10 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// `WAMUX_METRICS_LISTEN`: serve `/metrics` without the API key on this address instead.
     pub metrics_listen: Option<String>,
+    /// `WAMUX_PASSKEY_STEP_TIMEOUT`: seconds WhatsApp may take for its next step of a
+    /// passkey link (after the assertion, after the confirmation) before the attempt is
+    /// given up as stuck.
+    pub passkey_step_timeout: u64,
 }
 
 impl Default for Config {
@@ -111,6 +115,7 @@ impl Default for Config {
             tls_key: None,
             trusted_proxies: Vec::new(),
             metrics_listen: None,
+            passkey_step_timeout: 60,
         }
     }
 }
@@ -185,6 +190,9 @@ pub struct Overrides {
     /// Serve /metrics without the API key on this address (e.g. 127.0.0.1:9100) [default: /metrics on the API port, with the key]
     #[arg(long, env = "WAMUX_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Seconds WhatsApp may take for its next step of a passkey link before the attempt is given up [default: 60]
+    #[arg(long, env = "WAMUX_PASSKEY_STEP_TIMEOUT")]
+    pub passkey_step_timeout: Option<u64>,
 }
 
 impl clap::builder::ValueParserFactory for Secret {
@@ -293,6 +301,9 @@ impl Config {
         if let Some(v) = o.metrics_listen {
             self.metrics_listen = Some(v);
         }
+        if let Some(v) = o.passkey_step_timeout {
+            self.passkey_step_timeout = v;
+        }
     }
 
     /// Builds the configuration from the layers: defaults, then `file` (if given), then
@@ -350,6 +361,12 @@ impl Config {
                 setting: "WAMUX_WEBHOOK_*",
                 message,
             });
+        }
+        if !(1..=600).contains(&self.passkey_step_timeout) {
+            return Err(invalid(
+                "WAMUX_PASSKEY_STEP_TIMEOUT",
+                "must be between 1 and 600 seconds",
+            ));
         }
         if self.log_retention == 0 {
             return Err(invalid("WAMUX_LOG_RETENTION", "must be at least 1"));

@@ -29,11 +29,14 @@ pub enum EventKind {
     MessageEdited,
     SessionStatus,
     Qr,
+    PasskeyRequired,
+    PasskeyConfirmation,
+    PasskeyFailed,
     Call,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::MessageReceived,
         EventKind::MessageFromMe,
         EventKind::MessageSent,
@@ -45,6 +48,9 @@ impl EventKind {
         EventKind::MessageEdited,
         EventKind::SessionStatus,
         EventKind::Qr,
+        EventKind::PasskeyRequired,
+        EventKind::PasskeyConfirmation,
+        EventKind::PasskeyFailed,
         EventKind::Call,
     ];
 
@@ -61,6 +67,9 @@ impl EventKind {
             EventKind::MessageEdited => "message-edited",
             EventKind::SessionStatus => "session-status",
             EventKind::Qr => "qr",
+            EventKind::PasskeyRequired => "passkey-required",
+            EventKind::PasskeyConfirmation => "passkey-confirmation",
+            EventKind::PasskeyFailed => "passkey-failed",
             EventKind::Call => "call",
         }
     }

@@ -13,6 +13,7 @@ pub mod media;
 pub mod metrics;
 pub mod model;
 pub mod net;
+pub mod passkey;
 pub mod qr;
 pub mod realtime;
 pub mod session;
@@ -111,7 +112,14 @@ pub async fn run(
     )
     .context("cannot set up the WhatsApp connector")?
     .with_media_wake(media.waker());
-    let sessions = SessionManager::new(store.clone(), events.clone(), connector);
+    let sessions = SessionManager::new(
+        store.clone(),
+        events.clone(),
+        connector,
+        session::SessionSettings {
+            passkey_step_timeout: std::time::Duration::from_secs(config.passkey_step_timeout),
+        },
+    );
     // Started before the sessions, so their first events are heard; stopped after them, so
     // their last ones are recorded (and delivered after a restart at worst).
     let webhooks = webhook::Webhooks::start(

@@ -57,6 +57,10 @@ impl fmt::Display for SessionId {
 pub enum SessionStatus {
     Starting,
     Qr,
+    /// WhatsApp asks for the account owner's passkey before it links this device.
+    PasskeyRequired,
+    /// The passkey was accepted; the operator checks that the phone shows the same code.
+    PasskeyConfirmation,
     Connecting,
     Connected,
     Disconnected,
@@ -65,9 +69,11 @@ pub enum SessionStatus {
 }
 
 impl SessionStatus {
-    pub const ALL: [SessionStatus; 7] = [
+    pub const ALL: [SessionStatus; 9] = [
         SessionStatus::Starting,
         SessionStatus::Qr,
+        SessionStatus::PasskeyRequired,
+        SessionStatus::PasskeyConfirmation,
         SessionStatus::Connecting,
         SessionStatus::Connected,
         SessionStatus::Disconnected,
@@ -79,6 +85,8 @@ impl SessionStatus {
         match self {
             SessionStatus::Starting => "starting",
             SessionStatus::Qr => "qr",
+            SessionStatus::PasskeyRequired => "passkey_required",
+            SessionStatus::PasskeyConfirmation => "passkey_confirmation",
             SessionStatus::Connecting => "connecting",
             SessionStatus::Connected => "connected",
             SessionStatus::Disconnected => "disconnected",

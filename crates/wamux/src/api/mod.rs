@@ -10,6 +10,7 @@ mod health;
 mod media;
 mod messages;
 pub mod openapi;
+mod passkey;
 pub mod probes;
 mod sessions;
 mod webhooks;
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(health::router())
         .merge(sessions::router())
+        .merge(passkey::router())
         .merge(messages::router())
         .merge(webhooks::router())
         .merge(events::router())

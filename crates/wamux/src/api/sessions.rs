@@ -46,6 +46,13 @@ impl From<SessionError> for ApiError {
                 "timeout",
                 format!("timed out waiting for {what}"),
             ),
+            SessionError::PasskeyNotPending(msg) => ApiError::conflict("passkey_not_pending", msg),
+            SessionError::InvalidAssertion(msg) => ApiError::bad_request("invalid_assertion", msg),
+            SessionError::PasskeyRejected(msg) => ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "passkey_rejected",
+                msg,
+            ),
             SessionError::Store(e) => ApiError::internal(e),
             SessionError::Internal(e) => ApiError::internal(e),
         }

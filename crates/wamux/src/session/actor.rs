@@ -19,9 +19,10 @@ use futures::FutureExt as _;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{Command, Me, Qr, Result, SessionError, Shared, Snapshot};
+use super::{Command, Me, Qr, Result, SessionError, Shared, Snapshot, check_passkey_stage};
 use crate::event::EventKind;
 use crate::model::{ChatAddress, Message, MessageStatus, SessionId, SessionStatus};
+use crate::passkey::{Ceremony, Stage};
 use crate::store::{self, sessions::SessionRow};
 use crate::whatsapp::{WaEvent, WaRunning, WaSession};
 
@@ -78,6 +79,10 @@ pub(super) async fn supervise(
         pending_code: None,
         attempt: 0,
         reconnect_now: false,
+        qr_budget_ends: None,
+        linking_by_code: false,
+        passkey_deadline: None,
+        own: None,
     };
     loop {
         let run = AssertUnwindSafe(actor.run(&mut commands, &cancel)).catch_unwind();
@@ -142,7 +147,22 @@ struct Actor {
     attempt: u32,
     /// The current connection is ending because we (or WhatsApp's pairing flow) asked.
     reconnect_now: bool,
+    /// When whatsapp-rust will give up this connection's QR codes (Unix seconds): it
+    /// closes the connection then, and a passkey step under way ends with it.
+    qr_budget_ends: Option<i64>,
+    /// A pairing code was handed out on this connection: whatsapp-rust keeps the
+    /// connection past its QR codes while that link is under way.
+    linking_by_code: bool,
+    /// When the passkey step under way is given up.
+    passkey_deadline: Option<tokio::time::Instant>,
+    /// The run's own event channel: outcomes of our calls into the client (the passkey
+    /// steps, which wait for WhatsApp off the actor's loop) come back on it.
+    own: Option<mpsc::UnboundedSender<WaEvent>>,
 }
+
+/// How long whatsapp-rust 0.7 offers QR codes on one connection after the first: five
+/// more of 20 s each (the first one's lifetime comes with it).
+const QR_BUDGET_AFTER_FIRST: i64 = 5 * 20;
 
 impl Actor {
     /// Sleeps through a backoff while still answering the API: a logout ends the session
@@ -179,6 +199,12 @@ impl Actor {
                             self.id
                         ))));
                     }
+                    Some(Command::PasskeyAssertion { reply, .. } | Command::PasskeyConfirm(reply)) => {
+                        let _ignored = reply.send(Err(SessionError::PasskeyNotPending(format!(
+                            "session `{}` is reconnecting; no passkey step waits",
+                            self.id
+                        ))));
+                    }
                 },
             }
         }
@@ -190,10 +216,14 @@ impl Actor {
         cancel: &CancellationToken,
     ) -> Exit {
         self.reconnect_now = false;
+        self.qr_budget_ends = None;
+        self.linking_by_code = false;
+        self.passkey_deadline = None;
         if self.state.borrow().status != SessionStatus::Disconnected {
             self.set_status(SessionStatus::Starting, None).await;
         }
         let (tx, mut events) = mpsc::unbounded_channel();
+        self.own = Some(tx.clone());
         let push_name = self.saved_me.as_ref().and_then(|me| me.push_name.clone());
         let (session, mut running) = match self
             .shared
@@ -224,6 +254,16 @@ impl Actor {
                         break exit;
                     }
                 }
+                _ = passkey_timer(self.passkey_deadline) => {
+                    let why = match self.state.borrow().passkey.as_ref() {
+                        Some(c) if c.stage == Stage::Confirming => format!(
+                            "WhatsApp did not take the next passkey step within {} s; start the session again to link afresh",
+                            self.shared.settings.passkey_step_timeout.as_secs()
+                        ),
+                        _ => "the passkey step was not completed in time; start the session again to link afresh".to_owned(),
+                    };
+                    break self.passkey_failed(why).await;
+                }
                 _ = running.finished() => {
                     // What the client said last decides what this end means (a logout,
                     // a pairing that completed); read it all before deciding.
@@ -250,6 +290,11 @@ impl Actor {
                 }
             }
         };
+        if self.state.borrow().passkey.is_some() {
+            // The ceremony lives in the connection (and the client's memory): it ends here.
+            self.end_passkey("the connection to WhatsApp ended during the passkey step")
+                .await;
+        }
         self.state.send_modify(|s| {
             s.connection = None;
             s.qr = None;
@@ -278,6 +323,15 @@ impl Actor {
                 code,
                 expires_in_secs,
             } => {
+                if self.qr_budget_ends.is_none() {
+                    self.qr_budget_ends =
+                        Some(store::now() + expires_in_secs as i64 + QR_BUDGET_AFTER_FIRST);
+                }
+                if self.state.borrow().passkey.is_some() {
+                    // whatsapp-rust goes on rotating codes during the passkey step; the
+                    // device is already scanned, so none of them is shown.
+                    return None;
+                }
                 let qr = Qr {
                     code,
                     expires_at: store::now() + expires_in_secs as i64,
@@ -298,10 +352,13 @@ impl Actor {
             }
             WaEvent::Paired { me } => {
                 self.logged_in = true;
+                self.passkey_deadline = None;
                 self.save_me(&me).await;
                 self.state.send_modify(|s| {
                     s.qr = None;
                     s.me = me;
+                    s.passkey = None;
+                    s.passkey_error = None;
                 });
                 self.set_status(SessionStatus::Connecting, Some("paired"))
                     .await;
@@ -333,17 +390,42 @@ impl Actor {
                 .await;
                 return Some(Exit::Stopped);
             }
-            WaEvent::PairingFailed { reason } => {
-                if let Some(reply) = self.pending_code.take() {
-                    let _ignored = reply.send(Err(SessionError::WrongState(reason.clone())));
+            WaEvent::QrExhausted { disconnected } => {
+                if self.state.borrow().passkey.is_some() {
+                    if disconnected {
+                        return Some(self.passkey_failed(
+                            "whatsapp-rust closed the connection when this link's QR codes ran out (about 160 s after the first); start the session again and finish the passkey step sooner, or link with a pairing code, which keeps the connection".to_owned(),
+                        ).await);
+                    }
+                    let status = self.state.borrow().status;
+                    self.set_status(
+                        status,
+                        Some("the QR codes ran out; the passkey step goes on"),
+                    )
+                    .await;
+                    return None;
                 }
-                if !self.logged_in {
-                    self.state.send_modify(|s| s.qr = None);
-                    self.set_status(SessionStatus::Failed, Some(&reason)).await;
-                    return Some(Exit::Stopped);
+                return self
+                    .pairing_failed(
+                        "no QR code was scanned in time; start the session again for new codes"
+                            .into(),
+                    )
+                    .await;
+            }
+            WaEvent::PasskeyRequest { options_json } => {
+                return self.passkey_requested(&options_json).await;
+            }
+            WaEvent::PasskeyConfirmation {
+                code,
+                skip_handoff_ux,
+            } => return self.passkey_code(code, skip_handoff_ux, session).await,
+            WaEvent::PasskeyFailed { reason } => {
+                if self.state.borrow().passkey.is_some() {
+                    return Some(self.passkey_failed(reason).await);
                 }
                 tracing::warn!(session = %self.id, "{reason}");
             }
+            WaEvent::PairingFailed { reason } => return self.pairing_failed(reason).await,
             WaEvent::Receipt { ids, status } => {
                 for id in ids {
                     match store::messages::advance_status(
@@ -408,10 +490,210 @@ impl Actor {
                     .pairing_code(&phone)
                     .await
                     .map_err(SessionError::WrongState);
+                self.linking_by_code |= r.is_ok();
                 let _ignored = reply.send(r);
                 None
             }
+            Command::PasskeyAssertion { assertion, reply } => {
+                let pending = self.state.borrow().passkey.clone();
+                if let Err(e) =
+                    check_passkey_stage(&self.id, pending.as_ref(), Stage::AssertionRequired)
+                {
+                    let _ignored = reply.send(Err(e));
+                    return None;
+                }
+                let pending = pending.expect("checked above");
+                if assertion.challenge != pending.challenge {
+                    let _ignored = reply.send(Err(SessionError::InvalidAssertion(
+                        "`response.clientDataJSON`: its challenge is not the one WhatsApp asked for (an assertion from an older request, or for another session)".into(),
+                    )));
+                    return None;
+                }
+                self.passkey_stage(Stage::Confirming, |c| c.assertion_sent = true);
+                self.passkey_deadline =
+                    Some(tokio::time::Instant::now() + self.shared.settings.passkey_step_timeout);
+                self.passkey_call(session, Some(reply), |s| async move {
+                    s.send_passkey_response(&assertion)
+                        .await
+                        .map_err(|e| format!("WhatsApp refused the passkey assertion: {e}"))
+                });
+                None
+            }
+            Command::PasskeyConfirm(reply) => {
+                let pending = self.state.borrow().passkey.clone();
+                if let Err(e) =
+                    check_passkey_stage(&self.id, pending.as_ref(), Stage::ConfirmationRequired)
+                {
+                    let _ignored = reply.send(Err(e));
+                    return None;
+                }
+                self.confirm_passkey(session, Some(reply));
+                None
+            }
         }
+    }
+
+    /// Pairing gave up: an unpaired session stops (status `failed`) until started again.
+    async fn pairing_failed(&mut self, reason: String) -> Option<Exit> {
+        if let Some(reply) = self.pending_code.take() {
+            let _ignored = reply.send(Err(SessionError::WrongState(reason.clone())));
+        }
+        if !self.logged_in {
+            self.state.send_modify(|s| s.qr = None);
+            self.set_status(SessionStatus::Failed, Some(&reason)).await;
+            return Some(Exit::Stopped);
+        }
+        tracing::warn!(session = %self.id, "{reason}");
+        None
+    }
+
+    /// WhatsApp asks for the owner's passkey: show the request, whatever state we are in.
+    async fn passkey_requested(&mut self, options_json: &str) -> Option<Exit> {
+        let mut ceremony = match Ceremony::from_options(options_json, store::now()) {
+            Ok(c) => c,
+            Err(e) => return Some(self.passkey_failed(e.to_string()).await),
+        };
+        if !self.linking_by_code
+            && let Some(end) = self.qr_budget_ends
+        {
+            ceremony.expires_at = ceremony.expires_at.min(end);
+        }
+        let wait = (ceremony.expires_at - store::now()).max(0) as u64;
+        self.passkey_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(wait));
+        let data = serde_json::json!({
+            "sessionId": self.id,
+            "options": ceremony.options,
+            "expiresAt": ceremony.expires_at,
+        });
+        self.state.send_modify(|s| {
+            s.qr = None;
+            s.passkey = Some(ceremony);
+            s.passkey_error = None;
+        });
+        tracing::info!(session = %self.id, "WhatsApp asks for the account owner's passkey");
+        self.set_status(SessionStatus::PasskeyRequired, None).await;
+        self.record(EventKind::PasskeyRequired, None, data).await;
+        None
+    }
+
+    /// WhatsApp accepted the assertion and derived the code the phone shows.
+    async fn passkey_code(
+        &mut self,
+        code: String,
+        skip_handoff_ux: bool,
+        session: &WaSession,
+    ) -> Option<Exit> {
+        if self.state.borrow().passkey.is_none() {
+            tracing::warn!(session = %self.id, "a passkey code arrived with no passkey step under way");
+            return None;
+        }
+        let shown = code.clone();
+        self.passkey_stage(Stage::ConfirmationRequired, |c| {
+            c.code = Some(shown);
+            c.skip_handoff_ux = skip_handoff_ux;
+        });
+        let expires_at = self.state.borrow().passkey.as_ref().map(|c| c.expires_at);
+        let wait = (expires_at.unwrap_or_default() - store::now()).max(0) as u64;
+        self.passkey_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(wait));
+        self.set_status(SessionStatus::PasskeyConfirmation, None)
+            .await;
+        self.record(
+            EventKind::PasskeyConfirmation,
+            None,
+            serde_json::json!({
+                "sessionId": self.id,
+                "code": code,
+                "skipHandoffUx": skip_handoff_ux,
+                "expiresAt": expires_at,
+            }),
+        )
+        .await;
+        if skip_handoff_ux {
+            // WhatsApp proved continuity itself: there is nothing for the operator to compare.
+            self.confirm_passkey(session, None);
+        }
+        None
+    }
+
+    /// Sends the confirmation; `reply` (an API caller) hears whether WhatsApp took it.
+    fn confirm_passkey(&mut self, session: &WaSession, reply: Option<oneshot::Sender<Result<()>>>) {
+        self.passkey_stage(Stage::Confirming, |_| {});
+        self.passkey_deadline =
+            Some(tokio::time::Instant::now() + self.shared.settings.passkey_step_timeout);
+        self.passkey_call(session, reply, |s| async move {
+            s.send_passkey_confirmation()
+                .await
+                .map_err(|e| format!("WhatsApp refused the passkey confirmation: {e}"))
+        });
+    }
+
+    /// Runs one passkey call to WhatsApp off the actor's loop (it waits for WhatsApp's
+    /// answer); a refusal comes back to the actor as a failed step, and to `reply`.
+    fn passkey_call<F, Fut>(
+        &self,
+        session: &WaSession,
+        reply: Option<oneshot::Sender<Result<()>>>,
+        call: F,
+    ) where
+        F: FnOnce(WaSession) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = std::result::Result<(), String>> + Send,
+    {
+        let session = session.clone();
+        let own = self.own.clone();
+        tokio::spawn(async move {
+            let outcome = call(session).await;
+            if let Err(reason) = &outcome
+                && let Some(own) = &own
+                && own
+                    .send(WaEvent::PasskeyFailed {
+                        reason: reason.clone(),
+                    })
+                    .is_err()
+            {
+                tracing::debug!("session actor gone before a passkey refusal reached it");
+            }
+            if let Some(reply) = reply {
+                let _ignored = reply.send(outcome.map_err(SessionError::PasskeyRejected));
+            }
+        });
+    }
+
+    /// Moves the step under way to `stage`, changing what `edit` changes.
+    fn passkey_stage(&self, stage: Stage, edit: impl FnOnce(&mut Ceremony)) {
+        self.state.send_modify(|s| {
+            if let Some(c) = s.passkey.as_mut() {
+                c.stage = stage;
+                edit(c);
+            }
+        });
+    }
+
+    /// Ends the step under way with `reason`: a `passkey-failed` event, and the error kept
+    /// for `GET .../passkey`.
+    async fn end_passkey(&mut self, reason: &str) {
+        self.passkey_deadline = None;
+        let stage = self.state.borrow().passkey.as_ref().map(|c| c.stage);
+        let Some(stage) = stage else { return };
+        self.state.send_modify(|s| {
+            s.passkey = None;
+            s.passkey_error = Some(reason.to_owned());
+        });
+        tracing::warn!(session = %self.id, "passkey step failed: {reason}");
+        self.record(
+            EventKind::PasskeyFailed,
+            None,
+            serde_json::json!({"sessionId": self.id, "reason": reason, "stage": stage}),
+        )
+        .await;
+    }
+
+    /// The link attempt is over: WhatsApp forgets a failed ceremony, so the session stops
+    /// (status `failed`) until someone starts it again, which links afresh.
+    async fn passkey_failed(&mut self, reason: String) -> Exit {
+        self.end_passkey(&reason).await;
+        self.state.send_modify(|s| s.qr = None);
+        self.set_status(SessionStatus::Failed, Some(&reason)).await;
+        Exit::Stopped
     }
 
     async fn logged_out(&mut self, reason: &str) {
@@ -470,6 +752,14 @@ impl Actor {
             s.since = store::now();
             true
         });
+    }
+}
+
+/// Resolves at the passkey step's deadline; never without one.
+async fn passkey_timer(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

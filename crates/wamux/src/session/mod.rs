@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::event::EventBus;
 use crate::model::{ChatAddress, Message, SessionId, SessionStatus};
+use crate::passkey::{Assertion, Ceremony, Stage};
 use crate::store::{self, Store, StoreError};
 use crate::whatsapp::{WaConnector, WaSession};
 
@@ -40,6 +41,15 @@ pub enum SessionError {
     ShuttingDown,
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// No passkey step waits for what was sent (or it waits for something else).
+    #[error("{0}")]
+    PasskeyNotPending(String),
+    /// The assertion cannot be the answer to the pending request.
+    #[error("{0}")]
+    InvalidAssertion(String),
+    /// WhatsApp refused the assertion or the confirmation; the link attempt is over.
+    #[error("{0}")]
+    PasskeyRejected(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -127,6 +137,10 @@ pub struct Snapshot {
     pub me: Me,
     pub since: i64,
     pub connection: Option<WaSession>,
+    /// The passkey step WhatsApp asked for, while it is under way.
+    pub passkey: Option<Ceremony>,
+    /// How the last passkey step failed, until a new one starts or the session links.
+    pub passkey_error: Option<String>,
 }
 
 impl Snapshot {
@@ -138,6 +152,70 @@ impl Snapshot {
             me: Me::default(),
             since: store::now(),
             connection: None,
+            passkey: None,
+            passkey_error: None,
+        }
+    }
+}
+
+/// The passkey step as `GET /api/sessions/:id/passkey` shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PasskeyInfo {
+    pub session_id: SessionId,
+    pub stage: Stage,
+    /// The `PublicKeyCredentialRequestOptions` to pass to `navigator.credentials.get()`
+    /// on `https://web.whatsapp.com`, while an assertion or its answer is awaited.
+    #[schema(value_type = Option<Object>)]
+    pub options: Option<serde_json::Value>,
+    /// The code the phone shows too (`XXXX-XXXX`), once WhatsApp accepted the assertion.
+    pub code: Option<String>,
+    /// WhatsApp proved continuity itself; the code is confirmed without the operator.
+    pub skip_handoff_ux: bool,
+    /// Unix seconds after which the step is given up.
+    pub expires_at: Option<i64>,
+    /// Why the last passkey step failed.
+    pub error: Option<String>,
+}
+
+impl PasskeyInfo {
+    fn from_snapshot(id: &SessionId, s: &Snapshot) -> Self {
+        match &s.passkey {
+            Some(c) => Self {
+                session_id: id.clone(),
+                stage: c.stage,
+                options: Some(c.options.clone()),
+                code: c.code.clone(),
+                skip_handoff_ux: c.skip_handoff_ux,
+                expires_at: Some(c.expires_at),
+                error: None,
+            },
+            None => Self {
+                session_id: id.clone(),
+                stage: Stage::None,
+                options: None,
+                code: None,
+                skip_handoff_ux: false,
+                expires_at: None,
+                error: s.passkey_error.clone(),
+            },
+        }
+    }
+}
+
+/// How sessions behave; set once at startup from the configuration.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// How long WhatsApp may take for its next step of a passkey link (the continuation
+    /// after the assertion, the link after the confirmation) before the attempt is given
+    /// up as stuck.
+    pub passkey_step_timeout: Duration,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            passkey_step_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -176,6 +254,13 @@ pub(crate) enum Command {
         phone: String,
         reply: oneshot::Sender<Result<String>>,
     },
+    /// The owner's assertion for the pending passkey request.
+    PasskeyAssertion {
+        assertion: Assertion,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// The operator saw the same code on the phone.
+    PasskeyConfirm(oneshot::Sender<Result<()>>),
 }
 
 struct Handle {
@@ -191,6 +276,7 @@ pub(crate) struct Shared {
     pub store: Store,
     pub bus: EventBus,
     pub connector: Arc<WaConnector>,
+    pub settings: SessionSettings,
 }
 
 /// Owns every session's actor. Cheap to clone.
@@ -212,13 +298,19 @@ struct Inner {
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl SessionManager {
-    pub fn new(store: Store, bus: EventBus, connector: WaConnector) -> Self {
+    pub fn new(
+        store: Store,
+        bus: EventBus,
+        connector: WaConnector,
+        settings: SessionSettings,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 shared: Shared {
                     store,
                     bus,
                     connector: Arc::new(connector),
+                    settings,
                 },
                 sessions: Mutex::new(HashMap::new()),
                 lifecycle: tokio::sync::Mutex::new(()),
@@ -483,6 +575,36 @@ impl SessionManager {
             .await?
     }
 
+    /// The session's passkey step.
+    pub fn passkey(&self, id: &SessionId) -> Result<PasskeyInfo> {
+        Ok(PasskeyInfo::from_snapshot(id, &self.snapshot(id)?))
+    }
+
+    /// Hands the owner's assertion to WhatsApp. Answers once WhatsApp accepted it.
+    pub async fn passkey_assertion(
+        &self,
+        id: &SessionId,
+        assertion: Assertion,
+    ) -> Result<PasskeyInfo> {
+        self.passkey_pending(id, Stage::AssertionRequired)?;
+        self.ask(id, |reply| Command::PasskeyAssertion { assertion, reply })
+            .await??;
+        self.passkey(id)
+    }
+
+    /// Tells WhatsApp the operator saw the same code on the phone.
+    pub async fn passkey_confirm(&self, id: &SessionId) -> Result<PasskeyInfo> {
+        self.passkey_pending(id, Stage::ConfirmationRequired)?;
+        self.ask(id, Command::PasskeyConfirm).await??;
+        self.passkey(id)
+    }
+
+    /// Refuses early (without asking the actor) when nothing waits at `stage`.
+    fn passkey_pending(&self, id: &SessionId, stage: Stage) -> Result<()> {
+        let s = self.snapshot(id)?;
+        check_passkey_stage(id, s.passkey.as_ref(), stage)
+    }
+
     /// Sends a text message and records it (status `sent` once WhatsApp accepted it).
     pub async fn send_text(
         &self,
@@ -535,6 +657,21 @@ impl SessionManager {
         futures::future::join_all(handles.into_iter().map(stop)).await;
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
+    }
+}
+
+/// `Ok` when the session's passkey step waits at `stage`, else what it waits for.
+fn check_passkey_stage(id: &SessionId, c: Option<&Ceremony>, stage: Stage) -> Result<()> {
+    match c {
+        Some(c) if c.stage == stage => Ok(()),
+        Some(c) => Err(SessionError::PasskeyNotPending(format!(
+            "session `{id}`'s passkey step is at stage {}, not {}",
+            serde_json::to_value(c.stage).unwrap_or_default(),
+            serde_json::to_value(stage).unwrap_or_default()
+        ))),
+        None => Err(SessionError::PasskeyNotPending(format!(
+            "session `{id}` has no passkey step waiting; WhatsApp asks for one only while linking"
+        ))),
     }
 }
 

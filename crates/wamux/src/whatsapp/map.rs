@@ -45,8 +45,25 @@ pub(super) fn event(e: &WaLibEvent) -> Option<WaEvent> {
         WaLibEvent::PairError(p) => WaEvent::PairingFailed {
             reason: format!("pairing failed: {}", p.error),
         },
-        WaLibEvent::PairingQrCodesExhausted(_) => WaEvent::PairingFailed {
-            reason: "no QR code was scanned in time; start the session again for new codes".into(),
+        WaLibEvent::PairingQrCodesExhausted(q) => WaEvent::QrExhausted {
+            disconnected: q.disconnected,
+        },
+        WaLibEvent::PairPasskeyRequest(p) => WaEvent::PasskeyRequest {
+            options_json: p.request_options_json.clone(),
+        },
+        WaLibEvent::PairPasskeyConfirmation(p) => WaEvent::PasskeyConfirmation {
+            code: p.code.clone(),
+            skip_handoff_ux: p.skip_handoff_ux,
+        },
+        WaLibEvent::PairPasskeyError(p) => WaEvent::PasskeyFailed {
+            reason: if p.continuation {
+                format!(
+                    "the passkey step failed after WhatsApp accepted the assertion: {}",
+                    p.error
+                )
+            } else {
+                format!("the passkey step failed: {}", p.error)
+            },
         },
         WaLibEvent::Connected(_) => WaEvent::Connected { me: Me::default() },
         WaLibEvent::Disconnected(d) => WaEvent::Disconnected {

@@ -59,8 +59,26 @@ pub enum WaEvent {
     },
     /// Another client took over this device's stream.
     Replaced,
-    /// Pairing gave up (QR codes exhausted, pairing error, banned, outdated client).
+    /// Pairing gave up (pairing error, banned, outdated client).
     PairingFailed {
+        reason: String,
+    },
+    /// Every QR code of this connection expired unscanned. `disconnected`: the client
+    /// closed the connection (it keeps it while a pairing-code link is under way).
+    QrExhausted {
+        disconnected: bool,
+    },
+    /// WhatsApp asks for a passkey assertion before it links this device.
+    PasskeyRequest {
+        options_json: String,
+    },
+    /// WhatsApp accepted the assertion; the phone shows `code`.
+    PasskeyConfirmation {
+        code: String,
+        skip_handoff_ux: bool,
+    },
+    /// The passkey step failed in the client (or WhatsApp refused what it sent).
+    PasskeyFailed {
         reason: String,
     },
     Receipt {
@@ -334,6 +352,36 @@ impl WaSession {
                 phone_number: phone.to_owned(),
                 ..Default::default()
             })
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Sends the owner's passkey assertion to WhatsApp, in the shape WhatsApp Web sends it.
+    /// Returns once WhatsApp accepted it (its continuation follows as an event).
+    pub async fn send_passkey_response(
+        &self,
+        assertion: &crate::passkey::Assertion,
+    ) -> Result<(), String> {
+        let assertion_json = whatsapp_rust::passkey::build_webauthn_assertion_json(
+            &assertion.credential_id,
+            &assertion.client_data_json,
+            &assertion.authenticator_data,
+            &assertion.signature,
+            assertion.user_handle.as_deref(),
+        );
+        self.client
+            .send_passkey_response(whatsapp_rust::passkey::Assertion {
+                assertion_json,
+                credential_id: assertion.credential_id.clone(),
+            })
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Finishes a passkey link after the operator compared the code with the phone's.
+    pub async fn send_passkey_confirmation(&self) -> Result<(), String> {
+        self.client
+            .send_passkey_confirmation()
             .await
             .map_err(|e| e.to_string())
     }

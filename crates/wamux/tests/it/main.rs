@@ -18,6 +18,8 @@ mod ops;
 #[cfg(feature = "sandbox")]
 mod pairing;
 #[cfg(feature = "sandbox")]
+mod passkey;
+#[cfg(feature = "sandbox")]
 mod process;
 #[cfg(feature = "sandbox")]
 mod ui;

@@ -325,7 +325,12 @@ async fn manual_state(app: &TestApp) -> wamux::AppState {
         events.clone(),
     )
     .unwrap();
-    let sessions = wamux::session::SessionManager::new(store.clone(), events.clone(), connector);
+    let sessions = wamux::session::SessionManager::new(
+        store.clone(),
+        events.clone(),
+        connector,
+        Default::default(),
+    );
     let webhooks = wamux::webhook::Webhooks::start(
         store.clone(),
         &events,

@@ -34,7 +34,7 @@ enum Reply {
 }
 
 #[derive(Debug)]
-struct Hit {
+pub(crate) struct Hit {
     headers: HeaderMap,
     body: Bytes,
     at: Instant,
@@ -49,13 +49,13 @@ impl Hit {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
     }
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap()
     }
 }
 
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     hits: mpsc::UnboundedReceiver<Hit>,
     script: Arc<Mutex<VecDeque<Reply>>>,
     /// Answer once the script is empty.
@@ -63,7 +63,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let (tx, hits) = mpsc::unbounded_channel();
         let script = Arc::new(Mutex::new(VecDeque::new()));
         let default = Arc::new(Mutex::new(Reply::Status(200)));
@@ -118,7 +118,7 @@ impl Receiver {
         *self.default.lock().unwrap() = reply;
     }
 
-    async fn next(&mut self, within: Duration) -> Hit {
+    pub(crate) async fn next(&mut self, within: Duration) -> Hit {
         tokio::time::timeout(within, self.hits.recv())
             .await
             .unwrap_or_else(|_| panic!("no webhook arrived within {within:?}"))
