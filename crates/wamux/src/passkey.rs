@@ -28,6 +28,23 @@ pub enum Stage {
     Confirming,
 }
 
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::None => "none",
+            Stage::AssertionRequired => "assertion_required",
+            Stage::ConfirmationRequired => "confirmation_required",
+            Stage::Confirming => "confirming",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A passkey request from WhatsApp and how far it has got.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ceremony {
@@ -306,6 +323,18 @@ mod tests {
             Assertion::parse(&json!("text")).unwrap_err(),
             AssertionError::NotAnObject
         );
+    }
+
+    #[test]
+    fn stage_names_are_the_same_in_json_and_in_messages() {
+        for s in [
+            Stage::None,
+            Stage::AssertionRequired,
+            Stage::ConfirmationRequired,
+            Stage::Confirming,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
     }
 
     #[test]

@@ -665,9 +665,8 @@ fn check_passkey_stage(id: &SessionId, c: Option<&Ceremony>, stage: Stage) -> Re
     match c {
         Some(c) if c.stage == stage => Ok(()),
         Some(c) => Err(SessionError::PasskeyNotPending(format!(
-            "session `{id}`'s passkey step is at stage {}, not {}",
-            serde_json::to_value(c.stage).unwrap_or_default(),
-            serde_json::to_value(stage).unwrap_or_default()
+            "session `{id}`'s passkey step is at stage `{}`, not `{stage}`",
+            c.stage
         ))),
         None => Err(SessionError::PasskeyNotPending(format!(
             "session `{id}` has no passkey step waiting; WhatsApp asks for one only while linking"
