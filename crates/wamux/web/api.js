@@ -64,6 +64,10 @@ export class Api {
   logout(id) { return this.post(`/api/sessions/${enc(id)}/logout`); }
   restart(id) { return this.post(`/api/sessions/${enc(id)}/restart`); }
   deleteSession(id) { return this.del(`/api/sessions/${enc(id)}`); }
+  // The passkey step of linking: what is pending, the owner's assertion, the code check.
+  passkey(id) { return this.get(`/api/sessions/${enc(id)}/passkey`); }
+  passkeySubmit(id, credential) { return this.post(`/api/sessions/${enc(id)}/passkey`, credential); }
+  passkeyConfirm(id) { return this.post(`/api/sessions/${enc(id)}/passkey/confirm`); }
 
   // Messages
   messages(id, cursor) { return this.get(`/api/messages/${enc(id)}`, { limit: 50, cursor }); }
@@ -88,7 +92,7 @@ export class Api {
   // Sandbox: the simulator's virtual phones, through the gateway.
   sandbox() { return this.get('/api/sandbox'); }
   phones() { return this.get('/api/sandbox/phones'); }
-  createPhone(phone, name) { return this.post('/api/sandbox/phones', { phone, name }); }
+  createPhone(phone, name, passkey) { return this.post('/api/sandbox/phones', { phone, name, passkey: passkey || undefined }); }
   phoneScan(phone, qr) { return this.post(`/api/sandbox/phones/${enc(phone)}/scan`, { qr }); }
   phoneSend(phone, to, text) { return this.post(`/api/sandbox/phones/${enc(phone)}/messages`, { to, text }); }
   phoneMessages(phone) { return this.get(`/api/sandbox/phones/${enc(phone)}/messages`); }

@@ -9,6 +9,7 @@ const KEY_STORAGE = 'wamux.apiKey';
 const EVENT_KINDS = [
   'message-received', 'message-from-me', 'message-sent', 'message-delivered', 'message-read',
   'message-failed', 'message-reaction', 'message-revoked', 'message-edited', 'session-status', 'qr', 'call',
+  'passkey-required', 'passkey-confirmation', 'passkey-failed',
 ];
 const TABS = [
   { id: 'link', label: 'Link' },
@@ -17,6 +18,8 @@ const TABS = [
   { id: 'phones', label: 'Virtual phones', sandbox: true },
 ];
 const LINKED = new Set(['connected', 'connecting']);
+// The statuses of a link that waits for the account owner's passkey, then for the code check.
+const PASSKEY = new Set(['passkey_required', 'passkey_confirmation']);
 
 const state = {
   api: null,
@@ -33,6 +36,11 @@ const state = {
   phoneDrafts: new Map(),
   deliveryPoll: null, // the timer that reloads the deliveries while some are pending
   statusHeard: new Map(), // id -> how many live status changes came in, to spot stale answers
+  // id -> the passkey step as GET /api/sessions/:id/passkey has it ({stage, options, code,
+  // skipHandoffUx, expiresAt, error}), kept current by the passkey events.
+  passkey: new Map(),
+  passkeyLoading: new Set(), // ids whose passkey step is being fetched
+  passkeyDrafts: new Map(), // id -> what was pasted into the result box, kept across redraws
 };
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -173,6 +181,8 @@ function signOut(reason) {
   state.sessions.clear();
   state.messages.clear();
   state.qr.clear();
+  state.passkey.clear();
+  state.passkeyDrafts.clear();
   state.selected = null;
   showLogin();
   if (reason) {
@@ -408,7 +418,7 @@ function renderLinkTab(panel, id) {
   put(panel,
     h('div', { class: 'link-grid' },
       h('div', { class: 'card', id: 'link-box' }),
-      h('div', { class: 'card' },
+      h('div', { class: 'card', id: 'pair-card' },
         h('h3', {}, 'Link with a code instead'),
         h('p', { class: 'muted' }, 'For a phone that cannot scan this screen: enter its number, then type the code on the phone.'),
         pairForm)));
@@ -420,6 +430,15 @@ function renderLink() {
   const id = state.selected;
   const s = id && state.sessions.get(id);
   if (!box || !s) return;
+  if (!PASSKEY.has(s.status) && s.status !== 'failed') forgetPasskey(id);
+  if (needsPasskeyFetch(id, s)) loadPasskey(id);
+  const view = passkeyView(id, s);
+  // The passkey steps take the whole width: linking with a code instead is no way around them.
+  $('#pair-card').hidden = !!view;
+  box.closest('.link-grid').classList.toggle('single', !!view);
+  box.classList.toggle('passkey', !!view);
+  if (view) return renderPasskey(box, id, s, view);
+  delete box.dataset.view;
   if (s.status === 'connected') {
     const phone = sessionPhone(s);
     put(box,
@@ -451,6 +470,329 @@ function renderLink() {
       await state.api.startSession(id);
       await refreshSession(id);
     }) }, 'Start session') : null);
+}
+
+// ---------- link: the account owner's passkey ----------
+//
+// Some accounts make WhatsApp ask for the owner's passkey before it links a device. The
+// passkey is for whatsapp.com, so only a page on https://web.whatsapp.com can use it; and
+// that page's content security policy forbids it to call the gateway. So the operator
+// carries the request there and the answer back: a helper script (with the request in it)
+// for that page's console, and a box here for what it copies. Then WhatsApp shows a code on
+// the phone and here, and the operator confirms that they are the same.
+
+// Which passkey screen the Link tab shows, or null for the usual ones.
+function passkeyView(id, s) {
+  const p = state.passkey.get(id);
+  if (s.status === 'passkey_required') return ['confirming', 'confirmation_required'].includes(p?.stage) ? 'sent' : 'assertion';
+  if (s.status === 'passkey_confirmation') return p?.confirmed || (p?.stage === 'confirming' && p.code) ? 'confirmed' : 'code';
+  if (s.status === 'failed' && passkeyFailure(id, s)) return 'failed';
+  return null;
+}
+
+function passkeyFailure(id, s) {
+  const p = state.passkey.get(id);
+  if (p?.error) return p.error;
+  const err = sessionError(s);
+  return err && /passkey/i.test(err) ? err : null;
+}
+
+// Whether the Link tab lacks what it needs to draw this status (an event carries it, the
+// passkey route has it). Once per status: an answer without it is not asked for again.
+function needsPasskeyFetch(id, s) {
+  const p = state.passkey.get(id);
+  if (p && p.fetchedFor === s.status) return false;
+  if (s.status === 'passkey_required') return !p?.options && p?.stage !== 'confirming';
+  if (s.status === 'passkey_confirmation') return !p?.code;
+  // Whether a failure was the passkey's: the route keeps the last attempt's error.
+  if (s.status === 'failed') return !p?.error;
+  return false;
+}
+
+async function loadPasskey(id) {
+  if (state.passkeyLoading.has(id)) return;
+  state.passkeyLoading.add(id);
+  const asked = state.sessions.get(id)?.status;
+  const heard = state.statusHeard.get(id) ?? 0;
+  try {
+    const p = await state.api.passkey(id);
+    // A passkey event that came in meanwhile is newer than this answer.
+    if ((state.statusHeard.get(id) ?? 0) === heard) setPasskey(id, { ...p, fetchedFor: asked });
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) return signOut('The API key was refused. Sign in again.');
+    // 404: no such session, or a gateway without passkey linking; there is nothing to show.
+    if (!(err instanceof ApiError) || err.status !== 404) toast(describe(err));
+    setPasskey(id, { stage: 'none', fetchedFor: asked });
+  } finally {
+    state.passkeyLoading.delete(id);
+  }
+  if (state.selected === id) renderLink();
+}
+
+function setPasskey(id, p) {
+  state.passkey.set(id, { ...state.passkey.get(id), ...p });
+}
+
+function forgetPasskey(id) {
+  state.passkey.delete(id);
+  state.passkeyDrafts.delete(id);
+}
+
+function renderPasskey(box, id, s, view) {
+  const p = state.passkey.get(id) ?? {};
+  // Redrawn only when what it shows changes (a status event repeats itself, a refresh
+  // answers the same): a redraw would drop the error under the form and the focus.
+  const key = [view, p.options?.challenge, p.code, p.expiresAt, view === 'failed' ? passkeyFailure(id, s) : ''].join('|');
+  if (box.dataset.view === key) return;
+  box.dataset.view = key;
+  if (view === 'assertion') put(box, ...passkeyAssertionView(id, p));
+  else if (view === 'sent') {
+    put(box,
+      h('h3', {}, 'Passkey sent'),
+      h('p', { class: 'muted' }, 'Waiting for WhatsApp to check it. Then the phone shows a code to compare with this screen; keep WhatsApp open on the phone.'),
+      countdown(p.expiresAt));
+  } else if (view === 'code') put(box, ...passkeyCodeView(id, p));
+  else if (view === 'confirmed') {
+    put(box,
+      h('h3', {}, 'Code confirmed'),
+      p.code ? h('p', { class: 'passkey-code small-code', 'aria-label': 'Linking code' }, p.code) : null,
+      h('p', { class: 'muted' }, 'Waiting for WhatsApp to finish linking this device…'));
+  } else {
+    put(box,
+      h('h3', {}, 'Linking with the passkey failed'),
+      h('p', { class: 'session-error', id: 'passkey-reason' }, passkeyFailure(id, s)),
+      h('p', { class: 'muted' }, 'Nothing was linked. Start again for a new QR code; WhatsApp will ask for the passkey again after the scan.'),
+      h('div', { class: 'row' }, h('button', { class: 'btn btn-primary', type: 'button', id: 'passkey-restart', onclick: (e) => act(e.currentTarget, null, async () => {
+        await state.api.startSession(id);
+        forgetPasskey(id);
+        await refreshSession(id);
+      }) }, 'Start linking again')));
+  }
+}
+
+function passkeyAssertionView(id, p) {
+  const intro = [
+    h('h3', {}, 'Passkey required'),
+    h('p', {}, 'WhatsApp asks for the account owner\'s passkey before it links this device. Keep WhatsApp open on the phone meanwhile.'),
+  ];
+  if (!p.options) return [...intro, h('p', { class: 'muted' }, 'Loading the passkey request…')];
+  const script = helperScript(p.options);
+  const scriptBox = h('textarea', { id: 'passkey-script', class: 'mono', rows: 6, readonly: true, spellcheck: 'false', 'aria-label': 'Helper script' });
+  scriptBox.value = script;
+  const shown = h('details', { class: 'passkey-script' }, h('summary', {}, 'Show the script'), scriptBox);
+  const copyError = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const copy = h('button', { id: 'passkey-copy', class: 'btn btn-primary', type: 'button', onclick: (e) => act(e.currentTarget, copyError, async () => {
+    if (await copyText(script)) return toast('Helper script copied', 'info');
+    shown.open = true;
+    scriptBox.focus();
+    scriptBox.select();
+    throw new Error('This browser did not let the page copy. The script is selected below: copy it with Ctrl+C (⌘C on a Mac).');
+  }) }, 'Copy helper script');
+
+  const input = h('textarea', {
+    id: 'passkey-input', name: 'assertion', class: 'mono', rows: 4, spellcheck: 'false', autocomplete: 'off',
+    placeholder: '{"id":"…","rawId":"…","type":"public-key","response":{…}}', 'aria-describedby': 'passkey-input-hint',
+    oninput: (e) => state.passkeyDrafts.set(id, e.currentTarget.value),
+  });
+  input.value = state.passkeyDrafts.get(id) ?? '';
+  const error = h('p', { id: 'passkey-error', class: 'form-error', role: 'alert', hidden: true });
+  const form = h('form', { id: 'passkey-form', class: 'stack', novalidate: true, onsubmit: (e) => {
+    e.preventDefault();
+    act(e.submitter, error, () => submitPasskey(id, input.value));
+  } },
+  h('label', { for: 'passkey-input' }, 'Result from WhatsApp Web'),
+  h('p', { id: 'passkey-input-hint', class: 'muted small' }, 'What the helper script copied: one line of JSON.'),
+  input,
+  h('div', { class: 'row' }, h('button', { id: 'passkey-submit', class: 'btn btn-primary', type: 'submit' }, 'Submit'), countdown(p.expiresAt)),
+  error);
+
+  return [...intro,
+    h('ol', { class: 'steps' },
+      h('li', {}, 'On a desktop browser that has the owner\'s passkey (or can reach it on the phone with "Use a phone or tablet"), open ',
+        h('a', { href: 'https://web.whatsapp.com', target: '_blank', rel: 'noopener noreferrer' }, 'web.whatsapp.com'), '. It need not be logged in.'),
+      h('li', {}, 'Copy the helper script, open that page\'s console (F12 › Console), paste it and press Enter. Chrome may ask you to type ',
+        h('code', {}, 'allow pasting'), ' first.',
+        h('div', { class: 'row' }, copy), copyError, shown),
+      h('li', {}, 'Click "Use my passkey" in the box the script shows there, and confirm with the passkey. The result is copied.'),
+      h('li', {}, 'Paste it here and submit.')),
+    form,
+    state.sandbox ? h('p', { class: 'muted small' }, 'Sandbox: the simulator plays the owner\'s browser too, with ',
+      h('code', {}, 'POST /admin/phones/:phone/passkey/assert'), '.') : null];
+}
+
+async function submitPasskey(id, text) {
+  const pasted = text.trim();
+  if (!pasted) throw new Error('Paste what the helper script copied on WhatsApp Web.');
+  let credential;
+  try {
+    credential = JSON.parse(pasted);
+  } catch {
+    throw new Error('That is not what the helper script copies: it copies one line of JSON that starts with {"id":');
+  }
+  if (!credential || typeof credential !== 'object' || Array.isArray(credential)) {
+    throw new Error('That is not what the helper script copies: it copies a JSON object, {"id": …}.');
+  }
+  // The answer comes once WhatsApp took the passkey; its next step (the code) may be heard
+  // from the live feed before that, and is newer than the answer.
+  const heard = state.statusHeard.get(id) ?? 0;
+  let r;
+  try {
+    r = await state.api.passkeySubmit(id, credential);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 422) {
+      // WhatsApp refused the passkey: the session has failed, and its screen says why.
+      setPasskey(id, { stage: 'none', error: err.message });
+      renderLink();
+    }
+    if (err instanceof ApiError && err.status === 409) loadPasskey(id);
+    throw err;
+  }
+  state.passkeyDrafts.delete(id);
+  if ((state.statusHeard.get(id) ?? 0) === heard) setPasskey(id, { ...r, stage: r?.stage ?? 'confirming' });
+  renderLink();
+}
+
+function passkeyCodeView(id, p) {
+  const title = h('h3', {}, 'Compare the code');
+  if (!p.code) return [title, h('p', { class: 'muted' }, 'Loading the code…')];
+  const error = h('p', { id: 'passkey-confirm-error', class: 'form-error', role: 'alert', hidden: true });
+  return [title,
+    h('p', {}, 'WhatsApp on the phone now shows a code. Link this device only if the phone shows the same one:'),
+    h('p', { id: 'passkey-code', class: 'passkey-code', 'aria-label': 'Linking code' }, p.code),
+    h('div', { class: 'row' },
+      h('button', { id: 'passkey-confirm', class: 'btn btn-primary', type: 'button', onclick: (e) => act(e.currentTarget, error, async () => {
+        try {
+          await state.api.passkeyConfirm(id);
+        } catch (err) {
+          if (err instanceof ApiError && err.status === 409) loadPasskey(id);
+          throw err;
+        }
+        setPasskey(id, { confirmed: true });
+        renderLink();
+      }) }, 'The phone shows the same code'),
+      countdown(p.expiresAt)),
+    error,
+    h('p', { class: 'muted small' }, p.skipHandoffUx
+      ? 'WhatsApp may finish this step by itself; the code is shown so you can check it.'
+      : 'Compare every character. If the codes differ, do not confirm: another device may be trying to link. Restart the session instead.')];
+}
+
+// "Time left 9:58", kept current by the clock in boot().
+function countdown(expiresAt) {
+  const d = toDate(expiresAt);
+  if (!d) return null;
+  return h('span', { id: 'passkey-expires', class: 'muted small', role: 'timer', dataset: { expiresAt: String(d.getTime()) } }, timeLeft(d.getTime()));
+}
+
+function timeLeft(ms) {
+  const s = Math.round((ms - Date.now()) / 1000);
+  if (s <= 0) return 'Expired: restart the session to link again.';
+  return `Time left ${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+}
+
+// Copies to the clipboard: the Clipboard API where the page may use it (HTTPS or loopback),
+// else the older selection copy (a gateway served over plain HTTP on the network).
+async function copyText(text) {
+  if (window.isSecureContext && navigator.clipboard?.writeText) {
+    try {
+      await navigator.clipboard.writeText(text);
+      return true;
+    } catch { /* refused (no permission, no focus): try the selection copy */ }
+  }
+  const active = document.activeElement;
+  const ta = h('textarea', { class: 'sr-only', readonly: true, 'aria-hidden': 'true' });
+  ta.value = text;
+  document.body.append(ta);
+  ta.select();
+  let ok = false;
+  try { ok = document.execCommand('copy'); } catch { ok = false; }
+  ta.remove();
+  active?.focus?.();
+  return ok;
+}
+
+// The script the operator pastes into the console of https://web.whatsapp.com. It cannot
+// reach the gateway from there, so the request is written into it. It asks for the passkey
+// from a button it shows (some browsers want a click for that), then copies the answer,
+// `PublicKeyCredential.toJSON()`, for the operator to paste back. The parts that browsers
+// without the JSON helpers (parseRequestOptionsFromJSON, toJSON) need are done by hand.
+function helperScript(options) {
+  return `// wamux: use the WhatsApp account owner's passkey to link a device.
+// Paste this into the console of https://web.whatsapp.com, press Enter, then click
+// "Use my passkey" in the box it shows. It sends nothing anywhere: it copies the result.
+(() => {
+  const options = ${JSON.stringify(options)};
+  const fromB64 = (s) => Uint8Array.from(atob(s.replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0));
+  const toB64 = (b) => btoa(String.fromCharCode(...new Uint8Array(b))).replace(/\\+/g, '-').replace(/\\//g, '_').replace(/=+$/, '');
+  const request = () => (typeof PublicKeyCredential.parseRequestOptionsFromJSON === 'function'
+    ? PublicKeyCredential.parseRequestOptionsFromJSON(options)
+    : { ...options, challenge: fromB64(options.challenge),
+        allowCredentials: (options.allowCredentials || []).map((c) => ({ ...c, id: fromB64(c.id) })) });
+  const asJSON = (c) => (typeof c.toJSON === 'function' ? c.toJSON() : {
+    id: c.id, rawId: toB64(c.rawId), type: c.type, authenticatorAttachment: c.authenticatorAttachment,
+    clientExtensionResults: c.getClientExtensionResults(),
+    response: {
+      clientDataJSON: toB64(c.response.clientDataJSON), authenticatorData: toB64(c.response.authenticatorData),
+      signature: toB64(c.response.signature), userHandle: c.response.userHandle ? toB64(c.response.userHandle) : null,
+    },
+  });
+  const el = (tag, text, css) => {
+    const e = document.createElement(tag);
+    if (text) e.textContent = text;
+    if (css) e.style.cssText = css;
+    return e;
+  };
+  const btn = 'font:600 15px system-ui,sans-serif;padding:8px 14px;border-radius:8px;cursor:pointer;margin:8px 8px 0 0;';
+  document.getElementById('wamux-passkey')?.remove();
+  const box = el('div', '', 'position:fixed;top:16px;right:16px;z-index:2147483647;width:min(380px,calc(100vw - 32px));'
+    + 'padding:16px;background:#fff;color:#18211d;border-radius:10px;box-shadow:0 10px 40px rgba(0,0,0,.3);font:15px/1.45 system-ui,sans-serif;');
+  box.id = 'wamux-passkey';
+  box.setAttribute('role', 'dialog');
+  box.setAttribute('aria-label', 'wamux passkey helper');
+  const use = el('button', 'Use my passkey', btn + 'background:#128c5e;color:#fff;border:1px solid #128c5e;');
+  const again = el('button', 'Copy the result again', btn + 'background:#fff;color:#18211d;border:1px solid #c5cec9;');
+  const close = el('button', 'Close', btn + 'background:#fff;color:#18211d;border:1px solid #c5cec9;');
+  const status = el('p', 'Click "Use my passkey" and confirm with the passkey of the account that is linking.', 'margin:8px 0 0;');
+  status.setAttribute('role', 'status');
+  const out = el('textarea', '', 'display:none;width:100%;height:5em;margin-top:8px;font:12px monospace;');
+  out.readOnly = true;
+  again.hidden = true;
+  let result = '';
+  const copy = async () => {
+    again.hidden = false;
+    try {
+      await navigator.clipboard.writeText(result);
+      status.textContent = 'Copied. Go back to wamux and paste it into the box there.';
+    } catch {
+      out.style.display = 'block';
+      out.focus();
+      out.select();
+      status.textContent = 'The browser did not let the page copy: the text below is selected; copy it (Ctrl+C or \u2318C) and paste it into wamux.';
+    }
+  };
+  use.onclick = async () => {
+    use.disabled = true;
+    status.textContent = 'Waiting for the passkey\u2026';
+    try {
+      const cred = await navigator.credentials.get({ publicKey: request() });
+      result = JSON.stringify(asJSON(cred));
+      out.value = result;
+      await copy();
+    } catch (e) {
+      status.textContent = 'The passkey was not used (' + e.name + ': ' + e.message + ').'
+        + (location.hostname === 'web.whatsapp.com' ? ' Click to try again.' : ' This page is not https://web.whatsapp.com: run the script there.');
+    } finally {
+      use.disabled = false;
+    }
+  };
+  again.onclick = copy;
+  close.onclick = () => box.remove();
+  box.append(el('strong', 'wamux: link a device with your passkey'), status, out, use, again, close);
+  document.body.append(box);
+  use.focus();
+  return 'wamux: click "Use my passkey" at the top right of the page.';
+})();
+`;
 }
 
 async function loadQr(id) {
@@ -799,7 +1141,7 @@ function sandboxScanButton(id) {
   const phones = state.phones.filter((p) => p.phone);
   const errorEl = h('p', { class: 'form-error', role: 'alert', hidden: true });
   const sel = h('select', { id: 'scan-phone', 'aria-label': 'Virtual phone' },
-    phones.map((p) => h('option', { value: p.phone }, `${fmtPhone(p.phone)}${p.name ? ` ${p.name}` : ''}`)),
+    phones.map((p) => h('option', { value: p.phone }, `${fmtPhone(p.phone)}${p.name ? ` ${p.name}` : ''}${p.passkey ? ' (asks for a passkey)' : ''}`)),
     h('option', { value: '' }, 'a new virtual phone'));
   return h('div', { class: 'sandbox-scan' },
     h('div', { class: 'row' },
@@ -815,12 +1157,12 @@ function sandboxScanButton(id) {
     errorEl);
 }
 
-async function newPhone(name) {
+async function newPhone(name, passkey) {
   const used = new Set(state.phones.map((p) => p.phone));
   let n = 15550000001;
   while (used.has(String(n))) n += 1;
   const phone = String(n);
-  await state.api.createPhone(phone, name || `Phone ${phone.slice(-4)}`);
+  await state.api.createPhone(phone, name || `Phone ${phone.slice(-4)}`, passkey);
   await loadPhones();
   return phone;
 }
@@ -841,18 +1183,21 @@ function renderPhonesTab(panel, id) {
         act(e.submitter, createError, async () => {
           const phone = f.phone.value.trim().replace(/^\+/, '');
           if (phone) {
-            await state.api.createPhone(phone, f.name.value.trim() || undefined);
+            await state.api.createPhone(phone, f.name.value.trim() || undefined, f.passkey.checked);
             await loadPhones();
           } else {
-            await newPhone(f.name.value.trim());
+            await newPhone(f.name.value.trim(), f.passkey.checked);
           }
           f.phone.value = '';
           f.name.value = '';
+          f.passkey.checked = false;
           draw();
         });
       } },
       h('input', { name: 'phone', inputmode: 'tel', placeholder: 'number (optional)', 'aria-label': 'New phone number', class: 'grow' }),
       h('input', { name: 'name', placeholder: 'name', 'aria-label': 'New phone name', class: 'grow' }),
+      h('label', { class: 'check', title: 'WhatsApp asks for the account owner\'s passkey before it links a device' },
+        h('input', { type: 'checkbox', name: 'passkey', id: 'new-phone-passkey' }), 'asks for a passkey'),
       h('button', { class: 'btn', type: 'submit' }, 'Add phone')),
       createError),
     list);
@@ -877,6 +1222,7 @@ function phoneCard(p, sessionId, myPhone) {
   return h('div', { class: 'card phone', dataset: { phone: p.phone } },
     h('div', { class: 'row' }, h('strong', {}, fmtPhone(p.phone)), p.name ? h('span', { class: 'muted' }, p.name) : null,
       p.phone === myPhone ? h('span', { class: 'badge status-connected' }, `${sessionId}'s phone`) : null,
+      p.passkey ? h('span', { class: 'badge', title: 'Linking a device to this account needs its owner\'s passkey' }, 'passkey') : null,
       h('span', { class: 'spacer' }), h('span', { class: 'muted small' }, `${Array.isArray(devices) ? devices.length : devices} linked device(s)`)),
     h('form', { class: 'row', novalidate: true, onsubmit: (e) => {
       e.preventDefault();
@@ -934,13 +1280,14 @@ function onEvent(name, body) {
   const id = body?.sessionId;
   if (!id) return;
   const data = body.data ?? {};
-  if (name === 'session-status' || name === 'qr') state.statusHeard.set(id, (state.statusHeard.get(id) ?? 0) + 1);
+  if (name === 'session-status' || name === 'qr' || name.startsWith('passkey-')) state.statusHeard.set(id, (state.statusHeard.get(id) ?? 0) + 1);
   if (name === 'session-status') {
     const cur = state.sessions.get(id) ?? { sessionId: id };
     const next = { ...cur, ...data, sessionId: id };
     if (!data.since && !data.statusSince) next.since = body.timestamp;
     state.sessions.set(id, next);
     if (next.status !== 'qr') state.qr.delete(id);
+    if (!PASSKEY.has(next.status) && next.status !== 'failed') forgetPasskey(id);
     renderSessions();
     if (state.selected === id) {
       renderDetailHeader();
@@ -962,7 +1309,9 @@ function onEvent(name, body) {
       else state.qr.delete(id);
     }
     const cur = state.sessions.get(id);
-    if (cur && cur.status !== 'qr') state.sessions.set(id, { ...cur, status: 'qr' });
+    // While the passkey is asked for, WhatsApp's library still renews the QR code it no
+    // longer shows: the session stays where it is.
+    if (cur && cur.status !== 'qr' && !PASSKEY.has(cur.status)) state.sessions.set(id, { ...cur, status: 'qr' });
     renderSessions();
     if (state.selected === id) {
       renderDetailHeader();
@@ -970,9 +1319,38 @@ function onEvent(name, body) {
     }
     return;
   }
+  if (name.startsWith('passkey-')) {
+    onPasskeyEvent(id, name, data, body.timestamp);
+    return;
+  }
   if (name.startsWith('message-')) {
     if (data.id) mergeMessage(id, data);
     if (state.selected === id && state.tab === 'webhook') setTimeout(() => loadDeliveries(id), 800);
+  }
+}
+
+// The passkey events carry what the Link tab shows; the status they imply is set here too,
+// in case its session-status event comes after them.
+function onPasskeyEvent(id, name, data, timestamp) {
+  let status = null;
+  if (name === 'passkey-required') {
+    status = 'passkey_required';
+    setPasskey(id, { stage: 'assertion_required', options: data.options ?? null, expiresAt: data.expiresAt ?? null, code: null, error: null, confirmed: false });
+  } else if (name === 'passkey-confirmation') {
+    status = 'passkey_confirmation';
+    setPasskey(id, { stage: 'confirmation_required', code: data.code ?? null, skipHandoffUx: !!data.skipHandoffUx, expiresAt: data.expiresAt ?? null, error: null, confirmed: false });
+  } else if (name === 'passkey-failed') {
+    setPasskey(id, { stage: 'none', error: data.reason ?? 'WhatsApp did not accept the passkey.' });
+  } else {
+    return;
+  }
+  const cur = state.sessions.get(id);
+  if (status && cur && cur.status !== status) state.sessions.set(id, { ...cur, status, since: timestamp });
+  state.qr.delete(id);
+  renderSessions();
+  if (state.selected === id) {
+    renderDetailHeader();
+    renderLink();
   }
 }
 
@@ -1016,6 +1394,10 @@ function boot() {
       t.textContent = ago(d.getTime());
     }
   }, 15000);
+  // The passkey step's countdown.
+  setInterval(() => {
+    for (const el of document.querySelectorAll('[data-expires-at]')) el.textContent = timeLeft(Number(el.dataset.expiresAt));
+  }, 1000);
   // A safety net for a feed that cannot connect (e.g. a proxy without WebSocket support):
   // the QR and the status still move, just less promptly.
   setInterval(() => {
