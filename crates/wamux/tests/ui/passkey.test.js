@@ -156,6 +156,7 @@ async function ownerBrowser(script, credential, { jsonHelpers = true } = {}) {
   assert.match(said, /Use my passkey/, 'the console says what to do next');
   await tab.getByRole('button', { name: 'Use my passkey' }).click();
   await tab.locator('#wamux-passkey [role=status]', { hasText: 'Copied' }).waitFor({ timeout: 15000 });
+  if (SHOTS && jsonHelpers) await tab.screenshot({ path: path.join(SHOTS, 'passkey-helper-on-web-whatsapp.png') });
   const copied = await tab.evaluate(() => navigator.clipboard.readText());
   const asked = await tab.evaluate(() => window.__asked);
   await tab.close();
@@ -244,6 +245,19 @@ test('a phone that asks for a passkey links after the owner\'s passkey and the c
     assert.equal((await sb.api('GET', `/api/sessions/${OWNER}/passkey`)).code, shown);
     assert.match(await page.textContent('#link-box'), /same/);
     await shot('passkey-confirmation');
+  });
+
+  await t.test('a tab opened now shows the same code, from the passkey route', async () => {
+    const other = await context.newPage();
+    await other.goto(sb.url);
+    await other.fill('#login-key', API_KEY);
+    await other.press('#login-key', 'Enter');
+    await other.locator(`.session-item[data-session-id=${OWNER}]`).click();
+    await other.locator('#passkey-code').waitFor({ timeout: 15000 });
+    assert.equal(await other.textContent('#passkey-code'), await page.textContent('#passkey-code'));
+    assert.match(await other.textContent('#passkey-expires'), /^Time left \d+:\d\d$/);
+    await other.close();
+    await page.bringToFront();
   });
 
   await t.test('confirming links the phone, without a reload', async () => {
