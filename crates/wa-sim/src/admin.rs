@@ -4,6 +4,10 @@
 //!
 //! Every failure is an [`ApiError`], answered as
 //! `{"error":{"code","message"}}` with a 4xx/5xx status.
+//!
+//! The passkey gate's routes are in [`passkey`].
+
+mod passkey;
 
 use std::sync::Arc;
 
@@ -22,7 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::hub::{Hub, MediaFault, Outbound};
 use crate::journal::Change;
 use crate::link_code::LinkError;
-use crate::phone::{self, MediaKind, Outgoing, PhoneError};
+use crate::phone::{self, LinkOutcome, MediaKind, Outgoing, PhoneError};
 use crate::state::{Account, now_secs};
 
 /// An admin API error: status, stable code, human message.
@@ -145,6 +149,7 @@ pub fn router() -> Router<Arc<Hub>> {
         .route("/admin/faults/media", post(fault_media))
         .route("/admin/faults/media-expiry", post(fault_media_expiry))
         .route("/admin/faults/phone-forgets", post(fault_phone_forgets))
+        .merge(passkey::router())
         .fallback(not_found)
 }
 
@@ -197,6 +202,7 @@ fn account_json(acc: &Account, online: &dyn Fn(u16) -> bool) -> Value {
         "name": acc.name,
         "jid": format!("{}@s.whatsapp.net", acc.phone),
         "lid": format!("{}@lid", acc.lid),
+        "passkey": acc.passkey.is_some(),
         "devices": devices,
     })
 }
@@ -206,6 +212,9 @@ struct CreatePhone {
     phone: String,
     #[serde(default)]
     name: Option<String>,
+    /// WhatsApp gates linking devices to this account with a passkey.
+    #[serde(default)]
+    passkey: bool,
 }
 
 async fn create_phone(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Response> {
@@ -221,7 +230,12 @@ async fn create_phone(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Respon
         ));
     }
     let name = req.name.unwrap_or_else(|| format!("Phone {phone}"));
-    let acc = phone::new_account(&mut core, &phone, &name)?;
+    let mut acc = phone::new_account(&mut core, &phone, &name)?;
+    if req.passkey {
+        acc.passkey = Some(crate::webauthn::new_passkey().map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?);
+    }
     let body = account_json(&acc, &|_| false);
     core.insert_account(acc);
     drop(core);
@@ -258,20 +272,34 @@ async fn scan(
     State(hub): State<Arc<Hub>>,
     Path(phone): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>> {
+) -> Result<Response> {
     let req: Scan = parse(&body)?;
     do_scan(&hub, &phone, &req.qr).await
 }
 
-async fn do_scan(hub: &Arc<Hub>, phone: &str, qr: &str) -> Result<Json<Value>> {
+async fn do_scan(hub: &Arc<Hub>, phone: &str, qr: &str) -> Result<Response> {
     let mut core = hub.core.lock().await;
-    let device = phone::scan(&mut core, phone, qr).await?;
+    let outcome = phone::scan(&mut core, phone, qr).await?;
     drop(core);
-    Ok(Json(json!({
-        "phone": phone,
-        "device": device,
-        "jid": format!("{phone}:{device}@s.whatsapp.net"),
-    })))
+    Ok(link_answer(phone, outcome))
+}
+
+/// 200 with the new device, or 202 when the device must present the owner's passkey
+/// first (it is linked once the ceremony ends; `GET .../passkey` shows how it goes).
+fn link_answer(phone: &str, outcome: LinkOutcome) -> Response {
+    match outcome {
+        LinkOutcome::Linked(device) => Json(json!({
+            "phone": phone,
+            "device": device,
+            "jid": format!("{phone}:{device}@s.whatsapp.net"),
+        }))
+        .into_response(),
+        LinkOutcome::PasskeyRequired => (
+            StatusCode::ACCEPTED,
+            Json(json!({"phone": phone, "passkey": "required", "stage": "assertion_required"})),
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -280,27 +308,23 @@ struct LinkCodeBody {
 }
 
 /// The phone's user types the code a device shows into "Link with phone
-/// number". Answers once the device has sent its key bundle and is linked,
-/// or the bundle did not open (a wrong code: nothing is linked, as on
+/// number". Answers once the device has sent its key bundle and is linked
+/// (or, for a gated account, asked for the owner's passkey), or the bundle did not open (a wrong code: nothing is linked, as on
 /// WhatsApp the device hears nothing, and the phone may try again).
 async fn link_code(
     State(hub): State<Arc<Hub>>,
     Path(phone): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>> {
+) -> Result<Response> {
     let req: LinkCodeBody = parse(&body)?;
-    let device = crate::link_code::enter_code(&hub, &phone, &req.code).await?;
-    Ok(Json(json!({
-        "phone": phone,
-        "device": device,
-        "jid": format!("{phone}:{device}@s.whatsapp.net"),
-    })))
+    let outcome = crate::link_code::enter_code(&hub, &phone, &req.code).await?;
+    Ok(link_answer(&phone, outcome))
 }
 
 /// The convention of whatsapp-rust's own e2e suite: the body is the raw QR
 /// string, and the account is picked by the scanning device's push name
 /// (created on first use), so the same name always lands on the same number.
-async fn mock_scan(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Value>> {
+async fn mock_scan(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Response> {
     let qr = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_qr", "the body must be the QR string"))?
         .trim()

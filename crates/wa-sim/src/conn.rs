@@ -42,7 +42,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Who is on the other end once the handshake is done.
 enum Peer {
     Device { phone: String, device: u16 },
-    Pairing { refs: Vec<String> },
+    Pairing { refs: Vec<String>, conn_id: u64 },
 }
 
 /// Runs a connection to completion.
@@ -222,7 +222,7 @@ async fn serve(hub: &Arc<Hub>, ws: &mut WebSocket, reader: &mut FrameReader) -> 
                 .build()])
             .build();
         send_node(ws, &mut cipher, &node).await?;
-        (Peer::Pairing { refs }, conn_id)
+        (Peer::Pairing { refs, conn_id }, conn_id)
     };
     let (peer, conn_id) = peer;
 
@@ -236,11 +236,12 @@ async fn serve(hub: &Arc<Hub>, ws: &mut WebSocket, reader: &mut FrameReader) -> 
                 core.conns.remove(&key);
             }
         }
-        Peer::Pairing { refs } => {
+        Peer::Pairing { refs, .. } => {
             for r in refs {
                 core.pairing.remove(r);
             }
             core.link_codes.retain(|_, l| l.conn_id != conn_id);
+            crate::passkey::disconnected(&mut core, conn_id);
         }
     }
     result
@@ -427,6 +428,18 @@ pub fn iq_result(id: &str) -> NodeBuilder {
         .attr("id", id.to_string())
 }
 
+pub fn iq_error(id: &str, code: u16, text: &str) -> Node {
+    NodeBuilder::new("iq")
+        .attr("from", "s.whatsapp.net")
+        .attr("type", "error")
+        .attr("id", id.to_string())
+        .children([NodeBuilder::new("error")
+            .attr("code", code.to_string())
+            .attr("text", text.to_string())
+            .build()])
+        .build()
+}
+
 pub fn children(node: &Node) -> &[Node] {
     node.children().unwrap_or_default()
 }
@@ -444,18 +457,21 @@ pub fn bytes_of(node: &Node) -> Option<&[u8]> {
 
 async fn handle(hub: &Arc<Hub>, peer: &Peer, node: Node) -> Vec<Reply> {
     match peer {
-        Peer::Pairing { refs } => handle_pairing(hub, refs, node).await,
+        Peer::Pairing { refs, conn_id } => handle_pairing(hub, refs, *conn_id, node).await,
         Peer::Device { phone, device } => {
             crate::router::handle_device_stanza(hub, phone, *device, node).await
         }
     }
 }
 
-async fn handle_pairing(hub: &Arc<Hub>, refs: &[String], node: Node) -> Vec<Reply> {
+async fn handle_pairing(hub: &Arc<Hub>, refs: &[String], conn_id: u64, node: Node) -> Vec<Reply> {
     if node.tag != "iq" {
         return Vec::new();
     }
     let id = attr(&node, "id").unwrap_or_default();
+    if let Some(replies) = crate::passkey::handle_iq(hub, conn_id, &node).await {
+        return replies;
+    }
     if let Some(reg) = child(&node, "link_code_companion_reg") {
         return crate::link_code::handle(hub, refs, &node, reg).await;
     }

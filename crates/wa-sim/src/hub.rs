@@ -80,6 +80,8 @@ pub struct Faults {
     pub expire_original_media: bool,
     /// Devices banned until a unix time.
     pub bans: HashMap<(String, u16), u64>,
+    /// How the passkey gate of each phone misbehaves.
+    pub passkey: HashMap<String, crate::passkey::Faults>,
 }
 
 /// How a faulted media download fails.
@@ -104,6 +106,8 @@ pub struct Core {
     pub pairing: HashMap<String, PairingConn>,
     /// Companions waiting for a pairing code to be entered, by phone number.
     pub link_codes: HashMap<String, crate::link_code::LinkCode>,
+    /// Passkey ceremonies of gated phones (see `passkey`).
+    pub passkeys: crate::passkey::Ceremonies,
     pub faults: Faults,
     /// Where uploaded media blobs are kept.
     pub blobs_dir: PathBuf,
@@ -124,6 +128,7 @@ impl Core {
             conns: HashMap::new(),
             pairing: HashMap::new(),
             link_codes: HashMap::new(),
+            passkeys: Default::default(),
             faults: Faults::default(),
             blobs_dir,
             next_conn_id: 1,

@@ -205,6 +205,7 @@ impl Account {
             revoked_noise,
             secrets,
             created_at,
+            passkey,
         } = self;
         Account {
             phone: phone.clone(),
@@ -216,6 +217,7 @@ impl Account {
             revoked_noise: revoked_noise.clone(),
             secrets: secrets.structure(),
             created_at: *created_at,
+            passkey: passkey.clone(),
         }
     }
 }
@@ -578,6 +580,7 @@ mod tests {
             revoked_noise: Vec::new(),
             secrets,
             created_at: 1,
+            passkey: None,
         }
     }
 

@@ -10,8 +10,9 @@
 //!
 //! Module map: [`noise`] handshake and frames, `conn` one socket, `router`
 //! stanzas of logged-in devices, `phone` the virtual phones (Signal in
-//! `signal`), `link_code` linking by phone number, `hub` shared state and
-//! routing, `admin` the admin API, `media` the media host, `state` the
+//! `signal`), `link_code` linking by phone number, `passkey` the passkey gate
+//! on linking (WebAuthn in `webauthn`), `hub` shared state and routing,
+//! `admin` the admin API, `media` the media host, `state` the
 //! durable state, `journal` its persistence, `tls` certificates.
 //!
 //! Errors: each module has its own `thiserror` enum; `anyhow` only at the
@@ -24,11 +25,13 @@ mod journal;
 mod link_code;
 mod media;
 pub mod noise;
+mod passkey;
 mod phone;
 mod router;
 mod signal;
 mod state;
 mod tls;
+mod webauthn;
 
 pub use journal::COMPACT_AFTER;
 

@@ -5,7 +5,8 @@
 //! (the admin API's `link-code`), the phone answers (`primary_hello`) and the
 //! companion sends its key bundle (`companion_finish`). The bundle only opens
 //! if both sides used the same code; then it goes on as a QR pairing does:
-//! `pair-success`, `pair-device-sign`, the 515 restart.
+//! `pair-success`, `pair-device-sign`, the 515 restart (or, for an account
+//! gated with a passkey, the passkey ceremony first).
 //!
 //! The code itself never travels. Each side wraps an ephemeral key with a key
 //! derived from the code (PBKDF2-SHA256, 2^17 rounds, AES-256-CTR), so a
@@ -24,7 +25,7 @@ use wacore_libsignal::protocol::{KeyPair, PublicKey};
 
 use crate::conn::{Reply, bytes_of, child, jid_attr};
 use crate::hub::{Hub, Outbound, new_id, t_now};
-use crate::phone::{self, PhoneError, attr};
+use crate::phone::{self, LinkOutcome, PhoneError, attr};
 use crate::state::now_secs;
 
 /// How long a code may wait for the phone, as WhatsApp Web counts it.
@@ -54,7 +55,7 @@ pub struct Entered {
     /// The companion's ephemeral key as unwrapped with the typed code
     /// (garbage when the code was wrong).
     companion_ephemeral: [u8; 32],
-    outcome: oneshot::Sender<Result<u16, LinkError>>,
+    outcome: oneshot::Sender<Result<LinkOutcome, LinkError>>,
 }
 
 /// Why entering a code did not link a device.
@@ -76,21 +77,9 @@ pub enum LinkError {
     Phone(#[from] PhoneError),
 }
 
-fn error_iq(id: &str, code: u16, text: &str) -> Node {
-    NodeBuilder::new("iq")
-        .attr("from", "s.whatsapp.net")
-        .attr("type", "error")
-        .attr("id", id.to_string())
-        .children([NodeBuilder::new("error")
-            .attr("code", code.to_string())
-            .attr("text", text.to_string())
-            .build()])
-        .build()
-}
-
 fn bad_request(id: &str, why: &str) -> Vec<Reply> {
     tracing::debug!("link_code_companion_reg refused: {why}");
-    vec![Reply::Node(error_iq(id, 400, "bad-request"))]
+    vec![Reply::Node(crate::conn::iq_error(id, 400, "bad-request"))]
 }
 
 /// Handles a `<link_code_companion_reg>` IQ from a registration connection.
@@ -205,7 +194,7 @@ async fn companion_finish(
     );
     let outcome = match opened {
         Ok(adv_secret) => {
-            let linked = phone::link(&mut core, phone, &qr_ref, &adv_secret).await;
+            let linked = phone::link_or_gate(&mut core, phone, &qr_ref, adv_secret).await;
             if linked.is_ok() {
                 core.link_codes.remove(phone);
             }
@@ -276,8 +265,8 @@ fn open_bundle(
 
 /// The phone's user types `code` into "Link with phone number": the phone
 /// answers the waiting companion and waits for its key bundle. Returns the
-/// new device id.
-pub async fn enter_code(hub: &Arc<Hub>, phone: &str, code: &str) -> Result<u16, LinkError> {
+/// new device id, or that the owner's passkey is required first.
+pub async fn enter_code(hub: &Arc<Hub>, phone: &str, code: &str) -> Result<LinkOutcome, LinkError> {
     let code = code.trim().to_ascii_uppercase();
     if !PairCodeUtils::validate_code(&code) {
         return Err(LinkError::BadCode(code));

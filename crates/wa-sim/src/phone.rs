@@ -72,6 +72,7 @@ pub fn new_account(core: &mut Core, phone: &str, name: &str) -> Result<Account> 
         revoked_noise: Vec::new(),
         secrets,
         created_at: now_secs(),
+        passkey: None,
     })
 }
 
@@ -114,9 +115,18 @@ pub fn key_index_list(acc: &Account) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// The phone scans a QR code: links the showing connection as a new device.
-/// Returns the new device id.
-pub async fn scan(core: &mut Core, phone: &str, qr: &str) -> Result<u16> {
+/// What a scan, or a pairing code the phone took, led to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkOutcome {
+    /// Linked as this device.
+    Linked(u16),
+    /// The account is gated: the device must first present the owner's passkey.
+    PasskeyRequired,
+}
+
+/// The phone scans a QR code: links the showing connection as a new device, or
+/// asks it for the owner's passkey first.
+pub async fn scan(core: &mut Core, phone: &str, qr: &str) -> Result<LinkOutcome> {
     let (pair_ref, noise_pub, identity_pub, adv_secret) = parse_qr(qr)?;
     if core.account(phone).is_none() {
         return Err(PhoneError::UnknownAccount(phone.to_string()));
@@ -132,7 +142,43 @@ pub async fn scan(core: &mut Core, phone: &str, qr: &str) -> Result<u16> {
             "its keys do not match the device showing it".into(),
         ));
     }
-    link(core, phone, &pair_ref, &adv_secret).await
+    link_or_gate(core, phone, &pair_ref, adv_secret).await
+}
+
+/// Links the registration connection holding `pair_ref` (see [`link`]), or, for an
+/// account gated with a passkey, starts the passkey ceremony that links it later.
+pub async fn link_or_gate(
+    core: &mut Core,
+    phone: &str,
+    pair_ref: &str,
+    adv_secret: [u8; 32],
+) -> Result<LinkOutcome> {
+    let gated = core
+        .account(phone)
+        .ok_or_else(|| PhoneError::UnknownAccount(phone.to_string()))?
+        .passkey
+        .is_some();
+    if !gated {
+        return link(core, phone, pair_ref, &adv_secret)
+            .await
+            .map(LinkOutcome::Linked);
+    }
+    if is_linked(core, pair_ref) {
+        return Err(PhoneError::UnknownRef(pair_ref.to_string()));
+    }
+    crate::passkey::start(core, phone, pair_ref, adv_secret)?;
+    Ok(LinkOutcome::PasskeyRequired)
+}
+
+/// Whether the connection holding `pair_ref` already became a device (it shows several
+/// refs and may also wait for a code: it becomes one device at most).
+fn is_linked(core: &Core, pair_ref: &str) -> bool {
+    let Some(pc) = core.pairing.get(pair_ref) else {
+        return false;
+    };
+    core.pairing
+        .values()
+        .any(|p| p.conn_id == pc.conn_id && p.paired.is_some())
 }
 
 /// Links the registration connection holding `pair_ref` to the account of
@@ -144,17 +190,7 @@ pub async fn link(core: &mut Core, phone: &str, pair_ref: &str, adv_secret: &[u8
     if core.account(phone).is_none() {
         return Err(PhoneError::UnknownAccount(phone.to_string()));
     }
-    let Some(pc) = core.pairing.get(pair_ref) else {
-        return Err(PhoneError::UnknownRef(pair_ref.to_string()));
-    };
-    // A connection shows several refs and may also wait for a code: it
-    // becomes one device at most.
-    let conn_id = pc.conn_id;
-    if core
-        .pairing
-        .values()
-        .any(|p| p.conn_id == conn_id && p.paired.is_some())
-    {
+    if !core.pairing.contains_key(pair_ref) || is_linked(core, pair_ref) {
         return Err(PhoneError::UnknownRef(pair_ref.to_string()));
     }
     let pc = &core.pairing[pair_ref];

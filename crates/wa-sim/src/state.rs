@@ -220,6 +220,25 @@ pub struct Account {
     pub revoked_noise: Vec<B64>,
     pub secrets: PhoneSecrets,
     pub created_at: u64,
+    /// Set for an account WhatsApp gates with a passkey: linking a device then needs an
+    /// assertion from it (see `passkey`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passkey: Option<Passkey>,
+}
+
+/// A gated account's passkey: the owner's credential (a software ES256 key, as a
+/// password manager keeps it) and what WhatsApp registered of it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Passkey {
+    pub credential_id: B64,
+    pub user_handle: B64,
+    /// The owner's side: the private key (PKCS#8) and the authenticator's signature counter.
+    pub private_key: B64,
+    pub counter: u32,
+    /// WhatsApp's side: the public key (an uncompressed P-256 point) and the last
+    /// signature counter it accepted.
+    pub public_key: B64,
+    pub sign_count: u32,
 }
 
 /// Where an uploaded media blob lives.
