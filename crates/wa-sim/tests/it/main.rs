@@ -7,4 +7,5 @@ mod flows;
 mod media;
 mod messaging;
 mod pairing;
+mod passkey;
 mod support;
