@@ -32,20 +32,19 @@
 //! text="not-authorized">` and ends the ceremony ([`Step::Refused`]). Which code WhatsApp
 //! answers a refused prologue with is not known; 401 is an assumption.
 
+mod shortcake;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc};
 use wacore_binary::builder::NodeBuilder;
 use wacore_binary::{Node, NodeContent};
-use wacore_libsignal::protocol::{KeyPair, PublicKey};
-use waproto::buffa::{Enumeration as _, Message as _};
-use waproto::whatsapp as wa;
+use wacore_libsignal::protocol::KeyPair;
 
+use self::shortcake::{Broken, Prologue};
 use crate::conn::{Reply, child, children, iq_error, iq_result};
 use crate::hub::{Core, Hub, Outbound, new_id, t_now};
 use crate::phone::{self, PhoneError, attr};
@@ -57,10 +56,6 @@ const CHALLENGE_TTL: Duration = Duration::from_secs(600);
 /// How long the phone takes to answer through the server.
 pub const PHONE_ROUND_TRIP: Duration = Duration::from_millis(250);
 
-const HANDOFF_INFO: &[u8] = b"shortcake-passkey-handoff-v1";
-const PAIRING_KEY_INFO: &[u8] = b"Pairing Information Encryption Key";
-/// WhatsApp's Crockford base32: no 0, I, O or U.
-const CODE_ALPHABET: &[u8; 32] = b"123456789ABCDEFGHJKLMNPQRSTVWXYZ";
 /// How many used challenges are remembered to name a replay as one.
 const SPENT_KEPT: usize = 1024;
 
@@ -134,12 +129,7 @@ enum Stage {
 
 /// What the phone holds between the prologue and the companion's nonce.
 struct Handshake {
-    /// The companion's `CompanionEphemeralIdentity` as sent, and the commitment to it.
-    identity: Vec<u8>,
-    commitment: [u8; 32],
-    companion_public: [u8; 32],
-    device_type: i32,
-    pairing_ref: String,
+    prologue: Prologue,
     primary: KeyPair,
     primary_nonce: [u8; 32],
     /// Whether the phone's identity went out (the companion cannot answer before).
@@ -216,19 +206,23 @@ impl Ceremonies {
         self.spent.iter().any(|c| c[..] == *challenge)
     }
 
+    fn spend(&mut self, challenge: [u8; 32]) {
+        self.spent.push_back(challenge);
+        while self.spent.len() > SPENT_KEPT {
+            self.spent.pop_front();
+        }
+    }
+
     /// Ends the phone's ceremony; its challenge can no longer be used.
     fn fail(&mut self, phone: &str, error: String) {
         let Some(c) = self.by_phone.get_mut(phone) else {
             return;
         };
         tracing::debug!("passkey ceremony of {phone} failed: {error}");
-        if let Stage::AssertionRequired { challenge, .. } = c.stage {
-            self.spent.push_back(challenge);
-            while self.spent.len() > SPENT_KEPT {
-                self.spent.pop_front();
-            }
+        let ended = std::mem::replace(&mut c.stage, Stage::Failed { error });
+        if let Stage::AssertionRequired { challenge, .. } = ended {
+            self.spend(challenge);
         }
-        c.stage = Stage::Failed { error };
         self.changed.notify_waiters();
     }
 }
@@ -331,6 +325,12 @@ impl From<Refused> for Step {
     }
 }
 
+impl From<Broken> for Step {
+    fn from(b: Broken) -> Self {
+        Step::Refused(b.to_string())
+    }
+}
+
 fn refused(why: impl Into<String>) -> Step {
     Step::Refused(why.into())
 }
@@ -428,13 +428,6 @@ fn required<'a>(node: &'a Node, tag: &str) -> Result<&'a [u8], Step> {
     payload(node, tag).ok_or_else(|| refused(format!("<passkey_prologue> without <{tag}>")))
 }
 
-fn hkdf(ikm: &[u8], salt: Option<&[u8]>, info: &[u8]) -> Result<[u8; 32], Step> {
-    let mut key = [0u8; 32];
-    wacore::crypto::hkdf_sha256_into(ikm, salt, info, &mut key)
-        .map_err(|e| refused(format!("HKDF: {e}")))?;
-    Ok(key)
-}
-
 /// `<passkey_prologue>`: the assertion, the companion's ephemeral identity and commitment,
 /// and an optional handoff proof. Returns the phone's continuation, unless faulted.
 fn prologue(core: &mut Core, phone: &str, request: &Node) -> Result<Option<Later>, Step> {
@@ -476,24 +469,17 @@ fn prologue(core: &mut Core, phone: &str, request: &Node) -> Result<Option<Later
             spent: &|used| passkeys.is_spent(used),
         },
     )?;
-    let handshake = open_prologue(prologue_payload)?;
-    if handshake.pairing_ref != pairing_ref {
+    let prologue = shortcake::open_prologue(prologue_payload)?;
+    if prologue.pairing_ref != pairing_ref {
         return Err(refused(format!(
             "the prologue names ref {:?}, not the one handed out",
-            handshake.pairing_ref
+            prologue.pairing_ref
         )));
     }
-    let skip_handoff = match payload(request, "pairing_handoff_proof") {
-        None => false,
-        Some(proof) => {
-            let key = hkdf(&adv_secret, None, HANDOFF_INFO)?;
-            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any key length");
-            mac.update(prologue_payload);
-            mac.verify_slice(proof)
-                .map_err(|_| refused("the pairing handoff proof does not verify"))?;
-            true
-        }
-    };
+    let proof = payload(request, "pairing_handoff_proof");
+    if let Some(proof) = proof {
+        shortcake::check_handoff_proof(&adv_secret, prologue_payload, proof)?;
+    }
 
     // Accepted. WhatsApp keeps the counter; the challenge is used up.
     let acc = snap.accounts.get_mut(phone).expect("found above");
@@ -501,92 +487,31 @@ fn prologue(core: &mut Core, phone: &str, request: &Node) -> Result<Option<Later
         p.sign_count = sign_count;
     }
     changes.account(phone);
+    passkeys.spend(challenge);
+    let handshake = Handshake {
+        prologue,
+        primary: KeyPair::generate(&mut rand::rng()),
+        primary_nonce: rand::random(),
+        continued: false,
+    };
     let continuation = notification("crsc_continuation")
         .children([NodeBuilder::new("primary_ephemeral_identity")
-            .bytes(
-                wa::PrimaryEphemeralIdentity {
-                    public_key: Some(handshake.primary.public_key.public_key_bytes().to_vec()),
-                    nonce: Some(handshake.primary_nonce.to_vec()),
-                }
-                .encode_to_vec(),
-            )
+            .bytes(shortcake::primary_identity(
+                &handshake.primary,
+                &handshake.primary_nonce,
+            ))
             .build()])
         .build();
     let c = passkeys.by_phone.get_mut(phone).expect("found above");
-    c.skip_handoff = skip_handoff;
+    c.skip_handoff = proof.is_some();
     let faults = c.faults;
     c.stage = Stage::AwaitingNonce(Box::new(handshake));
-    passkeys.spent.push_back(challenge);
-    if passkeys.spent.len() > SPENT_KEPT {
-        passkeys.spent.pop_front();
-    }
     tracing::info!("the owner's passkey let a device of {phone} on");
     if faults.no_continuation {
         tracing::info!("fault: the phone of {phone} will not answer");
         return Ok(None);
     }
     Ok(Some(Later::Continuation(continuation)))
-}
-
-/// Decodes `ProloguePayload{companion_ephemeral_identity, commitment{hash}}` and the
-/// identity inside, and makes the phone's side of the handshake.
-fn open_prologue(bytes: &[u8]) -> Result<Handshake, Step> {
-    let payload = wa::ProloguePayload::decode_from_slice(bytes)
-        .map_err(|e| refused(format!("prologue_payload does not decode: {e}")))?;
-    let identity = payload
-        .companion_ephemeral_identity
-        .ok_or_else(|| refused("the prologue has no companion identity"))?;
-    let commitment: [u8; 32] = payload
-        .commitment
-        .as_option()
-        .and_then(|c| c.hash.as_deref())
-        .and_then(|h| h.try_into().ok())
-        .ok_or_else(|| refused("the prologue's commitment is not 32 bytes"))?;
-    let inner = wa::CompanionEphemeralIdentity::decode_from_slice(&identity)
-        .map_err(|e| refused(format!("the companion identity does not decode: {e}")))?;
-    let companion_public: [u8; 32] = inner
-        .public_key
-        .as_deref()
-        .and_then(|k| k.try_into().ok())
-        .ok_or_else(|| refused("the companion's ephemeral key is not 32 bytes"))?;
-    let device_type = inner
-        .device_type
-        .map(|t| t.to_i32())
-        .ok_or_else(|| refused("the companion identity has no device type"))?;
-    let pairing_ref = inner
-        .r#ref
-        .ok_or_else(|| refused("the companion identity has no ref"))?;
-    Ok(Handshake {
-        identity,
-        commitment,
-        companion_public,
-        device_type,
-        pairing_ref,
-        primary: KeyPair::generate(&mut rand::rng()),
-        primary_nonce: rand::random(),
-        continued: false,
-    })
-}
-
-/// The 8 characters both sides show: the first 5 bytes of
-/// `primary_nonce XOR SHA-256(companion_nonce || primary_public)`, 5 bits a character.
-fn verification_code(
-    companion_nonce: &[u8],
-    primary_public: &[u8],
-    primary_nonce: &[u8; 32],
-) -> String {
-    let digest = Sha256::new()
-        .chain_update(companion_nonce)
-        .chain_update(primary_public)
-        .finalize();
-    let bits = (0..5).fold(0u64, |acc, i| {
-        (acc << 8) | u64::from(primary_nonce[i] ^ digest[i])
-    });
-    let chars: String = (0..8)
-        .rev()
-        .map(|i| CODE_ALPHABET[((bits >> (i * 5)) & 0x1f) as usize] as char)
-        .collect();
-    format!("{}-{}", &chars[..4], &chars[4..])
 }
 
 /// `<companion_nonce>`: it must open the commitment; then the phone shows the code.
@@ -604,27 +529,13 @@ fn nonce(core: &mut Core, phone: &str, request: &Node) -> Result<(), Step> {
         Some(NodeContent::Bytes(b)) if b.len() == 32 => b.as_slice(),
         _ => return Err(refused("the companion nonce is not 32 bytes")),
     };
-    let opened = Sha256::new()
-        .chain_update(&h.identity)
-        .chain_update(companion_nonce)
-        .finalize();
-    if opened[..] != h.commitment {
-        return Err(refused("the companion nonce does not open the commitment"));
-    }
-    let primary_public = h.primary.public_key.public_key_bytes();
-    let code = verification_code(companion_nonce, primary_public, &h.primary_nonce);
-    let companion = PublicKey::from_djb_public_key_bytes(&h.companion_public)
-        .map_err(|e| refused(format!("the companion's ephemeral key: {e}")))?;
-    let shared = h
-        .primary
-        .private_key
-        .calculate_agreement(&companion)
-        .map_err(|e| refused(format!("X25519: {e}")))?;
-    let salt = format!(
-        "Companion Pairing {} with ref {}",
-        h.device_type, h.pairing_ref
+    shortcake::check_commitment(&h.prologue, companion_nonce)?;
+    let code = shortcake::verification_code(
+        companion_nonce,
+        h.primary.public_key.public_key_bytes(),
+        &h.primary_nonce,
     );
-    let key = hkdf(&shared, Some(salt.as_bytes()), PAIRING_KEY_INFO)?;
+    let key = shortcake::pairing_key(&h.primary, &h.prologue)?;
     tracing::info!("the phone of {phone} shows {code}");
     c.code = Some(code);
     c.stage = Stage::CodeShown { key };
@@ -645,36 +556,18 @@ fn pairing_request(core: &mut Core, phone: &str, request: &Node) -> Result<(), S
         Some(NodeContent::Bytes(b)) => b.as_slice(),
         _ => return Err(refused("the pairing request carries no bytes")),
     };
-    let sealed = wa::EncryptedPairingRequest::decode_from_slice(wrapped)
-        .map_err(|e| refused(format!("the pairing request does not decode: {e}")))?;
-    let iv: [u8; 12] = sealed
-        .iv
-        .as_deref()
-        .and_then(|iv| iv.try_into().ok())
-        .ok_or_else(|| refused("the pairing request's IV is not 12 bytes"))?;
-    let ciphertext = sealed
-        .encrypted_payload
-        .ok_or_else(|| refused("the pairing request has no payload"))?;
-    let mut plain = Vec::with_capacity(ciphertext.len());
-    wacore_libsignal::crypto::aes_256_gcm_decrypt(&key, &iv, b"", &ciphertext, &mut plain)
-        .map_err(|_| refused("the pairing request does not decrypt under the shared key"))?;
-    let inner = wa::PairingRequest::decode_from_slice(&plain)
-        .map_err(|e| refused(format!("the pairing request does not decode: {e}")))?;
-    if inner.companion_public_key.as_deref() != Some(pc.noise_pub.as_slice()) {
+    let inner = shortcake::open_pairing_request(&key, wrapped)?;
+    if inner.noise_public != pc.noise_pub {
         return Err(refused(
             "the pairing request's noise key is not the connection's",
         ));
     }
-    if inner.companion_identity_key.as_deref() != Some(pc.identity.as_slice()) {
+    if inner.identity_public != pc.identity {
         return Err(refused(
             "the pairing request's identity key is not the connection's",
         ));
     }
-    let adv_secret: [u8; 32] = inner
-        .adv_secret
-        .as_deref()
-        .and_then(|s| s.try_into().ok())
-        .ok_or_else(|| refused("the new ADV secret is not 32 bytes"))?;
+    let adv_secret = inner.adv_secret;
     ceremony(core, phone).stage = Stage::Linking { adv_secret };
     Ok(())
 }
@@ -766,7 +659,7 @@ mod tests {
         let assertion = webauthn::assert(passkey, &options, None).unwrap();
         let identity = ShortcakeUtils::build_companion_ephemeral_identity(
             &[3; 32],
-            wa::device_props::PlatformType::CHROME,
+            waproto::whatsapp::device_props::PlatformType::CHROME,
             &pairing_ref,
         );
         let commitment = ShortcakeUtils::commitment_hash(&identity, &[4; 32]);
@@ -881,18 +774,5 @@ mod tests {
                 "extensions": {"uvm": true},
             })
         );
-    }
-
-    /// The client library's derivation, as the other side's reference.
-    #[test]
-    fn the_code_is_the_one_the_client_derives() {
-        let (companion_nonce, primary_public, primary_nonce) = ([1u8; 32], [2u8; 32], [3u8; 32]);
-        let theirs = wacore::shortcake::ShortcakeUtils::derive_verification_code(
-            &companion_nonce,
-            &primary_public,
-            &primary_nonce,
-        );
-        let ours = verification_code(&companion_nonce, &primary_public, &primary_nonce);
-        assert_eq!(ours, format!("{}-{}", &theirs[..4], &theirs[4..]));
     }
 }
