@@ -343,7 +343,8 @@ enum Later {
 
 /// Handles an IQ of the ceremony from a registration connection; `None` for other IQs.
 pub async fn handle_iq(hub: &Arc<Hub>, conn_id: u64, iq: &Node) -> Option<Vec<Reply>> {
-    if attr(iq, "xmlns").as_deref() != Some("md") {
+    let asks = matches!(attr(iq, "type").as_deref(), Some("get" | "set"));
+    if !asks || attr(iq, "xmlns").as_deref() != Some("md") {
         return None;
     }
     let request = children(iq)
