@@ -34,6 +34,8 @@ const state = {
   // What was typed in a virtual phone's card, so a redraw of the list (new data, a status
   // change) does not wipe it: phone -> {to, text}.
   phoneDrafts: new Map(),
+  // The virtual phone chosen to scan the QR code: the QR box is redrawn with every new code.
+  scanPhone: null,
   deliveryPoll: null, // the timer that reloads the deliveries while some are pending
   statusHeard: new Map(), // id -> how many live status changes came in, to spot stale answers
   // id -> the passkey step as GET /api/sessions/:id/passkey has it ({stage, options, code,
@@ -1140,9 +1142,10 @@ async function loadPhones() {
 function sandboxScanButton(id) {
   const phones = state.phones.filter((p) => p.phone);
   const errorEl = h('p', { class: 'form-error', role: 'alert', hidden: true });
-  const sel = h('select', { id: 'scan-phone', 'aria-label': 'Virtual phone' },
-    phones.map((p) => h('option', { value: p.phone }, `${fmtPhone(p.phone)}${p.name ? ` ${p.name}` : ''}${p.passkey ? ' (asks for a passkey)' : ''}`)),
-    h('option', { value: '' }, 'a new virtual phone'));
+  const chosen = state.scanPhone;
+  const sel = h('select', { id: 'scan-phone', 'aria-label': 'Virtual phone', onchange: (e) => { state.scanPhone = e.currentTarget.value; } },
+    phones.map((p) => h('option', { value: p.phone, selected: p.phone === chosen }, `${fmtPhone(p.phone)}${p.name ? ` ${p.name}` : ''}${p.passkey ? ' (asks for a passkey)' : ''}`)),
+    h('option', { value: '', selected: chosen === '' }, 'a new virtual phone'));
   return h('div', { class: 'sandbox-scan' },
     h('div', { class: 'row' },
       sel,
