@@ -151,7 +151,7 @@ struct Actor {
     /// closes the connection then, and a passkey step under way ends with it.
     qr_budget_ends: Option<i64>,
     /// A pairing code was handed out on this connection: whatsapp-rust keeps the
-    /// connection past its QR codes while that link is under way.
+    /// connection past its QR codes while that link waits for WhatsApp's answer.
     linking_by_code: bool,
     /// When the passkey step under way is given up.
     passkey_deadline: Option<tokio::time::Instant>,
@@ -161,8 +161,17 @@ struct Actor {
 }
 
 /// How long whatsapp-rust 0.7 offers QR codes on one connection after the first: five
-/// more of 20 s each (the first one's lifetime comes with it).
+/// more of 20 s each (the first one's lifetime comes with it). When they run out it closes
+/// the connection, and a passkey step under way ends with it; there is no way to pause
+/// the rotation from outside.
 const QR_BUDGET_AFTER_FIRST: i64 = 5 * 20;
+
+const QR_CODES_RAN_OUT: &str = "the QR codes of this link attempt ran out before the passkey step was finished, and the WhatsApp client closed the connection (about 160 s after the first code); start the session again and finish the step within the time shown";
+
+/// How long after the phone took a pairing code whatsapp-rust still counts that link as
+/// under way (its wait for `pair-success`, 60 s, less a margin for the round trips):
+/// QR codes that run out within it do not close the connection.
+const PAIR_CODE_HOLD: i64 = 55;
 
 impl Actor {
     /// Sleeps through a backoff while still answering the API: a logout ends the session
@@ -256,6 +265,8 @@ impl Actor {
                 }
                 _ = passkey_timer(self.passkey_deadline) => {
                     let why = match self.state.borrow().passkey.as_ref() {
+                        // Its own end and the client's come together; either may be heard first.
+                        Some(c) if Some(c.expires_at) == self.qr_budget_ends => QR_CODES_RAN_OUT.to_owned(),
                         Some(c) if c.stage == Stage::Confirming => format!(
                             "WhatsApp did not take the next passkey step within {} s; start the session again to link afresh",
                             self.shared.settings.passkey_step_timeout.as_secs()
@@ -393,9 +404,7 @@ impl Actor {
             WaEvent::QrExhausted { disconnected } => {
                 if self.state.borrow().passkey.is_some() {
                     if disconnected {
-                        return Some(self.passkey_failed(
-                            "whatsapp-rust closed the connection when this link's QR codes ran out (about 160 s after the first); start the session again and finish the passkey step sooner, or link with a pairing code, which keeps the connection".to_owned(),
-                        ).await);
+                        return Some(self.passkey_failed(QR_CODES_RAN_OUT.to_owned()).await);
                     }
                     let status = self.state.borrow().status;
                     self.set_status(
@@ -553,10 +562,11 @@ impl Actor {
             Ok(c) => c,
             Err(e) => return Some(self.passkey_failed(e.to_string()).await),
         };
-        if !self.linking_by_code
-            && let Some(end) = self.qr_budget_ends
-        {
-            ceremony.expires_at = ceremony.expires_at.min(end);
+        if let Some(end) = self.qr_budget_ends {
+            let held = self.linking_by_code && end <= store::now() + PAIR_CODE_HOLD;
+            if !held {
+                ceremony.expires_at = ceremony.expires_at.min(end);
+            }
         }
         let wait = (ceremony.expires_at - store::now()).max(0) as u64;
         self.passkey_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(wait));

@@ -128,10 +128,19 @@ async fn scan_gated(app: &TestApp, phone: &str, qr: &str) {
     assert_eq!(b["passkey"], "required", "{b}");
 }
 
-/// The next webhook of `session` named `event` (others are skipped and returned too).
+/// The next webhook named `event` (the names of the ones before it go to `seen`).
 async fn next_event(hook: &mut Receiver, event: &str, seen: &mut Vec<String>) -> Value {
+    next_event_within(hook, event, seen, LONG).await
+}
+
+async fn next_event_within(
+    hook: &mut Receiver,
+    event: &str,
+    seen: &mut Vec<String>,
+    within: Duration,
+) -> Value {
     loop {
-        let body = hook.next(LONG).await.json();
+        let body = hook.next(within).await.json();
         let name = body["event"].as_str().unwrap_or_default().to_owned();
         seen.push(name.clone());
         if name == event {
@@ -403,15 +412,72 @@ async fn a_continuation_that_never_comes_ends_in_passkey_failed() {
     assert!(sim_companions(&app, OWNER).await.is_empty());
 }
 
-/// whatsapp-rust keeps a pairing-code link's connection past its QR codes (about 160 s), so
-/// a passkey step that outlasts them still completes. This test waits that long.
+/// How many QR codes the session has offered.
+async fn qr_count(app: &TestApp, session: &str) -> usize {
+    let (_, ev) = app
+        .get_json(&format!("/api/events?sessionId={session}&limit=1000"))
+        .await;
+    ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "qr")
+        .count()
+}
+
+/// whatsapp-rust 0.7 closes a link attempt's connection when its six QR codes have run out
+/// (about 160 s after the first), passkey step or not. The step's deadline says so, and
+/// running out ends in `passkey-failed` with the reason. This test waits that long.
 #[tokio::test]
-async fn a_gated_account_links_by_pairing_code_even_when_the_passkey_step_outlasts_the_qr_codes() {
+async fn a_passkey_step_by_qr_must_end_before_the_qr_codes_run_out() {
+    let app = app_with(None).await;
+    const OWNER: &str = "15550003041";
+    gated_phone(&app, OWNER).await;
+    let mut hook = Receiver::start().await;
+    let qr = start_with_hook(&app, "pk5", &hook).await;
+    let (_, first) = app.get_json("/api/qr/pk5").await;
+    let first_expires = first["expiresAt"].as_i64().unwrap();
+    scan_gated(&app, OWNER, &qr).await;
+    app.wait_status("pk5", "passkey_required", LONG).await;
+    let pending = passkey_of(&app, "pk5").await;
+    let deadline = pending["expiresAt"].as_i64().unwrap();
+    // The first code's 60 s and five more of 20 s: not the passkey's own 600 s.
+    assert!(
+        (deadline - (first_expires + 100)).abs() <= 2,
+        "deadline {deadline}, first QR expiring at {first_expires}"
+    );
+    let mut seen = Vec::new();
+    let failed = next_event_within(
+        &mut hook,
+        "passkey-failed",
+        &mut seen,
+        Duration::from_secs(240),
+    )
+    .await;
+    let reason = failed["data"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("QR codes of this link attempt ran out"),
+        "{reason}"
+    );
+    app.wait_status("pk5", "failed", LONG).await;
+    assert!(sim_companions(&app, OWNER).await.is_empty());
+}
+
+/// A pairing code the phone took shortly before the QR codes run out keeps the connection
+/// past them: whatsapp-rust waits for that link. The passkey step then has its whole
+/// 600 s, and completes after the QR codes are gone. This test waits for the last QR code.
+#[tokio::test]
+async fn a_passkey_step_after_a_late_pairing_code_outlasts_the_qr_codes() {
     let app = app_with(None).await;
     const OWNER: &str = "15550003031";
     gated_phone(&app, OWNER).await;
-    let mut hook = Receiver::start().await;
+    let hook = Receiver::start().await;
     start_with_hook(&app, "pk4", &hook).await;
+    // The sixth and last QR code (140 s after the first was shown).
+    wait_until(Duration::from_secs(200), "the last QR code", || async {
+        qr_count(&app, "pk4").await >= 6
+    })
+    .await;
     let (s, b) = app
         .post_json("/api/sessions/pk4/pairing-code", json!({"phone": OWNER}))
         .await;
@@ -426,12 +492,15 @@ async fn a_gated_account_links_by_pairing_code_even_when_the_passkey_step_outlas
     .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     app.wait_status("pk4", "passkey_required", LONG).await;
-    let mut seen = Vec::new();
-    next_event(&mut hook, "passkey-required", &mut seen).await;
+    let pending = passkey_of(&app, "pk4").await;
+    assert!(
+        pending["expiresAt"].as_i64().unwrap() > unix_now() + 500,
+        "the passkey's own 600 s: {pending}"
+    );
 
     // The QR codes run out; the step goes on.
     wait_for(
-        Duration::from_secs(240),
+        Duration::from_secs(60),
         "the QR codes to run out",
         || async {
             let (_, s) = app.get_json("/api/status/pk4").await;
@@ -443,6 +512,13 @@ async fn a_gated_account_links_by_pairing_code_even_when_the_passkey_step_outlas
     finish_ceremony(&app, "pk4", OWNER).await;
     let (_, status) = app.get_json("/api/status/pk4").await;
     assert_eq!(status["me"]["phone"], OWNER, "{status}");
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 #[tokio::test]
