@@ -283,7 +283,8 @@ mod tests {
 
     #[test]
     fn each_malformed_field_is_named() {
-        let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+        type Spoil = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(Spoil, &str)> = vec![
             (Box::new(|v| v["type"] = json!("password")), "type"),
             (Box::new(|v| v["rawId"] = json!("not base64!")), "rawId"),
             (Box::new(|v| v["id"] = json!(b64(b"other"))), "id"),
