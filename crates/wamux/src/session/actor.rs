@@ -153,11 +153,20 @@ struct Actor {
     /// A pairing code was handed out on this connection: whatsapp-rust keeps the
     /// connection past its QR codes while that link waits for WhatsApp's answer.
     linking_by_code: bool,
-    /// When the passkey step under way is given up.
-    passkey_deadline: Option<tokio::time::Instant>,
+    /// When the passkey step under way is given up, and what it waits for then.
+    passkey_deadline: Option<(tokio::time::Instant, PasskeyWait)>,
     /// The run's own event channel: outcomes of our calls into the client (the passkey
     /// steps, which wait for WhatsApp off the actor's loop) come back on it.
     own: Option<mpsc::UnboundedSender<WaEvent>>,
+}
+
+/// What a passkey step's deadline waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PasskeyWait {
+    /// The operator, until the request expires.
+    Operator,
+    /// WhatsApp's next step after ours.
+    WhatsApp,
 }
 
 /// How long whatsapp-rust 0.7 offers QR codes on one connection after the first: five
@@ -263,15 +272,18 @@ impl Actor {
                         break exit;
                     }
                 }
-                _ = passkey_timer(self.passkey_deadline) => {
-                    let why = match self.state.borrow().passkey.as_ref() {
-                        // Its own end and the client's come together; either may be heard first.
-                        Some(c) if Some(c.expires_at) == self.qr_budget_ends => QR_CODES_RAN_OUT.to_owned(),
-                        Some(c) if c.stage == Stage::Confirming => format!(
+                wait = passkey_timer(self.passkey_deadline) => {
+                    let expires_at = self.state.borrow().passkey.as_ref().map(|c| c.expires_at);
+                    let why = match wait {
+                        PasskeyWait::WhatsApp => format!(
                             "WhatsApp did not take the next passkey step within {} s; start the session again to link afresh",
                             self.shared.settings.passkey_step_timeout.as_secs()
                         ),
-                        _ => "the passkey step was not completed in time; start the session again to link afresh".to_owned(),
+                        // This end and the client's come together; either may be heard first.
+                        PasskeyWait::Operator if expires_at.is_some() && expires_at == self.qr_budget_ends => {
+                            QR_CODES_RAN_OUT.to_owned()
+                        }
+                        PasskeyWait::Operator => "the passkey step was not completed in time; start the session again to link afresh".to_owned(),
                     };
                     break self.passkey_failed(why).await;
                 }
@@ -519,8 +531,7 @@ impl Actor {
                     return None;
                 }
                 self.passkey_stage(Stage::Confirming, |c| c.assertion_sent = true);
-                self.passkey_deadline =
-                    Some(tokio::time::Instant::now() + self.shared.settings.passkey_step_timeout);
+                self.wait_for_whatsapp();
                 self.passkey_call(session, Some(reply), |s| async move {
                     s.send_passkey_response(&assertion)
                         .await
@@ -568,8 +579,7 @@ impl Actor {
                 ceremony.expires_at = ceremony.expires_at.min(end);
             }
         }
-        let wait = (ceremony.expires_at - store::now()).max(0) as u64;
-        self.passkey_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(wait));
+        self.wait_for_operator(ceremony.expires_at);
         let data = serde_json::json!({
             "sessionId": self.id,
             "options": ceremony.options,
@@ -603,8 +613,7 @@ impl Actor {
             c.skip_handoff_ux = skip_handoff_ux;
         });
         let expires_at = self.state.borrow().passkey.as_ref().map(|c| c.expires_at);
-        let wait = (expires_at.unwrap_or_default() - store::now()).max(0) as u64;
-        self.passkey_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(wait));
+        self.wait_for_operator(expires_at.unwrap_or_default());
         self.set_status(SessionStatus::PasskeyConfirmation, None)
             .await;
         self.record(
@@ -625,11 +634,22 @@ impl Actor {
         None
     }
 
+    /// The operator has until `expires_at` (Unix seconds) for the next step.
+    fn wait_for_operator(&mut self, expires_at: i64) {
+        let wait = Duration::from_secs((expires_at - store::now()).max(0) as u64);
+        self.passkey_deadline = Some((tokio::time::Instant::now() + wait, PasskeyWait::Operator));
+    }
+
+    /// WhatsApp has the step timeout for its next step.
+    fn wait_for_whatsapp(&mut self) {
+        let wait = self.shared.settings.passkey_step_timeout;
+        self.passkey_deadline = Some((tokio::time::Instant::now() + wait, PasskeyWait::WhatsApp));
+    }
+
     /// Sends the confirmation; `reply` (an API caller) hears whether WhatsApp took it.
     fn confirm_passkey(&mut self, session: &WaSession, reply: Option<oneshot::Sender<Result<()>>>) {
         self.passkey_stage(Stage::Confirming, |_| {});
-        self.passkey_deadline =
-            Some(tokio::time::Instant::now() + self.shared.settings.passkey_step_timeout);
+        self.wait_for_whatsapp();
         self.passkey_call(session, reply, |s| async move {
             s.send_passkey_confirmation()
                 .await
@@ -765,10 +785,13 @@ impl Actor {
     }
 }
 
-/// Resolves at the passkey step's deadline; never without one.
-async fn passkey_timer(deadline: Option<tokio::time::Instant>) {
+/// Resolves at the passkey step's deadline with what it waited for; never without one.
+async fn passkey_timer(deadline: Option<(tokio::time::Instant, PasskeyWait)>) -> PasskeyWait {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
+        Some((at, wait)) => {
+            tokio::time::sleep_until(at).await;
+            wait
+        }
         None => std::future::pending().await,
     }
 }
