@@ -115,6 +115,8 @@ pub struct WaConnector {
     pending: device_store::Pending,
     /// Clients being opened at once (see [`OPENING_AT_ONCE`]).
     opening: tokio::sync::Semaphore,
+    /// Set once the device store's schema is up to date (see [`WaConnector::migrate`]).
+    migrated: tokio::sync::OnceCell<()>,
 }
 
 /// How many clients may be opening their device store at once. Each opens its own SQLite
@@ -150,6 +152,7 @@ impl WaConnector {
             bus,
             media_wake: None,
             opening: tokio::sync::Semaphore::new(OPENING_AT_ONCE),
+            migrated: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -178,6 +181,7 @@ impl WaConnector {
         let device_id = i32::try_from(device_id).context("device number out of range")?;
         // Held until the client is built (it loads the device from the store); connecting
         // happens after, concurrently.
+        self.migrate().await?;
         let opening_slot = self
             .opening
             .acquire()
@@ -235,6 +239,24 @@ impl WaConnector {
             },
             WaRunning { handle },
         ))
+    }
+
+    /// Brings the device store's schema up to date, once, before any device opens it.
+    ///
+    /// Every device's store runs the storage crate's migrations when it opens, each on its
+    /// own connection; on a new file, stores opening together each saw no schema yet and
+    /// all created it, and all but one failed ("table identities already exists"). One
+    /// store opened first leaves the others nothing to migrate.
+    async fn migrate(&self) -> anyhow::Result<()> {
+        self.migrated
+            .get_or_try_init(|| async {
+                SqliteStore::new(&self.device_db)
+                    .await
+                    .map(drop)
+                    .context("cannot set up the WhatsApp device store")
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Deletes everything the device store keeps for a device.

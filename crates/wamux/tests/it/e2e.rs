@@ -431,3 +431,35 @@ async fn when_the_server_drops_everyone_each_session_reconnects_by_itself() {
     .await;
     app.stop().await;
 }
+
+/// Sessions started all at once on a new data directory open the WhatsApp device store
+/// together; none of them fails on the store's schema (each used to create it anew).
+#[tokio::test]
+async fn sessions_started_together_on_a_new_data_dir_all_offer_a_qr_without_failing() {
+    let app = TestApp::with_sim().await;
+    let ids: Vec<String> = (0..24).map(|i| format!("burst{i}")).collect();
+    let starts = ids.iter().map(|id| {
+        let app = &app;
+        async move {
+            app.post_json("/api/start-session", json!({"sessionId": id}))
+                .await
+        }
+    });
+    for (status, body) in futures::future::join_all(starts).await {
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    for id in &ids {
+        app.wait_qr(id, LONG).await;
+    }
+    let (_, events) = app.get_json("/api/events?limit=1000").await;
+    let failed: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "session-status" && e["data"]["status"] == "failed")
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "sessions failed while starting: {failed:?}"
+    );
+}
