@@ -20,6 +20,18 @@ const repo = path.resolve(here, '../../../..');
 
 export const API_KEY = 'ui-test-key-0123456789';
 
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+// Without the background-networking flags Chromium keeps trying hosts this machine
+// cannot reach.
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+// Debian's headless Chromium, driven by playwright-core.
+export async function launchChromium() {
+  const { chromium } = await import('playwright-core');
+  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+}
+
 function binary() {
   if (process.env.WAMUX_BIN) return process.env.WAMUX_BIN;
   execFileSync('cargo', ['build', '-p', 'wamux', '--features', 'sandbox'], { cwd: repo, stdio: 'inherit' });

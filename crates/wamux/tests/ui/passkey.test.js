@@ -9,12 +9,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
-import { Sandbox, API_KEY, waitFor } from './harness.js';
+import { Sandbox, API_KEY, waitFor, launchChromium } from './harness.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 // Where to save pictures of the passkey screens, if anywhere (to look at them).
 const SHOTS = process.env.WAMUX_UI_SHOTS;
 
@@ -34,7 +30,7 @@ before(async () => {
   sb = await Sandbox.start();
   await sb.admin('POST', '/phones', { phone: OWNER_PHONE, name: 'Owner Olga', passkey: true });
   await sb.admin('POST', '/phones', { phone: REFUSED_PHONE, name: 'Refused Rui', passkey: true });
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
+  browser = await launchChromium();
   context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   for (const origin of [new URL(sb.url).origin, WA_WEB]) {
     await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });

@@ -7,14 +7,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import zlib from 'node:zlib';
-import { chromium } from 'playwright-core';
-import { Sandbox, API_KEY, receiver, waitFor } from './harness.js';
+import { Sandbox, API_KEY, receiver, waitFor, launchChromium } from './harness.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const shots = path.resolve(here, '../../../../docs/screenshots');
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 const SESSION = 'sales';
 const LINKED_PHONE = '15557770001';
@@ -39,7 +35,7 @@ before(async () => {
   down = await receiver({ status: 500 });
   await sb.phone(LINKED_PHONE, 'Sales Desk');
   await sb.phone(CUSTOMER, 'Carla Customer');
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
+  browser = await launchChromium();
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 }, deviceScaleFactor: 1 });
   page = await context.newPage();
   page.on('pageerror', (e) => pageErrors.push(e));
