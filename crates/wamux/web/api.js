@@ -96,6 +96,8 @@ export class Api {
   phoneScan(phone, qr) { return this.post(`/api/sandbox/phones/${enc(phone)}/scan`, { qr }); }
   phoneSend(phone, to, text) { return this.post(`/api/sandbox/phones/${enc(phone)}/messages`, { to, text }); }
   phoneMessages(phone) { return this.get(`/api/sandbox/phones/${enc(phone)}/messages`); }
+  // The owner's browser on web.whatsapp.com, as the simulator plays it for a gated phone.
+  phonePasskeyAssert(phone, options) { return this.post(`/api/sandbox/phones/${enc(phone)}/passkey/assert`, { options }); }
 }
 
 const enc = encodeURIComponent;

@@ -618,8 +618,29 @@ function passkeyAssertionView(id, p) {
       h('li', {}, 'Click "Use my passkey" in the box the script shows there, and confirm with the passkey. The result is copied.'),
       h('li', {}, 'Paste it here and submit.')),
     form,
-    state.sandbox ? h('p', { class: 'muted small' }, 'Sandbox: the simulator plays the owner\'s browser too, with ',
-      h('code', {}, 'POST /admin/phones/:phone/passkey/assert'), '.') : null];
+    state.sandbox ? sandboxPasskeySigner(id, p.options, input) : null];
+}
+
+// Sandbox: a virtual phone's owner makes the assertion (the simulator plays their browser
+// on web.whatsapp.com) and it lands in the result box, to submit as a real one would.
+function sandboxPasskeySigner(id, options, input) {
+  const gated = state.phones.filter((p) => p.phone && p.passkey);
+  if (!gated.length) return null;
+  const errorEl = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const chosen = gated.some((p) => p.phone === state.scanPhone) ? state.scanPhone : gated[0].phone;
+  const sel = h('select', { id: 'passkey-sandbox-phone', 'aria-label': 'Virtual phone whose owner signs' },
+    gated.map((p) => h('option', { value: p.phone, selected: p.phone === chosen }, `${fmtPhone(p.phone)}${p.name ? ` ${p.name}` : ''}`)));
+  return h('div', { class: 'sandbox-scan' },
+    h('p', { class: 'muted small' }, 'Sandbox: the simulator can play the owner\'s browser.'),
+    h('div', { class: 'row' },
+      sel,
+      h('button', { class: 'btn', type: 'button', id: 'passkey-sandbox-sign', onclick: (e) => act(e.currentTarget, errorEl, async () => {
+        const credential = await state.api.phonePasskeyAssert(sel.value, options);
+        input.value = JSON.stringify(credential);
+        state.passkeyDrafts.set(id, input.value);
+        input.focus();
+      }) }, 'Sign as the owner of this virtual phone')),
+    errorEl);
 }
 
 async function submitPasskey(id, text) {

@@ -28,6 +28,9 @@ pub fn router() -> Router<AppState> {
         )
         .route("/sandbox/phones/{phone}/scan", post(phone_route))
         .route("/sandbox/phones/{phone}/read", post(phone_route))
+        // A gated phone's screen, and its owner's browser making the passkey assertion.
+        .route("/sandbox/phones/{phone}/passkey", get(phone_route))
+        .route("/sandbox/phones/{phone}/passkey/assert", post(phone_route))
 }
 
 /// The simulator's admin base URL, from the WebSocket URL the gateway connects to.
@@ -75,7 +78,13 @@ async fn phone_route(
         return ApiError::bad_request("invalid_phone", "a virtual phone is a number, digits only")
             .into_response();
     }
-    let action = uri.path().rsplit('/').next().unwrap_or_default();
+    // What follows the phone: one of the routes above, so nothing else is passed on.
+    let prefix = format!("/phones/{phone}/");
+    let action = uri
+        .path()
+        .split_once(&prefix)
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
     forward(&state, method, &format!("phones/{phone}/{action}"), body).await
 }
 

@@ -18,6 +18,8 @@ const OWNER = 'owner';
 const OWNER_PHONE = '15558880001';
 const REFUSED = 'refused';
 const REFUSED_PHONE = '15558880002';
+const SIGNED = 'signed';
+const SIGNED_PHONE = '15558880003';
 const WA_WEB = 'https://web.whatsapp.com';
 
 let sb;
@@ -30,6 +32,7 @@ before(async () => {
   sb = await Sandbox.start();
   await sb.admin('POST', '/phones', { phone: OWNER_PHONE, name: 'Owner Olga', passkey: true });
   await sb.admin('POST', '/phones', { phone: REFUSED_PHONE, name: 'Refused Rui', passkey: true });
+  await sb.admin('POST', '/phones', { phone: SIGNED_PHONE, name: 'Sandbox Sam', passkey: true });
   browser = await launchChromium();
   context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   for (const origin of [new URL(sb.url).origin, WA_WEB]) {
@@ -299,5 +302,20 @@ test('a passkey WhatsApp refuses fails the link, and "Start linking again" shows
   await page.locator('#qr-image').waitFor({ timeout: 30000 }).catch((e) => diagnosis(REFUSED, e));
   assert.equal(await page.locator('#passkey-restart').count(), 0);
   assert.equal((await sb.api('GET', `/api/status/${REFUSED}`)).status, 'qr');
+  assert.deepEqual(pageErrors.map((e) => e.message), [], 'no script errors in the page');
+});
+
+test('in the sandbox, a virtual phone\'s owner signs with one click, and the session links', async () => {
+  await createAndScan(SIGNED, SIGNED_PHONE);
+  await page.locator('#passkey-sandbox-sign').waitFor();
+  await page.selectOption('#passkey-sandbox-phone', SIGNED_PHONE);
+  await page.click('#passkey-sandbox-sign');
+  await waitFor('the assertion in the result box', async () => (await page.inputValue('#passkey-input')).includes('"type":"public-key"'));
+  await page.click('#passkey-submit');
+  await page.locator('#passkey-code').waitFor({ timeout: 30000 }).catch((e) => diagnosis(SIGNED, e));
+  const screen = await sb.admin('GET', `/phones/${SIGNED_PHONE}/passkey`);
+  assert.equal((await page.textContent('#passkey-code')).trim(), screen.code, 'the phone shows the same code');
+  await page.click('#passkey-confirm');
+  await page.locator('#detail-status[data-status=connected]').waitFor({ timeout: 30000 }).catch((e) => diagnosis(SIGNED, e));
   assert.deepEqual(pageErrors.map((e) => e.message), [], 'no script errors in the page');
 });
