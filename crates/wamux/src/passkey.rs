@@ -59,9 +59,6 @@ pub struct Ceremony {
     pub skip_handoff_ux: bool,
     /// Unix seconds after which the request is given up.
     pub expires_at: i64,
-    /// Whether the assertion was already sent (so `confirming` waits for the code, not
-    /// for the end of the link).
-    pub assertion_sent: bool,
 }
 
 /// Why a request from WhatsApp could not be taken up.
@@ -95,7 +92,6 @@ impl Ceremony {
             code: None,
             skip_handoff_ux: false,
             expires_at: now.saturating_add((timeout_ms / 1000) as i64),
-            assertion_sent: false,
         })
     }
 }
