@@ -3,6 +3,7 @@
 //! carries its `#[utoipa::path]`; [`openapi`] collects them into the OpenAPI document.
 
 mod auth;
+mod contacts;
 pub mod error;
 mod events;
 pub mod extract;
@@ -30,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(sessions::router())
         .merge(passkey::router())
+        .merge(contacts::router())
         .merge(messages::router())
         .merge(webhooks::router())
         .merge(events::router())

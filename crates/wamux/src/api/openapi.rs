@@ -63,6 +63,7 @@ const SCHEMES: [&str; 3] = ["apiKeyHeader", "apiKeyQuery", "bearer"];
         super::passkey::passkey,
         super::passkey::submit_assertion,
         super::passkey::confirm,
+        super::contacts::check,
         super::messages::send_message,
         super::messages::history,
         super::media::send_media,

@@ -46,6 +46,11 @@ impl From<SessionError> for ApiError {
                 "timeout",
                 format!("timed out waiting for {what}"),
             ),
+            e @ SessionError::WhatsApp(_) => ApiError::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                "whatsapp_error",
+                e.to_string(),
+            ),
             SessionError::PasskeyNotPending(msg) => ApiError::conflict("passkey_not_pending", msg),
             SessionError::InvalidAssertion(msg) => ApiError::bad_request("invalid_assertion", msg),
             SessionError::PasskeyRejected(msg) => ApiError::new(

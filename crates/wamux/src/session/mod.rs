@@ -47,6 +47,9 @@ pub enum SessionError {
     /// The assertion cannot be the answer to the pending request.
     #[error("{0}")]
     InvalidAssertion(String),
+    /// WhatsApp did not answer a query, or answered it with an error.
+    #[error("WhatsApp did not answer: {0}")]
+    WhatsApp(String),
     /// WhatsApp refused the assertion or the confirmation; the link attempt is over.
     #[error("{0}")]
     PasskeyRejected(String),
@@ -573,6 +576,27 @@ impl SessionManager {
         let phone = phone.to_owned();
         self.ask(id, |reply| Command::PairingCode { phone, reply })
             .await?
+    }
+
+    /// Which of `phones` (digits only) have a WhatsApp account, asked through the session.
+    pub async fn check_numbers(
+        &self,
+        id: &SessionId,
+        phones: &[String],
+    ) -> Result<Vec<crate::whatsapp::NumberCheck>> {
+        let s = self.snapshot(id)?;
+        let conn = match (&s.connection, s.status) {
+            (Some(c), SessionStatus::Connected) => c.clone(),
+            _ => {
+                return Err(SessionError::NotConnected {
+                    id: id.to_string(),
+                    status: s.status,
+                });
+            }
+        };
+        conn.check_numbers(phones)
+            .await
+            .map_err(SessionError::WhatsApp)
     }
 
     /// The session's passkey step.

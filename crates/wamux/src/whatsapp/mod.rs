@@ -408,6 +408,49 @@ impl WaSession {
             .map_err(|e| e.to_string())
     }
 
+    /// Asks WhatsApp which of `phones` (digits only) have an account: one answer per
+    /// number, in order, with the account's JIDs where it has one.
+    pub async fn check_numbers(&self, phones: &[String]) -> Result<Vec<NumberCheck>, String> {
+        let jids: Vec<Jid> = phones.iter().map(|p| Jid::pn(p.as_str())).collect();
+        let found = self
+            .client
+            .contacts()
+            .is_on_whatsapp(&jids)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(phones
+            .iter()
+            .map(|phone| {
+                let hit = found.iter().find(|r| {
+                    let pn = if r.jid.is_pn() {
+                        Some(&r.jid)
+                    } else {
+                        r.pn_jid.as_ref()
+                    };
+                    pn.is_some_and(|j| j.user == *phone)
+                });
+                match hit {
+                    Some(r) if r.is_registered => NumberCheck {
+                        phone: phone.clone(),
+                        exists: true,
+                        jid: Some(Jid::pn(phone.as_str()).to_non_ad_string()),
+                        lid: r
+                            .lid
+                            .as_ref()
+                            .or(r.jid.is_lid().then_some(&r.jid))
+                            .map(Jid::to_non_ad_string),
+                    },
+                    _ => NumberCheck {
+                        phone: phone.clone(),
+                        exists: false,
+                        jid: None,
+                        lid: None,
+                    },
+                }
+            })
+            .collect())
+    }
+
     /// Unlinks this device from the account and disconnects.
     pub async fn logout(&self) {
         self.client.logout().await;
@@ -417,6 +460,19 @@ impl WaSession {
     pub async fn reconnect(&self) {
         self.client.reconnect().await;
     }
+}
+
+/// Whether a phone number has a WhatsApp account.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NumberCheck {
+    /// The number asked about, digits only.
+    pub phone: String,
+    pub exists: bool,
+    /// The account's phone-number JID, when it exists.
+    pub jid: Option<String>,
+    /// The account's LID, when WhatsApp gave it.
+    pub lid: Option<String>,
 }
 
 /// Maps library events onto the session's channel. Runs inline on the client's dispatch

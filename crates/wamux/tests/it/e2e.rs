@@ -463,3 +463,88 @@ async fn sessions_started_together_on_a_new_data_dir_all_offer_a_qr_without_fail
         "sessions failed while starting: {failed:?}"
     );
 }
+
+/// "Is this number on WhatsApp?": asked through a connected session, answered by WhatsApp,
+/// one answer per number in order.
+#[tokio::test]
+async fn a_connected_session_tells_which_numbers_are_on_whatsapp() {
+    let app = TestApp::with_sim().await;
+    let sim = app.sim.as_ref().unwrap();
+    const CAROL: &str = "15550000003";
+    sim.phone(ALICE, "Alice").await;
+    sim.phone(CAROL, "Carol").await;
+    let (s, b) = app
+        .post_json("/api/start-session", json!({"sessionId": "nc1"}))
+        .await;
+    assert!(s.is_success(), "{b}");
+    // Not connected yet.
+    let got = app
+        .post_json(
+            "/api/sessions/nc1/contacts/check",
+            json!({"phones": [CAROL]}),
+        )
+        .await;
+    assert_error(&got, StatusCode::CONFLICT, "session_not_connected");
+    let qr = app.wait_qr("nc1", LONG).await;
+    sim.scan(ALICE, &qr).await;
+    app.wait_status("nc1", "connected", LONG).await;
+
+    let (s, b) = app
+        .post_json(
+            "/api/sessions/nc1/contacts/check",
+            json!({"phones": ["+1 555 000 0003", "15550009999@c.us", 15550000001u64]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let results = b["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3, "{b}");
+    assert_eq!(results[0]["phone"], CAROL);
+    assert_eq!(results[0]["exists"], true, "{b}");
+    assert_eq!(results[0]["jid"], format!("{CAROL}@s.whatsapp.net"));
+    let carol = sim.account(CAROL).await;
+    assert_eq!(
+        results[0]["lid"]
+            .as_str()
+            .map(|l| l.trim_end_matches("@lid")),
+        carol["lid"].as_str().map(|l| l.trim_end_matches("@lid")),
+        "{b} / {carol}"
+    );
+    assert_eq!(results[1]["phone"], "15550009999");
+    assert_eq!(results[1]["exists"], false, "{b}");
+    assert!(
+        results[1]["jid"].is_null() && results[1]["lid"].is_null(),
+        "{b}"
+    );
+    assert_eq!(results[2]["phone"], ALICE);
+    assert_eq!(results[2]["exists"], true, "{b}");
+
+    // Checked at the edge, naming the entry.
+    let got = app
+        .post_json(
+            "/api/sessions/nc1/contacts/check",
+            json!({"phones": [CAROL, "abc"]}),
+        )
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("phones[1]"),
+        "{}",
+        got.1
+    );
+    let got = app
+        .post_json("/api/sessions/nc1/contacts/check", json!({"phones": []}))
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+    let got = app
+        .post_json("/api/sessions/nc1/contacts/check", json!({}))
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "missing_field");
+    let many: Vec<String> = (0..51).map(|i| format!("1555000{i:04}")).collect();
+    let got = app
+        .post_json("/api/sessions/nc1/contacts/check", json!({"phones": many}))
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+}
