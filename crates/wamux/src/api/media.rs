@@ -20,12 +20,19 @@ pub fn router(state: &AppState) -> Router<AppState> {
     // Base64 text is a third larger than the file it holds; multipart a little larger.
     let max = state.media.config().max_bytes;
     let limit = usize::try_from(max.saturating_mul(4) / 3 + 64 * 1024).unwrap_or(usize::MAX);
+    let body_limit = limit.max(state.config.max_body_bytes);
     Router::new()
         .route(
             "/send-media",
-            post(send_media).layer(DefaultBodyLimit::max(
-                limit.max(state.config.max_body_bytes),
-            )),
+            post(send_media)
+                .layer(DefaultBodyLimit::max(body_limit))
+                .layer(axum::middleware::from_fn_with_state(
+                    super::idempotency::Route {
+                        state: state.clone(),
+                        body_limit,
+                    },
+                    super::idempotency::layer,
+                )),
         )
         .route(
             "/messages/{session_id}/{message_id}/media/retry",
@@ -187,10 +194,12 @@ fn check(f: &Fields) -> Result<Checked> {
 }
 
 #[utoipa::path(post, path = "/api/send-media", tag = "media", operation_id = "sendMedia", summary = "Send a file",
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe: the same key with the same body within 24 h returns the first answer (header `Idempotent-Replayed: true`) and sends nothing again"),),
     request_body(content((crate::api::openapi::schemas::SendMediaJson = "application/json"), (crate::api::openapi::schemas::SendMediaForm = "multipart/form-data"))),
     responses((status = 200, description = "Sent; the message as history will show it", body = crate::api::openapi::schemas::Sent),
-        (status = 400, description = "`missing_field`, `invalid_field`, `invalid_base64`, `invalid_url`, `media_unreachable`, `empty_media`, `invalid_body`", body = crate::api::openapi::schemas::ErrorBody),
-        (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody), (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 400, description = "`missing_field`, `invalid_field`, `invalid_base64`, `invalid_url`, `media_unreachable`, `empty_media`, `invalid_body`, `invalid_idempotency_key`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`: the key came with another body", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody), (status = 409, description = "`session_not_connected`, `idempotency_key_in_use`", body = crate::api::openapi::schemas::ErrorBody),
         (status = 413, description = "`media_too_large`, `payload_too_large`", body = crate::api::openapi::schemas::ErrorBody), (status = 502, description = "`send_failed`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn send_media(State(state): State<AppState>, req: Request) -> Result<Json<Value>> {
     let is_multipart = req

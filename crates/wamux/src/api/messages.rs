@@ -12,9 +12,19 @@ use crate::AppState;
 use crate::model::{ChatAddress, SessionId};
 use crate::store::messages::{Cursor, Direction, Filter};
 
-pub fn router() -> Router<AppState> {
+pub fn router(state: &AppState) -> Router<AppState> {
+    let limit = state.config.max_body_bytes;
     Router::new()
-        .route("/send-message", post(send_message))
+        .route(
+            "/send-message",
+            post(send_message).layer(axum::middleware::from_fn_with_state(
+                super::idempotency::Route {
+                    state: state.clone(),
+                    body_limit: limit,
+                },
+                super::idempotency::layer,
+            )),
+        )
         .route("/messages/{session_id}", get(history))
 }
 
@@ -35,11 +45,13 @@ fn string_field(body: &Value, names: &[&str]) -> Result<Option<String>> {
 }
 
 #[utoipa::path(post, path = "/api/send-message", tag = "messages", operation_id = "sendMessage", summary = "Send a text message",
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe: the same key with the same body within 24 h returns the first answer (header `Idempotent-Replayed: true`) and sends nothing again"),),
     request_body = crate::api::openapi::schemas::SendMessage,
     responses((status = 200, description = "Sent; the message as history will show it", body = crate::api::openapi::schemas::Sent),
-        (status = 400, description = "`missing_field`, `invalid_field`, `invalid_phone`, `invalid_session_id`, `invalid_json`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 400, description = "`missing_field`, `invalid_field`, `invalid_phone`, `invalid_session_id`, `invalid_json`, `invalid_idempotency_key`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`: the key came with another body", body = crate::api::openapi::schemas::ErrorBody),
         (status = 404, description = "`session_not_found`, `quoted_message_not_found`", body = crate::api::openapi::schemas::ErrorBody),
-        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody), (status = 413, description = "`payload_too_large`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`, `idempotency_key_in_use`", body = crate::api::openapi::schemas::ErrorBody), (status = 413, description = "`payload_too_large`", body = crate::api::openapi::schemas::ErrorBody),
         (status = 502, description = "`send_failed`: WhatsApp did not accept it", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn send_message(
     State(state): State<AppState>,

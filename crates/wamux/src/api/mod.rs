@@ -8,6 +8,7 @@ pub mod error;
 mod events;
 pub mod extract;
 mod health;
+mod idempotency;
 mod media;
 mod messages;
 pub mod openapi;
@@ -32,7 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions::router())
         .merge(passkey::router())
         .merge(contacts::router())
-        .merge(messages::router())
+        .merge(messages::router(&state))
         .merge(webhooks::router())
         .merge(events::router())
         .merge(openapi::router())

@@ -6,6 +6,7 @@
 //! Errors are [`StoreError`]; callers at the HTTP edge map them to 500.
 
 pub mod events;
+pub mod idempotency;
 pub mod messages;
 pub mod sessions;
 

@@ -548,3 +548,106 @@ async fn a_connected_session_tells_which_numbers_are_on_whatsapp() {
         .await;
     assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
 }
+
+/// `Idempotency-Key`: a retried send gets the first answer and is not sent again; the same
+/// key with another body is refused; multipart retries match whatever their boundary.
+#[tokio::test]
+async fn sends_retried_with_the_same_idempotency_key_go_out_once() {
+    let app = TestApp::with_sim().await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(ALICE, "Alice").await;
+    sim.phone(BOB, "Bob").await;
+    pair(&app, "ik1", ALICE).await;
+    let send = |key: &'static str, body: Value| {
+        let req = app
+            .post("/api/send-message", body)
+            .header("Idempotency-Key", key);
+        async move {
+            let r = req.send().await.unwrap();
+            let replayed = r.headers().get("idempotent-replayed").is_some();
+            let (s, b) = crate::helpers::into_json(r).await;
+            (s, b, replayed)
+        }
+    };
+    let body = json!({"sessionId": "ik1", "to": BOB, "text": "once only"});
+    let (s, first, replayed) = send("k-1", body.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    assert!(!replayed);
+    let (s, again, replayed) = send("k-1", body.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert!(replayed);
+    assert_eq!(again, first, "the same answer");
+
+    let got = send(
+        "k-1",
+        json!({"sessionId": "ik1", "to": BOB, "text": "something else"}),
+    )
+    .await;
+    assert_error(
+        &(got.0, got.1),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    );
+    let got = send("has space", body.clone()).await;
+    assert_error(
+        &(got.0, got.1),
+        StatusCode::BAD_REQUEST,
+        "invalid_idempotency_key",
+    );
+    // A failed first request gives its key up: the retry runs.
+    let (s, _, _) = send(
+        "k-2",
+        json!({"sessionId": "ik1", "to": "not a number", "text": "x"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, b, replayed) = send(
+        "k-2",
+        json!({"sessionId": "ik1", "to": BOB, "text": "second try"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(!replayed);
+
+    // Multipart: every request draws its own boundary.
+    let media = || {
+        reqwest::multipart::Form::new()
+            .text("sessionId", "ik1")
+            .text("to", BOB)
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(b"just some text".to_vec())
+                    .file_name("note.txt")
+                    .mime_str("text/plain")
+                    .unwrap(),
+            )
+    };
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = app
+            .req(reqwest::Method::POST, "/api/send-media")
+            .header("Idempotency-Key", "media-1")
+            .multipart(media())
+            .send()
+            .await
+            .unwrap();
+        let (s, b) = crate::helpers::into_json(r).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        ids.push(b["messageId"].clone());
+    }
+    assert_eq!(ids[0], ids[1]);
+
+    wait_until(LONG, "Bob to get the second try", || async {
+        sim.messages(BOB)
+            .await
+            .iter()
+            .any(|m| m["text"] == "second try")
+    })
+    .await;
+    let got = sim.messages(BOB).await;
+    assert_eq!(
+        got.iter().filter(|m| m["text"] == "once only").count(),
+        1,
+        "{got:?}"
+    );
+}

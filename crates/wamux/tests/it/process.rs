@@ -184,3 +184,76 @@ async fn after_kill_9_sessions_reconnect_without_qr_and_messages_sent_meanwhile_
     server.terminate().await;
     sim.inner.shutdown().await;
 }
+
+impl Server {
+    async fn send_with_key(&self, key: &str, body: Value) -> (StatusCode, Value, bool) {
+        let r = self
+            .http
+            .post(format!("{}/api/send-message", self.base))
+            .header("X-API-Key", KEY)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let replayed = r.headers().get("idempotent-replayed").is_some();
+        let (s, b) = into_json(r).await;
+        (s, b, replayed)
+    }
+}
+
+/// A client that lost the answer to a send (the gateway was killed right after) retries it
+/// with the same `Idempotency-Key`: the restarted gateway answers with the first message id
+/// and sends nothing again.
+#[tokio::test]
+async fn a_send_retried_with_its_idempotency_key_after_kill_9_is_not_sent_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path().join("sim")).await;
+    let data = dir.path().join("data");
+    let (alice, bob) = ("15550000011", "15550000012");
+    sim.phone(alice, "Alice").await;
+    sim.phone(bob, "Bob").await;
+    let port = free_port();
+    let server = Server::spawn(&data, port, &sim).await;
+    server.pair(&sim, "s1", alice).await;
+    let body = json!({"sessionId": "s1", "to": bob, "text": "exactly once"});
+    let (s, first, replayed) = server.send_with_key("order-4711", body.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    assert!(!replayed);
+    server.kill_9();
+
+    let server = Server::spawn(&data, port, &sim).await;
+    let (s, again, replayed) = server.send_with_key("order-4711", body.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert!(replayed, "answered from the first request");
+    assert_eq!(again["messageId"], first["messageId"], "{again}");
+    wait_until(LONG, "connected again", || async {
+        server.status("s1").await == "connected"
+    })
+    .await;
+    // A new key is a new message: once it has arrived, the first one has had every chance to
+    // arrive twice.
+    let (s, b, _) = server
+        .send_with_key(
+            "order-4712",
+            json!({"sessionId": "s1", "to": bob, "text": "the next one"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    wait_until(LONG, "Bob to get the next one", || async {
+        sim.messages(bob)
+            .await
+            .iter()
+            .any(|m| m["text"] == "the next one")
+    })
+    .await;
+    let copies = sim
+        .messages(bob)
+        .await
+        .iter()
+        .filter(|m| m["text"] == "exactly once")
+        .count();
+    assert_eq!(copies, 1, "the retried send went out once");
+    server.terminate().await;
+    sim.inner.shutdown().await;
+}
