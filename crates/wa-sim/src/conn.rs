@@ -187,6 +187,7 @@ async fn serve(hub: &Arc<Hub>, ws: &mut WebSocket, reader: &mut FrameReader) -> 
             .attr("location", "sim")
             .attr("creation", now_secs().to_string())
             .build();
+        hub.durable().await;
         send_node(ws, &mut cipher, &success).await?;
         tracing::debug!("{phone}:{device} logged in");
         (Peer::Device { phone, device }, conn_id)
@@ -351,19 +352,27 @@ async fn stanza_loop(
     rx: &mut mpsc::UnboundedReceiver<Outbound>,
 ) -> Result<()> {
     loop {
-        // Frames already buffered come first.
+        // Frames already buffered come first. Their answers (acks among them) go
+        // out together, once what handling them changed is on disk.
+        let mut replies = Vec::new();
         while let Some(frame) = reader.next_frame()? {
             let plain = cipher.open(&frame)?;
             let data = wacore_binary::util::unpack(&plain)?;
             let node = wacore_binary::marshal::unmarshal_ref(&data)?.to_owned();
-            let replies = handle(hub, peer, node).await;
-            for r in replies {
-                match r {
-                    Reply::Node(n) => send_node(ws, cipher, &n).await?,
-                    Reply::Close(n) => {
-                        send_node(ws, cipher, &n).await?;
-                        return Ok(());
-                    }
+            replies.extend(handle(hub, peer, node).await);
+            if matches!(replies.last(), Some(Reply::Close(_))) {
+                break;
+            }
+        }
+        if !replies.is_empty() {
+            hub.durable().await;
+        }
+        for r in replies {
+            match r {
+                Reply::Node(n) => send_node(ws, cipher, &n).await?,
+                Reply::Close(n) => {
+                    send_node(ws, cipher, &n).await?;
+                    return Ok(());
                 }
             }
         }
@@ -376,15 +385,28 @@ async fn stanza_loop(
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
                 Some(Ok(_)) => {}
             },
-            out = rx.recv() => match out {
-                Some(Outbound::Node(bytes)) => send_raw(ws, cipher.seal(&bytes)?).await?,
-                Some(Outbound::NodeThenClose(bytes)) => {
-                    send_raw(ws, cipher.seal(&bytes)?).await?;
-                    return Ok(());
+            out = rx.recv() => {
+                let Some(first) = out else { return Ok(()) };
+                // Stanzas routed here (messages, relayed receipts, pair-success) go
+                // out once the change that queued them is on disk; those that
+                // arrived meanwhile wait for the same batch.
+                let mut outs = vec![first];
+                while let Ok(next) = rx.try_recv() {
+                    outs.push(next);
                 }
-                Some(Outbound::Drop) | None => return Ok(()),
-                Some(Outbound::Silence) => return silent(hub, ws, rx).await,
-            },
+                hub.durable().await;
+                for out in outs {
+                    match out {
+                        Outbound::Node(bytes) => send_raw(ws, cipher.seal(&bytes)?).await?,
+                        Outbound::NodeThenClose(bytes) => {
+                            send_raw(ws, cipher.seal(&bytes)?).await?;
+                            return Ok(());
+                        }
+                        Outbound::Drop => return Ok(()),
+                        Outbound::Silence => return silent(hub, ws, rx).await,
+                    }
+                }
+            }
             _ = hub.shutdown.cancelled() => return Ok(()),
         }
     }

@@ -7,12 +7,16 @@
 //! offline queue; a single lock makes that trivially true. Work under it is
 //! kept short: persistence only takes the changes recorded since its last
 //! batch ([`Core::changes`]) and writes them after the lock is released.
+//!
+//! Nothing is confirmed before it is on disk: an answer, an ack or a stanza
+//! waits for [`Hub::durable`] before it leaves (a group commit; see `journal`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use wacore_binary::builder::NodeBuilder;
 use wacore_binary::{Jid, Node, Server};
@@ -292,6 +296,20 @@ pub struct Hub {
     /// Held from taking a batch until it is written, so batches reach the journal in
     /// the order they were taken.
     writer: Mutex<Writer>,
+    commit: Commit,
+}
+
+/// The group commit: batches are numbered in the order they are taken, and
+/// whoever must not answer before its change is on disk waits for the number
+/// of the batch its change went into.
+struct Commit {
+    /// The batch that what is recorded now goes into. Moved on only by
+    /// [`Hub::persist`], under the core lock, as it takes a batch.
+    collecting: AtomicU64,
+    /// The last batch on disk (with every batch before it).
+    written: watch::Sender<u64>,
+    /// Someone waits: take and write a batch now rather than at the next tick.
+    wanted: Notify,
 }
 
 struct Writer {
@@ -321,22 +339,47 @@ impl Hub {
                 unwritten: Vec::new(),
                 compaction: None,
             }),
+            commit: Commit {
+                collecting: AtomicU64::new(1),
+                written: watch::Sender::new(0),
+                wanted: Notify::new(),
+            },
         })
     }
 
-    /// Writes what changed since the last batch to the journal now, and starts a
-    /// compaction when the journal has grown enough.
+    /// Returns once everything recorded in [`Core::changes`] before the call is
+    /// on disk. Whatever confirms a change (an admin answer, a server ack, a
+    /// relayed receipt, `pair-success`) waits for this before it leaves. Callers
+    /// that arrive while a batch is being written all go into the next one.
+    pub async fn durable(&self) {
+        // A change recorded before this load is in this batch or an earlier one:
+        // `persist` moves `collecting` on under the lock the change was made under.
+        let batch = self.commit.collecting.load(Ordering::SeqCst);
+        let mut written = self.commit.written.subscribe();
+        self.commit.wanted.notify_one();
+        if written.wait_for(|w| *w >= batch).await.is_err() {
+            // The sender lives in the hub, which outlives every caller.
+            tracing::error!("the journal writer is gone; answering without it");
+        }
+    }
+
+    /// Writes what changed since the last batch to the journal now, tells the
+    /// waiters, and starts a compaction when the journal has grown enough.
     pub async fn persist(&self) {
         let mut writer = self.writer.lock().await;
         let mut batch = std::mem::take(&mut writer.unwritten);
-        {
+        let number = {
             let mut core = self.core.lock().await;
             if !core.changes.is_empty() {
                 let Core { snap, changes, .. } = &mut *core;
                 batch.extend(changes.take(snap));
             }
-        }
+            self.commit.collecting.fetch_add(1, Ordering::SeqCst)
+        };
         if batch.is_empty() {
+            // Nothing new, and every earlier batch is written (a failed one would
+            // be in `batch`): this one is as durable as they are.
+            self.commit.written.send_replace(number);
             return;
         }
         if let Some(done) = writer.compaction.take_if(|c| c.is_finished()) {
@@ -356,19 +399,26 @@ impl Hub {
         })
         .await;
         match written {
-            Ok(Ok(None)) => {}
+            Ok(Ok(None)) => {
+                self.commit.written.send_replace(number);
+            }
             Ok(Ok(Some(finished))) => {
+                self.commit.written.send_replace(number);
                 let dir = self.data_dir.clone();
                 writer.compaction = Some(tokio::task::spawn_blocking(move || {
                     journal::compact(&dir, finished)
                 }));
             }
-            Ok(Err((e, unwritten))) => {
+            Ok(Err((e, Some(batch)))) => {
+                // The waiters keep waiting; the batch goes out with the next one
+                // (two batches in a row apply as they would one after the other).
                 tracing::error!("writing the journal failed: {e}");
-                if let Some(batch) = unwritten {
-                    // Two batches in a row apply as they would one after the other.
-                    writer.unwritten = batch;
-                }
+                writer.unwritten = batch;
+            }
+            Ok(Err((e, None))) => {
+                // The batch is on disk; only moving on to a new journal failed.
+                tracing::error!("starting a new journal failed: {e}");
+                self.commit.written.send_replace(number);
             }
             Err(e) => tracing::error!("journal writer panicked: {e}"),
         }
@@ -401,14 +451,17 @@ impl Hub {
         }
     }
 
-    /// Background writer: one batch per [`journal::INTERVAL`] while anything changed.
-    pub async fn persist_loop(self: Arc<Self>) {
+    /// Background writer, until `stop`: a batch as soon as someone waits for one
+    /// ([`Hub::durable`]), else one per [`journal::INTERVAL`]. What accumulates
+    /// while a batch is being written goes into the next.
+    pub async fn persist_loop(self: Arc<Self>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(journal::INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = self.commit.wanted.notified() => {}
                 _ = tick.tick() => {}
-                _ = self.shutdown.cancelled() => return,
+                _ = stop.cancelled() => return,
             }
             self.persist().await;
         }

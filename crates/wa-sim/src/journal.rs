@@ -1,5 +1,13 @@
-//! Persistence by changes: every [`INTERVAL`] the simulator appends what changed to a
-//! journal, instead of writing its whole state.
+//! Persistence by changes: the simulator appends what changed to a journal, instead of
+//! writing its whole state, and confirms nothing before it is there.
+//!
+//! Durable before acknowledged: an admin answer, a server `<ack>`, a relayed receipt or
+//! a `pair-success` leaves only once the batch holding the change behind it is written
+//! and fsynced (`Hub::durable`). That is a group commit: whoever waits asks for a batch,
+//! the writer takes one at once (otherwise every [`INTERVAL`]), and what is recorded
+//! while one batch is being fsynced goes into the next. A `kill -9` therefore loses only
+//! changes nobody was told about: those in the batch being written, and those recorded
+//! since.
 //!
 //! On disk, the data dir holds `state.json`, a [`Snapshot`] (the base), and
 //! `journal-N.jsonl` files. Each journal line is one batch of [`Change`]s (a JSON array),
@@ -10,9 +18,9 @@
 //!
 //! What a batch holds is cheap to collect under the core lock: the message history,
 //! queued stanzas, the phones' outboxes, message origins and media are recorded as they
-//! change (a stanza queued and acknowledged within one interval cancels out and is never
-//! written); an account whose keys or devices changed is named, and only it is copied at
-//! the end of the interval, without its history; a Signal session that changed is copied
+//! change (a stanza queued and acknowledged within one batch cancels out and is never
+//! written); an account whose keys or devices changed is named, and only it is copied
+//! when the batch is taken, without its history; a Signal session that changed is copied
 //! alone. Nothing copies or serializes the whole state while the simulator runs.
 //!
 //! Compaction keeps the journals short: once the current journal has grown past
@@ -36,8 +44,8 @@ use crate::state::{
     SentCopy, Snapshot, StateError,
 };
 
-/// How long changes may wait before they are written: a `kill -9` loses at most what
-/// changed in the last interval (plus the write in progress).
+/// How long changes nobody waits for (a login's new push name, say) may wait before they
+/// are written; what the simulator confirms is written before it confirms it.
 pub const INTERVAL: Duration = Duration::from_millis(500);
 
 /// By default, a journal is compacted into the base once it is larger than this and than the

@@ -75,6 +75,8 @@ pub struct Simulator {
     ca_pem: String,
     server: tokio::task::JoinHandle<()>,
     persister: tokio::task::JoinHandle<()>,
+    /// Stops the journal writer; only after the server, whose last answers wait for it.
+    stop_persister: tokio_util::sync::CancellationToken,
 }
 
 impl Simulator {
@@ -105,10 +107,18 @@ impl Simulator {
         let media_host = addr.to_string();
         let hub = Hub::new(snap, identity, data_dir.clone(), media_host, journal);
 
+        // An HTTP answer leaves once what the request changed is on disk. (The chat
+        // socket waits for the same before each stanza it sends.)
+        let answers =
+            admin::router()
+                .merge(media::router())
+                .layer(axum::middleware::from_fn_with_state(
+                    hub.clone(),
+                    durable_answer,
+                ));
         let app = Router::new()
             .route("/ws/chat", get(ws_upgrade))
-            .merge(admin::router())
-            .merge(media::router())
+            .merge(answers)
             // Media uploads and phones' media sends are far over axum's 2 MB default
             // (WhatsApp's media host takes files of up to 2 GB).
             .layer(axum::extract::DefaultBodyLimit::max(512 * 1024 * 1024))
@@ -136,7 +146,8 @@ impl Simulator {
             });
             (PathBuf::new(), String::new(), server)
         };
-        let persister = tokio::spawn(hub.clone().persist_loop());
+        let stop_persister = tokio_util::sync::CancellationToken::new();
+        let persister = tokio::spawn(hub.clone().persist_loop(stop_persister.clone()));
         let sim = Simulator {
             hub,
             addr,
@@ -145,6 +156,7 @@ impl Simulator {
             ca_pem,
             server,
             persister,
+            stop_persister,
         };
         sim.write_sim_json(&data_dir)?;
         Ok(sim)
@@ -200,11 +212,22 @@ impl Simulator {
             tracing::warn!("server did not stop within 5 s; aborting it");
             server.abort();
         }
+        self.stop_persister.cancel();
         if let Err(e) = self.persister.await {
             tracing::warn!("state writer task failed: {e}");
         }
         self.hub.close().await;
     }
+}
+
+async fn durable_answer(
+    State(hub): State<Arc<Hub>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    hub.durable().await;
+    response
 }
 
 async fn ws_upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
