@@ -249,7 +249,7 @@ async fn send_media(State(state): State<AppState>, req: Request) -> Result<Json<
         let fields = Fields::from_json(&body)?;
         let checked = check(&fields)?;
         // Do not fetch anything for a session that cannot send it.
-        crate::media::send::live(&state.sessions, &checked.session)?;
+        state.sessions.live(&checked.session)?;
         let staged = Staged::new(media.storage().staging_path());
         let file = match (&fields.url, &fields.base64) {
             (Some(_), Some(_)) => {
@@ -317,7 +317,7 @@ async fn retry(
     Path((session, message_id)): Path<(String, String)>,
 ) -> Result<Json<Value>> {
     let session = SessionId::parse(&session).map_err(ApiError::invalid_session_id)?;
-    let (conn, _) = crate::media::send::live(&state.sessions, &session)?;
+    let (conn, _) = state.sessions.live(&session)?;
     match state
         .media
         .retry(&conn, session.as_str(), &message_id)

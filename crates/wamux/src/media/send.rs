@@ -5,10 +5,10 @@
 use super::fetch::{Incoming, IngestError};
 use super::{Media, MediaKind, StoredFile, naming};
 use crate::event::EventKind;
-use crate::model::{ChatAddress, Message, MessageStatus, SessionId, SessionStatus};
-use crate::session::{Me, SessionError, SessionManager};
+use crate::model::{ChatAddress, Message, MessageStatus, SessionId};
+use crate::session::{SessionError, SessionManager};
 use crate::store;
-use crate::whatsapp::{OutgoingMedia, WaSession};
+use crate::whatsapp::OutgoingMedia;
 
 /// What the user asked for besides the file.
 #[derive(Debug, Default)]
@@ -43,18 +43,6 @@ impl From<store::StoreError> for SendMediaError {
     }
 }
 
-/// The session's live connection and account, or why it cannot send now.
-pub fn live(sessions: &SessionManager, id: &SessionId) -> Result<(WaSession, Me), SessionError> {
-    let s = sessions.snapshot(id)?;
-    match (s.connection, s.status) {
-        (Some(c), SessionStatus::Connected) => Ok((c, s.me)),
-        (_, status) => Err(SessionError::NotConnected {
-            id: id.to_string(),
-            status,
-        }),
-    }
-}
-
 /// The file's type: the one given, else the source's (unless it is the generic
 /// `application/octet-stream`), else the one its name implies, else the generic one.
 pub fn resolve_mimetype(given: Option<&str>, file: &Incoming, name: Option<&str>) -> String {
@@ -86,7 +74,7 @@ impl Media {
         file: Incoming,
         opts: SendOptions,
     ) -> Result<Message, SendMediaError> {
-        let (conn, me) = live(sessions, id)?;
+        let (conn, me) = sessions.live(id)?;
         let mimetype = resolve_mimetype(opts.mimetype.as_deref(), &file, opts.file_name.as_deref());
         let kind = opts.kind.unwrap_or_else(|| MediaKind::infer(&mimetype));
         let original_name = opts

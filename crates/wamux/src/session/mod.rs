@@ -578,22 +578,25 @@ impl SessionManager {
             .await?
     }
 
+    /// The session's live connection and account, or why it cannot talk to WhatsApp now.
+    pub fn live(&self, id: &SessionId) -> Result<(WaSession, Me)> {
+        let s = self.snapshot(id)?;
+        match (s.connection, s.status) {
+            (Some(c), SessionStatus::Connected) => Ok((c, s.me)),
+            (_, status) => Err(SessionError::NotConnected {
+                id: id.to_string(),
+                status,
+            }),
+        }
+    }
+
     /// Which of `phones` (digits only) have a WhatsApp account, asked through the session.
     pub async fn check_numbers(
         &self,
         id: &SessionId,
         phones: &[String],
     ) -> Result<Vec<crate::whatsapp::NumberCheck>> {
-        let s = self.snapshot(id)?;
-        let conn = match (&s.connection, s.status) {
-            (Some(c), SessionStatus::Connected) => c.clone(),
-            _ => {
-                return Err(SessionError::NotConnected {
-                    id: id.to_string(),
-                    status: s.status,
-                });
-            }
-        };
+        let (conn, _) = self.live(id)?;
         conn.check_numbers(phones)
             .await
             .map_err(SessionError::WhatsApp)
@@ -637,16 +640,7 @@ impl SessionManager {
         text: &str,
         quoted_id: Option<&str>,
     ) -> Result<Message> {
-        let s = self.snapshot(id)?;
-        let conn = match (&s.connection, s.status) {
-            (Some(c), SessionStatus::Connected) => c.clone(),
-            _ => {
-                return Err(SessionError::NotConnected {
-                    id: id.to_string(),
-                    status: s.status,
-                });
-            }
-        };
+        let (conn, me) = self.live(id)?;
         let quoted = match quoted_id {
             Some(q) => Some(
                 store::messages::find(self.inner.shared.store.pool(), id.as_str(), q)
@@ -659,7 +653,7 @@ impl SessionManager {
             &self.inner.shared,
             id,
             &conn,
-            &s.me,
+            &me,
             to,
             text,
             quoted.as_ref(),
