@@ -613,9 +613,9 @@ async fn end_to_end(args: &Args) -> anyhow::Result<()> {
 async fn outbox_only(args: &Args) -> anyhow::Result<()> {
     use wamux::event::{EventBus, EventKind};
     use wamux::store::Store;
+    use wamux::store::webhooks::{self as db, NewWebhook};
     use wamux::webhook::Webhooks;
     use wamux::webhook::config::{EventFilter, WebhookOverrides};
-    use wamux::webhook::db::{self, NewWebhook};
 
     let (sessions, rate, seconds) = (args.sessions, args.rate, args.seconds);
     let latencies: Arc<Mutex<Vec<i64>>> = Arc::default();
@@ -673,7 +673,7 @@ async fn outbox_only(args: &Args) -> anyhow::Result<()> {
                 let chat = format!("chat-{}", i % 5);
                 let mut tx = store.begin().await?;
                 let e = wamux::store::events::append(
-                    &mut tx,
+                    &mut tx.conn(),
                     EventKind::MessageReceived,
                     &session,
                     Some(&chat),

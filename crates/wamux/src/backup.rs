@@ -10,11 +10,10 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use sqlx::Connection as _;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+
+use crate::store::{Database, copy, sqlite};
 
 /// What a backup wrote.
 #[derive(Debug, Default)]
@@ -45,7 +44,7 @@ impl fmt::Display for Report {
 
 /// Copies `data_dir` into `out`, which must not exist yet or be empty, and must not be
 /// inside the data dir.
-pub async fn run(data_dir: &Path, out: &Path) -> anyhow::Result<Report> {
+pub async fn run(data_dir: &Path, database: &Database, out: &Path) -> anyhow::Result<Report> {
     let data_dir = data_dir
         .canonicalize()
         .with_context(|| format!("data dir {} not found", data_dir.display()))?;
@@ -70,6 +69,27 @@ pub async fn run(data_dir: &Path, out: &Path) -> anyhow::Result<Report> {
         out: out.clone(),
         ..Default::default()
     };
+    if let Database::Postgres(_) = database {
+        // The database goes into the backup as the SQLite files of an installation, so
+        // `wamux db copy --from <backup> --to postgres://...` restores it.
+        let (ours, devices) = (out.join("wamux.db"), out.join("whatsapp.db"));
+        copy::copy(
+            &copy::Place::Postgres(database.clone()),
+            &copy::Place::Sqlite {
+                ours: ours.clone(),
+                devices: devices.clone(),
+            },
+            crate::whatsapp::prepare_device_store,
+        )
+        .await
+        .with_context(|| format!("cannot copy the database {}", database.display()))?;
+        for db in [ours, devices] {
+            report.bytes += std::fs::metadata(&db)?.len();
+            report
+                .databases
+                .push(db.strip_prefix(&out).unwrap_or(&db).to_owned());
+        }
+    }
     copy_dir(&data_dir, &out, Path::new(""), &mut report).await?;
     Ok(report)
 }
@@ -84,10 +104,13 @@ async fn copy_dir(root: &Path, out: &Path, rel: &Path, report: &mut Report) -> a
         if kind.is_dir() {
             std::fs::create_dir_all(&dst)?;
             Box::pin(copy_dir(root, out, &rel, report)).await?;
-        } else if !kind.is_file() || is_companion(&src) {
+        } else if !kind.is_file() || is_companion(&src) || dst.exists() {
+            // (Already there: the database, written first on PostgreSQL.)
             continue;
-        } else if is_sqlite(&src)? {
-            vacuum_into(&src, &dst).await?;
+        } else if sqlite::is_database(&src)? {
+            sqlite::vacuum_into(&src, &dst)
+                .await
+                .with_context(|| format!("cannot copy database {}", src.display()))?;
             report.bytes += std::fs::metadata(&dst)?.len();
             report.databases.push(rel);
         } else {
@@ -106,36 +129,4 @@ fn is_companion(path: &Path) -> bool {
         name.strip_suffix(sfx)
             .is_some_and(|db| path.with_file_name(db).is_file())
     })
-}
-
-fn is_sqlite(path: &Path) -> std::io::Result<bool> {
-    use std::io::Read as _;
-    let mut magic = [0u8; 16];
-    let mut f = std::fs::File::open(path)?;
-    match f.read_exact(&mut magic) {
-        Ok(()) => Ok(&magic == b"SQLite format 3\0"),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-async fn vacuum_into(src: &Path, dst: &Path) -> anyhow::Result<()> {
-    let opts = SqliteConnectOptions::new()
-        .filename(src)
-        .create_if_missing(false)
-        // The server may hold the write lock for a moment; wait rather than fail.
-        .busy_timeout(Duration::from_secs(30));
-    let mut conn = SqliteConnection::connect_with(&opts)
-        .await
-        .with_context(|| format!("cannot open {}", src.display()))?;
-    let target = dst
-        .to_str()
-        .with_context(|| format!("{} is not valid UTF-8", dst.display()))?;
-    sqlx::query("VACUUM INTO ?")
-        .bind(target)
-        .execute(&mut conn)
-        .await
-        .with_context(|| format!("cannot copy database {}", src.display()))?;
-    conn.close().await?;
-    Ok(())
 }

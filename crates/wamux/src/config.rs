@@ -55,6 +55,10 @@ pub struct Config {
     pub port: u16,
     /// `WAMUX_DATA_DIR`: where everything is kept (database, device store, API key).
     pub data_dir: PathBuf,
+    /// `WAMUX_DATABASE_URL`: where wamux keeps its data: unset means SQLite (`wamux.db` and
+    /// `whatsapp.db` in the data directory); `postgres://user:password@host/db` means
+    /// PostgreSQL, for everything including every device's keys (see docs/postgres.md).
+    pub database_url: Option<Secret>,
     /// `WAMUX_PUBLIC_URL`: base of links handed out (media). Default `http://<host>:<port>`.
     pub public_url: Option<String>,
     /// `WAMUX_LOG`: log filter, e.g. `info` or `wamux=debug,whatsapp_rust=warn`.
@@ -99,6 +103,7 @@ impl Default for Config {
             host: "0.0.0.0".into(),
             port: 3000,
             data_dir: PathBuf::from("./data"),
+            database_url: None,
             public_url: None,
             log: "info".into(),
             log_format: LogFormat::Text,
@@ -137,6 +142,9 @@ pub struct Overrides {
     /// Directory for the database, the WhatsApp device store and the generated API key [default: ./data]
     #[arg(long, env = "WAMUX_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Database: postgres://user:password@host/db for PostgreSQL [default: SQLite in the data directory]
+    #[arg(long, env = "WAMUX_DATABASE_URL")]
+    pub database_url: Option<Secret>,
     /// Public base URL for links handed out (media) [default: http://<host>:<port>]
     #[arg(long, env = "WAMUX_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -257,6 +265,9 @@ impl Config {
         if let Some(v) = o.data_dir {
             self.data_dir = v;
         }
+        if let Some(v) = o.database_url {
+            self.database_url = Some(v);
+        }
         if let Some(v) = o.public_url {
             self.public_url = Some(v);
         }
@@ -341,6 +352,10 @@ impl Config {
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("WAMUX_DATA_DIR", "must not be empty"));
+        }
+        if let Some(url) = &self.database_url {
+            crate::store::Database::parse(url.expose())
+                .map_err(|m| invalid("WAMUX_DATABASE_URL", m))?;
         }
         if let Some(u) = &self.public_url {
             let ok = reqwest::Url::parse(u)
@@ -440,6 +455,15 @@ impl Config {
     }
 
     /// Base URL for links handed out to clients.
+    /// The database [`validate`](Self::validate) accepted.
+    pub fn database(&self) -> crate::store::Database {
+        let url = self
+            .database_url
+            .as_ref()
+            .and_then(|u| crate::store::Database::parse(u.expose()).ok());
+        crate::store::Database::for_data_dir(url.as_ref(), &self.data_dir)
+    }
+
     pub fn public_url(&self) -> String {
         match &self.public_url {
             Some(u) => u.trim_end_matches('/').to_owned(),

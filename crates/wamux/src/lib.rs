@@ -78,9 +78,11 @@ pub async fn run(
             key.expose()
         );
     }
-    let store = Store::open(&config.data_dir.join("wamux.db"))
+    let database = config.database();
+    let store = Store::connect(&database)
         .await
-        .context("cannot open the database")?;
+        .with_context(|| format!("cannot open the database {}", database.display()))?;
+    tracing::info!(engine = store.engine(), database = %database.display(), "database open");
     let events = EventBus::default();
     let metrics_stop = tokio_util::sync::CancellationToken::new();
     metrics::watch(&events, metrics_stop.clone());

@@ -37,11 +37,30 @@ enum Cmd {
     /// Print the OpenAPI 3.1 document of the HTTP API (the one served at /api/openapi.json
     /// and shown at /docs)
     Openapi,
-    /// Write a consistent copy of the data dir (safe while the server runs)
+    /// Database tools: `wamux db copy --from <url> --to <url>`
+    #[command(subcommand)]
+    Db(DbCmd),
+    /// Write a consistent copy of the data dir (safe while the server runs); on PostgreSQL
+    /// the database is written into it as SQLite files that `wamux db copy` moves back
     Backup {
         /// Directory to create for the copy (must not exist, or be empty)
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DbCmd {
+    /// Copy a whole installation (sessions, history, webhooks, pending deliveries and every
+    /// device's keys) between SQLite and PostgreSQL, into an empty target. Stop the server
+    /// first.
+    Copy {
+        /// Source: postgres://... or a SQLite data directory (or its wamux.db)
+        #[arg(long)]
+        from: String,
+        /// Target: postgres://... or a new SQLite data directory
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -73,8 +92,25 @@ fn main() -> anyhow::Result<()> {
             Cmd::Sandbox => sandbox::run(config, shutdown_signal()).await,
             Cmd::Openapi => unreachable!("handled before the configuration is loaded"),
             Cmd::Webhook(cmd) => wamux::webhook::test_command::run_cli(cmd, &config).await,
+            Cmd::Db(DbCmd::Copy { from, to }) => {
+                use wamux::store::copy::Place;
+                let parse = |what: &str, s: &str| {
+                    Place::parse(s).map_err(|e| anyhow::anyhow!("--{what}: {e}"))
+                };
+                let (from, to) = (parse("from", &from)?, parse("to", &to)?);
+                if let Place::Sqlite { ours, .. } = &to
+                    && let Some(dir) = ours.parent()
+                {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let report =
+                    wamux::store::copy::copy(&from, &to, wamux::whatsapp::prepare_device_store)
+                        .await?;
+                println!("copied {} to {}: {report}", from.display(), to.display());
+                Ok(())
+            }
             Cmd::Backup { out } => {
-                let report = wamux::backup::run(&config.data_dir, &out).await?;
+                let report = wamux::backup::run(&config.data_dir, &config.database(), &out).await?;
                 println!("{report}");
                 Ok(())
             }

@@ -212,17 +212,14 @@ pub async fn render(state: &AppState) -> String {
         "Webhook deliveries waiting to be sent (pending or retrying).",
     );
     // A scrape that cannot read the database leaves the gauge out rather than lying.
-    match outbox_depth(state).await {
+    match crate::store::webhooks::outbox_depth(&state.store).await {
         Ok(n) => line(&mut out, "wamux_webhook_outbox_depth", &[], n),
-        Err(e) => tracing::warn!("metrics: cannot read the outbox depth: {e}"),
+        Err(e) => tracing::warn!(
+            "metrics: cannot read the outbox depth: {:#}",
+            anyhow::Error::from(e)
+        ),
     }
     out
-}
-
-async fn outbox_depth(state: &AppState) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
-        .fetch_one(state.store.pool())
-        .await
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -63,7 +63,7 @@ async fn list(
         ));
     }
     let events = crate::store::events::list_after(
-        state.store.pool(),
+        &state.store,
         session.as_ref().map(SessionId::as_str),
         after,
         limit,

@@ -164,8 +164,7 @@ async fn history(
         until,
     };
     let (messages, next) =
-        crate::store::messages::list(state.store.pool(), id.as_str(), &filter, cursor, limit)
-            .await?;
+        crate::store::messages::list(&state.store, id.as_str(), &filter, cursor, limit).await?;
     Ok(Json(serde_json::json!({
         "sessionId": id,
         "messages": messages,

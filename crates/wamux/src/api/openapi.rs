@@ -185,7 +185,7 @@ pub mod schemas {
 
     use crate::model::Message;
     use crate::session::SessionInfo;
-    pub use crate::webhook::db::Delivery;
+    pub use crate::store::webhooks::Delivery;
 
     /// Every error: `{"error":{"code","message"}}`.
     #[derive(Serialize, ToSchema)]

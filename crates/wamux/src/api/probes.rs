@@ -56,11 +56,7 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<AppState>) -> Response {
     // Sessions are restored before the server accepts connections, so answering at all
     // means they are loaded; what can still fail is the database.
-    let db = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(state.store.pool()),
-    )
-    .await;
+    let db = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
     match db {
         Ok(Ok(_)) => "ok".into_response(),
         Ok(Err(e)) => {

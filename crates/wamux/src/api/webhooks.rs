@@ -17,8 +17,8 @@ use serde::Deserialize;
 use super::extract::{ApiJson, ApiQuery, SessionPath};
 use super::{ApiError, Result};
 use crate::AppState;
+use crate::store::webhooks::{self, NewWebhook, Webhook};
 use crate::webhook::config::EventFilter;
-use crate::webhook::db::{self, NewWebhook, Webhook};
 use crate::webhook::{Secret, guard};
 
 /// Custom headers a webhook may carry at most.
@@ -109,10 +109,10 @@ async fn set_webhook(
         ),
         Some(_) => return Err(ApiError::invalid_field("secret", "must be a string")),
     };
-    let existed = db::get_webhook(state.store.pool(), session.as_str())
+    let existed = webhooks::get_webhook(&state.store, session.as_str())
         .await?
         .is_some();
-    let (webhook, generated) = db::set_webhook(
+    let (webhook, generated) = webhooks::set_webhook(
         &state.store,
         session.as_str(),
         NewWebhook {
@@ -221,11 +221,11 @@ async fn get_webhook(
     State(state): State<AppState>,
     SessionPath(session): SessionPath,
 ) -> Result<Json<serde_json::Value>> {
-    let Some(webhook) = db::get_webhook(state.store.pool(), session.as_str()).await? else {
+    let Some(webhook) = webhooks::get_webhook(&state.store, session.as_str()).await? else {
         return Err(no_webhook(&state, session.as_str()));
     };
     let mut out = view(&webhook);
-    let counts: BTreeMap<String, i64> = db::delivery_counts(state.store.pool(), session.as_str())
+    let counts: BTreeMap<String, i64> = webhooks::delivery_counts(&state.store, session.as_str())
         .await?
         .into_iter()
         .collect();
@@ -256,7 +256,7 @@ async fn delete_webhook(
     State(state): State<AppState>,
     SessionPath(session): SessionPath,
 ) -> Result<Json<serde_json::Value>> {
-    let deleted = db::delete_webhook(
+    let deleted = webhooks::delete_webhook(
         &state.store,
         session.as_str(),
         state.webhooks.global().is_some(),
@@ -308,8 +308,8 @@ async fn list_deliveries(
             "`limit` must be from 1 to 500",
         ));
     }
-    let deliveries = db::list_deliveries(
-        state.store.pool(),
+    let deliveries = webhooks::list_deliveries(
+        &state.store,
         session.as_str(),
         q.status.as_deref(),
         q.before,
@@ -347,13 +347,13 @@ async fn retry_delivery(
     let id: i64 = delivery_id
         .parse()
         .map_err(|_| ApiError::bad_request("invalid_path", "the delivery id must be a number"))?;
-    if !db::retry_delivery(state.store.pool(), session.as_str(), id).await? {
+    if !webhooks::retry_delivery(&state.store, session.as_str(), id).await? {
         return Err(ApiError::not_found(format!(
             "session `{session}` has no delivery {id}"
         )));
     }
     state.webhooks.wake(session.as_str());
-    let delivery = db::get_delivery(state.store.pool(), session.as_str(), id)
+    let delivery = webhooks::get_delivery(&state.store, session.as_str(), id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("session `{session}` has no delivery {id}")))?;
     let mut v = serde_json::to_value(&delivery).map_err(ApiError::internal)?;

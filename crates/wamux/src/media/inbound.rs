@@ -1,17 +1,15 @@
 //! The durability hook's side of incoming media: the message row and its download job are
 //! written in the hook's transaction; the event waits for the download.
 
-use sqlx::SqliteConnection;
-
-use super::{MediaRef, db, pending_json};
+use super::{MediaRef, pending_json};
 use crate::event::EventKind;
 use crate::model::Message;
-use crate::store::{Result, messages};
+use crate::store::{Conn, Result, messages};
 
 /// Stores `msg` (its `media` marked pending) and a job to download `media_ref`, unless the
 /// message is already stored (a redelivery). Returns true when a job was added.
 pub async fn accept(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     msg: &Message,
     sender_key: &str,
     event: EventKind,
@@ -19,10 +17,10 @@ pub async fn accept(
 ) -> Result<bool> {
     let mut msg = msg.clone();
     msg.media = Some(pending_json(media_ref));
-    if !messages::insert_row(&mut *conn, &msg, sender_key).await? {
+    if !messages::insert_row(conn, &msg, sender_key).await? {
         return Ok(false);
     }
-    db::insert(
+    crate::store::media::insert(
         conn,
         &msg.session_id,
         &msg.id,

@@ -16,7 +16,6 @@
 //! `media.error` for downloads (they are data, not failures), `anyhow` in the background jobs.
 
 pub mod config;
-mod db;
 pub mod fetch;
 pub mod inbound;
 pub mod naming;

@@ -31,12 +31,6 @@ pub enum SendMediaError {
     Encrypt(String),
 }
 
-impl From<sqlx::Error> for SendMediaError {
-    fn from(e: sqlx::Error) -> Self {
-        SendMediaError::Session(SessionError::from(e))
-    }
-}
-
 impl From<store::StoreError> for SendMediaError {
     fn from(e: store::StoreError) -> Self {
         SendMediaError::Session(SessionError::Store(e))
@@ -111,7 +105,8 @@ impl Media {
         msg.media = Some(self.media_json(&stored).await);
         let from = msg.from.clone();
         let mut tx = self.store().begin().await?;
-        let ev = store::messages::insert(&mut tx, &msg, &from, EventKind::MessageFromMe).await?;
+        let ev =
+            store::messages::insert(&mut tx.conn(), &msg, &from, EventKind::MessageFromMe).await?;
         tx.commit().await?;
         if let Some(ev) = ev {
             self.bus().publish(ev);

@@ -9,7 +9,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::db::{self, Job};
+use crate::store::media as db;
+
+/// A download job.
+pub(super) type Job = db::Job<super::MediaRef>;
 use super::storage::Staged;
 use super::{Media, MediaKind, MediaRef, StoredFile, error_json, naming};
 use crate::event::EventKind;
@@ -27,7 +30,7 @@ pub(super) async fn run(media: Media, sessions: SessionManager, cancel: Cancella
     let tasks = TaskTracker::new();
     let wake = media.waker();
     loop {
-        match db::pending(media.store().pool(), 0, 256).await {
+        match db::pending(media.store(), 0, 256).await {
             Ok(jobs) => {
                 for job in jobs {
                     if !in_flight.lock().expect("in-flight lock").insert(job.id) {
@@ -176,7 +179,7 @@ async fn record(
     };
     let mut tx = media.store().begin().await?;
     let body = messages::set_media(
-        &mut tx,
+        &mut tx.conn(),
         &job.session_id,
         &job.chat_id,
         &job.sender,
@@ -184,15 +187,23 @@ async fn record(
         &json,
     )
     .await?;
-    if !db::finish(&mut tx, job.id, error).await? {
+    if !db::finish(&mut tx.conn(), job.id, error).await? {
         // Someone else finished it; keep their outcome.
         return Ok(());
     }
     let mut published = None;
     if let Some(body) = body {
         let kind: EventKind = job.event.parse().unwrap_or(EventKind::MessageReceived);
-        published =
-            Some(events::append(&mut tx, kind, &job.session_id, Some(&job.chat_id), body).await?);
+        published = Some(
+            events::append(
+                &mut tx.conn(),
+                kind,
+                &job.session_id,
+                Some(&job.chat_id),
+                body,
+            )
+            .await?,
+        );
     }
     tx.commit().await?;
     if let Some(ev) = published {
@@ -216,12 +227,6 @@ pub enum RetryError {
     Store(#[from] crate::store::StoreError),
 }
 
-impl From<sqlx::Error> for RetryError {
-    fn from(e: sqlx::Error) -> Self {
-        RetryError::Store(e.into())
-    }
-}
-
 impl Media {
     /// Downloads a message's file again (after a failure) through `conn`, and updates the
     /// history. Returns the updated message.
@@ -231,11 +236,11 @@ impl Media {
         session: &str,
         message_id: &str,
     ) -> Result<serde_json::Value, RetryError> {
-        let pool = self.store().pool();
-        if messages::find(pool, session, message_id).await?.is_none() {
+        let store = self.store();
+        if messages::find(store, session, message_id).await?.is_none() {
             return Err(RetryError::NoMessage(message_id.to_owned()));
         }
-        let Some((job, state)) = db::for_message(pool, session, message_id).await? else {
+        let Some((job, state)) = db::for_message(store, session, message_id).await? else {
             return Err(RetryError::NoMedia(message_id.to_owned()));
         };
         if state == "pending" {
@@ -248,7 +253,7 @@ impl Media {
         };
         let mut tx = self.store().begin().await?;
         let body = messages::set_media(
-            &mut tx,
+            &mut tx.conn(),
             session,
             &job.chat_id,
             &job.sender,
@@ -256,7 +261,7 @@ impl Media {
             &json,
         )
         .await?;
-        db::retried(&mut tx, job.id, error.as_deref()).await?;
+        db::retried(&mut tx.conn(), job.id, error.as_deref()).await?;
         tx.commit().await?;
         let body = body.ok_or_else(|| RetryError::NoMessage(message_id.to_owned()))?;
         match error {

@@ -597,7 +597,7 @@ pub(super) async fn send_text(
     msg.quoted_id = quoted.map(|q| q.id.clone());
     let from = msg.from.clone();
     let mut tx = shared.store.begin().await?;
-    let ev = store::messages::insert(&mut tx, &msg, &from, EventKind::MessageFromMe).await?;
+    let ev = store::messages::insert(&mut tx.conn(), &msg, &from, EventKind::MessageFromMe).await?;
     tx.commit().await?;
     if let Some(ev) = ev {
         shared.bus.publish(ev);

@@ -59,12 +59,6 @@ pub enum SessionError {
     Internal(#[from] anyhow::Error),
 }
 
-impl From<sqlx::Error> for SessionError {
-    fn from(e: sqlx::Error) -> Self {
-        SessionError::Store(StoreError::Db(e))
-    }
-}
-
 pub type Result<T, E = SessionError> = std::result::Result<T, E>;
 
 /// A pairing QR code currently on offer.
@@ -327,7 +321,7 @@ impl SessionManager {
     /// credentials (no QR); the others come back to the QR step. All start concurrently.
     pub async fn restore(&self) -> Result<usize> {
         let _guard = self.inner.lifecycle.lock().await;
-        let rows = store::sessions::list(self.inner.shared.store.pool()).await?;
+        let rows = store::sessions::list(&self.inner.shared.store).await?;
         let n = rows.len();
         for row in rows {
             let Ok(id) = SessionId::parse(&row.id) else {
@@ -547,7 +541,7 @@ impl SessionManager {
     /// Logs out (when logged in), stops the actor and deletes everything kept for it.
     pub async fn delete(&self, id: &SessionId) -> Result<()> {
         let _guard = self.inner.lifecycle.lock().await;
-        let row = store::sessions::get(self.inner.shared.store.pool(), id.as_str())
+        let row = store::sessions::get(&self.inner.shared.store, id.as_str())
             .await?
             .ok_or_else(|| SessionError::NotFound(id.to_string()))?;
         if let Some(h) = self.remove_handle(id) {
@@ -643,7 +637,7 @@ impl SessionManager {
         let (conn, me) = self.live(id)?;
         let quoted = match quoted_id {
             Some(q) => Some(
-                store::messages::find(self.inner.shared.store.pool(), id.as_str(), q)
+                store::messages::find(&self.inner.shared.store, id.as_str(), q)
                     .await?
                     .ok_or_else(|| SessionError::QuotedNotFound(q.to_owned()))?,
             ),
@@ -693,7 +687,7 @@ fn check_passkey_stage(id: &SessionId, c: Option<&Ceremony>, stage: Stage) -> Re
 }
 
 async fn s_device_id(store: &Store, id: &SessionId) -> Result<i64> {
-    Ok(store::sessions::get(store.pool(), id.as_str())
+    Ok(store::sessions::get(store, id.as_str())
         .await?
         .ok_or_else(|| SessionError::NotFound(id.to_string()))?
         .device_id)

@@ -1,31 +1,23 @@
 //! The `events` table: the durable log every output reads (the webhook outbox in particular).
 
-use sqlx::{Row, SqliteConnection};
-
-use super::{Result, now};
+use super::{Conn, Result, Store, dispatch, now};
 use crate::event::{Event, EventKind};
 
 /// Appends one event inside the caller's transaction and returns it for publishing once the
 /// transaction commits. Every event goes through here; nothing may write `events` otherwise.
 pub async fn append(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     kind: EventKind,
     session_id: &str,
     chat_id: Option<&str>,
     data: serde_json::Value,
 ) -> Result<Event> {
     let (timestamp, body) = row(kind, session_id, &data);
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO events (session_id, event, chat_id, body, created_at)
-         VALUES (?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(session_id)
-    .bind(kind.as_str())
-    .bind(chat_id)
-    .bind(body.to_string())
-    .bind(timestamp)
-    .fetch_one(&mut *conn)
-    .await?;
+    let body = body.to_string();
+    let id = dispatch!(
+        conn conn,
+        events::insert(kind.as_str(), session_id, chat_id, &body, timestamp)
+    )?;
     Ok(Event {
         id,
         kind,
@@ -36,7 +28,6 @@ pub async fn append(
     })
 }
 
-/// Events after `after_id`, oldest first (for replay and tests).
 /// An event's time and stored body, for writers that insert the row themselves.
 pub(super) fn row(
     kind: EventKind,
@@ -50,54 +41,58 @@ pub(super) fn row(
     )
 }
 
+/// Events after `after_id`, oldest first (for replay and tests).
 pub async fn list_after(
-    pool: &sqlx::SqlitePool,
+    store: &Store,
     session_id: Option<&str>,
     after_id: i64,
     limit: i64,
 ) -> Result<Vec<Event>> {
-    let rows = sqlx::query(
-        "SELECT id, session_id, event, chat_id, body, created_at FROM events
-         WHERE id > ? AND (? IS NULL OR session_id = ?) ORDER BY id LIMIT ?",
-    )
-    .bind(after_id)
-    .bind(session_id)
-    .bind(session_id)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter().map(|r| from_row(&r)).collect()
+    dispatch!(store, events::list_after(session_id, after_id, limit))
 }
 
-pub(crate) fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Event> {
-    let kind: String = r.try_get("event")?;
-    let body: String = r.try_get("body")?;
-    let mut body: serde_json::Value = serde_json::from_str(&body)?;
-    Ok(Event {
-        id: r.try_get("id")?,
-        kind: kind
-            .parse()
-            .map_err(|e: crate::event::UnknownEventKind| sqlx::Error::Decode(Box::new(e)))?,
-        session_id: r.try_get("session_id")?,
-        chat_id: r.try_get("chat_id")?,
-        timestamp: r.try_get("created_at")?,
-        data: body
-            .get_mut("data")
-            .map(serde_json::Value::take)
-            .unwrap_or_default(),
-    })
+/// An `events` row as read.
+pub(crate) struct Stored {
+    pub id: i64,
+    pub session_id: String,
+    pub event: String,
+    pub chat_id: Option<String>,
+    pub body: String,
+    pub created_at: i64,
+}
+
+impl Stored {
+    pub fn decode(self) -> Result<Event> {
+        let mut body: serde_json::Value = serde_json::from_str(&self.body)?;
+        Ok(Event {
+            id: self.id,
+            kind: self
+                .event
+                .parse()
+                .map_err(|e: crate::event::UnknownEventKind| {
+                    super::StoreError::Invalid(e.to_string())
+                })?,
+            session_id: self.session_id,
+            chat_id: self.chat_id,
+            timestamp: self.created_at,
+            data: body
+                .get_mut("data")
+                .map(serde_json::Value::take)
+                .unwrap_or_default(),
+        })
+    }
 }
 
 /// Records an event that has no other state change attached (a new QR code, a call).
 pub async fn record(
-    store: &super::Store,
+    store: &Store,
     kind: EventKind,
     session_id: &str,
     chat_id: Option<&str>,
     data: serde_json::Value,
 ) -> Result<Event> {
     let mut tx = store.begin().await?;
-    let ev = append(&mut tx, kind, session_id, chat_id, data).await?;
+    let ev = append(&mut tx.conn(), kind, session_id, chat_id, data).await?;
     tx.commit().await?;
     Ok(ev)
 }

@@ -1,8 +1,6 @@
 //! The `idempotency_keys` table: what the first request with an `Idempotency-Key` answered.
 
-use sqlx::Row as _;
-
-use super::{Result, Store, now};
+use super::{Result, Store, dispatch, now};
 
 /// How long a key's answer is kept (and a retry with it answered from here).
 pub const KEPT_FOR_SECS: i64 = 24 * 60 * 60;
@@ -23,46 +21,39 @@ pub enum Claim {
 
 /// Claims `key` on `route` for a request whose body hashes to `body_hash`.
 pub async fn claim(store: &Store, route: &str, key: &str, body_hash: &[u8]) -> Result<Claim> {
-    let t = now();
+    claim_at(store, route, key, body_hash, now()).await
+}
+
+/// A key as stored: its body hash, the answer once there is one, and when it was claimed.
+pub(crate) struct Stored {
+    pub body_hash: Vec<u8>,
+    pub status: Option<i64>,
+    pub response: Option<Vec<u8>>,
+    pub created_at: i64,
+}
+
+async fn claim_at(
+    store: &Store,
+    route: &str,
+    key: &str,
+    body_hash: &[u8],
+    t: i64,
+) -> Result<Claim> {
     let mut tx = store.begin().await?;
-    sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
-        .bind(t - KEPT_FOR_SECS)
-        .execute(&mut *tx)
-        .await?;
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (route, key, body_hash, created_at) VALUES (?, ?, ?, ?)
-         ON CONFLICT (route, key) DO NOTHING",
-    )
-    .bind(route)
-    .bind(key)
-    .bind(body_hash)
-    .bind(t)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
+    dispatch!(conn &mut tx.conn(), idempotency::forget_before(t - KEPT_FOR_SECS))?;
+    let inserted = dispatch!(conn &mut tx.conn(), idempotency::insert(route, key, body_hash, t))?;
     let claim = if inserted {
         Claim::New
     } else {
-        let row = sqlx::query(
-            "SELECT body_hash, status, response, created_at FROM idempotency_keys
-             WHERE route = ? AND key = ?",
-        )
-        .bind(route)
-        .bind(key)
-        .fetch_one(&mut *tx)
-        .await?;
-        let hash: Vec<u8> = row.try_get("body_hash")?;
-        let status: Option<i64> = row.try_get("status")?;
-        let response: Option<Vec<u8>> = row.try_get("response")?;
-        match (hash == body_hash, status, response) {
+        let row = dispatch!(conn &mut tx.conn(), idempotency::get(route, key))?;
+        match (row.body_hash == body_hash, row.status, row.response) {
             (false, _, _) => Claim::OtherBody,
             (true, Some(status), Some(response)) => Claim::Replay {
                 status: u16::try_from(status).unwrap_or(500),
                 response,
             },
             _ => Claim::InFlight {
-                since: row.try_get("created_at")?,
+                since: row.created_at,
             },
         }
     };
@@ -78,24 +69,16 @@ pub async fn finish(
     status: u16,
     response: &[u8],
 ) -> Result<()> {
-    sqlx::query("UPDATE idempotency_keys SET status = ?, response = ? WHERE route = ? AND key = ?")
-        .bind(i64::from(status))
-        .bind(response)
-        .bind(route)
-        .bind(key)
-        .execute(store.pool())
-        .await?;
-    Ok(())
+    let mut tx = store.begin().await?;
+    dispatch!(conn &mut tx.conn(), idempotency::finish(route, key, i64::from(status), response))?;
+    tx.commit().await
 }
 
 /// Gives `key` up (the request failed before anything was sent): a retry runs anew.
 pub async fn release(store: &Store, route: &str, key: &str) -> Result<()> {
-    sqlx::query("DELETE FROM idempotency_keys WHERE route = ? AND key = ? AND status IS NULL")
-        .bind(route)
-        .bind(key)
-        .execute(store.pool())
-        .await?;
-    Ok(())
+    let mut tx = store.begin().await?;
+    dispatch!(conn &mut tx.conn(), idempotency::release(route, key))?;
+    tx.commit().await
 }
 
 #[cfg(test)]
@@ -104,46 +87,49 @@ mod tests {
 
     #[tokio::test]
     async fn a_key_is_claimed_once_answered_again_and_refused_with_another_body() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
-        let r = "/send-message";
-        assert_eq!(claim(&store, r, "k1", b"a").await.unwrap(), Claim::New);
-        assert!(matches!(
-            claim(&store, r, "k1", b"a").await.unwrap(),
-            Claim::InFlight { .. }
-        ));
-        finish(&store, r, "k1", 200, b"{\"id\":1}").await.unwrap();
-        assert_eq!(
-            claim(&store, r, "k1", b"a").await.unwrap(),
-            Claim::Replay {
-                status: 200,
-                response: b"{\"id\":1}".to_vec()
-            }
-        );
-        assert_eq!(
-            claim(&store, r, "k1", b"b").await.unwrap(),
-            Claim::OtherBody
-        );
-        // Keys belong to their route.
-        assert_eq!(
-            claim(&store, "/send-media", "k1", b"b").await.unwrap(),
-            Claim::New
-        );
-        // A released key runs anew; an answered one is not released.
-        assert_eq!(claim(&store, r, "k2", b"a").await.unwrap(), Claim::New);
-        release(&store, r, "k2").await.unwrap();
-        assert_eq!(claim(&store, r, "k2", b"a").await.unwrap(), Claim::New);
-        release(&store, r, "k1").await.unwrap();
-        assert!(matches!(
-            claim(&store, r, "k1", b"a").await.unwrap(),
-            Claim::Replay { .. }
-        ));
-        // Expired answers are forgotten.
-        sqlx::query("UPDATE idempotency_keys SET created_at = created_at - ?")
-            .bind(KEPT_FOR_SECS + 1)
-            .execute(store.pool())
-            .await
-            .unwrap();
-        assert_eq!(claim(&store, r, "k1", b"b").await.unwrap(), Claim::New);
+        for db in crate::store::testing::databases().await {
+            let store = db.store().await;
+            let r = "/send-message";
+            assert_eq!(claim(&store, r, "k1", b"a").await.unwrap(), Claim::New);
+            assert!(matches!(
+                claim(&store, r, "k1", b"a").await.unwrap(),
+                Claim::InFlight { .. }
+            ));
+            finish(&store, r, "k1", 200, b"{\"id\":1}").await.unwrap();
+            assert_eq!(
+                claim(&store, r, "k1", b"a").await.unwrap(),
+                Claim::Replay {
+                    status: 200,
+                    response: b"{\"id\":1}".to_vec()
+                }
+            );
+            assert_eq!(
+                claim(&store, r, "k1", b"b").await.unwrap(),
+                Claim::OtherBody
+            );
+            // Keys belong to their route.
+            assert_eq!(
+                claim(&store, "/send-media", "k1", b"b").await.unwrap(),
+                Claim::New
+            );
+            // A released key runs anew; an answered one is not released.
+            assert_eq!(claim(&store, r, "k2", b"a").await.unwrap(), Claim::New);
+            release(&store, r, "k2").await.unwrap();
+            assert_eq!(claim(&store, r, "k2", b"a").await.unwrap(), Claim::New);
+            release(&store, r, "k1").await.unwrap();
+            assert!(matches!(
+                claim(&store, r, "k1", b"a").await.unwrap(),
+                Claim::Replay { .. }
+            ));
+            // Expired answers are forgotten.
+            let later = now() + KEPT_FOR_SECS + 1;
+            assert_eq!(
+                claim_at(&store, r, "k1", b"b", later).await.unwrap(),
+                Claim::New,
+                "{}",
+                store.engine()
+            );
+            db.drop().await;
+        }
     }
 }

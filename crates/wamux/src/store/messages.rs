@@ -1,8 +1,6 @@
 //! The `messages` table: history of every message in and out, with its delivery status.
 
-use sqlx::{Row, SqliteConnection, SqlitePool};
-
-use super::{Result, Store, events, now};
+use super::{Conn, Result, Store, dispatch, events, now};
 use crate::event::{Event, EventKind};
 use crate::model::{Message, MessageStatus};
 
@@ -10,7 +8,7 @@ use crate::model::{Message, MessageStatus};
 /// appends `event` for it. Returns the event only when the row is new, which is what makes
 /// redelivered inbound messages harmless.
 pub async fn insert(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     msg: &Message,
     sender_key: &str,
     kind: EventKind,
@@ -34,16 +32,36 @@ pub struct New {
     pub kind: EventKind,
 }
 
-/// [`insert`] for many messages at once, in three statements however many there are: the
+/// A `messages` row to insert.
+pub(crate) struct Row<'a> {
+    pub msg: &'a Message,
+    pub sender_key: &'a str,
+    pub body: String,
+    pub created_at: i64,
+}
+
+/// A message's identity: session, chat, sender, id.
+pub(crate) type Key = (String, String, String, String);
+
+/// An `events` row to insert with its id taken beforehand.
+pub(crate) struct EventRow<'a> {
+    pub id: i64,
+    pub session_id: &'a str,
+    pub event: &'static str,
+    pub chat_id: &'a str,
+    pub body: String,
+    pub created_at: i64,
+}
+
+/// [`insert`] for many messages at once, in a few statements however many there are: the
 /// inbound path of every session writes through here. Returns, for each message in order,
 /// its event, or `None` when it was already stored (or appears earlier in `items`). Call it
-/// inside a write transaction ([`Store::begin`] or [`Store::write`]): the events' ids are
-/// taken after the current largest.
-pub async fn insert_many(conn: &mut SqliteConnection, items: &[New]) -> Result<Vec<Option<Event>>> {
+/// inside a write transaction ([`Store::begin`] or [`Store::write`]).
+pub async fn insert_many(conn: &mut Conn<'_>, items: &[New]) -> Result<Vec<Option<Event>>> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
-    let key = |n: &New| {
+    let key = |n: &New| -> Key {
         (
             n.msg.session_id.clone(),
             n.msg.chat_id.clone(),
@@ -58,43 +76,27 @@ pub async fn insert_many(conn: &mut SqliteConnection, items: &[New]) -> Result<V
     let mut rows = Vec::with_capacity(items.len());
     for (n, _) in items.iter().zip(&first).filter(|(_, first)| **first) {
         let value = serde_json::to_value(&n.msg)?;
-        rows.push(serde_json::json!([
-            n.msg.session_id,
-            n.msg.id,
-            n.msg.chat_id,
-            n.sender_key,
-            n.msg.from_me,
-            n.msg.kind,
-            n.msg.status.as_str(),
-            n.msg.timestamp,
-            value.to_string(),
-            created,
-        ]));
+        rows.push(Row {
+            msg: &n.msg,
+            sender_key: &n.sender_key,
+            body: value.to_string(),
+            created_at: created,
+        });
         data.push(value);
     }
-    // json_each walks the array in order, so rows (and their `seq`) keep the order of `items`.
-    let inserted: Vec<(String, String, String, String)> = sqlx::query_as(
-        "INSERT INTO messages (session_id, id, chat_id, sender, from_me, type, status, timestamp, body, created_at)
-         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-                json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-                json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
-                json_extract(value, '$[9]')
-         FROM json_each(?) WHERE true
-         ON CONFLICT (session_id, chat_id, sender, id) DO NOTHING
-         RETURNING session_id, chat_id, sender, id",
-    )
-    .bind(serde_json::Value::from(rows).to_string())
-    .fetch_all(&mut *conn)
-    .await?;
-    let inserted: std::collections::HashSet<_> = inserted.into_iter().collect();
-    // The events get their ids here, in order: the writer holds the write lock, so nobody
-    // else takes one meanwhile, and AUTOINCREMENT's counter follows the explicit ids.
-    let mut next_id: i64 = sqlx::query_scalar(
-        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
-                    COALESCE((SELECT MAX(id) FROM events), 0))",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    // Rows (and their `seq`) keep the order of `items`.
+    let inserted: std::collections::HashSet<Key> =
+        dispatch!(conn conn.reborrow(), messages::insert_rows(&rows))?
+            .into_iter()
+            .collect();
+    drop(rows);
+    let news = items
+        .iter()
+        .zip(&first)
+        .filter(|(n, first)| **first && inserted.contains(&key(n)))
+        .count();
+    // The events get their ids in order: the writer is the only one taking them.
+    let mut ids = dispatch!(conn conn.reborrow(), messages::take_event_ids(news))?.into_iter();
     let mut out = Vec::with_capacity(items.len());
     let mut event_rows = Vec::new();
     let mut data = data.into_iter();
@@ -108,18 +110,18 @@ pub async fn insert_many(conn: &mut SqliteConnection, items: &[New]) -> Result<V
             out.push(None);
             continue;
         }
-        next_id += 1;
+        let id = ids.next().expect("one id per new message");
         let (timestamp, body) = events::row(n.kind, &n.msg.session_id, &value);
-        event_rows.push(serde_json::json!([
-            next_id,
-            n.msg.session_id,
-            n.kind.as_str(),
-            n.msg.chat_id,
-            body.to_string(),
-            timestamp,
-        ]));
+        event_rows.push(EventRow {
+            id,
+            session_id: &n.msg.session_id,
+            event: n.kind.as_str(),
+            chat_id: &n.msg.chat_id,
+            body: body.to_string(),
+            created_at: timestamp,
+        });
         out.push(Some(Event {
-            id: next_id,
+            id,
             kind: n.kind,
             session_id: n.msg.session_id.clone(),
             chat_id: Some(n.msg.chat_id.clone()),
@@ -128,76 +130,38 @@ pub async fn insert_many(conn: &mut SqliteConnection, items: &[New]) -> Result<V
         }));
     }
     if !event_rows.is_empty() {
-        sqlx::query(
-            "INSERT INTO events (id, session_id, event, chat_id, body, created_at)
-             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-                    json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-                    json_extract(value, '$[4]'), json_extract(value, '$[5]')
-             FROM json_each(?)",
-        )
-        .bind(serde_json::Value::from(event_rows).to_string())
-        .execute(&mut *conn)
-        .await?;
+        dispatch!(conn conn, messages::insert_events(&event_rows))?;
     }
     Ok(out)
 }
 
-pub async fn insert_row(
-    conn: &mut SqliteConnection,
-    msg: &Message,
-    sender_key: &str,
-) -> Result<bool> {
-    let body = serde_json::to_value(msg)?;
-    let inserted = sqlx::query(
-        "INSERT INTO messages (session_id, id, chat_id, sender, from_me, type, status, timestamp, body, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (session_id, chat_id, sender, id) DO NOTHING",
-    )
-    .bind(&msg.session_id)
-    .bind(&msg.id)
-    .bind(&msg.chat_id)
-    .bind(sender_key)
-    .bind(msg.from_me)
-    .bind(&msg.kind)
-    .bind(msg.status.as_str())
-    .bind(msg.timestamp)
-    .bind(body.to_string())
-    .bind(now())
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    Ok(inserted)
+/// Stores a message without an event (one whose event waits for its media). Returns false
+/// when it was already stored.
+pub async fn insert_row(conn: &mut Conn<'_>, msg: &Message, sender_key: &str) -> Result<bool> {
+    let row = Row {
+        msg,
+        sender_key,
+        body: serde_json::to_value(msg)?.to_string(),
+        created_at: now(),
+    };
+    Ok(!dispatch!(conn conn, messages::insert_rows(std::slice::from_ref(&row)))?.is_empty())
 }
 
 /// Replaces the `media` object of a stored message and returns the updated message.
 pub async fn set_media(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     session_id: &str,
     chat_id: &str,
     sender_key: &str,
     id: &str,
     media: &serde_json::Value,
 ) -> Result<Option<serde_json::Value>> {
-    let row = sqlx::query(
-        "UPDATE messages SET body = json_set(body, '$.media', json(?1))
-         WHERE session_id = ?2 AND chat_id = ?3 AND sender = ?4 AND id = ?5
-         RETURNING body",
-    )
-    .bind(media.to_string())
-    .bind(session_id)
-    .bind(chat_id)
-    .bind(sender_key)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    match row {
-        Some(r) => {
-            let body: String = r.try_get("body")?;
-            Ok(Some(serde_json::from_str(&body)?))
-        }
-        None => Ok(None),
-    }
+    let media = media.to_string();
+    let body: Option<String> = dispatch!(
+        conn conn,
+        messages::set_media(session_id, chat_id, sender_key, id, &media)
+    )?;
+    Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
 }
 
 /// Moves our own message `id` forward to `status` (never backwards) and records the
@@ -218,28 +182,18 @@ pub async fn advance_status(
     };
     let prev = status.predecessors();
     let mut tx = store.begin().await?;
-    let row = sqlx::query(
-        "UPDATE messages SET status = ?1, body = json_set(body, '$.status', ?1)
-         WHERE session_id = ?2 AND id = ?3 AND from_me = 1
-           AND status IN (SELECT value FROM json_each(?4))
-         RETURNING chat_id, body",
-    )
-    .bind(status.as_str())
-    .bind(session_id)
-    .bind(id)
-    .bind(serde_json::to_string(prev)?)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
+    let changed: Option<(String, String)> = dispatch!(
+        conn &mut tx.conn(),
+        messages::set_status(session_id, id, status.as_str(), &prev)
+    )?;
+    let Some((chat_id, body)) = changed else {
         return Ok(None);
     };
-    let chat_id: String = row.try_get("chat_id")?;
-    let body: String = row.try_get("body")?;
     let mut data: serde_json::Value = serde_json::from_str(&body)?;
     if let (Some(err), Some(obj)) = (error, data.as_object_mut()) {
         obj.insert("error".into(), err.into());
     }
-    let ev = events::append(&mut tx, kind, session_id, Some(&chat_id), data).await?;
+    let ev = events::append(&mut tx.conn(), kind, session_id, Some(&chat_id), data).await?;
     tx.commit().await?;
     Ok(Some(ev))
 }
@@ -284,67 +238,34 @@ impl Cursor {
 
 /// A page of history, newest first.
 pub async fn list(
-    pool: &SqlitePool,
+    store: &Store,
     session_id: &str,
     filter: &Filter,
     after: Option<Cursor>,
     limit: i64,
 ) -> Result<(Vec<serde_json::Value>, Option<Cursor>)> {
-    let from_me = filter.direction.map(|d| d == Direction::Out);
-    let rows = sqlx::query(
-        "SELECT seq, timestamp, body FROM messages
-         WHERE session_id = ?1
-           AND (?2 IS NULL OR chat_id = ?2)
-           AND (?3 IS NULL OR from_me = ?3)
-           AND (?4 IS NULL OR timestamp >= ?4)
-           AND (?5 IS NULL OR timestamp < ?5)
-           AND (?6 IS NULL OR timestamp < ?6 OR (timestamp = ?6 AND seq < ?7))
-         ORDER BY timestamp DESC, seq DESC
-         LIMIT ?8",
-    )
-    .bind(session_id)
-    .bind(&filter.chat_id)
-    .bind(from_me)
-    .bind(filter.since)
-    .bind(filter.until)
-    .bind(after.map(|c| c.timestamp))
-    .bind(after.map(|c| c.seq))
-    .bind(limit + 1)
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<(i64, i64, String)> =
+        dispatch!(store, messages::list(session_id, filter, after, limit + 1))?;
     let more = rows.len() as i64 > limit;
     let mut out = Vec::with_capacity(rows.len());
     let mut last = None;
-    for r in rows.iter().take(limit as usize) {
-        let body: String = r.try_get("body")?;
+    for (seq, timestamp, body) in rows.into_iter().take(limit as usize) {
         out.push(serde_json::from_str(&body)?);
-        last = Some(Cursor {
-            timestamp: r.try_get("timestamp")?,
-            seq: r.try_get("seq")?,
-        });
+        last = Some(Cursor { timestamp, seq });
     }
     Ok((out, if more { last } else { None }))
 }
 
 /// One stored message by id (ours or theirs), for quoting.
-pub async fn find(pool: &SqlitePool, session_id: &str, id: &str) -> Result<Option<Message>> {
-    let row = sqlx::query("SELECT body FROM messages WHERE session_id = ? AND id = ? LIMIT 1")
-        .bind(session_id)
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-    match row {
-        Some(r) => {
-            let body: String = r.try_get("body")?;
-            Ok(Some(serde_json::from_str(&body)?))
-        }
-        None => Ok(None),
-    }
+pub async fn find(store: &Store, session_id: &str, id: &str) -> Result<Option<Message>> {
+    let body: Option<String> = dispatch!(store, messages::find(session_id, id))?;
+    Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing;
 
     fn message(session: &str, id: &str) -> Message {
         Message {
@@ -371,7 +292,7 @@ mod tests {
     }
 
     /// [`insert`] of a message that is not stored yet: its event.
-    async fn insert_one(conn: &mut SqliteConnection, session: &str, id: &str) -> Event {
+    async fn insert_one(conn: &mut Conn<'_>, session: &str, id: &str) -> Event {
         insert(
             conn,
             &message(session, id),
@@ -396,55 +317,91 @@ mod tests {
     /// keep growing across both ways of writing.
     #[tokio::test]
     async fn insert_many_announces_each_new_message_once_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("wamux.db")).await.unwrap();
-        // The way the gateway calls it: inside a write transaction.
-        let mut conn = store.begin().await.unwrap();
-        let first = insert_one(&mut conn, "s1", "A").await;
-        let items = [
-            new("s1", "B"),
-            new("s1", "A"),
-            new("s2", "C"),
-            new("s1", "B"),
-            new("s1", "D"),
-        ];
-        let events = insert_many(&mut conn, &items).await.unwrap();
-        let ids: Vec<Option<i64>> = events.iter().map(|e| e.as_ref().map(|e| e.id)).collect();
-        assert!(ids[1].is_none() && ids[3].is_none(), "{ids:?}");
-        let (b, c, d) = (ids[0].unwrap(), ids[2].unwrap(), ids[4].unwrap());
-        assert!(first.id < b && b < c && c < d, "{ids:?}");
-        assert_eq!(events[2].as_ref().unwrap().session_id, "s2");
-        assert_eq!(events[4].as_ref().unwrap().data["text"], "text of D");
+        for db in testing::databases().await {
+            let store = db.store().await;
+            // The way the gateway calls it: inside a write transaction.
+            let mut tx = store.begin().await.unwrap();
+            let mut conn = tx.conn();
+            let first = insert_one(&mut conn, "s1", "A").await;
+            let items = [
+                new("s1", "B"),
+                new("s1", "A"),
+                new("s2", "C"),
+                new("s1", "B"),
+                new("s1", "D"),
+            ];
+            let events = insert_many(&mut conn, &items).await.unwrap();
+            let ids: Vec<Option<i64>> = events.iter().map(|e| e.as_ref().map(|e| e.id)).collect();
+            assert!(ids[1].is_none() && ids[3].is_none(), "{ids:?}");
+            let (b, c, d) = (ids[0].unwrap(), ids[2].unwrap(), ids[4].unwrap());
+            assert!(first.id < b && b < c && c < d, "{ids:?}");
+            assert_eq!(events[2].as_ref().unwrap().session_id, "s2");
+            assert_eq!(events[4].as_ref().unwrap().data["text"], "text of D");
 
-        let later = insert_one(&mut conn, "s1", "E").await;
-        assert!(later.id > d);
-        // What was stored matches what was announced, row for row.
-        let stored: Vec<(i64, String, String)> =
-            sqlx::query_as("SELECT id, session_id, body FROM events ORDER BY id")
-                .fetch_all(&mut *conn)
+            let later = insert_one(&mut conn, "s1", "E").await;
+            assert!(later.id > d);
+            tx.commit().await.unwrap();
+            // What was stored matches what was announced, row for row.
+            let stored = events::list_after(&store, None, 0, 100).await.unwrap();
+            assert_eq!(
+                stored.iter().map(|e| e.id).collect::<Vec<_>>(),
+                vec![first.id, b, c, d, later.id],
+                "{}",
+                store.engine()
+            );
+            assert_eq!(stored[3].kind, EventKind::MessageReceived);
+            assert_eq!(stored[3].session_id, "s1");
+            assert_eq!(stored[3].data["id"], "D");
+            // Messages keep the order they came in (newest first at one timestamp).
+            let (page, _) = list(&store, "s1", &Filter::default(), None, 10)
                 .await
                 .unwrap();
-        assert_eq!(
-            stored.iter().map(|r| r.0).collect::<Vec<_>>(),
-            vec![first.id, b, c, d, later.id]
-        );
-        let body: serde_json::Value = serde_json::from_str(&stored[3].2).unwrap();
-        assert_eq!(body["event"], "message-received");
-        assert_eq!(body["sessionId"], "s1");
-        assert_eq!(body["data"]["id"], "D");
-        // Messages keep the order they came in.
-        let order: Vec<String> = sqlx::query_scalar("SELECT id FROM messages ORDER BY seq")
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap();
-        assert_eq!(order, ["A", "B", "C", "D", "E"]);
-        let text: String = sqlx::query_scalar("SELECT body FROM messages WHERE id = 'C'")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        assert_eq!(
-            serde_json::from_str::<Message>(&text).unwrap(),
-            message("s2", "C")
-        );
+            let order: Vec<&str> = page.iter().map(|m| m["id"].as_str().unwrap()).collect();
+            assert_eq!(order, ["E", "D", "B", "A"]);
+            assert_eq!(
+                find(&store, "s2", "C").await.unwrap().unwrap(),
+                message("s2", "C")
+            );
+            db.drop().await;
+        }
+    }
+
+    /// A status only moves forward, and each move is announced once.
+    #[tokio::test]
+    async fn status_moves_forward_only() {
+        for db in testing::databases().await {
+            let store = db.store().await;
+            let mut msg = message("s1", "OUT");
+            msg.from_me = true;
+            msg.status = MessageStatus::Pending;
+            let mut tx = store.begin().await.unwrap();
+            insert(&mut tx.conn(), &msg, "me", EventKind::MessageFromMe)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            let read = advance_status(&store, "s1", "OUT", MessageStatus::Read, None)
+                .await
+                .unwrap()
+                .expect("pending to read");
+            assert_eq!(read.data["status"], "read");
+            assert!(
+                advance_status(&store, "s1", "OUT", MessageStatus::Delivered, None)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "{}",
+                store.engine()
+            );
+            let media = serde_json::json!({"state": "ready"});
+            let mut tx = store.begin().await.unwrap();
+            let body = set_media(&mut tx.conn(), "s1", &msg.chat_id, "me", "OUT", &media)
+                .await
+                .unwrap()
+                .unwrap();
+            tx.commit().await.unwrap();
+            assert_eq!(body["media"], media);
+            assert_eq!(body["status"], "read");
+            db.drop().await;
+        }
     }
 }

@@ -1,22 +1,38 @@
-//! Our database: sessions, messages and the event log, in `<data dir>/wamux.db` (SQLite, WAL).
+//! Our database: sessions, messages, the event log, webhooks, media jobs and the
+//! pending-inbound buffer, on SQLite (`<data dir>/wamux.db`, the default) or PostgreSQL
+//! (`WAMUX_DATABASE_URL=postgres://...`).
 //!
-//! This is the only module that writes SQL against our database. Functions that change state
-//! also append the matching row to `events` in the same transaction and hand back the
-//! [`Event`](crate::event::Event)s, which the caller publishes on the bus after the commit.
-//! Errors are [`StoreError`]; callers at the HTTP edge map them to 500.
+//! This is the only module that writes SQL. The rest of the code speaks the functions of the
+//! submodules here, in our own types; each of those picks the backend's SQL from
+//! [`sqlite`] or [`postgres`], which hold one module per table group and their own
+//! migrations. Functions that change state also append the matching row to `events` in the
+//! same transaction and hand back the [`Event`](crate::event::Event)s, which the caller
+//! publishes on the bus after the commit. Errors are [`StoreError`]; callers at the HTTP edge
+//! map them to 500.
+//!
+//! Every write goes through one connection, on both backends: transactions ([`Store::begin`])
+//! and the group commit ([`Store::write`]) queue for it. On SQLite that avoids polling the
+//! file lock; on both it makes event ids commit in the order they are taken, which the
+//! webhook outbox's per-session cursor relies on (an id committed after a larger one was read
+//! would be skipped).
 
+pub mod copy;
 pub mod events;
 pub mod idempotency;
+pub mod media;
 pub mod messages;
+pub mod pending;
+pub(crate) mod postgres;
 pub mod sessions;
+pub(crate) mod sqlite;
+pub mod webhooks;
 
-use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+
+use crate::config::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -28,36 +44,146 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     /// A group commit (see [`Store::write`]) failed as a whole.
     #[error("batched write failed: {0}")]
-    Batch(std::sync::Arc<StoreError>),
+    Batch(Arc<StoreError>),
     #[error("the database is closed")]
     Closed,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    /// A row the caller expected is not there.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::RowNotFound))
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-pub type Tx = Transaction<'static, Sqlite>;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// Where the data lives, from `WAMUX_DATABASE_URL`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file (the default: `wamux.db` in the data directory).
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL (`postgres://user:password@host:port/database?options`), which may
+    /// carry a password: hidden from `Debug`.
+    Postgres(Secret),
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Database::Postgres(url) => f
+                .debug_tuple("Postgres")
+                .field(&postgres::redact(url.expose()))
+                .finish(),
+        }
+    }
+}
+
+impl Database {
+    /// Reads a `WAMUX_DATABASE_URL`: `postgres://`/`postgresql://` or `sqlite://<path>`.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            postgres::check_url(url)?;
+            Ok(Database::Postgres(Secret::new(url)))
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(
+                    "sqlite:// needs a file path, e.g. sqlite:///var/lib/wamux/wamux.db".into(),
+                );
+            }
+            Ok(Database::Sqlite(PathBuf::from(path)))
+        } else {
+            Err("expected a postgres://... or sqlite://... URL".into())
+        }
+    }
+
+    /// The database of an installation: `url` when given, else `wamux.db` in `data_dir`.
+    pub fn for_data_dir(url: Option<&Database>, data_dir: &Path) -> Self {
+        url.cloned()
+            .unwrap_or_else(|| Database::Sqlite(data_dir.join("wamux.db")))
+    }
+
+    /// What to show a user: the path, or the URL without its password.
+    pub fn display(&self) -> String {
+        match self {
+            Database::Sqlite(path) => path.display().to_string(),
+            Database::Postgres(url) => postgres::redact(url.expose()),
+        }
+    }
+}
 
 /// Handle on the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
-    /// One connection for write transactions, so writers queue in order in the pool instead
-    /// of polling SQLite's lock: its busy handler sleeps 1, 2, 5, ... up to 100 ms between
-    /// tries and is not woken when the lock frees, which under many concurrent writers (one
-    /// inbound hook and one webhook worker per session) added tens of ms to commits.
-    writer: SqlitePool,
+    db: Db,
     /// The queue of the group-commit writer (see [`Store::write`]).
     writes: tokio::sync::mpsc::UnboundedSender<Write>,
+}
+
+#[derive(Clone, Debug)]
+enum Db {
+    Sqlite(sqlite::Db),
+    Postgres(postgres::Db),
+}
+
+/// A connection inside a write transaction, handed to the functions of the submodules that
+/// take part in a caller's transaction (see [`Tx::conn`] and [`Store::write`]).
+pub enum Conn<'a> {
+    Sqlite(&'a mut sqlx::SqliteConnection),
+    Postgres(&'a mut sqlx::PgConnection),
+}
+
+impl Conn<'_> {
+    /// The same connection, for one more call.
+    pub fn reborrow(&mut self) -> Conn<'_> {
+        match self {
+            Conn::Sqlite(c) => Conn::Sqlite(c),
+            Conn::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+}
+
+/// A write transaction; dropped without [`commit`](Self::commit), it rolls back.
+pub struct Tx(TxInner);
+
+enum TxInner {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Tx {
+    pub fn conn(&mut self) -> Conn<'_> {
+        match &mut self.0 {
+            TxInner::Sqlite(tx) => Conn::Sqlite(tx),
+            TxInner::Postgres(tx) => Conn::Postgres(tx),
+        }
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        match self.0 {
+            TxInner::Sqlite(tx) => tx.commit().await?,
+            TxInner::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+
+    /// Runs statements that take no parameters (savepoints).
+    async fn execute(&mut self, sql: &'static str) -> Result<()> {
+        match &mut self.0 {
+            TxInner::Sqlite(tx) => drop(sqlx::raw_sql(sql).execute(&mut **tx).await?),
+            TxInner::Postgres(tx) => drop(sqlx::raw_sql(sql).execute(&mut **tx).await?),
+        }
+        Ok(())
+    }
 }
 
 /// A unit of work for [`Store::write`]: runs inside the shared transaction, inside its own
 /// savepoint, and yields its value (handed over only after the commit).
 type Job = Box<
-    dyn for<'c> FnOnce(
-            &'c mut SqliteConnection,
-        ) -> BoxFuture<'c, Result<Box<dyn std::any::Any + Send>>>
-        + Send,
+    dyn for<'c> FnOnce(Conn<'c>) -> BoxFuture<'c, Result<Box<dyn std::any::Any + Send>>> + Send,
 >;
 
 struct Write {
@@ -68,86 +194,63 @@ struct Write {
 /// At most this many [`Store::write`] jobs share one transaction.
 const WRITE_BATCH: usize = 256;
 
-/// How often the background task checkpoints the write-ahead log.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-
-/// The size of the write-ahead log, in pages, at which the writer checkpoints itself (about
-/// 40 MiB with SQLite's 4 KiB pages; SQLite's default is 1,000).
-const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
-
 impl Store {
-    /// Opens (creating if needed) the database file and runs pending migrations.
-    pub async fn open(path: &Path) -> Result<Self> {
-        let opts = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // NORMAL in WAL mode is durable against process crashes, which is the
-            // guarantee the inbound hook needs; FULL would only add power-loss safety at
-            // a large cost per commit.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .min_connections(1)
-            .connect_with(opts.clone())
-            .await?;
-        MIGRATOR.run(&pool).await?;
-        // The writer leaves checkpoints to a background task until the log reaches
-        // WRITER_CHECKPOINT_PAGES: a checkpoint run by the writer stalls every write queued
-        // behind it (it copies and syncs up to the whole log), while one run on another
-        // connection does not block writers at all. The writer's own, rarer, checkpoint is what
-        // lets the log start over from the beginning under a constant stream of writes.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .connect_with(
-                opts.pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string())
-                    // Each job's savepoint keeps the prior content of every page the job changes
-                    // in a statement journal: in memory, not a temporary file written page by
-                    // page (two system calls per page, a third of the gateway's file writes).
-                    .pragma("temp_store", "memory"),
-            )
-            .await?;
-        let (writes, write_queue) = tokio::sync::mpsc::unbounded_channel();
-        let store = Self {
-            pool,
-            writer,
-            writes,
+    /// Opens (creating if needed) the database and runs pending migrations.
+    pub async fn connect(database: &Database) -> Result<Self> {
+        let (writes, queue) = tokio::sync::mpsc::unbounded_channel();
+        let db = match database {
+            Database::Sqlite(path) => Db::Sqlite(sqlite::Db::open(path).await?),
+            Database::Postgres(url) => Db::Postgres(postgres::Db::open(url.expose()).await?),
         };
-        // The group commit runs on a thread of its own. Each statement is a round trip to
-        // SQLite's thread; on the shared runtime every one of those waited for a worker to
-        // come back to this task behind the gateway's other tasks (a commit took 6-8 ms of
-        // waiting for a fraction of that in SQLite). It ends when the last handle is dropped
-        // (the queue closes).
-        let writer = store.writer.clone();
-        std::thread::Builder::new()
-            .name("wamux-writer".into())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime.block_on(group_commit(writer, write_queue)),
-                    Err(e) => tracing::error!(error = %e, "the database writer could not start"),
-                }
-            })
-            .map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
-        tokio::spawn(checkpoints(store.pool.clone()));
+        let store = Self { db, writes };
+        match &store.db {
+            // Each statement is a round trip to SQLite's thread; on the shared runtime every
+            // one of those waited for a worker to come back to this task behind the gateway's
+            // other tasks (a commit took 6-8 ms of waiting for a fraction of that in SQLite).
+            // So SQLite's group commit runs on a thread of its own; it ends when the last
+            // handle is dropped (the queue closes).
+            Db::Sqlite(_) => {
+                let store = store.clone();
+                std::thread::Builder::new()
+                    .name("wamux-writer".into())
+                    .spawn(move || {
+                        match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(runtime) => runtime.block_on(group_commit(store.db, queue)),
+                            Err(e) => {
+                                tracing::error!(error = %e, "the database writer could not start")
+                            }
+                        }
+                    })
+                    .map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+            }
+            // A PostgreSQL connection's socket belongs to the runtime that opened it.
+            Db::Postgres(_) => {
+                tokio::spawn(group_commit(store.db.clone(), queue));
+            }
+        }
         Ok(store)
     }
 
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// Opens the SQLite database at `path` (see [`connect`](Self::connect)).
+    pub async fn open(path: &Path) -> Result<Self> {
+        Self::connect(&Database::Sqlite(path.to_owned())).await
+    }
+
+    /// Which engine this is, for logs and `/health`.
+    pub fn engine(&self) -> &'static str {
+        match &self.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
     }
 
     /// Starts a write transaction on the writer connection (callers wait their turn for it).
-    /// `BEGIN IMMEDIATE` still takes SQLite's lock up front, so a write made outside these
-    /// transactions queues on the busy timeout instead of deadlocking on a read-to-write
-    /// upgrade. Never call it while holding its transaction: it would wait for itself.
+    /// Never call it while holding its transaction: it would wait for itself.
     pub async fn begin(&self) -> Result<Tx> {
-        begin_immediate(&self.writer).await
+        self.db.begin().await
     }
 
     /// Runs `job` in a write transaction shared with the other jobs queued meanwhile
@@ -156,16 +259,15 @@ impl Store {
     /// For writes that come from many tasks at a high rate (session status changes, the
     /// inbound messages and webhook passes of every session, each already batched by its
     /// own writer): one transaction each would queue them one by one on the writer
-    /// connection, a few round trips to SQLite's thread apiece, and cap the whole gateway
-    /// at a few hundred commits a second however many cores it has. Each job runs in its
-    /// own savepoint, so a job that fails is undone alone and gets its own error; the others
-    /// still commit. The caller gets `Ok` only after the commit: durable, as with
-    /// [`begin`](Self::begin). Never call it while holding a [`begin`](Self::begin)
-    /// transaction.
+    /// connection, a few round trips apiece, and cap the whole gateway at a few hundred
+    /// commits a second however many cores it has. Each job runs in its own savepoint, so a
+    /// job that fails is undone alone and gets its own error; the others still commit. The
+    /// caller gets `Ok` only after the commit: durable, as with [`begin`](Self::begin).
+    /// Never call it while holding a [`begin`](Self::begin) transaction.
     pub async fn write<T, F>(&self, job: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: for<'c> FnOnce(Conn<'c>) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         let (done, answer) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |conn| {
@@ -183,9 +285,77 @@ impl Store {
             .expect("a write job's value has the type it was queued with"))
     }
 
+    /// Answers when the database does (for the readiness probe).
+    pub async fn ping(&self) -> Result<()> {
+        match &self.db {
+            Db::Sqlite(db) => db.ping().await,
+            Db::Postgres(db) => db.ping().await,
+        }
+    }
+
     pub async fn close(&self) {
-        self.writer.close().await;
-        self.pool.close().await;
+        match &self.db {
+            Db::Sqlite(db) => db.close().await,
+            Db::Postgres(db) => db.close().await,
+        }
+    }
+
+    /// The PostgreSQL pool, shared with the device store.
+    pub(crate) fn postgres(&self) -> Option<&postgres::Db> {
+        match &self.db {
+            Db::Postgres(db) => Some(db),
+            Db::Sqlite(_) => None,
+        }
+    }
+
+    /// whatsapp-rust's store for one device, when it lives in this database (PostgreSQL).
+    /// On SQLite the device store is whatsapp-rust's own file, opened by the caller.
+    pub fn device_store(&self, device_id: i32) -> Option<Arc<dyn wacore::store::traits::Backend>> {
+        self.postgres().map(|db| {
+            Arc::new(postgres::device::PgDeviceStore::new(
+                db.devices().clone(),
+                device_id,
+            )) as Arc<dyn wacore::store::traits::Backend>
+        })
+    }
+
+    /// Deletes everything the device store keeps for a device: in this database
+    /// (PostgreSQL), else in the SQLite file `device_db` (nothing to do when it does not
+    /// exist).
+    pub async fn delete_device(&self, device_db: &Path, device_id: i64) -> Result<()> {
+        match &self.db {
+            Db::Postgres(db) => {
+                let id = i32::try_from(device_id).map_err(|_| {
+                    StoreError::Invalid(format!("device number {device_id} out of range"))
+                })?;
+                postgres::device::delete_device(db.devices(), id).await?;
+                Ok(())
+            }
+            Db::Sqlite(_) if !device_db.exists() => Ok(()),
+            Db::Sqlite(_) => sqlite::wipe_device_rows(device_db, device_id).await,
+        }
+    }
+
+    fn backend(&self) -> Backend<'_> {
+        match &self.db {
+            Db::Sqlite(db) => Backend::Sqlite(db),
+            Db::Postgres(db) => Backend::Postgres(db),
+        }
+    }
+}
+
+/// The backend a read goes to.
+enum Backend<'a> {
+    Sqlite(&'a sqlite::Db),
+    Postgres(&'a postgres::Db),
+}
+
+impl Db {
+    async fn begin(&self) -> Result<Tx> {
+        Ok(Tx(match self {
+            Db::Sqlite(db) => TxInner::Sqlite(db.begin().await?),
+            Db::Postgres(db) => TxInner::Postgres(db.begin().await?),
+        }))
     }
 }
 
@@ -199,12 +369,11 @@ pub struct Batcher<Req, Out> {
 
 type Submitted<Req, Out> = (
     Req,
-    tokio::sync::oneshot::Sender<std::result::Result<Out, std::sync::Arc<StoreError>>>,
+    tokio::sync::oneshot::Sender<std::result::Result<Out, Arc<StoreError>>>,
 );
 
 /// Writes a batch of requests inside the shared transaction: one answer per request, in order.
-pub type BatchWrite<Req, Out> =
-    for<'c> fn(&'c mut SqliteConnection, Vec<Req>) -> BoxFuture<'c, Result<Vec<Out>>>;
+pub type BatchWrite<Req, Out> = for<'c> fn(Conn<'c>, Vec<Req>) -> BoxFuture<'c, Result<Vec<Out>>>;
 
 impl<Req, Out> Clone for Batcher<Req, Out> {
     fn clone(&self) -> Self {
@@ -233,7 +402,7 @@ impl<Req: Send + 'static, Out: Send + 'static> Batcher<Req, Out> {
                         }
                     }
                     Err(e) => {
-                        let e = std::sync::Arc::new(e);
+                        let e = Arc::new(e);
                         let mut unheard = false;
                         for answer in answers {
                             unheard |= answer.send(Err(e.clone())).is_err();
@@ -274,40 +443,19 @@ impl<Req: Send + 'static, Out: Send + 'static> Batcher<Req, Out> {
     }
 }
 
-/// Copies the write-ahead log into the database file every [`CHECKPOINT_EVERY`], without
-/// waiting for readers or writers (a passive checkpoint), so the writer seldom has to. Ends
-/// when the database is closed.
-async fn checkpoints(pool: SqlitePool) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if pool.is_closed() {
-            break;
-        }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-            && !pool.is_closed()
-        {
-            tracing::debug!(error = %e, "background checkpoint failed; the writer checkpoints on its own");
-        }
-    }
-}
-
 /// The group-commit writer behind [`Store::write`].
-async fn group_commit(writer: SqlitePool, mut queue: tokio::sync::mpsc::UnboundedReceiver<Write>) {
+async fn group_commit(db: Db, mut queue: tokio::sync::mpsc::UnboundedReceiver<Write>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while queue.recv_many(&mut batch, WRITE_BATCH).await > 0 {
         let (jobs, dones): (Vec<Job>, Vec<_>) = batch.drain(..).map(|w| (w.job, w.done)).unzip();
-        match run_batch(&writer, jobs).await {
+        match run_batch(&db, jobs).await {
             Ok(results) => {
                 for (done, result) in dones.into_iter().zip(results) {
                     let _ = done.send(result);
                 }
             }
             Err(e) => {
-                let e = std::sync::Arc::new(e);
+                let e = Arc::new(e);
                 for done in dones {
                     let _ = done.send(Err(StoreError::Batch(e.clone())));
                 }
@@ -319,35 +467,26 @@ async fn group_commit(writer: SqlitePool, mut queue: tokio::sync::mpsc::Unbounde
 /// Runs the jobs in one transaction, each in a savepoint. The outer error is the
 /// transaction's own (begin or commit failed: nothing was written).
 ///
-/// Between two jobs, releasing one savepoint and opening the next go to SQLite's thread as
-/// one round trip; the last savepoint is released by the commit.
-async fn run_batch(
-    writer: &SqlitePool,
-    jobs: Vec<Job>,
-) -> Result<Vec<Result<Box<dyn std::any::Any + Send>>>> {
-    let mut tx = begin_immediate(writer).await?;
+/// Between two jobs, releasing one savepoint and opening the next go to the database as one
+/// round trip; the last savepoint is released by the commit.
+async fn run_batch(db: &Db, jobs: Vec<Job>) -> Result<Vec<Result<Box<dyn std::any::Any + Send>>>> {
+    let mut tx = db.begin().await?;
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let open = if results.is_empty() {
+        tx.execute(if results.is_empty() {
             "SAVEPOINT job"
         } else {
-            "RELEASE job; SAVEPOINT job"
-        };
-        sqlx::raw_sql(open).execute(&mut *tx).await?;
-        let result = job(&mut tx).await;
+            "RELEASE SAVEPOINT job; SAVEPOINT job"
+        })
+        .await?;
+        let result = job(tx.conn()).await;
         if result.is_err() {
-            sqlx::query("ROLLBACK TO job").execute(&mut *tx).await?;
+            tx.execute("ROLLBACK TO SAVEPOINT job").await?;
         }
         results.push(result);
     }
     tx.commit().await?;
     Ok(results)
-}
-
-/// `BEGIN IMMEDIATE` takes SQLite's write lock up front, so a write made outside the writer
-/// connection queues on the busy timeout instead of deadlocking on a read-to-write upgrade.
-async fn begin_immediate(writer: &SqlitePool) -> Result<Tx> {
-    Ok(writer.begin_with("BEGIN IMMEDIATE").await?)
 }
 
 /// Current unix time in seconds.
@@ -358,51 +497,34 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Deletes one device's rows from the whatsapp-rust device store (a separate SQLite file
-/// holding many devices, each row tagged with its device number). The table list is read
-/// from the file itself, so a newer store schema is still wiped completely.
-pub async fn wipe_device_rows(device_db: &Path, device_id: i64) -> Result<()> {
-    use sqlx::{Connection, Row};
-    let opts = SqliteConnectOptions::new()
-        .filename(device_db)
-        .busy_timeout(Duration::from_secs(30));
-    let mut conn = sqlx::SqliteConnection::connect_with(&opts).await?;
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
-         AND name NOT LIKE '__diesel%'",
-    )
-    .fetch_all(&mut conn)
-    .await?;
-    let mut tx = conn.begin().await?;
-    for t in tables {
-        let cols = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT name FROM pragma_table_info('{}')",
-            t.replace('\'', "''")
-        )))
-        .fetch_all(&mut *tx)
-        .await?;
-        let names: Vec<String> = cols
-            .iter()
-            .filter_map(|r| r.try_get::<String, _>("name").ok())
-            .collect();
-        let column = if names.iter().any(|c| c == "device_id") {
-            "device_id"
-        } else if t == "device" && names.iter().any(|c| c == "id") {
-            "id"
-        } else {
-            continue;
-        };
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM \"{}\" WHERE {column} = ?",
-            t.replace('"', "\"\"")
-        )))
-        .bind(device_id)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(())
+/// Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
+
+/// Calls the backend's version of a function: `dispatch!(store, module::function(args))` for
+/// reads on the pool, `dispatch!(conn conn, module::function(args))` inside a transaction.
+macro_rules! dispatch {
+    (conn $conn:expr, $module:ident :: $f:ident ( $($arg:expr),* $(,)? )) => {
+        match $conn {
+            $crate::store::Conn::Sqlite(c) => $crate::store::sqlite::$module::$f(c, $($arg),*).await,
+            $crate::store::Conn::Postgres(c) => $crate::store::postgres::$module::$f(c, $($arg),*).await,
+        }
+    };
+    ($store:expr, $module:ident :: $f:ident ( $($arg:expr),* $(,)? )) => {
+        match $store.backend() {
+            $crate::store::Backend::Sqlite(db) => $crate::store::sqlite::$module::$f(db, $($arg),*).await,
+            $crate::store::Backend::Postgres(db) => $crate::store::postgres::$module::$f(db, $($arg),*).await,
+        }
+    };
+}
+pub(crate) use dispatch;
+
+#[cfg(test)]
+pub(crate) mod testing;
 
 #[cfg(test)]
 mod tests {
@@ -412,48 +534,51 @@ mod tests {
     /// others commit and return their values.
     #[tokio::test]
     async fn group_commit_isolates_a_failing_job() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("wamux.db")).await.unwrap();
-        let mut jobs = tokio::task::JoinSet::new();
-        for i in 0..200i64 {
-            let store = store.clone();
-            jobs.spawn(async move {
-                let r = store
-                    .write(move |conn| {
-                        Box::pin(async move {
-                            sqlx::query(
-                                "INSERT INTO sessions (id, status, created_at, updated_at)
-                                 VALUES (?, 'starting', 0, 0)",
-                            )
-                            .bind(format!("s{i}"))
-                            .execute(&mut *conn)
-                            .await?;
-                            if i % 10 == 7 {
-                                // Fails after its first write: that write must be undone.
-                                sqlx::query("INSERT INTO no_such_table VALUES (1)")
-                                    .execute(&mut *conn)
-                                    .await?;
-                            }
-                            Ok(i * 2)
+        for db in testing::databases().await {
+            let store = db.store().await;
+            let mut jobs = tokio::task::JoinSet::new();
+            for i in 0..200i64 {
+                let store = store.clone();
+                jobs.spawn(async move {
+                    let r = store
+                        .write(move |mut conn| {
+                            Box::pin(async move {
+                                events::append(
+                                    &mut conn,
+                                    crate::event::EventKind::SessionStatus,
+                                    &format!("s{i}"),
+                                    None,
+                                    serde_json::json!({}),
+                                )
+                                .await?;
+                                if i % 10 == 7 {
+                                    // Fails after its first write: that write must be undone.
+                                    testing::fail(&mut conn).await?;
+                                }
+                                Ok(i * 2)
+                            })
                         })
-                    })
-                    .await;
-                (i, r)
-            });
-        }
-        while let Some(r) = jobs.join_next().await {
-            let (i, r) = r.unwrap();
-            if i % 10 == 7 {
-                assert!(r.is_err(), "job {i} should fail");
-            } else {
-                assert_eq!(r.unwrap(), i * 2);
+                        .await;
+                    (i, r)
+                });
             }
+            while let Some(r) = jobs.join_next().await {
+                let (i, r) = r.unwrap();
+                if i % 10 == 7 {
+                    assert!(r.is_err(), "job {i} should fail");
+                } else {
+                    assert_eq!(r.unwrap(), i * 2);
+                }
+            }
+            let ids: Vec<String> = events::list_after(&store, None, 0, 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.session_id)
+                .collect();
+            assert_eq!(ids.len(), 180, "{}", store.engine());
+            assert!(!ids.iter().any(|id| id.ends_with('7')), "{ids:?}");
+            db.drop().await;
         }
-        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM sessions")
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
-        assert_eq!(ids.len(), 180);
-        assert!(!ids.iter().any(|id| id.ends_with('7')), "{ids:?}");
     }
 }

@@ -14,8 +14,8 @@ use axum::{Json, Router};
 use crate::AppState;
 use crate::api::ApiError;
 use crate::api::extract::SessionPath;
+use crate::store::webhooks;
 use crate::webhook::client::{Request, Sender};
-use crate::webhook::db;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/{session_id}/webhook/test", post(send_test))
@@ -29,7 +29,7 @@ async fn send_test(
     State(state): State<AppState>,
     SessionPath(session): SessionPath,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Some(webhook) = db::get_webhook(state.store.pool(), session.as_str()).await? else {
+    let Some(webhook) = webhooks::get_webhook(&state.store, session.as_str()).await? else {
         return Err(ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
             "webhook_not_found",

@@ -1,9 +1,9 @@
-//! Webhook settings and the event filter.
+//! Webhook settings. The event filter is kept with the webhooks it belongs to, in the store,
+//! and re-exported here.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::event::EventKind;
+pub use crate::store::webhooks::{EventFilter, FilterError, valid_names};
 
 use super::schedule::RetrySchedule;
 use super::signature::Secret;
@@ -186,90 +186,9 @@ impl WebhookOverrides {
     }
 }
 
-/// Which events a webhook receives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventFilter {
-    All,
-    Only(BTreeSet<&'static str>),
-}
-
-/// An event name that is not one of ours; its message lists the valid ones.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FilterError {
-    #[error("unknown event {0:?}; valid events are: all, {list}", list = valid_names().join(", "))]
-    Unknown(String),
-    #[error("events must name at least one event; valid events are: all, {list}", list = valid_names().join(", "))]
-    Empty,
-}
-
-pub fn valid_names() -> Vec<&'static str> {
-    EventKind::ALL.iter().map(|k| k.as_str()).collect()
-}
-
-impl EventFilter {
-    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, FilterError> {
-        let mut set = BTreeSet::new();
-        let mut all = false;
-        for name in names {
-            if name == "all" {
-                all = true;
-                continue;
-            }
-            let kind: EventKind = name
-                .parse()
-                .map_err(|_| FilterError::Unknown(name.to_owned()))?;
-            set.insert(kind.as_str());
-        }
-        match (all, set.is_empty()) {
-            (true, _) => Ok(Self::All),
-            (false, true) => Err(FilterError::Empty),
-            (false, false) => Ok(Self::Only(set)),
-        }
-    }
-
-    /// Parses what this program stored; unknown names (from a newer version) are ignored.
-    pub fn from_stored(json: &str) -> Self {
-        let names: Vec<String> = serde_json::from_str(json).unwrap_or_default();
-        if names.iter().any(|n| n == "all") {
-            return Self::All;
-        }
-        Self::Only(
-            names
-                .iter()
-                .filter_map(|n| n.parse::<EventKind>().ok())
-                .map(EventKind::as_str)
-                .collect(),
-        )
-    }
-
-    pub fn accepts(&self, event: &str) -> bool {
-        match self {
-            Self::All => true,
-            Self::Only(set) => set.contains(event),
-        }
-    }
-
-    pub fn names(&self) -> Vec<&'static str> {
-        match self {
-            Self::All => vec!["all"],
-            Self::Only(set) => set.iter().copied().collect(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn filters_parse_and_list_valid_names() {
-        assert_eq!(EventFilter::parse(["all"]).unwrap(), EventFilter::All);
-        let f = EventFilter::parse(["message-received", "qr"]).unwrap();
-        assert!(f.accepts("qr") && !f.accepts("message-from-me"));
-        let err = EventFilter::parse(["message"]).unwrap_err().to_string();
-        assert!(err.contains("message-received") && err.contains("session-status"));
-        assert_eq!(EventFilter::parse([]), Err(FilterError::Empty));
-    }
 
     #[test]
     fn settings_are_read_and_checked() {

@@ -6,8 +6,8 @@
 //! 2. The dispatcher hears it on the bus (or finds it by polling, if the bus lagged) and wakes
 //!    the session's worker.
 //! 3. The worker asks for a pass, which reads the session's events after its cursor, records a
-//!    delivery row for each one the webhook wants and advances the cursor ([`db::fan_out`]),
-//!    then leases the oldest open delivery of each chat ([`db::claim`]), in one transaction
+//!    delivery row for each one the webhook wants and advances the cursor ([`webhooks::fan_out`]),
+//!    then leases the oldest open delivery of each chat ([`webhooks::claim`]), in one transaction
 //!    shared with the passes other sessions asked for meanwhile.
 //! 4. The worker signs and POSTs each leased delivery, and the next pass records the answer:
 //!    delivered, retry at a time computed from the attempt count, or final.
@@ -17,12 +17,11 @@
 //! restart). Receivers may therefore see an event twice; `webhook-id` is stable for them to
 //! deduplicate.
 //!
-//! Errors: [`crate::store::StoreError`] from [`db`]; the background tasks log and carry on
+//! Errors: [`crate::store::StoreError`] from [`webhooks`]; the background tasks log and carry on
 //! (a database hiccup must not stop deliveries), retrying at the polling interval.
 
 pub mod client;
 pub mod config;
-pub mod db;
 pub mod guard;
 pub mod schedule;
 pub mod signature;
@@ -39,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::event::EventBus;
-use crate::store::Store;
+use crate::store::{Store, webhooks};
 
 pub use config::{EventFilter, GlobalWebhook, WebhookConfig};
 pub use signature::Secret;
@@ -90,14 +89,18 @@ impl Webhooks {
     ) -> anyhow::Result<Self> {
         let sender = client::Sender::new(config.timeout, config.allow_private)?;
         let operator_sender = client::Sender::new(config.timeout, true)?;
-        let released = db::release_leases(store.pool()).await?;
+        let released = webhooks::release_leases(&store).await?;
         if released > 0 {
             tracing::info!(
                 released,
                 "webhook deliveries in flight at the last stop will be sent again"
             );
         }
-        let global = match db::sync_global(&store, config.global.as_ref()).await? {
+        let settings = config.global.as_ref().map(|g| webhooks::GlobalSettings {
+            url: &g.url,
+            secret: g.secret.as_ref(),
+        });
+        let global = match webhooks::sync_global(&store, settings).await? {
             Some((state, generated)) => {
                 let cfg = config.global.clone().expect("synced from config");
                 if let Some(secret) = generated {
@@ -116,9 +119,9 @@ impl Webhooks {
             }
             None => None,
         };
-        let tag = db::instance_tag(store.pool()).await?;
+        let tag = webhooks::instance_tag(&store).await?;
         let (passes, pass_queue) = tokio::sync::mpsc::unbounded_channel();
-        let webhooks = Self {
+        let hooks = Self {
             inner: Arc::new(Inner {
                 store,
                 config,
@@ -135,30 +138,30 @@ impl Webhooks {
         };
         // Subscribe before the first scan, so nothing committed in between goes unheard.
         let rx = bus.subscribe();
-        let mut sessions = db::sessions_with_outbox(webhooks.inner.store.pool()).await?;
-        let scanned = match &webhooks.inner.global {
+        let mut sessions = webhooks::sessions_with_outbox(&hooks.inner.store).await?;
+        let scanned = match &hooks.inner.global {
             Some((_, start, _)) => {
                 let (more, max) =
-                    db::sessions_with_events_after(webhooks.inner.store.pool(), *start).await?;
+                    webhooks::sessions_with_events_after(&hooks.inner.store, *start).await?;
                 sessions.extend(more);
                 max
             }
-            None => db::max_event_id(webhooks.inner.store.pool()).await?,
+            None => webhooks::max_event_id(&hooks.inner.store).await?,
         };
         for s in sessions {
-            webhooks.wake(&s);
+            hooks.wake(&s);
         }
-        let this = webhooks.clone();
-        webhooks
+        let this = hooks.clone();
+        hooks
             .inner
             .tracker
             .spawn(async move { this.dispatch(rx, scanned).await });
-        let this = webhooks.clone();
-        webhooks
+        let this = hooks.clone();
+        hooks
             .inner
             .tracker
             .spawn(async move { worker::run_passes(this, pass_queue).await });
-        Ok(webhooks)
+        Ok(hooks)
     }
 
     pub fn config(&self) -> &WebhookConfig {
@@ -249,7 +252,7 @@ impl Webhooks {
                 },
                 _ = poll.tick() => {}
             }
-            match db::sessions_with_events_after(self.inner.store.pool(), scanned).await {
+            match webhooks::sessions_with_events_after(&self.inner.store, scanned).await {
                 Ok((sessions, max)) => {
                     scanned = max;
                     for s in sessions {

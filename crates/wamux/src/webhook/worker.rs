@@ -27,9 +27,12 @@ use tokio::task::JoinSet;
 
 use super::Webhooks;
 use super::client::Request;
-use super::db::{self, Chain, Claimed, Outcome, Route, Target, Webhook, now_ms};
 use super::schedule::{Verdict, verdict};
 use super::signature::Secret;
+use crate::store::webhooks::{
+    self, Answer, Chain, Claim, Claimed, Outcome, PassPlan, Route, Target, Webhook,
+};
+use crate::store::{Conn, now_ms};
 
 /// At most this many deliveries of one chat are leased together (see [`send_chain`]).
 const CHAIN: usize = 64;
@@ -187,17 +190,17 @@ fn collect(
 
 async fn record_all(hooks: &Webhooks, session: &str, done: &mut Vec<Done>) -> anyhow::Result<()> {
     let mut tx = hooks.inner.store.begin().await?;
-    disable_gone(hooks, session, &mut tx, done).await?;
-    db::record(&mut tx, &answers(done)).await?;
+    disable_gone(hooks, session, &mut tx.conn(), done).await?;
+    webhooks::record(&mut tx.conn(), &answers(done)).await?;
     tx.commit().await?;
     done.clear();
     Ok(())
 }
 
 /// The answers to store for finished attempts.
-fn answers(done: &[Done]) -> Vec<db::Answer<'_>> {
+fn answers(done: &[Done]) -> Vec<Answer<'_>> {
     done.iter()
-        .map(|d| db::Answer {
+        .map(|d| Answer {
             id: d.id,
             outcome: &d.outcome,
             status_code: d.status,
@@ -210,7 +213,7 @@ fn answers(done: &[Done]) -> Vec<db::Answer<'_>> {
 async fn disable_gone(
     hooks: &Webhooks,
     session: &str,
-    conn: &mut db::Conn,
+    conn: &mut Conn<'_>,
     done: &[Done],
 ) -> crate::store::Result<()> {
     for d in done.iter().filter(|d| d.status == Some(410)) {
@@ -218,7 +221,7 @@ async fn disable_gone(
             "the receiver answered 410 Gone at {} (unix seconds); set the webhook again to re-enable it",
             now_ms() / 1000
         );
-        db::disable(conn, session, d.target, &reason).await?;
+        webhooks::disable(conn, session, d.target, &reason).await?;
         hooks.inner.generation.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             session,
@@ -241,7 +244,7 @@ pub(super) struct PassRequest {
     free: usize,
     done: Vec<Done>,
     /// `None` when the pass failed (it logs why); the worker tries again later.
-    answer: oneshot::Sender<Option<db::Claim>>,
+    answer: oneshot::Sender<Option<Claim>>,
 }
 
 /// Runs the passes the workers ask for, merging those that queued meanwhile into one. Each
@@ -257,9 +260,9 @@ pub(super) async fn run_passes(hooks: Webhooks, mut queue: mpsc::UnboundedReceiv
         let requests = std::mem::take(&mut batch);
         let sessions = requests.len();
         let this = hooks.clone();
-        let pass = hooks.inner.store.write(move |conn| {
+        let pass = hooks.inner.store.write(move |mut conn| {
             Box::pin(async move {
-                let claims = shared_pass(&this, conn, &requests).await?;
+                let claims = shared_pass(&this, &mut conn, &requests).await?;
                 Ok((requests, claims))
             })
         });
@@ -286,17 +289,17 @@ pub(super) async fn run_passes(hooks: Webhooks, mut queue: mpsc::UnboundedReceiv
 /// `requests`.
 async fn shared_pass(
     hooks: &Webhooks,
-    conn: &mut db::Conn,
+    conn: &mut Conn<'_>,
     requests: &[PassRequest],
-) -> crate::store::Result<Vec<db::Claim>> {
+) -> crate::store::Result<Vec<Claim>> {
     let inner = &hooks.inner;
     // Held well past the timeout so a lease never expires under a live attempt.
     let lease_ms = (inner.config.timeout * 2 + Duration::from_secs(1)).as_millis() as i64;
     for r in requests {
         disable_gone(hooks, &r.session, conn, &r.done).await?;
     }
-    let answers: Vec<db::Answer<'_>> = requests.iter().flat_map(|r| answers(&r.done)).collect();
-    db::record(conn, &answers).await?;
+    let answers: Vec<Answer<'_>> = requests.iter().flat_map(|r| answers(&r.done)).collect();
+    webhooks::record(conn, &answers).await?;
     // A webhook that changed since a worker looked (a 410 just now, or an API call while
     // the request queued) gets no events or leases along its old route: the worker runs
     // again at once with the new one. The answers above are recorded either way.
@@ -304,11 +307,11 @@ async fn shared_pass(
     let current: Vec<usize> = (0..requests.len())
         .filter(|&i| requests[i].generation == generation)
         .collect();
-    let plans: Vec<db::PassPlan<'_>> = current
+    let plans: Vec<PassPlan<'_>> = current
         .iter()
         .map(|&i| {
             let r = &requests[i];
-            db::PassPlan {
+            PassPlan {
                 session_id: &r.session,
                 route: r.route.as_ref(),
                 start_if_new: r.start_if_new,
@@ -317,11 +320,11 @@ async fn shared_pass(
             }
         })
         .collect();
-    db::fan_out(conn, &plans).await?;
-    let claimed = db::claim(conn, &plans, CHAIN, lease_ms).await?;
-    let mut claims: Vec<db::Claim> = requests
+    webhooks::fan_out(conn, &plans).await?;
+    let claimed = webhooks::claim(conn, &plans, CHAIN, lease_ms).await?;
+    let mut claims: Vec<Claim> = requests
         .iter()
-        .map(|_| db::Claim {
+        .map(|_| Claim {
             next_due: Some(now_ms()),
             ..Default::default()
         })
@@ -344,16 +347,16 @@ async fn pass(
     free: usize,
     told: bool,
     in_flight: &mut JoinSet<Vec<Done>>,
-) -> anyhow::Result<db::Claim> {
+) -> anyhow::Result<Claim> {
     let inner = &hooks.inner;
-    let pool = inner.store.pool();
+    let store = &inner.store;
     let generation = inner.generation.load(Ordering::Relaxed);
     if cache.as_ref().is_none_or(|c| c.generation != generation) {
         *cache = Some(Cached {
             generation,
-            own: db::get_webhook(pool, session).await?,
+            own: webhooks::get_webhook(store, session).await?,
             global_disabled: inner.global.is_some()
-                && db::global_disabled_reason(pool).await?.is_some(),
+                && webhooks::global_disabled_reason(store).await?.is_some(),
         });
     }
     let c = cache.as_ref().expect("just loaded");
@@ -383,8 +386,8 @@ async fn pass(
         skip.push(Target::Global);
     }
 
-    if !told && done.is_empty() && !db::has_work(pool, session, start_if_new).await? {
-        return Ok(db::Claim::default());
+    if !told && done.is_empty() && !webhooks::has_work(store, session, start_if_new).await? {
+        return Ok(Claim::default());
     }
     let (answer, answered) = oneshot::channel();
     inner
@@ -403,7 +406,7 @@ async fn pass(
     // The shared pass logs its own failure; the worker tries again after the poll interval,
     // and what it leased before stays leased until then (sent again if the lease runs out).
     let Ok(Some(mut claim)) = answered.await else {
-        return Ok(db::Claim::default());
+        return Ok(Claim::default());
     };
     for chain in std::mem::take(&mut claim.chains) {
         let Some(first) = chain.deliveries.first() else {

@@ -7,34 +7,43 @@
 //! the devices sharing `whatsapp.db`, which made up much of the gateway's CPU at thousands of
 //! messages a second. Here those rows go to `pending_inbound` in `wamux.db`, written set-wise
 //! for every session at once inside the store's group commit (see [`Pending`]); everything
-//! else is passed to the [`SqliteStore`] unchanged. Rows an earlier version left in the
+//! else is passed to the device's store unchanged. Rows an earlier version left in the
 //! device store are still found (and deleted) there.
 
 use std::sync::Arc;
 
+use crate::store::pending::Row;
+use crate::store::{Batcher, Store, StoreError};
 use wacore::appstate::hash::HashState;
 use wacore::appstate::processor::AppStateMutationMAC;
 use wacore::store::error::{Result, StoreError as WaStoreError};
 use wacore::store::traits::*;
 use whatsapp_rust::async_trait;
 use whatsapp_rust::bytes::Bytes;
-use whatsapp_rust_sqlite_storage::SqliteStore;
 
-use crate::store::{Batcher, Store, StoreError};
-
-/// One device's store: its [`SqliteStore`], with the pending-inbound buffer in our database.
+/// One device's store (whatsapp-rust's SQLite one, or ours on PostgreSQL), with the
+/// pending-inbound buffer in our database.
 pub(super) struct DeviceBackend {
-    inner: SqliteStore,
+    inner: Arc<dyn Backend>,
     device_id: i64,
     pending: Pending,
+    /// Whether `inner` may still hold pending-inbound rows of an earlier version (only
+    /// whatsapp-rust's SQLite store ever kept them).
+    legacy_pending: bool,
 }
 
 impl DeviceBackend {
-    pub fn new(inner: SqliteStore, device_id: i64, pending: Pending) -> Self {
+    pub fn new(
+        inner: Arc<dyn Backend>,
+        device_id: i64,
+        pending: Pending,
+        legacy_pending: bool,
+    ) -> Self {
         Self {
             inner,
             device_id,
             pending,
+            legacy_pending,
         }
     }
 
@@ -84,21 +93,15 @@ impl DeviceBackend {
     ) -> Result<Option<Vec<u8>>> {
         // Deletes still queued must not leave a row to be found.
         self.pending.settled().await?;
-        let ours: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT message FROM pending_inbound
-             WHERE device_id = ? AND chat = ? AND sender = ? AND id = ?",
-        )
-        .bind(self.device_id)
-        .bind(chat)
-        .bind(sender)
-        .bind(id)
-        .fetch_optional(self.pending.store.pool())
-        .await
-        .map_err(|e| wa_error(StoreError::Db(e)))?;
+        let ours =
+            crate::store::pending::get(&self.pending.store, self.device_id, chat, sender, id)
+                .await
+                .map_err(wa_error)?;
         match ours {
             Some(message) => Ok(Some(message)),
             // Buffered by an earlier version, in the device store.
-            None => self.inner.get_pending_inbound(chat, sender, id).await,
+            None if self.legacy_pending => self.inner.get_pending_inbound(chat, sender, id).await,
+            None => Ok(None),
         }
     }
 
@@ -112,7 +115,10 @@ impl DeviceBackend {
             .await?;
         // This single delete follows a replay, which may have read the row from the device
         // store; the batched one after every hook call only ever concerns ours.
-        self.inner.delete_pending_inbound(chat, sender, id).await
+        if self.legacy_pending {
+            self.inner.delete_pending_inbound(chat, sender, id).await?;
+        }
+        Ok(())
     }
 
     async fn pending_delete_pending_inbound_batch(
@@ -132,27 +138,17 @@ impl DeviceBackend {
 
     async fn pending_delete_expired_pending_inbound(&self, cutoff_timestamp: i64) -> Result<u32> {
         let device = self.device_id;
-        let ours = self
-            .pending
-            .store
-            .write(move |conn| {
-                Box::pin(async move {
-                    Ok(sqlx::query(
-                        "DELETE FROM pending_inbound WHERE device_id = ? AND created_at < ?",
-                    )
-                    .bind(device)
-                    .bind(cutoff_timestamp)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected())
-                })
-            })
-            .await
-            .map_err(wa_error)?;
-        let theirs = self
-            .inner
-            .delete_expired_pending_inbound(cutoff_timestamp)
-            .await?;
+        let ours =
+            crate::store::pending::delete_expired(&self.pending.store, device, cutoff_timestamp)
+                .await
+                .map_err(wa_error)?;
+        let theirs = if self.legacy_pending {
+            self.inner
+                .delete_expired_pending_inbound(cutoff_timestamp)
+                .await?
+        } else {
+            0
+        };
         Ok(u32::try_from(ours)
             .unwrap_or(u32::MAX)
             .saturating_add(theirs))
@@ -161,15 +157,6 @@ impl DeviceBackend {
 
 fn wa_error(e: StoreError) -> WaStoreError {
     WaStoreError::Database(Box::new(e))
-}
-
-/// A pending-inbound row to write (`message` set) or delete.
-struct Row {
-    device: i64,
-    chat: String,
-    sender: String,
-    id: String,
-    message: Option<Vec<u8>>,
 }
 
 /// Writes the pending-inbound rows of every device: what is asked while a write runs goes
@@ -186,7 +173,7 @@ impl Pending {
     pub fn start(store: Store) -> Self {
         Self {
             batcher: Batcher::start(store.clone(), |conn, requests| {
-                Box::pin(write(conn, requests))
+                Box::pin(crate::store::pending::write(conn, requests))
             }),
             store,
         }
@@ -211,79 +198,6 @@ impl Pending {
     async fn settled(&self) -> Result<()> {
         self.batcher.submit(Vec::new()).await.map_err(wa_error)
     }
-}
-
-/// Applies the requests as if one after the other, in two statements: the last request for
-/// a row decides whether it is written or deleted.
-async fn write(
-    conn: &mut sqlx::SqliteConnection,
-    requests: Vec<Vec<Row>>,
-) -> crate::store::Result<Vec<()>> {
-    let answers = vec![(); requests.len()];
-    let mut last = std::collections::HashMap::new();
-    for row in requests.into_iter().flatten() {
-        let key = (
-            row.device,
-            row.chat.clone(),
-            row.sender.clone(),
-            row.id.clone(),
-        );
-        last.insert(key, row);
-    }
-    let (writes, deletes): (Vec<Row>, Vec<Row>) =
-        last.into_values().partition(|r| r.message.is_some());
-    let now = crate::store::now();
-    let json = |rows: &[Row]| {
-        serde_json::Value::from(
-            rows.iter()
-                .map(|r| {
-                    serde_json::json!([
-                        r.device,
-                        r.chat,
-                        r.sender,
-                        r.id,
-                        r.message.as_deref().map(hex),
-                    ])
-                })
-                .collect::<Vec<_>>(),
-        )
-        .to_string()
-    };
-    if !deletes.is_empty() {
-        sqlx::query(
-            "DELETE FROM pending_inbound WHERE (device_id, chat, sender, id) IN
-               (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-                       json_extract(value, '$[2]'), json_extract(value, '$[3]')
-                FROM json_each(?))",
-        )
-        .bind(json(&deletes))
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !writes.is_empty() {
-        sqlx::query(
-            "INSERT OR REPLACE INTO pending_inbound (device_id, chat, sender, id, message, created_at)
-             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-                    json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-                    unhex(json_extract(value, '$[4]')), ?
-             FROM json_each(?)",
-        )
-        .bind(now)
-        .bind(json(&writes))
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(answers)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 // Everything else goes to the device's SqliteStore as is.
@@ -712,6 +626,8 @@ impl DeviceStore for DeviceBackend {
 mod tests {
     use super::*;
 
+    use whatsapp_rust_sqlite_storage::SqliteStore;
+
     async fn backends(dir: &std::path::Path) -> (DeviceBackend, DeviceBackend, SqliteStore) {
         let store = Store::open(&dir.join("wamux.db")).await.unwrap();
         let pending = Pending::start(store);
@@ -720,8 +636,8 @@ mod tests {
         let one = SqliteStore::new_for_device(path, 1).await.unwrap();
         let two = SqliteStore::new_for_device(path, 2).await.unwrap();
         (
-            DeviceBackend::new(one.clone(), 1, pending.clone()),
-            DeviceBackend::new(two, 2, pending),
+            DeviceBackend::new(Arc::new(one.clone()), 1, pending.clone(), true),
+            DeviceBackend::new(Arc::new(two), 2, pending, true),
             one,
         )
     }

@@ -89,7 +89,7 @@ impl Committer {
 
 /// Writes the messages of several hook calls; one result per call, in order.
 async fn write(
-    conn: &mut sqlx::SqliteConnection,
+    mut conn: crate::store::Conn<'_>,
     calls: Vec<Vec<Item>>,
 ) -> crate::store::Result<Vec<Committed>> {
     let mut results: Vec<Committed> = calls.iter().map(|_| (Vec::new(), false)).collect();
@@ -102,7 +102,7 @@ async fn write(
             match media {
                 Some(media) => {
                     results[call].1 |= crate::media::inbound::accept(
-                        conn,
+                        &mut conn,
                         &new.msg,
                         &new.sender_key,
                         new.kind,
@@ -117,7 +117,7 @@ async fn write(
             }
         }
     }
-    let events = crate::store::messages::insert_many(conn, &texts).await?;
+    let events = crate::store::messages::insert_many(&mut conn, &texts).await?;
     for (call, event) in owners.into_iter().zip(events) {
         results[call].0.extend(event);
     }

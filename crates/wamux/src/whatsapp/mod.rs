@@ -113,6 +113,8 @@ pub struct WaConnector {
     committer: hook::Committer,
     /// Writes every device's pending-inbound rows (see [`device_store::Pending`]).
     pending: device_store::Pending,
+    /// Holds the device stores when the database is PostgreSQL.
+    store: Store,
     /// Clients being opened at once (see [`OPENING_AT_ONCE`]).
     opening: tokio::sync::Semaphore,
     /// Set once the device store's schema is up to date (see [`WaConnector::migrate`]).
@@ -148,6 +150,7 @@ impl WaConnector {
             tls,
             http,
             pending: device_store::Pending::start(store.clone()),
+            store: store.clone(),
             committer: hook::Committer::start(store),
             bus,
             media_wake: None,
@@ -187,11 +190,24 @@ impl WaConnector {
             .acquire()
             .await
             .context("the connector is closed")?;
-        let backend = SqliteStore::new_for_device(&self.device_db, device_id)
-            .await
-            .context("cannot open the WhatsApp device store")?;
-        let backend =
-            device_store::DeviceBackend::new(backend, i64::from(device_id), self.pending.clone());
+        let (backend, legacy_pending): (Arc<dyn wacore::store::traits::Backend>, bool) =
+            match self.store.device_store(device_id) {
+                Some(backend) => (backend, false),
+                None => (
+                    Arc::new(
+                        SqliteStore::new_for_device(&self.device_db, device_id)
+                            .await
+                            .context("cannot open the WhatsApp device store")?,
+                    ),
+                    true,
+                ),
+            };
+        let backend = device_store::DeviceBackend::new(
+            backend,
+            i64::from(device_id),
+            self.pending.clone(),
+            legacy_pending,
+        );
         let mut transport = TokioWebSocketTransportFactory::new();
         if let Some(url) = &self.endpoint.url {
             transport = transport.with_url(url.clone());
@@ -248,6 +264,10 @@ impl WaConnector {
     /// all created it, and all but one failed ("table identities already exists"). One
     /// store opened first leaves the others nothing to migrate.
     async fn migrate(&self) -> anyhow::Result<()> {
+        if self.store.device_store(0).is_some() {
+            // In our database: migrated with it.
+            return Ok(());
+        }
         self.migrated
             .get_or_try_init(|| async {
                 SqliteStore::new(&self.device_db)
@@ -261,13 +281,22 @@ impl WaConnector {
 
     /// Deletes everything the device store keeps for a device.
     pub async fn delete_device(&self, device_id: i64) -> anyhow::Result<()> {
-        if !Path::new(&self.device_db).exists() {
-            return Ok(());
-        }
-        crate::store::wipe_device_rows(Path::new(&self.device_db), device_id)
+        self.store
+            .delete_device(Path::new(&self.device_db), device_id)
             .await
             .context("cannot delete the device's WhatsApp keys")
     }
+}
+
+/// Creates whatsapp-rust's SQLite device store (its schema) at `path`.
+pub async fn prepare_device_store(path: std::path::PathBuf) -> anyhow::Result<()> {
+    let path = path
+        .to_str()
+        .context("the device store path is not valid UTF-8")?;
+    SqliteStore::new(path)
+        .await
+        .map(drop)
+        .context("cannot set up the WhatsApp device store")
 }
 
 /// The running client task. Dropping it aborts the client.

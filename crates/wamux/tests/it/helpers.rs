@@ -63,6 +63,7 @@ impl TestApp {
             log: "warn".into(),
             ..Config::default()
         };
+        config.database_url = database_url(&config.data_dir);
         if opts.no_key {
             config.api_key = None;
         }
@@ -379,4 +380,65 @@ impl Sim {
             r.text().await.unwrap()
         );
     }
+}
+
+/// The database the gateway under test uses for the data directory `data_dir`: SQLite in
+/// it, unless `WAMUX_TEST_BACKEND=postgres`, which gives every data directory a schema of
+/// its own on the test PostgreSQL server (`WAMUX_TEST_POSTGRES_URL`), the same one each time
+/// (a restarted server finds its data). The test run drops those schemas.
+pub fn database_url(data_dir: &std::path::Path) -> Option<Secret> {
+    if std::env::var("WAMUX_TEST_BACKEND").as_deref() != Ok("postgres") {
+        return None;
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut h);
+    let schema = format!("wamux_it_{:016x}", h.finish());
+    let base = std::env::var("WAMUX_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    // A thread of its own: callers may be inside a runtime or not.
+    let create = {
+        let (base, schema) = (base.clone(), schema.clone());
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    use sqlx::Connection as _;
+                    let mut conn = sqlx::PgConnection::connect(&base)
+                        .await
+                        .expect("the test PostgreSQL server answers (WAMUX_TEST_POSTGRES_URL)");
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "CREATE SCHEMA IF NOT EXISTS {schema}"
+                    )))
+                    .execute(&mut conn)
+                    .await
+                    .expect("a test schema");
+                })
+        })
+    };
+    create.join().expect("the schema is created");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(Secret::new(format!(
+        "{base}{sep}options=-c%20search_path%3D{schema}"
+    )))
+}
+
+/// [`database_url`] as the store opens it.
+pub fn database(data_dir: &std::path::Path) -> wamux::store::Database {
+    wamux::store::Database::for_data_dir(
+        database_url(data_dir)
+            .map(|url| wamux::store::Database::Postgres(url))
+            .as_ref(),
+        data_dir,
+    )
+}
+
+/// `WAMUX_DATABASE_URL` for a server process on `data_dir`, when the tests run on PostgreSQL.
+pub fn database_env(data_dir: &std::path::Path) -> Vec<(&'static str, String)> {
+    database_url(data_dir)
+        .map(|url| ("WAMUX_DATABASE_URL", url.expose().to_owned()))
+        .into_iter()
+        .collect()
 }

@@ -311,7 +311,7 @@ async fn manual_state(app: &TestApp) -> wamux::AppState {
         data_dir: dir.clone(),
         ..wamux::Config::default()
     };
-    let store = wamux::store::Store::open(&dir.join("wamux.db"))
+    let store = wamux::store::Store::connect(&crate::helpers::database(&dir))
         .await
         .unwrap();
     let events = wamux::event::EventBus::default();

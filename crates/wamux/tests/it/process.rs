@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{KEY, Sim, into_json, wait_for, wait_until};
+use crate::helpers::{KEY, Sim, database_env, into_json, wait_for, wait_until};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -24,6 +24,7 @@ impl Server {
             .env("WAMUX_HOST", "127.0.0.1")
             .env("WAMUX_PORT", port.to_string())
             .env("WAMUX_DATA_DIR", data_dir)
+            .envs(database_env(data_dir))
             .env("WAMUX_WA_URL", sim.inner.ws_url())
             .env("WAMUX_WA_CA_FILE", sim.inner.ca_file())
             .env("WAMUX_LOG", "warn")

@@ -178,6 +178,7 @@ impl App {
             host: "127.0.0.1".into(),
             port: 0,
             data_dir: dir.path().join("data"),
+            database_url: crate::helpers::database_url(&dir.path().join("data")),
             log: "warn".into(),
             webhook,
             ..Config::default()
@@ -196,7 +197,7 @@ impl App {
         })
         .await;
         // A second handle on the same database, to write events as the gateway does.
-        let store = Store::open(&dir.path().join("data").join("wamux.db"))
+        let store = Store::connect(&crate::helpers::database(&dir.path().join("data")))
             .await
             .unwrap();
         Self {
@@ -254,7 +255,7 @@ impl App {
     /// Writes an event the way the gateway does, in a transaction of its own.
     async fn emit(&self, session: &str, kind: EventKind, chat: Option<&str>, data: Value) -> i64 {
         let mut tx = self.store.begin().await.unwrap();
-        let e = wamux::store::events::append(&mut tx, kind, session, chat, data)
+        let e = wamux::store::events::append(&mut tx.conn(), kind, session, chat, data)
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -684,35 +685,11 @@ async fn deliveries_leased_by_a_worker_that_died_are_sent_again() {
 
     // As a process killed mid-send leaves it: the event recorded, its delivery leased far
     // into the future, never answered.
-    let store = Store::open(&dir.path().join("data").join("wamux.db"))
+    let data = dir.path().join("data");
+    let store = Store::connect(&crate::helpers::database(&data))
         .await
         .unwrap();
-    let mut tx = store.begin().await.unwrap();
-    let e = wamux::store::events::append(
-        &mut tx,
-        EventKind::MessageReceived,
-        "s1",
-        Some("c"),
-        json!({"text": "in flight"}),
-    )
-    .await
-    .unwrap();
-    let far = wamux::webhook::db::now_ms() + 3_600_000;
-    sqlx::query(
-        "INSERT INTO webhook_deliveries (session_id, event_id, target, chat_key, status, attempts, next_attempt_at, lease_until, created_at, updated_at)
-         VALUES ('s1', ?, 'session', 'c', 'pending', 0, 0, ?, 0, 0)",
-    )
-    .bind(e.id)
-    .bind(far)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query("UPDATE webhook_cursors SET last_event_id = ? WHERE session_id = 's1'")
-        .bind(e.id)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    lease(&store, "c", "in flight", 3_600_000).await;
     store.close().await;
 
     let app = App::start_with(test_settings(), Some(dir)).await;
@@ -720,26 +697,7 @@ async fn deliveries_leased_by_a_worker_that_died_are_sent_again() {
     assert_eq!(hit.json()["data"]["text"], "in flight");
 
     // Within a running server: a lease that expires (its worker died) is taken over.
-    let mut tx = app.store.begin().await.unwrap();
-    let e = wamux::store::events::append(
-        &mut tx,
-        EventKind::MessageReceived,
-        "s1",
-        Some("d"),
-        json!({"text": "orphan"}),
-    )
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO webhook_deliveries (session_id, event_id, target, chat_key, status, attempts, next_attempt_at, lease_until, created_at, updated_at)
-         VALUES ('s1', ?, 'session', 'd', 'pending', 0, 0, ?, 0, 0)",
-    )
-    .bind(e.id)
-    .bind(wamux::webhook::db::now_ms() + 500)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    lease(&app.store, "d", "orphan", 500).await;
     let started = Instant::now();
     let hit = rx.next(SECS).await;
     assert_eq!(hit.json()["data"]["text"], "orphan");
@@ -1010,6 +968,7 @@ async fn kill_9_while_delivering_loses_nothing() {
                 .env("WAMUX_HOST", "127.0.0.1")
                 .env("WAMUX_PORT", port.to_string())
                 .env("WAMUX_DATA_DIR", data)
+                .envs(crate::helpers::database_env(data))
                 .env("WAMUX_API_KEY", KEY)
                 .env("WAMUX_LOG", "warn")
                 .env("WAMUX_WEBHOOK_ALLOW_PRIVATE", "true")
@@ -1051,7 +1010,9 @@ async fn kill_9_while_delivering_loses_nothing() {
         .await
         .unwrap();
     assert!(r.status().is_success());
-    let store = Store::open(&data.join("wamux.db")).await.unwrap();
+    let store = Store::connect(&crate::helpers::database(&data))
+        .await
+        .unwrap();
     let total = 60;
     let writer = {
         let store = store.clone();
@@ -1060,7 +1021,7 @@ async fn kill_9_while_delivering_loses_nothing() {
                 let chat = format!("chat-{}", i % 3);
                 let mut tx = store.begin().await.unwrap();
                 wamux::store::events::append(
-                    &mut tx,
+                    &mut tx.conn(),
                     EventKind::MessageReceived,
                     "s1",
                     Some(&chat),
@@ -1186,4 +1147,36 @@ async fn a_phone_message_reaches_the_webhook() {
     );
     app.stop().await;
     sim.inner.shutdown().await;
+}
+
+/// Records a message event of session `s1` in `chat` and leases its delivery for `ms`, in one
+/// transaction, as a worker does just before it sends (and then dies without an answer).
+async fn lease(store: &Store, chat: &str, text: &str, ms: i64) {
+    use wamux::store::webhooks::{EventFilter, PassPlan, Route, Target, claim, fan_out};
+    let mut tx = store.begin().await.unwrap();
+    let mut conn = tx.conn();
+    wamux::store::events::append(
+        &mut conn,
+        EventKind::MessageReceived,
+        "s1",
+        Some(chat),
+        json!({"text": text}),
+    )
+    .await
+    .unwrap();
+    let route = Route {
+        target: Target::Session,
+        events: EventFilter::All,
+    };
+    let plans = [PassPlan {
+        session_id: "s1",
+        route: Some(&route),
+        start_if_new: 0,
+        limit: 8,
+        skip: &[],
+    }];
+    fan_out(&mut conn, &plans).await.unwrap();
+    let claims = claim(&mut conn, &plans, 8, ms).await.unwrap();
+    assert_eq!(claims[0].chains.len(), 1, "the delivery is leased");
+    tx.commit().await.unwrap();
 }

@@ -1,0 +1,140 @@
+use sqlx::PgConnection;
+
+use super::Db;
+use crate::store::Result;
+use crate::store::messages::{Cursor, Direction, EventRow, Filter, Key, Row};
+
+pub async fn insert_rows(conn: &mut PgConnection, rows: &[Row<'_>]) -> Result<Vec<Key>> {
+    let col = |f: fn(&Row<'_>) -> String| rows.iter().map(f).collect::<Vec<_>>();
+    // WITH ORDINALITY keeps the order given, so rows (and their `seq`) follow it.
+    Ok(sqlx::query_as(
+        "INSERT INTO messages (session_id, id, chat_id, sender, from_me, type, status, timestamp, body, created_at)
+         SELECT s, i, c, se, fm, t, st, ts, b, ca
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[],
+                     $7::text[], $8::bigint[], $9::text[], $10::bigint[])
+              WITH ORDINALITY AS r(s, i, c, se, fm, t, st, ts, b, ca, n)
+         ORDER BY n
+         ON CONFLICT (session_id, chat_id, sender, id) DO NOTHING
+         RETURNING session_id, chat_id, sender, id",
+    )
+    .bind(col(|r| r.msg.session_id.clone()))
+    .bind(col(|r| r.msg.id.clone()))
+    .bind(col(|r| r.msg.chat_id.clone()))
+    .bind(col(|r| r.sender_key.to_owned()))
+    .bind(rows.iter().map(|r| r.msg.from_me).collect::<Vec<_>>())
+    .bind(col(|r| r.msg.kind.clone()))
+    .bind(col(|r| r.msg.status.as_str().to_owned()))
+    .bind(rows.iter().map(|r| r.msg.timestamp).collect::<Vec<_>>())
+    .bind(col(|r| r.body.clone()))
+    .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+pub async fn take_event_ids(conn: &mut PgConnection, n: usize) -> Result<Vec<i64>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    super::events::take_ids(conn, n).await
+}
+
+pub async fn insert_events(conn: &mut PgConnection, rows: &[EventRow<'_>]) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO events (id, session_id, event, chat_id, body, created_at)
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                              $6::bigint[])",
+    )
+    .bind(rows.iter().map(|e| e.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|e| e.session_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|e| e.event).collect::<Vec<_>>())
+    .bind(rows.iter().map(|e| e.chat_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|e| e.body.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|e| e.created_at).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_media(
+    conn: &mut PgConnection,
+    session_id: &str,
+    chat_id: &str,
+    sender_key: &str,
+    id: &str,
+    media: &str,
+) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE messages SET body = jsonb_set(body::jsonb, '{media}', $1::jsonb)::text
+         WHERE session_id = $2 AND chat_id = $3 AND sender = $4 AND id = $5
+         RETURNING body",
+    )
+    .bind(media)
+    .bind(session_id)
+    .bind(chat_id)
+    .bind(sender_key)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+pub async fn set_status(
+    conn: &mut PgConnection,
+    session_id: &str,
+    id: &str,
+    status: &str,
+    from: &[&str],
+) -> Result<Option<(String, String)>> {
+    Ok(sqlx::query_as(
+        "UPDATE messages SET status = $1,
+                body = jsonb_set(body::jsonb, '{status}', to_jsonb($1::text))::text
+         WHERE session_id = $2 AND id = $3 AND from_me AND status = ANY($4)
+         RETURNING chat_id, body",
+    )
+    .bind(status)
+    .bind(session_id)
+    .bind(id)
+    .bind(from)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+pub async fn list(
+    db: &Db,
+    session_id: &str,
+    filter: &Filter,
+    after: Option<Cursor>,
+    limit: i64,
+) -> Result<Vec<(i64, i64, String)>> {
+    let from_me = filter.direction.map(|d| d == Direction::Out);
+    Ok(sqlx::query_as(
+        "SELECT seq, timestamp, body FROM messages
+         WHERE session_id = $1
+           AND ($2::text IS NULL OR chat_id = $2)
+           AND ($3::bool IS NULL OR from_me = $3)
+           AND ($4::bigint IS NULL OR timestamp >= $4)
+           AND ($5::bigint IS NULL OR timestamp < $5)
+           AND ($6::bigint IS NULL OR timestamp < $6 OR (timestamp = $6 AND seq < $7))
+         ORDER BY timestamp DESC, seq DESC
+         LIMIT $8",
+    )
+    .bind(session_id)
+    .bind(&filter.chat_id)
+    .bind(from_me)
+    .bind(filter.since)
+    .bind(filter.until)
+    .bind(after.map(|c| c.timestamp))
+    .bind(after.map(|c| c.seq))
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+pub async fn find(db: &Db, session_id: &str, id: &str) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT body FROM messages WHERE session_id = $1 AND id = $2 LIMIT 1")
+            .bind(session_id)
+            .bind(id)
+            .fetch_optional(&db.pool)
+            .await?,
+    )
+}

@@ -1,0 +1,157 @@
+use sqlx::{Row as _, SqliteConnection};
+
+use super::Db;
+use crate::store::Result;
+use crate::store::messages::{Cursor, Direction, EventRow, Filter, Key, Row};
+
+pub async fn insert_rows(conn: &mut SqliteConnection, rows: &[Row<'_>]) -> Result<Vec<Key>> {
+    let json: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!([
+                r.msg.session_id,
+                r.msg.id,
+                r.msg.chat_id,
+                r.sender_key,
+                r.msg.from_me,
+                r.msg.kind,
+                r.msg.status.as_str(),
+                r.msg.timestamp,
+                r.body,
+                r.created_at,
+            ])
+        })
+        .collect();
+    // json_each walks the array in order, so rows (and their `seq`) keep the order given.
+    Ok(sqlx::query_as(
+        "INSERT INTO messages (session_id, id, chat_id, sender, from_me, type, status, timestamp, body, created_at)
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+                json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
+                json_extract(value, '$[9]')
+         FROM json_each(?) WHERE true
+         ON CONFLICT (session_id, chat_id, sender, id) DO NOTHING
+         RETURNING session_id, chat_id, sender, id",
+    )
+    .bind(serde_json::Value::from(json).to_string())
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// The writer holds the write lock, so nobody else takes an id meanwhile, and
+/// AUTOINCREMENT's counter follows the explicit ids.
+pub async fn take_event_ids(conn: &mut SqliteConnection, n: usize) -> Result<Vec<i64>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let last: i64 = sqlx::query_scalar(
+        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+                    COALESCE((SELECT MAX(id) FROM events), 0))",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((1..=n as i64).map(|i| last + i).collect())
+}
+
+pub async fn insert_events(conn: &mut SqliteConnection, rows: &[EventRow<'_>]) -> Result<()> {
+    let json: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|e| serde_json::json!([e.id, e.session_id, e.event, e.chat_id, e.body, e.created_at]))
+        .collect();
+    sqlx::query(
+        "INSERT INTO events (id, session_id, event, chat_id, body, created_at)
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                json_extract(value, '$[4]'), json_extract(value, '$[5]')
+         FROM json_each(?)",
+    )
+    .bind(serde_json::Value::from(json).to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_media(
+    conn: &mut SqliteConnection,
+    session_id: &str,
+    chat_id: &str,
+    sender_key: &str,
+    id: &str,
+    media: &str,
+) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE messages SET body = json_set(body, '$.media', json(?1))
+         WHERE session_id = ?2 AND chat_id = ?3 AND sender = ?4 AND id = ?5
+         RETURNING body",
+    )
+    .bind(media)
+    .bind(session_id)
+    .bind(chat_id)
+    .bind(sender_key)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// Returns the chat and the new body when the status moved.
+pub async fn set_status(
+    conn: &mut SqliteConnection,
+    session_id: &str,
+    id: &str,
+    status: &str,
+    from: &[&str],
+) -> Result<Option<(String, String)>> {
+    Ok(sqlx::query_as(
+        "UPDATE messages SET status = ?1, body = json_set(body, '$.status', ?1)
+         WHERE session_id = ?2 AND id = ?3 AND from_me = 1
+           AND status IN (SELECT value FROM json_each(?4))
+         RETURNING chat_id, body",
+    )
+    .bind(status)
+    .bind(session_id)
+    .bind(id)
+    .bind(serde_json::to_string(from)?)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// `(seq, timestamp, body)`, newest first.
+pub async fn list(
+    db: &Db,
+    session_id: &str,
+    filter: &Filter,
+    after: Option<Cursor>,
+    limit: i64,
+) -> Result<Vec<(i64, i64, String)>> {
+    let from_me = filter.direction.map(|d| d == Direction::Out);
+    Ok(sqlx::query_as(
+        "SELECT seq, timestamp, body FROM messages
+         WHERE session_id = ?1
+           AND (?2 IS NULL OR chat_id = ?2)
+           AND (?3 IS NULL OR from_me = ?3)
+           AND (?4 IS NULL OR timestamp >= ?4)
+           AND (?5 IS NULL OR timestamp < ?5)
+           AND (?6 IS NULL OR timestamp < ?6 OR (timestamp = ?6 AND seq < ?7))
+         ORDER BY timestamp DESC, seq DESC
+         LIMIT ?8",
+    )
+    .bind(session_id)
+    .bind(&filter.chat_id)
+    .bind(from_me)
+    .bind(filter.since)
+    .bind(filter.until)
+    .bind(after.map(|c| c.timestamp))
+    .bind(after.map(|c| c.seq))
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+pub async fn find(db: &Db, session_id: &str, id: &str) -> Result<Option<String>> {
+    let row = sqlx::query("SELECT body FROM messages WHERE session_id = ? AND id = ? LIMIT 1")
+        .bind(session_id)
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(row.map(|r| r.try_get("body")).transpose()?)
+}
