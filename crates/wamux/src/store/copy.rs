@@ -62,11 +62,11 @@ impl Place {
             Err(_) if !s.contains("://") => PathBuf::from(s),
             Err(e) => return Err(e),
         };
-        let ours = if path.is_dir() {
-            path.join("wamux.db")
-        } else {
-            path
-        };
+        // A file: an existing one, or a new one named `*.db`; anything else is a data
+        // directory (a new one is created).
+        let file =
+            path.is_file() || (!path.exists() && path.extension().is_some_and(|e| e == "db"));
+        let ours = if file { path } else { path.join("wamux.db") };
         let devices = ours.with_file_name("whatsapp.db");
         Ok(Place::Sqlite { ours, devices })
     }

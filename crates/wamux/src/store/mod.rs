@@ -173,8 +173,12 @@ impl Tx {
     /// Runs statements that take no parameters (savepoints).
     async fn execute(&mut self, sql: &'static str) -> Result<()> {
         match &mut self.0 {
-            TxInner::Sqlite(tx) => drop(sqlx::raw_sql(sql).execute(&mut **tx).await?),
-            TxInner::Postgres(tx) => drop(sqlx::raw_sql(sql).execute(&mut **tx).await?),
+            TxInner::Sqlite(tx) => {
+                sqlx::raw_sql(sql).execute(&mut **tx).await?;
+            }
+            TxInner::Postgres(tx) => {
+                sqlx::raw_sql(sql).execute(&mut **tx).await?;
+            }
         }
         Ok(())
     }

@@ -74,16 +74,16 @@ impl TestDb {
 /// A statement that fails, inside a job.
 pub async fn fail(conn: &mut Conn<'_>) -> Result<()> {
     match conn {
-        Conn::Sqlite(c) => drop(
+        Conn::Sqlite(c) => {
             sqlx::query("INSERT INTO no_such_table VALUES (1)")
                 .execute(&mut **c)
-                .await?,
-        ),
-        Conn::Postgres(c) => drop(
+                .await?;
+        }
+        Conn::Postgres(c) => {
             sqlx::query("INSERT INTO no_such_table VALUES (1)")
                 .execute(&mut **c)
-                .await?,
-        ),
+                .await?;
+        }
     }
     Ok(())
 }

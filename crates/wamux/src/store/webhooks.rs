@@ -503,7 +503,7 @@ pub(crate) struct RouteRow<'a> {
 
 /// Reads the events after each session's cursor, records a delivery for each one its route
 /// wants and advances the cursor, for all the sessions at once, inside the caller's
-/// transaction. Two statements however many sessions and events.
+/// transaction, in a statement or two however many sessions and events.
 pub async fn fan_out(conn: &mut Conn<'_>, plans: &[PassPlan<'_>]) -> Result<()> {
     let routes: Vec<RouteRow<'_>> = plans
         .iter()

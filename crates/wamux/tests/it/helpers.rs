@@ -390,9 +390,15 @@ pub fn database_url(data_dir: &std::path::Path) -> Option<Secret> {
     if std::env::var("WAMUX_TEST_BACKEND").as_deref() != Ok("postgres") {
         return None;
     }
+    Some(postgres_schema(data_dir))
+}
+
+/// A PostgreSQL URL whose schema belongs to `key` alone (created when missing), on the test
+/// server `WAMUX_TEST_POSTGRES_URL`.
+pub fn postgres_schema(key: &std::path::Path) -> Secret {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    data_dir.hash(&mut h);
+    key.hash(&mut h);
     let schema = format!("wamux_it_{:016x}", h.finish());
     let base = std::env::var("WAMUX_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
@@ -420,16 +426,14 @@ pub fn database_url(data_dir: &std::path::Path) -> Option<Secret> {
     };
     create.join().expect("the schema is created");
     let sep = if base.contains('?') { '&' } else { '?' };
-    Some(Secret::new(format!(
-        "{base}{sep}options=-c%20search_path%3D{schema}"
-    )))
+    Secret::new(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
 }
 
 /// [`database_url`] as the store opens it.
 pub fn database(data_dir: &std::path::Path) -> wamux::store::Database {
     wamux::store::Database::for_data_dir(
         database_url(data_dir)
-            .map(|url| wamux::store::Database::Postgres(url))
+            .map(wamux::store::Database::Postgres)
             .as_ref(),
         data_dir,
     )

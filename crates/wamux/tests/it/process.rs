@@ -18,13 +18,23 @@ struct Server {
 
 impl Server {
     async fn spawn(data_dir: &std::path::Path, port: u16, sim: &Sim) -> Self {
+        Self::spawn_with(data_dir, port, sim, database_env(data_dir)).await
+    }
+
+    /// [`spawn`](Self::spawn) with more environment (the database, for one).
+    async fn spawn_with(
+        data_dir: &std::path::Path,
+        port: u16,
+        sim: &Sim,
+        env: Vec<(&'static str, String)>,
+    ) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_wamux"))
             .arg("serve")
             .env("WAMUX_API_KEY", KEY)
             .env("WAMUX_HOST", "127.0.0.1")
             .env("WAMUX_PORT", port.to_string())
             .env("WAMUX_DATA_DIR", data_dir)
-            .envs(database_env(data_dir))
+            .envs(env)
             .env("WAMUX_WA_URL", sim.inner.ws_url())
             .env("WAMUX_WA_CA_FILE", sim.inner.ca_file())
             .env("WAMUX_LOG", "warn")
@@ -255,6 +265,155 @@ async fn a_send_retried_with_its_idempotency_key_after_kill_9_is_not_sent_twice(
         .filter(|m| m["text"] == "exactly once")
         .count();
     assert_eq!(copies, 1, "the retried send went out once");
+    server.terminate().await;
+    sim.inner.shutdown().await;
+}
+
+/// Runs `wamux db copy`; returns whether it succeeded and what it printed.
+fn db_copy(from: &str, to: &str) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wamux"))
+        .args(["db", "copy", "--from", from, "--to", to])
+        .env_remove("WAMUX_DATABASE_URL")
+        .output()
+        .expect("wamux runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A user who outgrows one machine moves a live SQLite installation to PostgreSQL with
+/// `wamux db copy`: the server started on PostgreSQL has the session connected without a
+/// new QR code, its history, its webhook and the deliveries still owed, and sends with the
+/// keys it brought along. A second copy into the same database is refused, and the way back
+/// to SQLite works too.
+#[tokio::test]
+async fn db_copy_moves_a_linked_sqlite_installation_to_postgres_without_a_new_qr() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path().join("sim")).await;
+    let data = dir.path().join("data");
+    let (alice, bob) = ("15550000031", "15550000032");
+    sim.phone(alice, "Alice").await;
+    sim.phone(bob, "Bob").await;
+    let sqlite_env = vec![("WAMUX_WEBHOOK_ALLOW_PRIVATE", "true".to_owned())];
+    let server = Server::spawn_with(&data, free_port(), &sim, sqlite_env).await;
+    server.pair(&sim, "s1", alice).await;
+    sim.send(bob, alice, "before the move").await;
+    wait_until(LONG, "the message in the history", || async {
+        let (_, b) = server.get("/api/messages/s1").await;
+        b["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["text"] == "before the move"))
+    })
+    .await;
+    // A receiver that is down: its deliveries stay owed.
+    let down = format!("http://127.0.0.1:{}/hook", free_port());
+    let (s, b) = server
+        .post("/api/s1/webhook", json!({"url": down, "events": ["all"]}))
+        .await;
+    assert!(s.is_success(), "{b}");
+    let (s, b) = server
+        .post(
+            "/api/send-message",
+            json!({"sessionId": "s1", "to": bob, "text": "owed to the webhook"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    wait_until(LONG, "a delivery owed", || async {
+        let (_, b) = server
+            .get("/api/s1/webhook/deliveries?status=pending")
+            .await;
+        b["deliveries"].as_array().is_some_and(|d| !d.is_empty())
+    })
+    .await;
+    server.terminate().await;
+
+    let pg = crate::helpers::postgres_schema(&dir.path().join("pg"));
+    let (ok, text) = db_copy(data.to_str().unwrap(), pg.expose());
+    assert!(ok, "{text}");
+    assert!(text.contains("wa_sessions"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+    let (ok, text) = db_copy(data.to_str().unwrap(), pg.expose());
+    assert!(!ok, "a second copy into the same database is refused");
+    assert!(text.contains("not empty"), "{text}");
+
+    // A new data directory: everything comes from PostgreSQL.
+    let moved = dir.path().join("moved");
+    let pg_env = vec![
+        ("WAMUX_DATABASE_URL", pg.expose().to_owned()),
+        ("WAMUX_WEBHOOK_ALLOW_PRIVATE", "true".to_owned()),
+    ];
+    let server = Server::spawn_with(&moved, free_port(), &sim, pg_env).await;
+    wait_until(LONG, "connected again without a QR", || async {
+        server.status("s1").await == "connected"
+    })
+    .await;
+    let (_, qr) = server.get("/api/qr/s1").await;
+    assert!(qr.get("qr").is_none(), "no QR is offered: {qr}");
+    let (_, b) = server.get("/api/messages/s1").await;
+    let texts: Vec<&str> = b["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert!(texts.contains(&"before the move"), "{texts:?}");
+    assert!(texts.contains(&"owed to the webhook"), "{texts:?}");
+    let (s, b) = server.get("/api/s1/webhook").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["url"], down, "{b}");
+    let (_, b) = server
+        .get("/api/s1/webhook/deliveries?status=pending")
+        .await;
+    assert!(
+        b["deliveries"].as_array().is_some_and(|d| !d.is_empty()),
+        "the owed deliveries came along: {b}"
+    );
+    // The keys came along: a message goes out and arrives.
+    let (s, b) = server
+        .post(
+            "/api/send-message",
+            json!({"sessionId": "s1", "to": bob, "text": "from postgres"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    wait_until(LONG, "Bob to get it", || async {
+        sim.messages(bob)
+            .await
+            .iter()
+            .any(|m| m["text"] == "from postgres")
+    })
+    .await;
+    sim.send(bob, alice, "to postgres").await;
+    wait_until(LONG, "the reply in the history", || async {
+        let (_, b) = server.get("/api/messages/s1").await;
+        b["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["text"] == "to postgres"))
+    })
+    .await;
+    server.terminate().await;
+
+    // And back: a new SQLite installation from PostgreSQL.
+    let back = dir.path().join("back");
+    let (ok, text) = db_copy(pg.expose(), back.to_str().unwrap());
+    assert!(ok, "{text}");
+    let server = Server::spawn_with(&back, free_port(), &sim, Vec::new()).await;
+    wait_until(LONG, "connected on SQLite again", || async {
+        server.status("s1").await == "connected"
+    })
+    .await;
+    let (_, b) = server.get("/api/messages/s1").await;
+    assert!(
+        b["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["text"] == "to postgres"),
+        "{b}"
+    );
     server.terminate().await;
     sim.inner.shutdown().await;
 }

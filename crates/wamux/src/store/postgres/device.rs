@@ -14,6 +14,14 @@
 //! The pending-inbound buffer is not stored here: the gateway keeps it in its own table, so
 //! those methods keep their trait defaults.
 
+// The backend's whole API is public for the gateway and the copy tool, which call only parts
+// of it.
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "public API, not all of it called inside the crate"
+)]
+
 mod app_sync;
 mod device_row;
 mod protocol;
@@ -77,13 +85,15 @@ impl PgDeviceStore {
 pub async fn delete_device(pool: &PgPool, device_id: i32) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     for table in DEVICE_TABLES.iter().rev() {
-        let (table, key) = if *table == "device" {
-            (pg_table(table), "id")
+        // The device row's own key is its id; every other table names the device.
+        let key = if *table == "device" {
+            "id"
         } else {
-            (pg_table(table), "device_id")
+            "device_id"
         };
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM {table} WHERE {key} = $1"
+            "DELETE FROM {} WHERE {key} = $1",
+            pg_table(table)
         )))
         .bind(device_id)
         .execute(&mut *tx)

@@ -1,4 +1,4 @@
-//! The webhook tables on PostgreSQL: the same statements as on SQLite, with lists bound as
+//! The webhook tables on PostgreSQL: the queries of the SQLite backend, with lists bound as
 //! arrays (`unnest`, `= ANY`).
 
 use sqlx::PgConnection;
@@ -254,39 +254,31 @@ pub(crate) async fn fan_out(
         .map(|r| r.events.as_ref().map(serde_json::to_string).transpose())
         .collect::<Result<_, _>>()?;
     let starts: Vec<i64> = routes.iter().map(|r| r.start).collect();
-    // Each route with the id its session's events are read after.
-    const ROUTES: &str = "WITH r AS (
+    // One statement, so the deliveries and the cursor come from the same snapshot: between
+    // two statements another connection may commit events, which the cursor would then skip.
+    sqlx::query(
+        "WITH r AS (
             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS r(s, t, k, st)),
-        b AS (SELECT r.s, r.t, r.k::jsonb AS k, COALESCE(c.last_event_id, r.st) AS after
-              FROM r LEFT JOIN webhook_cursors c ON c.session_id = r.s)";
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{ROUTES}
-         INSERT INTO webhook_deliveries
-           (session_id, event_id, target, chat_key, status, attempts, next_attempt_at, created_at, updated_at)
-         SELECT e.session_id, e.id, b.t, COALESCE(e.chat_id, ''), 'pending', 0, $5, $5, $5
-         FROM b JOIN events e ON e.session_id = b.s AND e.id > b.after
-         WHERE b.k IS NULL OR b.k ? e.event
-         ORDER BY e.id
-         ON CONFLICT (event_id, target) DO NOTHING"
-    )))
+         b AS (SELECT r.s, r.t, r.k::jsonb AS k, COALESCE(c.last_event_id, r.st) AS after
+               FROM r LEFT JOIN webhook_cursors c ON c.session_id = r.s),
+         unread AS (SELECT e.session_id, e.id, e.event, e.chat_id, b.t, b.k
+                    FROM b JOIN events e ON e.session_id = b.s AND e.id > b.after),
+         deliveries AS (
+            INSERT INTO webhook_deliveries
+              (session_id, event_id, target, chat_key, status, attempts, next_attempt_at, created_at, updated_at)
+            SELECT session_id, id, t, COALESCE(chat_id, ''), 'pending', 0, $5, $5, $5
+            FROM unread WHERE k IS NULL OR k ? event
+            ORDER BY id
+            ON CONFLICT (event_id, target) DO NOTHING)
+         INSERT INTO webhook_cursors (session_id, last_event_id)
+         SELECT session_id, MAX(id) FROM unread GROUP BY session_id
+         ON CONFLICT (session_id) DO UPDATE SET last_event_id = excluded.last_event_id",
+    )
     .bind(&sessions)
     .bind(&targets)
     .bind(&filters)
     .bind(&starts)
     .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{ROUTES}
-         INSERT INTO webhook_cursors (session_id, last_event_id)
-         SELECT b.s, MAX(e.id) FROM b JOIN events e ON e.session_id = b.s AND e.id > b.after
-         GROUP BY b.s
-         ON CONFLICT (session_id) DO UPDATE SET last_event_id = excluded.last_event_id"
-    )))
-    .bind(&sessions)
-    .bind(&targets)
-    .bind(&filters)
-    .bind(&starts)
     .execute(&mut *conn)
     .await?;
     Ok(())
