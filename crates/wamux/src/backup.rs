@@ -79,7 +79,6 @@ pub async fn run(data_dir: &Path, database: &Database, out: &Path) -> anyhow::Re
                 ours: ours.clone(),
                 devices: devices.clone(),
             },
-            crate::whatsapp::prepare_device_store,
         )
         .await
         .with_context(|| format!("cannot copy the database {}", database.display()))?;

@@ -1,12 +1,18 @@
 //! Settings, in layers: built-in defaults, then an optional TOML file, then `WAMUX_*`
-//! environment variables, then command-line flags. [`Config::validate`] runs once at startup
-//! and names the setting that is wrong. Errors here are [`ConfigError`].
+//! environment variables, then command-line flags. [`Config::load`] checks and types them
+//! once, at startup, and names the setting that is wrong. Errors here are [`ConfigError`].
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::media::MediaConfig;
+use crate::net::TrustedProxies;
+use crate::store::{Database, PoolSize};
+use crate::webhook::config::WebhookConfig;
 
 /// A value that must not show up in logs or `Debug` output.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -42,8 +48,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// The gateway's settings, after layering. Every field has a `WAMUX_*` variable, a key of
-/// the same name (lower case, without the prefix) in the config file, and a flag.
+/// The gateway's settings, after layering and checking: every value here is typed and was
+/// validated once, by [`Config::load`]. Every field has a `WAMUX_*` variable, a key of the
+/// same name (lower case, without the prefix) in the config file, and a flag.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `WAMUX_API_KEY`: the key every `/api` request must carry. When unset, one is
@@ -58,7 +65,9 @@ pub struct Config {
     /// `WAMUX_DATABASE_URL`: where wamux keeps its data: unset means SQLite (`wamux.db` and
     /// `whatsapp.db` in the data directory); `postgres://user:password@host/db` means
     /// PostgreSQL, for everything including every device's keys (see docs/postgres.md).
-    pub database_url: Option<Secret>,
+    pub database_url: Option<Database>,
+    /// `WAMUX_DATABASE_MAX_CONNECTIONS`: connections this node opens to PostgreSQL at most.
+    pub database_pool: PoolSize,
     /// `WAMUX_PUBLIC_URL`: base of links handed out (media). Default `http://<host>:<port>`.
     pub public_url: Option<String>,
     /// `WAMUX_LOG`: log filter, e.g. `info` or `wamux=debug,whatsapp_rust=warn`.
@@ -74,9 +83,9 @@ pub struct Config {
     /// `WAMUX_SIM_PORT` (`wamux sandbox` only): port of the in-process simulator; 0 = any.
     pub sim_port: u16,
     /// `WAMUX_WEBHOOK_*`: webhook delivery (see docs/webhooks.md).
-    pub webhook: crate::webhook::config::WebhookOverrides,
+    pub webhook: WebhookConfig,
     /// `WAMUX_MEDIA_*`: media storage, limits and links (see docs/media.md).
-    pub media: crate::media::MediaOverrides,
+    pub media: MediaConfig,
     /// `WAMUX_LOG_DIR`: also write `combined.log`, `out.log` and `error.log` there.
     pub log_dir: Option<PathBuf>,
     /// `WAMUX_LOG_RETENTION`: rotated log files kept per name (one per day).
@@ -87,23 +96,33 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// `WAMUX_TRUSTED_PROXIES`: IPs/CIDRs whose `X-Forwarded-*` headers are believed.
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: TrustedProxies,
     /// `WAMUX_METRICS_LISTEN`: serve `/metrics` without the API key on this address instead.
-    pub metrics_listen: Option<String>,
-    /// `WAMUX_PASSKEY_STEP_TIMEOUT`: seconds WhatsApp may take for its next step of a
+    pub metrics_listen: Option<SocketAddr>,
+    /// `WAMUX_PASSKEY_STEP_TIMEOUT`: how long WhatsApp may take for its next step of a
     /// passkey link (after the assertion, after the confirmation) before the attempt is
     /// given up as stuck.
-    pub passkey_step_timeout: u64,
+    pub passkey_step_timeout: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
+        Self::with_data_dir("./data")
+    }
+}
+
+impl Config {
+    /// The defaults, with everything kept under `data_dir` (media included).
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
         Self {
             api_key: None,
             host: "0.0.0.0".into(),
             port: 3000,
-            data_dir: PathBuf::from("./data"),
+            media: MediaConfig::in_dir(&data_dir),
+            data_dir,
             database_url: None,
+            database_pool: PoolSize::default(),
             public_url: None,
             log: "info".into(),
             log_format: LogFormat::Text,
@@ -111,16 +130,15 @@ impl Default for Config {
             wa_url: None,
             wa_ca_file: None,
             sim_port: 0,
-            webhook: Default::default(),
-            media: Default::default(),
+            webhook: WebhookConfig::default(),
             log_dir: None,
             log_retention: 14,
             log_mask_phones: false,
             tls_cert: None,
             tls_key: None,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
             metrics_listen: None,
-            passkey_step_timeout: 60,
+            passkey_step_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -145,6 +163,9 @@ pub struct Overrides {
     /// Database: postgres://user:password@host/db for PostgreSQL [default: SQLite in the data directory]
     #[arg(long, env = "WAMUX_DATABASE_URL")]
     pub database_url: Option<Secret>,
+    /// Connections one node opens to PostgreSQL at most, all pools together [default: 20]
+    #[arg(long, env = "WAMUX_DATABASE_MAX_CONNECTIONS")]
+    pub database_max_connections: Option<u32>,
     /// Public base URL for links handed out (media) [default: http://<host>:<port>]
     #[arg(long, env = "WAMUX_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -250,89 +271,58 @@ impl Overrides {
     }
 }
 
+impl Overrides {
+    /// Puts `other`'s settings over these.
+    pub fn apply(&mut self, other: Overrides) {
+        macro_rules! over {
+            ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
+        }
+        over!(
+            api_key,
+            host,
+            port,
+            data_dir,
+            database_url,
+            database_max_connections,
+            public_url,
+            log,
+            log_format,
+            max_body_bytes,
+            wa_url,
+            wa_ca_file,
+            sim_port,
+            log_dir,
+            log_retention,
+            log_mask_phones,
+            tls_cert,
+            tls_key,
+            trusted_proxies,
+            metrics_listen,
+            passkey_step_timeout
+        );
+        self.webhook.apply(other.webhook);
+        self.media.apply(other.media);
+    }
+}
+
 impl Config {
-    /// Applies one layer on top of this one.
-    pub fn apply(&mut self, o: Overrides) {
-        if let Some(v) = o.api_key {
-            self.api_key = Some(v);
-        }
-        if let Some(v) = o.host {
-            self.host = v;
-        }
-        if let Some(v) = o.port {
-            self.port = v;
-        }
-        if let Some(v) = o.data_dir {
-            self.data_dir = v;
-        }
-        if let Some(v) = o.database_url {
-            self.database_url = Some(v);
-        }
-        if let Some(v) = o.public_url {
-            self.public_url = Some(v);
-        }
-        if let Some(v) = o.log {
-            self.log = v;
-        }
-        if let Some(v) = o.log_format {
-            self.log_format = v;
-        }
-        if let Some(v) = o.max_body_bytes {
-            self.max_body_bytes = v;
-        }
-        if let Some(v) = o.wa_url {
-            self.wa_url = Some(v);
-        }
-        if let Some(v) = o.wa_ca_file {
-            self.wa_ca_file = Some(v);
-        }
-        if let Some(v) = o.sim_port {
-            self.sim_port = v;
-        }
-        self.webhook.apply(o.webhook);
-        self.media.apply(o.media);
-        if let Some(v) = o.log_dir {
-            self.log_dir = Some(v);
-        }
-        if let Some(v) = o.log_retention {
-            self.log_retention = v;
-        }
-        if let Some(v) = o.log_mask_phones {
-            self.log_mask_phones = v;
-        }
-        if let Some(v) = o.tls_cert {
-            self.tls_cert = Some(v);
-        }
-        if let Some(v) = o.tls_key {
-            self.tls_key = Some(v);
-        }
-        if let Some(v) = o.trusted_proxies {
-            self.trusted_proxies = v;
-        }
-        if let Some(v) = o.metrics_listen {
-            self.metrics_listen = Some(v);
-        }
-        if let Some(v) = o.passkey_step_timeout {
-            self.passkey_step_timeout = v;
-        }
-    }
-
     /// Builds the configuration from the layers: defaults, then `file` (if given), then
-    /// `env_and_flags` (clap has already put flags over environment variables), then
-    /// validates it.
+    /// `env_and_flags` (clap has already put flags over environment variables), and checks
+    /// and types every setting, once.
     pub fn load(file: Option<&Path>, env_and_flags: Overrides) -> Result<Self, ConfigError> {
-        let mut c = Config::default();
+        let mut layers = Overrides::default();
         if let Some(path) = file {
-            c.apply(Overrides::from_file(path)?);
+            layers.apply(Overrides::from_file(path)?);
         }
-        c.apply(env_and_flags);
-        c.validate()?;
-        Ok(c)
+        layers.apply(env_and_flags);
+        Self::from_layers(layers)
     }
 
-    /// Checks every setting once; the error names the one that is wrong.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(k) = &self.api_key {
+    /// Checks and types the merged layers; the error names the setting that is wrong.
+    pub fn from_layers(o: Overrides) -> Result<Self, ConfigError> {
+        let d = Config::default();
+        let api_key = o.api_key;
+        if let Some(k) = &api_key {
             let k = k.expose();
             if k.len() < 8 {
                 return Err(invalid("WAMUX_API_KEY", "must be at least 8 characters"));
@@ -344,20 +334,29 @@ impl Config {
                 ));
             }
         }
-        if self.host.parse::<IpAddr>().is_err() && !is_hostname(&self.host) {
+        let host = o.host.unwrap_or(d.host);
+        if host.parse::<IpAddr>().is_err() && !is_hostname(&host) {
             return Err(invalid(
                 "WAMUX_HOST",
-                format!("`{}` is not an IP address or host name", self.host),
+                format!("`{host}` is not an IP address or host name"),
             ));
         }
-        if self.data_dir.as_os_str().is_empty() {
+        let data_dir = o.data_dir.unwrap_or(d.data_dir);
+        if data_dir.as_os_str().is_empty() {
             return Err(invalid("WAMUX_DATA_DIR", "must not be empty"));
         }
-        if let Some(url) = &self.database_url {
-            crate::store::Database::parse(url.expose())
-                .map_err(|m| invalid("WAMUX_DATABASE_URL", m))?;
-        }
-        if let Some(u) = &self.public_url {
+        let database_url = o
+            .database_url
+            .map(|url| Database::parse(url.expose()))
+            .transpose()
+            .map_err(|m| invalid("WAMUX_DATABASE_URL", m))?;
+        let database_pool = match o.database_max_connections {
+            None => d.database_pool,
+            Some(n) => {
+                PoolSize::new(n).map_err(|m| invalid("WAMUX_DATABASE_MAX_CONNECTIONS", m))?
+            }
+        };
+        if let Some(u) = &o.public_url {
             let ok = reqwest::Url::parse(u)
                 .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
                 .unwrap_or(false);
@@ -368,25 +367,29 @@ impl Config {
                 ));
             }
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+        let log = o.log.unwrap_or(d.log);
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
             return Err(invalid("WAMUX_LOG", e.to_string()));
         }
-        if let Err(message) = self.webhook.resolve() {
-            return Err(ConfigError::Invalid {
+        let webhook = o
+            .webhook
+            .resolve()
+            .map_err(|message| ConfigError::Invalid {
                 setting: "WAMUX_WEBHOOK_*",
                 message,
-            });
-        }
-        if !(1..=600).contains(&self.passkey_step_timeout) {
+            })?;
+        let passkey_step_timeout = o.passkey_step_timeout.unwrap_or(60);
+        if !(1..=600).contains(&passkey_step_timeout) {
             return Err(invalid(
                 "WAMUX_PASSKEY_STEP_TIMEOUT",
                 "must be between 1 and 600 seconds",
             ));
         }
-        if self.log_retention == 0 {
+        let log_retention = o.log_retention.unwrap_or(d.log_retention);
+        if log_retention == 0 {
             return Err(invalid("WAMUX_LOG_RETENTION", "must be at least 1"));
         }
-        match (&self.tls_cert, &self.tls_key) {
+        match (&o.tls_cert, &o.tls_key) {
             (Some(_), None) => {
                 return Err(invalid("WAMUX_TLS_KEY", "is needed with WAMUX_TLS_CERT"));
             }
@@ -395,28 +398,32 @@ impl Config {
             }
             _ => {}
         }
-        if let Err(message) = crate::net::TrustedProxies::parse(&self.trusted_proxies) {
-            return Err(invalid("WAMUX_TRUSTED_PROXIES", message));
-        }
-        if let Some(a) = &self.metrics_listen
-            && a.parse::<std::net::SocketAddr>().is_err()
-        {
-            return Err(invalid(
-                "WAMUX_METRICS_LISTEN",
-                format!("`{a}` is not an address like 127.0.0.1:9100"),
-            ));
-        }
-        if let Err(message) = self.media.resolve(&self.data_dir) {
-            return Err(ConfigError::Invalid {
+        let trusted_proxies = TrustedProxies::parse(&o.trusted_proxies.unwrap_or_default())
+            .map_err(|m| invalid("WAMUX_TRUSTED_PROXIES", m))?;
+        let metrics_listen = o
+            .metrics_listen
+            .map(|a| {
+                a.parse::<SocketAddr>().map_err(|_| {
+                    invalid(
+                        "WAMUX_METRICS_LISTEN",
+                        format!("`{a}` is not an address like 127.0.0.1:9100"),
+                    )
+                })
+            })
+            .transpose()?;
+        let media = o
+            .media
+            .resolve(&data_dir)
+            .map_err(|message| ConfigError::Invalid {
                 setting: "WAMUX_MEDIA_*",
                 message,
-            });
-        }
-        if self.max_body_bytes < 1024 {
+            })?;
+        let max_body_bytes = o.max_body_bytes.unwrap_or(d.max_body_bytes);
+        if max_body_bytes < 1024 {
             return Err(invalid("WAMUX_MAX_BODY_BYTES", "must be at least 1024"));
         }
         if cfg!(feature = "sandbox") {
-            if let Some(u) = &self.wa_url {
+            if let Some(u) = &o.wa_url {
                 let ok = reqwest::Url::parse(u)
                     .map(|u| matches!(u.scheme(), "ws" | "wss"))
                     .unwrap_or(false);
@@ -427,7 +434,7 @@ impl Config {
                     ));
                 }
             }
-            if let Some(p) = &self.wa_ca_file
+            if let Some(p) = &o.wa_ca_file
                 && !p.is_file()
             {
                 return Err(invalid(
@@ -438,32 +445,53 @@ impl Config {
         } else {
             // A production build talks to WhatsApp only; pointing it elsewhere is a
             // misconfiguration worth stopping for, not a setting to ignore.
-            if self.wa_url.is_some() {
+            if o.wa_url.is_some() {
                 return Err(invalid(
                     "WAMUX_WA_URL",
                     "this is a production build: it only connects to WhatsApp; unset WAMUX_WA_URL (a simulator needs a build with the `sandbox` feature)",
                 ));
             }
-            if self.wa_ca_file.is_some() {
+            if o.wa_ca_file.is_some() {
                 return Err(invalid(
                     "WAMUX_WA_CA_FILE",
                     "this is a production build: it only trusts WhatsApp; unset WAMUX_WA_CA_FILE (a simulator needs a build with the `sandbox` feature)",
                 ));
             }
         }
-        Ok(())
+        Ok(Config {
+            api_key,
+            host,
+            port: o.port.unwrap_or(d.port),
+            data_dir,
+            database_url,
+            database_pool,
+            public_url: o.public_url,
+            log,
+            log_format: o.log_format.unwrap_or(d.log_format),
+            max_body_bytes,
+            wa_url: o.wa_url,
+            wa_ca_file: o.wa_ca_file,
+            sim_port: o.sim_port.unwrap_or(d.sim_port),
+            webhook,
+            media,
+            log_dir: o.log_dir,
+            log_retention,
+            log_mask_phones: o.log_mask_phones.unwrap_or(d.log_mask_phones),
+            tls_cert: o.tls_cert,
+            tls_key: o.tls_key,
+            trusted_proxies,
+            metrics_listen,
+            passkey_step_timeout: Duration::from_secs(passkey_step_timeout),
+        })
+    }
+
+    /// Where the data is: the PostgreSQL of `WAMUX_DATABASE_URL`, else SQLite in the data
+    /// directory.
+    pub fn database(&self) -> Database {
+        Database::for_data_dir(self.database_url.as_ref(), &self.data_dir)
     }
 
     /// Base URL for links handed out to clients.
-    /// The database [`validate`](Self::validate) accepted.
-    pub fn database(&self) -> crate::store::Database {
-        let url = self
-            .database_url
-            .as_ref()
-            .and_then(|u| crate::store::Database::parse(u.expose()).ok());
-        crate::store::Database::for_data_dir(url.as_ref(), &self.data_dir)
-    }
-
     pub fn public_url(&self) -> String {
         match &self.public_url {
             Some(u) => u.trim_end_matches('/').to_owned(),
@@ -540,12 +568,74 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secret_is_hidden_from_debug() {
-        let c = Config {
-            api_key: Some(Secret::new("supersecretkey")),
-            ..Config::default()
-        };
-        assert!(!format!("{c:?}").contains("supersecretkey"));
+    fn secrets_are_hidden_from_debug() {
+        let c = Config::load(
+            None,
+            Overrides {
+                api_key: Some(Secret::new("supersecretkey")),
+                database_url: Some(Secret::new(
+                    "postgres://wamux:dbpassword1@db.internal/wamux",
+                )),
+                webhook: crate::webhook::config::WebhookOverrides {
+                    url: Some("https://example.com/hook".into()),
+                    secret: Some("whsec_c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0".into()),
+                    ..Default::default()
+                },
+                media: crate::media::MediaOverrides {
+                    storage: Some("s3".into()),
+                    s3_bucket: Some("b".into()),
+                    s3_access_key_id: Some("AKIDEXAMPLE".into()),
+                    s3_secret_access_key: Some(Secret::new("s3secretvalue")),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        for secret in [
+            "supersecretkey",
+            "dbpassword1",
+            "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0",
+            "s3secretvalue",
+        ] {
+            assert!(!shown.contains(secret), "{secret} shows in {shown}");
+        }
+        assert!(shown.contains("db.internal"), "{shown}");
+    }
+
+    #[test]
+    fn typed_once_from_the_layers() {
+        let c = Config::load(
+            None,
+            Overrides {
+                data_dir: Some("/srv/wamux".into()),
+                metrics_listen: Some("127.0.0.1:9100".into()),
+                database_max_connections: Some(5),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.media.dir, PathBuf::from("/srv/wamux/uploads"));
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(c.database_pool.max_connections(), 5);
+        assert_eq!(c.database(), Database::Sqlite("/srv/wamux/wamux.db".into()));
+        assert_eq!(
+            Config::with_data_dir("/x").media.dir,
+            PathBuf::from("/x/uploads")
+        );
+        let e = Config::load(
+            None,
+            Overrides {
+                database_max_connections: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("WAMUX_DATABASE_MAX_CONNECTIONS"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -58,14 +58,12 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    config.validate()?;
     check_certificate_safety()?;
     // A bad certificate is a startup error, not something the first client finds out.
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
         tls::load(cert, key)?;
     }
-    let trusted =
-        Arc::new(net::TrustedProxies::parse(&config.trusted_proxies).map_err(anyhow::Error::msg)?);
+    let trusted = Arc::new(config.trusted_proxies.clone());
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let (key, generated) = config::resolve_api_key(&config)
@@ -79,7 +77,7 @@ pub async fn run(
         );
     }
     let database = config.database();
-    let store = Store::connect(&database)
+    let store = Store::connect_with(&database, config.database_pool)
         .await
         .with_context(|| format!("cannot open the database {}", database.display()))?;
     tracing::info!(engine = store.engine(), database = %database.display(), "database open");
@@ -97,10 +95,7 @@ pub async fn run(
         },
     };
     let media = media::Media::new(
-        config
-            .media
-            .resolve(&config.data_dir)
-            .map_err(anyhow::Error::msg)?,
+        config.media.clone(),
         store.clone(),
         events.clone(),
         media_base_url(&config, &listener)?,
@@ -119,7 +114,7 @@ pub async fn run(
         events.clone(),
         connector,
         session::SessionSettings {
-            passkey_step_timeout: std::time::Duration::from_secs(config.passkey_step_timeout),
+            passkey_step_timeout: config.passkey_step_timeout,
         },
     );
     // Started before the sessions, so their first events are heard; stopped after them, so
@@ -127,7 +122,7 @@ pub async fn run(
     let webhooks = webhook::Webhooks::start(
         store.clone(),
         &events,
-        config.webhook.resolve().map_err(anyhow::Error::msg)?,
+        config.webhook.clone(),
         tokio_util::sync::CancellationToken::new(),
     )
     .await

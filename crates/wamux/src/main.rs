@@ -103,9 +103,7 @@ fn main() -> anyhow::Result<()> {
                 {
                     std::fs::create_dir_all(dir)?;
                 }
-                let report =
-                    wamux::store::copy::copy(&from, &to, wamux::whatsapp::prepare_device_store)
-                        .await?;
+                let report = wamux::store::copy::copy(&from, &to).await?;
                 println!("copied {} to {}: {report}", from.display(), to.display());
                 Ok(())
             }

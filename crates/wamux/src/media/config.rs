@@ -64,6 +64,15 @@ pub struct S3Config {
 
 pub const DEFAULT_MAX_BYTES: u64 = 100 * 1024 * 1024;
 
+impl MediaConfig {
+    /// The defaults, with files kept in `<data_dir>/uploads`.
+    pub fn in_dir(data_dir: &Path) -> Self {
+        MediaOverrides::default()
+            .resolve(data_dir)
+            .expect("the default media settings are valid")
+    }
+}
+
 /// One layer of media settings.
 #[derive(Debug, Clone, Default, serde::Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]

@@ -140,13 +140,8 @@ impl Kind {
 }
 
 /// Copies the installation at `from` into the empty one at `to`. One end must be
-/// PostgreSQL, the other SQLite. `prepare_devices` creates the device store's schema in a
-/// SQLite file (whatsapp-rust owns it), for a copy into SQLite.
-pub async fn copy<F, Fut>(from: &Place, to: &Place, prepare_devices: F) -> Result<Report>
-where
-    F: FnOnce(PathBuf) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
+/// PostgreSQL, the other SQLite.
+pub async fn copy(from: &Place, to: &Place) -> Result<Report> {
     match (from, to) {
         (Place::Sqlite { ours, devices }, Place::Postgres(db)) => {
             if !ours.exists() {
@@ -202,9 +197,7 @@ where
             let source = Store::connect(db).await?;
             source.close().await;
             Store::open(ours).await?.close().await;
-            prepare_devices(devices.clone()).await.map_err(|e| {
-                StoreError::Invalid(format!("cannot create the device store: {e:#}"))
-            })?;
+            super::sqlite::device::prepare(devices).await?;
             let mut pg = pg_connect(db).await?;
             // One snapshot of the source for the whole copy.
             let mut src = pg.begin().await?;

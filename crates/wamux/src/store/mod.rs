@@ -115,6 +115,52 @@ impl Database {
     }
 }
 
+/// How many connections one node opens to PostgreSQL at most
+/// (`WAMUX_DATABASE_MAX_CONNECTIONS`): one is the writer, the rest are split between reads
+/// and the devices' keys. SQLite has no pool to size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSize(u32);
+
+impl Default for PoolSize {
+    fn default() -> Self {
+        Self(20)
+    }
+}
+
+impl PoolSize {
+    pub fn new(max_connections: u32) -> Result<Self, String> {
+        if (3..=1000).contains(&max_connections) {
+            Ok(Self(max_connections))
+        } else {
+            Err(format!(
+                "{max_connections} is not a number from 3 to 1000 (one writer, at least one for reads and one for the device keys)"
+            ))
+        }
+    }
+
+    pub fn max_connections(self) -> u32 {
+        self.0
+    }
+
+    /// Connections for reads (API, webhook workers' lookups).
+    fn reads(self) -> u32 {
+        (self.0 - 1) / 2
+    }
+
+    /// Connections shared by every device's store.
+    fn devices(self) -> u32 {
+        self.0 - 1 - self.reads()
+    }
+}
+
+/// One device's keys, behind whatsapp-rust's storage traits.
+pub struct DeviceKeys {
+    pub backend: Arc<dyn wacore::store::traits::Backend>,
+    /// Older versions kept pending inbound messages in the SQLite device store's own
+    /// table; such rows are still looked for there.
+    pub legacy_pending: bool,
+}
+
 /// Handle on the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -199,12 +245,20 @@ struct Write {
 const WRITE_BATCH: usize = 256;
 
 impl Store {
-    /// Opens (creating if needed) the database and runs pending migrations.
+    /// Opens (creating if needed) the database and runs pending migrations, with the
+    /// default pool size.
     pub async fn connect(database: &Database) -> Result<Self> {
+        Self::connect_with(database, PoolSize::default()).await
+    }
+
+    /// [`connect`](Self::connect) with at most `pool` connections to PostgreSQL.
+    pub async fn connect_with(database: &Database, pool: PoolSize) -> Result<Self> {
         let (writes, queue) = tokio::sync::mpsc::unbounded_channel();
         let db = match database {
             Database::Sqlite(path) => Db::Sqlite(sqlite::Db::open(path).await?),
-            Database::Postgres(url) => Db::Postgres(postgres::Db::open(url.expose()).await?),
+            Database::Postgres(url) => {
+                Db::Postgres(postgres::Db::open(url.expose(), pool.reads(), pool.devices()).await?)
+            }
         };
         let store = Self { db, writes };
         match &store.db {
@@ -304,22 +358,31 @@ impl Store {
         }
     }
 
-    /// The PostgreSQL pool, shared with the device store.
-    pub(crate) fn postgres(&self) -> Option<&postgres::Db> {
+    /// Brings the device store's schema up to date before any device opens it: on SQLite
+    /// whatsapp-rust's schema in the file `device_db`; on PostgreSQL the device tables are
+    /// migrated with ours, so there is nothing to do.
+    pub async fn prepare_devices(&self, device_db: &Path) -> Result<()> {
         match &self.db {
-            Db::Postgres(db) => Some(db),
-            Db::Sqlite(_) => None,
+            Db::Postgres(_) => Ok(()),
+            Db::Sqlite(_) => sqlite::device::prepare(device_db).await,
         }
     }
 
-    /// whatsapp-rust's store for one device, when it lives in this database (PostgreSQL).
-    /// On SQLite the device store is whatsapp-rust's own file, opened by the caller.
-    pub fn device_store(&self, device_id: i32) -> Option<Arc<dyn wacore::store::traits::Backend>> {
-        self.postgres().map(|db| {
-            Arc::new(postgres::device::PgDeviceStore::new(
-                db.devices().clone(),
-                device_id,
-            )) as Arc<dyn wacore::store::traits::Backend>
+    /// One device's keys: in this database (PostgreSQL, one pool shared by every device),
+    /// else in the SQLite file `device_db`.
+    pub async fn open_device(&self, device_db: &Path, device_id: i32) -> Result<DeviceKeys> {
+        Ok(match &self.db {
+            Db::Postgres(db) => DeviceKeys {
+                backend: Arc::new(postgres::device::PgDeviceStore::new(
+                    db.devices().clone(),
+                    device_id,
+                )),
+                legacy_pending: false,
+            },
+            Db::Sqlite(_) => DeviceKeys {
+                backend: sqlite::device::open(device_db, device_id).await?,
+                legacy_pending: true,
+            },
         })
     }
 
@@ -584,5 +647,92 @@ mod tests {
             assert!(!ids.iter().any(|id| id.ends_with('7')), "{ids:?}");
             db.drop().await;
         }
+    }
+}
+
+/// The seam holds: the rest of the gateway names no database crate and writes no SQL.
+#[cfg(test)]
+mod seam {
+    use std::path::{Path, PathBuf};
+
+    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// Whether a line of code names a database crate or starts an SQL statement.
+    fn touches_the_database(line: &str) -> bool {
+        const CRATES: [&str; 4] = [
+            "sqlx",
+            "rusqlite",
+            "whatsapp_rust_sqlite_storage",
+            "SqliteStore",
+        ];
+        const STATEMENTS: [&str; 7] = [
+            "SELECT ",
+            "INSERT INTO",
+            "UPDATE ",
+            "DELETE FROM",
+            "CREATE TABLE",
+            "PRAGMA ",
+            "BEGIN IMMEDIATE",
+        ];
+        let line = line.trim_start();
+        !line.starts_with("//")
+            && (CRATES.iter().any(|c| line.contains(c))
+                || STATEMENTS.iter().any(|s| {
+                    line.contains(&format!("\"{s}"))
+                        || line.contains(&format!("\"{}", s.to_lowercase()))
+                }))
+    }
+
+    #[test]
+    fn the_check_sees_what_it_looks_for() {
+        assert!(touches_the_database("let q = sqlx::query(\"x\");"));
+        assert!(touches_the_database(
+            "    conn.execute(\"DELETE FROM sessions\")"
+        ));
+        assert!(touches_the_database(
+            "use whatsapp_rust_sqlite_storage::SqliteStore;"
+        ));
+        assert!(!touches_the_database("// SELECT the sessions"));
+        assert!(!touches_the_database(
+            "store.delete_device(&path, id).await"
+        ));
+    }
+
+    #[test]
+    fn no_sql_and_no_database_crate_outside_the_store() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let store = src.join("store");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        let outside: Vec<_> = files.iter().filter(|f| !f.starts_with(&store)).collect();
+        assert!(
+            outside.len() > 20,
+            "the walk found the sources: {outside:?}"
+        );
+        let mut found = Vec::new();
+        for file in outside {
+            let text = std::fs::read_to_string(file).unwrap();
+            // A module's unit tests may set up whatsapp-rust's own store to compare with.
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (n, line) in code.lines().enumerate() {
+                if touches_the_database(line) {
+                    found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "outside src/store/:\n{}",
+            found.join("\n")
+        );
     }
 }

@@ -140,13 +140,7 @@ pub async fn run_cli(cmd: WebhookCmd, config: &crate::Config) -> anyhow::Result<
             let timeout = match timeout {
                 Some(t) => super::schedule::parse_duration(&t)
                     .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?,
-                None => {
-                    config
-                        .webhook
-                        .resolve()
-                        .map_err(anyhow::Error::msg)?
-                        .timeout
-                }
+                None => config.webhook.timeout,
             };
             let report = run(&url, secret.as_deref(), timeout).await?;
             print(&report, &url);

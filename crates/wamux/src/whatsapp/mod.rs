@@ -26,7 +26,6 @@ use whatsapp_rust::pair_code::PairCodeOptions;
 use whatsapp_rust::send::SendOptions;
 use whatsapp_rust::waproto::whatsapp as wa;
 use whatsapp_rust::{Client, Jid};
-use whatsapp_rust_sqlite_storage::SqliteStore;
 use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
 
 use crate::event::EventBus;
@@ -103,7 +102,7 @@ pub struct Endpoint {
 
 /// Builds WhatsApp clients for sessions.
 pub struct WaConnector {
-    device_db: String,
+    device_db: PathBuf,
     endpoint: Endpoint,
     tls: Option<Arc<rustls::ClientConfig>>,
     http: http::ReqwestHttpClient,
@@ -145,7 +144,7 @@ impl WaConnector {
         };
         let http = http::ReqwestHttpClient::new(endpoint.ca_pem.as_deref())?;
         Ok(Self {
-            device_db: device_db.to_string_lossy().into_owned(),
+            device_db: device_db.to_owned(),
             endpoint,
             tls,
             http,
@@ -190,23 +189,16 @@ impl WaConnector {
             .acquire()
             .await
             .context("the connector is closed")?;
-        let (backend, legacy_pending): (Arc<dyn wacore::store::traits::Backend>, bool) =
-            match self.store.device_store(device_id) {
-                Some(backend) => (backend, false),
-                None => (
-                    Arc::new(
-                        SqliteStore::new_for_device(&self.device_db, device_id)
-                            .await
-                            .context("cannot open the WhatsApp device store")?,
-                    ),
-                    true,
-                ),
-            };
+        let keys = self
+            .store
+            .open_device(&self.device_db, device_id)
+            .await
+            .context("cannot open the WhatsApp device store")?;
         let backend = device_store::DeviceBackend::new(
-            backend,
+            keys.backend,
             i64::from(device_id),
             self.pending.clone(),
-            legacy_pending,
+            keys.legacy_pending,
         );
         let mut transport = TokioWebSocketTransportFactory::new();
         if let Some(url) = &self.endpoint.url {
@@ -264,39 +256,20 @@ impl WaConnector {
     /// all created it, and all but one failed ("table identities already exists"). One
     /// store opened first leaves the others nothing to migrate.
     async fn migrate(&self) -> anyhow::Result<()> {
-        if self.store.device_store(0).is_some() {
-            // In our database: migrated with it.
-            return Ok(());
-        }
         self.migrated
-            .get_or_try_init(|| async {
-                SqliteStore::new(&self.device_db)
-                    .await
-                    .map(drop)
-                    .context("cannot set up the WhatsApp device store")
-            })
+            .get_or_try_init(|| self.store.prepare_devices(&self.device_db))
             .await
             .map(|_| ())
+            .context("cannot set up the WhatsApp device store")
     }
 
     /// Deletes everything the device store keeps for a device.
     pub async fn delete_device(&self, device_id: i64) -> anyhow::Result<()> {
         self.store
-            .delete_device(Path::new(&self.device_db), device_id)
+            .delete_device(&self.device_db, device_id)
             .await
             .context("cannot delete the device's WhatsApp keys")
     }
-}
-
-/// Creates whatsapp-rust's SQLite device store (its schema) at `path`.
-pub async fn prepare_device_store(path: std::path::PathBuf) -> anyhow::Result<()> {
-    let path = path
-        .to_str()
-        .context("the device store path is not valid UTF-8")?;
-    SqliteStore::new(path)
-        .await
-        .map(drop)
-        .context("cannot set up the WhatsApp device store")
 }
 
 /// The running client task. Dropping it aborts the client.

@@ -55,15 +55,7 @@ impl TestApp {
 
     pub async fn start_with(opts: Options) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config {
-            api_key: Some(Secret::new(KEY)),
-            host: "127.0.0.1".into(),
-            port: 0,
-            data_dir: opts.data_dir.unwrap_or_else(|| dir.path().join("data")),
-            log: "warn".into(),
-            ..Config::default()
-        };
-        config.database_url = database_url(&config.data_dir);
+        let mut config = config(&opts.data_dir.unwrap_or_else(|| dir.path().join("data")));
         if opts.no_key {
             config.api_key = None;
         }
@@ -431,12 +423,20 @@ pub fn postgres_schema(key: &std::path::Path) -> Secret {
 
 /// [`database_url`] as the store opens it.
 pub fn database(data_dir: &std::path::Path) -> wamux::store::Database {
-    wamux::store::Database::for_data_dir(
-        database_url(data_dir)
-            .map(wamux::store::Database::Postgres)
-            .as_ref(),
-        data_dir,
-    )
+    config(data_dir).database()
+}
+
+/// A test server's settings on `data_dir`: the test key, a free loopback port, quiet logs,
+/// and the backend the tests run on.
+pub fn config(data_dir: &std::path::Path) -> Config {
+    Config {
+        api_key: Some(Secret::new(KEY)),
+        host: "127.0.0.1".into(),
+        port: 0,
+        log: "warn".into(),
+        database_url: database_url(data_dir).map(wamux::store::Database::Postgres),
+        ..Config::with_data_dir(data_dir)
+    }
 }
 
 /// `WAMUX_DATABASE_URL` for a server process on `data_dir`, when the tests run on PostgreSQL.

@@ -49,7 +49,7 @@ pub(crate) async fn app_with(configure: impl FnOnce(&mut Config) + Send + 'stati
     TestApp::start_with(Options {
         sim: true,
         configure: Some(Box::new(move |c: &mut Config| {
-            c.webhook.allow_private = Some(true);
+            c.webhook.allow_private = true;
             configure(c);
         })),
         ..Options::default()
@@ -302,7 +302,7 @@ pub(crate) async fn bob_received(app: &TestApp, id: &str) -> Value {
 
 #[tokio::test]
 async fn send_media_by_url_base64_and_upload_reaches_the_phone_byte_identical() {
-    let app = app_with(|c| c.media.allow_private = Some(true)).await;
+    let app = app_with(|c| c.media.allow_private = true).await;
     paired(&app).await;
 
     // From a URL: type from the server's Content-Type, stored for the history too.
@@ -443,7 +443,7 @@ async fn failed_downloads_still_announce_the_message_with_media_error_and_retry_
 
     // Over our own limit: not downloaded at all, and said so.
     app.stop().await;
-    let app = app_with(|c| c.media.max_bytes = Some(10_000)).await;
+    let app = app_with(|c| c.media.max_bytes = 10_000).await;
     paired(&app).await;
     let mut hooks = Hooks::start(&app).await;
     let id = phone_sends(&app, "video/mp4", None, None, &bytes(20_000, 3)).await;
@@ -663,7 +663,7 @@ async fn uploads_serve_ranges_and_caching_and_refuse_every_odd_name() {
 #[tokio::test]
 async fn signed_links_are_required_when_enabled() {
     let app = TestApp::start_with(Options {
-        configure: Some(Box::new(|c: &mut Config| c.media.signed_urls = Some(true))),
+        configure: Some(Box::new(|c: &mut Config| c.media.signed_urls = true)),
         ..Options::default()
     })
     .await;
@@ -683,7 +683,7 @@ async fn signed_links_are_required_when_enabled() {
 
 #[tokio::test]
 async fn send_media_says_what_is_wrong_with_bad_media() {
-    let app = app_with(|c| c.media.max_bytes = Some(64 * 1024)).await;
+    let app = app_with(|c| c.media.max_bytes = 64 * 1024).await;
 
     // Before any session exists: field checks, then the session.
     let bad = |body: Value| {
@@ -753,8 +753,8 @@ async fn send_media_says_what_is_wrong_with_bad_media() {
 #[tokio::test]
 async fn send_media_from_unreachable_urls_is_a_client_error() {
     let app = app_with(|c| {
-        c.media.allow_private = Some(true);
-        c.media.fetch_timeout = Some("3s".into());
+        c.media.allow_private = true;
+        c.media.fetch_timeout = Duration::from_secs(3);
     })
     .await;
     paired(&app).await;
@@ -793,7 +793,7 @@ async fn settled_message(app: &TestApp, session: &str, id: &str) -> Value {
 
 #[tokio::test]
 async fn voice_notes_and_audio_files_keep_their_kind_both_ways() {
-    let app = app_with(|c| c.media.allow_private = Some(true)).await;
+    let app = app_with(|c| c.media.allow_private = true).await;
     paired(&app).await;
     // Session s2 is one of Bob's linked devices: it sees what Bob's phone gets, through the
     // same decoding as any message, so it shows whether the voice-note flag arrived.

@@ -120,17 +120,21 @@ impl Drop for S3Server {
 async fn app_on_s3(s3: &S3Server, file_urls: &'static str, retention_days: u64) -> TestApp {
     let endpoint = s3.endpoint.clone();
     app_with(move |c| {
-        let m = &mut c.media;
-        m.allow_private = Some(true);
-        m.storage = Some("s3".into());
-        m.s3_bucket = Some(BUCKET.into());
-        m.s3_endpoint = Some(endpoint);
-        m.s3_region = Some("us-east-1".into());
-        m.s3_access_key_id = Some("test".into());
-        m.s3_secret_access_key = Some(Secret::new("test"));
-        m.s3_prefix = Some(format!("/{PREFIX}/"));
-        m.s3_file_urls = Some(file_urls.into());
-        m.retention_days = Some(retention_days);
+        c.media = wamux::media::MediaOverrides {
+            allow_private: Some(true),
+            storage: Some("s3".into()),
+            s3_bucket: Some(BUCKET.into()),
+            s3_endpoint: Some(endpoint),
+            s3_region: Some("us-east-1".into()),
+            s3_access_key_id: Some("test".into()),
+            s3_secret_access_key: Some(Secret::new("test")),
+            s3_prefix: Some(format!("/{PREFIX}/")),
+            s3_file_urls: Some(file_urls.into()),
+            retention_days: Some(retention_days),
+            ..Default::default()
+        }
+        .resolve(&c.data_dir)
+        .expect("valid S3 test settings");
     })
     .await
 }

@@ -127,7 +127,7 @@ async fn every_documented_operation_answers_as_documented() {
 
     let app = TestApp::start_with(Options {
         sim: true,
-        configure: Some(Box::new(|c| c.webhook.allow_private = Some(true))),
+        configure: Some(Box::new(|c| c.webhook.allow_private = true)),
         ..Options::default()
     })
     .await;
@@ -307,10 +307,7 @@ async fn served_paths(app: &TestApp) -> BTreeSet<String> {
 async fn manual_state(app: &TestApp) -> wamux::AppState {
     let dir = app.dir.path().join("listing");
     std::fs::create_dir_all(&dir).unwrap();
-    let config = wamux::Config {
-        data_dir: dir.clone(),
-        ..wamux::Config::default()
-    };
+    let config = wamux::Config::with_data_dir(&dir);
     let store = wamux::store::Store::connect(&crate::helpers::database(&dir))
         .await
         .unwrap();
@@ -334,13 +331,13 @@ async fn manual_state(app: &TestApp) -> wamux::AppState {
     let webhooks = wamux::webhook::Webhooks::start(
         store.clone(),
         &events,
-        config.webhook.resolve().unwrap(),
+        config.webhook.clone(),
         tokio_util::sync::CancellationToken::new(),
     )
     .await
     .unwrap();
     let media = wamux::media::Media::new(
-        config.media.resolve(&dir).unwrap(),
+        config.media.clone(),
         store.clone(),
         events.clone(),
         "http://127.0.0.1".into(),

@@ -13,7 +13,6 @@ use reqwest::StatusCode;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::sync::oneshot;
 use wamux::Config;
-use wamux::config::Secret;
 
 use crate::helpers::{KEY, wait_for, wait_until};
 
@@ -120,14 +119,7 @@ struct Server {
 impl Server {
     async fn start(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config {
-            api_key: Some(Secret::new(KEY)),
-            host: "127.0.0.1".into(),
-            port: 0,
-            data_dir: dir.path().join("data"),
-            log: "warn".into(),
-            ..Config::default()
-        };
+        let mut config = crate::helpers::config(&dir.path().join("data"));
         adjust(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -313,7 +305,10 @@ fn nginx_accepts_the_site() {
 #[tokio::test]
 async fn nginx_in_front_serves_the_api_over_https_and_carries_socketio() {
     setup();
-    let server = Server::start(|c| c.trusted_proxies = vec!["127.0.0.1".into()]).await;
+    let server = Server::start(|c| {
+        c.trusted_proxies = wamux::net::TrustedProxies::parse(&["127.0.0.1".into()]).unwrap()
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(&dir.path().join("tls"), "nginx");
     let (http, https) = (free_port(), free_port());
@@ -988,6 +983,21 @@ mod production_binary {
         // The backup holds the session: a server started on it is connected again without
         // a QR (the original is stopped first: one device, one connection).
         assert!(backup.join("wamux.db").is_file() && backup.join("whatsapp.db").is_file());
+        // A backup is a SQLite installation; on PostgreSQL it goes back with `db copy`.
+        if let Some(url) = crate::helpers::database_url(&backup) {
+            let copy = Command::new(env!("CARGO_BIN_EXE_wamux"))
+                .args(["db", "copy", "--from"])
+                .arg(&backup)
+                .args(["--to", url.expose()])
+                .env_remove("WAMUX_DATABASE_URL")
+                .output()
+                .expect("run wamux db copy");
+            assert!(
+                copy.status.success(),
+                "db copy of the backup failed: {}",
+                String::from_utf8_lossy(&copy.stderr)
+            );
+        }
         let restored = Wamux::spawn(
             &backup,
             &dir.path().join("logs2"),

@@ -17,9 +17,9 @@ async fn app_with(step_timeout: Option<u64>) -> TestApp {
     TestApp::start_with(Options {
         sim: true,
         configure: Some(Box::new(move |c| {
-            c.webhook.allow_private = Some(true);
+            c.webhook.allow_private = true;
             if let Some(t) = step_timeout {
-                c.passkey_step_timeout = t;
+                c.passkey_step_timeout = Duration::from_secs(t);
             }
         })),
         ..Options::default()

@@ -16,7 +16,6 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::sync::{mpsc, oneshot};
 use wamux::Config;
-use wamux::config::Secret;
 use wamux::event::EventKind;
 use wamux::store::Store;
 use wamux::webhook::config::WebhookOverrides;
@@ -174,14 +173,8 @@ impl App {
         let config = Config {
             wa_url,
             wa_ca_file,
-            api_key: Some(Secret::new(KEY)),
-            host: "127.0.0.1".into(),
-            port: 0,
-            data_dir: dir.path().join("data"),
-            database_url: crate::helpers::database_url(&dir.path().join("data")),
-            log: "warn".into(),
-            webhook,
-            ..Config::default()
+            webhook: webhook.resolve().expect("valid test webhook settings"),
+            ..crate::helpers::config(&dir.path().join("data"))
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

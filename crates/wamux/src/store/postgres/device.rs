@@ -14,14 +14,6 @@
 //! The pending-inbound buffer is not stored here: the gateway keeps it in its own table, so
 //! those methods keep their trait defaults.
 
-// The backend's whole API is public for the gateway and the copy tool, which call only parts
-// of it.
-#![allow(
-    dead_code,
-    unused_imports,
-    reason = "public API, not all of it called inside the crate"
-)]
-
 mod app_sync;
 mod device_row;
 mod protocol;
@@ -30,8 +22,6 @@ mod wire;
 
 use sqlx::PgPool;
 use wacore::store::error::StoreError;
-
-pub use device_row::allocate_device;
 
 /// The tables that hold a device's rows, by their SQLite names (the PostgreSQL ones carry a
 /// `wa_` prefix), parents first: copy them in this order and delete in the reverse one.
@@ -70,14 +60,6 @@ pub struct PgDeviceStore {
 impl PgDeviceStore {
     pub fn new(pool: PgPool, device_id: i32) -> Self {
         Self { pool, device_id }
-    }
-
-    pub fn device_id(&self) -> i32 {
-        self.device_id
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
     }
 }
 
@@ -332,27 +314,6 @@ mod tests {
                 .is_none()
         );
 
-        // Allocation skips ids taken explicitly.
-        PgDeviceStore::new(db.pool.clone(), 1)
-            .create()
-            .await
-            .unwrap();
-        PgDeviceStore::new(db.pool.clone(), 2)
-            .create()
-            .await
-            .unwrap();
-        let a = allocate_device(&db.pool).await.unwrap();
-        let b = allocate_device(&db.pool).await.unwrap();
-        assert!(
-            ![1, 2, 7].contains(&a) && ![1, 2, 7, a].contains(&b),
-            "{a} {b}"
-        );
-        assert!(
-            PgDeviceStore::new(db.pool.clone(), a)
-                .exists()
-                .await
-                .unwrap()
-        );
         db.drop().await;
     }
 

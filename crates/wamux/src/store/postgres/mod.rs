@@ -20,11 +20,6 @@ use super::{Result, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// Connections for reads (API, webhook workers' lookups).
-const READ_CONNECTIONS: u32 = 8;
-/// Connections shared by every device's store.
-const DEVICE_CONNECTIONS: u32 = 8;
-
 #[derive(Clone, Debug)]
 pub struct Db {
     pub(super) pool: PgPool,
@@ -34,8 +29,9 @@ pub struct Db {
 
 impl Db {
     /// Connects and runs pending migrations (under PostgreSQL's advisory lock, so nodes
-    /// starting together migrate once).
-    pub async fn open(url: &str) -> Result<Self> {
+    /// starting together migrate once). `reads` and `devices` size those pools; the writer
+    /// is one connection.
+    pub async fn open(url: &str, reads: u32, devices: u32) -> Result<Self> {
         let opts = PgConnectOptions::from_str(url)?;
         let pool = |max: u32, min: u32| {
             PgPoolOptions::new()
@@ -44,11 +40,11 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(opts.clone())
         };
-        let read = pool(READ_CONNECTIONS, 0).await?;
+        let read = pool(reads, 0).await?;
         MIGRATOR.run(&read).await?;
         Ok(Self {
             writer: pool(1, 1).await?,
-            devices: pool(DEVICE_CONNECTIONS, 0).await?,
+            devices: pool(devices, 0).await?,
             pool: read,
         })
     }

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use sqlx::Row;
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
 use wacore::libsignal::protocol::{KeyPair, PrivateKey, PublicKey};
 use wacore::store::Device;
 use wacore::store::device::{DEVICE_PROPS, account_serde};
@@ -12,9 +12,6 @@ use wacore::store::traits::DeviceStore;
 use whatsapp_rust::{Jid, async_trait};
 
 use super::{PgDeviceStore, db_error, wire};
-
-/// Attempts at drawing a free device id before giving up (see [`allocate_device`]).
-const ALLOCATE_ATTEMPTS: usize = 16;
 
 /// A key pair as the SQLite store stores it: the private key, then the public key.
 fn key_pair_bytes(key_pair: &KeyPair) -> Vec<u8> {
@@ -160,43 +157,6 @@ fn device_from_row(device_id: i32, row: &PgRow) -> Result<Device> {
     })
 }
 
-/// Creates a device row with fresh keys under a device id drawn from the table's identity,
-/// and returns that id.
-///
-/// Rows may also be written with ids chosen elsewhere (the gateway's own device numbers,
-/// rows copied from SQLite), which the identity does not know about: an id already taken is
-/// skipped and the next one drawn.
-pub async fn allocate_device(pool: &PgPool) -> Result<i32> {
-    let device = Device::new();
-    for _ in 0..ALLOCATE_ATTEMPTS {
-        let id: Option<i32> = bind_device(sqlx::query(ALLOCATE_DEVICE), &device)
-            .fetch_optional(pool)
-            .await
-            .map_err(db_error)?
-            .map(|row| row.try_get(0))
-            .transpose()
-            .map_err(db_error)?;
-        if let Some(id) = id {
-            return Ok(id);
-        }
-    }
-    Err(StoreError::RetriesExhausted {
-        op: "allocate_device".into(),
-    })
-}
-
-const ALLOCATE_DEVICE: &str =
-    "INSERT INTO wa_device (lid, pn, registration_id, noise_key, identity_key, signed_pre_key,
-         signed_pre_key_id, signed_pre_key_signature, adv_secret_key, account, push_name,
-         app_version_primary, app_version_secondary, app_version_tertiary,
-         app_version_last_fetched_ms, edge_routing_info, props_hash, next_pre_key_id, nct_salt,
-         server_has_prekeys, server_cert_chain, login_counter, first_unupload_pre_key_id,
-         lid_migrated, last_signed_pre_key_rotation_ms, read_receipts_disabled)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-         $19, $20, $21, $22, $23, $24, $25, $26)
-     ON CONFLICT (id) DO NOTHING
-     RETURNING id";
-
 const UPSERT_DEVICE: &str = "INSERT INTO wa_device (id, lid, pn, registration_id, noise_key,
          identity_key, signed_pre_key, signed_pre_key_id, signed_pre_key_signature,
          adv_secret_key, account, push_name, app_version_primary, app_version_secondary,
@@ -269,7 +229,7 @@ impl DeviceStore for PgDeviceStore {
     ///
     /// whatsapp-rust calls this when [`exists`](DeviceStore::exists) says the row is
     /// missing and then loads and saves the row under the same id, so the id cannot be
-    /// chosen here; [`allocate_device`] is the way to get a new device number.
+    /// chosen here: the gateway hands out device numbers with its sessions.
     async fn create(&self) -> Result<i32> {
         bind_device(
             sqlx::query(INSERT_DEVICE_WITH_ID).bind(self.device_id),
