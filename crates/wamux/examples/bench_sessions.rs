@@ -15,7 +15,9 @@
 //! ```
 //! Flags: `--sessions N` (1000), `--link-concurrency N` (16), `--idle-secs S` (30),
 //! `--messages N` (2000), `--send-concurrency N` (32). `WA_SIM_BIN` and `WAMUX_BIN` override
-//! the binaries (default `target/release/wa-sim`, `target/release/wamux`).
+//! the binaries (default `target/release/wa-sim`, `target/release/wamux`);
+//! `BENCH_DATABASE_URL=postgres://...` (an empty database or schema) runs the gateway on
+//! PostgreSQL.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -118,6 +120,7 @@ impl Gateway {
             .env("WAMUX_DATA_DIR", &self.data_dir)
             .env("WAMUX_WA_URL", &self.ws_url)
             .env("WAMUX_WA_CA_FILE", &self.ca_file)
+            .envs(support::database_url().map(|u| ("WAMUX_DATABASE_URL", u)))
             .env(
                 "WAMUX_LOG",
                 std::env::var("BENCH_WAMUX_LOG").unwrap_or_else(|_| "warn".into()),
@@ -346,6 +349,7 @@ async fn main() -> anyhow::Result<()> {
         sim.admin_url.clone(),
         sim.ca_file.clone(),
     );
+    println!("database: {}", support::engine());
     println!("wa-sim pid {}", sim.proc.0.id());
 
     // The gateway, empty.

@@ -17,7 +17,8 @@
 //! Flags: `--sessions N` (100), `--rate R` messages/s per session (20), `--seconds S` (60),
 //! `--link-concurrency N` (16), `--drain-secs S` (30: how long to wait for stragglers).
 //! `WA_SIM_BIN` and `WAMUX_BIN` override the binaries (default `target/release/wa-sim`,
-//! `target/release/wamux`); `WAMUX_WEBHOOK_*` variables are passed on to the gateway.
+//! `target/release/wamux`); `WAMUX_WEBHOOK_*` variables are passed on to the gateway;
+//! `BENCH_DATABASE_URL=postgres://...` (an empty database or schema) runs it on PostgreSQL.
 //!
 //! `--outbox` measures the outbox alone instead, in this process and without WhatsApp:
 //! events are appended through the gateway's store function (one transaction each) and the
@@ -256,6 +257,7 @@ async fn start_gateway(dir: &Path, sim: &Sim, port: u16) -> anyhow::Result<Proc>
         .env("WAMUX_DATA_DIR", dir.join("wamux"))
         .env("WAMUX_WA_URL", &sim.ws_url)
         .env("WAMUX_WA_CA_FILE", &sim.ca_file)
+        .envs(support::database_url().map(|u| ("WAMUX_DATABASE_URL", u)))
         .env("WAMUX_LOG", "warn")
         // The receivers are on loopback.
         .env("WAMUX_WEBHOOK_ALLOW_PRIVATE", "true")
@@ -390,7 +392,8 @@ async fn end_to_end(args: &Args) -> anyhow::Result<()> {
         .build()?;
     wait_healthy(&http, &base).await?;
     println!(
-        "wa-sim pid {}, wamux pid {} (log {})",
+        "database: {}; wa-sim pid {}, wamux pid {} (log {})",
+        support::engine(),
         sim.proc.0.id(),
         gw.0.id(),
         dir.path().join("wamux.log").display()
@@ -635,7 +638,11 @@ async fn outbox_only(args: &Args) -> anyhow::Result<()> {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let dir = tempfile::tempdir()?;
-    let store = Store::open(&dir.path().join("wamux.db")).await?;
+    let database = match support::database_url() {
+        Some(url) => wamux::store::Database::parse(&url).map_err(anyhow::Error::msg)?,
+        None => wamux::store::Database::Sqlite(dir.path().join("wamux.db")),
+    };
+    let store = Store::connect(&database).await?;
     let bus = EventBus::default();
     let config = WebhookOverrides {
         allow_private: Some(true),
@@ -659,7 +666,10 @@ async fn outbox_only(args: &Args) -> anyhow::Result<()> {
         .await?;
     }
 
-    println!("outbox only: {sessions} sessions x {rate} events/s for {seconds} s");
+    println!(
+        "outbox only, on {}: {sessions} sessions x {rate} events/s for {seconds} s",
+        support::engine()
+    );
     let started = Instant::now();
     let per_session = rate * seconds;
     let mut writers = Vec::new();

@@ -21,6 +21,24 @@ impl Drop for Proc {
     }
 }
 
+/// `BENCH_DATABASE_URL`: the database the measured gateway uses (`WAMUX_DATABASE_URL`), for
+/// a run on PostgreSQL; it must be empty (a new database, or a new schema named in the URL's
+/// `options=-c search_path=...`). Unset: SQLite in the run's data directory.
+pub fn database_url() -> Option<String> {
+    std::env::var("BENCH_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// The engine a run is on, for its report.
+pub fn engine() -> &'static str {
+    if database_url().is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    }
+}
+
 pub fn free_port() -> anyhow::Result<u16> {
     // Bound and released at once; nothing else on the machine races for loopback ports here.
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?

@@ -311,6 +311,47 @@ fn column_list(cols: &[(String, Kind)]) -> String {
 /// Rows copied per INSERT.
 const CHUNK: usize = 500;
 
+// The same reading and binding on either engine (sqlx's decode and encode traits are per
+// engine, so a macro rather than a generic function).
+
+/// Every row of `rows` as [`Value`]s, column by column as `cols` types them.
+macro_rules! read_rows {
+    ($rows:expr, $cols:expr) => {{
+        let mut values = Vec::with_capacity($rows.len());
+        for r in &$rows {
+            let mut row = Vec::with_capacity($cols.len());
+            for (i, (_, kind)) in $cols.iter().enumerate() {
+                row.push(match kind {
+                    Kind::Int => Value::Int(r.try_get(i)?),
+                    Kind::Int4 => Value::Int4(r.try_get(i)?),
+                    Kind::Bool => Value::Bool(r.try_get(i)?),
+                    Kind::Real => Value::Real(r.try_get(i)?),
+                    Kind::Text => Value::Text(r.try_get(i)?),
+                    Kind::Bytes => Value::Bytes(r.try_get(i)?),
+                });
+            }
+            values.push(row);
+        }
+        values
+    }};
+}
+
+/// Binds one row's values to an INSERT's `VALUES` tuple.
+macro_rules! bind_row {
+    ($b:expr, $row:expr) => {
+        for v in $row {
+            match v {
+                Value::Int(v) => $b.push_bind(*v),
+                Value::Int4(v) => $b.push_bind(*v),
+                Value::Bool(v) => $b.push_bind(*v),
+                Value::Real(v) => $b.push_bind(*v),
+                Value::Text(v) => $b.push_bind(v.clone()),
+                Value::Bytes(v) => $b.push_bind(v.clone()),
+            };
+        }
+    };
+}
+
 async fn sqlite_to_pg(
     src: &mut SqliteConnection,
     table: &str,
@@ -329,38 +370,13 @@ async fn sqlite_to_pg(
     )))
     .fetch_all(&mut *src)
     .await?;
-    let mut values = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let mut row = Vec::with_capacity(cols.len());
-        for (i, (_, kind)) in cols.iter().enumerate() {
-            row.push(match kind {
-                Kind::Int => Value::Int(r.try_get(i)?),
-                Kind::Int4 => Value::Int4(r.try_get(i)?),
-                Kind::Bool => Value::Bool(r.try_get(i)?),
-                Kind::Real => Value::Real(r.try_get(i)?),
-                Kind::Text => Value::Text(r.try_get(i)?),
-                Kind::Bytes => Value::Bytes(r.try_get(i)?),
-            });
-        }
-        values.push(row);
-    }
+    let values = read_rows!(rows, cols);
     for chunk in values.chunks(CHUNK) {
         let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
             "INSERT INTO \"{pg_table}\" ({}) ",
             column_list(&cols)
         ));
-        q.push_values(chunk, |mut b, row| {
-            for v in row {
-                match v {
-                    Value::Int(v) => b.push_bind(*v),
-                    Value::Int4(v) => b.push_bind(*v),
-                    Value::Bool(v) => b.push_bind(*v),
-                    Value::Real(v) => b.push_bind(*v),
-                    Value::Text(v) => b.push_bind(v.clone()),
-                    Value::Bytes(v) => b.push_bind(v.clone()),
-                };
-            }
-        });
+        q.push_values(chunk, |mut b, row| bind_row!(b, row));
         q.build().execute(&mut *dst).await?;
     }
     Ok(values.len() as u64)
@@ -380,21 +396,7 @@ async fn pg_to_sqlite(
     )))
     .fetch_all(&mut *src)
     .await?;
-    let mut values = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let mut row = Vec::with_capacity(cols.len());
-        for (i, (_, kind)) in cols.iter().enumerate() {
-            row.push(match kind {
-                Kind::Int => Value::Int(r.try_get(i)?),
-                Kind::Int4 => Value::Int4(r.try_get(i)?),
-                Kind::Bool => Value::Bool(r.try_get(i)?),
-                Kind::Real => Value::Real(r.try_get(i)?),
-                Kind::Text => Value::Text(r.try_get(i)?),
-                Kind::Bytes => Value::Bytes(r.try_get(i)?),
-            });
-        }
-        values.push(row);
-    }
+    let values = read_rows!(rows, cols);
     // SQLite allows 32,766 parameters per statement.
     let per = (32_000 / cols.len().max(1)).clamp(1, CHUNK);
     for chunk in values.chunks(per) {
@@ -402,18 +404,7 @@ async fn pg_to_sqlite(
             "INSERT INTO \"{table}\" ({}) ",
             column_list(&cols)
         ));
-        q.push_values(chunk, |mut b, row| {
-            for v in row {
-                match v {
-                    Value::Int(v) => b.push_bind(*v),
-                    Value::Int4(v) => b.push_bind(*v),
-                    Value::Bool(v) => b.push_bind(*v),
-                    Value::Real(v) => b.push_bind(*v),
-                    Value::Text(v) => b.push_bind(v.clone()),
-                    Value::Bytes(v) => b.push_bind(v.clone()),
-                };
-            }
-        });
+        q.push_values(chunk, |mut b, row| bind_row!(b, row));
         q.build().execute(&mut *dst).await?;
     }
     Ok(values.len() as u64)

@@ -78,6 +78,21 @@ impl Server {
         into_json(r).await
     }
 
+    /// Waits until `session`'s history holds a message with `text`.
+    async fn wait_history(&self, session: &str, text: &str) {
+        wait_until(
+            LONG,
+            &format!("{text:?} in {session}'s history"),
+            || async {
+                let (_, b) = self.get(&format!("/api/messages/{session}")).await;
+                b["messages"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|m| m["text"] == text))
+            },
+        )
+        .await;
+    }
+
     async fn status(&self, session: &str) -> String {
         self.get(&format!("/api/status/{session}")).await.1["status"]
             .as_str()
@@ -301,13 +316,7 @@ async fn db_copy_moves_a_linked_sqlite_installation_to_postgres_without_a_new_qr
     let server = Server::spawn_with(&data, free_port(), &sim, sqlite_env).await;
     server.pair(&sim, "s1", alice).await;
     sim.send(bob, alice, "before the move").await;
-    wait_until(LONG, "the message in the history", || async {
-        let (_, b) = server.get("/api/messages/s1").await;
-        b["messages"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|m| m["text"] == "before the move"))
-    })
-    .await;
+    server.wait_history("s1", "before the move").await;
     // A receiver that is down: its deliveries stay owed.
     let down = format!("http://127.0.0.1:{}/hook", free_port());
     let (s, b) = server
@@ -387,13 +396,7 @@ async fn db_copy_moves_a_linked_sqlite_installation_to_postgres_without_a_new_qr
     })
     .await;
     sim.send(bob, alice, "to postgres").await;
-    wait_until(LONG, "the reply in the history", || async {
-        let (_, b) = server.get("/api/messages/s1").await;
-        b["messages"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|m| m["text"] == "to postgres"))
-    })
-    .await;
+    server.wait_history("s1", "to postgres").await;
     server.terminate().await;
 
     // And back: a new SQLite installation from PostgreSQL.
