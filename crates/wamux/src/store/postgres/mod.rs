@@ -29,28 +29,26 @@ pub struct Db {
 
 impl Db {
     /// Connects and runs pending migrations (under PostgreSQL's advisory lock, so nodes
-    /// starting together migrate once). `reads` and `devices` size those pools; the writer
-    /// is one connection.
-    pub async fn open(url: &str, reads: u32, devices: u32) -> Result<Self> {
+    /// starting together migrate once). `reads` and `devices` size those pools; `writer`
+    /// (from [`open_writer`]) is the one connection every write goes through.
+    pub async fn open(url: &str, reads: u32, devices: u32, writer: PgPool) -> Result<Self> {
         let opts = PgConnectOptions::from_str(url)?;
-        let pool = |max: u32, min: u32| {
-            PgPoolOptions::new()
-                .max_connections(max)
-                .min_connections(min)
-                .acquire_timeout(Duration::from_secs(30))
-                .connect_with(opts.clone())
-        };
-        let read = pool(reads, 0).await?;
+        let read = pool(&opts, reads, 0).await?;
         MIGRATOR.run(&read).await?;
         Ok(Self {
-            writer: pool(1, 1).await?,
-            devices: pool(devices, 0).await?,
+            writer,
+            devices: pool(&opts, devices, 0).await?,
             pool: read,
         })
     }
 
     pub async fn begin(&self) -> Result<Transaction<'static, sqlx::Postgres>> {
         Ok(self.writer.begin().await?)
+    }
+
+    /// A transaction whose first savepoint (`job`) is already open: one round trip for both.
+    pub async fn begin_with_savepoint(&self) -> Result<Transaction<'static, sqlx::Postgres>> {
+        Ok(self.writer.begin_with("BEGIN; SAVEPOINT job").await?)
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -68,6 +66,21 @@ impl Db {
     pub(crate) fn devices(&self) -> &PgPool {
         &self.devices
     }
+}
+
+/// The writer's pool of one connection. Its socket is driven by the runtime this runs on
+/// (the store's writer thread, see the store module).
+pub async fn open_writer(url: &str) -> Result<PgPool> {
+    pool(&PgConnectOptions::from_str(url)?, 1, 1).await
+}
+
+async fn pool(opts: &PgConnectOptions, max: u32, min: u32) -> Result<PgPool> {
+    Ok(PgPoolOptions::new()
+        .max_connections(max)
+        .min_connections(min)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(opts.clone())
+        .await?)
 }
 
 /// Refuses a URL PostgreSQL's driver cannot read, at startup, with the driver's reason.
