@@ -84,6 +84,9 @@ impl From<PhoneError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "device_not_found", e.to_string())
             }
             PhoneError::BadMedia(_) => ApiError::bad_request("invalid_media", e.to_string()),
+            PhoneError::Offline(_) => {
+                ApiError::new(StatusCode::CONFLICT, "phone_offline", e.to_string())
+            }
             PhoneError::Signal(_) | PhoneError::Io(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             }
@@ -136,6 +139,7 @@ pub fn router() -> Router<Arc<Hub>> {
             post(send_message).get(list_messages),
         )
         .route("/admin/phones/{phone}/read", post(read))
+        .route("/admin/phones/{phone}/online", post(online))
         .route(
             "/admin/phones/{phone}/devices/{device}/unlink",
             post(unlink),
@@ -192,7 +196,7 @@ fn account_json(acc: &Account, online: &dyn Fn(u16) -> bool) -> Value {
                 "kind": if d.id == 0 { "phone" } else { "companion" },
                 "pushName": d.push_name,
                 "keyIndex": d.key_index,
-                "online": d.id == 0 || online(d.id),
+                "online": if d.id == 0 { !acc.offline } else { online(d.id) },
                 "queued": d.queue.len(),
             })
         })
@@ -317,6 +321,7 @@ async fn link_code(
     body: Bytes,
 ) -> Result<Response> {
     let req: LinkCodeBody = parse(&body)?;
+    phone::ensure_online(&*hub.core.lock().await, &phone)?;
     let outcome = crate::link_code::enter_code(&hub, &phone, &req.code).await?;
     Ok(link_answer(&phone, outcome))
 }
@@ -329,7 +334,11 @@ async fn mock_scan(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Response>
         .map_err(|_| ApiError::bad_request("invalid_qr", "the body must be the QR string"))?
         .trim()
         .to_string();
-    let pair_ref = qr.split(',').next().unwrap_or_default().to_string();
+    let pair_ref = crate::phone::qr_payload(&qr)
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let mut core = hub.core.lock().await;
     let push_name = core
         .pairing
@@ -454,6 +463,27 @@ async fn list_messages(
         .ok_or_else(|| ApiError::phone_not_found(&phone))?;
     Ok(Json(
         serde_json::to_value(acc.secrets.messages.as_slice()).unwrap_or_default(),
+    ))
+}
+
+#[derive(Deserialize)]
+struct Online {
+    online: bool,
+}
+
+/// Takes the phone offline (`{"online": false}`) or brings it back (`true`): offline, what
+/// is sent to it waits unanswered and it can do nothing; back, it handles what waited.
+async fn online(
+    State(hub): State<Arc<Hub>>,
+    Path(phone): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    let req: Online = parse(&body)?;
+    let mut core = hub.core.lock().await;
+    let handled = phone::set_online(&mut core, &phone, req.online).await?;
+    drop(core);
+    Ok(Json(
+        json!({"phone": phone, "online": req.online, "handled": handled}),
     ))
 }
 

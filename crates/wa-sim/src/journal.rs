@@ -214,6 +214,9 @@ impl Account {
             secrets,
             created_at,
             passkey,
+            privacy,
+            blocked,
+            offline,
         } = self;
         Account {
             phone: phone.clone(),
@@ -226,6 +229,9 @@ impl Account {
             secrets: secrets.structure(),
             created_at: *created_at,
             passkey: passkey.clone(),
+            privacy: privacy.clone(),
+            blocked: blocked.clone(),
+            offline: *offline,
         }
     }
 }
@@ -589,6 +595,9 @@ mod tests {
             secrets,
             created_at: 1,
             passkey: None,
+            privacy: Default::default(),
+            blocked: Default::default(),
+            offline: false,
         }
     }
 

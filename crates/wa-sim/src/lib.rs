@@ -21,6 +21,7 @@
 mod admin;
 mod conn;
 mod hub;
+mod iq;
 mod journal;
 mod link_code;
 mod media;

@@ -23,8 +23,8 @@ use crate::hub::{Core, new_id, t_now};
 use crate::journal::Change;
 use crate::signal::{self, SignalError};
 use crate::state::{
-    Account, B64, DeviceRecord, MediaMeta, MediaSummary, OUTBOX_KEPT, PhoneMessage, SentCopy,
-    now_secs,
+    Account, B64, DeviceRecord, MediaMeta, MediaSummary, OUTBOX_KEPT, PhoneMessage, QueuedStanza,
+    SentCopy, now_secs,
 };
 
 /// Why a phone action failed.
@@ -40,6 +40,8 @@ pub enum PhoneError {
     UnknownDevice(String, u16),
     #[error("invalid media: {0}")]
     BadMedia(String),
+    #[error("the phone {0} is offline")]
+    Offline(String),
     #[error(transparent)]
     Signal(#[from] SignalError),
     #[error("storing media: {0}")]
@@ -73,7 +75,64 @@ pub fn new_account(core: &mut Core, phone: &str, name: &str) -> Result<Account> 
         secrets,
         created_at: now_secs(),
         passkey: None,
+        privacy: Default::default(),
+        blocked: Default::default(),
+        offline: false,
     })
+}
+
+/// Refuses what only a phone that is online can do (scan, send, read).
+pub fn ensure_online(core: &Core, phone: &str) -> Result<()> {
+    match core.account(phone) {
+        None => Err(PhoneError::UnknownAccount(phone.to_string())),
+        Some(a) if a.offline => Err(PhoneError::Offline(phone.to_string())),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Takes the phone offline or brings it back. Back online, it handles what waited for it
+/// in order (messages answered with their delivery receipts, receipts applied to its sent
+/// messages) and returns how many stanzas that was.
+pub async fn set_online(core: &mut Core, phone: &str, online: bool) -> Result<usize> {
+    let acc = core
+        .account_mut(phone)
+        .ok_or_else(|| PhoneError::UnknownAccount(phone.to_string()))?;
+    acc.offline = !online;
+    if !online {
+        return Ok(0);
+    }
+    let waiting: Vec<QueuedStanza> = acc
+        .devices
+        .get(&0)
+        .map(|d| d.queue.iter().cloned().collect())
+        .unwrap_or_default();
+    for queued in &waiting {
+        let node = match wacore_binary::marshal::unmarshal_ref(&queued.node.0[1..]) {
+            Ok(n) => n.to_owned(),
+            Err(e) => {
+                tracing::error!("corrupt stanza queued for phone {phone}: {e}");
+                continue;
+            }
+        };
+        let from = attr(&node, "from").and_then(|f| f.parse::<Jid>().ok());
+        match node.tag.as_ref() {
+            "message" => {
+                let Some(from) = from else { continue };
+                let Some(sender) = core.phone_of(&from) else {
+                    continue;
+                };
+                receive(core, phone, (&sender, from.device), &node).await;
+            }
+            "receipt" => {
+                let kind = attr(&node, "type");
+                deliver_receipt(core, (phone, 0), &node, &queued.id, kind.as_deref());
+            }
+            _ => {}
+        }
+    }
+    let ids: Vec<String> = waiting.into_iter().map(|q| q.id).collect();
+    core.acknowledge(phone, 0, &ids);
+    Ok(ids.len())
 }
 
 /// The ADV `raw_id` of an account: stable for its lifetime.
@@ -128,9 +187,7 @@ pub enum LinkOutcome {
 /// asks it for the owner's passkey first.
 pub async fn scan(core: &mut Core, phone: &str, qr: &str) -> Result<LinkOutcome> {
     let (pair_ref, noise_pub, identity_pub, adv_secret) = parse_qr(qr)?;
-    if core.account(phone).is_none() {
-        return Err(PhoneError::UnknownAccount(phone.to_string()));
-    }
+    ensure_online(core, phone)?;
     let Some(pc) = core.pairing.get(&pair_ref) else {
         return Err(PhoneError::UnknownRef(pair_ref));
     };
@@ -327,9 +384,20 @@ fn share_for(core: &Core, phone: &str) -> wa::message::AppStateSyncKeyShare {
 /// The fields of a QR code: ref, noise key, identity key, ADV secret.
 type QrParts = (String, [u8; 32], [u8; 32], [u8; 32]);
 
-/// `ref,noise,identity,adv_secret[,type]` -> parts.
+/// Where current WhatsApp Web puts its QR payload: in the fragment of a link that opens
+/// *Linked devices* on the phone.
+const QR_LINK: &str = "https://wa.me/settings/linked_devices#";
+
+/// The `ref,noise,identity,adv_secret[,type]` payload of a QR code, in either form WhatsApp
+/// Web shows it: bare, or as the fragment of [`QR_LINK`].
+pub fn qr_payload(qr: &str) -> &str {
+    let qr = qr.trim();
+    qr.strip_prefix(QR_LINK).unwrap_or(qr)
+}
+
+/// `ref,noise,identity,adv_secret[,type]` (bare or in a link) -> parts.
 fn parse_qr(qr: &str) -> Result<QrParts> {
-    let parts: Vec<&str> = qr.trim().split(',').collect();
+    let parts: Vec<&str> = qr_payload(qr).split(',').collect();
     if parts.len() < 4 {
         return Err(PhoneError::BadQr(format!(
             "expected at least 4 comma-separated fields, got {}",
@@ -586,9 +654,7 @@ pub async fn send(
     to: &str,
     out: Outgoing,
 ) -> Result<PhoneMessage> {
-    if core.account(from).is_none() {
-        return Err(PhoneError::UnknownAccount(from.to_string()));
-    }
+    ensure_online(core, from)?;
     let Some(target) = core.account(to) else {
         return Err(PhoneError::UnknownAccount(to.to_string()));
     };
@@ -853,6 +919,11 @@ async fn send_to_device_with(
 /// it, and answers with a delivery receipt.
 pub async fn receive(core: &mut Core, phone: &str, sender: (&str, u16), stanza: &Node) {
     let id = attr(stanza, "id").unwrap_or_default();
+    if core.account(phone).is_some_and(|a| a.offline) {
+        // Kept for the phone, unanswered (no delivery receipt), until it is back.
+        core.deliver_to_companion(phone, 0, &id, stanza);
+        return;
+    }
     let Some(enc) = stanza
         .children()
         .and_then(|c| c.iter().find(|n| n.tag == "enc"))
@@ -987,6 +1058,10 @@ pub fn deliver_receipt(
     kind: Option<&str>,
 ) {
     if target.1 == 0 {
+        if core.account(target.0).is_some_and(|a| a.offline) {
+            core.deliver_to_companion(target.0, 0, id, receipt);
+            return;
+        }
         let status = match kind {
             Some("read") | Some("read-self") => "read",
             Some("played") => "read",
@@ -1032,6 +1107,7 @@ pub fn deliver_receipt(
 
 /// The phone reads messages: read receipts go to each sender device.
 pub fn mark_read(core: &mut Core, phone: &str, ids: &[String]) -> Result<usize> {
+    ensure_online(core, phone)?;
     let acc = core
         .account_untracked(phone)
         .ok_or_else(|| PhoneError::UnknownAccount(phone.to_string()))?;
@@ -1311,4 +1387,24 @@ pub fn media_retry(core: &mut Core, requester: &str, receipt: &Node) -> Node {
             ])
             .build(),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bare payload and the `wa.me` link current WhatsApp Web encodes read the same.
+    #[test]
+    fn qr_codes_in_both_forms() {
+        let key = |b: u8| STANDARD.encode([b; 32]);
+        let bare = format!("2@abc,{},{},{}", key(1), key(2), key(3));
+        let link = format!("{QR_LINK}{bare},1");
+        for qr in [bare.clone(), link, format!("  {bare}\n")] {
+            let (pair_ref, noise, identity, adv) = parse_qr(&qr).unwrap();
+            assert_eq!(pair_ref, "2@abc");
+            assert_eq!((noise, identity, adv), ([1; 32], [2; 32], [3; 32]));
+        }
+        assert!(parse_qr("https://example.com/#2@abc,x,y,z").is_err());
+        assert!(parse_qr(&format!("{QR_LINK}2@abc")).is_err());
+    }
 }

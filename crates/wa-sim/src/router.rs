@@ -57,6 +57,13 @@ async fn handle_iq(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) -> Vec
             }
             replies
         }
+        "encrypt" if ty == "set" && child(node, "rotate").is_some() => {
+            let mut core = hub.core.lock().await;
+            let rotate = child(node, "rotate").expect("checked");
+            vec![Reply::Node(crate::iq::rotate(
+                &mut core, phone, device, &id, rotate,
+            ))]
+        }
         "encrypt" if ty == "set" => {
             store_bundle(hub, phone, device, node).await;
             ok()
@@ -64,6 +71,27 @@ async fn handle_iq(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) -> Vec
         "encrypt" if child(node, "key").is_some() => {
             vec![Reply::Node(prekey_bundles(hub, &id, node).await)]
         }
+        "encrypt" if child(node, "count").is_some() => {
+            let core = hub.core.lock().await;
+            vec![Reply::Node(crate::iq::prekey_count(
+                &core, phone, device, &id,
+            ))]
+        }
+        "encrypt" if child(node, "digest").is_some() => {
+            let core = hub.core.lock().await;
+            vec![Reply::Node(crate::iq::digest(&core, phone, device, &id))]
+        }
+        "privacy" if child(node, "privacy").is_some() => {
+            let mut core = hub.core.lock().await;
+            vec![Reply::Node(crate::iq::privacy(&mut core, phone, &id, node))]
+        }
+        "blocklist" => {
+            let mut core = hub.core.lock().await;
+            vec![Reply::Node(crate::iq::blocklist(
+                &mut core, phone, &id, node,
+            ))]
+        }
+        "abt" => vec![Reply::Node(crate::iq::props(&id, node))],
         "usync" => vec![Reply::Node(usync(hub, &id, node).await)],
         "w:sync:app:state" => {
             let names: Vec<Node> = child(node, "sync")
@@ -109,9 +137,26 @@ async fn handle_iq(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) -> Vec
             unlink(&mut core, phone, target);
             ok()
         }
-        // Keepalive, props, blocklist, privacy and everything else we do not
-        // model: an empty result is what the client tolerates best.
-        _ => ok(),
+        // What WhatsApp answers with an empty result: the keepalive ping, clearing a
+        // dirty flag, push and client-stats settings, and (not modelled yet, see
+        // docs/wa-sim.md) the trusted-contact tokens a sender issues.
+        "w:p" | "urn:xmpp:whatsapp:dirty" | "urn:xmpp:whatsapp:push" | "w:stats" => ok(),
+        "privacy" if child(node, "tokens").is_some() => ok(),
+        // Anything else is a feature the simulator does not have: the client hears so, as
+        // it would from a WhatsApp server that does not know the request, instead of an
+        // empty success it would take as done.
+        _ => {
+            let asked = children(node)
+                .first()
+                .map(|c| c.tag.to_string())
+                .unwrap_or_default();
+            tracing::warn!(%xmlns, %ty, %asked, "an IQ the simulator does not model: 501");
+            vec![Reply::Node(crate::conn::iq_error(
+                &id,
+                501,
+                "feature-not-implemented",
+            ))]
+        }
     }
 }
 
@@ -572,6 +617,11 @@ async fn route_receipt(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) ->
         ty.as_deref(),
         Some("server-error") | Some("enc_rekey_retry")
     ) {
+        return vec![Reply::Node(ack)];
+    }
+    if ty.as_deref() == Some("read-self") {
+        // The reader has read receipts off (a client sends `read-self` then): WhatsApp
+        // never tells the sender.
         return vec![Reply::Node(ack)];
     }
     let Some(to) = jid_attr(node, "to") else {

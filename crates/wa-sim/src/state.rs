@@ -6,7 +6,7 @@
 //! of one), followed by the journals of changes made since (see `journal`). Media blobs
 //! are separate files under `blobs/`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -224,6 +224,17 @@ pub struct Account {
     /// assertion from it (see `passkey`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passkey: Option<Passkey>,
+    /// Privacy settings the account changed, by category (the others have WhatsApp's
+    /// defaults, see `iq::DEFAULT_PRIVACY`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub privacy: BTreeMap<String, String>,
+    /// Accounts it blocked (user JIDs).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub blocked: BTreeSet<String>,
+    /// The phone is offline (out of coverage, switched off): what is sent to it waits in
+    /// its queue, unanswered, until it comes back (`POST /admin/phones/:phone/online`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub offline: bool,
 }
 
 /// A gated account's passkey: the owner's credential (a software ES256 key, as a

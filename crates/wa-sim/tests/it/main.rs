@@ -4,6 +4,7 @@
 mod admin;
 mod durability;
 mod flows;
+mod iq;
 mod media;
 mod messaging;
 mod pairing;
