@@ -235,6 +235,7 @@ async fn serve(hub: &Arc<Hub>, ws: &mut WebSocket, reader: &mut FrameReader) -> 
             let key = (phone.clone(), *device);
             if core.conns.get(&key).is_some_and(|c| c.conn_id == conn_id) {
                 core.conns.remove(&key);
+                crate::presence::disconnected(&mut core, phone, *device);
             }
         }
         Peer::Pairing { refs, .. } => {

@@ -113,6 +113,8 @@ pub struct Core {
     /// Passkey ceremonies of gated phones (see `passkey`).
     pub passkeys: crate::passkey::Ceremonies,
     pub faults: Faults,
+    /// Who is available and who subscribed to whom (see `presence`).
+    pub presence: crate::presence::Presences,
     /// Where uploaded media blobs are kept.
     pub blobs_dir: PathBuf,
     next_conn_id: u64,
@@ -134,6 +136,7 @@ impl Core {
             link_codes: HashMap::new(),
             passkeys: Default::default(),
             faults: Faults::default(),
+            presence: Default::default(),
             blobs_dir,
             next_conn_id: 1,
         }

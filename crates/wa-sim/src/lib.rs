@@ -28,6 +28,7 @@ mod media;
 pub mod noise;
 mod passkey;
 mod phone;
+mod presence;
 mod router;
 mod signal;
 mod state;

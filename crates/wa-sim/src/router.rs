@@ -35,7 +35,17 @@ pub async fn handle_device_stanza(
             }
             Vec::new()
         }
-        // Presence, chat states and unified-session pings need no answer.
+        "presence" => {
+            let mut core = hub.core.lock().await;
+            crate::presence::stanza(&mut core, phone, device, &node);
+            Vec::new()
+        }
+        "chatstate" => {
+            let mut core = hub.core.lock().await;
+            crate::presence::chatstate(&mut core, phone, &node);
+            Vec::new()
+        }
+        // Unified-session pings need no answer.
         _ => Vec::new(),
     }
 }
@@ -175,6 +185,7 @@ pub fn unlink(core: &mut Core, phone: &str, device: u16) -> bool {
     if let Some(k) = dev.noise_pub {
         acc.revoked_noise.push(k);
     }
+    crate::presence::disconnected(core, phone, device);
     if let Some(conn) = core.conns.remove(&(phone.to_string(), device)) {
         let node = NodeBuilder::new("stream:error")
             .attr("code", "401")

@@ -9,4 +9,5 @@ mod media;
 mod messaging;
 mod pairing;
 mod passkey;
+mod presence;
 mod support;
