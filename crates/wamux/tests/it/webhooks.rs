@@ -689,9 +689,11 @@ async fn deliveries_leased_by_a_worker_that_died_are_sent_again() {
     let hit = rx.next(SECS).await;
     assert_eq!(hit.json()["data"]["text"], "in flight");
 
-    // Within a running server: a lease that expires (its worker died) is taken over.
-    lease(&app.store, "d", "orphan", 500).await;
+    // Within a running server: a lease that expires (its worker died) is taken over. The
+    // clock starts before the lease is taken, so a slow return from its commit cannot make
+    // the lease look shorter than it is.
     let started = Instant::now();
+    lease(&app.store, "d", "orphan", 500).await;
     let hit = rx.next(SECS).await;
     assert_eq!(hit.json()["data"]["text"], "orphan");
     assert!(
