@@ -310,8 +310,14 @@ fn pair_ref() -> String {
     )
 }
 
-fn be_u32(bytes: &[u8]) -> u32 {
+/// A big-endian number of up to 4 bytes (registration ids, key ids).
+pub fn be_u32(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b))
+}
+
+/// A key id as the wire carries it: 3 bytes, big-endian.
+pub fn id3(id: u32) -> Vec<u8> {
+    id.to_be_bytes()[1..].to_vec()
 }
 
 fn pairing_conn(

@@ -9,10 +9,10 @@ use sha1::Digest as _;
 use wacore_binary::builder::NodeBuilder;
 use wacore_binary::{Jid, Node};
 
-use crate::conn::{bytes_of, child, children, iq_error, iq_result};
+use crate::conn::{be_u32, bytes_of, child, children, id3, iq_error, iq_result};
 use crate::hub::Core;
 use crate::phone::attr;
-use crate::state::{B64, SignedPreKey};
+use crate::state::{B64, DeviceRecord, SignedPreKey};
 
 /// The privacy settings of an account nobody has changed, as WhatsApp gives them to a new
 /// account, by category. A category missing from an account's own settings has this value.
@@ -50,12 +50,29 @@ const PROPS_REFRESH_SECS: u32 = 86_400;
 /// its built-in defaults, as it does for a prop WhatsApp does not send.
 const PROPS: &[(u32, &str)] = &[];
 
-fn be_uint(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b))
-}
-
-fn id3(id: u32) -> Vec<u8> {
-    id.to_be_bytes()[1..].to_vec()
+/// The part of a device's key bundle both a prekey fetch and the digest carry:
+/// `<registration>`, `<type>`, `<identity>` and the signed prekey `<skey>`.
+pub fn bundle_nodes(dev: &DeviceRecord, signed: &SignedPreKey) -> Vec<Node> {
+    vec![
+        NodeBuilder::new("registration")
+            .bytes(dev.registration_id.to_be_bytes().to_vec())
+            .build(),
+        NodeBuilder::new("type").bytes(vec![5u8]).build(),
+        NodeBuilder::new("identity")
+            .bytes(dev.identity.0.clone())
+            .build(),
+        NodeBuilder::new("skey")
+            .children([
+                NodeBuilder::new("id").bytes(id3(signed.id)).build(),
+                NodeBuilder::new("value")
+                    .bytes(signed.public.0.clone())
+                    .build(),
+                NodeBuilder::new("signature")
+                    .bytes(signed.signature.0.clone())
+                    .build(),
+            ])
+            .build(),
+    ]
 }
 
 /// `<iq xmlns="encrypt" type="get"><count/>`: how many one-time prekeys the server holds
@@ -108,31 +125,11 @@ pub fn digest(core: &Core, phone: &str, device: u16, id: &str) -> Node {
         .keys()
         .map(|k| NodeBuilder::new("id").bytes(id3(*k)).build())
         .collect();
+    let mut kids = bundle_nodes(dev, signed);
+    kids.push(NodeBuilder::new("list").children(ids).build());
+    kids.push(NodeBuilder::new("hash").bytes(hash).build());
     iq_result(id)
-        .children([NodeBuilder::new("digest")
-            .children([
-                NodeBuilder::new("registration")
-                    .bytes(dev.registration_id.to_be_bytes().to_vec())
-                    .build(),
-                NodeBuilder::new("type").bytes(vec![5u8]).build(),
-                NodeBuilder::new("identity")
-                    .bytes(dev.identity.0.clone())
-                    .build(),
-                NodeBuilder::new("skey")
-                    .children([
-                        NodeBuilder::new("id").bytes(id3(signed.id)).build(),
-                        NodeBuilder::new("value")
-                            .bytes(signed.public.0.clone())
-                            .build(),
-                        NodeBuilder::new("signature")
-                            .bytes(signed.signature.0.clone())
-                            .build(),
-                    ])
-                    .build(),
-                NodeBuilder::new("list").children(ids).build(),
-                NodeBuilder::new("hash").bytes(hash).build(),
-            ])
-            .build()])
+        .children([NodeBuilder::new("digest").children(kids).build()])
         .build()
 }
 
@@ -157,7 +154,7 @@ pub fn rotate(core: &mut Core, phone: &str, device: u16, id: &str, rotate: &Node
         return iq_error(id, 404, "item-not-found");
     };
     dev.signed_prekey = Some(SignedPreKey {
-        id: be_uint(key_id),
+        id: be_u32(key_id),
         public: B64(public.to_vec()),
         signature: B64(signature.to_vec()),
     });
@@ -316,7 +313,7 @@ mod tests {
     //! answer is read back with that spec's own parser.
 
     use super::*;
-    use crate::state::{DeviceRecord, Snapshot};
+    use crate::state::Snapshot;
     use wacore::iq::blocklist::{GetBlocklistSpec, UpdateBlocklistSpec};
     use wacore::iq::prekeys::{DigestKeyBundleSpec, PreKeyCountSpec, RotateSignedPreKeySpec};
     use wacore::iq::privacy::{

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use wacore_binary::builder::NodeBuilder;
 use wacore_binary::{Jid, Node, NodeContent, Server};
 
-use crate::conn::{Reply, bytes_of, child, children, iq_result, is_user, jid_attr};
+use crate::conn::{Reply, be_u32, bytes_of, child, children, id3, iq_result, is_user, jid_attr};
 use crate::hub::{Core, Hub, Outbound, new_id, offline_marker, t_now};
+use crate::iq::bundle_nodes;
 use crate::phone::{self, attr};
 use crate::state::{B64, SignedPreKey};
 
@@ -227,10 +228,6 @@ async fn flush_offline(hub: &Arc<Hub>, phone: &str, device: u16) -> Vec<Reply> {
     replies
 }
 
-fn be_u32(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b))
-}
-
 /// Stores an uploaded prekey bundle (`<registration>`, `<identity>`, `<list>`, `<skey>`).
 async fn store_bundle(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) {
     let mut core = hub.core.lock().await;
@@ -270,10 +267,6 @@ async fn store_bundle(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) {
             }
         }
     }
-}
-
-fn id3(id: u32) -> Vec<u8> {
-    id.to_be_bytes()[1..].to_vec()
 }
 
 /// Answers a prekey fetch: one bundle per requested device, each one-time
@@ -319,22 +312,7 @@ async fn prekey_bundles(hub: &Arc<Hub>, id: &str, node: &Node) -> Node {
         };
         let one_time = dev.prekeys.pop_first();
         let had_one_time = one_time.is_some();
-        let mut kids = vec![
-            NodeBuilder::new("registration")
-                .bytes(dev.registration_id.to_be_bytes().to_vec())
-                .build(),
-            NodeBuilder::new("type").bytes(vec![5u8]).build(),
-            NodeBuilder::new("identity")
-                .bytes(dev.identity.0.clone())
-                .build(),
-            NodeBuilder::new("skey")
-                .children([
-                    NodeBuilder::new("id").bytes(id3(spk.id)).build(),
-                    NodeBuilder::new("value").bytes(spk.public.0).build(),
-                    NodeBuilder::new("signature").bytes(spk.signature.0).build(),
-                ])
-                .build(),
-        ];
+        let mut kids = bundle_nodes(dev, &spk);
         if let Some((kid, key)) = one_time {
             kids.push(
                 NodeBuilder::new("key")
