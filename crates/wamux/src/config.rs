@@ -103,6 +103,11 @@ pub struct Config {
     /// passkey link (after the assertion, after the confirmation) before the attempt is
     /// given up as stuck.
     pub passkey_step_timeout: Duration,
+    /// `WAMUX_AUTH_FAILURES_PER_MINUTE`: wrong or missing keys one client address may send
+    /// per minute; past that it gets 429 until the minute is over.
+    pub auth_failures_per_minute: u32,
+    /// `WAMUX_AUDIT_RETENTION_DAYS`: how long the audit log keeps an entry.
+    pub audit_retention_days: u32,
 }
 
 impl Default for Config {
@@ -139,6 +144,8 @@ impl Config {
             trusted_proxies: TrustedProxies::default(),
             metrics_listen: None,
             passkey_step_timeout: Duration::from_secs(60),
+            auth_failures_per_minute: 30,
+            audit_retention_days: 90,
         }
     }
 }
@@ -222,6 +229,12 @@ pub struct Overrides {
     /// Seconds WhatsApp may take for its next step of a passkey link before the attempt is given up [default: 60]
     #[arg(long, env = "WAMUX_PASSKEY_STEP_TIMEOUT")]
     pub passkey_step_timeout: Option<u64>,
+    /// Wrong or missing API keys one client address may send per minute before it gets 429 [default: 30]
+    #[arg(long, env = "WAMUX_AUTH_FAILURES_PER_MINUTE")]
+    pub auth_failures_per_minute: Option<u32>,
+    /// Days the audit log of mutating API calls keeps an entry [default: 90]
+    #[arg(long, env = "WAMUX_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<u32>,
 }
 
 impl clap::builder::ValueParserFactory for Secret {
@@ -298,7 +311,9 @@ impl Overrides {
             tls_key,
             trusted_proxies,
             metrics_listen,
-            passkey_step_timeout
+            passkey_step_timeout,
+            auth_failures_per_minute,
+            audit_retention_days
         );
         self.webhook.apply(other.webhook);
         self.media.apply(other.media);
@@ -383,6 +398,22 @@ impl Config {
             return Err(invalid(
                 "WAMUX_PASSKEY_STEP_TIMEOUT",
                 "must be between 1 and 600 seconds",
+            ));
+        }
+        let auth_failures_per_minute = o
+            .auth_failures_per_minute
+            .unwrap_or(d.auth_failures_per_minute);
+        if auth_failures_per_minute == 0 {
+            return Err(invalid(
+                "WAMUX_AUTH_FAILURES_PER_MINUTE",
+                "must be at least 1",
+            ));
+        }
+        let audit_retention_days = o.audit_retention_days.unwrap_or(d.audit_retention_days);
+        if !(1..=3650).contains(&audit_retention_days) {
+            return Err(invalid(
+                "WAMUX_AUDIT_RETENTION_DAYS",
+                "must be between 1 and 3650 days",
             ));
         }
         let log_retention = o.log_retention.unwrap_or(d.log_retention);
@@ -482,6 +513,8 @@ impl Config {
             trusted_proxies,
             metrics_listen,
             passkey_step_timeout: Duration::from_secs(passkey_step_timeout),
+            auth_failures_per_minute,
+            audit_retention_days,
         })
     }
 

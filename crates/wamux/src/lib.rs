@@ -5,6 +5,7 @@
 //! ([`store::StoreError`], [`session::SessionError`], [`config::ConfigError`]), one
 //! [`api::ApiError`] at the HTTP edge, `anyhow` only at the edges of background work.
 
+pub mod access;
 pub mod api;
 pub mod backup;
 pub mod config;
@@ -44,7 +45,7 @@ pub struct AppState {
     pub store: Store,
     pub sessions: SessionManager,
     pub events: EventBus,
-    pub api_key: api::ApiKey,
+    pub keys: api::Keys,
     pub started_at: Instant,
     pub webhooks: webhook::Webhooks,
     pub media: media::Media,
@@ -127,18 +128,30 @@ pub async fn run(
     )
     .await
     .context("cannot start webhook delivery")?;
+    let keys = api::Keys::new(
+        api::ApiKey::new(key.expose()),
+        store.clone(),
+        config.auth_failures_per_minute,
+        config.trusted_proxies.clone(),
+    );
+    let audit_retention_days = config.audit_retention_days;
     let state = AppState {
         config: Arc::new(config),
         store: store.clone(),
         sessions: sessions.clone(),
         events,
-        api_key: api::ApiKey::new(key.expose()),
+        keys,
         started_at: Instant::now(),
         webhooks: webhooks.clone(),
         media: media.clone(),
     };
     // Resumes downloads a previous run left unfinished; they wait for their sessions.
     media.start(sessions.clone());
+    tokio::spawn(api::keep_audit_log(
+        store.clone(),
+        audit_retention_days,
+        metrics_stop.clone(),
+    ));
     let restored = sessions
         .restore()
         .await
@@ -172,7 +185,7 @@ pub async fn run(
     // The Socket.IO feed holds long-lived connections: close them when shutdown starts so
     // the graceful shutdown does not wait on them.
     let feed_stop = tokio_util::sync::CancellationToken::new();
-    let feed = realtime::layer(state.api_key.clone(), &state.events, feed_stop.clone());
+    let feed = realtime::layer(state.keys.clone(), &state.events, feed_stop.clone());
     let app = api::router(state)
         .layer(feed)
         .layer(axum::middleware::from_fn_with_state(

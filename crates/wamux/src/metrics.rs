@@ -32,6 +32,8 @@ struct Metrics {
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
+    auth_failures: AtomicU64,
+    auth_rate_limited: AtomicU64,
 }
 
 static METRICS: Metrics = Metrics {
@@ -42,7 +44,19 @@ static METRICS: Metrics = Metrics {
     latency_buckets: [const { AtomicU64::new(0) }; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64::new(0),
     latency_sum_micros: AtomicU64::new(0),
+    auth_failures: AtomicU64::new(0),
+    auth_rate_limited: AtomicU64::new(0),
 };
+
+/// Counts a request refused for a wrong or missing API key.
+pub fn auth_failure() {
+    METRICS.auth_failures.fetch_add(1, Relaxed);
+}
+
+/// Counts a request refused because its address had too many failed authentications.
+pub fn auth_rate_limited() {
+    METRICS.auth_rate_limited.fetch_add(1, Relaxed);
+}
 
 /// Records one webhook delivery attempt: its outcome (`delivered`, `retry`, `failed`,
 /// `dead`) and how long the receiver took.
@@ -204,6 +218,31 @@ pub async fn render(state: &AppState) -> String {
         m.latency_sum_micros.load(Relaxed) as f64 / 1e6
     );
     line(&mut out, &format!("{h}_count"), &[], count);
+
+    header(
+        &mut out,
+        "wamux_auth_failures_total",
+        "counter",
+        "Requests refused for a wrong or missing API key.",
+    );
+    line(
+        &mut out,
+        "wamux_auth_failures_total",
+        &[],
+        m.auth_failures.load(Relaxed),
+    );
+    header(
+        &mut out,
+        "wamux_auth_rate_limited_total",
+        "counter",
+        "Requests refused with 429 after too many failed authentications from their address.",
+    );
+    line(
+        &mut out,
+        "wamux_auth_rate_limited_total",
+        &[],
+        m.auth_rate_limited.load(Relaxed),
+    );
 
     header(
         &mut out,

@@ -5,7 +5,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{ApiJson, SessionPath};
+use super::extract::{ApiJson, SessionPath, needs};
 use super::{ApiError, Result};
 use crate::AppState;
 use crate::model::ChatAddress;
@@ -41,7 +41,7 @@ pub struct CheckAnswer {
         (status = 502, description = "`whatsapp_error`: WhatsApp did not answer", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn check(
     State(state): State<AppState>,
-    SessionPath(id): SessionPath,
+    SessionPath(id, _): SessionPath<needs::Send>,
     ApiJson(body): ApiJson<CheckBody>,
 ) -> Result<Json<CheckAnswer>> {
     let phones = body

@@ -52,6 +52,18 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn missing_scope(scope: crate::access::Scope) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "missing_scope",
+            format!("this key lacks the `{scope}` scope"),
+        )
+    }
+
     pub fn session_not_found(id: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

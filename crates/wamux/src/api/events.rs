@@ -3,6 +3,8 @@
 //! Every event ever recorded, in order, whether or not a webhook was set when it happened.
 //! A receiver that lost data pages from the last cursor it processed: each item's `id` is the
 //! cursor, and `nextCursor` is where to continue (the same value when nothing is new).
+//! A scoped key sees only its sessions' events: a page may then hold fewer than `limit`
+//! (even none) while `hasMore` says to go on from `nextCursor`.
 
 use axum::extract::State;
 use axum::routing::get;
@@ -10,8 +12,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::extract::ApiQuery;
-use super::{ApiError, Result};
+use super::{ApiError, Caller, Result};
 use crate::AppState;
+use crate::access::Scope;
 use crate::model::SessionId;
 
 const DEFAULT_LIMIT: i64 = 100;
@@ -37,6 +40,7 @@ struct EventsQuery {
         (status = 400, description = "`invalid_query`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Json<serde_json::Value>> {
     let session = q
@@ -46,6 +50,14 @@ async fn list(
         .map(SessionId::parse)
         .transpose()
         .map_err(ApiError::invalid_session_id)?;
+    match &session {
+        Some(id) => caller.may(id, Scope::Read)?,
+        // A scoped key without `read` reads no session's events.
+        None if caller.grant().is_some_and(|g| !g.has(Scope::Read)) => {
+            return Err(ApiError::missing_scope(Scope::Read));
+        }
+        None => {}
+    }
     let after = match q.after.as_deref().filter(|s| !s.is_empty()) {
         None => 0,
         Some(a) => a.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
@@ -70,8 +82,10 @@ async fn list(
     )
     .await?;
     let next = events.last().map_or(after, |e| e.id);
+    let full = events.len() as i64 == limit;
     let items: Vec<serde_json::Value> = events
         .iter()
+        .filter(|e| caller.sees(&e.session_id))
         .map(|e| {
             let mut v = e.body();
             v["id"] = e.id.into();
@@ -86,6 +100,6 @@ async fn list(
     Ok(Json(serde_json::json!({
         "events": items,
         "nextCursor": next.to_string(),
-        "hasMore": items.len() as i64 == limit,
+        "hasMore": full,
     })))
 }

@@ -4,7 +4,11 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use super::ApiError;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use super::{ApiError, Caller};
+use crate::access::Scope;
 use crate::model::SessionId;
 
 /// `axum::Json` with rejections mapped to 400/413/415 JSON errors.
@@ -35,19 +39,53 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// The `:sessionId` path segment, validated.
-pub struct SessionPath(pub SessionId);
+/// The `:sessionId` path segment, validated, of a route that needs the scope `N` on it: the
+/// caller's key is checked here (see [`Caller::may`]), so a handler cannot reach a session
+/// by its path without saying what it does with it.
+pub struct SessionPath<N: Needs>(pub SessionId, pub PhantomData<N>);
 
-impl<S: Send + Sync> FromRequestParts<S> for SessionPath {
+/// The scope a [`SessionPath`] needs: one of the types in [`needs`].
+pub trait Needs {
+    const SCOPE: Scope;
+}
+
+/// The scopes, as types for [`SessionPath`].
+pub mod needs {
+    use super::{Needs, Scope};
+
+    pub struct Read;
+    pub struct Send;
+    pub struct Manage;
+    pub struct Webhooks;
+
+    impl Needs for Read {
+        const SCOPE: Scope = Scope::Read;
+    }
+    impl Needs for Send {
+        const SCOPE: Scope = Scope::Send;
+    }
+    impl Needs for Manage {
+        const SCOPE: Scope = Scope::Manage;
+    }
+    impl Needs for Webhooks {
+        const SCOPE: Scope = Scope::Webhooks;
+    }
+}
+
+impl<S: std::marker::Send + Sync, N: Needs> FromRequestParts<S> for SessionPath<N> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
+        let axum::extract::Path(params) =
+            axum::extract::Path::<HashMap<String, String>>::from_request_parts(parts, state)
                 .await
                 .map_err(ApiError::from)?;
-        SessionId::parse(&raw)
-            .map(SessionPath)
-            .map_err(ApiError::invalid_session_id)
+        let raw = params
+            .get("session_id")
+            .ok_or_else(|| ApiError::bad_request("invalid_path", "no session id in the path"))?;
+        let id = SessionId::parse(raw).map_err(ApiError::invalid_session_id)?;
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.may(&id, N::SCOPE)?;
+        Ok(SessionPath(id, PhantomData))
     }
 }

@@ -13,8 +13,10 @@ pub fn router() -> Router<AppState> {
 
 #[utoipa::path(get, path = "/api/health", tag = "health", operation_id = "health", summary = "Liveness and summary",
     responses((status = 200, description = "Liveness and a summary of the sessions", body = crate::api::openapi::schemas::Health)))]
-async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let sessions = state.sessions.list();
+async fn health(State(state): State<AppState>, caller: super::Caller) -> Json<serde_json::Value> {
+    let mut sessions = state.sessions.list();
+    // A scoped key counts only the sessions it may see.
+    sessions.retain(|s| caller.sees(s.session_id.as_str()));
     let mut by_status = serde_json::Map::new();
     for s in SessionStatus::ALL {
         by_status.insert(s.as_str().into(), 0.into());

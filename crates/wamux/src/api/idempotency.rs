@@ -7,7 +7,7 @@
 //! there (with `Idempotent-Replayed: true`); with another body it is refused (422
 //! `idempotency_key_reused`); while the first still runs, 409 `idempotency_key_in_use`. A
 //! first request that failed (4xx, 5xx) gives its key up, so the retry runs anew. Keys are
-//! kept per route. The body is compared by its SHA-256, a multipart body without its
+//! kept per route and per API key. The body is compared by its SHA-256, a multipart body without its
 //! boundary, which clients draw anew for every request.
 
 use axum::body::{Body, Bytes};
@@ -51,7 +51,16 @@ pub async fn layer(
         Ok(k) => k,
         Err(e) => return e.into_response(),
     };
-    let route = req.uri().path().to_owned();
+    // Each key's requests are its own: two tenants that pick the same Idempotency-Key
+    // never see each other's answers.
+    let route = match req
+        .extensions()
+        .get::<super::Caller>()
+        .and_then(|c| c.key_id())
+    {
+        Some(id) => format!("{id} {}", req.uri().path()),
+        None => req.uri().path().to_owned(),
+    };
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, body_limit).await {
         Ok(b) => b,

@@ -7,9 +7,10 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::Value;
 
-use super::extract::ApiJson;
-use super::{ApiError, Result};
+use super::extract::{ApiJson, SessionPath, needs};
+use super::{ApiError, Caller, Result};
 use crate::AppState;
+use crate::access::Scope;
 use crate::media::fetch::{self, Incoming, IngestError};
 use crate::media::send::{SendMediaError, SendOptions};
 use crate::media::storage::Staged;
@@ -149,12 +150,13 @@ struct Checked {
     opts: SendOptions,
 }
 
-fn check(f: &Fields) -> Result<Checked> {
+fn check(f: &Fields, caller: &Caller) -> Result<Checked> {
     let session = f
         .session_id
         .as_deref()
         .ok_or(ApiError::missing_field("sessionId"))?;
     let session = SessionId::parse(session).map_err(ApiError::invalid_session_id)?;
+    caller.may(&session, Scope::Send)?;
     let to = f.to.as_deref().ok_or(ApiError::missing_field("to"))?;
     let to = ChatAddress::parse(to).map_err(ApiError::invalid_phone)?;
     let kind = match f.kind.as_deref().filter(|k| !k.trim().is_empty()) {
@@ -201,7 +203,11 @@ fn check(f: &Fields) -> Result<Checked> {
         (status = 422, description = "`idempotency_key_reused`: the key came with another body", body = crate::api::openapi::schemas::ErrorBody),
         (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody), (status = 409, description = "`session_not_connected`, `idempotency_key_in_use`", body = crate::api::openapi::schemas::ErrorBody),
         (status = 413, description = "`media_too_large`, `payload_too_large`", body = crate::api::openapi::schemas::ErrorBody), (status = 502, description = "`send_failed`", body = crate::api::openapi::schemas::ErrorBody)))]
-async fn send_media(State(state): State<AppState>, req: Request) -> Result<Json<Value>> {
+async fn send_media(
+    State(state): State<AppState>,
+    caller: Caller,
+    req: Request,
+) -> Result<Json<Value>> {
     let is_multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -222,6 +228,11 @@ async fn send_media(State(state): State<AppState>, req: Request) -> Result<Json<
         {
             let name = field.name().unwrap_or_default().to_owned();
             if name == "file" {
+                // A key that may not send here sends no file to stage either.
+                if let Some(id) = fields.session_id.as_deref() {
+                    let id = SessionId::parse(id).map_err(ApiError::invalid_session_id)?;
+                    caller.may(&id, Scope::Send)?;
+                }
                 if file.is_some() {
                     return Err(ApiError::bad_request(
                         "invalid_body",
@@ -238,7 +249,7 @@ async fn send_media(State(state): State<AppState>, req: Request) -> Result<Json<
                 fields.set(&name, text);
             }
         }
-        let checked = check(&fields)?;
+        let checked = check(&fields, &caller)?;
         let file = match file {
             Some(f) => f,
             None => return Err(ApiError::missing_field("file")),
@@ -247,7 +258,7 @@ async fn send_media(State(state): State<AppState>, req: Request) -> Result<Json<
     } else {
         let ApiJson(body) = ApiJson::<Value>::from_request(req, &state).await?;
         let fields = Fields::from_json(&body)?;
-        let checked = check(&fields)?;
+        let checked = check(&fields, &caller)?;
         // Do not fetch anything for a session that cannot send it.
         state.sessions.live(&checked.session)?;
         let staged = Staged::new(media.storage().staging_path());
@@ -314,9 +325,9 @@ fn multipart_error(text: &str, status: StatusCode) -> ApiError {
         (status = 409, description = "`session_not_connected`, `no_media`, `media_pending`", body = crate::api::openapi::schemas::ErrorBody), (status = 502, description = "`media_download_failed`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn retry(
     State(state): State<AppState>,
-    Path((session, message_id)): Path<(String, String)>,
+    SessionPath(session, _): SessionPath<needs::Manage>,
+    Path((_, message_id)): Path<(String, String)>,
 ) -> Result<Json<Value>> {
-    let session = SessionId::parse(&session).map_err(ApiError::invalid_session_id)?;
     let (conn, _) = state.sessions.live(&session)?;
     match state
         .media

@@ -6,9 +6,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::extract::{ApiJson, ApiQuery, SessionPath};
-use super::{ApiError, Result};
+use super::extract::{ApiJson, ApiQuery, SessionPath, needs};
+use super::{ApiError, Caller, Result};
 use crate::AppState;
+use crate::access::Scope;
 use crate::model::{ChatAddress, SessionId};
 use crate::store::messages::{Cursor, Direction, Filter};
 
@@ -55,6 +56,7 @@ fn string_field(body: &Value, names: &[&str]) -> Result<Option<String>> {
         (status = 502, description = "`send_failed`: WhatsApp did not accept it", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn send_message(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<Value>> {
     if !body.is_object() {
@@ -66,6 +68,7 @@ async fn send_message(
     let session =
         string_field(&body, &["sessionId"])?.ok_or(ApiError::missing_field("sessionId"))?;
     let session = SessionId::parse(&session).map_err(ApiError::invalid_session_id)?;
+    caller.may(&session, Scope::Send)?;
     let to = string_field(&body, &["to", "number"])?.ok_or(ApiError::missing_field("to"))?;
     let text = string_field(&body, &["text", "message"])?.ok_or(ApiError::missing_field("text"))?;
     if text.is_empty() {
@@ -117,7 +120,7 @@ struct HistoryQuery {
         (status = 400, description = "`invalid_field`, `invalid_query`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn history(
     State(state): State<AppState>,
-    SessionPath(id): SessionPath,
+    SessionPath(id, _): SessionPath<needs::Read>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<Value>> {
     let chat_id = match q.chat.or(q.chat_id) {

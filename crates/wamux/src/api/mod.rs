@@ -9,6 +9,7 @@ mod events;
 pub mod extract;
 mod health;
 mod idempotency;
+mod keys;
 mod media;
 mod messages;
 pub mod openapi;
@@ -21,7 +22,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 
-pub use auth::ApiKey;
+pub use auth::{ApiKey, Caller, Keys, keep_audit_log};
 pub use error::{ApiError, Result};
 
 use crate::AppState;
@@ -31,6 +32,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(health::router())
         .merge(sessions::router())
+        .merge(keys::router())
         .merge(passkey::router())
         .merge(contacts::router())
         .merge(messages::router(&state))

@@ -44,7 +44,7 @@ const SCHEMES: [&str; 3] = ["apiKeyHeader", "apiKeyQuery", "bearer"];
     info(
         title = "wamux",
         description = "WhatsApp multi-session HTTP API. Every `/api` route (and `/metrics`) needs \
-            the API key, as the `X-API-Key` header, the `apiKey` query parameter or \
+            an API key (the admin key, or a scoped key from `POST /api/keys`), as the `X-API-Key` header, the `apiKey` query parameter or \
             `Authorization: Bearer <key>`. Errors are JSON: `{\"error\":{\"code\",\"message\"}}`. \
             Live events also arrive over Socket.IO (v4) at `/socket.io/` and as webhooks; see \
             docs/ui-and-socketio.md and docs/webhooks.md.",
@@ -75,6 +75,11 @@ const SCHEMES: [&str; 3] = ["apiKeyHeader", "apiKeyQuery", "bearer"];
         super::webhooks::retry_delivery,
         crate::web::webhook_test::send_test,
         super::events::list,
+        super::keys::create,
+        super::keys::list,
+        super::keys::revoke,
+        super::keys::me,
+        super::keys::audit,
         openapi_json,
         super::probes::healthz,
         super::probes::readyz,
@@ -90,6 +95,7 @@ const SCHEMES: [&str; 3] = ["apiKeyHeader", "apiKeyQuery", "bearer"];
         (name = "media", description = "Send files; download received ones again; stored files under /uploads"),
         (name = "webhooks", description = "A session's webhook (Standard Webhooks signatures) and its deliveries"),
         (name = "events", description = "The event log, to catch up on what a receiver missed"),
+        (name = "keys", description = "Scoped API keys (admin only), who a key is, and the audit log"),
         (name = "health", description = "Liveness, readiness and metrics"),
         (name = "docs", description = "This document and the page that shows it"),
         (name = "ui", description = "The management web UI"),
@@ -139,9 +145,19 @@ fn secure(doc: &mut Value) {
         };
         for op in item.values_mut() {
             op["security"] = Value::Array(requirement.clone());
+            let error =
+                json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
             op["responses"]["401"] = json!({
                 "description": "no API key, or a wrong one (`unauthorized`)",
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+                "content": error,
+            });
+            op["responses"]["403"] = json!({
+                "description": "`forbidden`: the key may not use this session (whether it exists or not) or this route; `missing_scope`: the key lacks the scope the call needs",
+                "content": error,
+            });
+            op["responses"]["429"] = json!({
+                "description": "`rate_limited`: too many wrong or missing keys from this address; wait `Retry-After` seconds",
+                "content": error,
             });
         }
     }
@@ -250,6 +266,13 @@ pub mod schemas {
         pub qr_image: String,
         /// Unix seconds.
         pub expires_at: i64,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct KeyRevoked {
+        #[schema(example = "key_3f9c2a1b0d4e5f60")]
+        pub id: String,
+        pub revoked: bool,
     }
 
     #[derive(Serialize, ToSchema)]

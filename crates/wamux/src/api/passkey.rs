@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::extract::{ApiJson, SessionPath};
+use super::extract::{ApiJson, SessionPath, needs};
 use super::{ApiError, Result};
 use crate::AppState;
 use crate::passkey::Assertion;
@@ -29,7 +29,7 @@ pub fn router() -> Router<AppState> {
         (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn passkey(
     State(state): State<AppState>,
-    SessionPath(id): SessionPath,
+    SessionPath(id, _): SessionPath<needs::Manage>,
 ) -> Result<Json<PasskeyInfo>> {
     Ok(Json(state.sessions.passkey(&id)?))
 }
@@ -46,7 +46,7 @@ async fn passkey(
         (status = 504, description = "`timeout`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn submit_assertion(
     State(state): State<AppState>,
-    SessionPath(id): SessionPath,
+    SessionPath(id, _): SessionPath<needs::Manage>,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<(StatusCode, Json<PasskeyInfo>)> {
     let assertion = Assertion::parse(&body)
@@ -66,7 +66,7 @@ async fn submit_assertion(
         (status = 504, description = "`timeout`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn confirm(
     State(state): State<AppState>,
-    SessionPath(id): SessionPath,
+    SessionPath(id, _): SessionPath<needs::Manage>,
 ) -> Result<(StatusCode, Json<PasskeyInfo>)> {
     let info = state.sessions.passkey_confirm(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(info)))

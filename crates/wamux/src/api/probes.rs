@@ -30,7 +30,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
             .route("/metrics", get(metrics))
             .layer(middleware::from_fn_with_state(
                 state.clone(),
-                super::auth::require_api_key,
+                super::auth::require_admin_key,
             ));
     probes.merge(metrics)
 }

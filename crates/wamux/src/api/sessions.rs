@@ -7,9 +7,10 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::extract::{ApiJson, ApiQuery, SessionPath};
-use super::{ApiError, Result};
+use super::extract::{ApiJson, ApiQuery, SessionPath, needs};
+use super::{ApiError, Caller, Result};
 use crate::AppState;
+use crate::access::Scope;
 use crate::model::{ChatAddress, SessionId};
 use crate::session::{SessionError, SessionInfo};
 
@@ -78,6 +79,7 @@ struct StartBody {
         (status = 415, description = "the body is not `application/json`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn start_session(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(body): ApiJson<StartBody>,
 ) -> Result<Response> {
     let id = match body.session_id {
@@ -86,6 +88,7 @@ async fn start_session(
         Some(_) => return Err(ApiError::invalid_field("sessionId", "must be a string")),
     };
     let id = SessionId::parse(&id).map_err(ApiError::invalid_session_id)?;
+    caller.may(&id, Scope::Manage)?;
     let (info, created) = state.sessions.start(id).await?;
     let status = if created {
         axum::http::StatusCode::CREATED
@@ -121,7 +124,7 @@ struct QrQuery {
         (status = 409, description = "`qr_not_available`: the session is not waiting for a scan", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn qr(
     State(state): State<AppState>,
-    SessionPath(id): SessionPath,
+    SessionPath(id, _): SessionPath<needs::Manage>,
     ApiQuery(q): ApiQuery<QrQuery>,
 ) -> Result<Response> {
     let want_png = match q.format.as_deref() {
@@ -159,15 +162,16 @@ async fn qr(
         (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn status(
     State(state): State<AppState>,
-    SessionPath(id): SessionPath,
+    SessionPath(id, _): SessionPath<needs::Read>,
 ) -> Result<Json<SessionInfo>> {
     Ok(Json(state.sessions.info(&id)?))
 }
 
 #[utoipa::path(get, path = "/api/sessions", tag = "sessions", operation_id = "listSessions", summary = "All sessions",
-    responses((status = 200, description = "All sessions with their status", body = crate::api::openapi::schemas::SessionList)))]
-async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let sessions = state.sessions.list();
+    responses((status = 200, description = "All sessions with their status (for a scoped key, those its patterns name)", body = crate::api::openapi::schemas::SessionList)))]
+async fn list(State(state): State<AppState>, caller: Caller) -> Json<serde_json::Value> {
+    let mut sessions = state.sessions.list();
+    sessions.retain(|s| caller.sees(s.session_id.as_str()));
     Json(serde_json::json!({"sessions": sessions}))
 }
 
@@ -177,7 +181,7 @@ async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
         (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody), (status = 409, description = "`wrong_state`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn logout(
     State(state): State<AppState>,
-    SessionPath(id): SessionPath,
+    SessionPath(id, _): SessionPath<needs::Manage>,
 ) -> Result<Json<SessionInfo>> {
     Ok(Json(state.sessions.logout(&id).await?))
 }
@@ -188,7 +192,7 @@ async fn logout(
         (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody), (status = 409, description = "`wrong_state`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn restart(
     State(state): State<AppState>,
-    SessionPath(id): SessionPath,
+    SessionPath(id, _): SessionPath<needs::Manage>,
 ) -> Result<Json<SessionInfo>> {
     Ok(Json(state.sessions.restart(&id).await?))
 }
@@ -199,7 +203,7 @@ async fn restart(
         (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn delete_session(
     State(state): State<AppState>,
-    SessionPath(id): SessionPath,
+    SessionPath(id, _): SessionPath<needs::Manage>,
 ) -> Result<Json<serde_json::Value>> {
     state.sessions.delete(&id).await?;
     Ok(Json(
@@ -219,7 +223,7 @@ struct PairBody {
         (status = 409, description = "`wrong_state`: the session is not waiting for a login", body = crate::api::openapi::schemas::ErrorBody), (status = 504, description = "`timeout`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn pairing_code(
     State(state): State<AppState>,
-    SessionPath(id): SessionPath,
+    SessionPath(id, _): SessionPath<needs::Manage>,
     ApiJson(body): ApiJson<PairBody>,
 ) -> Result<Json<serde_json::Value>> {
     let phone = match body.phone {

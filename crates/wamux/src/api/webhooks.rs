@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::extract::{ApiJson, ApiQuery, SessionPath};
+use super::extract::{ApiJson, ApiQuery, SessionPath, needs};
 use super::{ApiError, Result};
 use crate::AppState;
 use crate::store::webhooks::{self, NewWebhook, Webhook};
@@ -85,7 +85,7 @@ fn view(w: &Webhook) -> serde_json::Value {
         (status = 400, description = "`missing_field`, `invalid_field`, `invalid_url`, `invalid_events`, `invalid_secret`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn set_webhook(
     State(state): State<AppState>,
-    SessionPath(session): SessionPath,
+    SessionPath(session, _): SessionPath<needs::Webhooks>,
     ApiJson(body): ApiJson<SetBody>,
 ) -> Result<Response> {
     let url = match body.url {
@@ -219,7 +219,7 @@ fn parse_headers(value: Option<serde_json::Value>) -> Result<Vec<(String, String
         (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`webhook_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn get_webhook(
     State(state): State<AppState>,
-    SessionPath(session): SessionPath,
+    SessionPath(session, _): SessionPath<needs::Webhooks>,
 ) -> Result<Json<serde_json::Value>> {
     let Some(webhook) = webhooks::get_webhook(&state.store, session.as_str()).await? else {
         return Err(no_webhook(&state, session.as_str()));
@@ -254,7 +254,7 @@ fn no_webhook(state: &AppState, session: &str) -> ApiError {
         (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`webhook_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn delete_webhook(
     State(state): State<AppState>,
-    SessionPath(session): SessionPath,
+    SessionPath(session, _): SessionPath<needs::Webhooks>,
 ) -> Result<Json<serde_json::Value>> {
     let deleted = webhooks::delete_webhook(
         &state.store,
@@ -290,7 +290,7 @@ const DELIVERY_STATUSES: &[&str] = &["pending", "delivered", "failed", "dead", "
         (status = 400, description = "`invalid_query`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn list_deliveries(
     State(state): State<AppState>,
-    SessionPath(session): SessionPath,
+    SessionPath(session, _): SessionPath<needs::Webhooks>,
     ApiQuery(q): ApiQuery<DeliveriesQuery>,
 ) -> Result<Json<serde_json::Value>> {
     if let Some(s) = &q.status
@@ -339,11 +339,10 @@ async fn list_deliveries(
         (status = 400, description = "`invalid_path`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`not_found`: no such delivery", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn retry_delivery(
     State(state): State<AppState>,
+    SessionPath(session, _): SessionPath<needs::Webhooks>,
     path: std::result::Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<serde_json::Value>> {
-    let Path((raw_session, delivery_id)) = path?;
-    let session =
-        crate::model::SessionId::parse(&raw_session).map_err(ApiError::invalid_session_id)?;
+    let Path((_, delivery_id)) = path?;
     let id: i64 = delivery_id
         .parse()
         .map_err(|_| ApiError::bad_request("invalid_path", "the delivery id must be a number"))?;

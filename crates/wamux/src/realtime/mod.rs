@@ -1,8 +1,9 @@
 //! The Socket.IO feed at `/socket.io/` (protocol v5, which Socket.IO v3 and v4 clients speak).
 //!
-//! A client authenticates with the API key in the handshake `auth` (`{"apiKey": "..."}`) or the
+//! A client authenticates with an API key in the handshake `auth` (`{"apiKey": "..."}`) or the
 //! query `apiKey`; without a valid key the namespace connection is refused with a
-//! `connect_error`. Each connection gets every session's events by default; the query
+//! `connect_error`. A scoped key needs the `read` scope and hears only the sessions its
+//! patterns name; when the key is revoked (or expires) its connections are closed. Each connection gets every session's events by default; the query
 //! `sessionId=s1,s2` or the client events `subscribe` / `unsubscribe` with
 //! `{"sessionIds": [...]}` narrow it (see [`Subscription`]). The event names and payloads are
 //! the webhooks' own: the name is the event kind, the payload [`Event::body`].
@@ -31,7 +32,8 @@ use socketioxide::socket::DisconnectReason;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::ApiKey;
+use crate::access::Scope;
+use crate::api::{Caller, Keys};
 use crate::event::{Event, EventBus};
 
 /// Packets buffered per client before its events are dropped. Generous enough for a burst
@@ -40,22 +42,51 @@ const CLIENT_BUFFER: usize = 512;
 
 /// Builds the Socket.IO layer and starts the fan-out task, which runs until `shutdown`.
 /// Mount the layer on the app's router; it only answers requests under `/socket.io/`.
-pub fn layer(api_key: ApiKey, bus: &EventBus, shutdown: CancellationToken) -> SocketIoLayer {
+pub fn layer(keys: Keys, bus: &EventBus, shutdown: CancellationToken) -> SocketIoLayer {
     let (layer, io) = SocketIo::builder()
         .max_buffer_size(CLIENT_BUFFER)
         .build_layer();
 
+    let revocations = keys.revocations();
     io.ns(
         "/",
         on_connect.with(move |s: SocketRef, TryData(auth): TryData<Value>| {
-            let key = api_key.clone();
-            async move { authenticate(&s, auth.ok().as_ref(), &key) }
+            let keys = keys.clone();
+            async move { authenticate(&s, auth.ok().as_ref(), &keys).await }
         }),
     );
 
+    tokio::spawn(close_revoked(io.clone(), revocations, shutdown.clone()));
     let rx = bus.subscribe();
     tokio::spawn(fan_out(io, rx, shutdown));
     layer
+}
+
+/// Closes the connections of each key revoked, as soon as it is.
+async fn close_revoked(
+    io: SocketIo,
+    mut revoked: tokio::sync::broadcast::Receiver<String>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let id = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = revoked.recv() => match r {
+                Ok(id) => Some(id),
+                // Missed some: check every connection's key against the store's news below.
+                Err(RecvError::Lagged(_)) => None,
+                Err(RecvError::Closed) => return,
+            },
+        };
+        for s in io.sockets() {
+            let Some(c) = client(&s) else { continue };
+            let key = c.caller.key_id();
+            if key.is_some() && (id.is_none() || key == id.as_deref()) {
+                tracing::info!(sid = %s.id, key = ?key, "socket.io connection of a revoked key closed");
+                let _ = s.disconnect();
+            }
+        }
+    }
 }
 
 /// Why a handshake was refused; the text reaches the client as `connect_error`'s message.
@@ -65,11 +96,34 @@ pub enum AuthError {
     Missing,
     #[error("invalid API key")]
     Invalid,
+    #[error("this key lacks the `read` scope")]
+    MissingScope,
+    #[error("too many wrong API keys from this address; try again later")]
+    RateLimited,
+    #[error("internal error; see the server log")]
+    Internal,
 }
 
-/// The key is checked by [`ApiKey::matches`], the same constant-time comparison of digests
-/// as the HTTP API's.
-fn authenticate(s: &SocketRef, auth: Option<&Value>, key: &ApiKey) -> Result<(), AuthError> {
+/// The key is resolved by [`Keys::resolve`], as the HTTP API's are, and counts against the
+/// same per-address limit of failures. The caller is kept in the socket's extensions.
+async fn authenticate(s: &SocketRef, auth: Option<&Value>, keys: &Keys) -> Result<(), AuthError> {
+    let ip = keys.client_ip(
+        s.req_parts()
+            .extensions
+            .get::<axum::extract::ConnectInfo<crate::net::PeerAddr>>()
+            .map(|c| c.0.0.ip()),
+        &s.req_parts().headers,
+    );
+    if ip.is_some_and(|ip| keys.blocked(ip).is_some()) {
+        crate::metrics::auth_rate_limited();
+        return Err(AuthError::RateLimited);
+    }
+    let failed = |e: AuthError| {
+        if let Some(ip) = ip {
+            keys.failed(ip);
+        }
+        Err(e)
+    };
     let from_auth = auth
         .and_then(|a| a.get("apiKey"))
         .and_then(Value::as_str)
@@ -77,13 +131,24 @@ fn authenticate(s: &SocketRef, auth: Option<&Value>, key: &ApiKey) -> Result<(),
     let given = from_auth.or_else(|| query_param(s, "apiKey"));
     let Some(given) = given else {
         tracing::debug!(sid = %s.id, "socket.io handshake without API key refused");
-        return Err(AuthError::Missing);
+        return failed(AuthError::Missing);
     };
-    if key.matches(&given) {
-        Ok(())
-    } else {
-        tracing::info!(sid = %s.id, "socket.io handshake with a wrong API key refused");
-        Err(AuthError::Invalid)
+    match keys.resolve(&given).await {
+        Ok(Some(caller)) if caller.grant().is_some_and(|g| !g.has(Scope::Read)) => {
+            Err(AuthError::MissingScope)
+        }
+        Ok(Some(caller)) => {
+            s.extensions.insert(caller);
+            Ok(())
+        }
+        Ok(None) => {
+            tracing::info!(sid = %s.id, "socket.io handshake with a wrong API key refused");
+            failed(AuthError::Invalid)
+        }
+        Err(e) => {
+            tracing::error!("socket.io handshake: cannot look the key up: {e}");
+            Err(AuthError::Internal)
+        }
     }
 }
 
@@ -127,8 +192,8 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Per-connection state, kept in the socket's extensions.
-#[derive(Default)]
 struct Client {
+    caller: Caller,
     subscription: Mutex<Subscription>,
     dropped: AtomicU64,
 }
@@ -139,7 +204,13 @@ async fn on_connect(s: SocketRef) {
         sub.subscribe(split_ids(&ids));
     }
     tracing::debug!(sid = %s.id, subscription = ?sub, "socket.io client connected");
+    // Set by `authenticate`, which runs first; a connection without it hears nothing.
+    let Some(caller) = s.extensions.get::<Caller>() else {
+        let _ = s.disconnect();
+        return;
+    };
     s.extensions.insert(Arc::new(Client {
+        caller,
         subscription: Mutex::new(sub),
         dropped: AtomicU64::new(0),
     }));
@@ -333,11 +404,18 @@ fn deliver(io: &SocketIo, event: &Event) {
     let body = event.body();
     for s in sockets {
         let Some(c) = client(&s) else { continue };
-        let wanted = c
-            .subscription
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .wants(&event.session_id);
+        if let Some(g) = c.caller.grant()
+            && g.expires_at.is_some_and(|t| t <= crate::store::now())
+        {
+            tracing::info!(sid = %s.id, key = %g.key_id, "socket.io connection of an expired key closed");
+            let _ = s.disconnect();
+            continue;
+        }
+        let wanted = c.caller.sees(&event.session_id)
+            && c.subscription
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .wants(&event.session_id);
         if !wanted {
             continue;
         }

@@ -29,6 +29,8 @@ const OUR_TABLES: &[&str] = &[
     "media_jobs",
     "pending_inbound",
     "idempotency_keys",
+    "api_keys",
+    "audit_log",
 ];
 
 /// Identity and serial columns whose counters must follow the copied ids.
@@ -38,6 +40,7 @@ const COUNTERS: &[(&str, &str)] = &[
     ("events", "id"),
     ("webhook_deliveries", "id"),
     ("media_jobs", "id"),
+    ("audit_log", "id"),
     ("wa_device", "id"),
 ];
 

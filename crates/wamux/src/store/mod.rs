@@ -16,6 +16,7 @@
 //! webhook outbox's per-session cursor relies on (an id committed after a larger one was read
 //! would be skipped).
 
+pub mod access;
 pub mod copy;
 pub mod events;
 pub mod idempotency;

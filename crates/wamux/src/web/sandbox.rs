@@ -1,4 +1,4 @@
-//! The virtual phones of sandbox mode, for the UI: a thin, API-key-protected pass-through to
+//! The virtual phones of sandbox mode, for the UI: a thin pass-through (admin key only) to
 //! the simulator's admin API (see DESIGN.md). The browser cannot call the simulator itself:
 //! it serves HTTPS with its own CA, which the browser does not trust, and on another origin.
 //!
@@ -31,6 +31,19 @@ pub fn router() -> Router<AppState> {
         // A gated phone's screen, and its owner's browser making the passkey assertion.
         .route("/sandbox/phones/{phone}/passkey", get(phone_route))
         .route("/sandbox/phones/{phone}/passkey/assert", post(phone_route))
+        .route_layer(axum::middleware::from_fn(admin_only))
+}
+
+/// The virtual phones are the operator's, not a tenant's: the admin key only.
+async fn admin_only(
+    caller: crate::api::Caller,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match caller.admin_only("use the sandbox's phones") {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// The simulator's admin base URL, from the WebSocket URL the gateway connects to.

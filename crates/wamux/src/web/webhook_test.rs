@@ -13,7 +13,7 @@ use axum::{Json, Router};
 
 use crate::AppState;
 use crate::api::ApiError;
-use crate::api::extract::SessionPath;
+use crate::api::extract::{SessionPath, needs};
 use crate::store::webhooks;
 use crate::webhook::client::{Request, Sender};
 
@@ -27,7 +27,7 @@ pub fn router() -> Router<AppState> {
         (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`webhook_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn send_test(
     State(state): State<AppState>,
-    SessionPath(session): SessionPath,
+    SessionPath(session, _): SessionPath<needs::Webhooks>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Some(webhook) = webhooks::get_webhook(&state.store, session.as_str()).await? else {
         return Err(ApiError::new(

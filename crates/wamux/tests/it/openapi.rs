@@ -346,10 +346,15 @@ async fn manual_state(app: &TestApp) -> wamux::AppState {
     .unwrap();
     wamux::AppState {
         config: std::sync::Arc::new(config),
-        store,
+        store: store.clone(),
         sessions,
         events,
-        api_key: wamux::api::ApiKey::new(KEY),
+        keys: wamux::api::Keys::new(
+            wamux::api::ApiKey::new(KEY),
+            store.clone(),
+            30,
+            Default::default(),
+        ),
         started_at: std::time::Instant::now(),
         webhooks,
         media,

@@ -1,6 +1,7 @@
 //! The PostgreSQL backend: a pool for reads and the device store, and one writer connection
 //! (see the store module for why every write goes through one connection).
 
+pub mod access;
 pub mod device;
 pub mod events;
 pub mod idempotency;

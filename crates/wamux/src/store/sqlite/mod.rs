@@ -1,5 +1,6 @@
 //! The SQLite backend: `wamux.db` in WAL mode, with one writer connection.
 
+pub mod access;
 pub mod device;
 pub mod events;
 pub mod idempotency;
