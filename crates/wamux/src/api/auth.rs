@@ -414,6 +414,16 @@ pub async fn require_admin_key(
     }
 }
 
+/// A route layer for routes only the admin key may use: `.route_layer(from_fn(admin_route))`.
+/// It runs before the handler's extractors, so a scoped key learns nothing from the body
+/// checks either.
+pub async fn admin_route(caller: Caller, req: Request, next: Next) -> Response {
+    match caller.admin_only("use this route") {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
 /// Forgets audit entries older than `days`, at start and then every hour, until `stop`.
 pub async fn keep_audit_log(store: Store, days: u32, stop: tokio_util::sync::CancellationToken) {
     loop {

@@ -26,8 +26,9 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/keys", get(list).post(create))
         .route("/keys/{key_id}", delete(revoke))
-        .route("/me", get(me))
         .route("/audit", get(audit))
+        .route_layer(axum::middleware::from_fn(super::admin_route))
+        .route("/me", get(me))
 }
 
 /// A key as listed: never its secret.
@@ -211,10 +212,8 @@ fn parse_create(body: CreateKey, now: i64) -> Result<KeyRecord> {
         (status = 400, description = "`missing_field`, `invalid_field`, `invalid_body`, `invalid_json`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn create(
     State(state): State<AppState>,
-    caller: Caller,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Json<KeyCreated>)> {
-    caller.admin_only("manage keys")?;
     let record = parse_create(body, store::now())?;
     let secret = access::new_secret();
     store::access::create_key(&state.store, &record, &access::digest(&secret)).await?;
@@ -230,8 +229,7 @@ async fn create(
 
 #[utoipa::path(get, path = "/api/keys", tag = "keys", operation_id = "listKeys", summary = "The scoped keys",
     responses((status = 200, description = "Every scoped key, oldest first, without secrets", body = KeyList)))]
-async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<KeyList>> {
-    caller.admin_only("list keys")?;
+async fn list(State(state): State<AppState>) -> Result<Json<KeyList>> {
     let keys = store::access::list_keys(&state.store).await?;
     Ok(Json(KeyList {
         keys: keys.into_iter().map(KeyView::from).collect(),
@@ -242,12 +240,7 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<KeyL
     params(("keyId" = String, Path, description = "the key's `id`")),
     responses((status = 200, description = "Revoked: refused from now on, its Socket.IO connections closed", body = crate::api::openapi::schemas::KeyRevoked),
         (status = 404, description = "`not_found`: no such key", body = crate::api::openapi::schemas::ErrorBody)))]
-async fn revoke(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<Value>> {
-    caller.admin_only("revoke keys")?;
+async fn revoke(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>> {
     if !state.keys.revoke(&id).await? {
         return Err(ApiError::not_found(format!("there is no key `{id}`")));
     }
@@ -290,10 +283,8 @@ struct AuditQuery {
         (status = 400, description = "`invalid_query`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn audit(
     State(state): State<AppState>,
-    caller: Caller,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>> {
-    caller.admin_only("read the audit log")?;
     let bad = |what: &str| ApiError::bad_request("invalid_query", what.to_owned());
     let before = q
         .before

@@ -22,7 +22,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 
-pub use auth::{ApiKey, Caller, Keys, keep_audit_log};
+pub use auth::{ApiKey, Caller, Keys, admin_route, keep_audit_log};
 pub use error::{ApiError, Result};
 
 use crate::AppState;

@@ -31,19 +31,8 @@ pub fn router() -> Router<AppState> {
         // A gated phone's screen, and its owner's browser making the passkey assertion.
         .route("/sandbox/phones/{phone}/passkey", get(phone_route))
         .route("/sandbox/phones/{phone}/passkey/assert", post(phone_route))
-        .route_layer(axum::middleware::from_fn(admin_only))
-}
-
-/// The virtual phones are the operator's, not a tenant's: the admin key only.
-async fn admin_only(
-    caller: crate::api::Caller,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    match caller.admin_only("use the sandbox's phones") {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
-    }
+        // The virtual phones are the operator's, not a tenant's.
+        .route_layer(axum::middleware::from_fn(crate::api::admin_route))
 }
 
 /// The simulator's admin base URL, from the WebSocket URL the gateway connects to.

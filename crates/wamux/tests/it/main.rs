@@ -8,6 +8,8 @@ mod helpers;
 #[cfg(feature = "sandbox")]
 mod isolation;
 #[cfg(feature = "sandbox")]
+mod keys;
+#[cfg(feature = "sandbox")]
 mod liveness;
 #[cfg(feature = "sandbox")]
 mod media;

@@ -494,3 +494,227 @@ fn the_schema_check_catches_a_missing_field_and_a_wrong_type() {
     let wrong = json!({"error": {"code": 1, "message": "y"}});
     assert_eq!(check(&doc, &schema, &wrong, "$").len(), 1);
 }
+
+/// A scoped key for the admin to hand out: its secret and id.
+pub async fn create_key(app: &TestApp, body: Value) -> (String, String) {
+    let (s, key) = app.post_json("/api/keys", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{key}");
+    (
+        key["key"].as_str().unwrap().to_owned(),
+        key["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// What the admin sees of the probe session, the other sessions and the keys: a call that
+/// slipped past its check would change some of it.
+async fn snapshot(app: &TestApp) -> Value {
+    let (_, sessions) = app.get_json("/api/sessions").await;
+    let sessions: Vec<Value> = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| json!([s["sessionId"], s["status"]]))
+        .collect();
+    let (_, webhook) = app.get_json("/api/probe/webhook").await;
+    let (_, messages) = app.get_json("/api/messages/probe").await;
+    let (_, keys) = app.get_json("/api/keys").await;
+    let keys: Vec<Value> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].clone())
+        .collect();
+    json!({"sessions": sessions, "webhook": webhook, "messages": messages["messages"], "keys": keys})
+}
+
+/// Does `op` name a session: in its path, its query or its JSON body?
+fn names_session(doc: &Value, path: &str, op: &Value) -> bool {
+    let in_query = op["parameters"].as_array().is_some_and(|ps| {
+        ps.iter()
+            .any(|p| p["name"] == "sessionId" && p["in"] == "query")
+    });
+    let in_body = op["requestBody"]["content"]
+        .as_object()
+        .is_some_and(|content| {
+            content.values().any(|media| {
+                let schema = resolve(doc, &media["schema"]);
+                schema["properties"].get("sessionId").is_some()
+            })
+        });
+    path.contains("{sessionId}") || in_query || in_body
+}
+
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => {
+            let name = r.trim_start_matches("#/components/schemas/");
+            &doc["components"]["schemas"][name]
+        }
+        None => schema,
+    }
+}
+
+/// Calls `op` on `session` with `key`: the session in the path, the query and the body.
+async fn call_as(
+    app: &TestApp,
+    key: &str,
+    method: &Method,
+    path: &str,
+    op: &Value,
+    session: &str,
+) -> (StatusCode, Value) {
+    let url = fill(path).replace("/probe", &format!("/{session}"));
+    let url = if op["parameters"].as_array().is_some_and(|ps| {
+        ps.iter()
+            .any(|p| p["name"] == "sessionId" && p["in"] == "query")
+    }) {
+        format!("{url}?sessionId={session}")
+    } else {
+        url
+    };
+    let mut req = app
+        .http
+        .request(method.clone(), app.url(&url))
+        .header("X-API-Key", key);
+    if !op["requestBody"].is_null() {
+        req = req.json(&json!({"sessionId": session}));
+    }
+    crate::helpers::into_json(req.send().await.unwrap()).await
+}
+
+/// Every operation that names a session, called with a key scoped to another session,
+/// answers 403 `forbidden` (for a session that exists and one that does not); every
+/// mutating one, called with a read-only key for its session, answers 403; the admin's
+/// routes refuse both keys; and afterwards nothing has changed. Lists and counts hold only
+/// the key's sessions. Generated from the document, so a new route is covered as it lands,
+/// and a route whose check is removed fails here.
+#[cfg(feature = "sandbox")]
+#[tokio::test]
+async fn a_key_for_another_session_or_a_read_only_key_changes_nothing_anywhere() {
+    use crate::helpers::{Options, assert_error};
+    use std::time::Duration;
+
+    let app = TestApp::start_with(Options {
+        sim: true,
+        configure: Some(Box::new(|c| c.webhook.allow_private = true)),
+        ..Options::default()
+    })
+    .await;
+    for id in ["probe", "mine"] {
+        let (s, _) = app
+            .post_json("/api/start-session", json!({"sessionId": id}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+        app.wait_qr(id, Duration::from_secs(20)).await;
+    }
+    let (s, _) = app
+        .post_json(
+            "/api/probe/webhook",
+            json!({"url": "http://127.0.0.1:9/hook"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (elsewhere, _) = create_key(
+        &app,
+        json!({"name": "elsewhere", "sessions": ["mine", "min*"], "scopes": ["read", "send", "manage", "webhooks"]}),
+    )
+    .await;
+    let (reader, _) = create_key(
+        &app,
+        json!({"name": "reader", "sessions": ["probe"], "scopes": ["read"]}),
+    )
+    .await;
+    let before = snapshot(&app).await;
+
+    let doc = openapi::document();
+    let (mut named, mut mutating, mut admin) = (0, 0, 0);
+    for (path, method, op) in operations(&doc) {
+        if !path.starts_with("/api/") {
+            continue;
+        }
+        let admin_only = path.starts_with("/api/keys") || path == "/api/audit";
+        if names_session(&doc, &path, &op) {
+            named += 1;
+            for target in ["probe", "nosuch"] {
+                let got = call_as(&app, &elsewhere, &method, &path, &op, target).await;
+                assert_eq!(
+                    got.0,
+                    StatusCode::FORBIDDEN,
+                    "{method} {path} on `{target}` with a key for another session: {}",
+                    got.1
+                );
+                assert_error(&got, StatusCode::FORBIDDEN, "forbidden");
+            }
+        }
+        if method != Method::GET {
+            mutating += 1;
+            let got = call_as(&app, &reader, &method, &path, &op, "probe").await;
+            assert_eq!(
+                got.0,
+                StatusCode::FORBIDDEN,
+                "{method} {path} with a read-only key: {}",
+                got.1
+            );
+            let code = if admin_only {
+                "forbidden"
+            } else {
+                "missing_scope"
+            };
+            assert_error(&got, StatusCode::FORBIDDEN, code);
+        }
+        if admin_only {
+            admin += 1;
+            for key in [&elsewhere, &reader] {
+                let got = call_as(&app, key, &method, &path, &op, "probe").await;
+                assert_error(&got, StatusCode::FORBIDDEN, "forbidden");
+            }
+        }
+    }
+    assert!(named >= 22, "only {named} operations name a session");
+    assert!(mutating >= 16, "only {mutating} mutating operations");
+    assert!(admin >= 4, "only {admin} admin operations");
+    assert_eq!(
+        snapshot(&app).await,
+        before,
+        "a refused call changed something"
+    );
+
+    // Outside the document: the metrics and the sandbox's phones are the admin's.
+    for path in ["/metrics", "/api/sandbox", "/api/sandbox/phones"] {
+        let r = app
+            .http
+            .get(app.url(path))
+            .header("X-API-Key", &elsewhere)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+
+    // Lists and counts hold the key's sessions only.
+    let as_key = |key: &str, path: &str| {
+        let r = app.http.get(app.url(path)).header("X-API-Key", key);
+        async move { crate::helpers::into_json(r.send().await.unwrap()).await }
+    };
+    let (_, list) = as_key(&elsewhere, "/api/sessions").await;
+    let ids: Vec<&str> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sessionId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["mine"]);
+    let (_, health) = as_key(&elsewhere, "/api/health").await;
+    assert_eq!(health["sessions"]["total"], 1, "{health}");
+    let (_, events) = as_key(&elsewhere, "/api/events?limit=1000").await;
+    let sessions: BTreeSet<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["sessionId"].as_str().unwrap())
+        .collect();
+    assert_eq!(sessions, BTreeSet::from(["mine"]), "{events}");
+    let (_, events) = as_key(&reader, "/api/events?sessionId=probe").await;
+    assert!(!events["events"].as_array().unwrap().is_empty());
+    app.stop().await;
+}
