@@ -89,6 +89,12 @@ export class Api {
   deliveries(id) { return this.get(`/api/${enc(id)}/webhook/deliveries`); }
   retryDelivery(id, deliveryId) { return this.post(`/api/${enc(id)}/webhook/deliveries/${enc(deliveryId)}/retry`); }
 
+  // Who this key is, and the scoped keys (the admin key only).
+  me() { return this.get('/api/me'); }
+  keys() { return this.get('/api/keys'); }
+  createKey(spec) { return this.post('/api/keys', spec); }
+  revokeKey(keyId) { return this.del(`/api/keys/${enc(keyId)}`); }
+
   // Sandbox: the simulator's virtual phones, through the gateway.
   sandbox() { return this.get('/api/sandbox'); }
   phones() { return this.get('/api/sandbox/phones'); }

@@ -11,11 +11,19 @@ const EVENT_KINDS = [
   'message-failed', 'message-reaction', 'message-revoked', 'message-edited', 'session-status', 'qr', 'call',
   'passkey-required', 'passkey-confirmation', 'passkey-failed',
 ];
+// A tab is there only for a key that may use it (`shown`).
 const TABS = [
   { id: 'link', label: 'Link' },
-  { id: 'messages', label: 'Messages' },
-  { id: 'webhook', label: 'Webhook' },
-  { id: 'phones', label: 'Virtual phones', sandbox: true },
+  { id: 'messages', label: 'Messages', shown: () => can('read') || can('send') },
+  { id: 'webhook', label: 'Webhook', shown: () => can('webhooks') },
+  { id: 'phones', label: 'Virtual phones', shown: () => isAdmin() && !!state.sandbox },
+];
+// The scopes a key can have, as the Keys page offers them.
+const SCOPES = [
+  { id: 'read', hint: 'status, history, events, the live feed' },
+  { id: 'send', hint: 'send messages and files, check numbers' },
+  { id: 'manage', hint: 'create, link, log out, restart, delete sessions' },
+  { id: 'webhooks', hint: 'the webhook and its deliveries' },
 ];
 const LINKED = new Set(['connected', 'connecting']);
 // The statuses of a link that waits for the account owner's passkey, then for the code check.
@@ -23,6 +31,9 @@ const PASSKEY = new Set(['passkey_required', 'passkey_confirmation']);
 
 const state = {
   api: null,
+  // Who the key is, from GET /api/me: {admin, keyId, sessions, scopes}.
+  me: null,
+  page: 'sessions', // or 'keys', the admin key's page of scoped keys
   socket: null,
   sessions: new Map(), // id -> status object from the API
   selected: null,
@@ -46,6 +57,17 @@ const state = {
 };
 
 const $ = (sel, root = document) => root.querySelector(sel);
+
+// What the signed-in key may do. The admin key may do everything; a scoped key has its
+// scopes on every session the API lists to it (only those its patterns name). The page
+// leaves out what the key may not use, rather than offering it to be refused.
+function can(scope) {
+  return !!state.me && (state.me.admin || state.me.scopes.includes(scope));
+}
+
+function isAdmin() {
+  return !!state.me?.admin;
+}
 
 // Builds an element: h('button', {class: 'btn', onclick: f}, 'Text', child...).
 function h(tag, attrs = {}, ...children) {
@@ -160,8 +182,10 @@ function sessionName(s) { return s.me?.pushName ?? s.pushName ?? s.name; }
 async function signIn(key, { silent } = {}) {
   const api = new Api(key);
   try {
+    const me = await api.me();
     const list = await api.sessions();
     state.api = api;
+    state.me = me;
     sessionStorage.setItem(KEY_STORAGE, key);
     setSessions(list);
     return true;
@@ -180,12 +204,24 @@ function signOut(reason) {
   state.socket?.disconnect();
   state.socket = null;
   state.api = null;
+  state.me = null;
+  state.sandbox = null;
+  state.phones = [];
+  state.page = 'sessions';
   state.sessions.clear();
   state.messages.clear();
   state.qr.clear();
   state.passkey.clear();
   state.passkeyDrafts.clear();
   state.selected = null;
+  state.tab = 'link';
+  // The next key starts from the start, not on a page of the last one's.
+  if (location.hash) history.replaceState(null, '', location.pathname + location.search);
+  // What the last key was offered goes with it.
+  put($('#nav'));
+  put($('#create-slot'));
+  put($('#keys'));
+  renderDetail();
   showLogin();
   if (reason) {
     const el = $('#login-error');
@@ -196,8 +232,10 @@ function signOut(reason) {
 
 function showLogin() {
   $('#app').hidden = true;
+  $('#keys').hidden = true;
   $('#signout').hidden = true;
   $('#feed').hidden = true;
+  $('#whoami').hidden = true;
   $('#sandbox-badge').hidden = true;
   $('#login').hidden = false;
   $('#login-key').value = '';
@@ -207,13 +245,69 @@ function showLogin() {
 async function showApp() {
   $('#login').hidden = true;
   $('#login-error').hidden = true;
-  $('#app').hidden = false;
   $('#signout').hidden = false;
-  $('#feed').hidden = false;
-  connectFeed();
-  detectSandbox();
+  renderWhoami();
+  renderCreateForm();
+  // The feed is the read scope's; without it the status is polled (see boot).
+  $('#feed').hidden = !can('read');
+  if (can('read')) connectFeed();
+  // The virtual phones are the admin key's only.
+  if (isAdmin()) detectSandbox();
   applyRoute();
   renderSessions();
+}
+
+function renderWhoami() {
+  const el = $('#whoami');
+  const me = state.me;
+  el.hidden = false;
+  if (me.admin) {
+    el.textContent = 'admin key';
+    el.title = 'The admin key (WAMUX_API_KEY) may do everything';
+    return;
+  }
+  el.textContent = `${me.keyId} · ${me.scopes.join(', ')}`;
+  el.title = `A scoped key for the sessions ${me.sessions.join(', ')}`;
+}
+
+// Sessions and Keys, for the admin key; a scoped key has the sessions page only.
+function renderNav() {
+  const nav = $('#nav');
+  if (!isAdmin()) return put(nav);
+  const back = state.selected ? `#/sessions/${encodeURIComponent(state.selected)}/${state.tab}` : '#/';
+  const link = (page, href, label) => h('a', {
+    id: `nav-${page}`, class: 'nav-link', href, 'aria-current': state.page === page ? 'page' : null,
+  }, label);
+  put(nav, link('sessions', back, 'Sessions'), link('keys', '#/keys', 'Keys'));
+}
+
+// The new-session form, for a key that may create sessions (manage).
+function renderCreateForm() {
+  const slot = $('#create-slot');
+  if (!can('manage')) return put(slot);
+  const error = h('p', { id: 'create-error', class: 'form-error', role: 'alert', hidden: true });
+  const input = h('input', {
+    id: 'create-id', name: 'sessionId', placeholder: 'new session id', pattern: '[A-Za-z0-9_\\-]{1,64}', maxlength: '64',
+    required: true, autocomplete: 'off',
+  });
+  const form = h('form', { id: 'create-form', class: 'create-form', novalidate: true, onsubmit: (e) => {
+    e.preventDefault();
+    const id = input.value.trim();
+    act(e.submitter, error, async () => {
+      if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw new Error('A session id has 1 to 64 letters, digits, "_" or "-".');
+      const r = await state.api.startSession(id);
+      state.sessions.set(id, { ...state.sessions.get(id), sessionId: id, status: r?.status ?? 'starting', ...r });
+      input.value = '';
+      location.hash = `#/sessions/${encodeURIComponent(id)}/link`;
+      await refreshSession(id);
+    });
+  } },
+  h('label', { for: 'create-id', class: 'sr-only' }, 'New session id'),
+  input,
+  h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create'));
+  const patterns = state.me.sessions;
+  put(slot, form, error,
+    patterns.includes('*') ? null : h('p', { class: 'muted small' }, `This key may create sessions named ${patterns.join(', ')}.`));
 }
 
 // ---------- sessions ----------
@@ -231,6 +325,13 @@ async function refreshSessions() {
 }
 
 async function refreshSession(id) {
+  // The status route is the read scope's; the list has the status too.
+  if (!can('read')) {
+    await refreshSessions();
+    if (state.selected === id && !state.sessions.has(id)) location.hash = '';
+    else if (state.selected === id) renderLink();
+    return;
+  }
   const heard = state.statusHeard.get(id) ?? 0;
   try {
     const s = await state.api.status(id);
@@ -240,7 +341,8 @@ async function refreshSession(id) {
     if ((state.statusHeard.get(id) ?? 0) !== heard) return;
     state.sessions.set(id, { ...state.sessions.get(id), ...s });
   } catch (err) {
-    if (err instanceof ApiError && err.status === 404) {
+    // 403: a session this key may not see (a link from another key's page).
+    if (err instanceof ApiError && (err.status === 404 || err.status === 403)) {
       state.sessions.delete(id);
       if (state.selected === id) select(null);
     } else {
@@ -259,6 +361,9 @@ function renderSessions() {
   const ids = [...state.sessions.keys()].sort();
   $('#session-count').textContent = ids.length ? `(${ids.length})` : '';
   $('#session-empty').hidden = ids.length > 0;
+  $('#session-empty').textContent = can('manage')
+    ? 'No sessions yet. Create one above, then scan its QR code with WhatsApp.'
+    : 'This key has no sessions to show yet.';
   put(list, ...ids.map((id) => {
     const s = state.sessions.get(id);
     const err = sessionError(s);
@@ -289,9 +394,20 @@ function select(id, tab) {
 }
 
 function applyRoute() {
-  const m = location.hash.match(/^#\/sessions\/([^/]+)(?:\/([a-z]+))?/);
-  if (m) select(decodeURIComponent(m[1]), m[2] ?? state.tab);
-  else select(null);
+  const keys = location.hash === '#/keys' && isAdmin();
+  state.page = keys ? 'keys' : 'sessions';
+  $('#app').hidden = keys;
+  $('#keys').hidden = !keys;
+  if (keys) {
+    renderKeysPage();
+  } else {
+    // The secret of a key just created is shown once: leaving the page takes it away.
+    put($('#keys'));
+    const m = location.hash.match(/^#\/sessions\/([^/]+)(?:\/([a-z]+))?/);
+    if (m) select(decodeURIComponent(m[1]), m[2] ?? state.tab);
+    else select(null);
+  }
+  renderNav();
 }
 
 // ---------- the session panel ----------
@@ -310,7 +426,7 @@ function renderDetail() {
   // A tab chosen from the keyboard is redrawn with the panel: give it the focus back, or the
   // next arrow key would go nowhere.
   const tabFocused = document.activeElement?.getAttribute('role') === 'tab';
-  const tabs = TABS.filter((t) => !t.sandbox || state.sandbox);
+  const tabs = TABS.filter((t) => !t.shown || t.shown());
   if (!tabs.some((t) => t.id === state.tab)) state.tab = 'link';
   const tablist = h('div', { class: 'tabs', role: 'tablist', 'aria-label': 'Session views', onkeydown: tabKeys },
     tabs.map((t) => h('a', {
@@ -351,6 +467,20 @@ function renderDetailHeader() {
   const phone = sessionPhone(s);
   const name = sessionName(s);
   const err = sessionError(s);
+  put(el,
+    h('div', { class: 'detail-title' },
+      h('h2', {}, id),
+      h('span', { class: `badge status status-${s.status}`, id: 'detail-status', dataset: { status: s.status } }, statusLabel(s.status)),
+      h('span', { class: 'muted' }, 'since ', timeEl(sessionSince(s)))),
+    (phone || name) ? h('p', { class: 'detail-me' }, [fmtPhone(phone), name].filter(Boolean).join(' · ')) : null,
+    err ? h('p', { class: 'session-error' }, 'Last error: ', err) : null,
+    sessionActions(id, s, phone),
+  );
+}
+
+// Restart, log out and delete: the manage scope's.
+function sessionActions(id, s, phone) {
+  if (!can('manage')) return null;
   const restart = h('button', { class: 'btn', type: 'button', onclick: async (e) => {
     const btn = e.currentTarget;
     const what = s.status === 'logged_out' ? 'It starts again with a new QR code to scan.'
@@ -383,20 +513,18 @@ function renderDetailHeader() {
       renderSessions();
     });
   } }, 'Delete');
-  put(el,
-    h('div', { class: 'detail-title' },
-      h('h2', {}, id),
-      h('span', { class: `badge status status-${s.status}`, id: 'detail-status', dataset: { status: s.status } }, statusLabel(s.status)),
-      h('span', { class: 'muted' }, 'since ', timeEl(sessionSince(s)))),
-    (phone || name) ? h('p', { class: 'detail-me' }, [fmtPhone(phone), name].filter(Boolean).join(' · ')) : null,
-    err ? h('p', { class: 'session-error' }, 'Last error: ', err) : null,
-    h('div', { class: 'row actions' }, restart, logout, del),
-  );
+  return h('div', { class: 'row actions' }, restart, logout, del);
 }
 
 // ---------- link: QR and pairing code ----------
 
 function renderLinkTab(panel, id) {
+  // Linking (the QR code, a pairing code, the passkey steps) is the manage scope's.
+  if (!can('manage')) {
+    put(panel, h('div', { class: 'link-grid single' }, h('div', { class: 'card', id: 'link-box' })));
+    renderLink();
+    return;
+  }
   const pairError = h('p', { class: 'form-error', role: 'alert', hidden: true });
   const pairResult = h('p', { class: 'pair-code', hidden: true, 'aria-live': 'polite' });
   const pairForm = h('form', { class: 'stack', novalidate: true, onsubmit: (e) => {
@@ -432,6 +560,7 @@ function renderLink() {
   const id = state.selected;
   const s = id && state.sessions.get(id);
   if (!box || !s) return;
+  if (!can('manage')) return renderLinkStatus(box, s);
   if (!PASSKEY.has(s.status) && s.status !== 'failed') forgetPasskey(id);
   if (needsPasskeyFetch(id, s)) loadPasskey(id);
   const view = passkeyView(id, s);
@@ -441,14 +570,7 @@ function renderLink() {
   box.classList.toggle('passkey', !!view);
   if (view) return renderPasskey(box, id, s, view);
   delete box.dataset.view;
-  if (s.status === 'connected') {
-    const phone = sessionPhone(s);
-    put(box,
-      h('h3', {}, 'Linked'),
-      h('p', { class: 'linked', id: 'linked' }, '✓ Connected', phone ? ` as ${fmtPhone(phone)}` : '', sessionName(s) ? ` (${sessionName(s)})` : ''),
-      h('p', { class: 'muted' }, 'Messages to and from this number now reach the API, its webhook and the live feed.'));
-    return;
-  }
+  if (s.status === 'connected') return put(box, ...linkedView(s));
   if (s.status === 'qr' || s.status === 'starting') {
     const qr = state.qr.get(id);
     const img = qr?.qrImage
@@ -472,6 +594,25 @@ function renderLink() {
       await state.api.startSession(id);
       await refreshSession(id);
     }) }, 'Start session') : null);
+}
+
+function linkedView(s) {
+  const phone = sessionPhone(s);
+  return [
+    h('h3', {}, 'Linked'),
+    h('p', { class: 'linked', id: 'linked' }, '✓ Connected', phone ? ` as ${fmtPhone(phone)}` : '', sessionName(s) ? ` (${sessionName(s)})` : ''),
+    h('p', { class: 'muted' }, 'Messages to and from this number now reach the API, its webhook and the live feed.'),
+  ];
+}
+
+// The Link tab of a key without the manage scope: where the link is, and nothing to do.
+function renderLinkStatus(box, s) {
+  if (s.status === 'connected') return put(box, ...linkedView(s));
+  const waiting = s.status === 'qr' || s.status === 'starting';
+  put(box,
+    h('h3', {}, waiting ? 'Not linked yet' : s.status === 'connecting' ? 'Connecting…' : `Session is ${statusLabel(s.status)}`),
+    h('p', { class: 'muted' }, waiting ? 'It waits for a phone to scan its QR code. ' : '',
+      'Linking a phone to it takes a key with the manage scope.'));
 }
 
 // ---------- link: the account owner's passkey ----------
@@ -832,7 +973,17 @@ async function loadQr(id) {
 
 // ---------- messages ----------
 
+// The send form is the send scope's, the history the read scope's.
 function renderMessagesTab(panel, id) {
+  const history = can('read') ? historyCard(id) : null;
+  put(panel, can('send') ? sendForm(id) : null, history);
+  if (!history) return;
+  const cached = state.messages.get(id);
+  if (cached?.loaded) renderMessages();
+  else loadMessages(id, { reset: true }).catch((e) => toast(describe(e)));
+}
+
+function sendForm(id) {
   const sendError = h('p', { class: 'form-error', role: 'alert', hidden: true });
   const form = h('form', { id: 'send-form', class: 'card send-form', novalidate: true, onsubmit: (e) => {
     e.preventDefault();
@@ -849,7 +1000,7 @@ function renderMessagesTab(panel, id) {
       f.file.value = '';
       $('#file-name').textContent = '';
       toast('Sent', 'info');
-      if (!r?.message) loadMessages(id, { reset: true });
+      if (!r?.message && can('read')) loadMessages(id, { reset: true });
     });
   } },
   h('h3', {}, 'Send'),
@@ -869,18 +1020,16 @@ function renderMessagesTab(panel, id) {
     h('span', { class: 'spacer' }),
     h('button', { class: 'btn btn-primary', type: 'submit' }, 'Send')),
   sendError);
+  return form;
+}
 
-  put(panel,
-    form,
-    h('div', { class: 'card' },
-      h('div', { class: 'row' }, h('h3', {}, 'History'), h('span', { class: 'spacer' }),
-        h('button', { class: 'btn btn-ghost', type: 'button', onclick: (e) => act(e.currentTarget, null, () => loadMessages(id, { reset: true })) }, 'Refresh')),
-      h('ol', { id: 'message-list', class: 'message-list', 'aria-live': 'polite' }),
-      h('p', { id: 'message-empty', class: 'muted empty', hidden: true }, 'No messages yet.'),
-      h('button', { id: 'message-more', class: 'btn btn-ghost', type: 'button', hidden: true, onclick: (e) => act(e.currentTarget, null, () => loadMessages(id)) }, 'Older messages')));
-  const cached = state.messages.get(id);
-  if (cached?.loaded) renderMessages();
-  else loadMessages(id, { reset: true }).catch((e) => toast(describe(e)));
+function historyCard(id) {
+  return h('div', { class: 'card' },
+    h('div', { class: 'row' }, h('h3', {}, 'History'), h('span', { class: 'spacer' }),
+      h('button', { class: 'btn btn-ghost', type: 'button', onclick: (e) => act(e.currentTarget, null, () => loadMessages(id, { reset: true })) }, 'Refresh')),
+    h('ol', { id: 'message-list', class: 'message-list', 'aria-live': 'polite' }),
+    h('p', { id: 'message-empty', class: 'muted empty', hidden: true }, 'No messages yet.'),
+    h('button', { id: 'message-more', class: 'btn btn-ghost', type: 'button', hidden: true, onclick: (e) => act(e.currentTarget, null, () => loadMessages(id)) }, 'Older messages'));
 }
 
 async function loadMessages(id, { reset } = {}) {
@@ -1273,6 +1422,136 @@ function phoneCard(p, sessionId, myPhone) {
       h('summary', {}, 'Recent messages on this phone'), inbox));
 }
 
+// ---------- keys (the admin key only) ----------
+//
+// Scoped keys give a tenant or a service some sessions (ids and prefixes) with some rights
+// (scopes). The secret is in the answer that creates a key and nowhere else: the page shows
+// it once, and forgets it when the page is left.
+
+function renderKeysPage() {
+  const page = $('#keys');
+  const formError = h('p', { id: 'key-error', class: 'form-error', role: 'alert', hidden: true });
+  const secretBox = h('div', { id: 'key-secret', class: 'secret', hidden: true });
+  const listError = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const form = h('form', { id: 'key-form', class: 'card stack', novalidate: true, onsubmit: (e) => {
+    e.preventDefault();
+    const f = e.currentTarget;
+    act(e.submitter, formError, async () => {
+      const created = await state.api.createKey(keySpec(f));
+      f.reset();
+      showSecret(secretBox, created);
+      toast(`Key ${created.name} created`, 'info');
+      await loadKeys(listError);
+    });
+  } },
+  h('h3', {}, 'New key'),
+  h('div', { class: 'key-grid' },
+    h('label', { for: 'key-name' }, 'Name'),
+    h('input', { id: 'key-name', name: 'name', maxlength: '100', placeholder: 'who or what uses it, e.g. tenant A\'s CRM', autocomplete: 'off' }),
+    h('label', { for: 'key-sessions' }, 'Sessions'),
+    h('div', { class: 'stack' },
+      h('input', { id: 'key-sessions', name: 'sessions', placeholder: 'tenant-a-*, support', autocomplete: 'off', spellcheck: 'false', 'aria-describedby': 'key-sessions-hint' }),
+      h('p', { id: 'key-sessions-hint', class: 'muted small' }, 'Session ids, or prefixes ending in *, separated by commas; * alone is every session, also those created later.')),
+    h('label', { for: 'key-expires' }, 'Expires'),
+    h('div', { class: 'row' },
+      h('input', { id: 'key-expires', name: 'expires', type: 'datetime-local', class: 'auto' }),
+      h('span', { class: 'muted small' }, 'optional; without it the key works until it is revoked'))),
+  h('fieldset', { class: 'events scopes' },
+    h('legend', {}, 'Scopes'),
+    SCOPES.map((sc) => h('label', { class: 'check' },
+      h('input', { type: 'checkbox', name: 'scope', value: sc.id, id: `key-scope-${sc.id}`, checked: sc.id === 'read' }),
+      h('span', {}, h('strong', {}, sc.id), h('span', { class: 'muted small' }, ` ${sc.hint}`))))),
+  formError,
+  h('div', { class: 'row' }, h('button', { class: 'btn btn-primary', type: 'submit' }, 'Create key')),
+  secretBox);
+
+  put(page,
+    h('div', { class: 'keys-head' },
+      h('h2', { id: 'keys-title' }, 'API keys'),
+      h('p', { class: 'muted' }, 'A scoped key may use only the sessions it names, and only for its scopes. The admin key (',
+        h('code', {}, 'WAMUX_API_KEY'), ') is not listed here: it may do everything, including this page.')),
+    form,
+    h('div', { class: 'card' },
+      h('div', { class: 'row' }, h('h3', {}, 'Keys'), h('span', { class: 'spacer' }),
+        h('button', { class: 'btn btn-ghost', type: 'button', onclick: (e) => act(e.currentTarget, listError, () => loadKeys(listError)) }, 'Refresh')),
+      listError,
+      h('div', { class: 'table-wrap' },
+        h('table', { class: 'deliveries keys-table' },
+          h('thead', {}, h('tr', {}, ['Name', 'Id', 'Sessions', 'Scopes', 'Created', 'Last used', 'Expires', ''].map((c) => h('th', { scope: 'col' }, c)))),
+          h('tbody', { id: 'key-rows' }))),
+      h('p', { id: 'key-empty', class: 'muted empty', hidden: true }, 'No scoped keys yet.')));
+  act(null, listError, () => loadKeys(listError));
+}
+
+// POST /api/keys's body from the form; what is plainly missing is said before asking.
+function keySpec(f) {
+  const name = f.elements.name.value.trim();
+  if (!name) throw new Error('Give the key a name: who or what will use it.');
+  const sessions = f.elements.sessions.value.split(',').map((p) => p.trim()).filter(Boolean);
+  if (!sessions.length) throw new Error('Name the sessions the key may use: ids, prefixes like tenant-a-*, or * for every session.');
+  const scopes = [...f.querySelectorAll('input[name=scope]:checked')].map((c) => c.value);
+  if (!scopes.length) throw new Error('Choose at least one scope.');
+  const spec = { name, sessions: sessions.length === 1 && sessions[0] === '*' ? '*' : sessions, scopes };
+  const expires = f.elements.expires.value;
+  if (expires) {
+    const t = new Date(expires).getTime();
+    if (Number.isNaN(t)) throw new Error('The expiry is not a date and time.');
+    spec.expiresAt = Math.floor(t / 1000);
+  }
+  return spec;
+}
+
+function showSecret(box, created) {
+  const copyError = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const value = h('code', { class: 'secret-value', id: 'key-secret-value' }, created.key);
+  put(box,
+    h('p', {}, h('strong', {}, `The key for ${created.name}: copy it now, it is not shown again.`)),
+    value,
+    h('button', { type: 'button', id: 'key-copy', class: 'btn', onclick: (e) => act(e.currentTarget, copyError, async () => {
+      if (await copyText(created.key)) return toast('Key copied', 'info');
+      getSelection().selectAllChildren(value);
+      throw new Error('This browser did not let the page copy. The key is selected: copy it with Ctrl+C (⌘C on a Mac).');
+    }) }, 'Copy'),
+    h('button', { type: 'button', class: 'btn btn-ghost', onclick: () => {
+      put(box);
+      box.hidden = true;
+    } }, 'Done'),
+    copyError);
+  box.hidden = false;
+}
+
+async function loadKeys(errorEl) {
+  const r = await state.api.keys();
+  const rows = $('#key-rows');
+  if (!rows) return;
+  errorEl.hidden = true;
+  const keys = r?.keys ?? [];
+  $('#key-empty').hidden = keys.length > 0;
+  put(rows, ...keys.map((k) => keyRow(k, errorEl)));
+}
+
+function keyRow(k, errorEl) {
+  const expired = k.expiresAt && toDate(k.expiresAt).getTime() <= Date.now();
+  const never = () => h('span', { class: 'muted' }, 'never');
+  return h('tr', { dataset: { keyId: k.id } },
+    h('td', { class: 'key-name' }, k.name),
+    h('td', {}, h('code', {}, k.id)),
+    h('td', { class: 'key-sessions' }, k.sessions.join(', ')),
+    h('td', {}, h('span', { class: 'key-scopes' }, k.scopes.map((sc) => h('span', { class: 'badge', dataset: { scope: sc } }, sc)))),
+    h('td', { class: 'key-created' }, timeEl(k.createdAt, clock(k.createdAt))),
+    h('td', { class: 'key-used' }, k.lastUsedAt ? timeEl(k.lastUsedAt) : never()),
+    h('td', { class: 'key-expires' }, k.expiresAt ? [timeEl(k.expiresAt, clock(k.expiresAt)), expired ? [' ', h('span', { class: 'badge status-failed' }, 'expired')] : null] : never()),
+    h('td', {}, h('button', { class: 'btn btn-danger btn-small', type: 'button', onclick: async (e) => {
+      const btn = e.currentTarget;
+      if (!await confirmDialog(`Revoke ${k.name}?`, 'Calls with this key are refused from now on, and its live feed is closed. This cannot be undone.', 'Revoke')) return;
+      await act(btn, errorEl, async () => {
+        await state.api.revokeKey(k.id);
+        toast(`Key ${k.name} revoked`, 'info');
+        await loadKeys(errorEl);
+      });
+    } }, 'Revoke')));
+}
+
 // ---------- live feed ----------
 
 function connectFeed() {
@@ -1292,12 +1571,27 @@ function connectFeed() {
     const shown = state.selected && state.messages.get(state.selected);
     if (shown?.loaded) loadMessages(state.selected, { reset: true }).catch((e) => toast(describe(e)));
   });
-  socket.on('disconnect', () => set('offline', 'offline'));
+  socket.on('disconnect', (reason) => {
+    set('offline', 'offline');
+    // The server closes the feed of a key that was revoked or expired, and the client does
+    // not reconnect by itself after that: ask whether the key still works.
+    if (reason === 'io server disconnect' && state.socket === socket) checkKey(socket);
+  });
   socket.on('connect_error', (err) => {
     set('offline', 'offline');
     if (/API key/i.test(err.message)) toast(`Live feed refused: ${err.message}`);
   });
   socket.onAny((name, body) => onEvent(name, body));
+}
+
+async function checkKey(socket) {
+  try {
+    await state.api.me();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) signOut('The API key was refused. Sign in again.');
+    return;
+  }
+  if (state.socket === socket) socket.connect();
 }
 
 function onEvent(name, body) {
@@ -1329,7 +1623,7 @@ function onEvent(name, body) {
       // stays until the new one is in, so the box does not flicker.
       const old = state.qr.get(id);
       if (old) state.qr.set(id, { ...old, qr: data.qr ?? old.qr, expiresAt: data.expiresAt ?? old.expiresAt });
-      if (state.selected === id) loadQr(id);
+      if (state.selected === id && can('manage')) loadQr(id);
       else state.qr.delete(id);
     }
     const cur = state.sessions.get(id);
@@ -1397,19 +1691,6 @@ function boot() {
     if (ok) showApp();
   });
   $('#signout').addEventListener('click', () => signOut());
-  $('#create-form').addEventListener('submit', (e) => {
-    e.preventDefault();
-    const input = $('#create-id');
-    const id = input.value.trim();
-    act(e.submitter, $('#create-error'), async () => {
-      if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw new Error('A session id has 1 to 64 letters, digits, "_" or "-".');
-      const r = await state.api.startSession(id);
-      state.sessions.set(id, { ...state.sessions.get(id), sessionId: id, status: r?.status ?? 'starting', ...r });
-      input.value = '';
-      location.hash = `#/sessions/${encodeURIComponent(id)}/link`;
-      await refreshSession(id);
-    });
-  });
   window.addEventListener('hashchange', () => state.api && applyRoute());
   // Relative times ("2 min ago") stay true without a reload.
   setInterval(() => {
@@ -1428,7 +1709,7 @@ function boot() {
     if (!state.api || state.socket?.connected) return;
     const id = state.selected;
     if (id) refreshSession(id).catch(() => {});
-    if (id && state.sessions.get(id)?.status === 'qr') loadQr(id);
+    if (id && state.sessions.get(id)?.status === 'qr' && can('manage')) loadQr(id);
   }, 5000);
 
   const key = sessionStorage.getItem(KEY_STORAGE);

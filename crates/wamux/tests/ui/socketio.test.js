@@ -1,4 +1,5 @@
-// The Socket.IO feed, seen through the official JavaScript client.
+// The Socket.IO feed, seen through the official JavaScript client: with the admin key and
+// with scoped keys, which hear only their own sessions and lose the feed when revoked.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -134,4 +135,59 @@ test('subscriptions narrow what a client receives', async () => {
 
   const bad = await byEvent.timeout(5000).emitWithAck('subscribe', 'nonsense');
   assert.equal(bad.error.code, 'bad_request');
+});
+
+/** A scoped key, made with the admin key: {id, key, ...}. */
+function scopedKey(name, sessions, scopes) {
+  return sb.api('POST', '/api/keys', { name, sessions, scopes });
+}
+
+test('a scoped key hears only the sessions its patterns name', async () => {
+  const { key } = await scopedKey('tenant A feed', ['key-a'], ['read']);
+  const all = connect({ auth: { apiKey: API_KEY } });
+  const scoped = connect({ auth: { apiKey: key } });
+  const recAll = recorder(all);
+  const recScoped = recorder(scoped);
+  await Promise.all([connected(all), connected(scoped)]);
+  // Asking for every session does not widen what the key may hear.
+  await scoped.timeout(5000).emitWithAck('subscribe', { sessionIds: ['*'] });
+
+  await sb.api('POST', '/api/start-session', { sessionId: 'key-a' });
+  await sb.api('POST', '/api/start-session', { sessionId: 'key-b' });
+  await recAll.waitFor('qr of key-a (admin)', (e) => e.name === 'qr' && e.body.sessionId === 'key-a');
+  await recAll.waitFor('qr of key-b (admin)', (e) => e.name === 'qr' && e.body.sessionId === 'key-b');
+  await recScoped.waitFor('qr of key-a (scoped)', (e) => e.name === 'qr' && e.body.sessionId === 'key-a');
+
+  // key-b's events are out (the admin heard them); a later key-a event is the mark: the feed
+  // is ordered per client, so once the scoped client has it, it would have had key-b's too.
+  const mark = recScoped.events.length;
+  await sb.api('POST', '/api/sessions/key-a/restart');
+  await recScoped.waitFor('key-a status after the restart (scoped)', (e) => e.name === 'session-status'
+    && e.body.sessionId === 'key-a' && recScoped.events.indexOf(e) >= mark);
+  assert.deepEqual([...recScoped.sessions()], ['key-a'], 'the scoped key heard key-a only');
+  assert.ok(recAll.sessions().has('key-b'));
+});
+
+test('a scoped key\'s connection is closed when the key is revoked', async () => {
+  const { id, key } = await scopedKey('revoked feed', ['key-a'], ['read']);
+  const socket = connect({ auth: { apiKey: key } });
+  await connected(socket);
+  const closed = new Promise((resolve) => socket.once('disconnect', resolve));
+
+  const r = await sb.api('DELETE', `/api/keys/${id}`);
+  assert.deepEqual(r, { id, revoked: true });
+  assert.equal(await closed, 'io server disconnect', 'the server closed it');
+
+  // And it cannot come back.
+  const again = await refused(connect({ auth: { apiKey: key } }));
+  assert.match(again.message, /invalid API key/i);
+});
+
+test('a key without the read scope is refused', async () => {
+  const { key } = await scopedKey('sender only', '*', ['send', 'manage']);
+  const err = await refused(connect({ auth: { apiKey: key } }));
+  assert.equal(err.message, 'this key lacks the `read` scope');
+  // The key itself works: it is the feed it may not have.
+  const r = await fetch(`${sb.url}/api/sessions`, { headers: { 'X-API-Key': key } });
+  assert.equal(r.status, 200);
 });

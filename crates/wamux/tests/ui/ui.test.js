@@ -247,6 +247,12 @@ test('an operator links a phone, chats and sets a webhook from the UI', async (t
     await mobile.locator('#detail-status').waitFor();
     const overflow = await mobile.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 1, `no horizontal scrolling on a phone (overflow ${overflow}px)`);
+    // The top bar holds more than fits in one line (the pages, the feed, Sign out): none of
+    // it is cut off.
+    for (const sel of ['#nav-keys', '#feed', '#signout']) {
+      const box = await mobile.locator(sel).boundingBox();
+      assert.ok(box && box.x >= 0 && box.x + box.width <= 390, `${sel} is on the screen: ${JSON.stringify(box)}`);
+    }
     await shot('08-phone-screen', mobile);
     await ctx.close();
   });
