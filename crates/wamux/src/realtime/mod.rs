@@ -247,7 +247,13 @@ fn change_subscription<E: std::fmt::Display>(
         (Ok(ids), Some(c)) => {
             let mut sub = c.subscription.lock().unwrap_or_else(|p| p.into_inner());
             apply(&mut sub, ids);
-            sub.describe()
+            let mut reply = sub.describe();
+            // A scoped key hears its own sessions only, whatever it subscribes to.
+            if let Some(g) = c.caller.grant() {
+                let patterns: Vec<String> = g.sessions.iter().map(ToString::to_string).collect();
+                reply["limitedTo"] = patterns.into();
+            }
+            reply
         }
         (Err(e), _) => serde_json::json!({"error": {
             "code": "bad_request",
