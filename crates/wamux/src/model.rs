@@ -190,6 +190,8 @@ fn is_phone_digits(s: &str) -> bool {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum MessageStatus {
+    /// Accepted into the send queue (`"queue": true` or `"sendAt"`), not sent yet.
+    Queued,
     Pending,
     Sent,
     Delivered,
@@ -200,6 +202,7 @@ pub enum MessageStatus {
 impl MessageStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            MessageStatus::Queued => "queued",
             MessageStatus::Pending => "pending",
             MessageStatus::Sent => "sent",
             MessageStatus::Delivered => "delivered",
@@ -211,11 +214,12 @@ impl MessageStatus {
     /// The statuses a message may have before moving to `self`.
     pub fn predecessors(self) -> &'static [&'static str] {
         match self {
-            MessageStatus::Pending => &[],
-            MessageStatus::Sent => &["pending"],
-            MessageStatus::Delivered => &["pending", "sent"],
-            MessageStatus::Read => &["pending", "sent", "delivered"],
-            MessageStatus::Failed => &["pending"],
+            MessageStatus::Queued => &[],
+            MessageStatus::Pending => &["queued"],
+            MessageStatus::Sent => &["queued", "pending"],
+            MessageStatus::Delivered => &["queued", "pending", "sent"],
+            MessageStatus::Read => &["queued", "pending", "sent", "delivered"],
+            MessageStatus::Failed => &["queued", "pending"],
         }
     }
 }

@@ -31,6 +31,7 @@ const OUR_TABLES: &[&str] = &[
     "idempotency_keys",
     "api_keys",
     "audit_log",
+    "send_queue",
 ];
 
 /// Identity and serial columns whose counters must follow the copied ids.
@@ -41,6 +42,7 @@ const COUNTERS: &[(&str, &str)] = &[
     ("webhook_deliveries", "id"),
     ("media_jobs", "id"),
     ("audit_log", "id"),
+    ("send_queue", "seq"),
     ("wa_device", "id"),
 ];
 

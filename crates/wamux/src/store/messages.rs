@@ -174,7 +174,7 @@ pub async fn advance_status(
     error: Option<&str>,
 ) -> Result<Option<Event>> {
     let kind = match status {
-        MessageStatus::Pending => return Ok(None),
+        MessageStatus::Queued | MessageStatus::Pending => return Ok(None),
         MessageStatus::Sent => EventKind::MessageSent,
         MessageStatus::Delivered => EventKind::MessageDelivered,
         MessageStatus::Read => EventKind::MessageRead,

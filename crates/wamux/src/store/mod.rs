@@ -23,6 +23,7 @@ pub mod idempotency;
 pub mod media;
 pub mod messages;
 pub mod pending;
+pub mod queue;
 pub(crate) mod postgres;
 pub mod sessions;
 pub(crate) mod sqlite;

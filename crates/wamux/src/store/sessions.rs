@@ -119,11 +119,12 @@ pub async fn renumber_device(store: &Store, id: &str) -> Result<SessionRow> {
     Ok(row)
 }
 
-/// Deletes the session and its message history. The event log is kept: it is the
+/// Deletes the session, its message history and its queued sends. The event log is kept: it is the
 /// record of what was already announced.
 pub async fn delete(store: &Store, id: &str) -> Result<bool> {
     let mut tx = store.begin().await?;
     dispatch!(conn &mut tx.conn(), sessions::delete_messages(id))?;
+    dispatch!(conn &mut tx.conn(), queue::forget_session(id))?;
     let deleted = dispatch!(conn &mut tx.conn(), sessions::delete(id))?;
     tx.commit().await?;
     Ok(deleted)

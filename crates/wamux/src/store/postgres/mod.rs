@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod media;
 pub mod messages;
 pub mod pending;
+pub mod queue;
 pub mod sessions;
 pub mod webhooks;
 

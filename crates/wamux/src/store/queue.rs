@@ -1,0 +1,229 @@
+//! The `send_queue` table: sends accepted for later (`"queue": true`, `"sendAt"`), each
+//! with its `messages` row (status `queued`) until WhatsApp took it.
+//!
+//! Order: a chat's messages go by their due time, then by the order they were queued. Only
+//! the head of each chat may go ([`due`]), so a message that failed and waits for its retry
+//! holds back the chat's later ones, and nothing overtakes.
+
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
+
+use super::{Result, Store, dispatch, messages};
+use crate::event::{Event, EventKind};
+use crate::model::{Message, MessageStatus};
+
+/// What is sent: the text and the message it quotes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Body {
+    pub text: String,
+    pub quoted_id: Option<String>,
+}
+
+/// A queued send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub session_id: String,
+    pub message_id: String,
+    pub chat_id: String,
+    /// The recipient as the sender wrote it (any accepted address form).
+    pub to: String,
+    pub body: Body,
+    /// Unix seconds.
+    pub send_at: i64,
+    /// Unix seconds: when a failed attempt is tried again.
+    pub retry_at: Option<i64>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(FromRow)]
+pub(crate) struct QueueRow {
+    pub session_id: String,
+    pub message_id: String,
+    pub chat_id: String,
+    pub to_address: String,
+    pub body: String,
+    pub send_at: i64,
+    pub retry_at: Option<i64>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+}
+
+impl TryFrom<QueueRow> for Queued {
+    type Error = super::StoreError;
+
+    fn try_from(r: QueueRow) -> Result<Self> {
+        Ok(Queued {
+            session_id: r.session_id,
+            message_id: r.message_id,
+            chat_id: r.chat_id,
+            to: r.to_address,
+            body: serde_json::from_str(&r.body)?,
+            send_at: r.send_at,
+            retry_at: r.retry_at,
+            attempts: r.attempts,
+            last_error: r.last_error,
+            created_at: r.created_at,
+        })
+    }
+}
+
+/// Queues `msg` (status `queued`) to `to`, due at `send_at`: its history row, its
+/// `message-from-me` event and its queue row in one transaction. Returns the event.
+pub async fn enqueue(
+    store: &Store,
+    msg: &Message,
+    sender_key: &str,
+    to: &str,
+    send_at: i64,
+) -> Result<Option<Event>> {
+    let body = serde_json::to_string(&Body {
+        text: msg.text.clone().unwrap_or_default(),
+        quoted_id: msg.quoted_id.clone(),
+    })?;
+    let mut tx = store.begin().await?;
+    let ev = messages::insert(&mut tx.conn(), msg, sender_key, EventKind::MessageFromMe).await?;
+    dispatch!(conn &mut tx.conn(), queue::insert(msg, to, &body, send_at, super::now()))?;
+    tx.commit().await?;
+    Ok(ev)
+}
+
+/// The heads of `session`'s chats that may go at `now`, oldest first, at most `limit`.
+pub async fn due(store: &Store, session: &str, now: i64, limit: i64) -> Result<Vec<Queued>> {
+    dispatch!(store, queue::due(session, now, limit))?
+        .into_iter()
+        .map(Queued::try_from)
+        .collect()
+}
+
+/// The sessions with queued sends, each with the earliest time one of them may go.
+pub async fn sessions(store: &Store) -> Result<Vec<(String, i64)>> {
+    dispatch!(store, queue::sessions())
+}
+
+/// A session's queued sends, in the order they will go.
+pub async fn list(store: &Store, session: &str) -> Result<Vec<Queued>> {
+    dispatch!(store, queue::list(session))?
+        .into_iter()
+        .map(Queued::try_from)
+        .collect()
+}
+
+/// WhatsApp took the message: the queue row goes, the message is `sent`. Returns the event.
+pub async fn sent(store: &Store, session: &str, message_id: &str) -> Result<Option<Event>> {
+    let mut tx = store.begin().await?;
+    dispatch!(conn &mut tx.conn(), queue::remove(session, message_id))?;
+    tx.commit().await?;
+    messages::advance_status(store, session, message_id, MessageStatus::Sent, None).await
+}
+
+/// An attempt failed: tried again at `retry_at`.
+pub async fn failed_attempt(
+    store: &Store,
+    session: &str,
+    message_id: &str,
+    error: &str,
+    retry_at: i64,
+) -> Result<()> {
+    let mut tx = store.begin().await?;
+    dispatch!(conn &mut tx.conn(), queue::failed_attempt(session, message_id, error, retry_at))?;
+    tx.commit().await
+}
+
+/// Gives a queued send up (cancelled, or out of attempts): the row goes and the message is
+/// `failed` with `reason`. Returns the event, or `None` when it was not queued (any more).
+pub async fn give_up(
+    store: &Store,
+    session: &str,
+    message_id: &str,
+    reason: &str,
+) -> Result<Option<Event>> {
+    let mut tx = store.begin().await?;
+    let removed = dispatch!(conn &mut tx.conn(), queue::remove(session, message_id))?;
+    tx.commit().await?;
+    if !removed {
+        return Ok(None);
+    }
+    messages::advance_status(
+        store,
+        session,
+        message_id,
+        MessageStatus::Failed,
+        Some(reason),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::MessageStatus;
+    use crate::store::testing;
+
+    fn msg(id: &str, chat: &str) -> Message {
+        Message {
+            id: id.into(),
+            session_id: "s1".into(),
+            chat_id: chat.into(),
+            from: "15550000001@s.whatsapp.net".into(),
+            to: chat.into(),
+            from_me: true,
+            push_name: None,
+            kind: "text".into(),
+            text: Some(format!("text of {id}")),
+            caption: None,
+            timestamp: 1,
+            status: MessageStatus::Queued,
+            quoted_id: None,
+            media: None,
+            from_pn: None,
+            from_lid: None,
+            chat_pn: None,
+            chat_lid: None,
+            participant: None,
+        }
+    }
+
+    /// Each chat's head goes first, by due time and then queue order; a failed head holds
+    /// its chat back until its retry; giving up fails the message once.
+    #[tokio::test]
+    async fn only_each_chats_head_is_due_and_a_failed_head_holds_its_chat() {
+        for db in testing::databases().await {
+            let store = db.store().await;
+            let a = "15550000002@s.whatsapp.net";
+            let b = "15550000003@s.whatsapp.net";
+            enqueue(&store, &msg("m1", a), "me", a, 100).await.unwrap();
+            enqueue(&store, &msg("m2", a), "me", a, 100).await.unwrap();
+            enqueue(&store, &msg("m3", b), "me", b, 200).await.unwrap();
+            // Scheduled earlier, queued later: goes before m1 in its chat.
+            enqueue(&store, &msg("m0", a), "me", a, 50).await.unwrap();
+            let ids = |v: Vec<Queued>| v.into_iter().map(|q| q.message_id).collect::<Vec<_>>();
+            assert_eq!(ids(due(&store, "s1", 10, 10).await.unwrap()), Vec::<String>::new());
+            assert_eq!(ids(due(&store, "s1", 150, 10).await.unwrap()), ["m0"]);
+            assert_eq!(ids(due(&store, "s1", 250, 10).await.unwrap()), ["m0", "m3"]);
+            assert_eq!(sessions(&store).await.unwrap(), [("s1".to_owned(), 50)]);
+
+            failed_attempt(&store, "s1", "m0", "timeout", 300).await.unwrap();
+            assert_eq!(ids(due(&store, "s1", 250, 10).await.unwrap()), ["m3"]);
+            let listed = list(&store, "s1").await.unwrap();
+            assert_eq!(ids(listed.clone()), ["m0", "m1", "m2", "m3"]);
+            assert_eq!((listed[0].attempts, listed[0].retry_at), (1, Some(300)));
+            assert_eq!(listed[0].last_error.as_deref(), Some("timeout"));
+            assert_eq!(ids(due(&store, "s1", 300, 10).await.unwrap()), ["m0", "m3"]);
+
+            assert!(sent(&store, "s1", "m0").await.unwrap().is_some());
+            assert_eq!(ids(due(&store, "s1", 300, 10).await.unwrap()), ["m1", "m3"]);
+            let ev = give_up(&store, "s1", "m1", "cancelled").await.unwrap().unwrap();
+            assert_eq!(ev.kind, EventKind::MessageFailed);
+            assert!(give_up(&store, "s1", "m1", "cancelled").await.unwrap().is_none());
+            let m1 = messages::find(&store, "s1", "m1").await.unwrap().unwrap();
+            assert_eq!(m1.status, MessageStatus::Failed);
+            let m0 = messages::find(&store, "s1", "m0").await.unwrap().unwrap();
+            assert_eq!(m0.status, MessageStatus::Sent);
+            db.drop().await;
+        }
+    }
+}
