@@ -108,6 +108,8 @@ pub struct Config {
     pub auth_failures_per_minute: u32,
     /// `WAMUX_AUDIT_RETENTION_DAYS`: how long the audit log keeps an entry.
     pub audit_retention_days: u32,
+    /// `WAMUX_SEND_QUEUE`: send routes queue by default (`"queue": false` sends at once).
+    pub send_queue: bool,
 }
 
 impl Default for Config {
@@ -146,6 +148,7 @@ impl Config {
             passkey_step_timeout: Duration::from_secs(60),
             auth_failures_per_minute: 30,
             audit_retention_days: 90,
+            send_queue: false,
         }
     }
 }
@@ -235,6 +238,9 @@ pub struct Overrides {
     /// Days the audit log of mutating API calls keeps an entry [default: 90]
     #[arg(long, env = "WAMUX_AUDIT_RETENTION_DAYS")]
     pub audit_retention_days: Option<u32>,
+    /// Queue sends by default: accepted with 202 even while the session is offline, sent when it connects [default: false]
+    #[arg(long, env = "WAMUX_SEND_QUEUE")]
+    pub send_queue: Option<bool>,
 }
 
 impl clap::builder::ValueParserFactory for Secret {
@@ -313,7 +319,8 @@ impl Overrides {
             metrics_listen,
             passkey_step_timeout,
             auth_failures_per_minute,
-            audit_retention_days
+            audit_retention_days,
+            send_queue
         );
         self.webhook.apply(other.webhook);
         self.media.apply(other.media);
@@ -515,6 +522,7 @@ impl Config {
             passkey_step_timeout: Duration::from_secs(passkey_step_timeout),
             auth_failures_per_minute,
             audit_retention_days,
+            send_queue: o.send_queue.unwrap_or(d.send_queue),
         })
     }
 

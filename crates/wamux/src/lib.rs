@@ -156,6 +156,7 @@ pub async fn run(
         .restore()
         .await
         .context("cannot restore sessions")?;
+    sessions.start_queue();
     if let Some(addr) = &state.config.metrics_listen {
         let l = TcpListener::bind(addr)
             .await

@@ -1,6 +1,7 @@
 //! Messages: send text, read history.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -27,6 +28,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
             )),
         )
         .route("/messages/{session_id}", get(history))
+        .route("/sessions/{session_id}/outbox", get(outbox))
+        .route(
+            "/sessions/{session_id}/outbox/{message_id}",
+            axum::routing::delete(cancel_queued),
+        )
 }
 
 /// Takes a field that may be spelled two ways (the seed's aliases), as a string.
@@ -49,6 +55,7 @@ fn string_field(body: &Value, names: &[&str]) -> Result<Option<String>> {
     params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe: the same key with the same body within 24 h returns the first answer (header `Idempotent-Replayed: true`) and sends nothing again"),),
     request_body = crate::api::openapi::schemas::SendMessage,
     responses((status = 200, description = "Sent; the message as history will show it", body = crate::api::openapi::schemas::Sent),
+        (status = 202, description = "Queued (`\"queue\": true`, `sendAt`, or `WAMUX_SEND_QUEUE`): status `queued`, sent when the session is connected and `sendAt` has come", body = crate::api::openapi::schemas::Sent),
         (status = 400, description = "`missing_field`, `invalid_field`, `invalid_phone`, `invalid_session_id`, `invalid_json`, `invalid_idempotency_key`", body = crate::api::openapi::schemas::ErrorBody),
         (status = 422, description = "`idempotency_key_reused`: the key came with another body", body = crate::api::openapi::schemas::ErrorBody),
         (status = 404, description = "`session_not_found`, `quoted_message_not_found`", body = crate::api::openapi::schemas::ErrorBody),
@@ -58,7 +65,7 @@ async fn send_message(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<Value>,
-) -> Result<Json<Value>> {
+) -> Result<(StatusCode, Json<Value>)> {
     if !body.is_object() {
         return Err(ApiError::bad_request(
             "invalid_body",
@@ -82,16 +89,81 @@ async fn send_message(
     }
     let quoted = string_field(&body, &["quotedId", "quotedMessageId"])?;
     let to = ChatAddress::parse(&to).map_err(ApiError::invalid_phone)?;
-    let msg = state
-        .sessions
-        .send_text(&session, &to, &text, quoted.as_deref())
-        .await?;
+    let plan = SendPlan::read(&body, state.config.send_queue)?;
+    let (status, msg) = match plan {
+        SendPlan::Now => (
+            StatusCode::OK,
+            state
+                .sessions
+                .send_text(&session, &to, &text, quoted.as_deref())
+                .await?,
+        ),
+        SendPlan::Queue { send_at } => (
+            StatusCode::ACCEPTED,
+            state
+                .sessions
+                .queue_text(&session, &to, &text, quoted.as_deref(), send_at)
+                .await?,
+        ),
+    };
     let mut out = serde_json::to_value(&msg).map_err(ApiError::internal)?;
     if let Some(o) = out.as_object_mut() {
         o.insert("success".into(), true.into());
         o.insert("messageId".into(), msg.id.clone().into());
     }
-    Ok(Json(out))
+    Ok((status, Json(out)))
+}
+
+/// Whether a send goes now or through the queue, from `"queue"` and `"sendAt"`.
+enum SendPlan {
+    Now,
+    /// Queued; due at `send_at` (Unix seconds), or now.
+    Queue {
+        send_at: Option<i64>,
+    },
+}
+
+impl SendPlan {
+    fn read(body: &Value, queue_by_default: bool) -> Result<Self> {
+        let queue = match body.get("queue") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => return Err(ApiError::invalid_field("queue", "must be true or false")),
+        };
+        let send_at = match body.get("sendAt") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let t = v.as_i64().ok_or_else(|| {
+                    ApiError::invalid_field("sendAt", "must be a Unix time in seconds")
+                })?;
+                let now = crate::store::now();
+                if t > now + crate::session::queue::MAX_AHEAD_SECS {
+                    return Err(ApiError::invalid_field(
+                        "sendAt",
+                        "must be at most a year ahead",
+                    ));
+                }
+                if t < 1_000_000_000 {
+                    return Err(ApiError::invalid_field(
+                        "sendAt",
+                        "must be a Unix time in seconds (a past time sends at once)",
+                    ));
+                }
+                Some(t)
+            }
+        };
+        match (queue, send_at) {
+            (Some(false), Some(_)) => Err(ApiError::invalid_field(
+                "queue",
+                "a send with `sendAt` goes through the queue; leave `queue` out or true",
+            )),
+            (_, Some(t)) => Ok(SendPlan::Queue { send_at: Some(t) }),
+            (Some(true), None) => Ok(SendPlan::Queue { send_at: None }),
+            (Some(false), None) => Ok(SendPlan::Now),
+            (None, None) if queue_by_default => Ok(SendPlan::Queue { send_at: None }),
+            (None, None) => Ok(SendPlan::Now),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -184,4 +256,75 @@ fn int_param(name: &str, v: Option<&str>) -> Result<Option<i64>> {
             .map(Some)
             .map_err(|_| ApiError::invalid_field(name, format!("`{s}` is not an integer"))),
     }
+}
+
+/// A queued send, as `GET /api/sessions/:id/outbox` lists it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuedView {
+    pub message_id: String,
+    pub chat_id: String,
+    pub to: String,
+    pub text: String,
+    pub quoted_id: Option<String>,
+    /// Unix seconds: when it may go (the session must be connected too).
+    pub send_at: i64,
+    /// Unix seconds: when a failed attempt is tried again.
+    pub retry_at: Option<i64>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Outbox {
+    pub messages: Vec<QueuedView>,
+}
+
+#[utoipa::path(get, path = "/api/sessions/{sessionId}/outbox", tag = "messages", operation_id = "listOutbox", summary = "Queued sends",
+    params(("sessionId" = String, Path, description = "the session id")),
+    responses((status = 200, description = "What the session has queued, in the order it will go", body = Outbox),
+        (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn outbox(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Read>,
+) -> Result<Json<Outbox>> {
+    let queued = state.sessions.queued(&id).await?;
+    Ok(Json(Outbox {
+        messages: queued
+            .into_iter()
+            .map(|q| QueuedView {
+                message_id: q.message_id,
+                chat_id: q.chat_id,
+                to: q.to,
+                text: q.body.text,
+                quoted_id: q.body.quoted_id,
+                send_at: q.send_at,
+                retry_at: q.retry_at,
+                attempts: q.attempts,
+                last_error: q.last_error,
+                created_at: q.created_at,
+            })
+            .collect(),
+    }))
+}
+
+#[utoipa::path(delete, path = "/api/sessions/{sessionId}/outbox/{messageId}", tag = "messages", operation_id = "cancelQueued", summary = "Cancel a queued send",
+    params(("sessionId" = String, Path, description = "the session id"), ("messageId" = String, Path, description = "a queued message's id")),
+    responses((status = 200, description = "Cancelled: it will not go; its message is `failed` with the reason `cancelled`", body = crate::api::openapi::schemas::Cancelled),
+        (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `not_found`: not queued (sent already, or never queued)", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn cancel_queued(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    Path((_, message_id)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    if !state.sessions.cancel_queued(&id, &message_id).await? {
+        return Err(ApiError::not_found(format!(
+            "message `{message_id}` is not queued in session `{id}` (sent already, or never queued)"
+        )));
+    }
+    Ok(Json(
+        serde_json::json!({"messageId": message_id, "cancelled": true}),
+    ))
 }

@@ -66,6 +66,8 @@ const SCHEMES: [&str; 3] = ["apiKeyHeader", "apiKeyQuery", "bearer"];
         super::contacts::check,
         super::messages::send_message,
         super::messages::history,
+        super::messages::outbox,
+        super::messages::cancel_queued,
         super::media::send_media,
         super::media::retry,
         super::webhooks::get_webhook,
@@ -269,6 +271,13 @@ pub mod schemas {
     }
 
     #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Cancelled {
+        pub message_id: String,
+        pub cancelled: bool,
+    }
+
+    #[derive(Serialize, ToSchema)]
     pub struct KeyRevoked {
         #[schema(example = "key_3f9c2a1b0d4e5f60")]
         pub id: String,
@@ -319,6 +328,12 @@ pub mod schemas {
         pub text: String,
         /// The message this one replies to (also `quotedMessageId`).
         pub quoted_id: Option<String>,
+        /// Queue it: answered with 202 at once, even while the session is offline, and sent
+        /// when it is connected, in order per chat, after a restart too. The default is
+        /// `WAMUX_SEND_QUEUE`.
+        pub queue: Option<bool>,
+        /// Send it at this Unix time (seconds; at most a year ahead), through the queue.
+        pub send_at: Option<i64>,
     }
 
     /// The sent message, plus `success` and `messageId` (the seed's answer).

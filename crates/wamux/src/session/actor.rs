@@ -550,14 +550,11 @@ impl Actor {
     }
 
     /// Stores the status (with its `session-status` event), then shows it.
+    /// Stores the status, then shows it in the snapshot, then announces it: whoever hears
+    /// the event (the send queue on `connected`) finds the snapshot already there.
     async fn set_status(&self, status: SessionStatus, reason: Option<&str>) {
-        match store::sessions::set_status(&self.shared.store, self.id.as_str(), status, reason)
-            .await
-        {
-            Ok(Some(ev)) => self.shared.bus.publish(ev),
-            Ok(None) => {}
-            Err(e) => tracing::error!(session = %self.id, "cannot store status {status}: {e:#}"),
-        }
+        let stored =
+            store::sessions::set_status(&self.shared.store, self.id.as_str(), status, reason).await;
         self.state.send_if_modified(|s| {
             let reason = reason.map(str::to_owned);
             if s.status == status && s.reason == reason {
@@ -568,6 +565,11 @@ impl Actor {
             s.since = store::now();
             true
         });
+        match stored {
+            Ok(Some(ev)) => self.shared.bus.publish(ev),
+            Ok(None) => {}
+            Err(e) => tracing::error!(session = %self.id, "cannot store status {status}: {e:#}"),
+        }
     }
 }
 

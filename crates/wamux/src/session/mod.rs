@@ -7,6 +7,7 @@
 
 mod actor;
 pub mod fault;
+pub mod queue;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -289,6 +290,7 @@ struct Inner {
     lifecycle: tokio::sync::Mutex<()>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    queue: queue::Queue,
 }
 
 /// How long shutdown waits for each actor before aborting it.
@@ -313,6 +315,7 @@ impl SessionManager {
                 lifecycle: tokio::sync::Mutex::new(()),
                 cancel: CancellationToken::new(),
                 tracker: TaskTracker::new(),
+                queue: queue::Queue::default(),
             }),
         }
     }

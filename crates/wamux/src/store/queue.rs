@@ -201,12 +201,17 @@ mod tests {
             // Scheduled earlier, queued later: goes before m1 in its chat.
             enqueue(&store, &msg("m0", a), "me", a, 50).await.unwrap();
             let ids = |v: Vec<Queued>| v.into_iter().map(|q| q.message_id).collect::<Vec<_>>();
-            assert_eq!(ids(due(&store, "s1", 10, 10).await.unwrap()), Vec::<String>::new());
+            assert_eq!(
+                ids(due(&store, "s1", 10, 10).await.unwrap()),
+                Vec::<String>::new()
+            );
             assert_eq!(ids(due(&store, "s1", 150, 10).await.unwrap()), ["m0"]);
             assert_eq!(ids(due(&store, "s1", 250, 10).await.unwrap()), ["m0", "m3"]);
             assert_eq!(sessions(&store).await.unwrap(), [("s1".to_owned(), 50)]);
 
-            failed_attempt(&store, "s1", "m0", "timeout", 300).await.unwrap();
+            failed_attempt(&store, "s1", "m0", "timeout", 300)
+                .await
+                .unwrap();
             assert_eq!(ids(due(&store, "s1", 250, 10).await.unwrap()), ["m3"]);
             let listed = list(&store, "s1").await.unwrap();
             assert_eq!(ids(listed.clone()), ["m0", "m1", "m2", "m3"]);
@@ -216,9 +221,17 @@ mod tests {
 
             assert!(sent(&store, "s1", "m0").await.unwrap().is_some());
             assert_eq!(ids(due(&store, "s1", 300, 10).await.unwrap()), ["m1", "m3"]);
-            let ev = give_up(&store, "s1", "m1", "cancelled").await.unwrap().unwrap();
+            let ev = give_up(&store, "s1", "m1", "cancelled")
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(ev.kind, EventKind::MessageFailed);
-            assert!(give_up(&store, "s1", "m1", "cancelled").await.unwrap().is_none());
+            assert!(
+                give_up(&store, "s1", "m1", "cancelled")
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
             let m1 = messages::find(&store, "s1", "m1").await.unwrap().unwrap();
             assert_eq!(m1.status, MessageStatus::Failed);
             let m0 = messages::find(&store, "s1", "m0").await.unwrap().unwrap();

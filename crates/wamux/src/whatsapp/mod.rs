@@ -306,6 +306,12 @@ impl std::fmt::Debug for WaSession {
 
 /// A text message ready to send: we choose its id up front so the pending row exists
 /// before WhatsApp sees the message.
+/// A message id in WhatsApp Web's form (`3EB0` and 18 hex digits), for a message that is
+/// recorded before it has a connection to be sent over.
+pub fn new_message_id() -> String {
+    wacore::request::RequestUtils::message_id_at(None, crate::store::now().max(0) as u64)
+}
+
 pub struct Outgoing {
     pub id: String,
     pub to: Jid,
@@ -330,6 +336,14 @@ impl WaSession {
             id: self.client.generate_message_id(),
             to,
         })
+    }
+
+    /// A send to `to` under an id given beforehand ([`new_message_id`]): a queued message
+    /// keeps its id across attempts and restarts.
+    pub fn outgoing(&self, to: &ChatAddress, id: String) -> anyhow::Result<Outgoing> {
+        let mut out = self.prepare(to)?;
+        out.id = id;
+        Ok(out)
     }
 
     /// Sends text, optionally quoting an earlier message (its id, sender and text).

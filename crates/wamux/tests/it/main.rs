@@ -24,5 +24,7 @@ mod passkey;
 #[cfg(feature = "sandbox")]
 mod process;
 #[cfg(feature = "sandbox")]
+mod queue;
+#[cfg(feature = "sandbox")]
 mod ui;
 mod webhooks;

@@ -1,0 +1,264 @@
+//! The send queue's worker: sends what [`SessionManager::queue_text`] accepted, once its
+//! session is connected and its time has come, in order per chat.
+//!
+//! One dispatcher task wakes when something is queued, when a session connects, and when
+//! the next scheduled send is due. It starts one drain per connected session with due
+//! sends; a drain sends the heads of the session's chats one by one until none is due. A
+//! message is sent with the id it was given when queued, so one that WhatsApp took just
+//! before a crash (its queue row not yet removed) goes again with the same id after the
+//! restart, and the recipient's devices take it once. A failed attempt is tried again
+//! after a growing delay ([`retry_after`]), holding its chat's later messages back; after
+//! [`MAX_ATTEMPTS`] the message is `failed` with the last reason (`message-failed`).
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::{Result, SessionError, SessionManager};
+use crate::event::EventKind;
+use crate::model::{ChatAddress, Message, MessageStatus, SessionId, SessionStatus};
+use crate::store::{self, queue::Queued};
+
+/// Attempts before a queued message is given up as `failed`.
+pub const MAX_ATTEMPTS: i64 = 5;
+
+/// How many due sends a drain takes from the store at a time.
+const BATCH: i64 = 50;
+
+/// The latest a scheduled send may be: a year ahead.
+pub const MAX_AHEAD_SECS: i64 = 366 * 24 * 3600;
+
+/// The dispatcher's state, shared with the API side.
+#[derive(Default)]
+pub(super) struct Queue {
+    wake: Notify,
+    draining: Mutex<HashSet<String>>,
+}
+
+/// Seconds to wait after failed attempt number `attempts`: 5, 10, 20, 40 s.
+pub fn retry_after(attempts: i64) -> i64 {
+    5 * (1 << attempts.clamp(1, 4).saturating_sub(1))
+}
+
+impl SessionManager {
+    /// Queues a text to `to`, due at `send_at` (Unix seconds; now when `None`): recorded
+    /// (status `queued`) and announced at once, sent when the session is connected. The
+    /// session must exist; it need not be connected.
+    pub async fn queue_text(
+        &self,
+        id: &SessionId,
+        to: &ChatAddress,
+        text: &str,
+        quoted_id: Option<&str>,
+        send_at: Option<i64>,
+    ) -> Result<Message> {
+        let snapshot = self.snapshot(id)?;
+        let store = &self.inner.shared.store;
+        if let Some(q) = quoted_id
+            && store::messages::find(store, id.as_str(), q)
+                .await?
+                .is_none()
+        {
+            return Err(SessionError::QuotedNotFound(q.to_owned()));
+        }
+        let mut msg =
+            snapshot
+                .me
+                .outgoing_message(id, &crate::whatsapp::new_message_id(), to, "text");
+        msg.status = MessageStatus::Queued;
+        msg.text = Some(text.to_owned());
+        msg.quoted_id = quoted_id.map(str::to_owned);
+        let due = send_at.unwrap_or_else(store::now);
+        let from = msg.from.clone();
+        if let Some(ev) = store::queue::enqueue(store, &msg, &from, to.as_str(), due).await? {
+            self.inner.shared.bus.publish(ev);
+        }
+        self.inner.queue.wake.notify_one();
+        Ok(msg)
+    }
+
+    /// The session's queued sends, in the order they will go.
+    pub async fn queued(&self, id: &SessionId) -> Result<Vec<Queued>> {
+        self.snapshot(id)?;
+        Ok(store::queue::list(&self.inner.shared.store, id.as_str()).await?)
+    }
+
+    /// Cancels a queued send: it will not go, and its message is `failed` ("cancelled").
+    /// Returns whether it was still queued.
+    pub async fn cancel_queued(&self, id: &SessionId, message_id: &str) -> Result<bool> {
+        self.snapshot(id)?;
+        let ev = store::queue::give_up(
+            &self.inner.shared.store,
+            id.as_str(),
+            message_id,
+            "cancelled",
+        )
+        .await?;
+        Ok(match ev {
+            Some(ev) => {
+                self.inner.shared.bus.publish(ev);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Starts the dispatcher; it runs until the manager shuts down.
+    pub fn start_queue(&self) {
+        let mgr = self.clone();
+        self.inner
+            .tracker
+            .spawn(async move { mgr.dispatch().await });
+    }
+
+    async fn dispatch(&self) {
+        let mut bus = self.inner.shared.bus.subscribe();
+        loop {
+            let next = match self.start_drains().await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::warn!("send queue: cannot read the queue: {e}");
+                    Some(store::now() + 5)
+                }
+            };
+            let wait = next.map_or(Duration::from_secs(3600), |t| {
+                Duration::from_secs((t - store::now()).clamp(1, 3600) as u64)
+            });
+            tokio::select! {
+                () = self.inner.cancel.cancelled() => return,
+                () = self.inner.queue.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+                () = connected(&mut bus) => {}
+            }
+        }
+    }
+
+    /// Starts a drain for each connected session with something due; returns when the
+    /// next send not yet due is.
+    async fn start_drains(&self) -> Result<Option<i64>> {
+        let now = store::now();
+        let mut next: Option<i64> = None;
+        for (session, due_at) in store::queue::sessions(&self.inner.shared.store).await? {
+            let Ok(id) = SessionId::parse(&session) else {
+                continue;
+            };
+            if due_at > now {
+                next = Some(next.map_or(due_at, |n| n.min(due_at)));
+                continue;
+            }
+            // A session that is not connected is looked at again when it connects.
+            if self.live(&id).is_err() {
+                continue;
+            }
+            // Something due may still be held back (a chat's head waits for its retry).
+            next = Some(next.map_or(now + 1, |n| n.min(now + 1)));
+            let fresh = self
+                .inner
+                .queue
+                .draining
+                .lock()
+                .expect("queue lock")
+                .insert(session.clone());
+            if fresh {
+                let mgr = self.clone();
+                self.inner.tracker.spawn(async move {
+                    if let Err(e) = mgr.drain(&id).await {
+                        tracing::warn!(session = %id, "send queue: {e}");
+                    }
+                    mgr.inner
+                        .queue
+                        .draining
+                        .lock()
+                        .expect("queue lock")
+                        .remove(id.as_str());
+                    mgr.inner.queue.wake.notify_one();
+                });
+            }
+        }
+        Ok(next)
+    }
+
+    /// Sends the session's due messages until none is due or the session is gone.
+    async fn drain(&self, id: &SessionId) -> Result<()> {
+        let store = &self.inner.shared.store;
+        loop {
+            let due = store::queue::due(store, id.as_str(), store::now(), BATCH).await?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            for q in due {
+                if self.inner.cancel.is_cancelled() {
+                    return Ok(());
+                }
+                let Ok((conn, _)) = self.live(id) else {
+                    return Ok(());
+                };
+                let quoted = match &q.body.quoted_id {
+                    Some(qid) => store::messages::find(store, id.as_str(), qid).await?,
+                    None => None,
+                };
+                let quote = quoted
+                    .as_ref()
+                    .map(|m| (m.id.as_str(), m.from.as_str(), m.text.as_deref()));
+                let sent = match ChatAddress::parse(&q.to) {
+                    Ok(to) => match conn.outgoing(&to, q.message_id.clone()) {
+                        Ok(out) => conn.send_text(&out, &q.body.text, quote).await,
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                let ev = match sent {
+                    Ok(()) => store::queue::sent(store, id.as_str(), &q.message_id).await?,
+                    Err(why) if q.attempts + 1 >= MAX_ATTEMPTS => {
+                        tracing::warn!(session = %id, message = %q.message_id, "queued message failed for good: {why}");
+                        store::queue::give_up(store, id.as_str(), &q.message_id, &why).await?
+                    }
+                    Err(why) => {
+                        tracing::info!(session = %id, message = %q.message_id, attempt = q.attempts + 1, "queued message not sent, tried again later: {why}");
+                        let at = store::now() + retry_after(q.attempts + 1);
+                        store::queue::failed_attempt(store, id.as_str(), &q.message_id, &why, at)
+                            .await?;
+                        None
+                    }
+                };
+                if let Some(ev) = ev {
+                    self.inner.shared.bus.publish(ev);
+                }
+            }
+        }
+    }
+}
+
+/// Resolves when some session connects (or the bus lagged, when one may have).
+async fn connected(
+    bus: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::event::Event>>,
+) {
+    loop {
+        match bus.recv().await {
+            Ok(ev)
+                if ev.kind == EventKind::SessionStatus
+                    && ev.data["status"] == SessionStatus::Connected.as_str() =>
+            {
+                return;
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_wait_longer_each_time() {
+        let waits: Vec<i64> = (1..=MAX_ATTEMPTS).map(retry_after).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 40]);
+    }
+}

@@ -1,0 +1,277 @@
+//! The send queue end to end: sends accepted while the session is offline, scheduled sends,
+//! cancelling, order per chat, and a connection lost while messages wait.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_error, wait_for, wait_until};
+
+const ALICE: &str = "15550000001";
+const BOB: &str = "15550000002";
+const CAROL: &str = "15550000003";
+const LONG: Duration = Duration::from_secs(60);
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+async fn queue(app: &TestApp, body: Value) -> Value {
+    let (s, b) = app.post_json("/api/send-message", body).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["status"], "queued", "{b}");
+    b
+}
+
+async fn outbox(app: &TestApp, session: &str) -> Vec<Value> {
+    let (s, b) = app
+        .get_json(&format!("/api/sessions/{session}/outbox"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b["messages"].as_array().unwrap().clone()
+}
+
+/// Texts the phone received from `from`, in the order it received them.
+async fn received(app: &TestApp, phone: &str, from: &str) -> Vec<(String, String, i64)> {
+    let sim = app.sim.as_ref().unwrap();
+    sim.messages(phone)
+        .await
+        .into_iter()
+        .filter(|m| m["from"] == from && m["fromMe"] != true)
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap_or_default().to_owned(),
+                m["text"].as_str().unwrap_or_default().to_owned(),
+                m["timestamp"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+async fn history_status(app: &TestApp, session: &str, id: &str) -> Value {
+    let (_, b) = app.get_json(&format!("/api/messages/{session}")).await;
+    b["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .map(|m| m["status"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn queued_sends_wait_for_the_link_then_go_in_order_and_scheduled_ones_at_their_time() {
+    let app = TestApp::with_sim().await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(ALICE, "Alice").await;
+    sim.phone(BOB, "Bob").await;
+    sim.phone(CAROL, "Carol").await;
+    let (s, _) = app
+        .post_json("/api/start-session", json!({"sessionId": "q1"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    // Not linked yet: a plain send is refused, a queued one accepted.
+    let got = app
+        .post_json(
+            "/api/send-message",
+            json!({"sessionId": "q1", "to": BOB, "text": "now"}),
+        )
+        .await;
+    assert_error(&got, StatusCode::CONFLICT, "session_not_connected");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let to = if i % 2 == 0 { BOB } else { CAROL };
+        let m = queue(
+            &app,
+            json!({"sessionId": "q1", "to": to, "text": format!("queued {i}"), "queue": true}),
+        )
+        .await;
+        assert!(m["id"].as_str().unwrap().starts_with("3EB0"), "{m}");
+        ids.push(m["id"].as_str().unwrap().to_owned());
+    }
+    let soon = now() + 3;
+    let scheduled = queue(
+        &app,
+        json!({"sessionId": "q1", "to": BOB, "text": "scheduled", "sendAt": soon}),
+    )
+    .await;
+    let later = queue(
+        &app,
+        json!({"sessionId": "q1", "to": CAROL, "text": "never", "sendAt": now() + 3600}),
+    )
+    .await;
+    let waiting = outbox(&app, "q1").await;
+    assert_eq!(waiting.len(), 7);
+    assert_eq!(waiting[0]["messageId"], ids[0].as_str());
+    assert_eq!(waiting[0]["text"], "queued 0");
+    assert_eq!(waiting[0]["attempts"], 0);
+    assert_eq!(history_status(&app, "q1", &ids[0]).await, "queued");
+
+    // Linked: the queued ones go, each chat in order, each once.
+    let qr = app.wait_qr("q1", LONG).await;
+    sim.scan(ALICE, &qr).await;
+    app.wait_status("q1", "connected", LONG).await;
+    let to_bob = wait_for(LONG, "Bob's queued messages", || async {
+        let got = received(&app, BOB, ALICE).await;
+        (got.len() >= 3).then_some(got)
+    })
+    .await;
+    let texts: Vec<&str> = to_bob.iter().map(|m| m.1.as_str()).collect();
+    assert_eq!(texts[..3], ["queued 0", "queued 2", "queued 4"]);
+    let to_carol = wait_for(LONG, "Carol's queued messages", || async {
+        let got = received(&app, CAROL, ALICE).await;
+        (got.len() >= 2).then_some(got)
+    })
+    .await;
+    let texts: Vec<&str> = to_carol.iter().map(|m| m.1.as_str()).collect();
+    assert_eq!(texts, ["queued 1", "queued 3"]);
+    assert_eq!(to_bob[0].0, ids[0], "sent with the id it was queued with");
+    for id in &ids {
+        wait_until(LONG, "the history to say sent", || async {
+            let s = history_status(&app, "q1", id).await;
+            s == "sent" || s == "delivered"
+        })
+        .await;
+    }
+
+    // The scheduled one arrives at its time, not before.
+    let got = wait_for(LONG, "the scheduled message", || async {
+        received(&app, BOB, ALICE)
+            .await
+            .into_iter()
+            .find(|m| m.1 == "scheduled")
+    })
+    .await;
+    assert_eq!(got.0, scheduled["id"].as_str().unwrap());
+    assert!(got.2 >= soon, "arrived at {} before its time {soon}", got.2);
+
+    // The far one is still waiting; cancelled, it never goes.
+    let waiting = outbox(&app, "q1").await;
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    let later_id = later["id"].as_str().unwrap();
+    let path = format!("/api/sessions/q1/outbox/{later_id}");
+    let r = app.req(Method::DELETE, &path).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app.req(Method::DELETE, &path).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(outbox(&app, "q1").await.is_empty());
+    assert_eq!(history_status(&app, "q1", later_id).await, "failed");
+    assert!(
+        !received(&app, CAROL, ALICE)
+            .await
+            .iter()
+            .any(|m| m.1 == "never")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_queue_requests_say_what_to_fix() {
+    let app = TestApp::with_sim().await;
+    let (s, _) = app
+        .post_json("/api/start-session", json!({"sessionId": "q2"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let base = json!({"sessionId": "q2", "to": BOB, "text": "x"});
+    let with = |extra: Value| {
+        let mut b = base.clone();
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b
+    };
+    for (extra, field) in [
+        (json!({"queue": "yes"}), "queue"),
+        (json!({"sendAt": "tomorrow"}), "sendAt"),
+        (json!({"sendAt": 1.5}), "sendAt"),
+        (json!({"sendAt": now() + 2 * 366 * 86_400}), "sendAt"),
+        (json!({"sendAt": 86_400}), "sendAt"),
+        (json!({"sendAt": now() + 60, "queue": false}), "queue"),
+    ] {
+        let got = app
+            .post_json("/api/send-message", with(extra.clone()))
+            .await;
+        assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+        assert!(
+            got.1["error"]["message"].as_str().unwrap().contains(field),
+            "{extra} -> {}",
+            got.1
+        );
+    }
+    let got = app
+        .post_json(
+            "/api/send-message",
+            json!({"sessionId": "nosuch", "to": BOB, "text": "x", "queue": true}),
+        )
+        .await;
+    assert_error(&got, StatusCode::NOT_FOUND, "session_not_found");
+    let got = app
+        .post_json(
+            "/api/send-message",
+            json!({"sessionId": "q2", "to": BOB, "text": "x", "queue": true, "quotedId": "3EB0NOPE"}),
+        )
+        .await;
+    assert_error(&got, StatusCode::NOT_FOUND, "quoted_message_not_found");
+    assert!(
+        outbox(&app, "q2").await.is_empty(),
+        "a refused send was queued"
+    );
+    app.stop().await;
+}
+
+/// A session the simulator cuts off while 100 queued messages wait: all go once it is
+/// back, in order, each once.
+#[tokio::test]
+async fn a_hundred_queued_messages_go_after_the_connection_comes_back() {
+    let app = TestApp::with_sim().await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(ALICE, "Alice").await;
+    sim.phone(BOB, "Bob").await;
+    crate::e2e::pair(&app, "q3", ALICE).await;
+    // Refuse the reconnections for a while, then cut the connection.
+    let r = sim
+        .admin
+        .post(sim.url("/faults/reject-connections"))
+        .json(&json!({"count": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let r = sim
+        .admin
+        .post(sim.url("/faults/disconnect"))
+        .json(&json!({"phone": ALICE}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    wait_until(LONG, "q3 to notice", || async {
+        app.status_of("q3").await != "connected"
+    })
+    .await;
+    for i in 0..100 {
+        queue(
+            &app,
+            json!({"sessionId": "q3", "to": BOB, "text": format!("m{i:03}"), "queue": true}),
+        )
+        .await;
+    }
+    app.wait_status("q3", "connected", LONG).await;
+    let got = wait_for(LONG, "all 100 at Bob's phone", || async {
+        let got = received(&app, BOB, ALICE).await;
+        (got.len() >= 100).then_some(got)
+    })
+    .await;
+    let texts: Vec<String> = got.into_iter().map(|m| m.1).collect();
+    let expected: Vec<String> = (0..100).map(|i| format!("m{i:03}")).collect();
+    assert_eq!(texts, expected);
+    wait_until(LONG, "the outbox to empty", || async {
+        outbox(&app, "q3").await.is_empty()
+    })
+    .await;
+    app.stop().await;
+}
