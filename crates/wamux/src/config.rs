@@ -110,6 +110,9 @@ pub struct Config {
     pub audit_retention_days: u32,
     /// `WAMUX_SEND_QUEUE`: send routes queue by default (`"queue": false` sends at once).
     pub send_queue: bool,
+    /// `WAMUX_SEND_ACK_TIMEOUT`: how long a queued message waits for WhatsApp's server ack
+    /// before it is sent again (with the same id).
+    pub send_ack_timeout: Duration,
 }
 
 impl Default for Config {
@@ -149,6 +152,7 @@ impl Config {
             auth_failures_per_minute: 30,
             audit_retention_days: 90,
             send_queue: false,
+            send_ack_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -241,6 +245,9 @@ pub struct Overrides {
     /// Queue sends by default: accepted with 202 even while the session is offline, sent when it connects [default: false]
     #[arg(long, env = "WAMUX_SEND_QUEUE")]
     pub send_queue: Option<bool>,
+    /// Seconds a queued message waits for WhatsApp's server ack before it is sent again [default: 30]
+    #[arg(long, env = "WAMUX_SEND_ACK_TIMEOUT")]
+    pub send_ack_timeout: Option<u64>,
 }
 
 impl clap::builder::ValueParserFactory for Secret {
@@ -320,7 +327,8 @@ impl Overrides {
             passkey_step_timeout,
             auth_failures_per_minute,
             audit_retention_days,
-            send_queue
+            send_queue,
+            send_ack_timeout
         );
         self.webhook.apply(other.webhook);
         self.media.apply(other.media);
@@ -423,6 +431,13 @@ impl Config {
                 "must be between 1 and 3650 days",
             ));
         }
+        let send_ack_timeout = o.send_ack_timeout.unwrap_or(d.send_ack_timeout.as_secs());
+        if !(1..=600).contains(&send_ack_timeout) {
+            return Err(invalid(
+                "WAMUX_SEND_ACK_TIMEOUT",
+                "must be between 1 and 600 seconds",
+            ));
+        }
         let log_retention = o.log_retention.unwrap_or(d.log_retention);
         if log_retention == 0 {
             return Err(invalid("WAMUX_LOG_RETENTION", "must be at least 1"));
@@ -523,6 +538,7 @@ impl Config {
             auth_failures_per_minute,
             audit_retention_days,
             send_queue: o.send_queue.unwrap_or(d.send_queue),
+            send_ack_timeout: Duration::from_secs(send_ack_timeout),
         })
     }
 

@@ -116,6 +116,7 @@ pub async fn run(
         connector,
         session::SessionSettings {
             passkey_step_timeout: config.passkey_step_timeout,
+            ack_timeout: config.send_ack_timeout,
         },
     );
     // Started before the sessions, so their first events are heard; stopped after them, so

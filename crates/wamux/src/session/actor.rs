@@ -450,6 +450,9 @@ impl Actor {
                 )
                 .await;
             }
+            WaEvent::ServerAck { id, error } => {
+                self.shared.acks.settle(self.id.as_str(), &id, error);
+            }
         }
         None
     }

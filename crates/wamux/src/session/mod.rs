@@ -208,12 +208,16 @@ pub struct SessionSettings {
     /// after the assertion, the link after the confirmation) before the attempt is given
     /// up as stuck.
     pub passkey_step_timeout: Duration,
+    /// How long a queued message may wait for WhatsApp's server ack before the attempt
+    /// counts as failed (and the message is sent again, with the same id).
+    pub ack_timeout: Duration,
 }
 
 impl Default for SessionSettings {
     fn default() -> Self {
         Self {
             passkey_step_timeout: Duration::from_secs(60),
+            ack_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -275,6 +279,8 @@ pub(crate) struct Shared {
     pub bus: EventBus,
     pub connector: Arc<WaConnector>,
     pub settings: SessionSettings,
+    /// Who waits for WhatsApp's server ack of which sent message.
+    pub acks: Arc<queue::AckWaiters>,
 }
 
 /// Owns every session's actor. Cheap to clone.
@@ -310,6 +316,7 @@ impl SessionManager {
                     bus,
                     connector: Arc::new(connector),
                     settings,
+                    acks: Arc::default(),
                 },
                 sessions: Mutex::new(HashMap::new()),
                 lifecycle: tokio::sync::Mutex::new(()),

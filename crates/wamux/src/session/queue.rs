@@ -6,15 +6,16 @@
 //! sends; a drain sends the heads of the session's chats one by one until none is due. A
 //! message is sent with the id it was given when queued, so one that WhatsApp took just
 //! before a crash (its queue row not yet removed) goes again with the same id after the
-//! restart, and the recipient's devices take it once. A failed attempt is tried again
+//! restart, and the recipient's devices take it once. A message counts as sent when
+//! WhatsApp's server acks it, not when it is written to the socket. A failed attempt is tried again
 //! after a growing delay ([`retry_after`]), holding its chat's later messages back; after
 //! [`MAX_ATTEMPTS`] the message is `failed` with the last reason (`message-failed`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
 use super::{Result, SessionError, SessionManager};
 use crate::event::EventKind;
@@ -29,6 +30,44 @@ const BATCH: i64 = 50;
 
 /// The latest a scheduled send may be: a year ahead.
 pub const MAX_AHEAD_SECS: i64 = 366 * 24 * 3600;
+
+/// Who waits for the server ack of which message, per session.
+#[derive(Default)]
+pub(crate) struct AckWaiters {
+    waiting: Mutex<HashMap<(String, String), oneshot::Sender<Option<String>>>>,
+}
+
+impl AckWaiters {
+    /// Waits for the ack of `message_id`; register before sending, the ack can be quick.
+    fn expect(&self, session: &str, message_id: &str) -> oneshot::Receiver<Option<String>> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .expect("ack lock")
+            .insert((session.to_owned(), message_id.to_owned()), tx);
+        rx
+    }
+
+    fn forget(&self, session: &str, message_id: &str) {
+        self.waiting
+            .lock()
+            .expect("ack lock")
+            .remove(&(session.to_owned(), message_id.to_owned()));
+    }
+
+    /// The server acked `message_id` (`error`: it refused it).
+    pub(crate) fn settle(&self, session: &str, message_id: &str, error: Option<String>) {
+        let waiter = self
+            .waiting
+            .lock()
+            .expect("ack lock")
+            .remove(&(session.to_owned(), message_id.to_owned()));
+        if let Some(w) = waiter {
+            // The drain may have given up waiting meanwhile.
+            let _ = w.send(error);
+        }
+    }
+}
 
 /// The dispatcher's state, shared with the API side.
 #[derive(Default)]
@@ -202,6 +241,8 @@ impl SessionManager {
                 let quote = quoted
                     .as_ref()
                     .map(|m| (m.id.as_str(), m.from.as_str(), m.text.as_deref()));
+                let acks = &self.inner.shared.acks;
+                let acked = acks.expect(id.as_str(), &q.message_id);
                 let sent = match ChatAddress::parse(&q.to) {
                     Ok(to) => match conn.outgoing(&to, q.message_id.clone()) {
                         Ok(out) => conn.send_text(&out, &q.body.text, quote).await,
@@ -209,6 +250,20 @@ impl SessionManager {
                     },
                     Err(e) => Err(e.to_string()),
                 };
+                // Written to the socket is not taken: only the server's ack is (a stanza
+                // still in flight when the process dies is lost with it).
+                let timeout = self.inner.shared.settings.ack_timeout;
+                let sent = match sent {
+                    Ok(()) => match tokio::time::timeout(timeout, acked).await {
+                        Ok(Ok(None)) => Ok(()),
+                        Ok(Ok(Some(code))) => Err(format!("WhatsApp refused it (error {code})")),
+                        Ok(Err(_)) | Err(_) => {
+                            Err(format!("no server ack within {} s", timeout.as_secs()))
+                        }
+                    },
+                    Err(e) => Err(e),
+                };
+                acks.forget(id.as_str(), &q.message_id);
                 let ev = match sent {
                     Ok(()) => store::queue::sent(store, id.as_str(), &q.message_id).await?,
                     Err(why) if q.attempts + 1 >= MAX_ATTEMPTS => {

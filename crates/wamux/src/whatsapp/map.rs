@@ -90,6 +90,12 @@ pub(super) fn event(e: &WaLibEvent) -> Option<WaEvent> {
                 status,
             }
         }
+        WaLibEvent::ServerAck(a) if a.class.as_deref().is_none_or(|c| c == "message") => {
+            WaEvent::ServerAck {
+                id: a.id.clone(),
+                error: a.error.clone(),
+            }
+        }
         WaLibEvent::IncomingCall(c) => WaEvent::Call {
             from: c.from.to_non_ad_string(),
             id: c.stanza_id.clone(),

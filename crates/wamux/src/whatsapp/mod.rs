@@ -89,6 +89,11 @@ pub enum WaEvent {
         id: String,
         timestamp: i64,
     },
+    /// WhatsApp's server took (or, with `error`, refused) the message sent with `id`.
+    ServerAck {
+        id: String,
+        error: Option<String>,
+    },
 }
 
 /// Where the clients connect and what they trust.

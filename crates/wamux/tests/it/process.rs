@@ -211,6 +211,81 @@ async fn after_kill_9_sessions_reconnect_without_qr_and_messages_sent_meanwhile_
     sim.inner.shutdown().await;
 }
 
+/// 500 queued messages from 5 sessions drain while the gateway is killed with SIGKILL; after
+/// the restart every one reaches its phone exactly once, each chat in order.
+#[tokio::test]
+async fn queued_messages_cut_off_by_kill_9_arrive_once_each_in_order_after_restart() {
+    const PER_SESSION: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path().join("sim")).await;
+    let data = dir.path().join("data");
+    let bob = "15550000099";
+    sim.phone(bob, "Bob").await;
+    let senders: Vec<String> = (0..5).map(|i| format!("1555000001{i}")).collect();
+    let port = free_port();
+    let server = Server::spawn(&data, port, &sim).await;
+    for (i, phone) in senders.iter().enumerate() {
+        sim.phone(phone, &format!("Sender {i}")).await;
+        server.pair(&sim, &format!("q{i}"), phone).await;
+    }
+    // All due at one moment, a little ahead, so that they drain together.
+    let due = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 4;
+    for n in 0..PER_SESSION {
+        for i in 0..senders.len() {
+            let (s, b) = server
+                .post(
+                    "/api/send-message",
+                    json!({"sessionId": format!("q{i}"), "to": bob, "text": format!("q{i} {n:03}"), "sendAt": due}),
+                )
+                .await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        }
+    }
+    // Killed in the middle of the drain.
+    wait_until(LONG, "some to arrive", || async {
+        sim.messages(bob).await.len() >= 20
+    })
+    .await;
+    server.kill_9();
+    let before_restart = sim.messages(bob).await.len();
+    assert!(
+        before_restart < senders.len() * PER_SESSION,
+        "the drain was over before the kill; nothing was cut off"
+    );
+
+    let server = Server::spawn(&data, port, &sim).await;
+    let got = wait_for(LONG, "all 500 at Bob's phone", || async {
+        let got = sim.messages(bob).await;
+        (got.len() >= senders.len() * PER_SESSION).then_some(got)
+    })
+    .await;
+    assert_eq!(got.len(), senders.len() * PER_SESSION, "duplicates arrived");
+    for (i, phone) in senders.iter().enumerate() {
+        let texts: Vec<&str> = got
+            .iter()
+            .filter(|m| m["from"] == phone.as_str())
+            .map(|m| m["text"].as_str().unwrap())
+            .collect();
+        let expected: Vec<String> = (0..PER_SESSION).map(|n| format!("q{i} {n:03}")).collect();
+        assert_eq!(texts, expected, "session q{i}'s chat with Bob");
+    }
+    wait_until(LONG, "the outboxes to empty", || async {
+        let mut empty = true;
+        for i in 0..senders.len() {
+            let (_, b) = server.get(&format!("/api/sessions/q{i}/outbox")).await;
+            empty &= b["messages"].as_array().is_some_and(Vec::is_empty);
+        }
+        empty
+    })
+    .await;
+    server.terminate().await;
+    sim.inner.shutdown().await;
+}
+
 impl Server {
     async fn send_with_key(&self, key: &str, body: Value) -> (StatusCode, Value, bool) {
         let r = self
