@@ -150,6 +150,7 @@ pub fn router() -> Router<Arc<Hub>> {
         .route("/admin/faults/reject-connections", post(fault_reject))
         .route("/admin/faults/stream-error", post(fault_stream_error))
         .route("/admin/faults/ban", post(fault_ban))
+        .route("/admin/faults/swallow-acks", post(fault_swallow_acks))
         .route("/admin/faults/media", post(fault_media))
         .route("/admin/faults/media-expiry", post(fault_media_expiry))
         .route("/admin/faults/phone-forgets", post(fault_phone_forgets))
@@ -650,6 +651,26 @@ struct Ban {
 
 fn default_ban() -> u64 {
     3600
+}
+
+#[derive(Deserialize)]
+struct SwallowAcks {
+    phone: String,
+    count: u32,
+}
+
+/// The next `count` messages sent by the phone's linked devices are delivered, but their
+/// senders never get the server ack.
+async fn fault_swallow_acks(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Value>> {
+    let req: SwallowAcks = parse(&body)?;
+    let mut core = hub.core.lock().await;
+    if core.account(&req.phone).is_none() {
+        return Err(ApiError::phone_not_found(&req.phone));
+    }
+    core.faults
+        .swallow_acks
+        .insert(req.phone.clone(), req.count);
+    Ok(Json(json!({"phone": req.phone, "swallowNext": req.count})))
 }
 
 async fn fault_ban(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Value>> {

@@ -86,6 +86,22 @@ pub struct Faults {
     pub bans: HashMap<(String, u16), u64>,
     /// How the passkey gate of each phone misbehaves.
     pub passkey: HashMap<String, crate::passkey::Faults>,
+    /// Per phone, how many upcoming messages from its linked devices to another account
+    /// are delivered without the server ack to the sender (as when the ack is lost).
+    pub swallow_acks: HashMap<String, u32>,
+}
+
+impl Faults {
+    /// Whether the ack of this message from `phone` is to be swallowed (counts it).
+    pub fn swallow_ack(&mut self, phone: &str) -> bool {
+        match self.swallow_acks.get_mut(phone) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// How a faulted media download fails.

@@ -573,7 +573,17 @@ async fn route_message(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) ->
             core.deliver_to_companion(&target_phone, target_device, &id, &stanza);
         }
     }
+    // Only chat messages to another account count (not the device's own protocol traffic).
+    let to_other = to_phone.as_deref().is_some_and(|t| t != phone);
     drop(to_phone);
+    if to_other && core.faults.swallow_ack(phone) {
+        tracing::info!(
+            phone,
+            id,
+            "fault: message delivered, its server ack swallowed"
+        );
+        return Vec::new();
+    }
     vec![Reply::Node(ack)]
 }
 

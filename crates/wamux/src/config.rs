@@ -113,6 +113,8 @@ pub struct Config {
     /// `WAMUX_SEND_ACK_TIMEOUT`: how long a queued message waits for WhatsApp's server ack
     /// before it is sent again (with the same id).
     pub send_ack_timeout: Duration,
+    /// `WAMUX_SEND_ATTEMPTS`: attempts a queued message gets before it is `failed`.
+    pub send_attempts: u32,
 }
 
 impl Default for Config {
@@ -153,6 +155,7 @@ impl Config {
             audit_retention_days: 90,
             send_queue: false,
             send_ack_timeout: Duration::from_secs(30),
+            send_attempts: 5,
         }
     }
 }
@@ -248,6 +251,9 @@ pub struct Overrides {
     /// Seconds a queued message waits for WhatsApp's server ack before it is sent again [default: 30]
     #[arg(long, env = "WAMUX_SEND_ACK_TIMEOUT")]
     pub send_ack_timeout: Option<u64>,
+    /// Attempts a queued message gets (5, 10, 20, 40 s apart) before it is failed [default: 5]
+    #[arg(long, env = "WAMUX_SEND_ATTEMPTS")]
+    pub send_attempts: Option<u32>,
 }
 
 impl clap::builder::ValueParserFactory for Secret {
@@ -328,7 +334,8 @@ impl Overrides {
             auth_failures_per_minute,
             audit_retention_days,
             send_queue,
-            send_ack_timeout
+            send_ack_timeout,
+            send_attempts
         );
         self.webhook.apply(other.webhook);
         self.media.apply(other.media);
@@ -438,6 +445,10 @@ impl Config {
                 "must be between 1 and 600 seconds",
             ));
         }
+        let send_attempts = o.send_attempts.unwrap_or(d.send_attempts);
+        if !(1..=20).contains(&send_attempts) {
+            return Err(invalid("WAMUX_SEND_ATTEMPTS", "must be between 1 and 20"));
+        }
         let log_retention = o.log_retention.unwrap_or(d.log_retention);
         if log_retention == 0 {
             return Err(invalid("WAMUX_LOG_RETENTION", "must be at least 1"));
@@ -539,6 +550,7 @@ impl Config {
             audit_retention_days,
             send_queue: o.send_queue.unwrap_or(d.send_queue),
             send_ack_timeout: Duration::from_secs(send_ack_timeout),
+            send_attempts,
         })
     }
 

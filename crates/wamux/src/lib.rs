@@ -117,6 +117,7 @@ pub async fn run(
         session::SessionSettings {
             passkey_step_timeout: config.passkey_step_timeout,
             ack_timeout: config.send_ack_timeout,
+            send_attempts: config.send_attempts,
         },
     );
     // Started before the sessions, so their first events are heard; stopped after them, so

@@ -29,6 +29,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         )
         .route("/messages/{session_id}", get(history))
         .route("/sessions/{session_id}/outbox", get(outbox))
+        .route("/messages/{session_id}/{message_id}/resend", post(resend))
         .route(
             "/sessions/{session_id}/outbox/{message_id}",
             axum::routing::delete(cancel_queued),
@@ -327,4 +328,19 @@ async fn cancel_queued(
     Ok(Json(
         serde_json::json!({"messageId": message_id, "cancelled": true}),
     ))
+}
+
+#[utoipa::path(post, path = "/api/messages/{sessionId}/{messageId}/resend", tag = "messages", operation_id = "resendMessage", summary = "Send a failed message again",
+    params(("sessionId" = String, Path, description = "the session id"), ("messageId" = String, Path, description = "a failed message's id")),
+    responses((status = 202, description = "Queued again with its id (a recipient that did get it sees it once): status `queued`", body = crate::model::Message),
+        (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `message_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`wrong_state`: the message is not failed, or is not a text", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn resend(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    Path((_, message_id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<crate::model::Message>)> {
+    let msg = state.sessions.resend(&id, &message_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(msg)))
 }

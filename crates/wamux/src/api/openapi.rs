@@ -68,6 +68,7 @@ const SCHEMES: [&str; 3] = ["apiKeyHeader", "apiKeyQuery", "bearer"];
         super::messages::history,
         super::messages::outbox,
         super::messages::cancel_queued,
+        super::messages::resend,
         super::media::send_media,
         super::media::retry,
         super::webhooks::get_webhook,

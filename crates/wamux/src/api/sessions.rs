@@ -40,6 +40,7 @@ impl From<SessionError> for ApiError {
                 "quoted_message_not_found",
                 format!("`quotedId`: message `{id}` is not in this session's history"),
             ),
+            SessionError::MessageNotFound(id) => ApiError::message_not_found(&id),
             SessionError::Send(why) => ApiError::send_failed(why),
             SessionError::ShuttingDown => ApiError::unavailable("the server is shutting down"),
             SessionError::Timeout(what) => ApiError::new(

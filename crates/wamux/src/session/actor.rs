@@ -421,6 +421,8 @@ impl Actor {
             WaEvent::PairingFailed { reason } => return self.pairing_failed(reason).await,
             WaEvent::Receipt { ids, status } => {
                 for id in ids {
+                    // The recipient has it: the server took it, whether or not its ack came.
+                    self.shared.acks.settle(self.id.as_str(), &id, None);
                     match store::messages::advance_status(
                         &self.shared.store,
                         self.id.as_str(),

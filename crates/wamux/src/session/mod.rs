@@ -36,6 +36,8 @@ pub enum SessionError {
     WrongState(String),
     #[error("quoted message `{0}` not found")]
     QuotedNotFound(String),
+    #[error("message `{0}` not found")]
+    MessageNotFound(String),
     #[error("send failed: {0}")]
     Send(String),
     #[error("the server is shutting down")]
@@ -211,6 +213,8 @@ pub struct SessionSettings {
     /// How long a queued message may wait for WhatsApp's server ack before the attempt
     /// counts as failed (and the message is sent again, with the same id).
     pub ack_timeout: Duration,
+    /// Attempts a queued message gets before it is `failed`.
+    pub send_attempts: u32,
 }
 
 impl Default for SessionSettings {
@@ -218,6 +222,7 @@ impl Default for SessionSettings {
         Self {
             passkey_step_timeout: Duration::from_secs(60),
             ack_timeout: Duration::from_secs(30),
+            send_attempts: 5,
         }
     }
 }

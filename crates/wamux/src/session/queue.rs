@@ -9,7 +9,7 @@
 //! restart, and the recipient's devices take it once. A message counts as sent when
 //! WhatsApp's server acks it, not when it is written to the socket. A failed attempt is tried again
 //! after a growing delay ([`retry_after`]), holding its chat's later messages back; after
-//! [`MAX_ATTEMPTS`] the message is `failed` with the last reason (`message-failed`).
+//! `WAMUX_SEND_ATTEMPTS` (5) the message is `failed` with the last reason (`message-failed`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -21,9 +21,6 @@ use super::{Result, SessionError, SessionManager};
 use crate::event::EventKind;
 use crate::model::{ChatAddress, Message, MessageStatus, SessionId, SessionStatus};
 use crate::store::{self, queue::Queued};
-
-/// Attempts before a queued message is given up as `failed`.
-pub const MAX_ATTEMPTS: i64 = 5;
 
 /// How many due sends a drain takes from the store at a time.
 const BATCH: i64 = 50;
@@ -142,6 +139,39 @@ impl SessionManager {
             }
             None => false,
         })
+    }
+
+    /// Sends a `failed` text message of ours again, through the queue, with the id it had
+    /// (a recipient that did get it takes it once). Returns the message, `queued`.
+    pub async fn resend(&self, id: &SessionId, message_id: &str) -> Result<Message> {
+        self.snapshot(id)?;
+        let store = &self.inner.shared.store;
+        let msg = store::messages::find(store, id.as_str(), message_id)
+            .await?
+            .filter(|m| m.from_me)
+            .ok_or_else(|| SessionError::MessageNotFound(message_id.to_owned()))?;
+        if msg.status != MessageStatus::Failed {
+            return Err(SessionError::WrongState(format!(
+                "message `{message_id}` is {}, not failed; only a failed message is sent again",
+                msg.status.as_str()
+            )));
+        }
+        if msg.kind != "text" {
+            return Err(SessionError::WrongState(format!(
+                "message `{message_id}` is a {}; only text messages are sent again for now (send the file anew)",
+                msg.kind
+            )));
+        }
+        let requeued = store::queue::requeue(store, &msg, store::now()).await?;
+        if !requeued {
+            return Err(SessionError::WrongState(format!(
+                "message `{message_id}` changed meanwhile; look at it again"
+            )));
+        }
+        self.inner.queue.wake.notify_one();
+        let mut msg = msg;
+        msg.status = MessageStatus::Queued;
+        Ok(msg)
     }
 
     /// Starts the dispatcher; it runs until the manager shuts down.
@@ -266,7 +296,10 @@ impl SessionManager {
                 acks.forget(id.as_str(), &q.message_id);
                 let ev = match sent {
                     Ok(()) => store::queue::sent(store, id.as_str(), &q.message_id).await?,
-                    Err(why) if q.attempts + 1 >= MAX_ATTEMPTS => {
+                    Err(why)
+                        if q.attempts + 1
+                            >= i64::from(self.inner.shared.settings.send_attempts) =>
+                    {
                         tracing::warn!(session = %id, message = %q.message_id, "queued message failed for good: {why}");
                         store::queue::give_up(store, id.as_str(), &q.message_id, &why).await?
                     }
@@ -313,7 +346,7 @@ mod tests {
 
     #[test]
     fn retries_wait_longer_each_time() {
-        let waits: Vec<i64> = (1..=MAX_ATTEMPTS).map(retry_after).collect();
+        let waits: Vec<i64> = (1..=5).map(retry_after).collect();
         assert_eq!(waits, [5, 10, 20, 40, 40]);
     }
 }

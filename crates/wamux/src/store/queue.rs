@@ -157,6 +157,26 @@ pub async fn give_up(
     .await
 }
 
+/// Puts a `failed` message of ours back in the queue, due at `now`, with its id: its status
+/// back to `queued` and its queue row, in one transaction. Returns whether it was failed.
+pub async fn requeue(store: &Store, msg: &Message, now: i64) -> Result<bool> {
+    let body = serde_json::to_string(&Body {
+        text: msg.text.clone().unwrap_or_default(),
+        quoted_id: msg.quoted_id.clone(),
+    })?;
+    let mut tx = store.begin().await?;
+    let changed = dispatch!(
+        conn &mut tx.conn(),
+        messages::set_status(&msg.session_id, &msg.id, MessageStatus::Queued.as_str(), &["failed"])
+    )?;
+    if changed.is_none() {
+        return Ok(false);
+    }
+    dispatch!(conn &mut tx.conn(), queue::insert(msg, &msg.chat_id, &body, now, now))?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

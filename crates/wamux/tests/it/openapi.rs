@@ -400,6 +400,7 @@ fn fill(path: &str) -> String {
     let t = t.replacen("/uploads/{}", "/uploads/1700000000_missing.jpg", 1);
     let t = t.replacen("/deliveries/{}", "/deliveries/1", 1);
     let t = t.replacen("/{}/media/retry", "/3EB0PROBE/media/retry", 1);
+    let t = t.replacen("/{}/resend", "/3EB0PROBE/resend", 1);
     t.replace("{}", "probe")
 }
 

@@ -280,3 +280,125 @@ async fn a_hundred_queued_messages_go_after_the_connection_comes_back() {
     .await;
     app.stop().await;
 }
+
+/// The simulator swallows the server acks of a queued message: after its attempts (each
+/// waiting `WAMUX_SEND_ACK_TIMEOUT`) it is `failed` with the reason and a `message-failed`
+/// webhook; `resend` queues it again with its id, and once acked it is `sent`.
+#[tokio::test]
+async fn a_message_whatsapp_never_acks_fails_with_a_webhook_and_resend_delivers_it() {
+    use crate::helpers::Options;
+    let app = TestApp::start_with(Options {
+        sim: true,
+        configure: Some(Box::new(|c| {
+            c.webhook.allow_private = true;
+            c.send_ack_timeout = Duration::from_secs(1);
+            c.send_attempts = 2;
+        })),
+        ..Options::default()
+    })
+    .await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(ALICE, "Alice").await;
+    sim.phone(BOB, "Bob").await;
+    crate::e2e::pair(&app, "q4", ALICE).await;
+
+    let (tx, mut hooks) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let router = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let tx = tx.clone();
+        async move {
+            if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                let _ = tx.send(v);
+            }
+            StatusCode::OK
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let (s, b) = app
+        .post_json(
+            "/api/q4/webhook",
+            json!({"url": url, "events": ["message-failed", "message-sent"]}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+
+    // Bob's phone is off (no delivery receipt either), and the acks get lost.
+    let online = |on: bool| async move {
+        let r = sim
+            .admin
+            .post(sim.url(&format!("/phones/{BOB}/online")))
+            .json(&json!({"online": on}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    };
+    online(false).await;
+    let r = sim
+        .admin
+        .post(sim.url("/faults/swallow-acks"))
+        .json(&json!({"phone": ALICE, "count": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let m = queue(
+        &app,
+        json!({"sessionId": "q4", "to": BOB, "text": "are you there?", "queue": true}),
+    )
+    .await;
+    let id = m["id"].as_str().unwrap().to_owned();
+    // Both attempts reach the server (Bob's phone will keep one), neither is acked.
+    let failed = tokio::time::timeout(LONG, async {
+        loop {
+            let v = hooks.recv().await.expect("receiver alive");
+            if v["event"] == "message-failed" && v["data"]["id"] == id.as_str() {
+                return v;
+            }
+        }
+    })
+    .await
+    .expect("a message-failed webhook");
+    assert!(
+        failed["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no server ack within 1 s"),
+        "{failed}"
+    );
+    assert_eq!(history_status(&app, "q4", &id).await, "failed");
+    assert!(outbox(&app, "q4").await.is_empty());
+
+    // Bob's phone is back; sent again, acked this time.
+    online(true).await;
+    let (s, b) = app
+        .post_json(&format!("/api/messages/q4/{id}/resend"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["status"], "queued");
+    wait_until(LONG, "the resent message to be sent", || async {
+        let s = history_status(&app, "q4", &id).await;
+        s == "sent" || s == "delivered"
+    })
+    .await;
+    assert_eq!(
+        received(&app, BOB, ALICE)
+            .await
+            .iter()
+            .filter(|m| m.0 == id)
+            .count(),
+        1,
+        "the recipient sees it once"
+    );
+    // Only a failed message is sent again.
+    let got = app
+        .post_json(&format!("/api/messages/q4/{id}/resend"), json!({}))
+        .await;
+    assert_error(&got, StatusCode::CONFLICT, "wrong_state");
+    let got = app
+        .post_json("/api/messages/q4/3EB0NOPE/resend", json!({}))
+        .await;
+    assert_error(&got, StatusCode::NOT_FOUND, "message_not_found");
+    app.stop().await;
+}
