@@ -28,10 +28,16 @@ const BATCH: i64 = 50;
 /// The latest a scheduled send may be: a year ahead.
 pub const MAX_AHEAD_SECS: i64 = 366 * 24 * 3600;
 
+/// A sent message: its session and id.
+type Sent = (String, String);
+
+/// Settled with the server's error code, or `None` when it took the message.
+type AckSender = oneshot::Sender<Option<String>>;
+
 /// Who waits for the server ack of which message, per session.
 #[derive(Default)]
 pub(crate) struct AckWaiters {
-    waiting: Mutex<HashMap<(String, String), oneshot::Sender<Option<String>>>>,
+    waiting: Mutex<HashMap<Sent, AckSender>>,
 }
 
 impl AckWaiters {
