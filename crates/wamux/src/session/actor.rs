@@ -524,6 +524,13 @@ impl Actor {
             tracing::error!(session = %self.id, "cannot record logout: {e:#}");
         }
         self.state.send_modify(|s| s.qr = None);
+        // The next login may be another number: nothing queued goes out under it.
+        match store::queue::give_up_all(&self.shared.store, self.id.as_str(), "session logged out")
+            .await
+        {
+            Ok(events) => self.shared.bus.publish_all(events),
+            Err(e) => tracing::error!(session = %self.id, "cannot fail the queued messages: {e:#}"),
+        }
         self.set_status(SessionStatus::LoggedOut, Some(reason))
             .await;
     }

@@ -157,6 +157,18 @@ pub async fn give_up(
     .await
 }
 
+/// Gives up every queued send of `session` (it logged out): each message `failed` with
+/// `reason`. Returns their events.
+pub async fn give_up_all(store: &Store, session: &str, reason: &str) -> Result<Vec<Event>> {
+    let mut events = Vec::new();
+    for q in list(store, session).await? {
+        if let Some(ev) = give_up(store, session, &q.message_id, reason).await? {
+            events.push(ev);
+        }
+    }
+    Ok(events)
+}
+
 /// Puts a `failed` message of ours back in the queue, due at `now`, with its id: its status
 /// back to `queued` and its queue row, in one transaction. Returns whether it was failed.
 pub async fn requeue(store: &Store, msg: &Message, now: i64) -> Result<bool> {

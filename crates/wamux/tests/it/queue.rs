@@ -402,3 +402,33 @@ async fn a_message_whatsapp_never_acks_fails_with_a_webhook_and_resend_delivers_
     assert_error(&got, StatusCode::NOT_FOUND, "message_not_found");
     app.stop().await;
 }
+
+/// Logging out fails what the session had queued: its next login may be another number.
+#[tokio::test]
+async fn logging_out_fails_the_queued_messages() {
+    let app = TestApp::with_sim().await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(ALICE, "Alice").await;
+    sim.phone(BOB, "Bob").await;
+    crate::e2e::pair(&app, "q5", ALICE).await;
+    let m = queue(
+        &app,
+        json!({"sessionId": "q5", "to": BOB, "text": "tomorrow", "sendAt": now() + 3600}),
+    )
+    .await;
+    let id = m["id"].as_str().unwrap().to_owned();
+    let (s, b) = app.post_json("/api/sessions/q5/logout", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(outbox(&app, "q5").await.is_empty());
+    assert_eq!(history_status(&app, "q5", &id).await, "failed");
+    let (_, events) = app.get_json("/api/events?sessionId=q5&limit=1000").await;
+    let failed = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "message-failed" && e["data"]["id"] == id.as_str())
+        .cloned()
+        .expect("a message-failed event");
+    assert_eq!(failed["data"]["error"], "session logged out");
+    app.stop().await;
+}
