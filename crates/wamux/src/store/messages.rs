@@ -263,11 +263,12 @@ pub async fn find(store: &Store, session_id: &str, id: &str) -> Result<Option<Me
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::testing;
 
-    fn message(session: &str, id: &str) -> Message {
+    /// A received text message, for tests of the tables that hold messages.
+    pub(crate) fn message(session: &str, id: &str) -> Message {
         Message {
             id: id.to_owned(),
             session_id: session.to_owned(),

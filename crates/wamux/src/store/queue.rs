@@ -71,6 +71,15 @@ impl TryFrom<QueueRow> for Queued {
     }
 }
 
+impl Body {
+    fn of(msg: &Message) -> Result<String> {
+        Ok(serde_json::to_string(&Body {
+            text: msg.text.clone().unwrap_or_default(),
+            quoted_id: msg.quoted_id.clone(),
+        })?)
+    }
+}
+
 /// Queues `msg` (status `queued`) to `to`, due at `send_at`: its history row, its
 /// `message-from-me` event and its queue row in one transaction. Returns the event.
 pub async fn enqueue(
@@ -80,10 +89,7 @@ pub async fn enqueue(
     to: &str,
     send_at: i64,
 ) -> Result<Option<Event>> {
-    let body = serde_json::to_string(&Body {
-        text: msg.text.clone().unwrap_or_default(),
-        quoted_id: msg.quoted_id.clone(),
-    })?;
+    let body = Body::of(msg)?;
     let mut tx = store.begin().await?;
     let ev = messages::insert(&mut tx.conn(), msg, sender_key, EventKind::MessageFromMe).await?;
     dispatch!(conn &mut tx.conn(), queue::insert(msg, to, &body, send_at, super::now()))?;
@@ -172,10 +178,7 @@ pub async fn give_up_all(store: &Store, session: &str, reason: &str) -> Result<V
 /// Puts a `failed` message of ours back in the queue, due at `now`, with its id: its status
 /// back to `queued` and its queue row, in one transaction. Returns whether it was failed.
 pub async fn requeue(store: &Store, msg: &Message, now: i64) -> Result<bool> {
-    let body = serde_json::to_string(&Body {
-        text: msg.text.clone().unwrap_or_default(),
-        quoted_id: msg.quoted_id.clone(),
-    })?;
+    let body = Body::of(msg)?;
     let mut tx = store.begin().await?;
     let changed = dispatch!(
         conn &mut tx.conn(),
@@ -197,25 +200,11 @@ mod tests {
 
     fn msg(id: &str, chat: &str) -> Message {
         Message {
-            id: id.into(),
-            session_id: "s1".into(),
             chat_id: chat.into(),
-            from: "15550000001@s.whatsapp.net".into(),
             to: chat.into(),
             from_me: true,
-            push_name: None,
-            kind: "text".into(),
-            text: Some(format!("text of {id}")),
-            caption: None,
-            timestamp: 1,
             status: MessageStatus::Queued,
-            quoted_id: None,
-            media: None,
-            from_pn: None,
-            from_lid: None,
-            chat_pn: None,
-            chat_lid: None,
-            participant: None,
+            ..messages::tests::message("s1", id)
         }
     }
 

@@ -333,22 +333,17 @@ impl WaSession {
 
     /// Allocates a message id for a send to `to`.
     pub fn prepare(&self, to: &ChatAddress) -> anyhow::Result<Outgoing> {
-        let to: Jid = to
-            .as_str()
-            .parse()
-            .map_err(|e| anyhow::anyhow!("invalid JID {}: {e:?}", to.as_str()))?;
-        Ok(Outgoing {
-            id: self.client.generate_message_id(),
-            to,
-        })
+        self.outgoing(to, self.client.generate_message_id())
     }
 
     /// A send to `to` under an id given beforehand ([`new_message_id`]): a queued message
     /// keeps its id across attempts and restarts.
     pub fn outgoing(&self, to: &ChatAddress, id: String) -> anyhow::Result<Outgoing> {
-        let mut out = self.prepare(to)?;
-        out.id = id;
-        Ok(out)
+        let to: Jid = to
+            .as_str()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("invalid JID {}: {e:?}", to.as_str()))?;
+        Ok(Outgoing { id, to })
     }
 
     /// Sends text, optionally quoting an earlier message (its id, sender and text).

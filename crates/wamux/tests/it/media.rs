@@ -71,7 +71,8 @@ pub(crate) struct Hooks {
 }
 
 impl Hooks {
-    pub(crate) async fn start(app: &TestApp) -> Self {
+    /// A receiver on a loopback port: its URL, and every JSON body it gets.
+    pub(crate) async fn listen() -> (String, mpsc::UnboundedReceiver<Value>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let router = axum::Router::new().fallback(move |body: Bytes| {
             let tx = tx.clone();
@@ -85,6 +86,11 @@ impl Hooks {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        (url, rx)
+    }
+
+    pub(crate) async fn start(app: &TestApp) -> Self {
+        let (url, rx) = Self::listen().await;
         let (s, b) = app
             .post_json(
                 "/api/s1/webhook",

@@ -530,10 +530,7 @@ async fn snapshot(app: &TestApp) -> Value {
 
 /// Does `op` name a session: in its path, its query or its JSON body?
 fn names_session(doc: &Value, path: &str, op: &Value) -> bool {
-    let in_query = op["parameters"].as_array().is_some_and(|ps| {
-        ps.iter()
-            .any(|p| p["name"] == "sessionId" && p["in"] == "query")
-    });
+    let in_query = session_in_query(op);
     let in_body = op["requestBody"]["content"]
         .as_object()
         .is_some_and(|content| {
@@ -543,6 +540,14 @@ fn names_session(doc: &Value, path: &str, op: &Value) -> bool {
             })
         });
     path.contains("{sessionId}") || in_query || in_body
+}
+
+/// Does `op` take the session as the `sessionId` query parameter?
+fn session_in_query(op: &Value) -> bool {
+    op["parameters"].as_array().is_some_and(|ps| {
+        ps.iter()
+            .any(|p| p["name"] == "sessionId" && p["in"] == "query")
+    })
 }
 
 fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
@@ -565,10 +570,7 @@ async fn call_as(
     session: &str,
 ) -> (StatusCode, Value) {
     let url = fill(path).replace("/probe", &format!("/{session}"));
-    let url = if op["parameters"].as_array().is_some_and(|ps| {
-        ps.iter()
-            .any(|p| p["name"] == "sessionId" && p["in"] == "query")
-    }) {
+    let url = if session_in_query(op) {
         format!("{url}?sessionId={session}")
     } else {
         url

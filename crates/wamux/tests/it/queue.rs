@@ -302,19 +302,7 @@ async fn a_message_whatsapp_never_acks_fails_with_a_webhook_and_resend_delivers_
     sim.phone(BOB, "Bob").await;
     crate::e2e::pair(&app, "q4", ALICE).await;
 
-    let (tx, mut hooks) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    let router = axum::Router::new().fallback(move |body: axum::body::Bytes| {
-        let tx = tx.clone();
-        async move {
-            if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-                let _ = tx.send(v);
-            }
-            StatusCode::OK
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let (url, mut hooks) = crate::media::Hooks::listen().await;
     let (s, b) = app
         .post_json(
             "/api/q4/webhook",
