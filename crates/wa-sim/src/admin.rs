@@ -394,6 +394,11 @@ struct Send {
     caption: Option<String>,
     #[serde(default)]
     media: Option<SendMedia>,
+    #[serde(default)]
+    location: Option<crate::state::PhoneLocation>,
+    /// Contact cards: `{"name"?, "vcard"}` each.
+    #[serde(default)]
+    contacts: Option<Vec<crate::state::PhoneContact>>,
 }
 
 /// `15551234567`, `+1 555 123 4567`, `...@s.whatsapp.net`, `...@c.us`.
@@ -415,6 +420,26 @@ async fn send_message(
     let req: Send = parse(&body)?;
     let to = normalize_to(&req.to)?;
     let out = match (req.text, req.media) {
+        (None, None) if req.location.is_some() => {
+            let l = req.location.expect("checked");
+            if !(-90.0..=90.0).contains(&l.latitude) || !(-180.0..=180.0).contains(&l.longitude) {
+                return Err(ApiError::bad_request(
+                    "invalid_location",
+                    "latitude must be within -90..90 and longitude within -180..180",
+                ));
+            }
+            Outgoing::Location(l)
+        }
+        (None, None) if req.contacts.is_some() => {
+            let cards = req.contacts.expect("checked");
+            if cards.is_empty() || cards.iter().any(|c| !c.vcard.starts_with("BEGIN:VCARD")) {
+                return Err(ApiError::bad_request(
+                    "invalid_contacts",
+                    "contacts must be a non-empty list of {\"name\", \"vcard\"} with vCards",
+                ));
+            }
+            Outgoing::Contacts(cards)
+        }
         (_, Some(m)) => {
             let data = base64::engine::general_purpose::STANDARD
                 .decode(m.data.as_bytes())
@@ -440,7 +465,7 @@ async fn send_message(
         _ => {
             return Err(ApiError::bad_request(
                 "missing_content",
-                "give `text`, or `media` (with an optional `caption`)",
+                "give `text`, `media` (with an optional `caption`), `location` or `contacts`",
             ));
         }
     };

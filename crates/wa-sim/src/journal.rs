@@ -576,6 +576,8 @@ mod tests {
             timestamp: 1,
             status: "received".into(),
             sender_device: Some(0),
+            location: None,
+            contacts: Vec::new(),
         }
     }
 

@@ -23,8 +23,8 @@ use crate::hub::{Core, new_id, t_now};
 use crate::journal::Change;
 use crate::signal::{self, SignalError};
 use crate::state::{
-    Account, B64, DeviceRecord, MediaMeta, MediaSummary, OUTBOX_KEPT, PhoneMessage, QueuedStanza,
-    SentCopy, now_secs,
+    Account, B64, DeviceRecord, MediaMeta, MediaSummary, OUTBOX_KEPT, PhoneContact, PhoneLocation,
+    PhoneMessage, QueuedStanza, SentCopy, now_secs,
 };
 
 /// Why a phone action failed.
@@ -442,6 +442,9 @@ pub enum Outgoing {
         /// For audio: a voice note (push-to-talk) rather than a file.
         ptt: bool,
     },
+    Location(PhoneLocation),
+    /// One card is a contact message, several a contacts array.
+    Contacts(Vec<PhoneContact>),
 }
 
 /// Media kinds a phone can send.
@@ -530,6 +533,43 @@ type Built = (
 /// media like the app does.
 fn build_message(core: &mut Core, media_host: &str, out: Outgoing) -> Result<Built> {
     match out {
+        Outgoing::Location(l) => Ok((
+            wa::Message {
+                location_message: MessageField::some(wa::message::LocationMessage {
+                    degrees_latitude: Some(l.latitude),
+                    degrees_longitude: Some(l.longitude),
+                    name: l.name,
+                    address: l.address,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            "media",
+            None,
+            None,
+        )),
+        Outgoing::Contacts(cards) => {
+            let mut cards: Vec<wa::message::ContactMessage> = cards
+                .into_iter()
+                .map(|c| wa::message::ContactMessage {
+                    display_name: c.name,
+                    vcard: Some(c.vcard),
+                    ..Default::default()
+                })
+                .collect();
+            let mut msg = wa::Message::default();
+            if cards.len() == 1 {
+                msg.contact_message = MessageField::some(cards.remove(0));
+            } else {
+                msg.contacts_array_message =
+                    MessageField::some(wa::message::ContactsArrayMessage {
+                        display_name: Some(format!("{} contacts", cards.len())),
+                        contacts: cards,
+                        ..Default::default()
+                    });
+            }
+            Ok((msg, "media", None, None))
+        }
         Outgoing::Text(text) => Ok((
             wa::Message {
                 conversation: Some(text.clone()),
@@ -660,6 +700,7 @@ pub async fn send(
     };
     let target_devices: Vec<u16> = target.devices.keys().copied().collect();
     let (message, stanza_type, media, text_or_caption) = build_message(core, media_host, out)?;
+    let (location, contacts) = shared_of(&message);
     let id = format!("3EB0{}", &new_id()[..16]);
     let is_media = media.is_some();
     let record = PhoneMessage {
@@ -677,6 +718,8 @@ pub async fn send(
         timestamp: now_secs(),
         status: "sent".into(),
         sender_device: None,
+        location,
+        contacts,
     };
     if let Some(acc) = core.account_untracked(from) {
         let copy = SentCopy {
@@ -795,6 +838,12 @@ fn media_type_attr(msg: &wa::Message) -> Option<&'static str> {
         Some("document")
     } else if msg.sticker_message.is_set() {
         Some("sticker")
+    } else if msg.location_message.is_set() {
+        Some("location")
+    } else if msg.contact_message.is_set() {
+        Some("vcard")
+    } else if msg.contacts_array_message.is_set() {
+        Some("contact_array")
     } else {
         None
     }
@@ -1002,6 +1051,7 @@ pub async fn receive(core: &mut Core, phone: &str, sender: (&str, u16), stanza: 
         return;
     }
     let (text, caption, media) = content_of(core, &message);
+    let (location, contacts) = shared_of(&message);
     let record = PhoneMessage {
         id: id.clone(),
         from: sender.0.to_string(),
@@ -1017,6 +1067,8 @@ pub async fn receive(core: &mut Core, phone: &str, sender: (&str, u16), stanza: 
             "received".into()
         },
         sender_device: Some(sender.1),
+        location,
+        contacts,
     };
     if let Some(acc) = core.account_untracked(phone)
         && !acc.secrets.messages.contains(&record.id)
@@ -1224,6 +1276,28 @@ fn content_of(
         return (None, None, Some(s));
     }
     (None, None, None)
+}
+
+/// The location or contact cards a message shares.
+fn shared_of(m: &wa::Message) -> (Option<PhoneLocation>, Vec<PhoneContact>) {
+    let location = m.location_message.as_option().map(|l| PhoneLocation {
+        latitude: l.degrees_latitude.unwrap_or_default(),
+        longitude: l.degrees_longitude.unwrap_or_default(),
+        name: l.name.clone(),
+        address: l.address.clone(),
+    });
+    let card = |c: &wa::message::ContactMessage| PhoneContact {
+        name: c.display_name.clone(),
+        vcard: c.vcard.clone().unwrap_or_default(),
+    };
+    let contacts = if let Some(c) = m.contact_message.as_option() {
+        vec![card(c)]
+    } else if let Some(a) = m.contacts_array_message.as_option() {
+        a.contacts.iter().map(card).collect()
+    } else {
+        Vec::new()
+    };
+    (location, contacts)
 }
 
 /// The phone downloads and decrypts a blob from the media host.

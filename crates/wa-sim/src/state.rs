@@ -191,6 +191,32 @@ pub struct PhoneMessage {
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sender_device: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub location: Option<PhoneLocation>,
+    /// Shared contact cards (one for a contact message, several for a contacts array).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub contacts: Vec<PhoneContact>,
+}
+
+/// A shared location, as the phone sent or received it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PhoneLocation {
+    pub latitude: f64,
+    pub longitude: f64,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+/// A shared contact card.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PhoneContact {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub vcard: String,
 }
 
 /// What the phone knows about a media attachment it sent or received.

@@ -256,6 +256,34 @@ pub struct Message {
     pub chat_lid: Option<String>,
     /// Group participant that sent it, for group messages.
     pub participant: Option<String>,
+    /// A shared location (`type: "location"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// Shared contact cards (`type: "contact"`): one, or several for a contacts array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contacts: Option<Vec<ContactCard>>,
+}
+
+/// A location shared in a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Location {
+    /// Degrees, -90 to 90.
+    pub latitude: f64,
+    /// Degrees, -180 to 180.
+    pub longitude: f64,
+    pub name: Option<String>,
+    pub address: Option<String>,
+}
+
+/// A contact card shared in a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactCard {
+    /// The name the sender's phone shows for the card.
+    pub name: Option<String>,
+    /// The card itself (vCard 3.0 text, as WhatsApp sends it).
+    pub vcard: String,
 }
 
 #[cfg(test)]

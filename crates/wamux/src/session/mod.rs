@@ -124,6 +124,8 @@ impl Me {
             chat_pn,
             chat_lid,
             participant: None,
+            location: None,
+            contacts: None,
         }
     }
 }

@@ -289,6 +289,8 @@ pub(crate) mod tests {
             chat_pn: None,
             chat_lid: None,
             participant: None,
+            location: None,
+            contacts: None,
         }
     }
 

@@ -8,7 +8,7 @@ use whatsapp_rust::{Client, Jid};
 
 use super::WaEvent;
 use crate::event::EventKind;
-use crate::model::{Message, MessageStatus};
+use crate::model::{ContactCard, Location, Message, MessageStatus};
 use crate::session::Me;
 
 pub(super) fn me(client: &Client) -> Me {
@@ -190,6 +190,8 @@ pub(super) fn inbound(
         chat_pn,
         chat_lid,
         participant: src.is_group.then(|| src.sender.to_non_ad_string()),
+        location: location_of(base),
+        contacts: contacts_of(base),
     };
     // Stanza ids are unique per (chat, sender); the sender's device does not matter.
     let sender_key = src.sender.to_non_ad_string();
@@ -239,7 +241,7 @@ fn classify(m: &wa::Message, from_me: bool) -> (&'static str, EventKind) {
         "sticker"
     } else if m.location_message.is_set() {
         "location"
-    } else if m.contact_message.is_set() {
+    } else if m.contact_message.is_set() || m.contacts_array_message.is_set() {
         "contact"
     } else if m.conversation.is_some() || m.extended_text_message.is_set() {
         "text"
@@ -263,6 +265,28 @@ fn context_of(m: &wa::Message) -> Option<&wa::ContextInfo> {
         return x.context_info.as_option();
     }
     None
+}
+
+fn location_of(m: &wa::Message) -> Option<Location> {
+    let l = m.location_message.as_option()?;
+    Some(Location {
+        latitude: l.degrees_latitude.unwrap_or_default(),
+        longitude: l.degrees_longitude.unwrap_or_default(),
+        name: l.name.clone(),
+        address: l.address.clone(),
+    })
+}
+
+fn contacts_of(m: &wa::Message) -> Option<Vec<ContactCard>> {
+    let card = |c: &wa::message::ContactMessage| ContactCard {
+        name: c.display_name.clone(),
+        vcard: c.vcard.clone().unwrap_or_default(),
+    };
+    if let Some(c) = m.contact_message.as_option() {
+        return Some(vec![card(c)]);
+    }
+    let a = m.contacts_array_message.as_option()?;
+    Some(a.contacts.iter().map(card).collect())
 }
 
 /// What is known about attached media before any download (the media module fills in

@@ -651,3 +651,61 @@ async fn sends_retried_with_the_same_idempotency_key_go_out_once() {
         "{got:?}"
     );
 }
+
+#[tokio::test]
+async fn a_location_and_contact_cards_from_a_phone_arrive_with_their_fields() {
+    let app = TestApp::with_sim().await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(ALICE, "Alice").await;
+    sim.phone(BOB, "Bob").await;
+    pair(&app, "loc1", ALICE).await;
+    let vcard = "BEGIN:VCARD\nVERSION:3.0\nFN:Carol\nTEL;type=CELL;waid=15550000003:+1 555 000 0003\nEND:VCARD";
+    for body in [
+        json!({"to": ALICE, "location": {"latitude": 40.4168, "longitude": -3.7038, "name": "Sol", "address": "Madrid"}}),
+        json!({"to": ALICE, "contacts": [{"name": "Carol", "vcard": vcard}]}),
+        json!({"to": ALICE, "contacts": [{"name": "Carol", "vcard": vcard}, {"name": "Dan", "vcard": vcard.replace("Carol", "Dan")}]}),
+    ] {
+        let r = sim
+            .admin
+            .post(sim.url(&format!("/phones/{BOB}/messages")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+    let got = wait_for(LONG, "three inbound messages", || async {
+        let h = history(&app, "loc1", "direction=in").await;
+        (h.len() == 3).then_some(h)
+    })
+    .await;
+    // Newest first.
+    let (array, card, place) = (&got[0], &got[1], &got[2]);
+    assert_eq!(place["type"], "location", "{place}");
+    assert_eq!(place["location"]["latitude"], 40.4168, "{place}");
+    assert_eq!(place["location"]["longitude"], -3.7038, "{place}");
+    assert_eq!(place["location"]["name"], "Sol", "{place}");
+    assert_eq!(place["location"]["address"], "Madrid", "{place}");
+    assert_eq!(card["type"], "contact", "{card}");
+    assert_eq!(card["contacts"][0]["name"], "Carol", "{card}");
+    assert_eq!(card["contacts"][0]["vcard"], vcard, "{card}");
+    assert_eq!(array["type"], "contact", "{array}");
+    let names: Vec<_> = array["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Carol", "Dan"], "{array}");
+    // A text message carries neither field.
+    sim.send(BOB, ALICE, "plain").await;
+    let text = wait_for(LONG, "the text", || async {
+        let h = history(&app, "loc1", "direction=in").await;
+        (h.len() == 4).then(|| h[0].clone())
+    })
+    .await;
+    assert!(
+        text.get("location").is_none() && text.get("contacts").is_none(),
+        "{text}"
+    );
+}
