@@ -399,6 +399,9 @@ struct Send {
     /// Contact cards: `{"name"?, "vcard"}` each.
     #[serde(default)]
     contacts: Option<Vec<crate::state::PhoneContact>>,
+    /// A reaction to a message of the chat with `to`: `{"messageId", "emoji"}`.
+    #[serde(default)]
+    reaction: Option<crate::state::PhoneReaction>,
 }
 
 /// `15551234567`, `+1 555 123 4567`, `...@s.whatsapp.net`, `...@c.us`.
@@ -420,6 +423,43 @@ async fn send_message(
     let req: Send = parse(&body)?;
     let to = normalize_to(&req.to)?;
     let out = match (req.text, req.media) {
+        (None, None) if req.reaction.is_some() => {
+            let r = req.reaction.expect("checked");
+            let core = hub.core.lock().await;
+            let acc = core
+                .account(&phone)
+                .ok_or_else(|| ApiError::phone_not_found(&phone))?;
+            // The app reacts only to a message it shows, in that chat.
+            let target = acc
+                .secrets
+                .messages
+                .get(&r.message_id)
+                .filter(|m| m.from.split(':').next() == Some(to.as_str()) || m.to == to)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "message_not_found",
+                        format!(
+                            "phone {phone} has no message {} in its chat with {to}",
+                            r.message_id
+                        ),
+                    )
+                })?;
+            let from_me = target.from_me;
+            drop(core);
+            if r.emoji.chars().count() > 8 {
+                return Err(ApiError::bad_request(
+                    "invalid_reaction",
+                    "a reaction is one emoji, or empty to take it back",
+                ));
+            }
+            Outgoing::Reaction {
+                chat: to.clone(),
+                message_id: r.message_id,
+                from_me,
+                emoji: r.emoji,
+            }
+        }
         (None, None) if req.location.is_some() => {
             let l = req.location.expect("checked");
             if !(-90.0..=90.0).contains(&l.latitude) || !(-180.0..=180.0).contains(&l.longitude) {
@@ -465,7 +505,7 @@ async fn send_message(
         _ => {
             return Err(ApiError::bad_request(
                 "missing_content",
-                "give `text`, `media` (with an optional `caption`), `location` or `contacts`",
+                "give `text`, `media` (with an optional `caption`), `location`, `contacts` or `reaction`",
             ));
         }
     };

@@ -578,6 +578,8 @@ mod tests {
             sender_device: Some(0),
             location: None,
             contacts: Vec::new(),
+            reaction: None,
+            reactions: Default::default(),
         }
     }
 

@@ -24,7 +24,7 @@ use crate::journal::Change;
 use crate::signal::{self, SignalError};
 use crate::state::{
     Account, B64, DeviceRecord, MediaMeta, MediaSummary, OUTBOX_KEPT, PhoneContact, PhoneLocation,
-    PhoneMessage, QueuedStanza, SentCopy, now_secs,
+    PhoneMessage, PhoneReaction, QueuedStanza, SentCopy, now_secs,
 };
 
 /// Why a phone action failed.
@@ -445,6 +445,14 @@ pub enum Outgoing {
     Location(PhoneLocation),
     /// One card is a contact message, several a contacts array.
     Contacts(Vec<PhoneContact>),
+    /// A reaction to message `message_id` of the chat with `chat` (a phone number), which
+    /// the phone sent itself when `from_me`; an empty emoji takes the reaction back.
+    Reaction {
+        chat: String,
+        message_id: String,
+        from_me: bool,
+        emoji: String,
+    },
 }
 
 /// Media kinds a phone can send.
@@ -533,6 +541,30 @@ type Built = (
 /// media like the app does.
 fn build_message(core: &mut Core, media_host: &str, out: Outgoing) -> Result<Built> {
     match out {
+        Outgoing::Reaction {
+            chat,
+            message_id,
+            from_me,
+            emoji,
+        } => Ok((
+            wa::Message {
+                reaction_message: MessageField::some(wa::message::ReactionMessage {
+                    key: MessageField::some(wa::MessageKey {
+                        remote_jid: Some(Jid::pn(chat).to_string()),
+                        from_me: Some(from_me),
+                        id: Some(message_id),
+                        participant: None,
+                    }),
+                    text: Some(emoji),
+                    sender_timestamp_ms: Some(now_secs() as i64 * 1000),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            "reaction",
+            None,
+            None,
+        )),
         Outgoing::Location(l) => Ok((
             wa::Message {
                 location_message: MessageField::some(wa::message::LocationMessage {
@@ -701,6 +733,7 @@ pub async fn send(
     let target_devices: Vec<u16> = target.devices.keys().copied().collect();
     let (message, stanza_type, media, text_or_caption) = build_message(core, media_host, out)?;
     let (location, contacts) = shared_of(&message);
+    let reaction = reaction_of(&message);
     let id = format!("3EB0{}", &new_id()[..16]);
     let is_media = media.is_some();
     let record = PhoneMessage {
@@ -720,6 +753,8 @@ pub async fn send(
         sender_device: None,
         location,
         contacts,
+        reaction,
+        reactions: Default::default(),
     };
     if let Some(acc) = core.account_untracked(from) {
         let copy = SentCopy {
@@ -729,6 +764,8 @@ pub async fn send(
             stanza_type: stanza_type.to_string(),
         };
         acc.secrets.messages.upsert(record.clone());
+        react(core, from, &record);
+        let acc = core.account_untracked(from).expect("still there");
         acc.secrets.outbox.push_back(copy.clone());
         if acc.secrets.outbox.len() > OUTBOX_KEPT {
             acc.secrets.outbox.pop_front();
@@ -1052,6 +1089,7 @@ pub async fn receive(core: &mut Core, phone: &str, sender: (&str, u16), stanza: 
     }
     let (text, caption, media) = content_of(core, &message);
     let (location, contacts) = shared_of(&message);
+    let reaction = reaction_of(&message);
     let record = PhoneMessage {
         id: id.clone(),
         from: sender.0.to_string(),
@@ -1069,11 +1107,14 @@ pub async fn receive(core: &mut Core, phone: &str, sender: (&str, u16), stanza: 
         sender_device: Some(sender.1),
         location,
         contacts,
+        reaction,
+        reactions: Default::default(),
     };
     if let Some(acc) = core.account_untracked(phone)
         && !acc.secrets.messages.contains(&record.id)
     {
         acc.secrets.messages.upsert(record.clone());
+        react(core, phone, &record);
         core.changes.push(Change::Message {
             phone: phone.to_string(),
             message: Box::new(record),
@@ -1083,7 +1124,43 @@ pub async fn receive(core: &mut Core, phone: &str, sender: (&str, u16), stanza: 
 }
 
 fn has_content(m: &wa::Message) -> bool {
-    m.conversation.is_some() || m.extended_text_message.is_set() || media_type_attr(m).is_some()
+    m.conversation.is_some()
+        || m.extended_text_message.is_set()
+        || m.reaction_message.is_set()
+        || media_type_attr(m).is_some()
+}
+
+/// A reaction's target and emoji.
+fn reaction_of(m: &wa::Message) -> Option<PhoneReaction> {
+    let r = m.reaction_message.as_option()?;
+    Some(PhoneReaction {
+        message_id: r.key.as_option()?.id.clone()?,
+        emoji: r.text.clone().unwrap_or_default(),
+    })
+}
+
+/// Shows `record`'s reaction (if it is one) on its target in `phone`'s history, as the app
+/// does: one per sender, the latest wins, an empty emoji takes it back.
+fn react(core: &mut Core, phone: &str, record: &PhoneMessage) {
+    let Some(r) = &record.reaction else { return };
+    let Some(acc) = core.account_untracked(phone) else {
+        return;
+    };
+    let Some(target) = acc.secrets.messages.get_mut(&r.message_id) else {
+        return;
+    };
+    if r.emoji.is_empty() {
+        target.reactions.remove(&record.from);
+    } else {
+        target
+            .reactions
+            .insert(record.from.clone(), r.emoji.clone());
+    }
+    let target = target.clone();
+    core.changes.push(Change::Message {
+        phone: phone.to_string(),
+        message: Box::new(target),
+    });
 }
 
 /// The phone's delivery receipt back to the sending device.

@@ -134,6 +134,10 @@ impl History {
         self.by_id.contains_key(id)
     }
 
+    pub fn get(&self, id: &str) -> Option<&PhoneMessage> {
+        self.by_id.get(id).map(|&at| &self.list[at])
+    }
+
     pub fn get_mut(&mut self, id: &str) -> Option<&mut PhoneMessage> {
         self.by_id.get(id).map(|&at| &mut self.list[at])
     }
@@ -196,6 +200,20 @@ pub struct PhoneMessage {
     /// Shared contact cards (one for a contact message, several for a contacts array).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub contacts: Vec<PhoneContact>,
+    /// For a reaction: the message it reacts to and its emoji (empty takes it back).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reaction: Option<PhoneReaction>,
+    /// The reactions this message has, by the phone number that reacted (latest wins).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub reactions: BTreeMap<String, String>,
+}
+
+/// A reaction, as the phone sent or received it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PhoneReaction {
+    pub message_id: String,
+    pub emoji: String,
 }
 
 /// A shared location, as the phone sent or received it.

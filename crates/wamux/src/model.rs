@@ -286,6 +286,127 @@ pub struct ContactCard {
     pub vcard: String,
 }
 
+impl Location {
+    /// A location to send; the coordinates must be on Earth.
+    pub fn new(
+        latitude: f64,
+        longitude: f64,
+        name: Option<String>,
+        address: Option<String>,
+    ) -> Result<Self, String> {
+        if !latitude.is_finite() || !(-90.0..=90.0).contains(&latitude) {
+            return Err(format!("latitude {latitude} is not between -90 and 90"));
+        }
+        if !longitude.is_finite() || !(-180.0..=180.0).contains(&longitude) {
+            return Err(format!("longitude {longitude} is not between -180 and 180"));
+        }
+        Ok(Location {
+            latitude,
+            longitude,
+            name,
+            address,
+        })
+    }
+}
+
+impl ContactCard {
+    /// The longest card accepted, in bytes (a card with a photo is larger; WhatsApp
+    /// shares cards without one).
+    pub const MAX_VCARD: usize = 16 * 1024;
+
+    /// The card WhatsApp's app makes for a name and a phone number (digits with country
+    /// code): the `waid` lets the recipient's app offer "message" and "add".
+    pub fn for_phone(name: &str, digits: &str) -> Result<Self, String> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err("name must not be empty".into());
+        }
+        if name.len() > 256 {
+            return Err("name must be at most 256 bytes".into());
+        }
+        if name.chars().any(char::is_control) {
+            return Err("name must not contain line breaks or control characters".into());
+        }
+        // vCard 3.0 text escaping: a name cannot end the line or add a field.
+        let escaped = name
+            .replace('\\', "\\\\")
+            .replace(',', "\\,")
+            .replace(';', "\\;");
+        Ok(ContactCard {
+            name: Some(name.to_owned()),
+            vcard: format!(
+                "BEGIN:VCARD\nVERSION:3.0\nFN:{escaped}\nTEL;type=CELL;type=VOICE;waid={digits}:+{digits}\nEND:VCARD"
+            ),
+        })
+    }
+
+    /// A card given whole; its name is taken from `FN` unless `name` is given.
+    pub fn from_vcard(vcard: &str, name: Option<String>) -> Result<Self, String> {
+        let v = vcard.trim();
+        if v.len() > Self::MAX_VCARD {
+            return Err(format!("vcard must be at most {} bytes", Self::MAX_VCARD));
+        }
+        let upper = v.to_ascii_uppercase();
+        if !upper.starts_with("BEGIN:VCARD") || !upper.ends_with("END:VCARD") {
+            return Err("vcard must be a vCard (BEGIN:VCARD ... END:VCARD)".into());
+        }
+        if !upper.contains("\nVERSION:") {
+            return Err("vcard has no VERSION line".into());
+        }
+        let name = name.or_else(|| {
+            v.lines()
+                .find_map(|l| l.strip_prefix("FN:").or_else(|| l.strip_prefix("fn:")))
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+        });
+        Ok(ContactCard {
+            name,
+            vcard: v.to_owned(),
+        })
+    }
+}
+
+/// What a message of ours says, for the kinds sent from their content alone (media goes
+/// through the media module, which uploads first).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Content {
+    Text(String),
+    Location(Location),
+    /// One card, or several (a contacts array).
+    Contacts(Vec<ContactCard>),
+}
+
+impl Content {
+    /// The message `type` it is stored under.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Content::Text(_) => "text",
+            Content::Location(_) => "location",
+            Content::Contacts(_) => "contact",
+        }
+    }
+
+    /// Writes it into `msg`, whose `type` it sets.
+    pub fn fill(&self, msg: &mut Message) {
+        msg.kind = self.kind().to_owned();
+        match self {
+            Content::Text(t) => msg.text = Some(t.clone()),
+            Content::Location(l) => msg.location = Some(l.clone()),
+            Content::Contacts(c) => msg.contacts = Some(c.clone()),
+        }
+    }
+
+    /// The content of a stored message, when it is of a kind sent this way.
+    pub fn of(msg: &Message) -> Option<Content> {
+        match msg.kind.as_str() {
+            "text" => msg.text.clone().map(Content::Text),
+            "location" => msg.location.clone().map(Content::Location),
+            "contact" => msg.contacts.clone().map(Content::Contacts),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,4 @@
-//! Messages: send text, read history.
+//! Messages: send text, locations and contact cards; read history; the send queue.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -11,22 +11,24 @@ use super::extract::{ApiJson, ApiQuery, SessionPath, needs};
 use super::{ApiError, Caller, Result};
 use crate::AppState;
 use crate::access::Scope;
-use crate::model::{ChatAddress, SessionId};
+use crate::model::{ChatAddress, ContactCard, Content, Location, SessionId};
 use crate::store::messages::{Cursor, Direction, Filter};
 
 pub fn router(state: &AppState) -> Router<AppState> {
     let limit = state.config.max_body_bytes;
-    Router::new()
-        .route(
-            "/send-message",
-            post(send_message).layer(axum::middleware::from_fn_with_state(
-                super::idempotency::Route {
-                    state: state.clone(),
-                    body_limit: limit,
-                },
-                super::idempotency::layer,
-            )),
+    let idempotent = || {
+        axum::middleware::from_fn_with_state(
+            super::idempotency::Route {
+                state: state.clone(),
+                body_limit: limit,
+            },
+            super::idempotency::layer,
         )
+    };
+    Router::new()
+        .route("/send-message", post(send_message).layer(idempotent()))
+        .route("/send-location", post(send_location).layer(idempotent()))
+        .route("/send-contact", post(send_contact).layer(idempotent()))
         .route("/messages/{session_id}", get(history))
         .route("/sessions/{session_id}/outbox", get(outbox))
         .route("/messages/{session_id}/{message_id}/resend", post(resend))
@@ -67,17 +69,7 @@ async fn send_message(
     caller: Caller,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    if !body.is_object() {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            "body must be a JSON object like {\"sessionId\":\"s1\",\"to\":\"15551234567\",\"text\":\"hi\"}",
-        ));
-    }
-    let session =
-        string_field(&body, &["sessionId"])?.ok_or(ApiError::missing_field("sessionId"))?;
-    let session = SessionId::parse(&session).map_err(ApiError::invalid_session_id)?;
-    caller.may(&session, Scope::Send)?;
-    let to = string_field(&body, &["to", "number"])?.ok_or(ApiError::missing_field("to"))?;
+    let target = Target::read(&state, &caller, &body, "\"text\":\"hi\"")?;
     let text = string_field(&body, &["text", "message"])?.ok_or(ApiError::missing_field("text"))?;
     if text.is_empty() {
         return Err(ApiError::invalid_field("text", "must not be empty"));
@@ -88,31 +80,205 @@ async fn send_message(
             "must be at most 65536 bytes",
         ));
     }
-    let quoted = string_field(&body, &["quotedId", "quotedMessageId"])?;
-    let to = ChatAddress::parse(&to).map_err(ApiError::invalid_phone)?;
-    let plan = SendPlan::read(&body, state.config.send_queue)?;
-    let (status, msg) = match plan {
-        SendPlan::Now => (
-            StatusCode::OK,
-            state
-                .sessions
-                .send_text(&session, &to, &text, quoted.as_deref())
-                .await?,
-        ),
-        SendPlan::Queue { send_at } => (
-            StatusCode::ACCEPTED,
-            state
-                .sessions
-                .queue_text(&session, &to, &text, quoted.as_deref(), send_at)
-                .await?,
-        ),
+    target.send(&state, Content::Text(text)).await
+}
+
+#[utoipa::path(post, path = "/api/send-location", tag = "messages", operation_id = "sendLocation", summary = "Send a location",
+    params(("Idempotency-Key" = Option<String>, Header, description = "as for `/api/send-message`"),),
+    request_body = crate::api::openapi::schemas::SendLocation,
+    responses((status = 200, description = "Sent; the message as history will show it (`type: \"location\"`)", body = crate::api::openapi::schemas::Sent),
+        (status = 202, description = "Queued, as for `/api/send-message`", body = crate::api::openapi::schemas::Sent),
+        (status = 400, description = "`missing_field`, `invalid_field` (a latitude or longitude off the globe), `invalid_phone`, `invalid_session_id`, `invalid_json`, `invalid_idempotency_key`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `quoted_message_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`, `idempotency_key_in_use`", body = crate::api::openapi::schemas::ErrorBody), (status = 413, description = "`payload_too_large`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`send_failed`: WhatsApp did not accept it", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn send_location(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let target = Target::read(
+        &state,
+        &caller,
+        &body,
+        "\"latitude\":52.52,\"longitude\":13.405",
+    )?;
+    let coordinate = |name: &str| -> Result<f64> {
+        match body.get(name) {
+            None | Some(Value::Null) => Err(ApiError::missing_field(name)),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| ApiError::invalid_field(name, "must be a number of degrees")),
+        }
     };
-    let mut out = serde_json::to_value(&msg).map_err(ApiError::internal)?;
-    if let Some(o) = out.as_object_mut() {
-        o.insert("success".into(), true.into());
-        o.insert("messageId".into(), msg.id.clone().into());
+    let (latitude, longitude) = (coordinate("latitude")?, coordinate("longitude")?);
+    let name = short_text(&body, "name")?;
+    let address = short_text(&body, "address")?;
+    let location = Location::new(latitude, longitude, name, address).map_err(|e| {
+        let field = if e.starts_with("latitude") {
+            "latitude"
+        } else {
+            "longitude"
+        };
+        ApiError::invalid_field(field, e)
+    })?;
+    target.send(&state, Content::Location(location)).await
+}
+
+/// The most cards one message shares.
+const MAX_CARDS: usize = 100;
+
+#[utoipa::path(post, path = "/api/send-contact", tag = "messages", operation_id = "sendContact", summary = "Send contact cards",
+    params(("Idempotency-Key" = Option<String>, Header, description = "as for `/api/send-message`"),),
+    request_body = crate::api::openapi::schemas::SendContact,
+    responses((status = 200, description = "Sent; the message as history will show it (`type: \"contact\"`, the cards in `contacts`)", body = crate::api::openapi::schemas::Sent),
+        (status = 202, description = "Queued, as for `/api/send-message`", body = crate::api::openapi::schemas::Sent),
+        (status = 400, description = "`missing_field`, `invalid_field` (names the card: `contacts[1].phone`), `invalid_phone`, `invalid_session_id`, `invalid_json`, `invalid_idempotency_key`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `quoted_message_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`, `idempotency_key_in_use`", body = crate::api::openapi::schemas::ErrorBody), (status = 413, description = "`payload_too_large`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`send_failed`: WhatsApp did not accept it", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn send_contact(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let target = Target::read(
+        &state,
+        &caller,
+        &body,
+        "\"contacts\":[{\"name\":\"Ana\",\"phone\":\"15551234567\"}]",
+    )?;
+    let cards = match body.get("contacts") {
+        None | Some(Value::Null) => return Err(ApiError::missing_field("contacts")),
+        Some(Value::Array(a)) => a,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "contacts",
+                "must be a list of {\"name\",\"phone\"} or {\"vcard\"}",
+            ));
+        }
+    };
+    if cards.is_empty() || cards.len() > MAX_CARDS {
+        return Err(ApiError::invalid_field(
+            "contacts",
+            format!("must hold 1 to {MAX_CARDS} cards"),
+        ));
     }
-    Ok((status, Json(out)))
+    let cards = cards
+        .iter()
+        .enumerate()
+        .map(|(i, c)| card(i, c))
+        .collect::<Result<Vec<_>>>()?;
+    target.send(&state, Content::Contacts(cards)).await
+}
+
+/// One card of `/api/send-contact`: `{"name","phone"}` or `{"vcard","name"?}`.
+fn card(i: usize, c: &Value) -> Result<ContactCard> {
+    let at = |f: &str| format!("contacts[{i}].{f}");
+    if !c.is_object() {
+        return Err(ApiError::invalid_field(
+            &format!("contacts[{i}]"),
+            "must be {\"name\",\"phone\"} or {\"vcard\"}",
+        ));
+    }
+    let name = string_field(c, &["name"])
+        .map_err(|_| ApiError::invalid_field(&at("name"), "must be a string"))?;
+    if let Some(v) = c.get("vcard").filter(|v| !v.is_null()) {
+        let v = v
+            .as_str()
+            .ok_or_else(|| ApiError::invalid_field(&at("vcard"), "must be a string"))?;
+        return ContactCard::from_vcard(v, name)
+            .map_err(|e| ApiError::invalid_field(&at("vcard"), e));
+    }
+    let phone = string_field(c, &["phone"])
+        .map_err(|_| ApiError::invalid_field(&at("phone"), "must be a string"))?
+        .ok_or_else(|| ApiError::missing_field(&at("phone")))?;
+    let name = name.ok_or_else(|| ApiError::missing_field(&at("name")))?;
+    let addr = ChatAddress::parse(&phone)
+        .ok()
+        .filter(|a| a.as_str().ends_with("@s.whatsapp.net"))
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                &at("phone"),
+                format!("`{phone}` is not a phone number with country code, e.g. 15551234567"),
+            )
+        })?;
+    ContactCard::for_phone(&name, addr.user()).map_err(|e| ApiError::invalid_field(&at("name"), e))
+}
+
+/// An optional short text field (a place's name or address): at most 1024 bytes.
+fn short_text(body: &Value, name: &str) -> Result<Option<String>> {
+    let v = string_field(body, &[name])?.filter(|v| !v.trim().is_empty());
+    if v.as_ref().is_some_and(|v| v.len() > 1024) {
+        return Err(ApiError::invalid_field(name, "must be at most 1024 bytes"));
+    }
+    Ok(v)
+}
+
+/// What every send route reads the same way: the session (and the caller's right to send
+/// from it), the recipient, the quoted message and when it goes.
+struct Target {
+    session: SessionId,
+    to: ChatAddress,
+    quoted: Option<String>,
+    plan: SendPlan,
+}
+
+impl Target {
+    /// `example` is the route's own fields, for the message that shows a whole body.
+    fn read(state: &AppState, caller: &Caller, body: &Value, example: &str) -> Result<Self> {
+        if !body.is_object() {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                format!(
+                    "body must be a JSON object like {{\"sessionId\":\"s1\",\"to\":\"15551234567\",{example}}}"
+                ),
+            ));
+        }
+        let session =
+            string_field(body, &["sessionId"])?.ok_or(ApiError::missing_field("sessionId"))?;
+        let session = SessionId::parse(&session).map_err(ApiError::invalid_session_id)?;
+        caller.may(&session, Scope::Send)?;
+        let to = string_field(body, &["to", "number"])?.ok_or(ApiError::missing_field("to"))?;
+        let to = ChatAddress::parse(&to).map_err(ApiError::invalid_phone)?;
+        let quoted = string_field(body, &["quotedId", "quotedMessageId"])?;
+        let plan = SendPlan::read(body, state.config.send_queue)?;
+        Ok(Target {
+            session,
+            to,
+            quoted,
+            plan,
+        })
+    }
+
+    /// Sends (or queues) `content`; answers with the message and the seed's fields.
+    async fn send(self, state: &AppState, content: Content) -> Result<(StatusCode, Json<Value>)> {
+        let quoted = self.quoted.as_deref();
+        let (status, msg) = match self.plan {
+            SendPlan::Now => (
+                StatusCode::OK,
+                state
+                    .sessions
+                    .send(&self.session, &self.to, &content, quoted)
+                    .await?,
+            ),
+            SendPlan::Queue { send_at } => (
+                StatusCode::ACCEPTED,
+                state
+                    .sessions
+                    .queue(&self.session, &self.to, &content, quoted, send_at)
+                    .await?,
+            ),
+        };
+        let mut out = serde_json::to_value(&msg).map_err(ApiError::internal)?;
+        if let Some(o) = out.as_object_mut() {
+            o.insert("success".into(), true.into());
+            o.insert("messageId".into(), msg.id.clone().into());
+        }
+        Ok((status, Json(out)))
+    }
 }
 
 /// Whether a send goes now or through the queue, from `"queue"` and `"sendAt"`.
@@ -266,7 +432,15 @@ pub struct QueuedView {
     pub message_id: String,
     pub chat_id: String,
     pub to: String,
-    pub text: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// For `type: "text"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contacts: Option<Vec<ContactCard>>,
     pub quoted_id: Option<String>,
     /// Unix seconds: when it may go (the session must be connected too).
     pub send_at: i64,
@@ -298,7 +472,13 @@ async fn outbox(
                 message_id: q.message_id,
                 chat_id: q.chat_id,
                 to: q.to,
-                text: q.body.text,
+                kind: q.body.content().kind().to_owned(),
+                text: q
+                    .body
+                    .text
+                    .filter(|_| q.body.location.is_none() && q.body.contacts.is_none()),
+                location: q.body.location,
+                contacts: q.body.contacts,
                 quoted_id: q.body.quoted_id,
                 send_at: q.send_at,
                 retry_at: q.retry_at,

@@ -65,6 +65,8 @@ const SCHEMES: [&str; 3] = ["apiKeyHeader", "apiKeyQuery", "bearer"];
         super::passkey::confirm,
         super::contacts::check,
         super::messages::send_message,
+        super::messages::send_location,
+        super::messages::send_contact,
         super::messages::history,
         super::messages::outbox,
         super::messages::cancel_queued,
@@ -334,6 +336,58 @@ pub mod schemas {
         /// `WAMUX_SEND_QUEUE`.
         pub queue: Option<bool>,
         /// Send it at this Unix time (seconds; at most a year ahead), through the queue.
+        pub send_at: Option<i64>,
+    }
+
+    /// Also `number`, `quotedId`, `queue` and `sendAt` as for `/api/send-message`.
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct SendLocation {
+        #[schema(example = "s1")]
+        pub session_id: String,
+        #[schema(example = "15551234567")]
+        pub to: String,
+        /// Degrees, -90 to 90.
+        #[schema(example = 52.5163)]
+        pub latitude: f64,
+        /// Degrees, -180 to 180.
+        #[schema(example = 13.3777)]
+        pub longitude: f64,
+        /// The place's name; at most 1024 bytes.
+        #[schema(example = "Brandenburger Tor")]
+        pub name: Option<String>,
+        /// At most 1024 bytes.
+        pub address: Option<String>,
+        pub quoted_id: Option<String>,
+        pub queue: Option<bool>,
+        pub send_at: Option<i64>,
+    }
+
+    /// One card: a name and a phone number (the card is made as WhatsApp's app makes it),
+    /// or a whole vCard (its `FN` names it unless `name` is given).
+    #[derive(Serialize, ToSchema)]
+    pub struct CardInput {
+        #[schema(example = "Ana Ruiz")]
+        pub name: Option<String>,
+        /// With country code.
+        #[schema(example = "15551234567")]
+        pub phone: Option<String>,
+        /// vCard 3.0 text, at most 16 KiB.
+        pub vcard: Option<String>,
+    }
+
+    /// Also `number`, `quotedId`, `queue` and `sendAt` as for `/api/send-message`.
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct SendContact {
+        #[schema(example = "s1")]
+        pub session_id: String,
+        #[schema(example = "15551234567")]
+        pub to: String,
+        /// 1 to 100 cards; several go as one contacts array.
+        pub contacts: Vec<CardInput>,
+        pub quoted_id: Option<String>,
+        pub queue: Option<bool>,
         pub send_at: Option<i64>,
     }
 

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Command, Me, Qr, Result, SessionError, Shared, Snapshot};
 use crate::event::EventKind;
-use crate::model::{ChatAddress, Message, MessageStatus, SessionId, SessionStatus};
+use crate::model::{ChatAddress, Content, Message, MessageStatus, SessionId, SessionStatus};
 use crate::store::{self, sessions::SessionRow};
 use crate::whatsapp::{WaEvent, WaRunning, WaSession};
 
@@ -594,20 +594,20 @@ async fn stop_client(running: WaRunning) {
     }
 }
 
-/// Sends a text message: stored as `pending` first (with its event), then `sent` or
-/// `failed` depending on WhatsApp's answer; receipts move it on to delivered/read.
-pub(super) async fn send_text(
+/// Sends a message: stored as `pending` first (with its event), then `sent` or `failed`
+/// depending on WhatsApp's answer; receipts move it on to delivered/read.
+pub(super) async fn send(
     shared: &Shared,
     id: &SessionId,
     conn: &WaSession,
     me: &Me,
     to: &ChatAddress,
-    text: &str,
+    content: &Content,
     quoted: Option<&Message>,
 ) -> Result<Message> {
     let out = conn.prepare(to)?;
-    let mut msg = me.outgoing_message(id, &out.id, to, "text");
-    msg.text = Some(text.to_owned());
+    let mut msg = me.outgoing_message(id, &out.id, to, content.kind());
+    content.fill(&mut msg);
     msg.quoted_id = quoted.map(|q| q.id.clone());
     let from = msg.from.clone();
     let mut tx = shared.store.begin().await?;
@@ -616,8 +616,7 @@ pub(super) async fn send_text(
     if let Some(ev) = ev {
         shared.bus.publish(ev);
     }
-    let quote = quoted.map(|q| (q.id.as_str(), q.from.as_str(), q.text.as_deref()));
-    match conn.send_text(&out, text, quote).await {
+    match conn.send(&out, content, quoted).await {
         Ok(()) => {
             if let Some(ev) = store::messages::advance_status(
                 &shared.store,

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::event::EventBus;
-use crate::model::{ChatAddress, Message, SessionId, SessionStatus};
+use crate::model::{ChatAddress, Content, Message, SessionId, SessionStatus};
 use crate::passkey::{Assertion, Ceremony, Stage};
 use crate::store::{self, Store, StoreError};
 use crate::whatsapp::{WaConnector, WaSession};
@@ -643,12 +643,12 @@ impl SessionManager {
         check_passkey_stage(id, s.passkey.as_ref(), stage)
     }
 
-    /// Sends a text message and records it (status `sent` once WhatsApp accepted it).
-    pub async fn send_text(
+    /// Sends a message and records it (status `sent` once WhatsApp accepted it).
+    pub async fn send(
         &self,
         id: &SessionId,
         to: &ChatAddress,
-        text: &str,
+        content: &Content,
         quoted_id: Option<&str>,
     ) -> Result<Message> {
         let (conn, me) = self.live(id)?;
@@ -660,13 +660,13 @@ impl SessionManager {
             ),
             None => None,
         };
-        actor::send_text(
+        actor::send(
             &self.inner.shared,
             id,
             &conn,
             &me,
             to,
-            text,
+            content,
             quoted.as_ref(),
         )
         .await

@@ -1,4 +1,4 @@
-//! The send queue's worker: sends what [`SessionManager::queue_text`] accepted, once its
+//! The send queue's worker: sends what [`SessionManager::queue`] accepted, once its
 //! session is connected and its time has come, in order per chat.
 //!
 //! One dispatcher task wakes when something is queued, when a session connects, and when
@@ -19,7 +19,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::{Result, SessionError, SessionManager};
 use crate::event::EventKind;
-use crate::model::{ChatAddress, Message, MessageStatus, SessionId, SessionStatus};
+use crate::model::{ChatAddress, Content, Message, MessageStatus, SessionId, SessionStatus};
 use crate::store::{self, queue::Queued};
 
 /// How many due sends a drain takes from the store at a time.
@@ -85,14 +85,14 @@ pub fn retry_after(attempts: i64) -> i64 {
 }
 
 impl SessionManager {
-    /// Queues a text to `to`, due at `send_at` (Unix seconds; now when `None`): recorded
+    /// Queues a message to `to`, due at `send_at` (Unix seconds; now when `None`): recorded
     /// (status `queued`) and announced at once, sent when the session is connected. The
     /// session must exist; it need not be connected.
-    pub async fn queue_text(
+    pub async fn queue(
         &self,
         id: &SessionId,
         to: &ChatAddress,
-        text: &str,
+        content: &Content,
         quoted_id: Option<&str>,
         send_at: Option<i64>,
     ) -> Result<Message> {
@@ -105,12 +105,14 @@ impl SessionManager {
         {
             return Err(SessionError::QuotedNotFound(q.to_owned()));
         }
-        let mut msg =
-            snapshot
-                .me
-                .outgoing_message(id, &crate::whatsapp::new_message_id(), to, "text");
+        let mut msg = snapshot.me.outgoing_message(
+            id,
+            &crate::whatsapp::new_message_id(),
+            to,
+            content.kind(),
+        );
         msg.status = MessageStatus::Queued;
-        msg.text = Some(text.to_owned());
+        content.fill(&mut msg);
         msg.quoted_id = quoted_id.map(str::to_owned);
         let due = send_at.unwrap_or_else(store::now);
         let from = msg.from.clone();
@@ -162,9 +164,9 @@ impl SessionManager {
                 msg.status.as_str()
             )));
         }
-        if msg.kind != "text" {
+        if Content::of(&msg).is_none() {
             return Err(SessionError::WrongState(format!(
-                "message `{message_id}` is a {}; only text messages are sent again for now (send the file anew)",
+                "message `{message_id}` is a {}; only text, location and contact messages are sent again for now (send the file anew)",
                 msg.kind
             )));
         }
@@ -274,14 +276,11 @@ impl SessionManager {
                     Some(qid) => store::messages::find(store, id.as_str(), qid).await?,
                     None => None,
                 };
-                let quote = quoted
-                    .as_ref()
-                    .map(|m| (m.id.as_str(), m.from.as_str(), m.text.as_deref()));
                 let acks = &self.inner.shared.acks;
                 let acked = acks.expect(id.as_str(), &q.message_id);
                 let sent = match ChatAddress::parse(&q.to) {
                     Ok(to) => match conn.outgoing(&to, q.message_id.clone()) {
-                        Ok(out) => conn.send_text(&out, &q.body.text, quote).await,
+                        Ok(out) => conn.send(&out, &q.body.content(), quoted.as_ref()).await,
                         Err(e) => Err(e.to_string()),
                     },
                     Err(e) => Err(e.to_string()),

@@ -10,18 +10,24 @@ use sqlx::FromRow;
 
 use super::{Result, Store, dispatch, messages};
 use crate::event::{Event, EventKind};
-use crate::model::{Message, MessageStatus};
+use crate::model::{ContactCard, Content, Location, Message, MessageStatus};
 
-/// What is sent: the text and the message it quotes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What is sent: its content (one of text, location, contacts) and the message it quotes.
+/// Rows queued before locations and contacts could be queued hold only `text`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Body {
-    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contacts: Option<Vec<ContactCard>>,
     pub quoted_id: Option<String>,
 }
 
 /// A queued send.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Queued {
     pub session_id: String,
     pub message_id: String,
@@ -74,9 +80,22 @@ impl TryFrom<QueueRow> for Queued {
 impl Body {
     fn of(msg: &Message) -> Result<String> {
         Ok(serde_json::to_string(&Body {
-            text: msg.text.clone().unwrap_or_default(),
+            text: msg.text.clone(),
+            location: msg.location.clone(),
+            contacts: msg.contacts.clone(),
             quoted_id: msg.quoted_id.clone(),
         })?)
+    }
+
+    /// What the queued message says.
+    pub fn content(&self) -> Content {
+        if let Some(l) = &self.location {
+            Content::Location(l.clone())
+        } else if let Some(c) = &self.contacts {
+            Content::Contacts(c.clone())
+        } else {
+            Content::Text(self.text.clone().unwrap_or_default())
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use whatsapp_rust::{Client, Jid};
 
 use super::WaEvent;
 use crate::event::EventKind;
-use crate::model::{ContactCard, Location, Message, MessageStatus};
+use crate::model::{ContactCard, Content, Location, Message, MessageStatus};
 use crate::session::Me;
 
 pub(super) fn me(client: &Client) -> Me {
@@ -264,7 +264,69 @@ fn context_of(m: &wa::Message) -> Option<&wa::ContextInfo> {
     if let Some(x) = m.document_message.as_option() {
         return x.context_info.as_option();
     }
+    if let Some(x) = m.location_message.as_option() {
+        return x.context_info.as_option();
+    }
+    if let Some(x) = m.contact_message.as_option() {
+        return x.context_info.as_option();
+    }
+    if let Some(x) = m.contacts_array_message.as_option() {
+        return x.context_info.as_option();
+    }
     None
+}
+
+/// The message WhatsApp is sent for `content`, with its quote (`ctx`) where given.
+pub(super) fn outgoing(content: &Content, ctx: Option<wa::ContextInfo>) -> wa::Message {
+    use wacore::proto_helpers::MessageBuilderExt;
+    use whatsapp_rust::buffa::MessageField;
+    let field = || {
+        ctx.clone()
+            .map_or_else(MessageField::none, MessageField::some)
+    };
+    let card = |c: &ContactCard| wa::message::ContactMessage {
+        display_name: c.name.clone(),
+        vcard: Some(c.vcard.clone()),
+        context_info: field(),
+        ..Default::default()
+    };
+    match content {
+        Content::Text(t) => match ctx.clone() {
+            Some(c) => wa::Message::text_with_context(t.clone(), c),
+            None => wa::Message::text(t.clone()),
+        },
+        Content::Location(l) => wa::Message {
+            location_message: MessageField::some(wa::message::LocationMessage {
+                degrees_latitude: Some(l.latitude),
+                degrees_longitude: Some(l.longitude),
+                name: l.name.clone(),
+                address: l.address.clone(),
+                context_info: field(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Content::Contacts(cards) if cards.len() == 1 => wa::Message {
+            contact_message: MessageField::some(card(&cards[0])),
+            ..Default::default()
+        },
+        // As the app names a shared list of contacts.
+        Content::Contacts(cards) => wa::Message {
+            contacts_array_message: MessageField::some(wa::message::ContactsArrayMessage {
+                display_name: Some(format!("{} contacts", cards.len())),
+                contacts: cards
+                    .iter()
+                    .map(|c| wa::message::ContactMessage {
+                        context_info: MessageField::none(),
+                        ..card(c)
+                    })
+                    .collect(),
+                context_info: field(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    }
 }
 
 fn location_of(m: &wa::Message) -> Option<Location> {

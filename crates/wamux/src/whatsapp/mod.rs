@@ -29,7 +29,7 @@ use whatsapp_rust::{Client, Jid};
 use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
 
 use crate::event::EventBus;
-use crate::model::{ChatAddress, MessageStatus, SessionId};
+use crate::model::{ChatAddress, Content, Message, MessageStatus, SessionId};
 use crate::session::Me;
 use crate::store::Store;
 
@@ -346,31 +346,28 @@ impl WaSession {
         Ok(Outgoing { id, to })
     }
 
-    /// Sends text, optionally quoting an earlier message (its id, sender and text).
-    pub async fn send_text(
+    /// Sends `content`, optionally quoting an earlier message of the chat.
+    pub async fn send(
         &self,
         out: &Outgoing,
-        text: &str,
-        quoted: Option<(&str, &str, Option<&str>)>,
+        content: &Content,
+        quoted: Option<&Message>,
     ) -> Result<(), String> {
-        let message = match quoted {
-            Some((qid, qsender, qtext)) => {
-                let ctx = wa::ContextInfo {
-                    stanza_id: Some(qid.to_owned()),
-                    participant: Some(qsender.to_owned()),
-                    quoted_message: whatsapp_rust::buffa::MessageField::some(wa::Message::text(
-                        qtext.unwrap_or_default(),
-                    )),
-                    ..Default::default()
-                };
-                wa::Message::text_with_context(text, ctx)
-            }
-            None => wa::Message::text(text),
-        };
+        let ctx = quoted.map(|q| wa::ContextInfo {
+            stanza_id: Some(q.id.clone()),
+            participant: Some(q.from.clone()),
+            quoted_message: whatsapp_rust::buffa::MessageField::some(wa::Message::text(
+                q.text
+                    .clone()
+                    .or_else(|| q.caption.clone())
+                    .unwrap_or_default(),
+            )),
+            ..Default::default()
+        });
         self.client
             .send_message_with_options(
                 out.to.clone(),
-                message,
+                map::outgoing(content, ctx),
                 SendOptions::default().with_message_id(out.id.clone()),
             )
             .await

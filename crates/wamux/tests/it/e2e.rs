@@ -665,14 +665,7 @@ async fn a_location_and_contact_cards_from_a_phone_arrive_with_their_fields() {
         json!({"to": ALICE, "contacts": [{"name": "Carol", "vcard": vcard}]}),
         json!({"to": ALICE, "contacts": [{"name": "Carol", "vcard": vcard}, {"name": "Dan", "vcard": vcard.replace("Carol", "Dan")}]}),
     ] {
-        let r = sim
-            .admin
-            .post(sim.url(&format!("/phones/{BOB}/messages")))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        sim.send_json(BOB, &body).await;
     }
     let got = wait_for(LONG, "three inbound messages", || async {
         let h = history(&app, "loc1", "direction=in").await;
@@ -707,5 +700,179 @@ async fn a_location_and_contact_cards_from_a_phone_arrive_with_their_fields() {
     assert!(
         text.get("location").is_none() && text.get("contacts").is_none(),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn locations_and_contact_cards_sent_from_the_api_reach_the_phone_decrypted() {
+    let app = TestApp::with_sim().await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(ALICE, "Alice").await;
+    sim.phone(BOB, "Bob").await;
+    pair(&app, "loc2", ALICE).await;
+
+    // Bad input is refused with what to fix, and nothing reaches WhatsApp.
+    let base = json!({"sessionId": "loc2", "to": BOB});
+    let with = |extra: Value| {
+        let mut b = base.clone();
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b
+    };
+    for (route, body, code, names) in [
+        (
+            "/api/send-location",
+            with(json!({"latitude": 200, "longitude": 0})),
+            "invalid_field",
+            "latitude",
+        ),
+        (
+            "/api/send-location",
+            with(json!({"latitude": 10, "longitude": -181})),
+            "invalid_field",
+            "longitude",
+        ),
+        (
+            "/api/send-location",
+            with(json!({"latitude": "north", "longitude": 0})),
+            "invalid_field",
+            "latitude",
+        ),
+        (
+            "/api/send-location",
+            with(json!({"longitude": 0})),
+            "missing_field",
+            "latitude",
+        ),
+        (
+            "/api/send-contact",
+            with(json!({"contacts": []})),
+            "invalid_field",
+            "contacts",
+        ),
+        (
+            "/api/send-contact",
+            with(json!({})),
+            "missing_field",
+            "contacts",
+        ),
+        (
+            "/api/send-contact",
+            with(
+                json!({"contacts": [{"name": "A", "phone": "15550000009"}, {"name": "B", "phone": "12"}]}),
+            ),
+            "invalid_field",
+            "contacts[1].phone",
+        ),
+        (
+            "/api/send-contact",
+            with(json!({"contacts": [{"phone": "15550000009"}]})),
+            "missing_field",
+            "contacts[0].name",
+        ),
+        (
+            "/api/send-contact",
+            with(json!({"contacts": [{"name": "Eve\nTEL:+1", "phone": "15550000009"}]})),
+            "invalid_field",
+            "contacts[0].name",
+        ),
+        (
+            "/api/send-contact",
+            with(json!({"contacts": [{"vcard": "hello"}]})),
+            "invalid_field",
+            "contacts[0].vcard",
+        ),
+    ] {
+        let got = app.post_json(route, body.clone()).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, code);
+        let msg = got.1["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(names),
+            "{route} {body}: {msg} should name {names}"
+        );
+    }
+
+    // A location with its name and address, sent now.
+    let (status, place) = app
+        .post_json(
+            "/api/send-location",
+            with(json!({"latitude": 52.5163, "longitude": 13.3777, "name": "Brandenburger Tor", "address": "Pariser Platz, Berlin"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{place}");
+    assert_eq!(place["type"], "location", "{place}");
+    assert_eq!(place["status"], "sent", "{place}");
+    assert_eq!(place["location"]["latitude"], 52.5163, "{place}");
+    // One card made from a name and a number, then two (a contacts array) through the queue.
+    let (status, card) = app
+        .post_json(
+            "/api/send-contact",
+            with(json!({"contacts": [{"name": "Ana; Ruiz", "phone": "+1 555 000 0009"}], "quotedId": place["id"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{card}");
+    assert_eq!(card["type"], "contact", "{card}");
+    let vcard =
+        "BEGIN:VCARD\nVERSION:3.0\nFN:Dan\nTEL;type=CELL;waid=15550000008:+15550000008\nEND:VCARD";
+    let (status, queued) = app
+        .post_json(
+            "/api/send-contact",
+            with(json!({"contacts": [{"name": "Carol", "phone": "15550000007"}, {"vcard": vcard}], "queue": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    assert_eq!(queued["status"], "queued", "{queued}");
+
+    let got = wait_for(LONG, "three messages on Bob's phone", || async {
+        let m = sim.messages(BOB).await;
+        (m.len() == 3).then_some(m)
+    })
+    .await;
+    let on_phone = |id: &Value| got.iter().find(|m| m["id"] == *id).cloned().unwrap();
+    let p = on_phone(&place["id"]);
+    assert_eq!(p["location"]["latitude"], 52.5163, "{p}");
+    assert_eq!(p["location"]["longitude"], 13.3777, "{p}");
+    assert_eq!(p["location"]["name"], "Brandenburger Tor", "{p}");
+    assert_eq!(p["location"]["address"], "Pariser Platz, Berlin", "{p}");
+    let c = on_phone(&card["id"]);
+    assert_eq!(c["contacts"].as_array().unwrap().len(), 1, "{c}");
+    assert_eq!(c["contacts"][0]["name"], "Ana; Ruiz", "{c}");
+    let card_text = c["contacts"][0]["vcard"].as_str().unwrap();
+    assert!(card_text.contains("FN:Ana\\; Ruiz\n"), "{card_text}");
+    assert!(
+        card_text.contains("waid=15550000009:+15550000009"),
+        "{card_text}"
+    );
+    let a = on_phone(&queued["id"]);
+    let names: Vec<_> = a["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Carol", "Dan"], "{a}");
+    assert_eq!(a["contacts"][1]["vcard"], vcard, "{a}");
+
+    // History has them as sent, with their fields.
+    let out = wait_for(LONG, "the queued array sent", || async {
+        let h = history(&app, "loc2", "direction=out").await;
+        h.iter()
+            .all(|m| m["status"] != "queued" && m["status"] != "pending")
+            .then_some(h)
+    })
+    .await;
+    assert_eq!(out.len(), 3);
+    assert_eq!(
+        out[0]["contacts"].as_array().unwrap().len(),
+        2,
+        "{}",
+        out[0]
+    );
+    assert_eq!(out[1]["quotedId"], place["id"], "{}", out[1]);
+    assert_eq!(
+        out[2]["location"]["name"], "Brandenburger Tor",
+        "{}",
+        out[2]
     );
 }

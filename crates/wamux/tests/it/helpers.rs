@@ -261,10 +261,17 @@ impl Sim {
     }
 
     pub async fn send(&self, phone: &str, to: &str, text: &str) -> Value {
+        self.send_json(phone, &serde_json::json!({"to": to, "text": text}))
+            .await
+    }
+
+    /// The phone sends what `body` describes (the simulator's admin send: text, location,
+    /// contacts, ...).
+    pub async fn send_json(&self, phone: &str, body: &Value) -> Value {
         let r = self
             .admin
             .post(self.url(&format!("/phones/{phone}/messages")))
-            .json(&serde_json::json!({"to": to, "text": text}))
+            .json(body)
             .send()
             .await
             .unwrap();
