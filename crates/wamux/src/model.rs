@@ -262,6 +262,60 @@ pub struct Message {
     /// Shared contact cards (`type: "contact"`): one, or several for a contacts array.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contacts: Option<Vec<ContactCard>>,
+    /// For `type: "reaction"`: the message reacted to, and the emoji (empty: taken back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaction: Option<Reaction>,
+    /// The reactions on this message, one per sender (the latest counts), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<ReactionMark>,
+}
+
+/// What a reaction message says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Reaction {
+    /// The id of the message reacted to.
+    pub message_id: String,
+    /// One emoji; empty when the sender took the reaction back.
+    pub emoji: String,
+}
+
+/// A reaction as its target shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReactionMark {
+    /// Who reacted (as `from` of their messages).
+    pub from: String,
+    pub emoji: String,
+    /// Unix seconds.
+    pub timestamp: i64,
+}
+
+impl Message {
+    /// Shows `reaction` by `from` on this message: one per sender, the latest wins, an
+    /// empty emoji takes it back.
+    pub fn apply_reaction(&mut self, from: &str, emoji: &str, timestamp: i64) {
+        self.reactions.retain(|r| r.from != from);
+        if !emoji.is_empty() {
+            self.reactions.push(ReactionMark {
+                from: from.to_owned(),
+                emoji: emoji.to_owned(),
+                timestamp,
+            });
+        }
+    }
+}
+
+/// Whether `s` can be sent as a reaction: one emoji (a single sequence, with its skin tone
+/// or joiners), or empty to take a reaction back.
+pub fn is_reaction_emoji(s: &str) -> bool {
+    s.is_empty()
+        || (s.chars().count() <= 10
+            && s.len() <= 64
+            && s.chars().any(|c| !c.is_ascii())
+            && !s
+                .chars()
+                .any(|c| c.is_ascii_alphabetic() || c.is_whitespace() || c.is_control()))
 }
 
 /// A location shared in a message.
@@ -374,6 +428,12 @@ pub enum Content {
     Location(Location),
     /// One card, or several (a contacts array).
     Contacts(Vec<ContactCard>),
+    /// A reaction to `target`, a message of the chat it goes to; an empty emoji takes our
+    /// reaction back.
+    Reaction {
+        target: Box<Message>,
+        emoji: String,
+    },
 }
 
 impl Content {
@@ -383,6 +443,7 @@ impl Content {
             Content::Text(_) => "text",
             Content::Location(_) => "location",
             Content::Contacts(_) => "contact",
+            Content::Reaction { .. } => "reaction",
         }
     }
 
@@ -393,10 +454,18 @@ impl Content {
             Content::Text(t) => msg.text = Some(t.clone()),
             Content::Location(l) => msg.location = Some(l.clone()),
             Content::Contacts(c) => msg.contacts = Some(c.clone()),
+            Content::Reaction { target, emoji } => {
+                msg.text = Some(emoji.clone());
+                msg.reaction = Some(Reaction {
+                    message_id: target.id.clone(),
+                    emoji: emoji.clone(),
+                });
+            }
         }
     }
 
-    /// The content of a stored message, when it is of a kind sent this way.
+    /// The content of a stored message, when it is of a kind sent this way (and sent again:
+    /// a reaction is not).
     pub fn of(msg: &Message) -> Option<Content> {
         match msg.kind.as_str() {
             "text" => msg.text.clone().map(Content::Text),

@@ -11,7 +11,7 @@ use super::extract::{ApiJson, ApiQuery, SessionPath, needs};
 use super::{ApiError, Caller, Result};
 use crate::AppState;
 use crate::access::Scope;
-use crate::model::{ChatAddress, ContactCard, Content, Location, SessionId};
+use crate::model::{ChatAddress, ContactCard, Content, Location, SessionId, is_reaction_emoji};
 use crate::store::messages::{Cursor, Direction, Filter};
 
 pub fn router(state: &AppState) -> Router<AppState> {
@@ -29,6 +29,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/send-message", post(send_message).layer(idempotent()))
         .route("/send-location", post(send_location).layer(idempotent()))
         .route("/send-contact", post(send_contact).layer(idempotent()))
+        .route("/send-reaction", post(send_reaction).layer(idempotent()))
         .route("/messages/{session_id}", get(history))
         .route("/sessions/{session_id}/outbox", get(outbox))
         .route("/messages/{session_id}/{message_id}/resend", post(resend))
@@ -124,6 +125,55 @@ async fn send_location(
         ApiError::invalid_field(field, e)
     })?;
     target.send(&state, Content::Location(location)).await
+}
+
+#[utoipa::path(post, path = "/api/send-reaction", tag = "messages", operation_id = "sendReaction", summary = "React to a message",
+    params(("Idempotency-Key" = Option<String>, Header, description = "as for `/api/send-message`"),),
+    request_body = crate::api::openapi::schemas::SendReaction,
+    responses((status = 200, description = "Sent: the reaction message (`type: \"reaction\"`); the target shows it in `reactions`", body = crate::api::openapi::schemas::Sent),
+        (status = 400, description = "`missing_field`, `invalid_field` (`emoji` is not one emoji), `invalid_session_id`, `invalid_json`, `invalid_idempotency_key`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `message_not_found`: no such message in the session's history", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`, `idempotency_key_in_use`", body = crate::api::openapi::schemas::ErrorBody), (status = 413, description = "`payload_too_large`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`send_failed`: WhatsApp did not accept it", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn send_reaction(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<Value>> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "body must be a JSON object like {\"sessionId\":\"s1\",\"messageId\":\"3EB0...\",\"emoji\":\"👍\"}",
+        ));
+    }
+    let session =
+        string_field(&body, &["sessionId"])?.ok_or(ApiError::missing_field("sessionId"))?;
+    let session = SessionId::parse(&session).map_err(ApiError::invalid_session_id)?;
+    caller.may(&session, Scope::Send)?;
+    let message_id =
+        string_field(&body, &["messageId"])?.ok_or(ApiError::missing_field("messageId"))?;
+    if message_id.is_empty() || message_id.len() > 128 {
+        return Err(ApiError::invalid_field(
+            "messageId",
+            "must be a message id from the history",
+        ));
+    }
+    let emoji =
+        string_field(&body, &["emoji", "reaction"])?.ok_or(ApiError::missing_field("emoji"))?;
+    if !is_reaction_emoji(&emoji) {
+        return Err(ApiError::invalid_field(
+            "emoji",
+            "must be one emoji, or \"\" to take the reaction back",
+        ));
+    }
+    let msg = state.sessions.react(&session, &message_id, &emoji).await?;
+    let mut out = serde_json::to_value(&msg).map_err(ApiError::internal)?;
+    if let Some(o) = out.as_object_mut() {
+        o.insert("success".into(), true.into());
+        o.insert("messageId".into(), msg.id.clone().into());
+    }
+    Ok(Json(out))
 }
 
 /// The most cards one message shares.

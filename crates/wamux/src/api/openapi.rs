@@ -67,6 +67,7 @@ const SCHEMES: [&str; 3] = ["apiKeyHeader", "apiKeyQuery", "bearer"];
         super::messages::send_message,
         super::messages::send_location,
         super::messages::send_contact,
+        super::messages::send_reaction,
         super::messages::history,
         super::messages::outbox,
         super::messages::cancel_queued,
@@ -389,6 +390,19 @@ pub mod schemas {
         pub quoted_id: Option<String>,
         pub queue: Option<bool>,
         pub send_at: Option<i64>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct SendReaction {
+        #[schema(example = "s1")]
+        pub session_id: String,
+        /// A message of the session's history (sent or received).
+        #[schema(example = "3EB0C0FFEE00112233")]
+        pub message_id: String,
+        /// One emoji; `""` takes our reaction back. Also `reaction`.
+        #[schema(example = "👍")]
+        pub emoji: String,
     }
 
     /// The sent message, plus `success` and `messageId` (the seed's answer).

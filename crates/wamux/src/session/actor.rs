@@ -611,7 +611,12 @@ pub(super) async fn send(
     msg.quoted_id = quoted.map(|q| q.id.clone());
     let from = msg.from.clone();
     let mut tx = shared.store.begin().await?;
-    let ev = store::messages::insert(&mut tx.conn(), &msg, &from, EventKind::MessageFromMe).await?;
+    // A reaction is announced as one, whoever sent it.
+    let event = match content {
+        Content::Reaction { .. } => EventKind::MessageReaction,
+        _ => EventKind::MessageFromMe,
+    };
+    let ev = store::messages::insert(&mut tx.conn(), &msg, &from, event).await?;
     tx.commit().await?;
     if let Some(ev) = ev {
         shared.bus.publish(ev);

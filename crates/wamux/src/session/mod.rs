@@ -126,6 +126,8 @@ impl Me {
             participant: None,
             location: None,
             contacts: None,
+            reaction: None,
+            reactions: Vec::new(),
         }
     }
 }
@@ -670,6 +672,24 @@ impl SessionManager {
             quoted.as_ref(),
         )
         .await
+    }
+
+    /// Reacts to message `message_id` of the session's history with `emoji` (empty takes
+    /// our reaction back). Returns the reaction message, recorded as any message we send.
+    pub async fn react(&self, id: &SessionId, message_id: &str, emoji: &str) -> Result<Message> {
+        self.snapshot(id)?;
+        let target = store::messages::find(&self.inner.shared.store, id.as_str(), message_id)
+            .await?
+            .filter(|m| m.kind != "reaction")
+            .ok_or_else(|| SessionError::MessageNotFound(message_id.to_owned()))?;
+        let (conn, me) = self.live(id)?;
+        let to = ChatAddress::parse(&target.chat_id)
+            .map_err(|e| SessionError::Internal(anyhow::anyhow!("stored chat id: {e}")))?;
+        let content = Content::Reaction {
+            target: Box::new(target),
+            emoji: emoji.to_owned(),
+        };
+        actor::send(&self.inner.shared, id, &conn, &me, &to, &content, None).await
     }
 
     /// Stops every actor: each disconnects cleanly within a timeout, then is aborted.

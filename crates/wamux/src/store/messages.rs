@@ -100,7 +100,7 @@ pub async fn insert_many(conn: &mut Conn<'_>, items: &[New]) -> Result<Vec<Optio
     let mut out = Vec::with_capacity(items.len());
     let mut event_rows = Vec::new();
     let mut data = data.into_iter();
-    for (n, first) in items.iter().zip(first) {
+    for (n, &first) in items.iter().zip(&first) {
         if !first {
             out.push(None);
             continue;
@@ -130,9 +130,36 @@ pub async fn insert_many(conn: &mut Conn<'_>, items: &[New]) -> Result<Vec<Optio
         }));
     }
     if !event_rows.is_empty() {
-        dispatch!(conn conn, messages::insert_events(&event_rows))?;
+        dispatch!(conn conn.reborrow(), messages::insert_events(&event_rows))?;
+    }
+    // A new reaction shows on its target (history shows a message's latest state).
+    for (n, first) in items.iter().zip(&first) {
+        if *first && n.msg.reaction.is_some() && inserted.contains(&key(n)) {
+            react(conn, &n.msg).await?;
+        }
     }
     Ok(out)
+}
+
+/// Puts reaction message `r` on the message it reacts to, when that one is stored.
+async fn react(conn: &mut Conn<'_>, r: &Message) -> Result<()> {
+    let Some(reaction) = &r.reaction else {
+        return Ok(());
+    };
+    let found = dispatch!(
+        conn conn.reborrow(),
+        messages::in_chat(&r.session_id, &r.chat_id, &reaction.message_id)
+    )?;
+    let Some((sender, body)) = found else {
+        return Ok(());
+    };
+    let mut target: Message = serde_json::from_str(&body)?;
+    target.apply_reaction(&r.from, &reaction.emoji, r.timestamp);
+    let body = serde_json::to_string(&target)?;
+    dispatch!(
+        conn conn.reborrow(),
+        messages::set_body((&r.session_id, &r.chat_id, &sender, &target.id), &body)
+    )
 }
 
 /// Stores a message without an event (one whose event waits for its media). Returns false
@@ -291,6 +318,8 @@ pub(crate) mod tests {
             participant: None,
             location: None,
             contacts: None,
+            reaction: None,
+            reactions: Vec::new(),
         }
     }
 

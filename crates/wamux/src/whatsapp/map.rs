@@ -8,7 +8,7 @@ use whatsapp_rust::{Client, Jid};
 
 use super::WaEvent;
 use crate::event::EventKind;
-use crate::model::{ContactCard, Content, Location, Message, MessageStatus};
+use crate::model::{ContactCard, Content, Location, Message, MessageStatus, Reaction};
 use crate::session::Me;
 
 pub(super) fn me(client: &Client) -> Me {
@@ -192,6 +192,8 @@ pub(super) fn inbound(
         participant: src.is_group.then(|| src.sender.to_non_ad_string()),
         location: location_of(base),
         contacts: contacts_of(base),
+        reaction: reaction_of(base),
+        reactions: Vec::new(),
     };
     // Stanza ids are unique per (chat, sender); the sender's device does not matter.
     let sender_key = src.sender.to_non_ad_string();
@@ -310,6 +312,21 @@ pub(super) fn outgoing(content: &Content, ctx: Option<wa::ContextInfo>) -> wa::M
             contact_message: MessageField::some(card(&cards[0])),
             ..Default::default()
         },
+        Content::Reaction { target, emoji } => wa::Message {
+            reaction_message: MessageField::some(wa::message::ReactionMessage {
+                key: MessageField::some(wa::MessageKey {
+                    remote_jid: Some(target.chat_id.clone()),
+                    from_me: Some(target.from_me),
+                    id: Some(target.id.clone()),
+                    // In a group, whose message it is.
+                    participant: target.participant.clone().filter(|_| !target.from_me),
+                }),
+                text: Some(emoji.clone()),
+                sender_timestamp_ms: Some(crate::store::now() * 1000),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
         // As the app names a shared list of contacts.
         Content::Contacts(cards) => wa::Message {
             contacts_array_message: MessageField::some(wa::message::ContactsArrayMessage {
@@ -327,6 +344,14 @@ pub(super) fn outgoing(content: &Content, ctx: Option<wa::ContextInfo>) -> wa::M
             ..Default::default()
         },
     }
+}
+
+fn reaction_of(m: &wa::Message) -> Option<Reaction> {
+    let r = m.reaction_message.as_option()?;
+    Some(Reaction {
+        message_id: r.key.as_option()?.id.clone()?,
+        emoji: r.text.clone().unwrap_or_default(),
+    })
 }
 
 fn location_of(m: &wa::Message) -> Option<Location> {

@@ -15,6 +15,8 @@ mod liveness;
 mod media;
 #[cfg(feature = "sandbox")]
 mod media_s3;
+#[cfg(feature = "sandbox")]
+mod messaging;
 mod openapi;
 mod ops;
 #[cfg(feature = "sandbox")]

@@ -93,6 +93,46 @@ pub async fn set_media(
     .await?)
 }
 
+/// The sender key and body of message `id` of a chat (the newest, should two senders of
+/// the chat have used one id).
+pub async fn in_chat(
+    conn: &mut SqliteConnection,
+    session_id: &str,
+    chat_id: &str,
+    id: &str,
+) -> Result<Option<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT sender, body FROM messages WHERE session_id = ?1 AND chat_id = ?2 AND id = ?3
+         ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(session_id)
+    .bind(chat_id)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// Replaces the body of one message.
+pub async fn set_body(
+    conn: &mut SqliteConnection,
+    key: (&str, &str, &str, &str),
+    body: &str,
+) -> Result<()> {
+    let (session_id, chat_id, sender, id) = key;
+    sqlx::query(
+        "UPDATE messages SET body = ?1
+         WHERE session_id = ?2 AND chat_id = ?3 AND sender = ?4 AND id = ?5",
+    )
+    .bind(body)
+    .bind(session_id)
+    .bind(chat_id)
+    .bind(sender)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Returns the chat and the new body when the status moved.
 pub async fn set_status(
     conn: &mut SqliteConnection,
