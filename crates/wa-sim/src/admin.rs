@@ -402,6 +402,20 @@ struct Send {
     /// A reaction to a message of the chat with `to`: `{"messageId", "emoji"}`.
     #[serde(default)]
     reaction: Option<crate::state::PhoneReaction>,
+    /// New text for a message the phone sent to `to`: `{"messageId", "text"}`.
+    #[serde(default)]
+    edit: Option<Amend>,
+    /// Deletes a message the phone sent to `to` for everyone: `{"messageId"}`.
+    #[serde(default)]
+    revoke: Option<Amend>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Amend {
+    message_id: String,
+    #[serde(default)]
+    text: Option<String>,
 }
 
 /// `15551234567`, `+1 555 123 4567`, `...@s.whatsapp.net`, `...@c.us`.
@@ -422,7 +436,44 @@ async fn send_message(
 ) -> Result<Response> {
     let req: Send = parse(&body)?;
     let to = normalize_to(&req.to)?;
+    let own = |core: &crate::hub::Core, id: &str| -> Result<()> {
+        let acc = core
+            .account(&phone)
+            .ok_or_else(|| ApiError::phone_not_found(&phone))?;
+        match acc.secrets.messages.get(id) {
+            Some(m) if m.from_me && m.to == to && !m.revoked => Ok(()),
+            Some(_) => Err(ApiError::bad_request(
+                "not_own_message",
+                format!("message {id} is not one phone {phone} sent to {to} (and still has)"),
+            )),
+            None => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "message_not_found",
+                format!("phone {phone} has no message {id}"),
+            )),
+        }
+    };
     let out = match (req.text, req.media) {
+        (None, None) if req.edit.is_some() => {
+            let e = req.edit.expect("checked");
+            own(&*hub.core.lock().await, &e.message_id)?;
+            let text = e.text.filter(|t| !t.is_empty()).ok_or_else(|| {
+                ApiError::bad_request("missing_content", "an edit needs `edit.text`")
+            })?;
+            Outgoing::Edit {
+                chat: to.clone(),
+                message_id: e.message_id,
+                text,
+            }
+        }
+        (None, None) if req.revoke.is_some() => {
+            let r = req.revoke.expect("checked");
+            own(&*hub.core.lock().await, &r.message_id)?;
+            Outgoing::Revoke {
+                chat: to.clone(),
+                message_id: r.message_id,
+            }
+        }
         (None, None) if req.reaction.is_some() => {
             let r = req.reaction.expect("checked");
             let core = hub.core.lock().await;
@@ -505,7 +556,7 @@ async fn send_message(
         _ => {
             return Err(ApiError::bad_request(
                 "missing_content",
-                "give `text`, `media` (with an optional `caption`), `location`, `contacts` or `reaction`",
+                "give `text`, `media` (with an optional `caption`), `location`, `contacts`, `reaction`, `edit` or `revoke`",
             ));
         }
     };

@@ -580,6 +580,8 @@ mod tests {
             contacts: Vec::new(),
             reaction: None,
             reactions: Default::default(),
+            edited: false,
+            revoked: false,
         }
     }
 

@@ -453,6 +453,17 @@ pub enum Outgoing {
         from_me: bool,
         emoji: String,
     },
+    /// New text for message `message_id`, which the phone sent to `chat`.
+    Edit {
+        chat: String,
+        message_id: String,
+        text: String,
+    },
+    /// Deletes message `message_id`, which the phone sent to `chat`, for everyone.
+    Revoke {
+        chat: String,
+        message_id: String,
+    },
 }
 
 /// Media kinds a phone can send.
@@ -540,7 +551,51 @@ type Built = (
 /// Builds the protobuf for an outgoing message, encrypting and uploading
 /// media like the app does.
 fn build_message(core: &mut Core, media_host: &str, out: Outgoing) -> Result<Built> {
+    use wa::message::protocol_message::Type as Protocol;
+    let own_key = |chat: String, id: String| {
+        MessageField::some(wa::MessageKey {
+            remote_jid: Some(Jid::pn(chat).to_string()),
+            from_me: Some(true),
+            id: Some(id),
+            participant: None,
+        })
+    };
     match out {
+        Outgoing::Edit {
+            chat,
+            message_id,
+            text,
+        } => Ok((
+            wa::Message {
+                protocol_message: MessageField::some(wa::message::ProtocolMessage {
+                    key: own_key(chat, message_id),
+                    r#type: Some(Protocol::MessageEdit),
+                    edited_message: MessageField::some(wa::Message {
+                        conversation: Some(text),
+                        ..Default::default()
+                    }),
+                    timestamp_ms: Some(now_secs() as i64 * 1000),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            "text",
+            None,
+            None,
+        )),
+        Outgoing::Revoke { chat, message_id } => Ok((
+            wa::Message {
+                protocol_message: MessageField::some(wa::message::ProtocolMessage {
+                    key: own_key(chat, message_id),
+                    r#type: Some(Protocol::Revoke),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            "text",
+            None,
+            None,
+        )),
         Outgoing::Reaction {
             chat,
             message_id,
@@ -755,25 +810,34 @@ pub async fn send(
         contacts,
         reaction,
         reactions: Default::default(),
+        edited: false,
+        revoked: false,
     };
-    if let Some(acc) = core.account_untracked(from) {
+    if core.account_untracked(from).is_some() {
         let copy = SentCopy {
             id: id.clone(),
             to: to.to_string(),
             message: B64(message.encode_to_vec()),
             stanza_type: stanza_type.to_string(),
         };
-        acc.secrets.messages.upsert(record.clone());
+        // An edit or a revoke changes the message it is about; it is no message of its own.
+        let changes_another = amend(core, from, from, &message);
+        let acc = core.account_untracked(from).expect("still there");
+        if !changes_another {
+            acc.secrets.messages.upsert(record.clone());
+        }
         react(core, from, &record);
         let acc = core.account_untracked(from).expect("still there");
         acc.secrets.outbox.push_back(copy.clone());
         if acc.secrets.outbox.len() > OUTBOX_KEPT {
             acc.secrets.outbox.pop_front();
         }
-        core.changes.push(Change::Message {
-            phone: from.to_string(),
-            message: Box::new(record.clone()),
-        });
+        if !changes_another {
+            core.changes.push(Change::Message {
+                phone: from.to_string(),
+                message: Box::new(record.clone()),
+            });
+        }
         core.changes.push(Change::Sent {
             phone: from.to_string(),
             copy,
@@ -990,6 +1054,9 @@ async fn send_to_device_with(
     if let Some(r) = recipient {
         stanza = stanza.attr("recipient", Jid::pn(r.to_string()));
     }
+    if let Some(edit) = edit_attr(message) {
+        stanza = stanza.attr("edit", edit);
+    }
     let stanza = stanza.children([enc]).build();
     if device == 0 {
         // Phone to phone: the other phone is in-process too.
@@ -1083,7 +1150,8 @@ pub async fn receive(core: &mut Core, phone: &str, sender: (&str, u16), stanza: 
     if message.protocol_message.is_set()
         || message.sender_key_distribution_message.is_set() && !has_content(&message)
     {
-        // Protocol traffic (key shares, revokes...) is not a chat message.
+        // Protocol traffic is not a chat message; an edit or a revoke changes one.
+        amend(core, phone, sender.0, &message);
         ack_receipt(core, phone, sender, &id);
         return;
     }
@@ -1109,6 +1177,8 @@ pub async fn receive(core: &mut Core, phone: &str, sender: (&str, u16), stanza: 
         contacts,
         reaction,
         reactions: Default::default(),
+        edited: false,
+        revoked: false,
     };
     if let Some(acc) = core.account_untracked(phone)
         && !acc.secrets.messages.contains(&record.id)
@@ -1128,6 +1198,69 @@ fn has_content(m: &wa::Message) -> bool {
         || m.extended_text_message.is_set()
         || m.reaction_message.is_set()
         || media_type_attr(m).is_some()
+}
+
+/// Applies an edit or a revoke by `sender` to the message it names in `phone`'s history,
+/// as the app does: only the message's own sender may. Returns whether `message` was one.
+fn amend(core: &mut Core, phone: &str, sender: &str, message: &wa::Message) -> bool {
+    use wa::message::protocol_message::Type as Protocol;
+    let Some(p) = message.protocol_message.as_option() else {
+        return false;
+    };
+    let edit = match p.r#type {
+        Some(Protocol::MessageEdit) => true,
+        Some(Protocol::Revoke) => false,
+        _ => return false,
+    };
+    let Some(target_id) = p.key.as_option().and_then(|k| k.id.clone()) else {
+        return true;
+    };
+    let Some(acc) = core.account_untracked(phone) else {
+        return true;
+    };
+    let Some(target) = acc.secrets.messages.get_mut(&target_id) else {
+        return true;
+    };
+    if target.from.split(':').next() != Some(sender) || target.revoked {
+        tracing::warn!("phone {phone}: {sender} may not change message {target_id}");
+        return true;
+    }
+    if edit {
+        let new = p.edited_message.as_option();
+        let text = new.and_then(|m| m.conversation.clone()).or_else(|| {
+            new.and_then(|m| m.extended_text_message.as_option())
+                .and_then(|t| t.text.clone())
+        });
+        if target.caption.is_some() {
+            target.caption = text;
+        } else {
+            target.text = text;
+        }
+        target.edited = true;
+    } else {
+        target.revoked = true;
+        target.text = None;
+        target.caption = None;
+        target.media = None;
+        target.location = None;
+        target.contacts.clear();
+    }
+    let target = target.clone();
+    core.changes.push(Change::Message {
+        phone: phone.to_string(),
+        message: Box::new(target),
+    });
+    true
+}
+
+/// The `edit` attribute WhatsApp puts on an edit (1) or a sender's revoke (7).
+fn edit_attr(message: &wa::Message) -> Option<&'static str> {
+    use wa::message::protocol_message::Type as Protocol;
+    match message.protocol_message.as_option()?.r#type {
+        Some(Protocol::MessageEdit) => Some("1"),
+        Some(Protocol::Revoke) => Some("7"),
+        _ => None,
+    }
 }
 
 /// A reaction's target and emoji.

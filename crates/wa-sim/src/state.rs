@@ -206,6 +206,12 @@ pub struct PhoneMessage {
     /// The reactions this message has, by the phone number that reacted (latest wins).
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub reactions: BTreeMap<String, String>,
+    /// Its sender edited it (the text is the new one).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub edited: bool,
+    /// Its sender deleted it for everyone: the content is gone.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub revoked: bool,
 }
 
 /// A reaction, as the phone sent or received it.

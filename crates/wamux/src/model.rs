@@ -268,7 +268,22 @@ pub struct Message {
     /// The reactions on this message, one per sender (the latest counts), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reactions: Vec<ReactionMark>,
+    /// For `type: "edited"` and `"revoked"`: the message edited or revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_id: Option<String>,
+    /// Unix seconds of the latest edit, on an edited message (its `text` is the new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<i64>,
+    /// The sender deleted it for everyone: its content is gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
 }
+
+/// How long after sending WhatsApp lets a message be edited.
+pub const EDIT_WINDOW_SECS: i64 = 15 * 60;
+/// How long after sending WhatsApp lets a message be deleted for everyone (about two and a
+/// half days).
+pub const REVOKE_WINDOW_SECS: i64 = 60 * 60 * 60;
 
 /// What a reaction message says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -292,6 +307,26 @@ pub struct ReactionMark {
 }
 
 impl Message {
+    /// Takes an edit (the new text) made at `at`.
+    pub fn apply_edit(&mut self, text: &str, at: i64) {
+        if self.caption.is_some() {
+            self.caption = Some(text.to_owned());
+        } else {
+            self.text = Some(text.to_owned());
+        }
+        self.edited_at = Some(at);
+    }
+
+    /// Takes a revoke: the content is gone, the message stays as "deleted".
+    pub fn apply_revoke(&mut self) {
+        self.revoked = true;
+        self.text = None;
+        self.caption = None;
+        self.location = None;
+        self.contacts = None;
+        self.media = None;
+    }
+
     /// Shows `reaction` by `from` on this message: one per sender, the latest wins, an
     /// empty emoji takes it back.
     pub fn apply_reaction(&mut self, from: &str, emoji: &str, timestamp: i64) {
@@ -312,7 +347,7 @@ pub fn is_reaction_emoji(s: &str) -> bool {
     s.is_empty()
         || (s.chars().count() <= 10
             && s.len() <= 64
-            && s.chars().any(|c| !c.is_ascii())
+            && !s.is_ascii()
             && !s
                 .chars()
                 .any(|c| c.is_ascii_alphabetic() || c.is_whitespace() || c.is_control()))
@@ -434,6 +469,15 @@ pub enum Content {
         target: Box<Message>,
         emoji: String,
     },
+    /// New text for `target`, a message of ours.
+    Edit {
+        target: Box<Message>,
+        text: String,
+    },
+    /// Deletes `target`, a message of ours, for everyone.
+    Revoke {
+        target: Box<Message>,
+    },
 }
 
 impl Content {
@@ -444,6 +488,8 @@ impl Content {
             Content::Location(_) => "location",
             Content::Contacts(_) => "contact",
             Content::Reaction { .. } => "reaction",
+            Content::Edit { .. } => "edited",
+            Content::Revoke { .. } => "revoked",
         }
     }
 
@@ -461,6 +507,21 @@ impl Content {
                     emoji: emoji.clone(),
                 });
             }
+            Content::Edit { target, text } => {
+                msg.text = Some(text.clone());
+                msg.target_id = Some(target.id.clone());
+            }
+            Content::Revoke { target } => msg.target_id = Some(target.id.clone()),
+        }
+    }
+
+    /// The stored message an action (reaction, edit, revoke) is about.
+    pub fn target(&self) -> Option<&Message> {
+        match self {
+            Content::Reaction { target, .. }
+            | Content::Edit { target, .. }
+            | Content::Revoke { target } => Some(target),
+            Content::Text(_) | Content::Location(_) | Content::Contacts(_) => None,
         }
     }
 

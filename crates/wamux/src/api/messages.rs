@@ -34,6 +34,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/sessions/{session_id}/outbox", get(outbox))
         .route("/messages/{session_id}/{message_id}/resend", post(resend))
         .route(
+            "/messages/{session_id}/{message_id}",
+            axum::routing::patch(edit).delete(revoke),
+        )
+        .route(
             "/sessions/{session_id}/outbox/{message_id}",
             axum::routing::delete(cancel_queued),
         )
@@ -558,6 +562,83 @@ async fn cancel_queued(
     Ok(Json(
         serde_json::json!({"messageId": message_id, "cancelled": true}),
     ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditBody {
+    /// The new text, at most 65536 bytes.
+    #[schema(example = "see you at two")]
+    text: String,
+}
+
+#[utoipa::path(patch, path = "/api/messages/{sessionId}/{messageId}", tag = "messages", operation_id = "editMessage", summary = "Edit a message of ours",
+    params(("sessionId" = String, Path, description = "the session id"), ("messageId" = String, Path, description = "a text message we sent, less than 15 minutes ago")),
+    request_body = EditBody,
+    responses((status = 200, description = "Sent: the edit message (`type: \"edited\"`, `targetId`); the message itself now has the new text and `editedAt`", body = crate::model::Message),
+        (status = 400, description = "`invalid_field`, `invalid_body`, `invalid_json`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `message_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`not_editable` (someone else's, not a text, deleted, or not sent), `edit_window_passed`, `session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`send_failed`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn edit(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    Path((_, message_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<EditBody>,
+) -> Result<Json<crate::model::Message>> {
+    if body.text.is_empty() {
+        return Err(ApiError::invalid_field("text", "must not be empty"));
+    }
+    if body.text.len() > 65_536 {
+        return Err(ApiError::invalid_field(
+            "text",
+            "must be at most 65536 bytes",
+        ));
+    }
+    Ok(Json(
+        state.sessions.edit(&id, &message_id, &body.text).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeQuery {
+    #[serde(rename = "for")]
+    scope: Option<String>,
+    #[serde(rename = "apiKey")]
+    _api_key: Option<String>,
+}
+
+#[utoipa::path(delete, path = "/api/messages/{sessionId}/{messageId}", tag = "messages", operation_id = "revokeMessage", summary = "Delete a message of ours for everyone",
+    params(("sessionId" = String, Path, description = "the session id"), ("messageId" = String, Path, description = "a message we sent, less than 60 hours ago"),
+        ("for" = Option<String>, Query, description = "`everyone` (the default); deleting for this device only is not supported yet")),
+    responses((status = 200, description = "Sent: the revoke message (`type: \"revoked\"`, `targetId`); the message itself is now `revoked: true`, without its content", body = crate::model::Message),
+        (status = 400, description = "`invalid_field` (`for`), `invalid_query`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `message_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`not_revocable` (someone else's, deleted already, or not sent), `revoke_window_passed`, `session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`send_failed`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn revoke(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    Path((_, message_id)): Path<(String, String)>,
+    ApiQuery(q): ApiQuery<RevokeQuery>,
+) -> Result<Json<crate::model::Message>> {
+    match q.scope.as_deref() {
+        None | Some("everyone") => {}
+        Some("me") => {
+            return Err(ApiError::invalid_field(
+                "for",
+                "deleting for this device only is not supported yet; `for=everyone` deletes it for all",
+            ));
+        }
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "for",
+                format!("`{other}` is not `everyone`"),
+            ));
+        }
+    }
+    Ok(Json(state.sessions.revoke(&id, &message_id).await?))
 }
 
 #[utoipa::path(post, path = "/api/messages/{sessionId}/{messageId}/resend", tag = "messages", operation_id = "resendMessage", summary = "Send a failed message again",

@@ -72,6 +72,8 @@ const SCHEMES: [&str; 3] = ["apiKeyHeader", "apiKeyQuery", "bearer"];
         super::messages::outbox,
         super::messages::cancel_queued,
         super::messages::resend,
+        super::messages::edit,
+        super::messages::revoke,
         super::media::send_media,
         super::media::retry,
         super::webhooks::get_webhook,

@@ -41,6 +41,7 @@ impl From<SessionError> for ApiError {
                 format!("`quotedId`: message `{id}` is not in this session's history"),
             ),
             SessionError::MessageNotFound(id) => ApiError::message_not_found(&id),
+            SessionError::Refused(code, msg) => ApiError::conflict(code, msg),
             SessionError::Send(why) => ApiError::send_failed(why),
             SessionError::ShuttingDown => ApiError::unavailable("the server is shutting down"),
             SessionError::Timeout(what) => ApiError::new(

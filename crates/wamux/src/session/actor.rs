@@ -611,9 +611,11 @@ pub(super) async fn send(
     msg.quoted_id = quoted.map(|q| q.id.clone());
     let from = msg.from.clone();
     let mut tx = shared.store.begin().await?;
-    // A reaction is announced as one, whoever sent it.
+    // A reaction, an edit, a revoke is announced as one, whoever sent it.
     let event = match content {
         Content::Reaction { .. } => EventKind::MessageReaction,
+        Content::Edit { .. } => EventKind::MessageEdited,
+        Content::Revoke { .. } => EventKind::MessageRevoked,
         _ => EventKind::MessageFromMe,
     };
     let ev = store::messages::insert(&mut tx.conn(), &msg, &from, event).await?;

@@ -132,33 +132,54 @@ pub async fn insert_many(conn: &mut Conn<'_>, items: &[New]) -> Result<Vec<Optio
     if !event_rows.is_empty() {
         dispatch!(conn conn.reborrow(), messages::insert_events(&event_rows))?;
     }
-    // A new reaction shows on its target (history shows a message's latest state).
+    // A new reaction, edit or revoke changes its target: history shows a message's latest
+    // state.
     for (n, first) in items.iter().zip(&first) {
-        if *first && n.msg.reaction.is_some() && inserted.contains(&key(n)) {
-            react(conn, &n.msg).await?;
+        if *first && inserted.contains(&key(n)) {
+            apply(conn, n).await?;
         }
     }
     Ok(out)
 }
 
-/// Puts reaction message `r` on the message it reacts to, when that one is stored.
-async fn react(conn: &mut Conn<'_>, r: &Message) -> Result<()> {
-    let Some(reaction) = &r.reaction else {
-        return Ok(());
+/// Applies reaction, edit or revoke `n` to the message it is about, when that one is
+/// stored. Only a message's sender edits or revokes it; anyone in the chat reacts.
+async fn apply(conn: &mut Conn<'_>, n: &New) -> Result<()> {
+    let m = &n.msg;
+    let target_id = match (&m.reaction, &m.target_id) {
+        (Some(r), _) => &r.message_id,
+        (None, Some(t)) if m.kind == "edited" || m.kind == "revoked" => t,
+        _ => return Ok(()),
     };
     let found = dispatch!(
         conn conn.reborrow(),
-        messages::in_chat(&r.session_id, &r.chat_id, &reaction.message_id)
+        messages::in_chat(&m.session_id, &m.chat_id, target_id)
     )?;
     let Some((sender, body)) = found else {
         return Ok(());
     };
     let mut target: Message = serde_json::from_str(&body)?;
-    target.apply_reaction(&r.from, &reaction.emoji, r.timestamp);
+    let by_its_sender = target.from_me == m.from_me
+        && (m.from_me || sender == n.sender_key || target.from == m.from);
+    match (&m.reaction, m.kind.as_str()) {
+        (Some(r), _) => target.apply_reaction(&m.from, &r.emoji, m.timestamp),
+        (None, "edited") if by_its_sender && !target.revoked => {
+            target.apply_edit(m.text.as_deref().unwrap_or_default(), m.timestamp)
+        }
+        (None, "revoked") if by_its_sender => target.apply_revoke(),
+        _ => {
+            tracing::info!(
+                session = %m.session_id,
+                "ignored a {} of message {target_id} by someone who did not send it",
+                m.kind
+            );
+            return Ok(());
+        }
+    }
     let body = serde_json::to_string(&target)?;
     dispatch!(
         conn conn.reborrow(),
-        messages::set_body((&r.session_id, &r.chat_id, &sender, &target.id), &body)
+        messages::set_body((&m.session_id, &m.chat_id, &sender, &target.id), &body)
     )
 }
 
@@ -320,6 +341,9 @@ pub(crate) mod tests {
             contacts: None,
             reaction: None,
             reactions: Vec::new(),
+            target_id: None,
+            edited_at: None,
+            revoked: false,
         }
     }
 

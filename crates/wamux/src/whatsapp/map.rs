@@ -171,11 +171,16 @@ pub(super) fn inbound(
         from_me: src.is_from_me,
         push_name: (!info.push_name.is_empty()).then(|| info.push_name.clone()),
         kind: kind.to_owned(),
-        text: m.message.text_content().map(str::to_owned).or_else(|| {
-            base.reaction_message
-                .as_option()
-                .and_then(|r| r.text.clone())
-        }),
+        text: m
+            .message
+            .text_content()
+            .map(str::to_owned)
+            .or_else(|| {
+                base.reaction_message
+                    .as_option()
+                    .and_then(|r| r.text.clone())
+            })
+            .or_else(|| edited_text_of(base)),
         caption: m.message.get_caption().map(str::to_owned),
         timestamp: info.timestamp.timestamp(),
         status: if src.is_from_me {
@@ -194,6 +199,9 @@ pub(super) fn inbound(
         contacts: contacts_of(base),
         reaction: reaction_of(base),
         reactions: Vec::new(),
+        target_id: edit_target_of(base),
+        edited_at: None,
+        revoked: false,
     };
     // Stanza ids are unique per (chat, sender); the sender's device does not matter.
     let sender_key = src.sender.to_non_ad_string();
@@ -312,6 +320,24 @@ pub(super) fn outgoing(content: &Content, ctx: Option<wa::ContextInfo>) -> wa::M
             contact_message: MessageField::some(card(&cards[0])),
             ..Default::default()
         },
+        Content::Edit { target, text } => wa::Message {
+            protocol_message: MessageField::some(wa::message::ProtocolMessage {
+                key: MessageField::some(own_key(target, true)),
+                r#type: Some(wa::message::protocol_message::Type::MessageEdit),
+                edited_message: MessageField::some(wa::Message::text(text.clone())),
+                timestamp_ms: Some(crate::store::now() * 1000),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Content::Revoke { target } => wa::Message {
+            protocol_message: MessageField::some(wa::message::ProtocolMessage {
+                key: MessageField::some(own_key(target, false)),
+                r#type: Some(wa::message::protocol_message::Type::Revoke),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
         Content::Reaction { target, emoji } => wa::Message {
             reaction_message: MessageField::some(wa::message::ReactionMessage {
                 key: MessageField::some(wa::MessageKey {
@@ -339,10 +365,37 @@ pub(super) fn outgoing(content: &Content, ctx: Option<wa::ContextInfo>) -> wa::M
                     })
                     .collect(),
                 context_info: field(),
-                ..Default::default()
             }),
             ..Default::default()
         },
+    }
+}
+
+/// The message an edit or a revoke is about.
+fn edit_target_of(m: &wa::Message) -> Option<String> {
+    use wa::message::protocol_message::Type;
+    let p = m.protocol_message.as_option()?;
+    matches!(p.r#type, Some(Type::Revoke | Type::MessageEdit))
+        .then(|| p.key.as_option()?.id.clone())
+        .flatten()
+}
+
+/// The new text (or caption) of an edit.
+fn edited_text_of(m: &wa::Message) -> Option<String> {
+    let new = m.protocol_message.as_option()?.edited_message.as_option()?;
+    new.text_content()
+        .or_else(|| new.get_caption())
+        .map(str::to_owned)
+}
+
+/// The key of a message of ours, as an edit (`in_group`: with us as the participant in a
+/// group) or a revoke (never a participant) names it, as WhatsApp Web sends them.
+fn own_key(target: &Message, in_group: bool) -> wa::MessageKey {
+    wa::MessageKey {
+        remote_jid: Some(target.chat_id.clone()),
+        from_me: Some(true),
+        id: Some(target.id.clone()),
+        participant: (in_group && target.chat_id.ends_with("@g.us")).then(|| target.from.clone()),
     }
 }
 

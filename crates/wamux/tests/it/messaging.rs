@@ -192,3 +192,258 @@ async fn reactions_go_both_ways_and_show_on_the_message_they_react_to() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn edits_and_revokes_go_both_ways_and_history_shows_the_latest_state() {
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    const CAROL: &str = "15550004003";
+    const DAN: &str = "15550004004";
+    sim.phone(CAROL, "Carol").await;
+    sim.phone(DAN, "Dan").await;
+    let mut hook = Receiver::start().await;
+    pair(&app, "ed1", CAROL).await;
+    let (s, b) = app
+        .post_json(
+            "/api/ed1/webhook",
+            json!({"url": hook.url, "events": ["message-edited", "message-revoked"]}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    let send = |text: &'static str| {
+        let app = &app;
+        async move {
+            let (s, m) = app
+                .post_json(
+                    "/api/send-message",
+                    json!({"sessionId": "ed1", "to": DAN, "text": text}),
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{m}");
+            m["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let first = send("see you at one").await;
+    let second = send("this one goes").await;
+    let theirs = sim.send(DAN, CAROL, "ok").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for(LONG, "all three where they go", || async {
+        let on_phone = sim.messages(DAN).await;
+        let both = [&first, &second]
+            .iter()
+            .all(|id| on_phone.iter().any(|m| m["id"] == id.as_str()));
+        (both && message(&app, "ed1", &theirs).await.is_some()).then_some(())
+    })
+    .await;
+
+    // What WhatsApp would refuse is refused here, and nothing is sent.
+    let path = |id: &str| format!("/api/messages/ed1/{id}");
+    let patch = |id: String, body: Value| {
+        let app = &app;
+        async move {
+            let r = app
+                .req(reqwest::Method::PATCH, &path(&id))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            crate::helpers::into_json(r).await
+        }
+    };
+    let delete = |id: String, query: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .req(reqwest::Method::DELETE, &format!("{}{query}", path(&id)))
+                .send()
+                .await
+                .unwrap();
+            crate::helpers::into_json(r).await
+        }
+    };
+    assert_error(
+        &patch(theirs.clone(), json!({"text": "mine now"})).await,
+        StatusCode::CONFLICT,
+        "not_editable",
+    );
+    assert_error(
+        &delete(theirs.clone(), "").await,
+        StatusCode::CONFLICT,
+        "not_revocable",
+    );
+    assert_error(
+        &patch("3EB0NOSUCHMESSAGE".into(), json!({"text": "x"})).await,
+        StatusCode::NOT_FOUND,
+        "message_not_found",
+    );
+    assert_error(
+        &patch(first.clone(), json!({"text": ""})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+    );
+    assert_error(
+        &patch(first.clone(), json!({"txt": "typo"})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_body",
+    );
+    assert_error(
+        &delete(second.clone(), "?for=me").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+    );
+
+    // We edit the first and revoke the second.
+    let (s, edit) = patch(first.clone(), json!({"text": "see you at two"})).await;
+    assert_eq!(s, StatusCode::OK, "{edit}");
+    assert_eq!(edit["type"], "edited", "{edit}");
+    assert_eq!(edit["targetId"], first.as_str(), "{edit}");
+    let ev = next_event(&mut hook, "message-edited").await;
+    assert_eq!(ev["data"]["targetId"], first.as_str(), "{ev}");
+    assert_eq!(ev["data"]["text"], "see you at two", "{ev}");
+    let (s, revoke) = delete(second.clone(), "").await;
+    assert_eq!(s, StatusCode::OK, "{revoke}");
+    assert_eq!(revoke["type"], "revoked", "{revoke}");
+    let ev = next_event(&mut hook, "message-revoked").await;
+    assert_eq!(ev["data"]["targetId"], second.as_str(), "{ev}");
+    // Dan's phone shows both.
+    wait_for(LONG, "the edit and the revoke on Dan's phone", || async {
+        let m = sim.messages(DAN).await;
+        let e = m.iter().find(|m| m["id"] == first.as_str())?;
+        let r = m.iter().find(|m| m["id"] == second.as_str())?;
+        (e["text"] == "see you at two"
+            && e["edited"] == true
+            && r["revoked"] == true
+            && r["text"].is_null())
+        .then_some(())
+    })
+    .await;
+    // History shows the latest state; the edit and the revoke are their own entries too.
+    let e = message(&app, "ed1", &first).await.unwrap();
+    assert_eq!(e["text"], "see you at two", "{e}");
+    assert!(e["editedAt"].as_i64().unwrap() > 0, "{e}");
+    let r = message(&app, "ed1", &second).await.unwrap();
+    assert_eq!(r["revoked"], true, "{r}");
+    assert!(r["text"].is_null(), "{r}");
+    assert!(
+        message(&app, "ed1", edit["id"].as_str().unwrap())
+            .await
+            .is_some()
+    );
+    // A deleted message is not edited, nor deleted again.
+    assert_error(
+        &patch(second.clone(), json!({"text": "back"})).await,
+        StatusCode::CONFLICT,
+        "not_editable",
+    );
+
+    // Dan edits his message, then deletes it.
+    let r = sim
+        .send_json(
+            DAN,
+            &json!({"to": CAROL, "edit": {"messageId": theirs, "text": "ok, two it is"}}),
+        )
+        .await;
+    let ev = next_event(&mut hook, "message-edited").await;
+    assert_eq!(ev["data"]["id"], r["id"], "{ev}");
+    assert_eq!(ev["data"]["fromMe"], false, "{ev}");
+    assert_eq!(ev["data"]["targetId"], theirs.as_str(), "{ev}");
+    assert_eq!(ev["data"]["text"], "ok, two it is", "{ev}");
+    let shown = message(&app, "ed1", &theirs).await.unwrap();
+    assert_eq!(shown["text"], "ok, two it is", "{shown}");
+    assert!(shown["editedAt"].is_i64(), "{shown}");
+    sim.send_json(DAN, &json!({"to": CAROL, "revoke": {"messageId": theirs}}))
+        .await;
+    let ev = next_event(&mut hook, "message-revoked").await;
+    assert_eq!(ev["data"]["targetId"], theirs.as_str(), "{ev}");
+    let shown = message(&app, "ed1", &theirs).await.unwrap();
+    assert_eq!(shown["revoked"], true, "{shown}");
+    assert!(shown["text"].is_null(), "{shown}");
+    // A phone cannot edit what it did not send.
+    let r = sim
+        .admin
+        .post(sim.url(&format!("/phones/{DAN}/messages")))
+        .json(&json!({"to": CAROL, "edit": {"messageId": first, "text": "forged"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn messages_older_than_whatsapp_allows_are_not_edited_or_revoked() {
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    const ERIN: &str = "15550004005";
+    const FRANK: &str = "15550004006";
+    sim.phone(ERIN, "Erin").await;
+    sim.phone(FRANK, "Frank").await;
+    pair(&app, "old1", ERIN).await;
+    // Two messages of ours, as if sent 20 minutes and 3 days ago.
+    let store =
+        wamux::store::Store::connect(&crate::helpers::database(&app.dir.path().join("data")))
+            .await
+            .unwrap();
+    let now = wamux::store::now();
+    for (id, age) in [
+        ("3EB0AGED20MINUTES0", 20 * 60),
+        ("3EB0AGED3DAYS00000", 3 * 86_400),
+    ] {
+        let msg: wamux::model::Message = serde_json::from_value(json!({
+            "id": id, "sessionId": "old1", "chatId": format!("{FRANK}@s.whatsapp.net"),
+            "from": format!("{ERIN}@s.whatsapp.net"), "to": format!("{FRANK}@s.whatsapp.net"),
+            "fromMe": true, "pushName": null, "type": "text", "text": "long ago", "caption": null,
+            "timestamp": now - age, "status": "delivered", "quotedId": null, "media": null,
+            "fromPn": null, "fromLid": null, "chatPn": null, "chatLid": null, "participant": null
+        }))
+        .unwrap();
+        let mut tx = store.begin().await.unwrap();
+        wamux::store::messages::insert(
+            &mut tx.conn(),
+            &msg,
+            &msg.from,
+            wamux::event::EventKind::MessageFromMe,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let r = app
+        .req(
+            reqwest::Method::PATCH,
+            "/api/messages/old1/3EB0AGED20MINUTES0",
+        )
+        .json(&json!({"text": "too late"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        &crate::helpers::into_json(r).await,
+        StatusCode::CONFLICT,
+        "edit_window_passed",
+    );
+    let r = app
+        .req(
+            reqwest::Method::DELETE,
+            "/api/messages/old1/3EB0AGED3DAYS00000",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        &crate::helpers::into_json(r).await,
+        StatusCode::CONFLICT,
+        "revoke_window_passed",
+    );
+    // Neither reached WhatsApp, and both are as they were.
+    assert!(sim.messages(FRANK).await.is_empty());
+    for id in ["3EB0AGED20MINUTES0", "3EB0AGED3DAYS00000"] {
+        let m = message(&app, "old1", id).await.unwrap();
+        assert_eq!(m["text"], "long ago", "{m}");
+        assert!(
+            m.get("editedAt").is_none() && m.get("revoked").is_none(),
+            "{m}"
+        );
+    }
+}
