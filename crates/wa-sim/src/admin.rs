@@ -141,6 +141,10 @@ pub fn router() -> Router<Arc<Hub>> {
         .route("/admin/phones/{phone}/read", post(read))
         .route("/admin/phones/{phone}/online", post(online))
         .route(
+            "/admin/phones/{phone}/presence",
+            post(set_presence).get(get_presence),
+        )
+        .route(
             "/admin/phones/{phone}/devices/{device}/unlink",
             post(unlink),
         )
@@ -619,6 +623,55 @@ async fn read(
     let n = phone::mark_read(&mut core, &phone, &req.ids)?;
     drop(core);
     Ok(Json(json!({"read": n})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetPresence {
+    /// `available`, `unavailable`, or a chat state for `to`: `composing`, `recording`, `paused`.
+    state: String,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+/// The phone's user opens or leaves the app, or types in a chat.
+async fn set_presence(
+    State(hub): State<Arc<Hub>>,
+    Path(phone): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    let req: SetPresence = parse(&body)?;
+    let mut core = hub.core.lock().await;
+    if core.account(&phone).is_none() {
+        return Err(ApiError::phone_not_found(&phone));
+    }
+    match (req.state.as_str(), req.to) {
+        ("available" | "unavailable", None) => {
+            crate::presence::phone_available(&mut core, &phone, req.state == "available");
+        }
+        ("composing" | "recording" | "paused", Some(to)) => {
+            let to = normalize_to(&to)?;
+            crate::presence::phone_chatstate(&mut core, &phone, &to, &req.state);
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_presence",
+                "give {\"state\": \"available\"|\"unavailable\"}, or {\"state\": \"composing\"|\"recording\"|\"paused\", \"to\"}",
+            ));
+        }
+    }
+    Ok(Json(crate::presence::view(&core, &phone)))
+}
+
+async fn get_presence(
+    State(hub): State<Arc<Hub>>,
+    Path(phone): Path<String>,
+) -> Result<Json<Value>> {
+    let core = hub.core.lock().await;
+    if core.account(&phone).is_none() {
+        return Err(ApiError::phone_not_found(&phone));
+    }
+    Ok(Json(crate::presence::view(&core, &phone)))
 }
 
 async fn unlink(

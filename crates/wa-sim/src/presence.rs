@@ -8,7 +8,7 @@
 //! change of it while its connection lasts. `<chatstate to=...>` (typing, recording,
 //! paused) goes to the recipient's connected companions.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use wacore_binary::builder::NodeBuilder;
 use wacore_binary::{Jid, Node, Server};
@@ -24,6 +24,8 @@ pub struct Presences {
     accounts: HashMap<String, Presence>,
     /// Watched account -> (subscriber account, device, whether it named the account by LID).
     subscribers: HashMap<String, BTreeSet<(String, u16, bool)>>,
+    /// What each phone's screen shows of its chats: the latest chat state by sender.
+    seen_states: HashMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Default)]
@@ -162,6 +164,17 @@ pub fn chatstate(core: &mut Core, phone: &str, node: &Node) {
     let Some(state) = children(node).first().cloned() else {
         return;
     };
+    // The recipient's phone shows it too ("typing...", "recording audio...").
+    let shown = match (state.tag.as_ref(), attr(&state, "media").as_deref()) {
+        ("composing", Some("audio")) => "recording",
+        ("composing", _) => "composing",
+        _ => "paused",
+    };
+    core.presence
+        .seen_states
+        .entry(target.clone())
+        .or_default()
+        .insert(phone.to_string(), shown.to_string());
     let relayed = NodeBuilder::new("chatstate")
         .attr("from", from)
         .children([state])
@@ -187,4 +200,35 @@ pub fn disconnected(core: &mut Core, phone: &str, device: u16) {
     {
         set_available(core, phone, device, false);
     }
+}
+
+/// The phone itself (device 0) comes online or goes offline in the app.
+pub fn phone_available(core: &mut Core, phone: &str, available: bool) {
+    set_available(core, phone, 0, available);
+}
+
+/// The phone's user types (`composing`), records audio (`recording`) or stops (`paused`)
+/// in the chat with `to`: relayed as the app sends it.
+pub fn phone_chatstate(core: &mut Core, phone: &str, to: &str, state: &str) {
+    let child = match state {
+        "recording" => NodeBuilder::new("composing").attr("media", "audio").build(),
+        "composing" => NodeBuilder::new("composing").build(),
+        _ => NodeBuilder::new("paused").build(),
+    };
+    let node = NodeBuilder::new("chatstate")
+        .attr("to", Jid::pn(to.to_string()))
+        .children([child])
+        .build();
+    chatstate(core, phone, &node);
+}
+
+/// What the simulator knows of `phone`'s presence: whether the account is available (on
+/// any device), when it was last seen, and the chat states its phone was shown, by sender.
+pub fn view(core: &Core, phone: &str) -> serde_json::Value {
+    let p = core.presence.accounts.get(phone);
+    serde_json::json!({
+        "available": is_available(core, phone),
+        "lastSeen": p.and_then(|p| p.last_seen),
+        "chatStates": core.presence.seen_states.get(phone).cloned().unwrap_or_default(),
+    })
 }

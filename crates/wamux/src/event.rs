@@ -33,10 +33,11 @@ pub enum EventKind {
     PasskeyConfirmation,
     PasskeyFailed,
     Call,
+    Presence,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::MessageReceived,
         EventKind::MessageFromMe,
         EventKind::MessageSent,
@@ -52,6 +53,7 @@ impl EventKind {
         EventKind::PasskeyConfirmation,
         EventKind::PasskeyFailed,
         EventKind::Call,
+        EventKind::Presence,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +73,7 @@ impl EventKind {
             EventKind::PasskeyConfirmation => "passkey-confirmation",
             EventKind::PasskeyFailed => "passkey-failed",
             EventKind::Call => "call",
+            EventKind::Presence => "presence",
         }
     }
 }

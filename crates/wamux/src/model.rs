@@ -279,6 +279,49 @@ pub struct Message {
     pub revoked: bool,
 }
 
+/// What a presence update says: the account online or not, or a chat state in one chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceState {
+    Available,
+    Unavailable,
+    /// Typing.
+    Composing,
+    /// Recording a voice note.
+    Recording,
+    /// Stopped typing or recording.
+    Paused,
+}
+
+impl PresenceState {
+    pub const ALL: [PresenceState; 5] = [
+        PresenceState::Available,
+        PresenceState::Unavailable,
+        PresenceState::Composing,
+        PresenceState::Recording,
+        PresenceState::Paused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PresenceState::Available => "available",
+            PresenceState::Unavailable => "unavailable",
+            PresenceState::Composing => "composing",
+            PresenceState::Recording => "recording",
+            PresenceState::Paused => "paused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// A chat state (shown in one chat) rather than the account's presence.
+    pub fn in_chat(self) -> bool {
+        !matches!(self, PresenceState::Available | PresenceState::Unavailable)
+    }
+}
+
 /// How long after sending WhatsApp lets a message be edited.
 pub const EDIT_WINDOW_SECS: i64 = 15 * 60;
 /// How long after sending WhatsApp lets a message be deleted for everyone (about two and a

@@ -37,6 +37,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/messages/{session_id}/{message_id}",
             axum::routing::patch(edit).delete(revoke),
         )
+        .route("/messages/{session_id}/read", post(mark_read))
         .route(
             "/sessions/{session_id}/outbox/{message_id}",
             axum::routing::delete(cancel_queued),
@@ -562,6 +563,65 @@ async fn cancel_queued(
     Ok(Json(
         serde_json::json!({"messageId": message_id, "cancelled": true}),
     ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReadBody {
+    /// The chat (any `to` form).
+    #[schema(example = "15551234567")]
+    chat: String,
+    /// Only these received messages (at most 1000); without it, every one of the chat not
+    /// read yet.
+    message_ids: Option<Vec<String>>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Marked {
+    chat_id: String,
+    /// The messages whose read receipts went (those already read, or not in the chat, are
+    /// left out).
+    read: Vec<String>,
+}
+
+#[utoipa::path(post, path = "/api/messages/{sessionId}/read", tag = "messages", operation_id = "markRead", summary = "Mark received messages read",
+    params(("sessionId" = String, Path, description = "the session id")),
+    request_body = ReadBody,
+    responses((status = 200, description = "Read receipts went to the senders; the messages are `read` in history", body = Marked),
+        (status = 400, description = "`invalid_field`, `invalid_body`, `invalid_json`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn mark_read(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    ApiJson(body): ApiJson<ReadBody>,
+) -> Result<Json<Marked>> {
+    let chat = ChatAddress::parse(&body.chat).map_err(|e| ApiError::invalid_field("chat", e))?;
+    if let Some(ids) = &body.message_ids {
+        let max = crate::session::MAX_READ;
+        if ids.is_empty() || ids.len() > max {
+            return Err(ApiError::invalid_field(
+                "messageIds",
+                format!("must name 1 to {max} messages (leave it out for all unread)"),
+            ));
+        }
+        if ids.iter().any(|i| i.is_empty() || i.len() > 128) {
+            return Err(ApiError::invalid_field(
+                "messageIds",
+                "holds something that is not a message id",
+            ));
+        }
+    }
+    let read = state
+        .sessions
+        .mark_read(&id, &chat, body.message_ids.as_deref())
+        .await?;
+    Ok(Json(Marked {
+        chat_id: chat.as_str().to_owned(),
+        read,
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

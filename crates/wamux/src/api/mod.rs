@@ -14,6 +14,7 @@ mod media;
 mod messages;
 pub mod openapi;
 mod passkey;
+mod presence;
 pub mod probes;
 mod sessions;
 mod webhooks;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(keys::router())
         .merge(passkey::router())
         .merge(contacts::router())
+        .merge(presence::router())
         .merge(messages::router(&state))
         .merge(webhooks::router())
         .merge(events::router())

@@ -452,6 +452,18 @@ impl Actor {
                 )
                 .await;
             }
+            WaEvent::Presence {
+                from,
+                state,
+                last_seen,
+            } => {
+                self.record(
+                    EventKind::Presence,
+                    Some(&from),
+                    serde_json::json!({"sessionId": self.id, "chatId": from, "from": from, "state": state, "lastSeen": last_seen}),
+                )
+                .await;
+            }
             WaEvent::ServerAck { id, error } => {
                 self.shared.acks.settle(self.id.as_str(), &id, error);
             }

@@ -5,6 +5,8 @@
 //! `watch` channel, which is what the API reads, so status requests never wait on an actor.
 //! Errors are [`SessionError`].
 
+mod actions;
+pub use actions::MAX_READ;
 mod actor;
 pub mod fault;
 pub mod queue;
@@ -19,10 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::event::EventBus;
-use crate::model::{
-    ChatAddress, Content, EDIT_WINDOW_SECS, Message, MessageStatus, REVOKE_WINDOW_SECS, SessionId,
-    SessionStatus,
-};
+use crate::model::{ChatAddress, Content, Message, SessionId, SessionStatus};
 use crate::passkey::{Assertion, Ceremony, Stage};
 use crate::store::{self, Store, StoreError};
 use crate::whatsapp::{WaConnector, WaSession};
@@ -681,127 +680,6 @@ impl SessionManager {
             quoted.as_ref(),
         )
         .await
-    }
-
-    /// Reacts to message `message_id` of the session's history with `emoji` (empty takes
-    /// our reaction back). Returns the reaction message, recorded as any message we send.
-    pub async fn react(&self, id: &SessionId, message_id: &str, emoji: &str) -> Result<Message> {
-        self.snapshot(id)?;
-        let target = store::messages::find(&self.inner.shared.store, id.as_str(), message_id)
-            .await?
-            .filter(|m| !matches!(m.kind.as_str(), "reaction" | "edited" | "revoked"))
-            .ok_or_else(|| SessionError::MessageNotFound(message_id.to_owned()))?;
-        self.act(
-            id,
-            Content::Reaction {
-                target: Box::new(target),
-                emoji: emoji.to_owned(),
-            },
-        )
-        .await
-    }
-
-    /// Edits the text of message `message_id`, one of ours sent less than
-    /// [`EDIT_WINDOW_SECS`] ago. Returns the edit message; the target shows the new text.
-    pub async fn edit(&self, id: &SessionId, message_id: &str, text: &str) -> Result<Message> {
-        let target = self.own_target(id, message_id, "edited").await?;
-        if target.kind != "text" {
-            return Err(SessionError::Refused(
-                "not_editable",
-                format!(
-                    "message `{message_id}` is a {}; only text messages are edited",
-                    target.kind
-                ),
-            ));
-        }
-        if store::now() - target.timestamp > EDIT_WINDOW_SECS {
-            return Err(SessionError::Refused(
-                "edit_window_passed",
-                format!(
-                    "message `{message_id}` was sent more than {} minutes ago; WhatsApp no longer takes edits of it",
-                    EDIT_WINDOW_SECS / 60
-                ),
-            ));
-        }
-        let content = Content::Edit {
-            target: Box::new(target),
-            text: text.to_owned(),
-        };
-        self.act(id, content).await
-    }
-
-    /// Deletes message `message_id`, one of ours sent less than [`REVOKE_WINDOW_SECS`]
-    /// ago, for everyone. Returns the revoke message; the target shows as revoked.
-    pub async fn revoke(&self, id: &SessionId, message_id: &str) -> Result<Message> {
-        let target = self.own_target(id, message_id, "revoked").await?;
-        if store::now() - target.timestamp > REVOKE_WINDOW_SECS {
-            return Err(SessionError::Refused(
-                "revoke_window_passed",
-                format!(
-                    "message `{message_id}` was sent more than {} hours ago; WhatsApp no longer deletes it for everyone",
-                    REVOKE_WINDOW_SECS / 3600
-                ),
-            ));
-        }
-        self.act(
-            id,
-            Content::Revoke {
-                target: Box::new(target),
-            },
-        )
-        .await
-    }
-
-    /// A message of ours that WhatsApp has (sent, not revoked), to be `done` to.
-    async fn own_target(&self, id: &SessionId, message_id: &str, done: &str) -> Result<Message> {
-        self.snapshot(id)?;
-        let target = store::messages::find(&self.inner.shared.store, id.as_str(), message_id)
-            .await?
-            .filter(|m| !matches!(m.kind.as_str(), "reaction" | "edited" | "revoked"))
-            .ok_or_else(|| SessionError::MessageNotFound(message_id.to_owned()))?;
-        let code = if done == "edited" {
-            "not_editable"
-        } else {
-            "not_revocable"
-        };
-        if !target.from_me {
-            return Err(SessionError::Refused(
-                code,
-                format!(
-                    "message `{message_id}` was sent by someone else; only its sender can have it {done}"
-                ),
-            ));
-        }
-        if target.revoked {
-            return Err(SessionError::Refused(
-                code,
-                format!("message `{message_id}` was deleted already"),
-            ));
-        }
-        if matches!(
-            target.status,
-            MessageStatus::Queued | MessageStatus::Pending | MessageStatus::Failed
-        ) {
-            return Err(SessionError::Refused(
-                code,
-                format!(
-                    "message `{message_id}` is {}: WhatsApp does not have it (cancel a queued one instead)",
-                    target.status.as_str()
-                ),
-            ));
-        }
-        Ok(target)
-    }
-
-    /// Sends an action on a stored message (reaction, edit, revoke) in the target's chat.
-    async fn act(&self, id: &SessionId, content: Content) -> Result<Message> {
-        let target = content.target().ok_or_else(|| {
-            SessionError::Internal(anyhow::anyhow!("an action without a target message"))
-        })?;
-        let to = ChatAddress::parse(&target.chat_id)
-            .map_err(|e| SessionError::Internal(anyhow::anyhow!("stored chat id: {e}")))?;
-        let (conn, me) = self.live(id)?;
-        actor::send(&self.inner.shared, id, &conn, &me, &to, &content, None).await
     }
 
     /// Stops every actor: each disconnects cleanly within a timeout, then is aborted.

@@ -212,6 +212,30 @@ pub async fn set_media(
     Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
 }
 
+/// Received messages of `chat` not read yet (`ids`: only these), newest first, at most
+/// `limit`, each with the group participant that sent it.
+pub async fn unread(
+    store: &Store,
+    session_id: &str,
+    chat_id: &str,
+    ids: Option<&[String]>,
+    limit: i64,
+) -> Result<Vec<(String, Option<String>)>> {
+    dispatch!(store, messages::unread(session_id, chat_id, ids, limit))
+}
+
+/// Marks received messages of `chat` read (after their read receipts went).
+pub async fn set_read(
+    store: &Store,
+    session_id: &str,
+    chat_id: &str,
+    ids: &[String],
+) -> Result<()> {
+    let mut tx = store.begin().await?;
+    dispatch!(conn &mut tx.conn(), messages::set_read(session_id, chat_id, ids))?;
+    tx.commit().await
+}
+
 /// Moves our own message `id` forward to `status` (never backwards) and records the
 /// matching event. Returns `None` when nothing changed (unknown id, or already further).
 pub async fn advance_status(

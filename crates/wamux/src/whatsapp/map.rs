@@ -8,7 +8,9 @@ use whatsapp_rust::{Client, Jid};
 
 use super::WaEvent;
 use crate::event::EventKind;
-use crate::model::{ContactCard, Content, Location, Message, MessageStatus, Reaction};
+use crate::model::{
+    ContactCard, Content, Location, Message, MessageStatus, PresenceState, Reaction,
+};
 use crate::session::Me;
 
 pub(super) fn me(client: &Client) -> Me {
@@ -94,6 +96,27 @@ pub(super) fn event(e: &WaLibEvent) -> Option<WaEvent> {
             WaEvent::ServerAck {
                 id: a.id.clone(),
                 error: a.error.clone(),
+            }
+        }
+        WaLibEvent::Presence(p) => WaEvent::Presence {
+            from: p.from.to_non_ad_string(),
+            state: if p.unavailable {
+                PresenceState::Unavailable
+            } else {
+                PresenceState::Available
+            },
+            last_seen: p.last_seen.map(|t| t.timestamp()),
+        },
+        WaLibEvent::ChatPresence(c) => {
+            use wacore::types::presence::{ChatPresence, ChatPresenceMedia};
+            WaEvent::Presence {
+                from: c.source.sender.to_non_ad_string(),
+                state: match (&c.state, &c.media) {
+                    (ChatPresence::Paused, _) => PresenceState::Paused,
+                    (ChatPresence::Composing, ChatPresenceMedia::Audio) => PresenceState::Recording,
+                    (ChatPresence::Composing, _) => PresenceState::Composing,
+                },
+                last_seen: None,
             }
         }
         WaLibEvent::IncomingCall(c) => WaEvent::Call {

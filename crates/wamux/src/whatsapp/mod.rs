@@ -89,6 +89,13 @@ pub enum WaEvent {
         id: String,
         timestamp: i64,
     },
+    /// A contact came online or went offline (`last_seen`: Unix seconds, where shared), or
+    /// shows a chat state (typing, recording, paused) in their chat with us.
+    Presence {
+        from: String,
+        state: crate::model::PresenceState,
+        last_seen: Option<i64>,
+    },
     /// WhatsApp's server took (or, with `error`, refused) the message sent with `id`.
     ServerAck {
         id: String,
@@ -317,6 +324,12 @@ pub fn new_message_id() -> String {
     wacore::request::RequestUtils::message_id_at(None, crate::store::now().max(0) as u64)
 }
 
+fn jid_of(to: &ChatAddress) -> Result<Jid, String> {
+    to.as_str()
+        .parse()
+        .map_err(|e| format!("invalid JID {}: {e:?}", to.as_str()))
+}
+
 pub struct Outgoing {
     pub id: String,
     pub to: Jid,
@@ -372,6 +385,62 @@ impl WaSession {
             )
             .await
             .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Shows the account online (`available`) or offline.
+    pub async fn set_presence(&self, available: bool) -> Result<(), String> {
+        let p = self.client.presence();
+        if available {
+            p.set_available().await
+        } else {
+            p.set_unavailable().await
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    /// Shows `state` (composing, recording, paused) in the chat with `to`.
+    pub async fn chat_state(
+        &self,
+        to: &ChatAddress,
+        state: crate::model::PresenceState,
+    ) -> Result<(), String> {
+        use whatsapp_rust::features::ChatStateType;
+        let state = match state {
+            crate::model::PresenceState::Composing => ChatStateType::Composing,
+            crate::model::PresenceState::Recording => ChatStateType::Recording,
+            crate::model::PresenceState::Paused => ChatStateType::Paused,
+            other => return Err(format!("`{}` is not a chat state", other.as_str())),
+        };
+        self.client
+            .chatstate()
+            .send(&jid_of(to)?, state)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Subscribes to `to`'s presence.
+    pub async fn subscribe_presence(&self, to: &ChatAddress) -> Result<(), String> {
+        self.client
+            .presence()
+            .subscribe(jid_of(to)?)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Sends read receipts for messages of `chat` (in a group, all from `sender`).
+    pub async fn mark_read(
+        &self,
+        chat: &ChatAddress,
+        sender: Option<&str>,
+        ids: &[&str],
+    ) -> Result<(), String> {
+        let sender = sender
+            .map(|s| s.parse::<Jid>().map_err(|e| format!("sender {s}: {e:?}")))
+            .transpose()?;
+        self.client
+            .mark_as_read(&jid_of(chat)?, sender.as_ref(), ids)
+            .await
             .map_err(|e| e.to_string())
     }
 

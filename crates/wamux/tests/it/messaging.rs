@@ -447,3 +447,180 @@ async fn messages_older_than_whatsapp_allows_are_not_edited_or_revoked() {
         );
     }
 }
+
+/// The simulator's view of `phone`'s presence.
+async fn presence_of(app: &TestApp, phone: &str) -> Value {
+    let sim = app.sim.as_ref().unwrap();
+    let r = sim
+        .admin
+        .get(sim.url(&format!("/phones/{phone}/presence")))
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::into_json(r).await.1
+}
+
+#[tokio::test]
+async fn read_receipts_presence_and_typing_go_both_ways() {
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    const GUS: &str = "15550004007";
+    const HAL: &str = "15550004008";
+    sim.phone(GUS, "Gus").await;
+    sim.phone(HAL, "Hal").await;
+    let mut hook = Receiver::start().await;
+    pair(&app, "pr1", GUS).await;
+    let (s, b) = app
+        .post_json(
+            "/api/pr1/webhook",
+            json!({"url": hook.url, "events": ["presence"]}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    let hal_jid = format!("{HAL}@s.whatsapp.net");
+
+    // Hal writes twice; we read his chat.
+    let mut theirs = Vec::new();
+    for text in ["one", "two"] {
+        theirs.push(
+            sim.send(HAL, GUS, text).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    wait_for(LONG, "both in the history", || async {
+        let mut all = true;
+        for id in &theirs {
+            all &= message(&app, "pr1", id).await.is_some();
+        }
+        all.then_some(())
+    })
+    .await;
+    for (body, field) in [
+        (json!({"chat": "12"}), "chat"),
+        (json!({"chat": HAL, "messageIds": []}), "messageIds"),
+        (
+            json!({"chat": HAL, "messageIds": vec!["x"; 1001]}),
+            "messageIds",
+        ),
+    ] {
+        let got = app.post_json("/api/messages/pr1/read", body).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+        assert!(
+            got.1["error"]["message"].as_str().unwrap().contains(field),
+            "{}",
+            got.1
+        );
+    }
+    let (s, read) = app
+        .post_json("/api/messages/pr1/read", json!({"chat": HAL}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{read}");
+    let mut got: Vec<String> = serde_json::from_value(read["read"].clone()).unwrap();
+    got.sort();
+    let mut want = theirs.clone();
+    want.sort();
+    assert_eq!(got, want, "{read}");
+    wait_for(LONG, "Hal's phone to show both read", || async {
+        let m = sim.messages(HAL).await;
+        theirs
+            .iter()
+            .all(|id| {
+                m.iter()
+                    .any(|m| m["id"] == id.as_str() && m["status"] == "read")
+            })
+            .then_some(())
+    })
+    .await;
+    for id in &theirs {
+        assert_eq!(message(&app, "pr1", id).await.unwrap()["status"], "read");
+    }
+    // Nothing is left to read.
+    let (s, again) = app
+        .post_json("/api/messages/pr1/read", json!({"chat": HAL}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert_eq!(again["read"], json!([]), "{again}");
+
+    // Our presence and typing, as WhatsApp sees them.
+    for (body, code) in [
+        (json!({"state": "dancing"}), "invalid_field"),
+        (json!({"state": "composing"}), "invalid_field"),
+        (json!({"state": "available", "chat": HAL}), "invalid_field"),
+        (json!({"state": "available", "extra": 1}), "invalid_body"),
+    ] {
+        let got = app.post_json("/api/sessions/pr1/presence", body).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, code);
+    }
+    let (s, b) = app
+        .post_json("/api/sessions/pr1/presence", json!({"state": "available"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    wait_for(LONG, "WhatsApp to show us online", || async {
+        (presence_of(&app, GUS).await["available"] == true).then_some(())
+    })
+    .await;
+    let (s, b) = app
+        .post_json(
+            "/api/sessions/pr1/presence",
+            json!({"state": "unavailable"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let p = wait_for(LONG, "WhatsApp to show us offline", || async {
+        let p = presence_of(&app, GUS).await;
+        (p["available"] == false).then_some(p)
+    })
+    .await;
+    assert!(p["lastSeen"].as_u64().unwrap() > 0, "{p}");
+    for state in ["composing", "recording", "paused"] {
+        let (s, b) = app
+            .post_json(
+                "/api/sessions/pr1/presence",
+                json!({"state": state, "chat": HAL}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["chatId"], hal_jid.as_str(), "{b}");
+        wait_for(LONG, "Hal's phone to show it", || async {
+            (presence_of(&app, HAL).await["chatStates"][GUS] == state).then_some(())
+        })
+        .await;
+    }
+
+    // Hal's presence and typing reach us once we subscribe.
+    let (s, b) = app
+        .post_json("/api/sessions/pr1/presence/subscribe", json!({"chat": HAL}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let ev = next_event(&mut hook, "presence").await;
+    assert_eq!(ev["data"]["from"], hal_jid.as_str(), "{ev}");
+    assert_eq!(ev["data"]["state"], "unavailable", "{ev}");
+    let phone_presence = |body: Value| async move {
+        let r = sim
+            .admin
+            .post(sim.url(&format!("/phones/{HAL}/presence")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    };
+    phone_presence(json!({"state": "available"})).await;
+    let ev = next_event(&mut hook, "presence").await;
+    assert_eq!(ev["data"]["state"], "available", "{ev}");
+    phone_presence(json!({"state": "composing", "to": GUS})).await;
+    let ev = next_event(&mut hook, "presence").await;
+    assert_eq!(ev["data"]["state"], "composing", "{ev}");
+    assert_eq!(ev["data"]["from"], hal_jid.as_str(), "{ev}");
+    phone_presence(json!({"state": "recording", "to": GUS})).await;
+    assert_eq!(
+        next_event(&mut hook, "presence").await["data"]["state"],
+        "recording"
+    );
+    phone_presence(json!({"state": "unavailable"})).await;
+    let ev = next_event(&mut hook, "presence").await;
+    assert_eq!(ev["data"]["state"], "unavailable", "{ev}");
+    assert!(ev["data"]["lastSeen"].as_i64().unwrap() > 0, "{ev}");
+}

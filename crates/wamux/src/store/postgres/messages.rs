@@ -77,6 +77,51 @@ pub async fn set_media(
     .await?)
 }
 
+/// Received messages of a chat not read yet (`ids`: only these), newest first, with the
+/// group participant that sent each.
+pub async fn unread(
+    db: &Db,
+    session_id: &str,
+    chat_id: &str,
+    ids: Option<&[String]>,
+    limit: i64,
+) -> Result<Vec<(String, Option<String>)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, body::jsonb ->> 'participant' FROM messages
+         WHERE session_id = $1 AND chat_id = $2 AND NOT from_me AND status = 'delivered'
+           AND type NOT IN ('reaction', 'edited', 'revoked')
+           AND ($3::text[] IS NULL OR id = ANY($3))
+         ORDER BY timestamp DESC LIMIT $4",
+    )
+    .bind(session_id)
+    .bind(chat_id)
+    .bind(ids)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+/// Marks received messages of a chat read.
+pub async fn set_read(
+    conn: &mut PgConnection,
+    session_id: &str,
+    chat_id: &str,
+    ids: &[String],
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE messages SET status = 'read',
+                body = jsonb_set(body::jsonb, '{status}', '\"read\"')::text
+         WHERE session_id = $1 AND chat_id = $2 AND NOT from_me AND status = 'delivered'
+           AND id = ANY($3)",
+    )
+    .bind(session_id)
+    .bind(chat_id)
+    .bind(ids)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// The sender key and body of message `id` of a chat (the newest, should two senders of
 /// the chat have used one id).
 pub async fn in_chat(

@@ -133,6 +133,51 @@ pub async fn set_body(
     Ok(())
 }
 
+/// Received messages of a chat not read yet (`ids`: only these), newest first, with the
+/// group participant that sent each.
+pub async fn unread(
+    db: &Db,
+    session_id: &str,
+    chat_id: &str,
+    ids: Option<&[String]>,
+    limit: i64,
+) -> Result<Vec<(String, Option<String>)>> {
+    let ids = ids.map(serde_json::to_string).transpose()?;
+    Ok(sqlx::query_as(
+        "SELECT id, json_extract(body, '$.participant') FROM messages
+         WHERE session_id = ?1 AND chat_id = ?2 AND from_me = 0 AND status = 'delivered'
+           AND type NOT IN ('reaction', 'edited', 'revoked')
+           AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3)))
+         ORDER BY timestamp DESC LIMIT ?4",
+    )
+    .bind(session_id)
+    .bind(chat_id)
+    .bind(ids)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+/// Marks received messages of a chat read.
+pub async fn set_read(
+    conn: &mut SqliteConnection,
+    session_id: &str,
+    chat_id: &str,
+    ids: &[String],
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE messages SET status = 'read', body = json_set(body, '$.status', 'read')
+         WHERE session_id = ?1 AND chat_id = ?2 AND from_me = 0 AND status = 'delivered'
+           AND id IN (SELECT value FROM json_each(?3))",
+    )
+    .bind(session_id)
+    .bind(chat_id)
+    .bind(serde_json::to_string(ids)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Returns the chat and the new body when the status moved.
 pub async fn set_status(
     conn: &mut SqliteConnection,

@@ -1,0 +1,133 @@
+//! Presence: showing the account online or typing, and hearing contacts' presence.
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::extract::{ApiJson, SessionPath, needs};
+use super::{ApiError, Result};
+use crate::AppState;
+use crate::model::{ChatAddress, PresenceState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sessions/{session_id}/presence", post(set))
+        .route("/sessions/{session_id}/presence/subscribe", post(subscribe))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceBody {
+    /// `available` or `unavailable` (the account), or `composing`, `recording`, `paused`
+    /// (shown in `chat`).
+    #[schema(example = "composing")]
+    state: String,
+    /// The chat a chat state is shown in (any `to` form); only with those states.
+    #[schema(example = "15551234567")]
+    chat: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceSet {
+    session_id: String,
+    state: PresenceState,
+    chat_id: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/sessions/{sessionId}/presence", tag = "sessions", operation_id = "setPresence", summary = "Show the account online, offline or typing",
+    params(("sessionId" = String, Path, description = "the session id")),
+    request_body = PresenceBody,
+    responses((status = 200, description = "WhatsApp has it", body = PresenceSet),
+        (status = 400, description = "`invalid_field` (`state`, or `chat` missing for a chat state or given for the account's), `invalid_body`, `invalid_json`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn set(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    ApiJson(body): ApiJson<PresenceBody>,
+) -> Result<Json<PresenceSet>> {
+    let presence = PresenceState::parse(&body.state).ok_or_else(|| {
+        ApiError::invalid_field(
+            "state",
+            format!(
+                "`{}` is not one of available, unavailable, composing, recording, paused",
+                body.state
+            ),
+        )
+    })?;
+    let chat = match (presence.in_chat(), body.chat) {
+        (true, None) => {
+            return Err(ApiError::invalid_field(
+                "chat",
+                format!(
+                    "a `{}` state is shown in a chat: give `chat`",
+                    presence.as_str()
+                ),
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "chat",
+                "`available` and `unavailable` are the account's, not a chat's: leave `chat` out",
+            ));
+        }
+        (_, Some(c)) => {
+            Some(ChatAddress::parse(&c).map_err(|e| ApiError::invalid_field("chat", e))?)
+        }
+        (false, None) => None,
+    };
+    state
+        .sessions
+        .presence(&id, presence, chat.as_ref())
+        .await?;
+    Ok(Json(PresenceSet {
+        session_id: id.to_string(),
+        state: presence,
+        chat_id: chat.map(|c| c.as_str().to_owned()),
+    }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeBody {
+    /// Whose presence to hear (any `to` form).
+    #[schema(example = "15551234567")]
+    chat: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscribed {
+    session_id: String,
+    chat_id: String,
+}
+
+#[utoipa::path(post, path = "/api/sessions/{sessionId}/presence/subscribe", tag = "sessions", operation_id = "subscribePresence", summary = "Hear a contact's presence",
+    params(("sessionId" = String, Path, description = "the session id")),
+    request_body = SubscribeBody,
+    responses((status = 200, description = "Subscribed: `presence` events follow (at once, then on every change) while the session stays connected; subscribe again after a reconnect", body = Subscribed),
+        (status = 400, description = "`invalid_field`, `invalid_body`, `invalid_json`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn subscribe(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    ApiJson(body): ApiJson<SubscribeBody>,
+) -> Result<Json<Subscribed>> {
+    let chat = ChatAddress::parse(&body.chat).map_err(|e| ApiError::invalid_field("chat", e))?;
+    if chat.as_str().ends_with("@g.us") {
+        return Err(ApiError::invalid_field(
+            "chat",
+            "a group has no presence; subscribe to its members",
+        ));
+    }
+    state.sessions.subscribe_presence(&id, &chat).await?;
+    Ok(Json(Subscribed {
+        session_id: id.to_string(),
+        chat_id: chat.as_str().to_owned(),
+    }))
+}
