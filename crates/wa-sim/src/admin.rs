@@ -412,6 +412,28 @@ struct Send {
     /// Deletes a message the phone sent to `to` for everyone: `{"messageId"}`.
     #[serde(default)]
     revoke: Option<Amend>,
+    /// A poll: `{"question", "options", "multiple"?}`.
+    #[serde(default)]
+    poll: Option<SendPoll>,
+    /// A vote in a poll of the chat with `to`: `{"messageId", "options"}` (none: take it back).
+    #[serde(default)]
+    vote: Option<SendVote>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SendPoll {
+    question: String,
+    options: Vec<String>,
+    #[serde(default)]
+    multiple: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SendVote {
+    message_id: String,
+    options: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -458,6 +480,71 @@ async fn send_message(
         }
     };
     let out = match (req.text, req.media) {
+        (None, None) if req.poll.is_some() => {
+            let p = req.poll.expect("checked");
+            let distinct: std::collections::BTreeSet<&String> = p.options.iter().collect();
+            if p.question.is_empty()
+                || !(2..=12).contains(&p.options.len())
+                || distinct.len() != p.options.len()
+            {
+                return Err(ApiError::bad_request(
+                    "invalid_poll",
+                    "a poll has a question and 2 to 12 distinct options",
+                ));
+            }
+            let selectable = if p.multiple {
+                p.options.len() as u32
+            } else {
+                1
+            };
+            Outgoing::Poll {
+                question: p.question,
+                options: p.options,
+                selectable,
+            }
+        }
+        (None, None) if req.vote.is_some() => {
+            let v = req.vote.expect("checked");
+            let core = hub.core.lock().await;
+            let acc = core
+                .account(&phone)
+                .ok_or_else(|| ApiError::phone_not_found(&phone))?;
+            let poll = acc
+                .secrets
+                .messages
+                .get(&v.message_id)
+                .filter(|m| m.from.split(':').next() == Some(to.as_str()) || m.to == to)
+                .and_then(|m| m.poll.clone())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "poll_not_found",
+                        format!(
+                            "phone {phone} has no poll {} in its chat with {to}",
+                            v.message_id
+                        ),
+                    )
+                })?;
+            drop(core);
+            if v.options.iter().any(|o| !poll.options.contains(o))
+                || v.options.len() > poll.selectable as usize
+            {
+                return Err(ApiError::bad_request(
+                    "invalid_vote",
+                    format!(
+                        "pick at most {} of the poll's options {:?}",
+                        poll.selectable, poll.options
+                    ),
+                ));
+            }
+            Outgoing::Vote {
+                chat: to.clone(),
+                poll_id: v.message_id,
+                poll,
+                voter: phone.clone(),
+                options: v.options,
+            }
+        }
         (None, None) if req.edit.is_some() => {
             let e = req.edit.expect("checked");
             own(&*hub.core.lock().await, &e.message_id)?;
@@ -560,7 +647,7 @@ async fn send_message(
         _ => {
             return Err(ApiError::bad_request(
                 "missing_content",
-                "give `text`, `media` (with an optional `caption`), `location`, `contacts`, `reaction`, `edit` or `revoke`",
+                "give `text`, `media` (with an optional `caption`), `location`, `contacts`, `reaction`, `edit`, `revoke`, `poll` or `vote`",
             ));
         }
     };

@@ -582,6 +582,8 @@ mod tests {
             reactions: Default::default(),
             edited: false,
             revoked: false,
+            poll: None,
+            vote: None,
         }
     }
 

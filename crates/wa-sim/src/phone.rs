@@ -24,7 +24,7 @@ use crate::journal::Change;
 use crate::signal::{self, SignalError};
 use crate::state::{
     Account, B64, DeviceRecord, MediaMeta, MediaSummary, OUTBOX_KEPT, PhoneContact, PhoneLocation,
-    PhoneMessage, PhoneReaction, QueuedStanza, SentCopy, now_secs,
+    PhoneMessage, PhonePoll, PhoneReaction, PhoneVote, QueuedStanza, SentCopy, now_secs,
 };
 
 /// Why a phone action failed.
@@ -464,6 +464,22 @@ pub enum Outgoing {
         chat: String,
         message_id: String,
     },
+    /// A poll; `selectable` options may be picked (1: a single choice).
+    Poll {
+        question: String,
+        options: Vec<String>,
+        selectable: u32,
+    },
+    /// A vote in poll `poll_id` of the chat with `chat` (no options: the vote taken back),
+    /// encrypted as WhatsApp encrypts votes, with a key drawn from the poll's secret, its
+    /// id, its creator and the voter.
+    Vote {
+        chat: String,
+        poll_id: String,
+        poll: PhonePoll,
+        voter: String,
+        options: Vec<String>,
+    },
 }
 
 /// Media kinds a phone can send.
@@ -561,6 +577,81 @@ fn build_message(core: &mut Core, media_host: &str, out: Outgoing) -> Result<Bui
         })
     };
     match out {
+        Outgoing::Poll {
+            question,
+            options,
+            selectable,
+        } => {
+            let secret: [u8; 32] = rand::random();
+            let poll = wa::message::PollCreationMessage {
+                name: Some(question),
+                options: options
+                    .into_iter()
+                    .map(|o| wa::message::poll_creation_message::Option {
+                        option_name: Some(o),
+                        option_hash: None,
+                    })
+                    .collect(),
+                selectable_options_count: Some(selectable),
+                ..Default::default()
+            };
+            // As the app sends them: v3 for a single choice, the first form otherwise.
+            let mut msg = wa::Message {
+                message_context_info: MessageField::some(wa::MessageContextInfo {
+                    message_secret: Some(secret.to_vec()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            if selectable == 1 {
+                msg.poll_creation_message_v3 = MessageField::some(poll);
+            } else {
+                msg.poll_creation_message = MessageField::some(poll);
+            }
+            Ok((msg, "poll", None, None))
+        }
+        Outgoing::Vote {
+            chat,
+            poll_id,
+            poll,
+            voter,
+            options,
+        } => {
+            let hashes: Vec<Vec<u8>> = options
+                .iter()
+                .map(|o| wacore::poll::compute_option_hash(o).to_vec())
+                .collect();
+            let (payload, iv) = wacore::poll::encrypt_poll_vote_with_secret(
+                &hashes,
+                &poll.secret.0,
+                &poll_id,
+                &Jid::pn(poll.creator.clone()).to_string(),
+                &Jid::pn(voter.clone()).to_string(),
+            )
+            .map_err(|e| PhoneError::BadMedia(format!("cannot encrypt the vote: {e}")))?;
+            Ok((
+                wa::Message {
+                    poll_update_message: MessageField::some(wa::message::PollUpdateMessage {
+                        poll_creation_message_key: MessageField::some(wa::MessageKey {
+                            remote_jid: Some(Jid::pn(chat).to_string()),
+                            from_me: Some(poll.creator == voter),
+                            id: Some(poll_id),
+                            participant: None,
+                        }),
+                        vote: MessageField::some(wa::message::PollEncValue {
+                            enc_payload: Some(payload),
+                            enc_iv: Some(iv.to_vec()),
+                        }),
+                        sender_timestamp_ms: Some(now_secs() as i64 * 1000),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                "poll",
+                None,
+                None,
+            ))
+        }
         Outgoing::Edit {
             chat,
             message_id,
@@ -789,7 +880,9 @@ pub async fn send(
     let (message, stanza_type, media, text_or_caption) = build_message(core, media_host, out)?;
     let (location, contacts) = shared_of(&message);
     let reaction = reaction_of(&message);
+    let poll = poll_of(&message, from);
     let id = format!("3EB0{}", &new_id()[..16]);
+    let vote = vote_of(core, from, from, &message);
     let is_media = media.is_some();
     let record = PhoneMessage {
         id: id.clone(),
@@ -812,6 +905,8 @@ pub async fn send(
         reactions: Default::default(),
         edited: false,
         revoked: false,
+        poll,
+        vote,
     };
     if core.account_untracked(from).is_some() {
         let copy = SentCopy {
@@ -827,6 +922,7 @@ pub async fn send(
             acc.secrets.messages.upsert(record.clone());
         }
         react(core, from, &record);
+        tally(core, from, &record);
         let acc = core.account_untracked(from).expect("still there");
         acc.secrets.outbox.push_back(copy.clone());
         if acc.secrets.outbox.len() > OUTBOX_KEPT {
@@ -1158,6 +1254,8 @@ pub async fn receive(core: &mut Core, phone: &str, sender: (&str, u16), stanza: 
     let (text, caption, media) = content_of(core, &message);
     let (location, contacts) = shared_of(&message);
     let reaction = reaction_of(&message);
+    let poll = poll_of(&message, sender.0);
+    let vote = vote_of(core, phone, sender.0, &message);
     let record = PhoneMessage {
         id: id.clone(),
         from: sender.0.to_string(),
@@ -1179,12 +1277,15 @@ pub async fn receive(core: &mut Core, phone: &str, sender: (&str, u16), stanza: 
         reactions: Default::default(),
         edited: false,
         revoked: false,
+        poll,
+        vote,
     };
     if let Some(acc) = core.account_untracked(phone)
         && !acc.secrets.messages.contains(&record.id)
     {
         acc.secrets.messages.upsert(record.clone());
         react(core, phone, &record);
+        tally(core, phone, &record);
         core.changes.push(Change::Message {
             phone: phone.to_string(),
             message: Box::new(record),
@@ -1197,6 +1298,8 @@ fn has_content(m: &wa::Message) -> bool {
     m.conversation.is_some()
         || m.extended_text_message.is_set()
         || m.reaction_message.is_set()
+        || m.poll_update_message.is_set()
+        || poll_creation(m).is_some()
         || media_type_attr(m).is_some()
 }
 
@@ -1261,6 +1364,103 @@ fn edit_attr(message: &wa::Message) -> Option<&'static str> {
         Some(Protocol::Revoke) => Some("7"),
         _ => None,
     }
+}
+
+/// The poll a message creates, in any of its forms.
+fn poll_creation(m: &wa::Message) -> Option<&wa::message::PollCreationMessage> {
+    m.poll_creation_message
+        .as_option()
+        .or(m.poll_creation_message_v2.as_option())
+        .or(m.poll_creation_message_v3.as_option())
+}
+
+/// A poll created by `creator`, with its secret.
+fn poll_of(m: &wa::Message, creator: &str) -> Option<PhonePoll> {
+    let p = poll_creation(m)?;
+    let secret = m.message_context_info.as_option()?.message_secret.clone()?;
+    Some(PhonePoll {
+        question: p.name.clone().unwrap_or_default(),
+        options: p
+            .options
+            .iter()
+            .filter_map(|o| o.option_name.clone())
+            .collect(),
+        selectable: p.selectable_options_count.unwrap_or(1),
+        secret: B64(secret),
+        creator: creator.split(':').next().unwrap_or(creator).to_string(),
+        votes: Default::default(),
+    })
+}
+
+/// A vote by `voter` that `phone` can open: the poll is in its history, and the vote
+/// decrypts with that poll's secret.
+fn vote_of(core: &Core, phone: &str, voter: &str, m: &wa::Message) -> Option<PhoneVote> {
+    let u = m.poll_update_message.as_option()?;
+    let poll_id = u.poll_creation_message_key.as_option()?.id.clone()?;
+    let enc = u.vote.as_option()?;
+    let poll = core
+        .account(phone)?
+        .secrets
+        .messages
+        .get(&poll_id)?
+        .poll
+        .clone()?;
+    let voter = voter.split(':').next().unwrap_or(voter);
+    let hashes = wacore::poll::decrypt_poll_vote_with_secret(
+        wacore::poll::PollVoteCiphertext {
+            enc_payload: enc.enc_payload.as_deref()?,
+            enc_iv: enc.enc_iv.as_deref()?,
+        },
+        &poll.secret.0,
+        &poll_id,
+        &Jid::pn(poll.creator.clone()).to_string(),
+        &Jid::pn(voter.to_string()).to_string(),
+    )
+    .map_err(|e| tracing::warn!("phone {phone}: cannot open a vote by {voter} in {poll_id}: {e}"))
+    .ok()?;
+    let options = poll
+        .options
+        .iter()
+        .filter(|o| {
+            let h = wacore::poll::compute_option_hash(o);
+            hashes.iter().any(|x| x.as_slice() == h)
+        })
+        .cloned()
+        .collect();
+    Some(PhoneVote {
+        message_id: poll_id,
+        options,
+    })
+}
+
+/// Counts `record`'s vote (if it is one) in its poll: each voter's latest vote counts.
+fn tally(core: &mut Core, phone: &str, record: &PhoneMessage) {
+    let Some(v) = &record.vote else { return };
+    let Some(acc) = core.account_untracked(phone) else {
+        return;
+    };
+    let Some(target) = acc.secrets.messages.get_mut(&v.message_id) else {
+        return;
+    };
+    let Some(poll) = target.poll.as_mut() else {
+        return;
+    };
+    let voter = record
+        .from
+        .split(':')
+        .next()
+        .unwrap_or(&record.from)
+        .to_string();
+    if v.options.is_empty() {
+        poll.votes.remove(&voter);
+    } else {
+        poll.votes.insert(voter, v.options.clone());
+    }
+    let target = target.clone();
+    core.changes.push(Change::Message {
+        phone: phone.to_string(),
+        message: Box::new(target),
+    });
 }
 
 /// A reaction's target and emoji.

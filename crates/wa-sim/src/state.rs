@@ -212,6 +212,37 @@ pub struct PhoneMessage {
     /// Its sender deleted it for everyone: the content is gone.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub revoked: bool,
+    /// A poll, with the votes the phone has seen.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub poll: Option<PhonePoll>,
+    /// A vote in a poll, decrypted.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub vote: Option<PhoneVote>,
+}
+
+/// A poll as the phone shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PhonePoll {
+    pub question: String,
+    pub options: Vec<String>,
+    /// How many options one voter may pick (1: a single choice).
+    pub selectable: u32,
+    /// The poll's message secret: votes are encrypted with keys drawn from it.
+    pub secret: B64,
+    /// The phone number that created it.
+    pub creator: String,
+    /// The latest vote of each voter (by phone number); an empty vote is none.
+    #[serde(default)]
+    pub votes: BTreeMap<String, Vec<String>>,
+}
+
+/// A vote, decrypted: the poll it is for and the options picked (none: taken back).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PhoneVote {
+    pub message_id: String,
+    pub options: Vec<String>,
 }
 
 /// A reaction, as the phone sent or received it.

@@ -34,10 +34,11 @@ pub enum EventKind {
     PasskeyFailed,
     Call,
     Presence,
+    PollVote,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::MessageReceived,
         EventKind::MessageFromMe,
         EventKind::MessageSent,
@@ -54,6 +55,7 @@ impl EventKind {
         EventKind::PasskeyFailed,
         EventKind::Call,
         EventKind::Presence,
+        EventKind::PollVote,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +76,7 @@ impl EventKind {
             EventKind::PasskeyFailed => "passkey-failed",
             EventKind::Call => "call",
             EventKind::Presence => "presence",
+            EventKind::PollVote => "poll-vote",
         }
     }
 }

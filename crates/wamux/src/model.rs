@@ -277,6 +277,121 @@ pub struct Message {
     /// The sender deleted it for everyone: its content is gone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revoked: bool,
+    /// For `type: "poll"`: the question, the options and the votes so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll: Option<Poll>,
+    /// For `type: "poll_vote"`: the poll and the options picked, decrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vote: Option<PollVote>,
+}
+
+/// A poll, with each voter's latest vote and the count per option.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Poll {
+    pub question: String,
+    pub options: Vec<String>,
+    /// Whether a voter may pick more than one option.
+    pub multiple: bool,
+    /// The latest vote of each voter, oldest first (a vote taken back is gone).
+    #[serde(default)]
+    pub votes: Vec<PollBallot>,
+    /// Votes per option, in the order of `options`.
+    #[serde(default)]
+    pub tally: Vec<OptionCount>,
+}
+
+/// One voter's choice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PollBallot {
+    /// Who voted (as `from` of their messages).
+    pub voter: String,
+    pub options: Vec<String>,
+    /// Unix seconds.
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OptionCount {
+    pub option: String,
+    pub votes: u32,
+}
+
+/// A vote message: the poll it is for and what was picked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PollVote {
+    pub poll_id: String,
+    /// The options picked (empty: the vote taken back); absent when the vote could not be
+    /// opened (the poll is not in the history, or its key does not fit).
+    pub options: Option<Vec<String>>,
+    /// The poll's count after this vote (in `poll-vote` events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tally: Option<Vec<OptionCount>>,
+}
+
+impl Poll {
+    /// A new poll, checked as WhatsApp checks one: a question, 2 to 12 distinct options.
+    pub fn new(question: &str, options: Vec<String>, multiple: bool) -> Result<Self, String> {
+        if question.trim().is_empty() || question.chars().count() > 255 {
+            return Err("question: must be 1 to 255 characters".into());
+        }
+        if !(2..=12).contains(&options.len()) {
+            return Err(format!(
+                "options: a poll has 2 to 12 options, not {}",
+                options.len()
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for o in &options {
+            if o.trim().is_empty() || o.chars().count() > 100 {
+                return Err("options: each must be 1 to 100 characters".into());
+            }
+            if !seen.insert(o.as_str()) {
+                return Err(format!("options: `{o}` is there twice"));
+            }
+        }
+        let mut p = Poll {
+            question: question.to_owned(),
+            options,
+            multiple,
+            votes: Vec::new(),
+            tally: Vec::new(),
+        };
+        p.count();
+        Ok(p)
+    }
+
+    /// Takes `voter`'s latest vote (no options: taken back) and counts again.
+    pub fn apply_vote(&mut self, voter: &str, options: &[String], at: i64) {
+        self.votes.retain(|b| b.voter != voter);
+        let picked: Vec<String> = options
+            .iter()
+            .filter(|o| self.options.contains(o))
+            .cloned()
+            .collect();
+        if !picked.is_empty() {
+            self.votes.push(PollBallot {
+                voter: voter.to_owned(),
+                options: picked,
+                timestamp: at,
+            });
+        }
+        self.count();
+    }
+
+    fn count(&mut self) {
+        self.tally = self
+            .options
+            .iter()
+            .map(|o| OptionCount {
+                option: o.clone(),
+                votes: self.votes.iter().filter(|b| b.options.contains(o)).count() as u32,
+            })
+            .collect();
+    }
 }
 
 /// What a presence update says: the account online or not, or a chat state in one chat.
@@ -521,9 +636,22 @@ pub enum Content {
     Revoke {
         target: Box<Message>,
     },
+    /// A poll, with the secret its votes will be encrypted with.
+    Poll {
+        poll: Poll,
+        secret: [u8; 32],
+    },
 }
 
 impl Content {
+    /// A poll with a fresh secret.
+    pub fn poll(poll: Poll) -> Content {
+        Content::Poll {
+            poll,
+            secret: rand::random(),
+        }
+    }
+
     /// The message `type` it is stored under.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -533,6 +661,7 @@ impl Content {
             Content::Reaction { .. } => "reaction",
             Content::Edit { .. } => "edited",
             Content::Revoke { .. } => "revoked",
+            Content::Poll { .. } => "poll",
         }
     }
 
@@ -555,6 +684,7 @@ impl Content {
                 msg.target_id = Some(target.id.clone());
             }
             Content::Revoke { target } => msg.target_id = Some(target.id.clone()),
+            Content::Poll { poll, .. } => msg.poll = Some(poll.clone()),
         }
     }
 
@@ -564,7 +694,10 @@ impl Content {
             Content::Reaction { target, .. }
             | Content::Edit { target, .. }
             | Content::Revoke { target } => Some(target),
-            Content::Text(_) | Content::Location(_) | Content::Contacts(_) => None,
+            Content::Text(_)
+            | Content::Location(_)
+            | Content::Contacts(_)
+            | Content::Poll { .. } => None,
         }
     }
 

@@ -11,7 +11,9 @@ use super::extract::{ApiJson, ApiQuery, SessionPath, needs};
 use super::{ApiError, Caller, Result};
 use crate::AppState;
 use crate::access::Scope;
-use crate::model::{ChatAddress, ContactCard, Content, Location, SessionId, is_reaction_emoji};
+use crate::model::{
+    ChatAddress, ContactCard, Content, Location, Poll, SessionId, is_reaction_emoji,
+};
 use crate::store::messages::{Cursor, Direction, Filter};
 
 pub fn router(state: &AppState) -> Router<AppState> {
@@ -30,6 +32,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/send-location", post(send_location).layer(idempotent()))
         .route("/send-contact", post(send_contact).layer(idempotent()))
         .route("/send-reaction", post(send_reaction).layer(idempotent()))
+        .route("/send-poll", post(send_poll).layer(idempotent()))
         .route("/messages/{session_id}", get(history))
         .route("/sessions/{session_id}/outbox", get(outbox))
         .route("/messages/{session_id}/{message_id}/resend", post(resend))
@@ -179,6 +182,71 @@ async fn send_reaction(
         o.insert("messageId".into(), msg.id.clone().into());
     }
     Ok(Json(out))
+}
+
+#[utoipa::path(post, path = "/api/send-poll", tag = "messages", operation_id = "sendPoll", summary = "Send a poll",
+    params(("Idempotency-Key" = Option<String>, Header, description = "as for `/api/send-message`"),),
+    request_body = crate::api::openapi::schemas::SendPoll,
+    responses((status = 200, description = "Sent; the message as history will show it (`type: \"poll\"`); votes come as `poll-vote` events and show in its `poll`", body = crate::api::openapi::schemas::Sent),
+        (status = 400, description = "`missing_field`, `invalid_field` (the question, fewer than 2, more than 12 or duplicate options; `queue`/`sendAt`: a poll is sent at once), `invalid_phone`, `invalid_session_id`, `invalid_json`, `invalid_idempotency_key`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `quoted_message_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`, `idempotency_key_in_use`", body = crate::api::openapi::schemas::ErrorBody), (status = 413, description = "`payload_too_large`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`send_failed`: WhatsApp did not accept it", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn send_poll(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let mut target = Target::read(
+        &state,
+        &caller,
+        &body,
+        "\"question\":\"Lunch?\",\"options\":[\"12:00\",\"13:00\"]",
+    )?;
+    // The queue keeps no secrets: a poll goes at once, whatever the queue's default.
+    match SendPlan::read(&body, false)? {
+        SendPlan::Now => target.plan = SendPlan::Now,
+        SendPlan::Queue { .. } => {
+            return Err(ApiError::invalid_field(
+                if body.get("sendAt").is_some_and(|v| !v.is_null()) {
+                    "sendAt"
+                } else {
+                    "queue"
+                },
+                "a poll is sent at once; it cannot be queued or scheduled yet",
+            ));
+        }
+    }
+    let question =
+        string_field(&body, &["question", "name"])?.ok_or(ApiError::missing_field("question"))?;
+    let options = match body.get("options") {
+        None | Some(Value::Null) => return Err(ApiError::missing_field("options")),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|o| {
+                o.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| ApiError::invalid_field("options", "must be a list of strings"))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "options",
+                "must be a list of strings",
+            ));
+        }
+    };
+    let multiple = match body.get("multiple") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::invalid_field("multiple", "must be true or false")),
+    };
+    let poll = Poll::new(&question, options, multiple).map_err(|e| {
+        let (field, why) = e.split_once(": ").unwrap_or(("options", e.as_str()));
+        ApiError::invalid_field(field, why)
+    })?;
+    target.send(&state, Content::poll(poll)).await
 }
 
 /// The most cards one message shares.

@@ -68,6 +68,7 @@ const SCHEMES: [&str; 3] = ["apiKeyHeader", "apiKeyQuery", "bearer"];
         super::messages::send_location,
         super::messages::send_contact,
         super::messages::send_reaction,
+        super::messages::send_poll,
         super::messages::history,
         super::messages::outbox,
         super::messages::cancel_queued,
@@ -395,6 +396,25 @@ pub mod schemas {
         pub quoted_id: Option<String>,
         pub queue: Option<bool>,
         pub send_at: Option<i64>,
+    }
+
+    /// Also `number` and `quotedId` as for `/api/send-message` (a poll is not queued).
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct SendPoll {
+        #[schema(example = "s1")]
+        pub session_id: String,
+        #[schema(example = "15551234567")]
+        pub to: String,
+        /// 1 to 255 characters (also `name`).
+        #[schema(example = "Lunch?")]
+        pub question: String,
+        /// 2 to 12 distinct options, 1 to 100 characters each.
+        #[schema(example = json!(["12:00", "13:00"]))]
+        pub options: Vec<String>,
+        /// Whether a voter may pick several (default false).
+        pub multiple: Option<bool>,
+        pub quoted_id: Option<String>,
     }
 
     #[derive(Serialize, ToSchema)]

@@ -631,6 +631,9 @@ pub(super) async fn send(
         _ => EventKind::MessageFromMe,
     };
     let ev = store::messages::insert(&mut tx.conn(), &msg, &from, event).await?;
+    if let Content::Poll { secret, .. } = content {
+        store::messages::put_secret(&mut tx.conn(), &msg, secret).await?;
+    }
     tx.commit().await?;
     if let Some(ev) = ev {
         shared.bus.publish(ev);

@@ -136,6 +136,8 @@ impl Me {
             target_id: None,
             edited_at: None,
             revoked: false,
+            poll: None,
+            vote: None,
         }
     }
 }

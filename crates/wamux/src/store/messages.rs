@@ -2,7 +2,7 @@
 
 use super::{Conn, Result, Store, dispatch, events, now};
 use crate::event::{Event, EventKind};
-use crate::model::{Message, MessageStatus};
+use crate::model::{Message, MessageStatus, OptionCount};
 
 /// Inserts a message unless it is already stored (same session, chat, sender and id), and
 /// appends `event` for it. Returns the event only when the row is new, which is what makes
@@ -90,6 +90,21 @@ pub async fn insert_many(conn: &mut Conn<'_>, items: &[New]) -> Result<Vec<Optio
             .into_iter()
             .collect();
     drop(rows);
+    // A new reaction, edit, revoke or vote changes its target (history shows a message's
+    // latest state); a vote's event carries the poll's count after it.
+    let mut k = 0;
+    for (n, first) in items.iter().zip(&first) {
+        if !*first {
+            continue;
+        }
+        if inserted.contains(&key(n))
+            && let Some(tally) = apply(conn, n).await?
+            && let Some(vote) = data[k].get_mut("vote")
+        {
+            vote["tally"] = serde_json::to_value(tally)?;
+        }
+        k += 1;
+    }
     let news = items
         .iter()
         .zip(&first)
@@ -130,39 +145,46 @@ pub async fn insert_many(conn: &mut Conn<'_>, items: &[New]) -> Result<Vec<Optio
         }));
     }
     if !event_rows.is_empty() {
-        dispatch!(conn conn.reborrow(), messages::insert_events(&event_rows))?;
-    }
-    // A new reaction, edit or revoke changes its target: history shows a message's latest
-    // state.
-    for (n, first) in items.iter().zip(&first) {
-        if *first && inserted.contains(&key(n)) {
-            apply(conn, n).await?;
-        }
+        dispatch!(conn conn, messages::insert_events(&event_rows))?;
     }
     Ok(out)
 }
 
-/// Applies reaction, edit or revoke `n` to the message it is about, when that one is
-/// stored. Only a message's sender edits or revokes it; anyone in the chat reacts.
-async fn apply(conn: &mut Conn<'_>, n: &New) -> Result<()> {
+/// Applies reaction, edit, revoke or vote `n` to the message it is about, when that one is
+/// stored. Only a message's sender edits or revokes it; anyone in the chat reacts and
+/// votes. Returns a poll's count after a vote.
+async fn apply(conn: &mut Conn<'_>, n: &New) -> Result<Option<Vec<OptionCount>>> {
     let m = &n.msg;
-    let target_id = match (&m.reaction, &m.target_id) {
-        (Some(r), _) => &r.message_id,
-        (None, Some(t)) if m.kind == "edited" || m.kind == "revoked" => t,
-        _ => return Ok(()),
+    let target_id = match (&m.reaction, &m.target_id, &m.vote) {
+        (Some(r), _, _) => &r.message_id,
+        (None, Some(t), _) if m.kind == "edited" || m.kind == "revoked" => t,
+        (None, None, Some(v)) if v.options.is_some() => &v.poll_id,
+        _ => return Ok(None),
     };
     let found = dispatch!(
         conn conn.reborrow(),
         messages::in_chat(&m.session_id, &m.chat_id, target_id)
     )?;
     let Some((sender, body)) = found else {
-        return Ok(());
+        return Ok(None);
     };
     let mut target: Message = serde_json::from_str(&body)?;
     let by_its_sender = target.from_me == m.from_me
         && (m.from_me || sender == n.sender_key || target.from == m.from);
+    let mut tally = None;
     match (&m.reaction, m.kind.as_str()) {
         (Some(r), _) => target.apply_reaction(&m.from, &r.emoji, m.timestamp),
+        (None, "poll_vote") => {
+            let (Some(poll), Some(vote)) = (target.poll.as_mut(), &m.vote) else {
+                return Ok(None);
+            };
+            poll.apply_vote(
+                &m.from,
+                vote.options.as_deref().unwrap_or_default(),
+                m.timestamp,
+            );
+            tally = Some(poll.tally.clone());
+        }
         (None, "edited") if by_its_sender && !target.revoked => {
             target.apply_edit(m.text.as_deref().unwrap_or_default(), m.timestamp)
         }
@@ -173,14 +195,41 @@ async fn apply(conn: &mut Conn<'_>, n: &New) -> Result<()> {
                 "ignored a {} of message {target_id} by someone who did not send it",
                 m.kind
             );
-            return Ok(());
+            return Ok(None);
         }
     }
     let body = serde_json::to_string(&target)?;
     dispatch!(
         conn conn.reborrow(),
         messages::set_body((&m.session_id, &m.chat_id, &sender, &target.id), &body)
+    )?;
+    Ok(tally)
+}
+
+/// Keeps the secret `msg` carries (a poll's), in the transaction that stores `msg`.
+pub async fn put_secret(conn: &mut Conn<'_>, msg: &Message, secret: &[u8]) -> Result<()> {
+    dispatch!(
+        conn conn,
+        messages::put_secret((&msg.session_id, &msg.chat_id, &msg.id), secret)
     )
+}
+
+/// Poll `id` of a chat, with its secret, when both are stored.
+pub async fn poll(
+    store: &Store,
+    session_id: &str,
+    chat_id: &str,
+    id: &str,
+) -> Result<Option<(Message, Vec<u8>)>> {
+    let Some(body) = dispatch!(store, messages::find_in_chat(session_id, chat_id, id))? else {
+        return Ok(None);
+    };
+    let msg: Message = serde_json::from_str(&body)?;
+    if msg.poll.is_none() {
+        return Ok(None);
+    }
+    let secret = dispatch!(store, messages::secret(session_id, chat_id, id))?;
+    Ok(secret.map(|s| (msg, s)))
 }
 
 /// Stores a message without an event (one whose event waits for its media). Returns false
@@ -368,6 +417,8 @@ pub(crate) mod tests {
             target_id: None,
             edited_at: None,
             revoked: false,
+            poll: None,
+            vote: None,
         }
     }
 

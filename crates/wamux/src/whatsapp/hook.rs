@@ -17,6 +17,8 @@ use crate::store::{Batcher, Store};
 pub(super) struct Durability {
     pub session_id: String,
     pub committer: Committer,
+    /// Read for the polls that votes are for.
+    pub store: Store,
     pub bus: EventBus,
     /// Wakes the media worker when a download job was committed.
     pub media_wake: Option<Arc<tokio::sync::Notify>>,
@@ -30,22 +32,29 @@ impl InboundDurabilityHook for Durability {
         batch: &[InboundMessage],
     ) -> anyhow::Result<()> {
         let own = client.pn().map(|j| j.to_non_ad_string());
-        let items: Vec<_> = batch
-            .iter()
-            .filter_map(|m| {
-                let (msg, sender_key, kind) =
-                    super::map::inbound(&self.session_id, own.as_deref(), m)?;
-                let media = super::media::reference(m.message.get_base_message());
-                Some((
-                    New {
-                        msg,
-                        sender_key,
-                        kind,
-                    },
-                    media,
-                ))
-            })
-            .collect();
+        let mut items = Vec::with_capacity(batch.len());
+        for m in batch {
+            let Some((mut msg, sender_key, kind)) =
+                super::map::inbound(&self.session_id, own.as_deref(), m)
+            else {
+                continue;
+            };
+            if msg.vote.is_some() {
+                open_vote(&client, &self.store, &mut msg, m).await;
+            }
+            let media = super::media::reference(m.message.get_base_message());
+            // Most messages carry a secret; only a poll's is needed (to open its votes).
+            let secret = msg.poll.as_ref().and_then(|_| super::map::secret_of(m));
+            items.push(Item {
+                new: New {
+                    msg,
+                    sender_key,
+                    kind,
+                },
+                media,
+                secret,
+            });
+        }
         let (events, media_jobs) = self.committer.commit(items).await?;
         // Only committed events are announced.
         self.bus.publish_all(events);
@@ -56,8 +65,71 @@ impl InboundDurabilityHook for Durability {
     }
 }
 
-/// A message to commit, with its file when it has one.
-type Item = (New, Option<MediaRef>);
+/// Decrypts a vote with the secret of its poll and names the options picked; a vote whose
+/// poll is not stored (or whose key does not fit) stays unopened (`options` absent).
+async fn open_vote(
+    client: &Client,
+    store: &Store,
+    msg: &mut crate::model::Message,
+    m: &InboundMessage,
+) {
+    let Some((poll_id, enc)) = super::map::vote_of(m.message.get_base_message()) else {
+        return;
+    };
+    let poll = match crate::store::messages::poll(store, &msg.session_id, &msg.chat_id, &poll_id)
+        .await
+    {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            tracing::info!(session = %msg.session_id, "a vote for poll {poll_id}, which is not in the history");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(session = %msg.session_id, "cannot read poll {poll_id}: {e}");
+            return;
+        }
+    };
+    let (poll_msg, secret) = poll;
+    let Ok(creator) = poll_msg.from.parse::<whatsapp_rust::Jid>() else {
+        return;
+    };
+    let voter = m.info.source.sender.to_non_ad();
+    let ciphertext = whatsapp_rust::PollVoteCiphertext {
+        enc_payload: enc.enc_payload.as_deref().unwrap_or_default(),
+        enc_iv: enc.enc_iv.as_deref().unwrap_or_default(),
+    };
+    let hashes = match client
+        .polls()
+        .decrypt_vote(ciphertext, &secret, &poll_id, &creator, &voter)
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(session = %msg.session_id, "cannot open a vote in poll {poll_id}: {e}");
+            return;
+        }
+    };
+    let options = poll_msg
+        .poll
+        .map(|p| p.options)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|o| {
+            let h = wacore::poll::compute_option_hash(o);
+            hashes.iter().any(|x| x.as_slice() == h)
+        })
+        .collect();
+    if let Some(v) = msg.vote.as_mut() {
+        v.options = Some(options);
+    }
+}
+
+/// A message to commit, with its file and its secret when it has them.
+struct Item {
+    new: New,
+    media: Option<MediaRef>,
+    secret: Option<Vec<u8>>,
+}
 
 /// What a commit hands back: the events to announce, and whether a download job was queued.
 type Committed = (Vec<Event>, bool);
@@ -98,7 +170,10 @@ async fn write(
     let mut texts = Vec::new();
     let mut owners = Vec::new();
     for (call, items) in calls.into_iter().enumerate() {
-        for (new, media) in items {
+        for Item { new, media, secret } in items {
+            if let Some(secret) = &secret {
+                crate::store::messages::put_secret(&mut conn, &new.msg, secret).await?;
+            }
             match media {
                 Some(media) => {
                     results[call].1 |= crate::media::inbound::accept(

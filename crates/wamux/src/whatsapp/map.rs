@@ -9,7 +9,7 @@ use whatsapp_rust::{Client, Jid};
 use super::WaEvent;
 use crate::event::EventKind;
 use crate::model::{
-    ContactCard, Content, Location, Message, MessageStatus, PresenceState, Reaction,
+    ContactCard, Content, Location, Message, MessageStatus, Poll, PollVote, PresenceState, Reaction,
 };
 use crate::session::Me;
 
@@ -225,6 +225,12 @@ pub(super) fn inbound(
         target_id: edit_target_of(base),
         edited_at: None,
         revoked: false,
+        poll: poll_of(base),
+        vote: vote_of(base).map(|(poll_id, _)| PollVote {
+            poll_id,
+            options: None,
+            tally: None,
+        }),
     };
     // Stanza ids are unique per (chat, sender); the sender's device does not matter.
     let sender_key = src.sender.to_non_ad_string();
@@ -253,6 +259,9 @@ fn classify(m: &wa::Message, from_me: bool) -> (&'static str, EventKind) {
     if m.reaction_message.is_set() {
         return ("reaction", EventKind::MessageReaction);
     }
+    if m.poll_update_message.is_set() {
+        return ("poll_vote", EventKind::PollVote);
+    }
     if let Some(p) = m.protocol_message.as_option() {
         use wa::message::protocol_message::Type;
         return match p.r#type {
@@ -272,6 +281,8 @@ fn classify(m: &wa::Message, from_me: bool) -> (&'static str, EventKind) {
         "document"
     } else if m.sticker_message.is_set() {
         "sticker"
+    } else if poll_creation(m).is_some() {
+        "poll"
     } else if m.location_message.is_set() {
         "location"
     } else if m.contact_message.is_set() || m.contacts_array_message.is_set() {
@@ -353,6 +364,40 @@ pub(super) fn outgoing(content: &Content, ctx: Option<wa::ContextInfo>) -> wa::M
             }),
             ..Default::default()
         },
+        Content::Poll { poll, secret } => {
+            let creation = wa::message::PollCreationMessage {
+                name: Some(poll.question.clone()),
+                options: poll
+                    .options
+                    .iter()
+                    .map(|o| wa::message::poll_creation_message::Option {
+                        option_name: Some(o.clone()),
+                        option_hash: None,
+                    })
+                    .collect(),
+                selectable_options_count: Some(if poll.multiple {
+                    poll.options.len() as u32
+                } else {
+                    1
+                }),
+                context_info: field(),
+                ..Default::default()
+            };
+            let mut m = wa::Message {
+                message_context_info: MessageField::some(wa::MessageContextInfo {
+                    message_secret: Some(secret.to_vec()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            // As WhatsApp Web sends them: v3 for a single choice, the first form otherwise.
+            if poll.multiple {
+                m.poll_creation_message = MessageField::some(creation);
+            } else {
+                m.poll_creation_message_v3 = MessageField::some(creation);
+            }
+            m
+        }
         Content::Revoke { target } => wa::Message {
             protocol_message: MessageField::some(wa::message::ProtocolMessage {
                 key: MessageField::some(own_key(target, false)),
@@ -392,6 +437,53 @@ pub(super) fn outgoing(content: &Content, ctx: Option<wa::ContextInfo>) -> wa::M
             ..Default::default()
         },
     }
+}
+
+/// The poll a message creates, in any of its forms.
+fn poll_creation(m: &wa::Message) -> Option<&wa::message::PollCreationMessage> {
+    m.poll_creation_message
+        .as_option()
+        .or(m.poll_creation_message_v2.as_option())
+        .or(m.poll_creation_message_v3.as_option())
+}
+
+fn poll_of(m: &wa::Message) -> Option<Poll> {
+    let p = poll_creation(m)?;
+    let options: Vec<String> = p
+        .options
+        .iter()
+        .filter_map(|o| o.option_name.clone())
+        .collect();
+    let mut poll = Poll::new(
+        p.name.as_deref().unwrap_or_default(),
+        options.clone(),
+        false,
+    )
+    .unwrap_or(Poll {
+        question: p.name.clone().unwrap_or_default(),
+        options,
+        multiple: false,
+        votes: Vec::new(),
+        tally: Vec::new(),
+    });
+    poll.multiple = p.selectable_options_count.unwrap_or(1) != 1;
+    Some(poll)
+}
+
+/// The poll a vote is for, and the vote as sent (encrypted).
+pub(super) fn vote_of(m: &wa::Message) -> Option<(String, &wa::message::PollEncValue)> {
+    let u = m.poll_update_message.as_option()?;
+    let poll_id = u.poll_creation_message_key.as_option()?.id.clone()?;
+    Some((poll_id, u.vote.as_option()?))
+}
+
+/// The secret a message carries (a poll's: its votes' keys are drawn from it).
+pub(super) fn secret_of(m: &InboundMessage) -> Option<Vec<u8>> {
+    let base = m.message.get_base_message();
+    [&m.message, base]
+        .into_iter()
+        .find_map(|x| x.message_context_info.as_option()?.message_secret.clone())
+        .filter(|s| s.len() == 32)
 }
 
 /// The message an edit or a revoke is about.

@@ -224,6 +224,7 @@ impl WaConnector {
         let hook = hook::Durability {
             session_id: session_id.to_string(),
             committer: self.committer.clone(),
+            store: self.store.clone(),
             bus: self.bus.clone(),
             media_wake: self.media_wake.clone(),
         };

@@ -624,3 +624,192 @@ async fn read_receipts_presence_and_typing_go_both_ways() {
     assert_eq!(ev["data"]["state"], "unavailable", "{ev}");
     assert!(ev["data"]["lastSeen"].as_i64().unwrap() > 0, "{ev}");
 }
+
+#[tokio::test]
+async fn polls_go_both_ways_and_encrypted_votes_from_two_phones_are_tallied() {
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    const IVY: &str = "15550004009";
+    const JOE: &str = "15550004010";
+    sim.phone(IVY, "Ivy").await;
+    sim.phone(JOE, "Joe").await;
+    let mut hook = Receiver::start().await;
+    pair(&app, "poll1", IVY).await;
+    let (s, b) = app
+        .post_json(
+            "/api/poll1/webhook",
+            json!({"url": hook.url, "events": ["poll-vote"]}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    let ivy_jid = format!("{IVY}@s.whatsapp.net");
+    let joe_jid = format!("{JOE}@s.whatsapp.net");
+
+    // Bad polls are refused and nothing is sent.
+    let base = json!({"sessionId": "poll1", "to": JOE, "question": "Lunch?"});
+    let with = |extra: Value| {
+        let mut b = base.clone();
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b
+    };
+    let thirteen: Vec<String> = (0..13).map(|i| format!("o{i}")).collect();
+    for (body, field) in [
+        (with(json!({"options": ["only one"]})), "options"),
+        (with(json!({"options": ["a", "a"]})), "options"),
+        (with(json!({"options": thirteen})), "options"),
+        (with(json!({"options": ["a", 2]})), "options"),
+        (
+            with(json!({"question": " ", "options": ["a", "b"]})),
+            "question",
+        ),
+        (with(json!({"options": ["a", "b"], "queue": true})), "queue"),
+        (
+            with(json!({"options": ["a", "b"], "multiple": "yes"})),
+            "multiple",
+        ),
+    ] {
+        let got = app.post_json("/api/send-poll", body.clone()).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+        let msg = got.1["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(field), "{body}: {msg} should name {field}");
+    }
+    let got = app.post_json("/api/send-poll", with(json!({}))).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "missing_field");
+    assert!(sim.messages(JOE).await.is_empty());
+
+    // Our poll reaches Joe's phone, and our own phone.
+    let (s, poll) = app
+        .post_json(
+            "/api/send-poll",
+            with(json!({"options": ["12:00", "13:00", "14:00"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{poll}");
+    assert_eq!(poll["type"], "poll", "{poll}");
+    assert_eq!(poll["poll"]["question"], "Lunch?", "{poll}");
+    assert_eq!(poll["poll"]["multiple"], false, "{poll}");
+    let poll_id = poll["id"].as_str().unwrap().to_owned();
+    for phone in [JOE, IVY] {
+        let on_phone = wait_for(LONG, "the poll on the phone", || async {
+            sim.messages(phone)
+                .await
+                .into_iter()
+                .find(|m| m["id"] == poll_id.as_str() && m["poll"].is_object())
+        })
+        .await;
+        assert_eq!(on_phone["poll"]["question"], "Lunch?", "{on_phone}");
+        assert_eq!(
+            on_phone["poll"]["options"],
+            json!(["12:00", "13:00", "14:00"])
+        );
+        assert_eq!(on_phone["poll"]["selectable"], 1, "{on_phone}");
+    }
+
+    // Joe votes, Ivy votes from her phone, Joe changes his mind: each vote arrives
+    // encrypted, is opened with the poll's secret, and counts once per voter.
+    let steps = [
+        (
+            JOE,
+            "13:00",
+            &joe_jid,
+            false,
+            [("12:00", 0), ("13:00", 1), ("14:00", 0)],
+        ),
+        (
+            IVY,
+            "14:00",
+            &ivy_jid,
+            true,
+            [("12:00", 0), ("13:00", 1), ("14:00", 1)],
+        ),
+        (
+            JOE,
+            "14:00",
+            &joe_jid,
+            false,
+            [("12:00", 0), ("13:00", 0), ("14:00", 2)],
+        ),
+    ];
+    for (phone, option, voter, from_me, counts) in steps {
+        let sent = sim
+            .send_json(
+                phone,
+                &json!({"to": if phone == JOE { IVY } else { JOE }, "vote": {"messageId": poll_id, "options": [option]}}),
+            )
+            .await;
+        let ev = next_event(&mut hook, "poll-vote").await;
+        let d = &ev["data"];
+        assert_eq!(d["id"], sent["id"], "{ev}");
+        assert_eq!(d["type"], "poll_vote", "{ev}");
+        assert_eq!(d["from"], voter.as_str(), "{ev}");
+        assert_eq!(d["fromMe"], from_me, "{ev}");
+        assert_eq!(d["vote"]["pollId"], poll_id.as_str(), "{ev}");
+        assert_eq!(d["vote"]["options"], json!([option]), "{ev}");
+        let tally: Vec<(String, u64)> = d["vote"]["tally"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["option"].as_str().unwrap().to_owned(),
+                    c["votes"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, u64)> = counts.iter().map(|(o, n)| (o.to_string(), *n)).collect();
+        assert_eq!(tally, want, "{ev}");
+    }
+    let shown = message(&app, "poll1", &poll_id).await.unwrap();
+    let votes = shown["poll"]["votes"].as_array().unwrap();
+    assert_eq!(votes.len(), 2, "one ballot per voter: {shown}");
+    assert!(
+        votes.iter().all(|b| b["options"] == json!(["14:00"])),
+        "{shown}"
+    );
+    assert_eq!(shown["poll"]["tally"][2]["votes"], 2, "{shown}");
+    // Joe's phone opened Ivy's vote too.
+    let joes = wait_for(LONG, "Ivy's vote on Joe's phone", || async {
+        let m = sim.messages(JOE).await;
+        let p = m.into_iter().find(|m| m["id"] == poll_id.as_str())?;
+        (p["poll"]["votes"][IVY] == json!(["14:00"])).then_some(p)
+    })
+    .await;
+    assert_eq!(joes["poll"]["votes"][JOE], json!(["14:00"]), "{joes}");
+
+    // Joe's own poll, several answers allowed: we see it and his vote.
+    let theirs = sim
+        .send_json(
+            JOE,
+            &json!({"to": IVY, "poll": {"question": "Toppings?", "options": ["cheese", "ham", "olives"], "multiple": true}}),
+        )
+        .await;
+    let theirs_id = theirs["id"].as_str().unwrap().to_owned();
+    let got = wait_for(LONG, "Joe's poll in the history", || async {
+        message(&app, "poll1", &theirs_id).await
+    })
+    .await;
+    assert_eq!(got["type"], "poll", "{got}");
+    assert_eq!(got["poll"]["multiple"], true, "{got}");
+    assert_eq!(got["poll"]["options"], json!(["cheese", "ham", "olives"]));
+    sim.send_json(
+        JOE,
+        &json!({"to": IVY, "vote": {"messageId": theirs_id, "options": ["cheese", "olives"]}}),
+    )
+    .await;
+    let ev = next_event(&mut hook, "poll-vote").await;
+    assert_eq!(
+        ev["data"]["vote"]["options"],
+        json!(["cheese", "olives"]),
+        "{ev}"
+    );
+    let shown = message(&app, "poll1", &theirs_id).await.unwrap();
+    let counts: Vec<u64> = shown["poll"]["tally"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["votes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [1, 0, 1], "{shown}");
+}

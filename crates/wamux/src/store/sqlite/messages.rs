@@ -112,6 +112,55 @@ pub async fn in_chat(
     .await?)
 }
 
+/// Keeps the secret of a message (once: a redelivery does not replace it).
+pub async fn put_secret(
+    conn: &mut SqliteConnection,
+    key: (&str, &str, &str),
+    secret: &[u8],
+) -> Result<()> {
+    let (session_id, chat_id, id) = key;
+    sqlx::query(
+        "INSERT INTO message_secrets (session_id, chat_id, id, secret) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (session_id, chat_id, id) DO NOTHING",
+    )
+    .bind(session_id)
+    .bind(chat_id)
+    .bind(id)
+    .bind(secret)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn secret(db: &Db, session_id: &str, chat_id: &str, id: &str) -> Result<Option<Vec<u8>>> {
+    Ok(sqlx::query_scalar(
+        "SELECT secret FROM message_secrets WHERE session_id = ?1 AND chat_id = ?2 AND id = ?3",
+    )
+    .bind(session_id)
+    .bind(chat_id)
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?)
+}
+
+/// The body of message `id` of a chat (the newest, should two senders have used one id).
+pub async fn find_in_chat(
+    db: &Db,
+    session_id: &str,
+    chat_id: &str,
+    id: &str,
+) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT body FROM messages WHERE session_id = ?1 AND chat_id = ?2 AND id = ?3
+         ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(session_id)
+    .bind(chat_id)
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?)
+}
+
 /// Replaces the body of one message.
 pub async fn set_body(
     conn: &mut SqliteConnection,
