@@ -155,6 +155,10 @@ pub fn router() -> Router<Arc<Hub>> {
         .route("/admin/faults/stream-error", post(fault_stream_error))
         .route("/admin/faults/ban", post(fault_ban))
         .route("/admin/faults/swallow-acks", post(fault_swallow_acks))
+        .route(
+            "/admin/faults/corrupt-messages",
+            post(fault_corrupt_messages),
+        )
         .route("/admin/faults/media", post(fault_media))
         .route("/admin/faults/media-expiry", post(fault_media_expiry))
         .route("/admin/faults/phone-forgets", post(fault_phone_forgets))
@@ -418,6 +422,9 @@ struct Send {
     /// A vote in a poll of the chat with `to`: `{"messageId", "options"}` (none: take it back).
     #[serde(default)]
     vote: Option<SendVote>,
+    /// Any message, as protobuf bytes in base64 (kinds the simulator has no shape for).
+    #[serde(default)]
+    raw: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -480,6 +487,19 @@ async fn send_message(
         }
     };
     let out = match (req.text, req.media) {
+        (None, None) if req.raw.is_some() => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(req.raw.expect("checked").as_bytes())
+                .map_err(|e| {
+                    ApiError::bad_request("invalid_raw", format!("raw is not base64: {e}"))
+                })?;
+            let message =
+                <waproto::whatsapp::Message as waproto::buffa::Message>::decode_from_slice(&bytes)
+                    .map_err(|e| {
+                        ApiError::bad_request("invalid_raw", format!("raw is not a Message: {e}"))
+                    })?;
+            Outgoing::Raw(Box::new(message))
+        }
         (None, None) if req.poll.is_some() => {
             let p = req.poll.expect("checked");
             let distinct: std::collections::BTreeSet<&String> = p.options.iter().collect();
@@ -927,6 +947,20 @@ async fn fault_swallow_acks(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<
         .swallow_acks
         .insert(req.phone.clone(), req.count);
     Ok(Json(json!({"phone": req.phone, "swallowNext": req.count})))
+}
+
+/// The phone's next `count` messages reach linked devices damaged; each device asks for
+/// its copy again (a retry receipt), and the phone sends it anew.
+async fn fault_corrupt_messages(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Value>> {
+    let req: SwallowAcks = parse(&body)?;
+    let mut core = hub.core.lock().await;
+    if core.account(&req.phone).is_none() {
+        return Err(ApiError::phone_not_found(&req.phone));
+    }
+    core.faults
+        .corrupt_next
+        .insert(req.phone.clone(), req.count);
+    Ok(Json(json!({"phone": req.phone, "corruptNext": req.count})))
 }
 
 async fn fault_ban(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Json<Value>> {

@@ -89,9 +89,25 @@ pub struct Faults {
     /// Per phone, how many upcoming messages from its linked devices to another account
     /// are delivered without the server ack to the sender (as when the ack is lost).
     pub swallow_acks: HashMap<String, u32>,
+    /// Per phone, how many of its upcoming messages reach linked devices with their
+    /// ciphertext damaged (as a bit error would; only messages of an established session,
+    /// `enc type="msg"`, count): the device cannot decrypt them and asks for them again
+    /// with a retry receipt, which the phone answers with a fresh copy.
+    pub corrupt_next: HashMap<String, u32>,
 }
 
 impl Faults {
+    /// Whether this message from `phone` to a linked device goes damaged (counts it).
+    pub fn corrupt(&mut self, phone: &str) -> bool {
+        match self.corrupt_next.get_mut(phone) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the ack of this message from `phone` is to be swallowed (counts it).
     pub fn swallow_ack(&mut self, phone: &str) -> bool {
         match self.swallow_acks.get_mut(phone) {

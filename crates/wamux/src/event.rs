@@ -35,10 +35,11 @@ pub enum EventKind {
     Call,
     Presence,
     PollVote,
+    MessageUndecryptable,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::MessageReceived,
         EventKind::MessageFromMe,
         EventKind::MessageSent,
@@ -56,6 +57,7 @@ impl EventKind {
         EventKind::Call,
         EventKind::Presence,
         EventKind::PollVote,
+        EventKind::MessageUndecryptable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +79,7 @@ impl EventKind {
             EventKind::Call => "call",
             EventKind::Presence => "presence",
             EventKind::PollVote => "poll-vote",
+            EventKind::MessageUndecryptable => "message-undecryptable",
         }
     }
 }

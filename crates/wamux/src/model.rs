@@ -283,6 +283,10 @@ pub struct Message {
     /// For `type: "poll_vote"`: the poll and the options picked, decrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vote: Option<PollVote>,
+    /// For `type: "unknown"`: the kind WhatsApp sent, by its protobuf field name
+    /// (`eventMessage`, `liveLocationMessage`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_type: Option<String>,
 }
 
 /// A poll, with each voter's latest vote and the count per option.

@@ -452,6 +452,21 @@ impl Actor {
                 )
                 .await;
             }
+            WaEvent::Undecryptable {
+                id,
+                chat,
+                from,
+                timestamp,
+                unavailable,
+            } => {
+                tracing::info!(session = %self.id, message = %id, "a message from {from} could not be decrypted; asked for it again");
+                self.record(
+                    EventKind::MessageUndecryptable,
+                    Some(&chat),
+                    serde_json::json!({"sessionId": self.id, "id": id, "chatId": chat, "from": from, "timestamp": timestamp, "unavailable": unavailable}),
+                )
+                .await;
+            }
             WaEvent::Presence {
                 from,
                 state,

@@ -138,6 +138,7 @@ impl Me {
             revoked: false,
             poll: None,
             vote: None,
+            raw_type: None,
         }
     }
 }

@@ -419,6 +419,7 @@ pub(crate) mod tests {
             revoked: false,
             poll: None,
             vote: None,
+            raw_type: None,
         }
     }
 

@@ -98,6 +98,23 @@ pub(super) fn event(e: &WaLibEvent) -> Option<WaEvent> {
                 error: a.error.clone(),
             }
         }
+        WaLibEvent::UndecryptableMessage(u) => {
+            let src = &u.info.source;
+            let (pn, lid) = split_pn_lid(&src.sender, src.sender_alt.as_ref());
+            WaEvent::Undecryptable {
+                id: u.info.id.to_string(),
+                chat: if src.is_group {
+                    src.chat.to_non_ad_string()
+                } else {
+                    pn.clone()
+                        .or_else(|| lid.clone())
+                        .unwrap_or_else(|| src.chat.to_non_ad_string())
+                },
+                from: pn.or(lid).unwrap_or_else(|| src.sender.to_non_ad_string()),
+                timestamp: u.info.timestamp.timestamp(),
+                unavailable: u.is_unavailable,
+            }
+        }
         WaLibEvent::Presence(p) => WaEvent::Presence {
             from: p.from.to_non_ad_string(),
             state: if p.unavailable {
@@ -142,7 +159,13 @@ pub(super) fn inbound(
     let src = &info.source;
     let base = m.message.get_base_message();
     let (kind, event) = classify(base, src.is_from_me);
-    if kind == "protocol" || kind == "unknown" {
+    // A kind we have no shape for is kept, named, unless it is only plumbing.
+    let raw_type = if kind == "unknown" {
+        Some(raw_type_of(base)?)
+    } else {
+        None
+    };
+    if kind == "protocol" {
         return None;
     }
 
@@ -225,6 +248,7 @@ pub(super) fn inbound(
         target_id: edit_target_of(base),
         edited_at: None,
         revoked: false,
+        raw_type,
         poll: poll_of(base),
         vote: vote_of(base).map(|(poll_id, _)| PollVote {
             poll_id,
@@ -437,6 +461,37 @@ pub(super) fn outgoing(content: &Content, ctx: Option<wa::ContextInfo>) -> wa::M
             ..Default::default()
         },
     }
+}
+
+/// The protobuf name of the first content field `m` has, leaving out what only carries
+/// keys and context (`None` when nothing else is there).
+fn raw_type_of(m: &wa::Message) -> Option<String> {
+    const PLUMBING: [&str; 4] = [
+        "sender_key_distribution_message",
+        "fast_ratchet_key_sender_key_distribution_message",
+        "message_context_info",
+        "device_sent_message",
+    ];
+    let value = serde_json::to_value(m).ok()?;
+    let field = value
+        .as_object()?
+        .iter()
+        .find(|(k, v)| !v.is_null() && !PLUMBING.contains(&k.as_str()))
+        .map(|(k, _)| k.as_str())?;
+    // The proto's own spelling: `live_location_message` is `liveLocationMessage`.
+    let mut name = String::with_capacity(field.len());
+    let mut upper = false;
+    for c in field.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            name.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            name.push(c);
+        }
+    }
+    Some(name)
 }
 
 /// The poll a message creates, in any of its forms.

@@ -89,6 +89,16 @@ pub enum WaEvent {
         id: String,
         timestamp: i64,
     },
+    /// A message arrived that could not be decrypted; the client has asked the sender for
+    /// it again (a retry receipt), and it follows as a message when that works.
+    Undecryptable {
+        id: String,
+        chat: String,
+        from: String,
+        timestamp: i64,
+        /// WhatsApp itself withheld the content (view-once, or a message for another device).
+        unavailable: bool,
+    },
     /// A contact came online or went offline (`last_seen`: Unix seconds, where shared), or
     /// shows a chat state (typing, recording, paused) in their chat with us.
     Presence {

@@ -813,3 +813,68 @@ async fn polls_go_both_ways_and_encrypted_votes_from_two_phones_are_tallied() {
         .collect();
     assert_eq!(counts, [1, 0, 1], "{shown}");
 }
+
+#[tokio::test]
+async fn unknown_kinds_are_kept_and_an_undecryptable_message_is_announced_then_recovered() {
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    const KIM: &str = "15550004011";
+    const LEO: &str = "15550004012";
+    sim.phone(KIM, "Kim").await;
+    sim.phone(LEO, "Leo").await;
+    let mut hook = Receiver::start().await;
+    pair(&app, "odd1", KIM).await;
+    let (s, b) = app
+        .post_json(
+            "/api/odd1/webhook",
+            json!({"url": hook.url, "events": ["message-received", "message-undecryptable"]}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+
+    // A kind we have no shape for (a live location: field 18, empty) is kept, named.
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD.encode([0x92, 0x01, 0x00]);
+    let odd = sim.send_json(LEO, &json!({"to": KIM, "raw": raw})).await;
+    let ev = next_event(&mut hook, "message-received").await;
+    assert_eq!(ev["data"]["id"], odd["id"], "{ev}");
+    assert_eq!(ev["data"]["type"], "unknown", "{ev}");
+    assert_eq!(ev["data"]["rawType"], "liveLocationMessage", "{ev}");
+    let kept = message(&app, "odd1", odd["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(kept["rawType"], "liveLocationMessage", "{kept}");
+
+    // Leo's next message reaches us damaged: we say so, ask for it again, and get it.
+    // (Our answer first establishes the session, so his next one is an ordinary `msg`.)
+    let (s, b) = app
+        .post_json(
+            "/api/send-message",
+            json!({"sessionId": "odd1", "to": LEO, "text": "what was that?"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    wait_for(LONG, "our answer on Leo's phone", || async {
+        sim.messages(LEO)
+            .await
+            .into_iter()
+            .find(|m| m["id"] == b["id"])
+    })
+    .await;
+    let r = sim
+        .admin
+        .post(sim.url("/faults/corrupt-messages"))
+        .json(&json!({"phone": LEO, "count": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let sent = sim.send(LEO, KIM, "did you get this?").await;
+    let id = sent["id"].as_str().unwrap();
+    let ev = next_event(&mut hook, "message-undecryptable").await;
+    assert_eq!(ev["data"]["id"], id, "{ev}");
+    assert_eq!(ev["data"]["from"], format!("{LEO}@s.whatsapp.net"), "{ev}");
+    let ev = next_event(&mut hook, "message-received").await;
+    assert_eq!(ev["data"]["id"], id, "{ev}");
+    assert_eq!(ev["data"]["text"], "did you get this?", "{ev}");
+}
