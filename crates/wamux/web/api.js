@@ -80,6 +80,12 @@ export class Api {
     form.set('file', file, file.name);
     return this.request('POST', '/api/send-media', { form });
   }
+  // location: {latitude, longitude, name?, address?}
+  sendLocation(sessionId, to, location) { return this.post('/api/send-location', { sessionId, to, ...location }); }
+  // poll: {question, options: [2 to 12], multiple}
+  sendPoll(sessionId, to, poll) { return this.post('/api/send-poll', { sessionId, to, ...poll }); }
+  // An empty emoji takes our reaction back.
+  sendReaction(sessionId, messageId, emoji) { return this.post('/api/send-reaction', { sessionId, messageId, emoji }); }
 
   // Webhook
   webhook(id) { return this.get(`/api/${enc(id)}/webhook`); }

@@ -54,6 +54,8 @@ const state = {
   passkey: new Map(),
   passkeyLoading: new Set(), // ids whose passkey step is being fetched
   passkeyDrafts: new Map(), // id -> what was pasted into the result box, kept across redraws
+  sendKind: 'text', // what the send form sends: 'text' (or a file), 'location', 'poll'
+  reactOpen: null, // the id of the message whose reaction menu is open
 };
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -973,6 +975,23 @@ async function loadQr(id) {
 
 // ---------- messages ----------
 
+// What the send form sends.
+const SEND_KINDS = [
+  { id: 'text', label: 'Message' },
+  { id: 'location', label: 'Location' },
+  { id: 'poll', label: 'Poll' },
+];
+const POLL_MAX_OPTIONS = 12;
+const QUICK_REACTIONS = ['👍', '❤️', '😂', '😮', '😢', '🙏'];
+// Messages that act on another one: the history shows what they did to it (its reactions,
+// its new text, its deletion, the poll's count), not a bubble of their own.
+const ACTIONS = new Set(['reaction', 'edited', 'revoked', 'poll_vote']);
+// The events that carry such an action. Their status events (message-sent, ...) carry it
+// again, and must not apply it again: a later reaction may have replaced it meanwhile.
+const ACTION_EVENTS = new Set(['message-reaction', 'message-edited', 'message-revoked', 'poll-vote']);
+// Protocol messages (key shares, history-sync notices) are WhatsApp's plumbing, not chat.
+const UNSHOWN = new Set([...ACTIONS, 'protocol']);
+
 // The send form is the send scope's, the history the read scope's.
 function renderMessagesTab(panel, id) {
   const history = can('read') ? historyCard(id) : null;
@@ -983,44 +1002,188 @@ function renderMessagesTab(panel, id) {
   else loadMessages(id, { reset: true }).catch((e) => toast(describe(e)));
 }
 
+// One form for every kind: the number, then the fields of the chosen kind.
 function sendForm(id) {
   const sendError = h('p', { class: 'form-error', role: 'alert', hidden: true });
   const form = h('form', { id: 'send-form', class: 'card send-form', novalidate: true, onsubmit: (e) => {
     e.preventDefault();
-    const f = e.currentTarget.elements;
-    const to = f.to.value.trim();
-    const text = f.text.value;
-    const file = f.file.files[0];
+    const f = e.currentTarget;
+    const send = SENDERS[state.sendKind];
     act(e.submitter, sendError, async () => {
+      const to = f.elements.to.value.trim();
       if (!to) throw new Error('Enter the number to send to, with its country code.');
-      if (!file && !text.trim()) throw new Error('Write a message or choose a file.');
-      const r = file ? await state.api.sendFile(id, to, file, text) : await state.api.sendText(id, to, text);
-      if (r?.message) mergeMessage(id, r.message);
-      f.text.value = '';
-      f.file.value = '';
-      $('#file-name').textContent = '';
+      const r = await send(id, to, f);
+      // The live feed may have brought the message first, and is newer than this answer.
+      if (r?.id) mergeMessage(id, r, { onlyNew: true });
+      else if (can('read')) loadMessages(id, { reset: true });
       toast('Sent', 'info');
-      if (!r?.message && can('read')) loadMessages(id, { reset: true });
     });
   } },
-  h('h3', {}, 'Send'),
+  h('div', { class: 'row send-head' }, h('h3', {}, 'Send'), kindSwitch()),
   h('div', { class: 'send-grid' },
     h('label', { for: 'send-to' }, 'To'),
-    h('input', { id: 'send-to', name: 'to', inputmode: 'tel', placeholder: '15551234567', autocomplete: 'off' }),
-    h('label', { for: 'send-text' }, 'Message'),
-    h('textarea', { id: 'send-text', name: 'text', rows: 2, placeholder: 'Text, or the caption of a file', onkeydown: (e) => {
-      if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) e.currentTarget.form.requestSubmit();
-    } })),
-  h('div', { class: 'row' },
+    h('input', { id: 'send-to', name: 'to', inputmode: 'tel', placeholder: '15551234567', autocomplete: 'off' })),
+  textFields(), locationFields(), pollFields(),
+  h('div', { class: 'row' }, attachField(), h('span', { class: 'spacer' }), h('button', { class: 'btn btn-primary', type: 'submit' }, 'Send')),
+  sendError);
+  showSendKind(form, state.sendKind);
+  return form;
+}
+
+function kindSwitch() {
+  return h('div', { class: 'kinds', role: 'radiogroup', 'aria-label': 'What to send' },
+    SEND_KINDS.map((k) => h('label', { class: 'kind' },
+      h('input', {
+        type: 'radio', name: 'kind', value: k.id, id: `send-kind-${k.id}`, checked: state.sendKind === k.id,
+        onchange: (e) => showSendKind(e.currentTarget.form, k.id),
+      }),
+      h('span', {}, k.label))));
+}
+
+// Shows the fields of `kind` only; the others are disabled, out of the Tab order.
+function showSendKind(form, kind) {
+  state.sendKind = kind;
+  form.dataset.kind = kind;
+  for (const panel of form.querySelectorAll('[data-kind-panel]')) {
+    const on = panel.dataset.kindPanel === kind;
+    panel.hidden = !on;
+    panel.disabled = !on;
+  }
+  $('.form-error', form).hidden = true;
+}
+
+function textFields() {
+  return h('fieldset', { class: 'send-panel', dataset: { kindPanel: 'text' } },
+    h('legend', { class: 'sr-only' }, 'Message'),
+    h('div', { class: 'send-grid' },
+      h('label', { for: 'send-text' }, 'Message'),
+      h('textarea', { id: 'send-text', name: 'text', rows: 2, placeholder: 'Text, or the caption of a file', onkeydown: (e) => {
+        if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) e.currentTarget.form.requestSubmit();
+      } })));
+}
+
+// Next to the Send button: a file to send, with the text as its caption.
+function attachField() {
+  return h('fieldset', { class: 'send-panel send-attach', dataset: { kindPanel: 'text' } },
+    h('legend', { class: 'sr-only' }, 'File'),
     h('label', { class: 'btn file-btn' }, 'Attach file…',
       h('input', { type: 'file', name: 'file', id: 'send-file', class: 'sr-only', onchange: (e) => {
         $('#file-name').textContent = e.currentTarget.files[0]?.name ?? '';
       } })),
-    h('span', { id: 'file-name', class: 'muted small' }),
-    h('span', { class: 'spacer' }),
-    h('button', { class: 'btn btn-primary', type: 'submit' }, 'Send')),
-  sendError);
-  return form;
+    h('span', { id: 'file-name', class: 'muted small' }));
+}
+
+function locationFields() {
+  const field = (name, label, attrs) => [
+    h('label', { for: `location-${name}` }, label),
+    h('input', { id: `location-${name}`, name: `location-${name}`, autocomplete: 'off', ...attrs }),
+  ];
+  return h('fieldset', { class: 'send-panel', dataset: { kindPanel: 'location' } },
+    h('legend', { class: 'sr-only' }, 'Location'),
+    h('div', { class: 'send-grid' },
+      field('latitude', 'Latitude', { inputmode: 'decimal', placeholder: '52.5163 (degrees, -90 to 90)' }),
+      field('longitude', 'Longitude', { inputmode: 'decimal', placeholder: '13.3777 (degrees, -180 to 180)' }),
+      field('name', 'Name', { placeholder: 'optional, e.g. Brandenburger Tor' }),
+      field('address', 'Address', { placeholder: 'optional, e.g. Pariser Platz, Berlin' })));
+}
+
+function pollFields() {
+  const list = h('ol', { id: 'poll-options', class: 'poll-inputs' });
+  const add = h('button', { type: 'button', id: 'poll-add', class: 'btn btn-small', onclick: () => {
+    addPollOption(list, add);
+    list.lastElementChild.querySelector('input').focus();
+  } }, '+ Add option');
+  addPollOption(list, add);
+  addPollOption(list, add);
+  return h('fieldset', { class: 'send-panel', dataset: { kindPanel: 'poll' } },
+    h('legend', { class: 'sr-only' }, 'Poll'),
+    h('div', { class: 'send-grid' },
+      h('label', { for: 'poll-question' }, 'Question'),
+      h('input', { id: 'poll-question', name: 'question', maxlength: '255', placeholder: 'e.g. Which day suits you?', autocomplete: 'off' }),
+      h('span', { class: 'grid-label' }, 'Options'),
+      h('div', { class: 'stack' },
+        list,
+        h('div', { class: 'row' }, add,
+          h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'multiple', id: 'poll-multiple' }), 'Multiple answers')))));
+}
+
+function addPollOption(list, add) {
+  const item = h('li', { class: 'row' },
+    h('input', { name: 'option', class: 'grow', maxlength: '100', autocomplete: 'off' }),
+    h('button', { type: 'button', class: 'btn btn-ghost btn-small', onclick: () => {
+      item.remove();
+      numberPollOptions(list, add);
+    } }, '×'));
+  list.append(item);
+  numberPollOptions(list, add);
+}
+
+// WhatsApp's limits: 2 to 12 options.
+function numberPollOptions(list, add) {
+  const items = [...list.children];
+  items.forEach((li, i) => {
+    const input = li.querySelector('input');
+    input.placeholder = `Option ${i + 1}`;
+    input.setAttribute('aria-label', `Option ${i + 1}`);
+    const remove = li.querySelector('button');
+    remove.setAttribute('aria-label', `Remove option ${i + 1}`);
+    remove.hidden = items.length <= 2;
+  });
+  add.disabled = items.length >= POLL_MAX_OPTIONS;
+}
+
+// Each sends what its fields hold, and empties them once the gateway took it (what was
+// typed stays when it refused, to be corrected).
+const SENDERS = { text: sendTextOrFile, location: sendLocation, poll: sendPoll };
+
+async function sendTextOrFile(id, to, f) {
+  const text = f.elements.text.value;
+  const file = f.elements.file.files[0];
+  if (!file && !text.trim()) throw new Error('Write a message or choose a file.');
+  const r = file ? await state.api.sendFile(id, to, file, text) : await state.api.sendText(id, to, text);
+  f.elements.text.value = '';
+  f.elements.file.value = '';
+  $('#file-name').textContent = '';
+  return r;
+}
+
+async function sendLocation(id, to, f) {
+  const el = f.elements;
+  const location = {
+    latitude: degrees(el['location-latitude'].value, 'latitude', '52.5163'),
+    longitude: degrees(el['location-longitude'].value, 'longitude', '13.3777'),
+  };
+  const name = el['location-name'].value.trim();
+  const address = el['location-address'].value.trim();
+  if (name) location.name = name;
+  if (address) location.address = address;
+  const r = await state.api.sendLocation(id, to, location);
+  for (const n of ['latitude', 'longitude', 'name', 'address']) el[`location-${n}`].value = '';
+  return r;
+}
+
+// A number of degrees as typed (a decimal comma too); the gateway checks the range.
+function degrees(typed, what, example) {
+  const s = typed.trim().replace(',', '.');
+  const n = Number(s);
+  if (!s || !Number.isFinite(n)) throw new Error(`Enter the ${what} in degrees, e.g. ${example}.`);
+  return n;
+}
+
+async function sendPoll(id, to, f) {
+  const question = f.elements.question.value.trim();
+  const inputs = [...f.querySelectorAll('#poll-options input')];
+  const options = inputs.map((i) => i.value.trim()).filter(Boolean);
+  if (!question) throw new Error('Write the question of the poll.');
+  if (options.length < 2) throw new Error('A poll needs at least 2 options.');
+  const r = await state.api.sendPoll(id, to, { question, options, multiple: f.elements.multiple.checked });
+  f.elements.question.value = '';
+  f.elements.multiple.checked = false;
+  const list = $('#poll-options');
+  while (list.children.length > 2) list.lastElementChild.remove();
+  for (const i of list.querySelectorAll('input')) i.value = '';
+  numberPollOptions(list, $('#poll-add'));
+  return r;
 }
 
 function historyCard(id) {
@@ -1046,14 +1209,20 @@ async function loadMessages(id, { reset } = {}) {
   m.nextCursor = r?.nextCursor ?? null;
   if (!m.loaded) {
     m.loaded = true;
-    for (const msg of m.early.splice(0)) upsert(m, msg, true);
+    for (const e of m.early.splice(0)) take(m, e.msg, e);
     sortByTime(m);
   }
   if (state.selected === id) renderMessages();
 }
 
+function indexOf(m, id, chatId) {
+  return m.items.findIndex((x) => x.id === id && (!chatId || !x.chatId || x.chatId === chatId));
+}
+
 function upsert(m, msg, live) {
-  const i = m.items.findIndex((x) => x.id === msg.id && (!msg.chatId || !x.chatId || x.chatId === msg.chatId));
+  // Actions show on their targets (see applyAction), not in the list.
+  if (UNSHOWN.has(msg.type)) return;
+  const i = indexOf(m, msg.id, msg.chatId);
   if (i >= 0) m.items[i] = { ...m.items[i], ...msg, media: msg.media ?? m.items[i].media };
   else if (live) m.items.unshift(msg);
   else m.items.push(msg);
@@ -1063,43 +1232,207 @@ function sortByTime(m) {
   m.items.sort((a, b) => (toDate(b.timestamp)?.getTime() ?? 0) - (toDate(a.timestamp)?.getTime() ?? 0));
 }
 
-function mergeMessage(sessionId, msg) {
+// A live message: from the feed, or the answer to a send. `apply`: it is an action to apply
+// to its target; `onlyNew`: it is kept only if the feed did not bring it first.
+function mergeMessage(sessionId, msg, { apply = false, onlyNew = false } = {}) {
   const m = state.messages.get(sessionId);
   if (!m || !msg?.id) return;
   if (!m.loaded) {
-    m.early.push(msg);
+    m.early.push({ msg, apply, onlyNew });
     return;
   }
-  upsert(m, msg, true);
+  take(m, msg, { apply, onlyNew });
   sortByTime(m);
   if (state.selected === sessionId && state.tab === 'messages') renderMessages();
 }
 
+function take(m, msg, { apply, onlyNew }) {
+  if (apply && ACTIONS.has(msg.type)) applyAction(m, msg);
+  if (!onlyNew || indexOf(m, msg.id, msg.chatId) < 0) upsert(m, msg, true);
+}
+
+// What a reaction, an edit, a deletion or a vote does to the message it is about, as the
+// gateway does it to the history: anyone in the chat reacts and votes (one reaction and one
+// vote per sender, the latest); only a message's sender edits or deletes it.
+const APPLY = {
+  reaction: (t, a) => ({ ...t, reactions: withReaction(t.reactions, a) }),
+  poll_vote: (t, a) => (t.poll && Array.isArray(a.vote?.options) ? { ...t, poll: withVote(t.poll, a) } : t),
+  edited: (t, a) => (bySender(t, a) && !t.revoked
+    ? { ...t, [t.caption != null ? 'caption' : 'text']: a.text ?? '', editedAt: a.timestamp } : t),
+  revoked: (t, a) => (bySender(t, a)
+    ? { ...t, revoked: true, text: null, caption: null, media: null, location: null, contacts: null } : t),
+};
+
+function applyAction(m, msg) {
+  const targetId = msg.reaction?.messageId ?? msg.vote?.pollId ?? msg.targetId;
+  const i = targetId ? indexOf(m, targetId, msg.chatId) : -1;
+  if (i >= 0) m.items[i] = APPLY[msg.type](m.items[i], msg);
+}
+
+function bySender(target, action) {
+  if (target.fromMe !== action.fromMe) return false;
+  if (action.fromMe || target.from === action.from) return true;
+  return ['fromPn', 'fromLid'].some((k) => target[k] && target[k] === action[k]);
+}
+
+function withReaction(reactions = [], a) {
+  const others = reactions.filter((r) => r.from !== a.from);
+  return a.reaction?.emoji ? [...others, { from: a.from, emoji: a.reaction.emoji, timestamp: a.timestamp }] : others;
+}
+
+function withVote(poll, a) {
+  const votes = (poll.votes ?? []).filter((v) => v.voter !== a.from);
+  if (a.vote.options.length) votes.push({ voter: a.from, options: a.vote.options, timestamp: a.timestamp });
+  const tally = a.vote.tally ?? poll.options.map((option) => ({ option, votes: votes.filter((v) => v.options.includes(option)).length }));
+  return { ...poll, votes, tally };
+}
+
 function renderMessages() {
   const list = $('#message-list');
-  const m = state.messages.get(state.selected);
+  const id = state.selected;
+  const m = state.messages.get(id);
   if (!list || !m) return;
-  // Protocol messages (key shares, history-sync notices) are WhatsApp's plumbing, not chat.
-  const shown = m.items.filter((msg) => msg.type !== 'protocol');
-  put(list, ...shown.map(messageEl));
+  const shown = m.items.filter((msg) => !UNSHOWN.has(msg.type));
+  const me = sessionPhone(state.sessions.get(id) ?? {});
+  put(list, ...shown.map((msg) => messageEl(id, msg, me)));
   $('#message-empty').hidden = shown.length > 0;
   $('#message-more').hidden = !m.nextCursor;
 }
 
 const STATUS_MARK = { pending: '🕓', sent: '✓', delivered: '✓✓', read: '✓✓', failed: '⚠', played: '✓✓' };
 
-function messageEl(msg) {
+// Whether `jid` is this session's own account (`me`: its phone number).
+const isMe = (jid, me) => !!me && phoneOf(jid) === String(me);
+
+function messageEl(sessionId, msg, me) {
   const peer = msg.fromMe ? (msg.to ?? msg.chatId) : (msg.from ?? msg.chatId);
   const who = msg.fromMe ? `To ${fmtPhone(phoneOf(peer))}` : `${msg.pushName ? `${msg.pushName} · ` : ''}${fmtPhone(phoneOf(peer))}`;
+  return h('li', {
+    class: `message ${msg.fromMe ? 'out' : 'in'}${msg.revoked ? ' revoked' : ''}`,
+    dataset: { messageId: msg.id, status: msg.status ?? '', type: msg.type ?? '' },
+  },
+  h('div', { class: 'message-meta' },
+    h('span', { class: 'message-who' }, msg.fromMe ? '↗ ' : '↙ ', who),
+    h('span', { class: 'muted' }, timeEl(msg.timestamp, clock(msg.timestamp))),
+    msg.type && msg.type !== 'text' ? h('span', { class: 'badge' }, msg.type) : null,
+    msg.editedAt && !msg.revoked ? h('span', { class: 'badge mark-edited', title: `Edited ${clock(msg.editedAt)}` }, 'edited') : null,
+    msg.revoked ? h('span', { class: 'badge mark-deleted' }, 'deleted') : null,
+    canReact(msg) ? reactControl(sessionId, msg, me) : null),
+  msg.revoked ? h('p', { class: 'message-deleted' }, 'This message was deleted.') : messageContent(msg),
+  messageFoot(msg, me));
+}
+
+// Under the message: its reactions, and the delivery status of ours.
+function messageFoot(msg, me) {
+  const reactions = reactionsEl(msg.reactions, me);
+  const delivery = msg.fromMe && msg.status
+    ? h('span', { class: `delivery delivery-${msg.status}`, title: msg.status }, `${STATUS_MARK[msg.status] ?? ''} ${msg.status}`) : null;
+  if (!reactions && !delivery) return null;
+  return h('div', { class: 'message-foot' }, reactions, h('span', { class: 'spacer' }), delivery);
+}
+
+function messageContent(msg) {
   const text = msg.text ?? msg.caption ?? '';
-  return h('li', { class: `message ${msg.fromMe ? 'out' : 'in'}`, dataset: { messageId: msg.id, status: msg.status ?? '' } },
-    h('div', { class: 'message-meta' },
-      h('span', { class: 'message-who' }, msg.fromMe ? '↗ ' : '↙ ', who),
-      h('span', { class: 'muted' }, timeEl(msg.timestamp, clock(msg.timestamp))),
-      msg.type && msg.type !== 'text' ? h('span', { class: 'badge' }, msg.type) : null),
+  return [
     msg.media ? mediaEl(msg.media) : null,
-    text ? h('p', { class: 'message-text' }, text) : null,
-    msg.fromMe && msg.status ? h('span', { class: `delivery delivery-${msg.status}`, title: msg.status }, `${STATUS_MARK[msg.status] ?? ''} ${msg.status}`) : null);
+    msg.location ? locationEl(msg.location) : null,
+    msg.contacts?.length ? contactsEl(msg.contacts) : null,
+    // A poll's text, where there is one, is its question.
+    msg.poll ? pollEl(msg.poll) : null,
+    text && !msg.poll ? h('p', { class: 'message-text' }, text) : null,
+  ];
+}
+
+function locationEl(loc) {
+  const lat = Number(loc.latitude);
+  const lon = Number(loc.longitude);
+  const map = `https://www.openstreetmap.org/?mlat=${lat}&mlon=${lon}#map=16/${lat}/${lon}`;
+  return h('div', { class: 'location' },
+    h('p', { class: 'location-name' }, loc.name || 'Location'),
+    loc.address ? h('p', { class: 'muted small' }, loc.address) : null,
+    h('a', { href: map, target: '_blank', rel: 'noopener noreferrer', class: 'small location-coords' }, `${lat.toFixed(5)}, ${lon.toFixed(5)}`));
+}
+
+function contactsEl(cards) {
+  return h('ul', { class: 'contacts' }, cards.map((c) => {
+    const phone = vcardPhone(c.vcard);
+    return h('li', { class: 'contact' }, h('strong', {}, c.name || 'Contact'),
+      phone ? h('span', { class: 'muted small' }, ` ${phone}`) : null);
+  }));
+}
+
+// The number a vCard gives: its WhatsApp id where it has one, else its first TEL.
+function vcardPhone(vcard) {
+  const text = String(vcard ?? '');
+  const waid = /waid=(\d+)/.exec(text);
+  if (waid) return fmtPhone(waid[1]);
+  return /^TEL[^:\r\n]*:(.+)$/m.exec(text)?.[1].trim() ?? '';
+}
+
+function pollEl(poll) {
+  const counts = new Map((poll.tally ?? []).map((t) => [t.option, t.votes]));
+  const votes = poll.votes ?? [];
+  return h('div', { class: 'poll' },
+    h('p', { class: 'poll-question' }, poll.question),
+    h('ul', { class: 'poll-options' }, poll.options.map((option) => pollOptionEl(option, counts.get(option) ?? 0, votes))),
+    h('p', { class: 'muted small' }, `${poll.multiple ? 'Multiple answers' : 'One answer'} · ${votes.length} ${votes.length === 1 ? 'voter' : 'voters'}`));
+}
+
+function pollOptionEl(option, count, votes) {
+  const bar = h('span', { class: 'poll-bar' });
+  // Set through the CSSOM: the page's content security policy refuses style attributes.
+  bar.style.width = `${votes.length ? Math.round((count / votes.length) * 100) : 0}%`;
+  const voters = votes.filter((v) => v.options.includes(option)).map((v) => fmtPhone(phoneOf(v.voter)));
+  return h('li', { class: 'poll-option', dataset: { option, votes: String(count) }, title: voters.join(', ') || null },
+    h('span', { class: 'poll-label' }, option),
+    h('span', { class: 'poll-count', 'aria-label': `${count} ${count === 1 ? 'vote' : 'votes'}` }, String(count)),
+    h('span', { class: 'poll-track', 'aria-hidden': 'true' }, bar));
+}
+
+// The reactions under a message: one badge per emoji, with how many chose it.
+function reactionsEl(reactions, me) {
+  if (!reactions?.length) return null;
+  const by = new Map();
+  for (const r of reactions) by.set(r.emoji, [...(by.get(r.emoji) ?? []), r.from]);
+  return h('span', { class: 'reactions', role: 'list', 'aria-label': 'Reactions' }, [...by].map(([emoji, from]) => {
+    const mine = from.some((f) => isMe(f, me));
+    const names = from.map((f) => (isMe(f, me) ? 'you' : fmtPhone(phoneOf(f))));
+    return h('span', {
+      class: `reaction${mine ? ' mine' : ''}`, role: 'listitem', dataset: { emoji, count: String(from.length) },
+      title: names.join(', '), 'aria-label': `${emoji} from ${names.join(', ')}`,
+    }, emoji, from.length > 1 ? h('span', { class: 'reaction-count' }, String(from.length)) : null);
+  }));
+}
+
+// Reacting takes the send scope, and a message that reached WhatsApp.
+function canReact(msg) {
+  return can('send') && !msg.revoked && !(msg.fromMe && ['queued', 'pending', 'failed'].includes(msg.status));
+}
+
+// A small menu of emoji; with ours on the message, a way to take it back (an empty emoji).
+// Which menu is open is kept in the state: the list is redrawn by every live event.
+function reactControl(sessionId, msg, me) {
+  const mine = msg.reactions?.find((r) => isMe(r.from, me));
+  const react = (emoji) => (e) => {
+    const btn = e.currentTarget;
+    state.reactOpen = null;
+    btn.closest('details').open = false;
+    act(btn, null, async () => {
+      const r = await state.api.sendReaction(sessionId, msg.id, emoji);
+      mergeMessage(sessionId, r, { apply: true });
+    });
+  };
+  return h('details', { class: 'react', open: state.reactOpen === msg.id, ontoggle: (e) => {
+    if (e.currentTarget.open) state.reactOpen = msg.id;
+    else if (state.reactOpen === msg.id) state.reactOpen = null;
+  } },
+  h('summary', { class: 'react-toggle', title: 'React', 'aria-label': 'React to this message' }, '☺'),
+  h('div', { class: 'react-menu', role: 'group', 'aria-label': 'Choose a reaction' },
+    QUICK_REACTIONS.map((emoji) => h('button', {
+      type: 'button', class: 'react-emoji', dataset: { emoji }, 'aria-label': `React with ${emoji}`,
+      'aria-pressed': String(mine?.emoji === emoji), onclick: react(emoji),
+    }, emoji)),
+    mine ? h('button', { type: 'button', class: 'btn btn-ghost btn-small react-remove', onclick: react('') }, 'Remove mine') : null));
 }
 
 function mediaEl(media) {
@@ -1641,8 +1974,8 @@ function onEvent(name, body) {
     onPasskeyEvent(id, name, data, body.timestamp);
     return;
   }
-  if (name.startsWith('message-')) {
-    if (data.id) mergeMessage(id, data);
+  if (name.startsWith('message-') || name === 'poll-vote') {
+    if (data.id) mergeMessage(id, data, { apply: ACTION_EVENTS.has(name) });
     if (state.selected === id && state.tab === 'webhook') setTimeout(() => loadDeliveries(id), 800);
   }
 }
