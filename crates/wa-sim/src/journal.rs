@@ -584,6 +584,7 @@ mod tests {
             revoked: false,
             poll: None,
             vote: None,
+            forwarded: false,
         }
     }
 

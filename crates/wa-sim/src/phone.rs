@@ -910,6 +910,7 @@ pub async fn send(
         revoked: false,
         poll,
         vote,
+        forwarded: forwarded_of(&message),
     };
     if core.account_untracked(from).is_some() {
         let copy = SentCopy {
@@ -1290,6 +1291,7 @@ pub async fn receive(core: &mut Core, phone: &str, sender: (&str, u16), stanza: 
         revoked: false,
         poll,
         vote,
+        forwarded: forwarded_of(&message),
     };
     if let Some(acc) = core.account_untracked(phone)
         && !acc.secrets.messages.contains(&record.id)
@@ -1375,6 +1377,30 @@ fn edit_attr(message: &wa::Message) -> Option<&'static str> {
         Some(Protocol::Revoke) => Some("7"),
         _ => None,
     }
+}
+
+/// Whether the sender marked the message forwarded.
+fn forwarded_of(m: &wa::Message) -> bool {
+    [
+        m.extended_text_message
+            .as_option()
+            .and_then(|x| x.context_info.as_option()),
+        m.location_message
+            .as_option()
+            .and_then(|x| x.context_info.as_option()),
+        m.contact_message
+            .as_option()
+            .and_then(|x| x.context_info.as_option()),
+        m.contacts_array_message
+            .as_option()
+            .and_then(|x| x.context_info.as_option()),
+        m.image_message
+            .as_option()
+            .and_then(|x| x.context_info.as_option()),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|c| c.is_forwarded == Some(true))
 }
 
 /// The poll a message creates, in any of its forms.

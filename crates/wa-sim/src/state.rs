@@ -218,6 +218,9 @@ pub struct PhoneMessage {
     /// A vote in a poll, decrypted.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub vote: Option<PhoneVote>,
+    /// The app marks it "Forwarded".
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub forwarded: bool,
 }
 
 /// A poll as the phone shows it.

@@ -283,6 +283,9 @@ pub struct Message {
     /// For `type: "poll_vote"`: the poll and the options picked, decrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vote: Option<PollVote>,
+    /// The sender forwarded it (WhatsApp shows "Forwarded").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forwarded: bool,
     /// For `type: "unknown"`: the kind WhatsApp sent, by its protobuf field name
     /// (`eventMessage`, `liveLocationMessage`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -645,6 +648,8 @@ pub enum Content {
         poll: Poll,
         secret: [u8; 32],
     },
+    /// Another message's content, marked forwarded.
+    Forwarded(Box<Content>),
 }
 
 impl Content {
@@ -666,6 +671,7 @@ impl Content {
             Content::Edit { .. } => "edited",
             Content::Revoke { .. } => "revoked",
             Content::Poll { .. } => "poll",
+            Content::Forwarded(c) => c.kind(),
         }
     }
 
@@ -689,6 +695,10 @@ impl Content {
             }
             Content::Revoke { target } => msg.target_id = Some(target.id.clone()),
             Content::Poll { poll, .. } => msg.poll = Some(poll.clone()),
+            Content::Forwarded(c) => {
+                c.fill(msg);
+                msg.forwarded = true;
+            }
         }
     }
 
@@ -701,7 +711,8 @@ impl Content {
             Content::Text(_)
             | Content::Location(_)
             | Content::Contacts(_)
-            | Content::Poll { .. } => None,
+            | Content::Poll { .. }
+            | Content::Forwarded(_) => None,
         }
     }
 
@@ -714,6 +725,13 @@ impl Content {
             "contact" => msg.contacts.clone().map(Content::Contacts),
             _ => None,
         }
+        .map(|c| {
+            if msg.forwarded {
+                Content::Forwarded(Box::new(c))
+            } else {
+                c
+            }
+        })
     }
 }
 

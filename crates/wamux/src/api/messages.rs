@@ -42,6 +42,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         )
         .route("/messages/{session_id}/read", post(mark_read))
         .route(
+            "/messages/{session_id}/{message_id}/forward",
+            post(forward).layer(idempotent()),
+        )
+        .route(
             "/sessions/{session_id}/outbox/{message_id}",
             axum::routing::delete(cancel_queued),
         )
@@ -690,6 +694,34 @@ async fn mark_read(
         chat_id: chat.as_str().to_owned(),
         read,
     }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardBody {
+    /// Where to (any `to` form; also `number`).
+    #[schema(example = "15551234567")]
+    #[serde(alias = "number")]
+    to: String,
+}
+
+#[utoipa::path(post, path = "/api/messages/{sessionId}/{messageId}/forward", tag = "messages", operation_id = "forwardMessage", summary = "Forward a message",
+    params(("sessionId" = String, Path, description = "the session id"), ("messageId" = String, Path, description = "a text, location or contact message of the history"),
+        ("Idempotency-Key" = Option<String>, Header, description = "as for `/api/send-message`")),
+    request_body = ForwardBody,
+    responses((status = 200, description = "Sent: the new message, `forwarded: true` (the recipient sees \"Forwarded\")", body = crate::model::Message),
+        (status = 400, description = "`invalid_phone`, `invalid_body`, `invalid_json`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `message_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`not_forwardable` (media, a poll, a deleted message...), `session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`send_failed`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn forward(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    Path((_, message_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ForwardBody>,
+) -> Result<Json<crate::model::Message>> {
+    let to = ChatAddress::parse(&body.to).map_err(ApiError::invalid_phone)?;
+    Ok(Json(state.sessions.forward(&id, &message_id, &to).await?))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -75,6 +75,7 @@ const SCHEMES: [&str; 3] = ["apiKeyHeader", "apiKeyQuery", "bearer"];
         super::messages::resend,
         super::messages::edit,
         super::messages::mark_read,
+        super::messages::forward,
         super::presence::set,
         super::presence::subscribe,
         super::messages::revoke,

@@ -81,6 +81,41 @@ impl SessionManager {
         .await
     }
 
+    /// Forwards message `message_id` of the history to `to`, marked forwarded as WhatsApp
+    /// marks it. Texts, locations and contact cards are forwarded (media not yet).
+    pub async fn forward(
+        &self,
+        id: &SessionId,
+        message_id: &str,
+        to: &ChatAddress,
+    ) -> Result<Message> {
+        self.snapshot(id)?;
+        let msg = store::messages::find(&self.inner.shared.store, id.as_str(), message_id)
+            .await?
+            .ok_or_else(|| SessionError::MessageNotFound(message_id.to_owned()))?;
+        if msg.revoked {
+            return Err(SessionError::Refused(
+                "not_forwardable",
+                format!("message `{message_id}` was deleted"),
+            ));
+        }
+        let content = Content::of(&msg).ok_or_else(|| {
+            SessionError::Refused(
+                "not_forwardable",
+                format!(
+                    "message `{message_id}` is a {}; texts, locations and contact cards are forwarded (send a file anew)",
+                    msg.kind
+                ),
+            )
+        })?;
+        let content = match content {
+            Content::Forwarded(c) => Content::Forwarded(c),
+            c => Content::Forwarded(Box::new(c)),
+        };
+        let (conn, me) = self.live(id)?;
+        actor::send(&self.inner.shared, id, &conn, &me, to, &content, None).await
+    }
+
     /// A message of ours that WhatsApp has (sent, not revoked), to be `done` to.
     async fn own_target(&self, id: &SessionId, message_id: &str, done: &str) -> Result<Message> {
         self.snapshot(id)?;

@@ -139,6 +139,7 @@ impl Me {
             poll: None,
             vote: None,
             raw_type: None,
+            forwarded: false,
         }
     }
 }

@@ -420,6 +420,7 @@ pub(crate) mod tests {
             poll: None,
             vote: None,
             raw_type: None,
+            forwarded: false,
         }
     }
 

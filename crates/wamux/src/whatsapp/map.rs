@@ -249,6 +249,7 @@ pub(super) fn inbound(
         edited_at: None,
         revoked: false,
         raw_type,
+        forwarded: context_of(base).is_some_and(|c| c.is_forwarded == Some(true)),
         poll: poll_of(base),
         vote: vote_of(base).map(|(poll_id, _)| PollVote {
             poll_id,
@@ -359,6 +360,12 @@ pub(super) fn outgoing(content: &Content, ctx: Option<wa::ContextInfo>) -> wa::M
         ..Default::default()
     };
     match content {
+        Content::Forwarded(inner) => {
+            let mut ctx = ctx.clone().unwrap_or_default();
+            ctx.is_forwarded = Some(true);
+            ctx.forwarding_score = Some(1);
+            outgoing(inner, Some(ctx))
+        }
         Content::Text(t) => match ctx.clone() {
             Some(c) => wa::Message::text_with_context(t.clone(), c),
             None => wa::Message::text(t.clone()),

@@ -878,3 +878,81 @@ async fn unknown_kinds_are_kept_and_an_undecryptable_message_is_announced_then_r
     assert_eq!(ev["data"]["id"], id, "{ev}");
     assert_eq!(ev["data"]["text"], "did you get this?", "{ev}");
 }
+
+#[tokio::test]
+async fn a_message_is_forwarded_marked_forwarded_and_media_or_polls_are_refused() {
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    const MIA: &str = "15550004013";
+    const NED: &str = "15550004014";
+    const OLA: &str = "15550004015";
+    for (p, n) in [(MIA, "Mia"), (NED, "Ned"), (OLA, "Ola")] {
+        sim.phone(p, n).await;
+    }
+    pair(&app, "fw1", MIA).await;
+    let theirs = sim.send(NED, MIA, "the address is 5 Elm St").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for(LONG, "Ned's message in the history", || async {
+        message(&app, "fw1", &theirs).await
+    })
+    .await;
+    let forward = |id: String, body: Value| {
+        let app = &app;
+        async move {
+            app.post_json(&format!("/api/messages/fw1/{id}/forward"), body)
+                .await
+        }
+    };
+    let (s, fwd) = forward(theirs.clone(), json!({"to": OLA})).await;
+    assert_eq!(s, StatusCode::OK, "{fwd}");
+    assert_eq!(fwd["forwarded"], true, "{fwd}");
+    assert_eq!(fwd["text"], "the address is 5 Elm St", "{fwd}");
+    assert_eq!(fwd["chatId"], format!("{OLA}@s.whatsapp.net"), "{fwd}");
+    assert_ne!(fwd["id"], theirs.as_str());
+    let got = wait_for(LONG, "the forward on Ola's phone", || async {
+        sim.messages(OLA)
+            .await
+            .into_iter()
+            .find(|m| m["id"] == fwd["id"])
+    })
+    .await;
+    assert_eq!(got["text"], "the address is 5 Elm St", "{got}");
+    assert_eq!(got["forwarded"], true, "{got}");
+    // A location keeps its fields when forwarded.
+    let (s, place) = app
+        .post_json(
+            "/api/send-location",
+            json!({"sessionId": "fw1", "to": NED, "latitude": 1.5, "longitude": 2.5}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{place}");
+    let (s, fwd) = forward(place["id"].as_str().unwrap().into(), json!({"to": OLA})).await;
+    assert_eq!(s, StatusCode::OK, "{fwd}");
+    let got = wait_for(LONG, "the forwarded location", || async {
+        sim.messages(OLA)
+            .await
+            .into_iter()
+            .find(|m| m["id"] == fwd["id"])
+    })
+    .await;
+    assert_eq!(got["location"]["latitude"], 1.5, "{got}");
+    assert_eq!(got["forwarded"], true, "{got}");
+
+    // What cannot be forwarded is refused, and nothing goes.
+    let (s, poll) = app
+        .post_json(
+            "/api/send-poll",
+            json!({"sessionId": "fw1", "to": NED, "question": "?", "options": ["a", "b"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{poll}");
+    let got = forward(poll["id"].as_str().unwrap().into(), json!({"to": OLA})).await;
+    assert_error(&got, StatusCode::CONFLICT, "not_forwardable");
+    let got = forward("3EB0NOSUCH".into(), json!({"to": OLA})).await;
+    assert_error(&got, StatusCode::NOT_FOUND, "message_not_found");
+    let got = forward(theirs.clone(), json!({"to": "12"})).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_phone");
+    assert_eq!(sim.messages(OLA).await.len(), 2);
+}
