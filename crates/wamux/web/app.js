@@ -9,7 +9,7 @@ const KEY_STORAGE = 'wamux.apiKey';
 const EVENT_KINDS = [
   'message-received', 'message-from-me', 'message-sent', 'message-delivered', 'message-read',
   'message-failed', 'message-reaction', 'message-revoked', 'message-edited', 'session-status', 'qr', 'call',
-  'passkey-required', 'passkey-confirmation', 'passkey-failed', 'presence', 'poll-vote',
+  'passkey-required', 'passkey-confirmation', 'passkey-failed', 'presence', 'poll-vote', 'message-undecryptable',
 ];
 // A tab is there only for a key that may use it (`shown`).
 const TABS = [
