@@ -144,6 +144,7 @@ pub fn router() -> Router<Arc<Hub>> {
             "/admin/phones/{phone}/presence",
             post(set_presence).get(get_presence),
         )
+        .route("/admin/phones/{phone}/profile", post(set_profile))
         .route(
             "/admin/phones/{phone}/devices/{device}/unlink",
             post(unlink),
@@ -217,6 +218,8 @@ fn account_json(acc: &Account, online: &dyn Fn(u16) -> bool) -> Value {
         "lid": format!("{}@lid", acc.lid),
         "passkey": acc.passkey.is_some(),
         "devices": devices,
+        "profile": acc.profile,
+        "blocked": acc.blocked,
     })
 }
 
@@ -730,6 +733,64 @@ async fn read(
     let n = phone::mark_read(&mut core, &phone, &req.ids)?;
     drop(core);
     Ok(Json(json!({"read": n})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetProfile {
+    #[serde(default)]
+    about: Option<String>,
+    #[serde(default)]
+    business: Option<bool>,
+    /// A new profile photo (base64 JPEG), or `""` to remove it.
+    #[serde(default)]
+    picture: Option<String>,
+}
+
+/// The phone's owner changes what others can look up: the about text, the business flag,
+/// the profile photo.
+async fn set_profile(
+    State(hub): State<Arc<Hub>>,
+    Path(phone): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    let req: SetProfile = parse(&body)?;
+    let picture = match req.picture.as_deref() {
+        None => None,
+        Some("") => Some(None),
+        Some(b) => Some(Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(b.as_bytes())
+                .map_err(|e| {
+                    ApiError::bad_request("invalid_picture", format!("picture is not base64: {e}"))
+                })?,
+        )),
+    };
+    let mut core = hub.core.lock().await;
+    if core.account(&phone).is_none() {
+        return Err(ApiError::phone_not_found(&phone));
+    }
+    let stored = match picture {
+        Some(Some(bytes)) => Some(Some(crate::state::ProfilePicture {
+            id: (crate::state::now_secs() * 1000 + u64::from(rand::random::<u16>() % 1000))
+                .to_string(),
+            direct_path: phone::store_blob(&mut core, "image", &bytes)?,
+        })),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let acc = core.account_mut(&phone).expect("checked");
+    if let Some(a) = req.about {
+        acc.profile.about = Some(a);
+    }
+    if let Some(b) = req.business {
+        acc.profile.business = b;
+    }
+    if let Some(p) = stored {
+        acc.profile.picture = p;
+    }
+    let profile = serde_json::to_value(&acc.profile).unwrap_or_default();
+    Ok(Json(profile))
 }
 
 #[derive(Deserialize)]

@@ -175,6 +175,14 @@ pub fn privacy_settings(core: &Core, phone: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether `phone`'s privacy setting `category` hides it from everyone (`none`). (The
+/// simulator keeps no contact lists, so `contacts` shows it to all.)
+pub fn hides(core: &Core, phone: &str, category: &str) -> bool {
+    privacy_settings(core, phone)
+        .iter()
+        .any(|(c, v)| c == category && v == "none")
+}
+
 /// `<iq xmlns="privacy">`: `get` answers every category; `set` changes the ones named
 /// (all or nothing: an unknown category or a value it does not take is refused with 400).
 pub fn privacy(core: &mut Core, phone: &str, id: &str, node: &Node) -> Node {

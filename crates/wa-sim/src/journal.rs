@@ -217,6 +217,7 @@ impl Account {
             privacy,
             blocked,
             offline,
+            profile,
         } = self;
         Account {
             phone: phone.clone(),
@@ -232,6 +233,7 @@ impl Account {
             privacy: privacy.clone(),
             blocked: blocked.clone(),
             offline: *offline,
+            profile: profile.clone(),
         }
     }
 }
@@ -607,6 +609,7 @@ mod tests {
             privacy: Default::default(),
             blocked: Default::default(),
             offline: false,
+            profile: Default::default(),
         }
     }
 

@@ -78,6 +78,7 @@ pub fn new_account(core: &mut Core, phone: &str, name: &str) -> Result<Account> 
         privacy: Default::default(),
         blocked: Default::default(),
         offline: false,
+        profile: Default::default(),
     })
 }
 

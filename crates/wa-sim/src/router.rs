@@ -104,6 +104,9 @@ async fn handle_iq(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) -> Vec
         }
         "abt" => vec![Reply::Node(crate::iq::props(&id, node))],
         "usync" => vec![Reply::Node(usync(hub, &id, node).await)],
+        "w:profile:picture" if ty == "get" => {
+            vec![Reply::Node(profile_picture(hub, &id, node).await)]
+        }
         "w:sync:app:state" => {
             let names: Vec<Node> = child(node, "sync")
                 .map(children)
@@ -365,6 +368,41 @@ async fn prekey_bundles(hub: &Arc<Hub>, id: &str, node: &Node) -> Node {
 }
 
 /// Answers usync queries: devices (with the key-index list), LIDs, contacts.
+/// A usync subprotocol's answer for a user it has nothing for.
+fn usync_error(tag: &'static str, code: u16, text: &str) -> Node {
+    NodeBuilder::new(tag)
+        .children([NodeBuilder::new("error")
+            .attr("code", code.to_string())
+            .attr("text", text.to_string())
+            .build()])
+        .build()
+}
+
+/// `<iq xmlns="w:profile:picture" target=..><picture type query="url"/>`: where a user's
+/// profile photo is, or 404 when there is none (or the owner hides it).
+async fn profile_picture(hub: &Arc<Hub>, id: &str, node: &Node) -> Node {
+    let core = hub.core.lock().await;
+    let Some(target) = jid_attr(node, "target").and_then(|j| core.phone_of(&j)) else {
+        return crate::conn::iq_error(id, 404, "item-not-found");
+    };
+    let acc = core.account(&target).expect("phone_of names an account");
+    match &acc.profile.picture {
+        Some(p) if !crate::iq::hides(&core, &target, "profile") => iq_result(id)
+            .children([NodeBuilder::new("picture")
+                .attr("id", p.id.clone())
+                .attr("type", "image")
+                .attr(
+                    "url",
+                    format!("https://{}{}", hub.media_host, p.direct_path),
+                )
+                .attr("direct_path", p.direct_path.clone())
+                .build()])
+            .build(),
+        Some(_) => crate::conn::iq_error(id, 401, "not-authorized"),
+        None => crate::conn::iq_error(id, 404, "item-not-found"),
+    }
+}
+
 async fn usync(hub: &Arc<Hub>, id: &str, node: &Node) -> Node {
     let core = hub.core.lock().await;
     let Some(us) = child(node, "usync") else {
@@ -435,6 +473,31 @@ async fn usync(hub: &Arc<Hub>, id: &str, node: &Node) -> Node {
                         );
                     } else {
                         kids.push(NodeBuilder::new("lid").build());
+                    }
+                }
+                "status" => kids.push(match acc {
+                    Some(a) if crate::iq::hides(&core, &a.phone, "status") => {
+                        usync_error("status", 401, "not-authorized")
+                    }
+                    Some(a) => NodeBuilder::new("status")
+                        .attr("t", a.created_at.to_string())
+                        .string_content(
+                            a.profile
+                                .about
+                                .clone()
+                                .unwrap_or_else(|| crate::state::DEFAULT_ABOUT.into()),
+                        )
+                        .build(),
+                    None => usync_error("status", 404, "item-not-found"),
+                }),
+                "picture" => kids.push(match acc.and_then(|a| a.profile.picture.as_ref()) {
+                    Some(p) => NodeBuilder::new("picture").attr("id", p.id.clone()).build(),
+                    None => usync_error("picture", 404, "item-not-found"),
+                }),
+                // Only a business account has a business profile.
+                "business" => {
+                    if acc.is_some_and(|a| a.profile.business) {
+                        kids.push(NodeBuilder::new("business").build());
                     }
                 }
                 "contact" => {

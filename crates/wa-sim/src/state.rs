@@ -319,7 +319,34 @@ pub struct Account {
     /// its queue, unanswered, until it comes back (`POST /admin/phones/:phone/online`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub offline: bool,
+    /// The profile others can look up: the about text (WhatsApp's default when unset),
+    /// whether it is a business account, and the profile photo.
+    #[serde(default)]
+    pub profile: Profile,
 }
+
+/// What an account shows of itself.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Profile {
+    #[serde(default)]
+    pub about: Option<String>,
+    #[serde(default)]
+    pub business: bool,
+    /// The photo: its id and where the media host keeps it.
+    #[serde(default)]
+    pub picture: Option<ProfilePicture>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfilePicture {
+    pub id: String,
+    pub direct_path: String,
+}
+
+/// What an account's about says until its owner changes it.
+pub const DEFAULT_ABOUT: &str = "Hey there! I am using WhatsApp.";
 
 /// A gated account's passkey: the owner's credential (a software ES256 key, as a
 /// password manager keeps it) and what WhatsApp registered of it.

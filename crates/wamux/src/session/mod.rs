@@ -627,6 +627,34 @@ impl SessionManager {
             .map_err(SessionError::WhatsApp)
     }
 
+    /// What WhatsApp tells about `who`'s account (`None`: no account).
+    pub async fn contact_info(
+        &self,
+        id: &SessionId,
+        who: &ChatAddress,
+    ) -> Result<Option<crate::whatsapp::ContactInfo>> {
+        let (conn, _) = self.live(id)?;
+        conn.contact_info(who).await.map_err(SessionError::WhatsApp)
+    }
+
+    /// Where `who`'s profile photo is (`None`: none, or hidden).
+    pub async fn profile_picture(
+        &self,
+        id: &SessionId,
+        who: &ChatAddress,
+    ) -> Result<Option<crate::whatsapp::Picture>> {
+        let (conn, _) = self.live(id)?;
+        conn.profile_picture(who)
+            .await
+            .map_err(SessionError::WhatsApp)
+    }
+
+    /// Blocks or unblocks `who`.
+    pub async fn block(&self, id: &SessionId, who: &ChatAddress, block: bool) -> Result<()> {
+        let (conn, _) = self.live(id)?;
+        conn.block(who, block).await.map_err(SessionError::WhatsApp)
+    }
+
     /// The session's passkey step.
     pub fn passkey(&self, id: &SessionId) -> Result<PasskeyInfo> {
         Ok(PasskeyInfo::from_snapshot(id, &self.snapshot(id)?))

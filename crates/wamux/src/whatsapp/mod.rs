@@ -544,6 +544,69 @@ impl WaSession {
             .collect())
     }
 
+    /// What WhatsApp tells about `who`'s account (`None`: it has none).
+    pub async fn contact_info(&self, who: &ChatAddress) -> Result<Option<ContactInfo>, String> {
+        let jid = jid_of(who)?;
+        let mut found = self
+            .client
+            .contacts()
+            .get_user_info(std::slice::from_ref(&jid))
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(info) = found.remove(&jid).or_else(|| found.into_values().next()) else {
+            return Ok(None);
+        };
+        // No device and no LID: the number has no account.
+        if info.devices.is_empty() && info.lid.is_none() && !info.jid.is_lid() {
+            return Ok(None);
+        }
+        let (pn, lid) = if info.jid.is_lid() {
+            (None, Some(info.jid.to_non_ad_string()))
+        } else {
+            (
+                Some(info.jid.to_non_ad_string()),
+                info.lid.as_ref().map(Jid::to_non_ad_string),
+            )
+        };
+        Ok(Some(ContactInfo {
+            phone: pn
+                .as_ref()
+                .map(|j| j.split('@').next().unwrap_or_default().to_owned()),
+            jid: pn,
+            lid,
+            about: info.status,
+            business: info.is_business,
+            business_name: info.verified_name.and_then(|v| v.name),
+            picture_id: info.picture_id,
+        }))
+    }
+
+    /// Where `who`'s profile photo is (`None`: none, or hidden from us).
+    pub async fn profile_picture(&self, who: &ChatAddress) -> Result<Option<Picture>, String> {
+        let pic = self
+            .client
+            .contacts()
+            .get_profile_picture(&jid_of(who)?, false)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(pic.map(|p| Picture {
+            id: p.id,
+            url: p.url,
+        }))
+    }
+
+    /// Blocks `who` (or unblocks).
+    pub async fn block(&self, who: &ChatAddress, block: bool) -> Result<(), String> {
+        let jid = jid_of(who)?;
+        let b = self.client.blocking();
+        if block {
+            b.block(&jid).await
+        } else {
+            b.unblock(&jid).await
+        }
+        .map_err(|e| e.to_string())
+    }
+
     /// Unlinks this device from the account and disconnects.
     pub async fn logout(&self) {
         self.client.logout().await;
@@ -566,6 +629,32 @@ pub struct NumberCheck {
     pub jid: Option<String>,
     /// The account's LID, when WhatsApp gave it.
     pub lid: Option<String>,
+}
+
+/// What WhatsApp tells about an account.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactInfo {
+    /// Digits, where the phone number is known.
+    pub phone: Option<String>,
+    pub jid: Option<String>,
+    pub lid: Option<String>,
+    /// The about (status) text; absent when its owner hides it from us.
+    pub about: Option<String>,
+    pub business: bool,
+    /// A business account's verified name.
+    pub business_name: Option<String>,
+    /// Set when it has a profile photo we may see (`.../picture` gives its URL).
+    pub picture_id: Option<String>,
+}
+
+/// Where a profile photo is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Picture {
+    pub id: String,
+    /// WhatsApp's URL of the photo (it expires after a while; ask again then).
+    pub url: String,
 }
 
 /// Maps library events onto the session's channel. Runs inline on the client's dispatch

@@ -956,3 +956,107 @@ async fn a_message_is_forwarded_marked_forwarded_and_media_or_polls_are_refused(
     assert_error(&got, StatusCode::BAD_REQUEST, "invalid_phone");
     assert_eq!(sim.messages(OLA).await.len(), 2);
 }
+
+#[tokio::test]
+async fn contact_info_pictures_and_blocking_come_from_whatsapp() {
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    const PAT: &str = "15550004016";
+    const QUE: &str = "15550004017";
+    const RAY: &str = "15550004018";
+    for (p, n) in [(PAT, "Pat"), (QUE, "Que"), (RAY, "Ray")] {
+        sim.phone(p, n).await;
+    }
+    pair(&app, "ci1", PAT).await;
+    // Que runs a business with a photo and an about text; Ray keeps WhatsApp's defaults.
+    use base64::Engine as _;
+    let photo = base64::engine::general_purpose::STANDARD.encode(b"\xff\xd8\xff\xe0 a tiny jpeg");
+    let r = sim
+        .admin
+        .post(sim.url(&format!("/phones/{QUE}/profile")))
+        .json(&json!({"about": "Open 9 to 5", "business": true, "picture": photo}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+
+    let (s, que) = app
+        .get_json(&format!("/api/sessions/ci1/contacts/{QUE}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{que}");
+    assert_eq!(que["jid"], format!("{QUE}@s.whatsapp.net"), "{que}");
+    assert_eq!(que["phone"], QUE, "{que}");
+    assert!(que["lid"].as_str().unwrap().ends_with("@lid"), "{que}");
+    assert_eq!(que["about"], "Open 9 to 5", "{que}");
+    assert_eq!(que["business"], true, "{que}");
+    let picture_id = que["pictureId"].as_str().expect("a picture id").to_owned();
+    let (s, pic) = app
+        .get_json(&format!("/api/sessions/ci1/contacts/{QUE}@c.us/picture"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{pic}");
+    assert_eq!(pic["id"], picture_id.as_str(), "{pic}");
+    assert!(
+        pic["url"].as_str().unwrap().starts_with("https://"),
+        "{pic}"
+    );
+
+    let (s, ray) = app
+        .get_json(&format!("/api/sessions/ci1/contacts/{RAY}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{ray}");
+    assert_eq!(ray["about"], "Hey there! I am using WhatsApp.", "{ray}");
+    assert_eq!(ray["business"], false, "{ray}");
+    assert!(ray["pictureId"].is_null(), "{ray}");
+    let got = app
+        .get_json(&format!("/api/sessions/ci1/contacts/{RAY}/picture"))
+        .await;
+    assert_error(&got, StatusCode::NOT_FOUND, "picture_not_found");
+    let got = app.get_json("/api/sessions/ci1/contacts/15550009999").await;
+    assert_error(&got, StatusCode::NOT_FOUND, "contact_not_found");
+    let got = app.get_json("/api/sessions/ci1/contacts/12").await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+
+    // Blocking is WhatsApp's: the account's blocklist holds Ray (by number or LID), then not.
+    let r = sim
+        .admin
+        .get(sim.url(&format!("/phones/{RAY}")))
+        .send()
+        .await
+        .unwrap();
+    let ray_lid = crate::helpers::into_json(r).await.1["lid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ray_lid = &ray_lid;
+    let blocked = |want: bool| async move {
+        let r = sim
+            .admin
+            .get(sim.url(&format!("/phones/{PAT}")))
+            .send()
+            .await
+            .unwrap();
+        let acc = crate::helpers::into_json(r).await.1;
+        let listed = acc["blocked"].as_array().unwrap().iter().any(|j| {
+            let j = j.as_str().unwrap();
+            j.starts_with(RAY) || j == ray_lid
+        });
+        listed == want
+    };
+    let (s, b) = app
+        .post_json(
+            &format!("/api/sessions/ci1/contacts/{RAY}/block"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["blocked"], true, "{b}");
+    crate::helpers::wait_until(LONG, "Ray on the blocklist", || blocked(true)).await;
+    let (s, b) = app
+        .post_json(
+            &format!("/api/sessions/ci1/contacts/{RAY}/unblock"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    crate::helpers::wait_until(LONG, "Ray off the blocklist", || blocked(false)).await;
+}
