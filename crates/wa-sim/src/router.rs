@@ -495,10 +495,8 @@ async fn usync(hub: &Arc<Hub>, id: &str, node: &Node) -> Node {
                     None => usync_error("picture", 404, "item-not-found"),
                 }),
                 // Only a business account has a business profile.
-                "business" => {
-                    if acc.is_some_and(|a| a.profile.business) {
-                        kids.push(NodeBuilder::new("business").build());
-                    }
+                "business" if acc.is_some_and(|a| a.profile.business) => {
+                    kids.push(NodeBuilder::new("business").build());
                 }
                 "contact" => {
                     let mut b = NodeBuilder::new("contact")
