@@ -35,6 +35,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/send-poll", post(send_poll).layer(idempotent()))
         .route("/messages/{session_id}", get(history))
         .route("/sessions/{session_id}/outbox", get(outbox))
+        .route("/sessions/{session_id}/chats", get(chats))
         .route("/messages/{session_id}/{message_id}/resend", post(resend))
         .route(
             "/messages/{session_id}/{message_id}",
@@ -539,6 +540,47 @@ async fn history(
         "messages": messages,
         "nextCursor": next.map(Cursor::encode),
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatsQuery {
+    limit: Option<String>,
+    #[serde(rename = "apiKey")]
+    _api_key: Option<String>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Chats {
+    session_id: String,
+    /// The most recent first.
+    chats: Vec<crate::store::messages::Chat>,
+}
+
+#[utoipa::path(get, path = "/api/sessions/{sessionId}/chats", tag = "messages", operation_id = "listChats", summary = "The session's chats",
+    params(("sessionId" = String, Path, description = "the session id"),
+        ("limit" = Option<i64>, Query, description = "1 to 500, default 100")),
+    responses((status = 200, description = "Each chat with its last message and how many received messages are not read yet, the most recent first", body = Chats),
+        (status = 400, description = "`invalid_field`, `invalid_query`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody), (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn chats(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Read>,
+    ApiQuery(q): ApiQuery<ChatsQuery>,
+) -> Result<Json<Chats>> {
+    let limit = int_param("limit", q.limit.as_deref())?.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            "must be between 1 and 500",
+        ));
+    }
+    state.sessions.info(&id)?;
+    let chats = crate::store::messages::chats(&state.store, id.as_str(), limit).await?;
+    Ok(Json(Chats {
+        session_id: id.to_string(),
+        chats,
+    }))
 }
 
 /// An integer query parameter; the error names it.

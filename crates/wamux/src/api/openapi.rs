@@ -71,6 +71,7 @@ const SCHEMES: [&str; 3] = ["apiKeyHeader", "apiKeyQuery", "bearer"];
         super::messages::send_poll,
         super::messages::history,
         super::messages::outbox,
+        super::messages::chats,
         super::messages::cancel_queued,
         super::messages::resend,
         super::messages::edit,

@@ -273,6 +273,31 @@ pub async fn unread(
     dispatch!(store, messages::unread(session_id, chat_id, ids, limit))
 }
 
+/// A chat as the chat list shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Chat {
+    pub chat_id: String,
+    /// The latest message (reactions, edits, revokes and votes show on theirs).
+    pub last_message: Message,
+    /// Received messages not marked read yet.
+    pub unread: i64,
+}
+
+/// The session's chats, the most recent first, at most `limit`.
+pub async fn chats(store: &Store, session_id: &str, limit: i64) -> Result<Vec<Chat>> {
+    dispatch!(store, messages::chats(session_id, limit))?
+        .into_iter()
+        .map(|(chat_id, body, unread)| {
+            Ok(Chat {
+                chat_id,
+                last_message: serde_json::from_str(&body)?,
+                unread,
+            })
+        })
+        .collect()
+}
+
 /// Marks received messages of `chat` read (after their read receipts went).
 pub async fn set_read(
     store: &Store,

@@ -1060,3 +1060,74 @@ async fn contact_info_pictures_and_blocking_come_from_whatsapp() {
     assert_eq!(s, StatusCode::OK, "{b}");
     crate::helpers::wait_until(LONG, "Ray off the blocklist", || blocked(false)).await;
 }
+
+#[tokio::test]
+async fn the_chat_list_shows_each_chat_with_its_last_message_and_unread_count() {
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    const SAL: &str = "15550004019";
+    const TOM: &str = "15550004020";
+    const UMA: &str = "15550004021";
+    const VIC: &str = "15550004022";
+    for (p, n) in [(SAL, "Sal"), (TOM, "Tom"), (UMA, "Uma"), (VIC, "Vic")] {
+        sim.phone(p, n).await;
+    }
+    pair(&app, "ch1", SAL).await;
+    let (s, b) = app
+        .post_json(
+            "/api/send-message",
+            json!({"sessionId": "ch1", "to": VIC, "text": "first, to Vic"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // Each arrives before the next goes: chats of one second are ordered by arrival.
+    let mut last = Value::Null;
+    for (from, text) in [(TOM, "tom 1"), (TOM, "tom 2"), (UMA, "uma 1")] {
+        last = sim.send(from, SAL, text).await;
+        let id = last["id"].as_str().unwrap().to_owned();
+        wait_for(LONG, "the message in the history", || async {
+            message(&app, "ch1", &id).await
+        })
+        .await;
+    }
+    // A reaction is no chat message: Uma's chat still ends with her text.
+    sim.send_json(
+        UMA,
+        &json!({"to": SAL, "reaction": {"messageId": last["id"], "emoji": "👍"}}),
+    )
+    .await;
+    let list = wait_for(LONG, "three chats", || async {
+        let (s, b) = app.get_json("/api/sessions/ch1/chats").await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let chats = b["chats"].as_array().unwrap().clone();
+        (chats.len() == 3 && chats[0]["lastMessage"]["reactions"].is_array()).then_some(chats)
+    })
+    .await;
+    let ids: Vec<&str> = list.iter().map(|c| c["chatId"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            format!("{UMA}@s.whatsapp.net"),
+            format!("{TOM}@s.whatsapp.net"),
+            format!("{VIC}@s.whatsapp.net")
+        ],
+        "the most recent first: {list:?}"
+    );
+    assert_eq!(list[0]["lastMessage"]["text"], "uma 1");
+    assert_eq!(list[0]["unread"], 1);
+    assert_eq!(list[1]["lastMessage"]["text"], "tom 2");
+    assert_eq!(list[1]["unread"], 2);
+    assert_eq!(list[2]["lastMessage"]["fromMe"], true);
+    assert_eq!(list[2]["unread"], 0);
+    // Read, Tom's chat has nothing unread.
+    let (s, _) = app
+        .post_json("/api/messages/ch1/read", json!({"chat": TOM}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, b) = app.get_json("/api/sessions/ch1/chats?limit=2").await;
+    let chats = b["chats"].as_array().unwrap();
+    assert_eq!(chats.len(), 2, "{b}");
+    assert_eq!(chats[1]["unread"], 0, "{b}");
+    let got = app.get_json("/api/sessions/ch1/chats?limit=0").await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+}

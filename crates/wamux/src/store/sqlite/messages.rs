@@ -207,6 +207,32 @@ pub async fn unread(
     .await?)
 }
 
+/// The session's chats, the most recent first, each with its last message's body and the
+/// number of received messages not read yet.
+pub async fn chats(db: &Db, session_id: &str, limit: i64) -> Result<Vec<(String, String, i64)>> {
+    Ok(sqlx::query_as(
+        "WITH ranked AS (
+             SELECT chat_id, timestamp, seq, body,
+                    ROW_NUMBER() OVER (PARTITION BY chat_id ORDER BY timestamp DESC, seq DESC) AS rn
+             FROM messages
+             WHERE session_id = ?1 AND type NOT IN ('reaction', 'edited', 'revoked', 'poll_vote')),
+         unread AS (
+             SELECT chat_id, COUNT(*) AS n FROM messages
+             WHERE session_id = ?1 AND from_me = 0 AND status = 'delivered'
+               AND type NOT IN ('reaction', 'edited', 'revoked', 'poll_vote')
+             GROUP BY chat_id)
+         SELECT r.chat_id, r.body, COALESCE(u.n, 0) FROM ranked r
+         LEFT JOIN unread u ON u.chat_id = r.chat_id
+         WHERE r.rn = 1
+         ORDER BY r.timestamp DESC, r.seq DESC
+         LIMIT ?2",
+    )
+    .bind(session_id)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
 /// Marks received messages of a chat read.
 pub async fn set_read(
     conn: &mut SqliteConnection,
