@@ -146,6 +146,11 @@ pub fn router() -> Router<Arc<Hub>> {
         )
         .route("/admin/phones/{phone}/profile", post(set_profile))
         .route(
+            "/admin/phones/{phone}/calls",
+            post(place_call).get(list_calls),
+        )
+        .route("/admin/phones/{phone}/calls/{call}/end", post(end_call))
+        .route(
             "/admin/phones/{phone}/devices/{device}/unlink",
             post(unlink),
         )
@@ -733,6 +738,61 @@ async fn read(
     let n = phone::mark_read(&mut core, &phone, &req.ids)?;
     drop(core);
     Ok(Json(json!({"read": n})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaceCall {
+    to: String,
+    #[serde(default)]
+    video: bool,
+}
+
+/// The phone calls `to`: its linked devices ring.
+async fn place_call(
+    State(hub): State<Arc<Hub>>,
+    Path(phone): Path<String>,
+    body: Bytes,
+) -> Result<Response> {
+    let req: PlaceCall = parse(&body)?;
+    let to = normalize_to(&req.to)?;
+    let mut core = hub.core.lock().await;
+    phone::ensure_online(&core, &phone)?;
+    if core.account(&to).is_none() {
+        return Err(ApiError::phone_not_found(&to));
+    }
+    let call = crate::calls::offer(&mut core, &phone, &to, req.video);
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(call).unwrap_or_default()),
+    )
+        .into_response())
+}
+
+/// The caller hangs up.
+async fn end_call(
+    State(hub): State<Arc<Hub>>,
+    Path((phone, call)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    let mut core = hub.core.lock().await;
+    let ended = crate::calls::terminate(&mut core, &phone, &call).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "call_not_found",
+            format!("phone {phone} placed no call {call}"),
+        )
+    })?;
+    Ok(Json(serde_json::to_value(ended).unwrap_or_default()))
+}
+
+async fn list_calls(State(hub): State<Arc<Hub>>, Path(phone): Path<String>) -> Result<Json<Value>> {
+    let core = hub.core.lock().await;
+    if core.account(&phone).is_none() {
+        return Err(ApiError::phone_not_found(&phone));
+    }
+    Ok(Json(
+        serde_json::to_value(crate::calls::of(&core, &phone)).unwrap_or_default(),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -147,6 +147,8 @@ pub struct Core {
     pub faults: Faults,
     /// Who is available and who subscribed to whom (see `presence`).
     pub presence: crate::presence::Presences,
+    /// Calls, ringing or done (see `calls`).
+    pub calls: crate::calls::Calls,
     /// Where uploaded media blobs are kept.
     pub blobs_dir: PathBuf,
     next_conn_id: u64,
@@ -169,6 +171,7 @@ impl Core {
             passkeys: Default::default(),
             faults: Faults::default(),
             presence: Default::default(),
+            calls: Default::default(),
             blobs_dir,
             next_conn_id: 1,
         }

@@ -19,6 +19,7 @@
 //! edges ([`Simulator::start`]).
 
 mod admin;
+mod calls;
 mod conn;
 mod hub;
 mod iq;

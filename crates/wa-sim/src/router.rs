@@ -41,6 +41,12 @@ pub async fn handle_device_stanza(
             crate::presence::stanza(&mut core, phone, device, &node);
             Vec::new()
         }
+        "call" => {
+            let mut core = hub.core.lock().await;
+            vec![Reply::Node(crate::calls::from_device(
+                &mut core, phone, &node,
+            ))]
+        }
         "chatstate" => {
             let mut core = hub.core.lock().await;
             crate::presence::chatstate(&mut core, phone, &node);

@@ -83,6 +83,7 @@ const SCHEMES: [&str; 3] = ["apiKeyHeader", "apiKeyQuery", "bearer"];
         super::contacts::block,
         super::contacts::unblock,
         super::presence::subscribe,
+        super::presence::reject_call,
         super::messages::revoke,
         super::media::send_media,
         super::media::retry,

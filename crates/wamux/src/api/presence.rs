@@ -1,4 +1,5 @@
-//! Presence: showing the account online or typing, and hearing contacts' presence.
+//! Presence: showing the account online or typing, and hearing contacts' presence. Calls:
+//! declining one that rings.
 
 use axum::extract::State;
 use axum::routing::post;
@@ -14,6 +15,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/sessions/{session_id}/presence", post(set))
         .route("/sessions/{session_id}/presence/subscribe", post(subscribe))
+        .route(
+            "/sessions/{session_id}/calls/{call_id}/reject",
+            post(reject_call),
+        )
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -129,5 +134,39 @@ async fn subscribe(
     Ok(Json(Subscribed {
         session_id: id.to_string(),
         chat_id: chat.as_str().to_owned(),
+    }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallRejected {
+    session_id: String,
+    call_id: String,
+    rejected: bool,
+}
+
+#[utoipa::path(post, path = "/api/sessions/{sessionId}/calls/{callId}/reject", tag = "sessions", operation_id = "rejectCall", summary = "Decline a ringing call",
+    params(("sessionId" = String, Path, description = "the session id"), ("callId" = String, Path, description = "the `id` of the `call` event")),
+    responses((status = 200, description = "Declined: the caller's phone stops ringing", body = CallRejected),
+        (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `call_not_found`: no such call rings (taken, ended, or declined already)", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn reject_call(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    axum::extract::Path((_, call_id)): axum::extract::Path<(String, String)>,
+) -> Result<Json<CallRejected>> {
+    if !state.sessions.reject_call(&id, &call_id).await? {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "call_not_found",
+            format!("no call `{call_id}` rings in session `{id}`"),
+        ));
+    }
+    Ok(Json(CallRejected {
+        session_id: id.to_string(),
+        call_id,
+        rejected: true,
     }))
 }

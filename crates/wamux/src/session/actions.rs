@@ -168,6 +168,34 @@ impl SessionManager {
         actor::send(&self.inner.shared, id, &conn, &me, &to, &content, None).await
     }
 
+    /// Declines call `call_id`, ringing now. `false` when no such call rings.
+    pub async fn reject_call(&self, id: &SessionId, call_id: &str) -> Result<bool> {
+        self.snapshot(id)?;
+        let key = (id.to_string(), call_id.to_owned());
+        let Some((peer, creator)) = self
+            .inner
+            .shared
+            .calls
+            .lock()
+            .expect("calls lock")
+            .get(&key)
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        let (conn, _) = self.live(id)?;
+        conn.reject_call(call_id, &peer, &creator)
+            .await
+            .map_err(SessionError::WhatsApp)?;
+        self.inner
+            .shared
+            .calls
+            .lock()
+            .expect("calls lock")
+            .remove(&key);
+        Ok(true)
+    }
+
     /// Shows the account online or offline (`available`, `unavailable`), or a chat state
     /// (`composing`, `recording`, `paused`) in the chat with `chat`.
     pub async fn presence(

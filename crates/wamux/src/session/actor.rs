@@ -441,14 +441,27 @@ impl Actor {
                 }
             }
             WaEvent::Call {
+                call_id,
                 from,
-                id,
+                creator,
+                video,
+                ended,
                 timestamp,
             } => {
+                let key = (self.id.to_string(), call_id.clone());
+                {
+                    let mut calls = self.shared.calls.lock().expect("calls lock");
+                    if ended {
+                        calls.remove(&key);
+                    } else {
+                        calls.insert(key, (from.clone(), creator));
+                    }
+                }
                 self.record(
                     EventKind::Call,
                     Some(&from),
-                    serde_json::json!({"sessionId": self.id, "id": id, "from": from, "timestamp": timestamp}),
+                    serde_json::json!({"sessionId": self.id, "id": call_id, "from": from, "video": video,
+                        "status": if ended { "ended" } else { "offer" }, "timestamp": timestamp}),
                 )
                 .await;
             }

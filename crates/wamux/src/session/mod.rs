@@ -302,6 +302,8 @@ pub(crate) struct Shared {
     pub settings: SessionSettings,
     /// Who waits for WhatsApp's server ack of which sent message.
     pub acks: Arc<queue::AckWaiters>,
+    /// The calls ringing now, by session and call id: (caller, call creator).
+    pub calls: Arc<Mutex<HashMap<(String, String), (String, String)>>>,
 }
 
 /// Owns every session's actor. Cheap to clone.
@@ -338,6 +340,7 @@ impl SessionManager {
                     connector: Arc::new(connector),
                     settings,
                     acks: Arc::default(),
+                    calls: Arc::default(),
                 },
                 sessions: Mutex::new(HashMap::new()),
                 lifecycle: tokio::sync::Mutex::new(()),

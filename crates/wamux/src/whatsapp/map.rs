@@ -136,11 +136,22 @@ pub(super) fn event(e: &WaLibEvent) -> Option<WaEvent> {
                 last_seen: None,
             }
         }
-        WaLibEvent::IncomingCall(c) => WaEvent::Call {
-            from: c.from.to_non_ad_string(),
-            id: c.stanza_id.clone(),
-            timestamp: c.timestamp.timestamp(),
-        },
+        WaLibEvent::IncomingCall(c) => {
+            use wacore::types::call::CallAction;
+            let (video, ended) = match &c.action {
+                CallAction::Offer { is_video, .. } => (*is_video, false),
+                CallAction::Terminate { .. } => (false, true),
+                _ => return None,
+            };
+            WaEvent::Call {
+                call_id: c.action.call_id().to_owned(),
+                from: c.from.to_non_ad_string(),
+                creator: c.action.call_creator().to_string(),
+                video,
+                ended,
+                timestamp: c.timestamp.timestamp(),
+            }
+        }
         _ => return None,
     })
 }

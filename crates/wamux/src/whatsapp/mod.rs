@@ -84,9 +84,15 @@ pub enum WaEvent {
         ids: Vec<String>,
         status: MessageStatus,
     },
+    /// A call rings (`ended: false`), or the caller hung up before it was taken.
     Call {
+        call_id: String,
+        /// Who calls (the peer the call's signaling goes to).
         from: String,
-        id: String,
+        /// Who created the call (the caller, for a one-to-one call).
+        creator: String,
+        video: bool,
+        ended: bool,
         timestamp: i64,
     },
     /// A message arrived that could not be decrypted; the client has asked the sender for
@@ -593,6 +599,24 @@ impl WaSession {
             id: p.id,
             url: p.url,
         }))
+    }
+
+    /// Declines a ringing call.
+    pub async fn reject_call(
+        &self,
+        call_id: &str,
+        peer: &str,
+        creator: &str,
+    ) -> Result<(), String> {
+        let peer: Jid = peer.parse().map_err(|e| format!("caller {peer}: {e:?}"))?;
+        let creator: Jid = creator
+            .parse()
+            .map_err(|e| format!("call creator {creator}: {e:?}"))?;
+        self.client
+            .voip()
+            .reject_call(call_id, &peer, &creator)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Blocks `who` (or unblocks).

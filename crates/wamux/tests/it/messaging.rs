@@ -1131,3 +1131,100 @@ async fn the_chat_list_shows_each_chat_with_its_last_message_and_unread_count() 
     let got = app.get_json("/api/sessions/ch1/chats?limit=0").await;
     assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
 }
+
+#[tokio::test]
+async fn a_call_rings_as_an_event_and_is_declined_or_ends() {
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    const WES: &str = "15550004023";
+    const XAN: &str = "15550004024";
+    sim.phone(WES, "Wes").await;
+    sim.phone(XAN, "Xan").await;
+    let mut hook = Receiver::start().await;
+    pair(&app, "call1", WES).await;
+    let (s, b) = app
+        .post_json(
+            "/api/call1/webhook",
+            json!({"url": hook.url, "events": ["call"]}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    let call = |video: bool| async move {
+        let r = sim
+            .admin
+            .post(sim.url(&format!("/phones/{XAN}/calls")))
+            .json(&json!({"to": WES, "video": video}))
+            .send()
+            .await
+            .unwrap();
+        let (s, b) = crate::helpers::into_json(r).await;
+        assert!(s.is_success(), "{b}");
+        b["id"].as_str().unwrap().to_owned()
+    };
+    let calls_of_xan = || async {
+        let r = sim
+            .admin
+            .get(sim.url(&format!("/phones/{XAN}/calls")))
+            .send()
+            .await
+            .unwrap();
+        crate::helpers::into_json(r).await.1
+    };
+
+    // A video call rings; we decline it and Xan's phone stops ringing.
+    let first = call(true).await;
+    let ev = next_event(&mut hook, "call").await;
+    assert_eq!(ev["data"]["id"], first.as_str(), "{ev}");
+    assert_eq!(ev["data"]["status"], "offer", "{ev}");
+    assert_eq!(ev["data"]["video"], true, "{ev}");
+    assert_eq!(ev["data"]["from"], format!("{XAN}@s.whatsapp.net"), "{ev}");
+    let (s, b) = app
+        .post_json(
+            &format!("/api/sessions/call1/calls/{first}/reject"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["rejected"], true, "{b}");
+    wait_for(LONG, "the call declined on Xan's phone", || async {
+        let calls = calls_of_xan().await;
+        calls
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == first.as_str() && c["state"] == "rejected")
+            .then_some(())
+    })
+    .await;
+    // Declined once, it rings no more.
+    let got = app
+        .post_json(
+            &format!("/api/sessions/call1/calls/{first}/reject"),
+            json!({}),
+        )
+        .await;
+    assert_error(&got, StatusCode::NOT_FOUND, "call_not_found");
+
+    // A voice call Xan gives up on: offer, then ended; it can no longer be declined.
+    let second = call(false).await;
+    let ev = next_event(&mut hook, "call").await;
+    assert_eq!(ev["data"]["id"], second.as_str(), "{ev}");
+    assert_eq!(ev["data"]["video"], false, "{ev}");
+    let r = sim
+        .admin
+        .post(sim.url(&format!("/phones/{XAN}/calls/{second}/end")))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let ev = next_event(&mut hook, "call").await;
+    assert_eq!(ev["data"]["id"], second.as_str(), "{ev}");
+    assert_eq!(ev["data"]["status"], "ended", "{ev}");
+    let got = app
+        .post_json(
+            &format!("/api/sessions/call1/calls/{second}/reject"),
+            json!({}),
+        )
+        .await;
+    assert_error(&got, StatusCode::NOT_FOUND, "call_not_found");
+}
