@@ -302,9 +302,13 @@ pub(crate) struct Shared {
     pub settings: SessionSettings,
     /// Who waits for WhatsApp's server ack of which sent message.
     pub acks: Arc<queue::AckWaiters>,
-    /// The calls ringing now, by session and call id: (caller, call creator).
-    pub calls: Arc<Mutex<HashMap<(String, String), (String, String)>>>,
+    /// The calls ringing now.
+    pub calls: Arc<Mutex<Ringing>>,
 }
+
+/// Calls ringing now, by session and call id: who calls and who created the call (what a
+/// reject must name). Calls are ephemeral, as on WhatsApp: a restart forgets them.
+pub(crate) type Ringing = HashMap<(String, String), (String, String)>;
 
 /// Owns every session's actor. Cheap to clone.
 #[derive(Clone)]
