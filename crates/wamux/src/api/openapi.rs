@@ -84,6 +84,8 @@ const SCHEMES: [&str; 3] = ["apiKeyHeader", "apiKeyQuery", "bearer"];
         super::contacts::unblock,
         super::presence::subscribe,
         super::presence::reject_call,
+        super::presence::call_settings,
+        super::presence::set_call_settings,
         super::messages::revoke,
         super::media::send_media,
         super::media::retry,

@@ -10,6 +10,7 @@ use super::extract::{ApiJson, SessionPath, needs};
 use super::{ApiError, Result};
 use crate::AppState;
 use crate::model::{ChatAddress, PresenceState};
+use crate::store::calls::CallSettings;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -18,6 +19,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/sessions/{session_id}/calls/{call_id}/reject",
             post(reject_call),
+        )
+        .route(
+            "/sessions/{session_id}/calls/settings",
+            axum::routing::get(call_settings).put(set_call_settings),
         )
 }
 
@@ -169,4 +174,56 @@ async fn reject_call(
         call_id,
         rejected: true,
     }))
+}
+
+#[utoipa::path(get, path = "/api/sessions/{sessionId}/calls/settings", tag = "sessions", operation_id = "callSettings", summary = "How the session answers calls",
+    params(("sessionId" = String, Path, description = "the session id")),
+    responses((status = 200, description = "The settings (by default calls ring)", body = CallSettings),
+        (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn call_settings(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Manage>,
+) -> Result<Json<CallSettings>> {
+    state.sessions.info(&id)?;
+    Ok(Json(
+        crate::store::calls::get(&state.store, id.as_str()).await?,
+    ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallSettingsBody {
+    /// Decline every call at once.
+    reject: bool,
+    /// Sent to the caller after declining (at most 4096 bytes); leave it out for none.
+    #[schema(example = "I cannot take calls here; please write.")]
+    message: Option<String>,
+}
+
+#[utoipa::path(put, path = "/api/sessions/{sessionId}/calls/settings", tag = "sessions", operation_id = "setCallSettings", summary = "Decline calls automatically",
+    params(("sessionId" = String, Path, description = "the session id")),
+    request_body = CallSettingsBody,
+    responses((status = 200, description = "Stored; it applies to the next call (`call` events then show `offer`, then `rejected`)", body = CallSettings),
+        (status = 400, description = "`invalid_field` (`message`), `invalid_body`, `invalid_json`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn set_call_settings(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Manage>,
+    ApiJson(body): ApiJson<CallSettingsBody>,
+) -> Result<Json<CallSettings>> {
+    let message = body.message.filter(|m| !m.trim().is_empty());
+    if message.as_ref().is_some_and(|m| m.len() > 4096) {
+        return Err(ApiError::invalid_field(
+            "message",
+            "must be at most 4096 bytes",
+        ));
+    }
+    state.sessions.info(&id)?;
+    let settings = CallSettings {
+        reject: body.reject,
+        message,
+    };
+    crate::store::calls::set(&state.store, id.as_str(), &settings).await?;
+    Ok(Json(settings))
 }

@@ -464,6 +464,9 @@ impl Actor {
                         "status": if ended { "ended" } else { "offer" }, "timestamp": timestamp}),
                 )
                 .await;
+                if !ended {
+                    self.answer_call(session, &call_id, &from, video).await;
+                }
             }
             WaEvent::Undecryptable {
                 id,
@@ -598,6 +601,57 @@ impl Actor {
         match store::events::record(&self.shared.store, kind, self.id.as_str(), chat, data).await {
             Ok(ev) => self.shared.bus.publish(ev),
             Err(e) => tracing::error!(session = %self.id, "cannot record {kind} event: {e:#}"),
+        }
+    }
+
+    /// Declines a ringing call at once when the session's call settings say so, and sends
+    /// their reply to the caller.
+    async fn answer_call(&self, session: &WaSession, call_id: &str, from: &str, video: bool) {
+        let settings = match store::calls::get(&self.shared.store, self.id.as_str()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(session = %self.id, "cannot read the call settings: {e}");
+                return;
+            }
+        };
+        if !settings.reject {
+            return;
+        }
+        let key = (self.id.to_string(), call_id.to_owned());
+        let ringing = self.shared.calls.lock().expect("calls lock").remove(&key);
+        let Some((peer, creator)) = ringing else {
+            return;
+        };
+        if let Err(e) = session.reject_call(call_id, &peer, &creator).await {
+            tracing::warn!(session = %self.id, "cannot decline call {call_id}: {e}");
+            return;
+        }
+        self.record(
+            EventKind::Call,
+            Some(from),
+            serde_json::json!({"sessionId": self.id, "id": call_id, "from": from, "video": video,
+                "status": "rejected", "timestamp": store::now()}),
+        )
+        .await;
+        let Some(text) = settings.message.filter(|m| !m.is_empty()) else {
+            return;
+        };
+        let reply = match ChatAddress::parse(from) {
+            Ok(to) => send(
+                &self.shared,
+                &self.id,
+                session,
+                &session.me(),
+                &to,
+                &Content::Text(text),
+                None,
+            )
+            .await
+            .map(|_| ()),
+            Err(e) => Err(SessionError::WrongState(e.to_string())),
+        };
+        if let Err(e) = reply {
+            tracing::warn!(session = %self.id, "cannot reply to a declined call: {e}");
         }
     }
 

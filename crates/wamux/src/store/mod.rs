@@ -17,6 +17,7 @@
 //! would be skipped).
 
 pub mod access;
+pub mod calls;
 pub mod copy;
 pub mod events;
 pub mod idempotency;

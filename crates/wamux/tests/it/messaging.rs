@@ -1227,4 +1227,47 @@ async fn a_call_rings_as_an_event_and_is_declined_or_ends() {
         )
         .await;
     assert_error(&got, StatusCode::NOT_FOUND, "call_not_found");
+
+    // Set to decline calls with a reply: the next call is declined at once and Xan reads why.
+    let (s, b) = app.get_json("/api/sessions/call1/calls/settings").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["reject"], false, "calls ring by default: {b}");
+    let put = |body: Value| {
+        let app = &app;
+        async move {
+            let r = app
+                .req(reqwest::Method::PUT, "/api/sessions/call1/calls/settings")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            crate::helpers::into_json(r).await
+        }
+    };
+    let (s, b) = put(json!({"reject": true, "message": "No calls here, please write."})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["reject"], true, "{b}");
+    let got = put(json!({"reject": true, "message": "x".repeat(5000)})).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+    let third = call(false).await;
+    let ev = next_event(&mut hook, "call").await;
+    assert_eq!(ev["data"]["status"], "offer", "{ev}");
+    let ev = next_event(&mut hook, "call").await;
+    assert_eq!(ev["data"]["id"], third.as_str(), "{ev}");
+    assert_eq!(ev["data"]["status"], "rejected", "{ev}");
+    wait_for(LONG, "the reply and the decline on Xan's phone", || async {
+        let declined = calls_of_xan()
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == third.as_str() && c["state"] == "rejected");
+        let replied = sim
+            .messages(XAN)
+            .await
+            .iter()
+            .any(|m| m["text"] == "No calls here, please write.");
+        (declined && replied).then_some(())
+    })
+    .await;
 }

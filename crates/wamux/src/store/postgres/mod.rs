@@ -2,6 +2,7 @@
 //! (see the store module for why every write goes through one connection).
 
 pub mod access;
+pub mod calls;
 pub mod device;
 pub mod events;
 pub mod idempotency;

@@ -1,6 +1,7 @@
 //! The SQLite backend: `wamux.db` in WAL mode, with one writer connection.
 
 pub mod access;
+pub mod calls;
 pub mod device;
 pub mod events;
 pub mod idempotency;
