@@ -24,6 +24,9 @@ pub struct Body {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contacts: Option<Vec<ContactCard>>,
     pub quoted_id: Option<String>,
+    /// Sent again as it was: marked forwarded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forwarded: bool,
 }
 
 /// A queued send.
@@ -84,17 +87,23 @@ impl Body {
             location: msg.location.clone(),
             contacts: msg.contacts.clone(),
             quoted_id: msg.quoted_id.clone(),
+            forwarded: msg.forwarded,
         })?)
     }
 
     /// What the queued message says.
     pub fn content(&self) -> Content {
-        if let Some(l) = &self.location {
+        let content = if let Some(l) = &self.location {
             Content::Location(l.clone())
         } else if let Some(c) = &self.contacts {
             Content::Contacts(c.clone())
         } else {
             Content::Text(self.text.clone().unwrap_or_default())
+        };
+        if self.forwarded {
+            Content::Forwarded(Box::new(content))
+        } else {
+            content
         }
     }
 }
@@ -216,6 +225,23 @@ mod tests {
     use super::*;
     use crate::model::MessageStatus;
     use crate::store::testing;
+
+    /// A row queued before other kinds existed still reads as its text; a forwarded
+    /// location keeps both its place and its mark.
+    #[test]
+    fn queued_bodies_read_back_as_their_content() {
+        let old: Body = serde_json::from_str(r#"{"text":"hi","quotedId":null}"#).unwrap();
+        assert_eq!(old.content(), Content::Text("hi".into()));
+        let mut m = crate::store::messages::tests::message("s1", "m1");
+        let place = Location::new(1.5, 2.5, Some("here".into()), None).unwrap();
+        Content::Forwarded(Box::new(Content::Location(place.clone()))).fill(&mut m);
+        let body: Body = serde_json::from_str(&Body::of(&m).unwrap()).unwrap();
+        assert_eq!(
+            body.content(),
+            Content::Forwarded(Box::new(Content::Location(place)))
+        );
+        assert_eq!(body.content().kind(), "location");
+    }
 
     fn msg(id: &str, chat: &str) -> Message {
         Message {
