@@ -181,7 +181,12 @@ async fn send_reaction(
         ));
     }
     let msg = state.sessions.react(&session, &message_id, &emoji).await?;
-    let mut out = serde_json::to_value(&msg).map_err(ApiError::internal)?;
+    sent(&msg)
+}
+
+/// The answer to a send: the message, with the seed's `success` and `messageId`.
+fn sent(msg: &crate::model::Message) -> Result<Json<Value>> {
+    let mut out = serde_json::to_value(msg).map_err(ApiError::internal)?;
     if let Some(o) = out.as_object_mut() {
         o.insert("success".into(), true.into());
         o.insert("messageId".into(), msg.id.clone().into());
@@ -400,12 +405,7 @@ impl Target {
                     .await?,
             ),
         };
-        let mut out = serde_json::to_value(&msg).map_err(ApiError::internal)?;
-        if let Some(o) = out.as_object_mut() {
-            o.insert("success".into(), true.into());
-            o.insert("messageId".into(), msg.id.clone().into());
-        }
-        Ok((status, Json(out)))
+        Ok((status, sent(&msg)?))
     }
 }
 

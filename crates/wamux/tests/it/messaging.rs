@@ -38,6 +38,21 @@ async fn message(app: &TestApp, session: &str, id: &str) -> Option<Value> {
         .cloned()
 }
 
+/// Links `session` to `phone`'s account and points its webhook, for `events`, at a new
+/// receiver.
+async fn linked(app: &TestApp, session: &str, phone: &str, events: &[&str]) -> Receiver {
+    let hook = Receiver::start().await;
+    pair(app, session, phone).await;
+    let (s, b) = app
+        .post_json(
+            &format!("/api/{session}/webhook"),
+            json!({"url": hook.url, "events": events}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    hook
+}
+
 /// The next webhook body of event `event`, skipping others.
 async fn next_event(hook: &mut Receiver, event: &str) -> Value {
     loop {
@@ -54,15 +69,7 @@ async fn reactions_go_both_ways_and_show_on_the_message_they_react_to() {
     let sim = app.sim.as_ref().unwrap();
     sim.phone(ALICE, "Alice").await;
     sim.phone(BOB, "Bob").await;
-    let mut hook = Receiver::start().await;
-    pair(&app, "r1", ALICE).await;
-    let (s, b) = app
-        .post_json(
-            "/api/r1/webhook",
-            json!({"url": hook.url, "events": ["message-reaction"]}),
-        )
-        .await;
-    assert!(s.is_success(), "{b}");
+    let mut hook = linked(&app, "r1", ALICE, &["message-reaction"]).await;
     let alice_jid = format!("{ALICE}@s.whatsapp.net");
     let bob_jid = format!("{BOB}@s.whatsapp.net");
 
@@ -201,15 +208,7 @@ async fn edits_and_revokes_go_both_ways_and_history_shows_the_latest_state() {
     const DAN: &str = "15550004004";
     sim.phone(CAROL, "Carol").await;
     sim.phone(DAN, "Dan").await;
-    let mut hook = Receiver::start().await;
-    pair(&app, "ed1", CAROL).await;
-    let (s, b) = app
-        .post_json(
-            "/api/ed1/webhook",
-            json!({"url": hook.url, "events": ["message-edited", "message-revoked"]}),
-        )
-        .await;
-    assert!(s.is_success(), "{b}");
+    let mut hook = linked(&app, "ed1", CAROL, &["message-edited", "message-revoked"]).await;
     let send = |text: &'static str| {
         let app = &app;
         async move {
@@ -468,15 +467,7 @@ async fn read_receipts_presence_and_typing_go_both_ways() {
     const HAL: &str = "15550004008";
     sim.phone(GUS, "Gus").await;
     sim.phone(HAL, "Hal").await;
-    let mut hook = Receiver::start().await;
-    pair(&app, "pr1", GUS).await;
-    let (s, b) = app
-        .post_json(
-            "/api/pr1/webhook",
-            json!({"url": hook.url, "events": ["presence"]}),
-        )
-        .await;
-    assert!(s.is_success(), "{b}");
+    let mut hook = linked(&app, "pr1", GUS, &["presence"]).await;
     let hal_jid = format!("{HAL}@s.whatsapp.net");
 
     // Hal writes twice; we read his chat.
@@ -633,15 +624,7 @@ async fn polls_go_both_ways_and_encrypted_votes_from_two_phones_are_tallied() {
     const JOE: &str = "15550004010";
     sim.phone(IVY, "Ivy").await;
     sim.phone(JOE, "Joe").await;
-    let mut hook = Receiver::start().await;
-    pair(&app, "poll1", IVY).await;
-    let (s, b) = app
-        .post_json(
-            "/api/poll1/webhook",
-            json!({"url": hook.url, "events": ["poll-vote"]}),
-        )
-        .await;
-    assert!(s.is_success(), "{b}");
+    let mut hook = linked(&app, "poll1", IVY, &["poll-vote"]).await;
     let ivy_jid = format!("{IVY}@s.whatsapp.net");
     let joe_jid = format!("{JOE}@s.whatsapp.net");
 
@@ -822,15 +805,13 @@ async fn unknown_kinds_are_kept_and_an_undecryptable_message_is_announced_then_r
     const LEO: &str = "15550004012";
     sim.phone(KIM, "Kim").await;
     sim.phone(LEO, "Leo").await;
-    let mut hook = Receiver::start().await;
-    pair(&app, "odd1", KIM).await;
-    let (s, b) = app
-        .post_json(
-            "/api/odd1/webhook",
-            json!({"url": hook.url, "events": ["message-received", "message-undecryptable"]}),
-        )
-        .await;
-    assert!(s.is_success(), "{b}");
+    let mut hook = linked(
+        &app,
+        "odd1",
+        KIM,
+        &["message-received", "message-undecryptable"],
+    )
+    .await;
 
     // A kind we have no shape for (a live location: field 18, empty) is kept, named.
     use base64::Engine as _;
@@ -1140,15 +1121,7 @@ async fn a_call_rings_as_an_event_and_is_declined_or_ends() {
     const XAN: &str = "15550004024";
     sim.phone(WES, "Wes").await;
     sim.phone(XAN, "Xan").await;
-    let mut hook = Receiver::start().await;
-    pair(&app, "call1", WES).await;
-    let (s, b) = app
-        .post_json(
-            "/api/call1/webhook",
-            json!({"url": hook.url, "events": ["call"]}),
-        )
-        .await;
-    assert!(s.is_success(), "{b}");
+    let mut hook = linked(&app, "call1", WES, &["call"]).await;
     let call = |video: bool| async move {
         let r = sim
             .admin
