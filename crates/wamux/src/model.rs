@@ -224,6 +224,69 @@ impl MessageStatus {
     }
 }
 
+/// What kind of message it is: the public `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    Text,
+    Image,
+    Video,
+    Audio,
+    /// A voice note.
+    Ptt,
+    Document,
+    Sticker,
+    Location,
+    Contact,
+    Poll,
+    PollVote,
+    Reaction,
+    Edited,
+    Revoked,
+    /// A kind wamux has no shape for yet (`rawType` names it).
+    #[serde(other)]
+    Unknown,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Text => "text",
+            MessageKind::Image => "image",
+            MessageKind::Video => "video",
+            MessageKind::Audio => "audio",
+            MessageKind::Ptt => "ptt",
+            MessageKind::Document => "document",
+            MessageKind::Sticker => "sticker",
+            MessageKind::Location => "location",
+            MessageKind::Contact => "contact",
+            MessageKind::Poll => "poll",
+            MessageKind::PollVote => "poll_vote",
+            MessageKind::Reaction => "reaction",
+            MessageKind::Edited => "edited",
+            MessageKind::Revoked => "revoked",
+            MessageKind::Unknown => "unknown",
+        }
+    }
+
+    /// An action on another message (it shows on its target), not a message of the chat.
+    pub fn is_action(self) -> bool {
+        matches!(
+            self,
+            MessageKind::Reaction
+                | MessageKind::Edited
+                | MessageKind::Revoked
+                | MessageKind::PollVote
+        )
+    }
+}
+
+impl fmt::Display for MessageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One message in the public shape (DESIGN.md): the same JSON in history, webhooks and
 /// Socket.IO.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -240,7 +303,7 @@ pub struct Message {
     pub from_me: bool,
     pub push_name: Option<String>,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: MessageKind,
     pub text: Option<String>,
     pub caption: Option<String>,
     /// Unix seconds.
@@ -662,22 +725,22 @@ impl Content {
     }
 
     /// The message `type` it is stored under.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> MessageKind {
         match self {
-            Content::Text(_) => "text",
-            Content::Location(_) => "location",
-            Content::Contacts(_) => "contact",
-            Content::Reaction { .. } => "reaction",
-            Content::Edit { .. } => "edited",
-            Content::Revoke { .. } => "revoked",
-            Content::Poll { .. } => "poll",
+            Content::Text(_) => MessageKind::Text,
+            Content::Location(_) => MessageKind::Location,
+            Content::Contacts(_) => MessageKind::Contact,
+            Content::Reaction { .. } => MessageKind::Reaction,
+            Content::Edit { .. } => MessageKind::Edited,
+            Content::Revoke { .. } => MessageKind::Revoked,
+            Content::Poll { .. } => MessageKind::Poll,
             Content::Forwarded(c) => c.kind(),
         }
     }
 
     /// Writes it into `msg`, whose `type` it sets.
     pub fn fill(&self, msg: &mut Message) {
-        msg.kind = self.kind().to_owned();
+        msg.kind = self.kind();
         match self {
             Content::Text(t) => msg.text = Some(t.clone()),
             Content::Location(l) => msg.location = Some(l.clone()),
@@ -719,10 +782,10 @@ impl Content {
     /// The content of a stored message, when it is of a kind sent this way (and sent again:
     /// a reaction is not).
     pub fn of(msg: &Message) -> Option<Content> {
-        match msg.kind.as_str() {
-            "text" => msg.text.clone().map(Content::Text),
-            "location" => msg.location.clone().map(Content::Location),
-            "contact" => msg.contacts.clone().map(Content::Contacts),
+        match msg.kind {
+            MessageKind::Text => msg.text.clone().map(Content::Text),
+            MessageKind::Location => msg.location.clone().map(Content::Location),
+            MessageKind::Contact => msg.contacts.clone().map(Content::Contacts),
             _ => None,
         }
         .map(|c| {

@@ -602,7 +602,7 @@ pub struct QueuedView {
     pub chat_id: String,
     pub to: String,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: crate::model::MessageKind,
     /// For `type: "text"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
@@ -641,7 +641,7 @@ async fn outbox(
                 message_id: q.message_id,
                 chat_id: q.chat_id,
                 to: q.to,
-                kind: q.body.content().kind().to_owned(),
+                kind: q.body.content().kind(),
                 text: q
                     .body
                     .text

@@ -66,6 +66,19 @@ impl MediaKind {
         MediaKind::Sticker,
     ];
 
+    /// The message `type` a file of this kind is sent as.
+    pub fn message_kind(self) -> crate::model::MessageKind {
+        use crate::model::MessageKind as K;
+        match self {
+            MediaKind::Image => K::Image,
+            MediaKind::Video => K::Video,
+            MediaKind::Audio => K::Audio,
+            MediaKind::Ptt => K::Ptt,
+            MediaKind::Document => K::Document,
+            MediaKind::Sticker => K::Sticker,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MediaKind::Image => "image",

@@ -100,7 +100,7 @@ impl Media {
         file.staged.committed();
 
         let out = conn.prepare(to).map_err(SessionError::Internal)?;
-        let mut msg = me.outgoing_message(id, &out.id, to, kind.as_str());
+        let mut msg = me.outgoing_message(id, &out.id, to, kind.message_kind());
         msg.caption = opts.caption.clone().filter(|c| !c.is_empty());
         msg.media = Some(self.media_json(&stored).await);
         let from = msg.from.clone();

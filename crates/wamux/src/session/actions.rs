@@ -3,7 +3,7 @@
 
 use super::{Result, SessionError, SessionManager, actor};
 use crate::model::{
-    ChatAddress, Content, EDIT_WINDOW_SECS, Message, MessageStatus, PresenceState,
+    ChatAddress, Content, EDIT_WINDOW_SECS, Message, MessageKind, MessageStatus, PresenceState,
     REVOKE_WINDOW_SECS, SessionId,
 };
 use crate::store;
@@ -18,7 +18,7 @@ impl SessionManager {
         self.snapshot(id)?;
         let target = store::messages::find(&self.inner.shared.store, id.as_str(), message_id)
             .await?
-            .filter(|m| !matches!(m.kind.as_str(), "reaction" | "edited" | "revoked"))
+            .filter(|m| !m.kind.is_action())
             .ok_or_else(|| SessionError::MessageNotFound(message_id.to_owned()))?;
         self.act(
             id,
@@ -34,7 +34,7 @@ impl SessionManager {
     /// [`EDIT_WINDOW_SECS`] ago. Returns the edit message; the target shows the new text.
     pub async fn edit(&self, id: &SessionId, message_id: &str, text: &str) -> Result<Message> {
         let target = self.own_target(id, message_id, "edited").await?;
-        if target.kind != "text" {
+        if target.kind != MessageKind::Text {
             return Err(SessionError::Refused(
                 "not_editable",
                 format!(
@@ -121,7 +121,7 @@ impl SessionManager {
         self.snapshot(id)?;
         let target = store::messages::find(&self.inner.shared.store, id.as_str(), message_id)
             .await?
-            .filter(|m| !matches!(m.kind.as_str(), "reaction" | "edited" | "revoked"))
+            .filter(|m| !m.kind.is_action())
             .ok_or_else(|| SessionError::MessageNotFound(message_id.to_owned()))?;
         let code = if done == "edited" {
             "not_editable"

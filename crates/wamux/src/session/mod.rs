@@ -95,7 +95,7 @@ impl Me {
         session: &SessionId,
         message_id: &str,
         to: &crate::model::ChatAddress,
-        kind: &str,
+        kind: crate::model::MessageKind,
     ) -> crate::model::Message {
         let chat = to.as_str().to_owned();
         let (chat_pn, chat_lid) = if chat.ends_with("@lid") {
@@ -117,7 +117,7 @@ impl Me {
             to: chat,
             from_me: true,
             push_name: self.push_name.clone(),
-            kind: kind.to_owned(),
+            kind,
             text: None,
             caption: None,
             timestamp: crate::store::now(),

@@ -2,7 +2,7 @@
 
 use super::{Conn, Result, Store, dispatch, events, now};
 use crate::event::{Event, EventKind};
-use crate::model::{Message, MessageStatus, OptionCount};
+use crate::model::{Message, MessageKind, MessageStatus, OptionCount};
 
 /// Inserts a message unless it is already stored (same session, chat, sender and id), and
 /// appends `event` for it. Returns the event only when the row is new, which is what makes
@@ -157,7 +157,7 @@ async fn apply(conn: &mut Conn<'_>, n: &New) -> Result<Option<Vec<OptionCount>>>
     let m = &n.msg;
     let target_id = match (&m.reaction, &m.target_id, &m.vote) {
         (Some(r), _, _) => &r.message_id,
-        (None, Some(t), _) if m.kind == "edited" || m.kind == "revoked" => t,
+        (None, Some(t), _) if matches!(m.kind, MessageKind::Edited | MessageKind::Revoked) => t,
         (None, None, Some(v)) if v.options.is_some() => &v.poll_id,
         _ => return Ok(None),
     };
@@ -172,9 +172,9 @@ async fn apply(conn: &mut Conn<'_>, n: &New) -> Result<Option<Vec<OptionCount>>>
     let by_its_sender = target.from_me == m.from_me
         && (m.from_me || sender == n.sender_key || target.from == m.from);
     let mut tally = None;
-    match (&m.reaction, m.kind.as_str()) {
+    match (&m.reaction, m.kind) {
         (Some(r), _) => target.apply_reaction(&m.from, &r.emoji, m.timestamp),
-        (None, "poll_vote") => {
+        (None, MessageKind::PollVote) => {
             let (Some(poll), Some(vote)) = (target.poll.as_mut(), &m.vote) else {
                 return Ok(None);
             };
@@ -185,10 +185,10 @@ async fn apply(conn: &mut Conn<'_>, n: &New) -> Result<Option<Vec<OptionCount>>>
             );
             tally = Some(poll.tally.clone());
         }
-        (None, "edited") if by_its_sender && !target.revoked => {
+        (None, MessageKind::Edited) if by_its_sender && !target.revoked => {
             target.apply_edit(m.text.as_deref().unwrap_or_default(), m.timestamp)
         }
-        (None, "revoked") if by_its_sender => target.apply_revoke(),
+        (None, MessageKind::Revoked) if by_its_sender => target.apply_revoke(),
         _ => {
             tracing::info!(
                 session = %m.session_id,
@@ -423,7 +423,7 @@ pub(crate) mod tests {
             to: "1666@s.whatsapp.net".to_owned(),
             from_me: false,
             push_name: None,
-            kind: "text".to_owned(),
+            kind: MessageKind::Text,
             text: Some(format!("text of {id}")),
             caption: None,
             timestamp: 1_700_000_000,

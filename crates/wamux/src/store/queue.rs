@@ -240,7 +240,7 @@ mod tests {
             body.content(),
             Content::Forwarded(Box::new(Content::Location(place)))
         );
-        assert_eq!(body.content().kind(), "location");
+        assert_eq!(body.content().kind(), crate::model::MessageKind::Location);
     }
 
     fn msg(id: &str, chat: &str) -> Message {

@@ -9,7 +9,8 @@ use whatsapp_rust::{Client, Jid};
 use super::WaEvent;
 use crate::event::EventKind;
 use crate::model::{
-    ContactCard, Content, Location, Message, MessageStatus, Poll, PollVote, PresenceState, Reaction,
+    ContactCard, Content, Location, Message, MessageKind, MessageStatus, Poll, PollVote,
+    PresenceState, Reaction,
 };
 use crate::session::Me;
 
@@ -169,16 +170,13 @@ pub(super) fn inbound(
     let info = &m.info;
     let src = &info.source;
     let base = m.message.get_base_message();
-    let (kind, event) = classify(base, src.is_from_me);
+    let (kind, event) = classify(base, src.is_from_me)?;
     // A kind we have no shape for is kept, named, unless it is only plumbing.
-    let raw_type = if kind == "unknown" {
+    let raw_type = if kind == MessageKind::Unknown {
         Some(raw_type_of(base)?)
     } else {
         None
     };
-    if kind == "protocol" {
-        return None;
-    }
 
     // Phone-number and LID forms of the sender and the chat, where the stanza told us.
     let (sender_pn, sender_lid) = split_pn_lid(&src.sender, src.sender_alt.as_ref());
@@ -227,7 +225,7 @@ pub(super) fn inbound(
         to,
         from_me: src.is_from_me,
         push_name: (!info.push_name.is_empty()).then(|| info.push_name.clone()),
-        kind: kind.to_owned(),
+        kind,
         text: m
             .message
             .text_content()
@@ -286,49 +284,56 @@ fn split_pn_lid(primary: &Jid, alt: Option<&Jid>) -> (Option<String>, Option<Str
     (pn, lid)
 }
 
-fn classify(m: &wa::Message, from_me: bool) -> (&'static str, EventKind) {
+/// The message's kind and the event it raises; `None` for protocol plumbing (key shares,
+/// history-sync notices) other than edits and revokes.
+fn classify(m: &wa::Message, from_me: bool) -> Option<(MessageKind, EventKind)> {
+    use MessageKind as K;
     let plain = if from_me {
         EventKind::MessageFromMe
     } else {
         EventKind::MessageReceived
     };
     if m.reaction_message.is_set() {
-        return ("reaction", EventKind::MessageReaction);
+        return Some((K::Reaction, EventKind::MessageReaction));
     }
     if m.poll_update_message.is_set() {
-        return ("poll_vote", EventKind::PollVote);
+        return Some((K::PollVote, EventKind::PollVote));
     }
     if let Some(p) = m.protocol_message.as_option() {
         use wa::message::protocol_message::Type;
         return match p.r#type {
-            Some(Type::Revoke) => ("revoked", EventKind::MessageRevoked),
-            Some(Type::MessageEdit) => ("edited", EventKind::MessageEdited),
-            _ => ("protocol", plain),
+            Some(Type::Revoke) => Some((K::Revoked, EventKind::MessageRevoked)),
+            Some(Type::MessageEdit) => Some((K::Edited, EventKind::MessageEdited)),
+            _ => None,
         };
     }
     let kind = if m.image_message.is_set() {
-        "image"
+        K::Image
     } else if m.video_message.is_set() {
-        "video"
+        K::Video
     } else if let Some(a) = m.audio_message.as_option() {
         // A voice note is an audio message with the flag set; users tell them apart.
-        if a.ptt == Some(true) { "ptt" } else { "audio" }
+        if a.ptt == Some(true) {
+            K::Ptt
+        } else {
+            K::Audio
+        }
     } else if m.document_message.is_set() {
-        "document"
+        K::Document
     } else if m.sticker_message.is_set() {
-        "sticker"
+        K::Sticker
     } else if poll_creation(m).is_some() {
-        "poll"
+        K::Poll
     } else if m.location_message.is_set() {
-        "location"
+        K::Location
     } else if m.contact_message.is_set() || m.contacts_array_message.is_set() {
-        "contact"
+        K::Contact
     } else if m.conversation.is_some() || m.extended_text_message.is_set() {
-        "text"
+        K::Text
     } else {
-        "unknown"
+        K::Unknown
     };
-    (kind, plain)
+    Some((kind, plain))
 }
 
 fn context_of(m: &wa::Message) -> Option<&wa::ContextInfo> {

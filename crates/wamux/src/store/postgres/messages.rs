@@ -22,7 +22,7 @@ pub async fn insert_rows(conn: &mut PgConnection, rows: &[Row<'_>]) -> Result<Ve
     .bind(col(|r| r.msg.chat_id.clone()))
     .bind(col(|r| r.sender_key.to_owned()))
     .bind(rows.iter().map(|r| r.msg.from_me).collect::<Vec<_>>())
-    .bind(col(|r| r.msg.kind.clone()))
+    .bind(col(|r| r.msg.kind.as_str().to_owned()))
     .bind(col(|r| r.msg.status.as_str().to_owned()))
     .bind(rows.iter().map(|r| r.msg.timestamp).collect::<Vec<_>>())
     .bind(col(|r| r.body.clone()))

@@ -14,7 +14,7 @@ pub async fn insert_rows(conn: &mut SqliteConnection, rows: &[Row<'_>]) -> Resul
                 r.msg.chat_id,
                 r.sender_key,
                 r.msg.from_me,
-                r.msg.kind,
+                r.msg.kind.as_str(),
                 r.msg.status.as_str(),
                 r.msg.timestamp,
                 r.body,
