@@ -566,7 +566,7 @@ impl WaSession {
         if info.devices.is_empty() && info.lid.is_none() && !info.jid.is_lid() {
             return Ok(None);
         }
-        let (pn, lid) = if info.jid.is_lid() {
+        let (mut pn, mut lid) = if info.jid.is_lid() {
             (None, Some(info.jid.to_non_ad_string()))
         } else {
             (
@@ -574,6 +574,17 @@ impl WaSession {
                 info.lid.as_ref().map(Jid::to_non_ad_string),
             )
         };
+        // The other form, from the LID and phone mappings WhatsApp has told this device.
+        if pn.is_none() || lid.is_none() {
+            match self.client.get_lid_pn_entry(&info.jid).await {
+                Ok(Some(e)) => {
+                    pn = pn.or_else(|| Some(Jid::pn(&*e.phone_number).to_non_ad_string()));
+                    lid = lid.or_else(|| Some(Jid::lid(&*e.lid).to_non_ad_string()));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!("no LID/phone mapping for {}: {e}", info.jid),
+            }
+        }
         Ok(Some(ContactInfo {
             phone: pn
                 .as_ref()

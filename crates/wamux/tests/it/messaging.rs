@@ -981,6 +981,16 @@ async fn contact_info_pictures_and_blocking_come_from_whatsapp() {
         "{pic}"
     );
 
+    // By its LID, the same account, with its number.
+    let lid = que["lid"].as_str().unwrap();
+    let (s, by_lid) = app
+        .get_json(&format!("/api/sessions/ci1/contacts/{lid}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{by_lid}");
+    assert_eq!(by_lid["lid"], lid, "{by_lid}");
+    assert_eq!(by_lid["phone"], QUE, "{by_lid}");
+    assert_eq!(by_lid["about"], "Open 9 to 5", "{by_lid}");
+
     let (s, ray) = app
         .get_json(&format!("/api/sessions/ci1/contacts/{RAY}"))
         .await;
