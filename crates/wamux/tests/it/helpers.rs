@@ -127,6 +127,20 @@ impl TestApp {
         into_json(self.post(path, body).send().await.unwrap()).await
     }
 
+    /// Any method with the key, with a JSON body or none; returns status and JSON body.
+    pub async fn call_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut r = self.req(method, path);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        into_json(r.send().await.unwrap()).await
+    }
+
     pub async fn status_of(&self, session: &str) -> String {
         let (_, body) = self.get_json(&format!("/api/status/{session}")).await;
         body["status"].as_str().unwrap_or_default().to_owned()
@@ -268,16 +282,29 @@ impl Sim {
     /// The phone sends what `body` describes (the simulator's admin send: text, location,
     /// contacts, ...).
     pub async fn send_json(&self, phone: &str, body: &Value) -> Value {
-        let r = self
-            .admin
-            .post(self.url(&format!("/phones/{phone}/messages")))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = into_json(r).await;
+        let (status, body) = self
+            .admin_json(
+                Method::POST,
+                &format!("/phones/{phone}/messages"),
+                Some(body.clone()),
+            )
+            .await;
         assert!(status.is_success(), "phone send: {body}");
         body
+    }
+
+    /// Any call of the simulator's admin API (`path` under `/admin`): status and JSON body.
+    pub async fn admin_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut r = self.admin.request(method, self.url(path));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        into_json(r.send().await.unwrap()).await
     }
 
     pub async fn messages(&self, phone: &str) -> Vec<Value> {

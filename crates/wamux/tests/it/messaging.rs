@@ -191,13 +191,13 @@ async fn reactions_go_both_ways_and_show_on_the_message_they_react_to() {
     }
     // The phone refuses to react to a message it does not have.
     let r = sim
-        .admin
-        .post(sim.url(&format!("/phones/{BOB}/messages")))
-        .json(&json!({"to": ALICE, "reaction": {"messageId": "3EB0UNKNOWN", "emoji": "👍"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        .admin_json(
+            reqwest::Method::POST,
+            &format!("/phones/{BOB}/messages"),
+            Some(json!({"to": ALICE, "reaction": {"messageId": "3EB0UNKNOWN", "emoji": "👍"}})),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::NOT_FOUND, "{}", r.1);
 }
 
 #[tokio::test]
@@ -242,24 +242,19 @@ async fn edits_and_revokes_go_both_ways_and_history_shows_the_latest_state() {
     let patch = |id: String, body: Value| {
         let app = &app;
         async move {
-            let r = app
-                .req(reqwest::Method::PATCH, &path(&id))
-                .json(&body)
-                .send()
+            app.call_json(reqwest::Method::PATCH, &path(&id), Some(body))
                 .await
-                .unwrap();
-            crate::helpers::into_json(r).await
         }
     };
     let delete = |id: String, query: &'static str| {
         let app = &app;
         async move {
-            let r = app
-                .req(reqwest::Method::DELETE, &format!("{}{query}", path(&id)))
-                .send()
-                .await
-                .unwrap();
-            crate::helpers::into_json(r).await
+            app.call_json(
+                reqwest::Method::DELETE,
+                &format!("{}{query}", path(&id)),
+                None,
+            )
+            .await
         }
     };
     assert_error(
@@ -361,13 +356,13 @@ async fn edits_and_revokes_go_both_ways_and_history_shows_the_latest_state() {
     assert!(shown["text"].is_null(), "{shown}");
     // A phone cannot edit what it did not send.
     let r = sim
-        .admin
-        .post(sim.url(&format!("/phones/{DAN}/messages")))
-        .json(&json!({"to": CAROL, "edit": {"messageId": first, "text": "forged"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        .admin_json(
+            reqwest::Method::POST,
+            &format!("/phones/{DAN}/messages"),
+            Some(json!({"to": CAROL, "edit": {"messageId": first, "text": "forged"}})),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::BAD_REQUEST, "{}", r.1);
 }
 
 #[tokio::test]
@@ -409,32 +404,21 @@ async fn messages_older_than_whatsapp_allows_are_not_edited_or_revoked() {
         tx.commit().await.unwrap();
     }
     let r = app
-        .req(
+        .call_json(
             reqwest::Method::PATCH,
             "/api/messages/old1/3EB0AGED20MINUTES0",
+            Some(json!({"text": "too late"})),
         )
-        .json(&json!({"text": "too late"}))
-        .send()
-        .await
-        .unwrap();
-    assert_error(
-        &crate::helpers::into_json(r).await,
-        StatusCode::CONFLICT,
-        "edit_window_passed",
-    );
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "edit_window_passed");
     let r = app
-        .req(
+        .call_json(
             reqwest::Method::DELETE,
             "/api/messages/old1/3EB0AGED3DAYS00000",
+            None,
         )
-        .send()
-        .await
-        .unwrap();
-    assert_error(
-        &crate::helpers::into_json(r).await,
-        StatusCode::CONFLICT,
-        "revoke_window_passed",
-    );
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "revoke_window_passed");
     // Neither reached WhatsApp, and both are as they were.
     assert!(sim.messages(FRANK).await.is_empty());
     for id in ["3EB0AGED20MINUTES0", "3EB0AGED3DAYS00000"] {
@@ -451,12 +435,13 @@ async fn messages_older_than_whatsapp_allows_are_not_edited_or_revoked() {
 async fn presence_of(app: &TestApp, phone: &str) -> Value {
     let sim = app.sim.as_ref().unwrap();
     let r = sim
-        .admin
-        .get(sim.url(&format!("/phones/{phone}/presence")))
-        .send()
-        .await
-        .unwrap();
-    crate::helpers::into_json(r).await.1
+        .admin_json(
+            reqwest::Method::GET,
+            &format!("/phones/{phone}/presence"),
+            None,
+        )
+        .await;
+    r.1
 }
 
 #[tokio::test]
@@ -589,14 +574,14 @@ async fn read_receipts_presence_and_typing_go_both_ways() {
     assert_eq!(ev["data"]["from"], hal_jid.as_str(), "{ev}");
     assert_eq!(ev["data"]["state"], "unavailable", "{ev}");
     let phone_presence = |body: Value| async move {
-        let r = sim
-            .admin
-            .post(sim.url(&format!("/phones/{HAL}/presence")))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        let (s, b) = sim
+            .admin_json(
+                reqwest::Method::POST,
+                &format!("/phones/{HAL}/presence"),
+                Some(body),
+            )
+            .await;
+        assert!(s.is_success(), "{b}");
     };
     phone_presence(json!({"state": "available"})).await;
     let ev = next_event(&mut hook, "presence").await;
@@ -843,13 +828,13 @@ async fn unknown_kinds_are_kept_and_an_undecryptable_message_is_announced_then_r
     })
     .await;
     let r = sim
-        .admin
-        .post(sim.url("/faults/corrupt-messages"))
-        .json(&json!({"phone": LEO, "count": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+        .admin_json(
+            reqwest::Method::POST,
+            "/faults/corrupt-messages",
+            Some(json!({"phone": LEO, "count": 1})),
+        )
+        .await;
+    assert!(r.0.is_success(), "{}", r.1);
     let sent = sim.send(LEO, KIM, "did you get this?").await;
     let id = sent["id"].as_str().unwrap();
     let ev = next_event(&mut hook, "message-undecryptable").await;
@@ -953,13 +938,13 @@ async fn contact_info_pictures_and_blocking_come_from_whatsapp() {
     use base64::Engine as _;
     let photo = base64::engine::general_purpose::STANDARD.encode(b"\xff\xd8\xff\xe0 a tiny jpeg");
     let r = sim
-        .admin
-        .post(sim.url(&format!("/phones/{QUE}/profile")))
-        .json(&json!({"about": "Open 9 to 5", "business": true, "picture": photo}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        .admin_json(
+            reqwest::Method::POST,
+            &format!("/phones/{QUE}/profile"),
+            Some(json!({"about": "Open 9 to 5", "business": true, "picture": photo})),
+        )
+        .await;
+    assert!(r.0.is_success(), "{}", r.1);
 
     let (s, que) = app
         .get_json(&format!("/api/sessions/ci1/contacts/{QUE}"))
@@ -1009,24 +994,15 @@ async fn contact_info_pictures_and_blocking_come_from_whatsapp() {
 
     // Blocking is WhatsApp's: the account's blocklist holds Ray (by number or LID), then not.
     let r = sim
-        .admin
-        .get(sim.url(&format!("/phones/{RAY}")))
-        .send()
-        .await
-        .unwrap();
-    let ray_lid = crate::helpers::into_json(r).await.1["lid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .admin_json(reqwest::Method::GET, &format!("/phones/{RAY}"), None)
+        .await;
+    let ray_lid = r.1["lid"].as_str().unwrap().to_owned();
     let ray_lid = &ray_lid;
     let blocked = |want: bool| async move {
         let r = sim
-            .admin
-            .get(sim.url(&format!("/phones/{PAT}")))
-            .send()
-            .await
-            .unwrap();
-        let acc = crate::helpers::into_json(r).await.1;
+            .admin_json(reqwest::Method::GET, &format!("/phones/{PAT}"), None)
+            .await;
+        let acc = r.1;
         let listed = acc["blocked"].as_array().unwrap().iter().any(|j| {
             let j = j.as_str().unwrap();
             j.starts_with(RAY) || j == ray_lid
@@ -1134,24 +1110,21 @@ async fn a_call_rings_as_an_event_and_is_declined_or_ends() {
     let mut hook = linked(&app, "call1", WES, &["call"]).await;
     let call = |video: bool| async move {
         let r = sim
-            .admin
-            .post(sim.url(&format!("/phones/{XAN}/calls")))
-            .json(&json!({"to": WES, "video": video}))
-            .send()
-            .await
-            .unwrap();
-        let (s, b) = crate::helpers::into_json(r).await;
+            .admin_json(
+                reqwest::Method::POST,
+                &format!("/phones/{XAN}/calls"),
+                Some(json!({"to": WES, "video": video})),
+            )
+            .await;
+        let (s, b) = r;
         assert!(s.is_success(), "{b}");
         b["id"].as_str().unwrap().to_owned()
     };
     let calls_of_xan = || async {
         let r = sim
-            .admin
-            .get(sim.url(&format!("/phones/{XAN}/calls")))
-            .send()
-            .await
-            .unwrap();
-        crate::helpers::into_json(r).await.1
+            .admin_json(reqwest::Method::GET, &format!("/phones/{XAN}/calls"), None)
+            .await;
+        r.1
     };
 
     // A video call rings; we decline it and Xan's phone stops ringing.
@@ -1194,12 +1167,13 @@ async fn a_call_rings_as_an_event_and_is_declined_or_ends() {
     assert_eq!(ev["data"]["id"], second.as_str(), "{ev}");
     assert_eq!(ev["data"]["video"], false, "{ev}");
     let r = sim
-        .admin
-        .post(sim.url(&format!("/phones/{XAN}/calls/{second}/end")))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+        .admin_json(
+            reqwest::Method::POST,
+            &format!("/phones/{XAN}/calls/{second}/end"),
+            None,
+        )
+        .await;
+    assert!(r.0.is_success(), "{}", r.1);
     let ev = next_event(&mut hook, "call").await;
     assert_eq!(ev["data"]["id"], second.as_str(), "{ev}");
     assert_eq!(ev["data"]["status"], "ended", "{ev}");
@@ -1218,13 +1192,12 @@ async fn a_call_rings_as_an_event_and_is_declined_or_ends() {
     let put = |body: Value| {
         let app = &app;
         async move {
-            let r = app
-                .req(reqwest::Method::PUT, "/api/sessions/call1/calls/settings")
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            crate::helpers::into_json(r).await
+            app.call_json(
+                reqwest::Method::PUT,
+                "/api/sessions/call1/calls/settings",
+                Some(body),
+            )
+            .await
         }
     };
     let (s, b) = put(json!({"reject": true, "message": "No calls here, please write."})).await;

@@ -34,12 +34,11 @@ async fn sim_req(
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let sim = app.sim.as_ref().unwrap();
-    let mut r = sim.admin.request(method, sim.url(path));
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    into_json(r.send().await.unwrap()).await
+    app.sim
+        .as_ref()
+        .unwrap()
+        .admin_json(method, path, body)
+        .await
 }
 
 async fn gated_phone(app: &TestApp, phone: &str) {
