@@ -7,6 +7,7 @@
 //!
 //! The passkey gate's routes are in [`passkey`].
 
+mod groups;
 mod passkey;
 
 use std::sync::Arc;
@@ -87,6 +88,7 @@ impl From<PhoneError> for ApiError {
             PhoneError::Offline(_) => {
                 ApiError::new(StatusCode::CONFLICT, "phone_offline", e.to_string())
             }
+            PhoneError::Group(g) => g.clone().into(),
             PhoneError::Signal(_) | PhoneError::Io(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             }
@@ -169,6 +171,7 @@ pub fn router() -> Router<Arc<Hub>> {
         .route("/admin/faults/media-expiry", post(fault_media_expiry))
         .route("/admin/faults/phone-forgets", post(fault_phone_forgets))
         .merge(passkey::router())
+        .merge(groups::router())
         .fallback(not_found)
 }
 
@@ -461,6 +464,15 @@ struct Amend {
 
 /// `15551234567`, `+1 555 123 4567`, `...@s.whatsapp.net`, `...@c.us`.
 fn normalize_to(to: &str) -> Result<String> {
+    if let Some(group) = to.strip_suffix("@g.us") {
+        if group.is_empty() || !group.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+            return Err(ApiError::bad_request(
+                "invalid_to",
+                format!("`to` is not a group JID: {to:?}"),
+            ));
+        }
+        return Ok(to.to_string());
+    }
     let user = to.split('@').next().unwrap_or_default();
     let user = user.split(':').next().unwrap_or_default();
     let digits: String = user.chars().filter(char::is_ascii_digit).collect();

@@ -151,6 +151,8 @@ pub struct Core {
     pub calls: crate::calls::Calls,
     /// Where uploaded media blobs are kept.
     pub blobs_dir: PathBuf,
+    /// How groups a device creates name their participants (`POST /admin/groups/addressing`).
+    pub group_addressing: crate::state::Addressing,
     next_conn_id: u64,
 }
 
@@ -173,6 +175,7 @@ impl Core {
             presence: Default::default(),
             calls: Default::default(),
             blobs_dir,
+            group_addressing: crate::state::Addressing::Pn,
             next_conn_id: 1,
         }
     }

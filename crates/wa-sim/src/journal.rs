@@ -40,8 +40,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::state::{
-    Account, B64, DeviceRecord, MediaMeta, OUTBOX_KEPT, PhoneMessage, PhoneSecrets, QueuedStanza,
-    SentCopy, Snapshot, StateError,
+    Account, B64, DeviceRecord, Group, MediaMeta, OUTBOX_KEPT, PhoneMessage, PhoneSecrets,
+    QueuedStanza, SentCopy, Snapshot, StateError,
 };
 
 /// How long changes nobody waits for (a login's new push name, say) may wait before they
@@ -107,6 +107,17 @@ pub enum Change {
     Media {
         path: String,
         meta: MediaMeta,
+    },
+    /// One sender key a phone holds (`None`: dropped).
+    SenderKey {
+        phone: String,
+        key: String,
+        record: Option<B64>,
+    },
+    /// A group as it is now (`None`: deleted).
+    Group {
+        id: String,
+        group: Option<Box<Group>>,
     },
 }
 
@@ -190,6 +201,26 @@ impl Snapshot {
             Change::Media { path, meta } => {
                 self.media.insert(path, meta);
             }
+            Change::SenderKey { phone, key, record } => {
+                if let Some(acc) = self.accounts.get_mut(&phone) {
+                    match record {
+                        Some(r) => {
+                            acc.secrets.sender_keys.insert(key, r);
+                        }
+                        None => {
+                            acc.secrets.sender_keys.remove(&key);
+                        }
+                    }
+                }
+            }
+            Change::Group { id, group } => match group {
+                Some(g) => {
+                    self.groups.insert(id, *g);
+                }
+                None => {
+                    self.groups.remove(&id);
+                }
+            },
         }
     }
 
@@ -287,6 +318,8 @@ impl PhoneSecrets {
             app_state_key,
             messages: _,
             outbox: _,
+            sender_keys,
+            sender_key_shared,
         } = self;
         PhoneSecrets {
             identity_private: identity_private.clone(),
@@ -304,6 +337,8 @@ impl PhoneSecrets {
             app_state_key: app_state_key.clone(),
             messages: Default::default(),
             outbox: Default::default(),
+            sender_keys: sender_keys.clone(),
+            sender_key_shared: sender_key_shared.clone(),
         }
     }
 }
@@ -317,12 +352,19 @@ pub struct Pending {
     queued: HashMap<(String, u16, String), Vec<usize>>,
     accounts: HashSet<String>,
     sessions: HashSet<(String, String)>,
+    sender_keys: HashSet<(String, String)>,
+    groups: HashSet<String>,
     globals: bool,
 }
 
 impl Pending {
     pub fn is_empty(&self) -> bool {
-        self.log.is_empty() && self.accounts.is_empty() && self.sessions.is_empty() && !self.globals
+        self.log.is_empty()
+            && self.accounts.is_empty()
+            && self.sessions.is_empty()
+            && self.sender_keys.is_empty()
+            && self.groups.is_empty()
+            && !self.globals
     }
 
     pub fn push(&mut self, change: Change) {
@@ -339,6 +381,18 @@ impl Pending {
     /// One Signal session of the account's phone changed.
     pub fn session(&mut self, phone: &str, peer: String) {
         self.sessions.insert((phone.to_string(), peer));
+    }
+
+    /// One sender key of the account's phone changed.
+    pub fn sender_key(&mut self, phone: &str, key: String) {
+        self.sender_keys.insert((phone.to_string(), key));
+    }
+
+    /// A group changed (or was deleted).
+    pub fn group(&mut self, id: &str) {
+        if !self.groups.contains(id) {
+            self.groups.insert(id.to_string());
+        }
     }
 
     pub fn globals(&mut self) {
@@ -392,6 +446,18 @@ impl Pending {
         }
         batch.extend(self.log.drain(..).flatten());
         self.queued.clear();
+        for id in self.groups.drain() {
+            batch.push(Change::Group {
+                group: snap.groups.get(&id).cloned().map(Box::new),
+                id,
+            });
+        }
+        for (phone, key) in self.sender_keys.drain() {
+            if let Some(acc) = snap.accounts.get(&phone) {
+                let record = acc.secrets.sender_keys.get(&key).cloned();
+                batch.push(Change::SenderKey { phone, key, record });
+            }
+        }
         for (phone, peer) in self.sessions.drain() {
             if let Some(acc) = snap.accounts.get(&phone) {
                 let record = acc.secrets.sessions.get(&peer).cloned();

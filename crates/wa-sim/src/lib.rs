@@ -21,6 +21,7 @@
 mod admin;
 mod calls;
 mod conn;
+mod groups;
 mod hub;
 mod iq;
 mod journal;

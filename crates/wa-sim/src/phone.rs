@@ -44,6 +44,8 @@ pub enum PhoneError {
     Offline(String),
     #[error(transparent)]
     Signal(#[from] SignalError),
+    #[error(transparent)]
+    Group(#[from] crate::groups::GroupError),
     #[error("storing media: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -119,6 +121,16 @@ pub async fn set_online(core: &mut Core, phone: &str, online: bool) -> Result<us
         match node.tag.as_ref() {
             "message" => {
                 let Some(from) = from else { continue };
+                if crate::groups::is_group(&from) {
+                    let sender = crate::conn::jid_attr(&node, "participant")
+                        .and_then(|p| core.phone_of(&p).map(|s| (s, p.device)));
+                    if let Some((sender, device)) = sender {
+                        let gid = from.user.to_string();
+                        crate::groups::phone::receive(core, phone, (&sender, device), &gid, &node)
+                            .await;
+                    }
+                    continue;
+                }
                 let Some(sender) = core.phone_of(&from) else {
                     continue;
                 };
@@ -560,7 +572,7 @@ pub fn store_blob(core: &mut Core, kind: &str, data: &[u8]) -> Result<String> {
 }
 
 /// An outgoing message: protobuf, stanza type, media summary, text or caption.
-type Built = (
+pub(crate) type Built = (
     wa::Message,
     &'static str,
     Option<MediaSummary>,
@@ -569,11 +581,20 @@ type Built = (
 
 /// Builds the protobuf for an outgoing message, encrypting and uploading
 /// media like the app does.
-fn build_message(core: &mut Core, media_host: &str, out: Outgoing) -> Result<Built> {
+/// A chat's JID in message keys: a group's as it is, a phone number's as a user JID.
+fn chat_jid(chat: &str) -> String {
+    if chat.ends_with("@g.us") {
+        chat.to_string()
+    } else {
+        Jid::pn(chat.to_string()).to_string()
+    }
+}
+
+pub(crate) fn build_message(core: &mut Core, media_host: &str, out: Outgoing) -> Result<Built> {
     use wa::message::protocol_message::Type as Protocol;
     let own_key = |chat: String, id: String| {
         MessageField::some(wa::MessageKey {
-            remote_jid: Some(Jid::pn(chat).to_string()),
+            remote_jid: Some(chat_jid(&chat)),
             from_me: Some(true),
             id: Some(id),
             participant: None,
@@ -637,7 +658,7 @@ fn build_message(core: &mut Core, media_host: &str, out: Outgoing) -> Result<Bui
                 wa::Message {
                     poll_update_message: MessageField::some(wa::message::PollUpdateMessage {
                         poll_creation_message_key: MessageField::some(wa::MessageKey {
-                            remote_jid: Some(Jid::pn(chat).to_string()),
+                            remote_jid: Some(chat_jid(&chat)),
                             from_me: Some(poll.creator == voter),
                             id: Some(poll_id),
                             participant: None,
@@ -700,7 +721,7 @@ fn build_message(core: &mut Core, media_host: &str, out: Outgoing) -> Result<Bui
             wa::Message {
                 reaction_message: MessageField::some(wa::message::ReactionMessage {
                     key: MessageField::some(wa::MessageKey {
-                        remote_jid: Some(Jid::pn(chat).to_string()),
+                        remote_jid: Some(chat_jid(&chat)),
                         from_me: Some(from_me),
                         id: Some(message_id),
                         participant: None,
@@ -877,6 +898,10 @@ pub async fn send(
     out: Outgoing,
 ) -> Result<PhoneMessage> {
     ensure_online(core, from)?;
+    if to.ends_with("@g.us") {
+        let gid = crate::groups::group_id_of(to);
+        return crate::groups::phone::send(core, media_host, from, &gid, out).await;
+    }
     let Some(target) = core.account(to) else {
         return Err(PhoneError::UnknownAccount(to.to_string()));
     };
@@ -1029,7 +1054,7 @@ pub async fn resend(
     Ok(true)
 }
 
-fn media_type_attr(msg: &wa::Message) -> Option<&'static str> {
+pub(crate) fn media_type_attr(msg: &wa::Message) -> Option<&'static str> {
     if msg.image_message.is_set() {
         Some("image")
     } else if msg.video_message.is_set() {
@@ -1079,22 +1104,16 @@ async fn send_to_device(
     .await
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one stanza's worth of routing facts"
-)]
-async fn send_to_device_with(
+/// Encrypts `plaintext` from `from`'s phone for one device of `to` over their pairwise
+/// Signal session (made from the device's published bundle when there is none): the wire
+/// type (`pkmsg`/`msg`) and the ciphertext.
+pub(crate) async fn seal(
     core: &mut Core,
     from: &str,
     to: &str,
     device: u16,
-    message: &wa::Message,
-    id: &str,
-    stanza_type: &str,
-    recipient: Option<&str>,
-    media_type: Option<&str>,
-) -> Result<()> {
-    let plaintext = MessageUtils::encode_and_pad(message);
+    plaintext: &[u8],
+) -> Result<(&'static str, Vec<u8>)> {
     let peer = ProtocolAddress::new(to, u32::from(device).into());
     let mut secrets = std::mem::take(
         &mut core
@@ -1122,7 +1141,7 @@ async fn send_to_device_with(
             }
             Some(bundle)
         };
-        Ok::<_, PhoneError>(signal::encrypt(&mut secrets, &peer, bundle, &plaintext).await?)
+        Ok::<_, PhoneError>(signal::encrypt(&mut secrets, &peer, bundle, plaintext).await?)
     }
     .await;
     // The session moved on; the rest of the account only if the peer's identity is new.
@@ -1142,6 +1161,26 @@ async fn send_to_device_with(
     {
         *last ^= 0xff;
     }
+    Ok((enc_type, ciphertext))
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one stanza's worth of routing facts"
+)]
+async fn send_to_device_with(
+    core: &mut Core,
+    from: &str,
+    to: &str,
+    device: u16,
+    message: &wa::Message,
+    id: &str,
+    stanza_type: &str,
+    recipient: Option<&str>,
+    media_type: Option<&str>,
+) -> Result<()> {
+    let plaintext = MessageUtils::encode_and_pad(message);
+    let (enc_type, ciphertext) = seal(core, from, to, device, &plaintext).await?;
     let (name, lid) = {
         let acc = core.account(from).expect("sender exists");
         (acc.name.clone(), acc.lid.clone())
@@ -1192,50 +1231,9 @@ pub async fn receive(core: &mut Core, phone: &str, sender: (&str, u16), stanza: 
     else {
         return;
     };
-    let enc_type = attr(enc, "type").unwrap_or_default();
-    let Some(wacore_binary::NodeContent::Bytes(ciphertext)) = &enc.content else {
+    let Some(message) = open_pairwise(core, phone, sender, &id, enc).await else {
         return;
     };
-    let peer = ProtocolAddress::new(sender.0, u32::from(sender.1).into());
-    let Some(acc) = core.account_untracked(phone) else {
-        return;
-    };
-    let mut secrets = std::mem::take(&mut acc.secrets);
-    let peer_key = signal::address_key(&peer);
-    let identity_before = secrets.identities.get(&peer_key).cloned();
-    let prekeys_before = secrets.prekeys.len();
-    let result = signal::decrypt(&mut secrets, &peer, &enc_type, ciphertext).await;
-    let mut structure_changed = secrets.identities.get(&peer_key) != identity_before.as_ref()
-        || secrets.prekeys.len() != prekeys_before;
-    let acc = core.account_untracked(phone).expect("still there");
-    acc.secrets = secrets;
-    // Consumed prekeys get replaced so the phone never runs dry.
-    let mut record = acc.devices.remove(&0).expect("device 0 exists");
-    structure_changed |= signal::replenish_prekeys(&mut acc.secrets, &mut record);
-    acc.devices.insert(0, record);
-    if structure_changed {
-        core.changes.account(phone);
-    }
-    core.changes.session(phone, peer_key);
-    let plaintext = match result {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(
-                "phone {phone} cannot decrypt {id} from {}:{}: {e}",
-                sender.0,
-                sender.1
-            );
-            return;
-        }
-    };
-    let message = match wacore::messages::decode_plaintext(&plaintext, 2) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!("phone {phone}: undecodable plaintext in {id}: {e}");
-            return;
-        }
-    };
-    let from_me = sender.0 == phone;
     let (message, to) = if message.device_sent_message.is_set() {
         let dest = message
             .device_sent_message
@@ -1264,13 +1262,81 @@ pub async fn receive(core: &mut Core, phone: &str, sender: (&str, u16), stanza: 
         ack_receipt(core, phone, sender, &id);
         return;
     }
-    let (text, caption, media) = content_of(core, &message);
-    let (location, contacts) = shared_of(&message);
-    let reaction = reaction_of(&message);
-    let poll = poll_of(&message, sender.0);
-    let vote = vote_of(core, phone, sender.0, &message);
+    take_in(core, phone, sender, &id, &message, to);
+    ack_receipt(core, phone, sender, &id);
+}
+
+/// Decrypts a pairwise `enc` (`pkmsg`/`msg`) from device `sender` for the phone, keeping
+/// its Signal state, and decodes the message. `None` (logged) when it cannot.
+pub(crate) async fn open_pairwise(
+    core: &mut Core,
+    phone: &str,
+    sender: (&str, u16),
+    id: &str,
+    enc: &Node,
+) -> Option<wa::Message> {
+    let enc_type = attr(enc, "type").unwrap_or_default();
+    let Some(wacore_binary::NodeContent::Bytes(ciphertext)) = &enc.content else {
+        return None;
+    };
+    let peer = ProtocolAddress::new(sender.0, u32::from(sender.1).into());
+    let acc = core.account_untracked(phone)?;
+    let mut secrets = std::mem::take(&mut acc.secrets);
+    let peer_key = signal::address_key(&peer);
+    let identity_before = secrets.identities.get(&peer_key).cloned();
+    let prekeys_before = secrets.prekeys.len();
+    let result = signal::decrypt(&mut secrets, &peer, &enc_type, ciphertext).await;
+    let mut structure_changed = secrets.identities.get(&peer_key) != identity_before.as_ref()
+        || secrets.prekeys.len() != prekeys_before;
+    let acc = core.account_untracked(phone).expect("still there");
+    acc.secrets = secrets;
+    // Consumed prekeys get replaced so the phone never runs dry.
+    let mut record = acc.devices.remove(&0).expect("device 0 exists");
+    structure_changed |= signal::replenish_prekeys(&mut acc.secrets, &mut record);
+    acc.devices.insert(0, record);
+    if structure_changed {
+        core.changes.account(phone);
+    }
+    core.changes.session(phone, peer_key);
+    let plaintext = match result {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(
+                "phone {phone} cannot decrypt {id} from {}:{}: {e}",
+                sender.0,
+                sender.1
+            );
+            return None;
+        }
+    };
+    match wacore::messages::decode_plaintext(&plaintext, 2) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!("phone {phone}: undecodable plaintext in {id}: {e}");
+            None
+        }
+    }
+}
+
+/// Records a chat message the phone received (or, from its own companion, sent) in the
+/// chat `to` (the phone itself for a 1:1 chat with the sender, another account, or a
+/// group JID), applying what it does to other messages (reactions, votes).
+pub(crate) fn take_in(
+    core: &mut Core,
+    phone: &str,
+    sender: (&str, u16),
+    id: &str,
+    message: &wa::Message,
+    to: String,
+) {
+    let from_me = sender.0 == phone;
+    let (text, caption, media) = content_of(core, message);
+    let (location, contacts) = shared_of(message);
+    let reaction = reaction_of(message);
+    let poll = poll_of(message, sender.0);
+    let vote = vote_of(core, phone, sender.0, message);
     let record = PhoneMessage {
-        id: id.clone(),
+        id: id.to_string(),
         from: sender.0.to_string(),
         to,
         from_me,
@@ -1292,7 +1358,7 @@ pub async fn receive(core: &mut Core, phone: &str, sender: (&str, u16), stanza: 
         revoked: false,
         poll,
         vote,
-        forwarded: forwarded_of(&message),
+        forwarded: forwarded_of(message),
     };
     if let Some(acc) = core.account_untracked(phone)
         && !acc.secrets.messages.contains(&record.id)
@@ -1305,10 +1371,9 @@ pub async fn receive(core: &mut Core, phone: &str, sender: (&str, u16), stanza: 
             message: Box::new(record),
         });
     }
-    ack_receipt(core, phone, sender, &id);
 }
 
-fn has_content(m: &wa::Message) -> bool {
+pub(crate) fn has_content(m: &wa::Message) -> bool {
     m.conversation.is_some()
         || m.extended_text_message.is_set()
         || m.reaction_message.is_set()
@@ -1319,7 +1384,7 @@ fn has_content(m: &wa::Message) -> bool {
 
 /// Applies an edit or a revoke by `sender` to the message it names in `phone`'s history,
 /// as the app does: only the message's own sender may. Returns whether `message` was one.
-fn amend(core: &mut Core, phone: &str, sender: &str, message: &wa::Message) -> bool {
+pub(crate) fn amend(core: &mut Core, phone: &str, sender: &str, message: &wa::Message) -> bool {
     use wa::message::protocol_message::Type as Protocol;
     let Some(p) = message.protocol_message.as_option() else {
         return false;
@@ -1381,7 +1446,7 @@ fn edit_attr(message: &wa::Message) -> Option<&'static str> {
 }
 
 /// Whether the sender marked the message forwarded.
-fn forwarded_of(m: &wa::Message) -> bool {
+pub(crate) fn forwarded_of(m: &wa::Message) -> bool {
     [
         m.extended_text_message
             .as_option()

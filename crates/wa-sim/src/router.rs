@@ -109,6 +109,12 @@ async fn handle_iq(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) -> Vec
             ))]
         }
         "abt" => vec![Reply::Node(crate::iq::props(&id, node))],
+        "w:g2" => {
+            let mut core = hub.core.lock().await;
+            vec![Reply::Node(crate::groups::iq::handle(
+                &mut core, phone, &id, node,
+            ))]
+        }
         "usync" => vec![Reply::Node(usync(hub, &id, node).await)],
         "w:profile:picture" if ty == "get" => {
             vec![Reply::Node(profile_picture(hub, &id, node).await)]
@@ -552,8 +558,17 @@ async fn route_message(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) ->
         .attr("from", to.clone())
         .attr("t", t_now())
         .build();
+    if crate::groups::is_group(&to) {
+        let mut core = hub.core.lock().await;
+        let ack = crate::groups::route_message(&mut core, phone, device, node).await;
+        let refused = ack.attrs.get("error").is_some();
+        if !refused && core.faults.swallow_ack(phone) {
+            return Vec::new();
+        }
+        return vec![Reply::Node(ack)];
+    }
     if !is_user(&to) {
-        // Groups, status and newsletters are not modelled: ack so the
+        // Status and newsletters are not modelled: ack so the
         // client does not retry, but deliver nothing.
         return vec![Reply::Node(ack)];
     }
@@ -693,6 +708,10 @@ async fn route_receipt(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) ->
     let Some(to) = jid_attr(node, "to") else {
         return vec![Reply::Node(ack)];
     };
+    if crate::groups::is_group(&to) {
+        crate::groups::route_receipt(&mut core, phone, device, node).await;
+        return vec![Reply::Node(ack)];
+    }
     let Some(to_phone) = core.phone_of(&to) else {
         return vec![Reply::Node(ack)];
     };

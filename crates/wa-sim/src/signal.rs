@@ -390,3 +390,110 @@ pub async fn decrypt(
     }
     Ok(result.plaintext)
 }
+
+/// Sender keys by "group::user.device" (see [`sender_key_id`]).
+struct SenderKeys(BTreeMap<String, B64>);
+
+#[async_trait]
+impl sp::SenderKeyStore for SenderKeys {
+    async fn store_sender_key(
+        &mut self,
+        name: &sp::SenderKeyName,
+        record: sp::SenderKeyRecord,
+    ) -> sp::error::Result<()> {
+        let bytes = record.serialize_for_store(incarnation())?;
+        self.0.insert(name.cache_key().to_string(), B64(bytes));
+        Ok(())
+    }
+
+    async fn load_sender_key(
+        &self,
+        name: &sp::SenderKeyName,
+    ) -> sp::error::Result<Option<sp::SenderKeyRecord>> {
+        match self.0.get(name.cache_key()) {
+            Some(bytes) => Ok(Some(sp::SenderKeyRecord::deserialize_for_store(
+                &bytes.0,
+                incarnation(),
+            )?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Where a phone keeps the sender key of `sender` ("user.device") in `group` (a group
+/// JID): the key of [`PhoneSecrets::sender_keys`].
+pub fn sender_key_id(group: &str, sender: &str) -> String {
+    sp::SenderKeyName::from_parts(group, sender)
+        .cache_key()
+        .to_string()
+}
+
+fn sender_key_name(group: &str, sender: &str) -> sp::SenderKeyName {
+    sp::SenderKeyName::from_parts(group, sender)
+}
+
+/// The phone's own sender key for `group` as a distribution message (made on first use):
+/// what it sends each member device, pairwise encrypted, before its first group message.
+pub async fn sender_key_distribution(
+    secrets: &mut PhoneSecrets,
+    group: &str,
+    own: &str,
+) -> Result<Vec<u8>> {
+    let mut keys = SenderKeys(std::mem::take(&mut secrets.sender_keys));
+    let mut rng = rand::make_rng::<rand::rngs::StdRng>();
+    let result = sp::create_sender_key_distribution_message(
+        &sender_key_name(group, own),
+        &mut keys,
+        &mut rng,
+    )
+    .await;
+    secrets.sender_keys = keys.0;
+    Ok(result?.serialized().to_vec())
+}
+
+/// Encrypts `plaintext` for everyone in `group` under the phone's own sender key (`skmsg`).
+pub async fn group_encrypt(
+    secrets: &mut PhoneSecrets,
+    group: &str,
+    own: &str,
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
+    let mut keys = SenderKeys(std::mem::take(&mut secrets.sender_keys));
+    let mut rng = rand::make_rng::<rand::rngs::StdRng>();
+    let result =
+        sp::group_encrypt(&mut keys, &sender_key_name(group, own), plaintext, &mut rng).await;
+    secrets.sender_keys = keys.0;
+    Ok(result?.into_serialized().to_vec())
+}
+
+/// Takes in the sender key `sender` distributed for `group`.
+pub async fn process_distribution(
+    secrets: &mut PhoneSecrets,
+    group: &str,
+    sender: &str,
+    distribution: &[u8],
+) -> Result<()> {
+    let skdm = sp::SenderKeyDistributionMessage::try_from(distribution)?;
+    let mut keys = SenderKeys(std::mem::take(&mut secrets.sender_keys));
+    let result = sp::process_sender_key_distribution_message(
+        &sender_key_name(group, sender),
+        &skdm,
+        &mut keys,
+    )
+    .await;
+    secrets.sender_keys = keys.0;
+    Ok(result?)
+}
+
+/// Decrypts a `skmsg` of `sender` in `group`.
+pub async fn group_decrypt(
+    secrets: &mut PhoneSecrets,
+    group: &str,
+    sender: &str,
+    ciphertext: &[u8],
+) -> Result<Vec<u8>> {
+    let mut keys = SenderKeys(std::mem::take(&mut secrets.sender_keys));
+    let result = sp::group_decrypt(ciphertext, &mut keys, &sender_key_name(group, sender)).await;
+    secrets.sender_keys = keys.0;
+    Ok(result?)
+}

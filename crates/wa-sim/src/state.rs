@@ -108,6 +108,13 @@ pub struct PhoneSecrets {
     /// encrypt one again when a device answers it with a retry receipt.
     #[serde(default)]
     pub outbox: VecDeque<SentCopy>,
+    /// Sender keys by "group::user.device" (the phone's own, and those other members
+    /// distributed to it), as libsignal serializes them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sender_keys: BTreeMap<String, B64>,
+    /// Per group, the devices ("user.device") the phone gave its current sender key to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sender_key_shared: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// The messages a phone sent and received, oldest first, with an index by id (a phone's
@@ -391,6 +398,105 @@ pub struct Snapshot {
     /// The first journal that follows this base (see `journal`).
     #[serde(default)]
     pub journal: u64,
+    /// Groups and communities by id (the user part of `<id>@g.us`).
+    #[serde(default)]
+    pub groups: BTreeMap<String, Group>,
+}
+
+/// A group as WhatsApp's server keeps it (see `groups`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Group {
+    pub id: String,
+    pub subject: String,
+    /// Who set the subject (a phone number) and when.
+    pub subject_owner: String,
+    pub subject_time: u64,
+    #[serde(default)]
+    pub description: Option<GroupDescription>,
+    /// The creator's phone number.
+    pub creator: String,
+    pub created_at: u64,
+    pub participants: Vec<GroupMember>,
+    /// Only admins send messages.
+    #[serde(default)]
+    pub announce: bool,
+    /// Only admins edit the group's info.
+    #[serde(default)]
+    pub locked: bool,
+    /// Disappearing messages: seconds, 0 for off.
+    #[serde(default)]
+    pub ephemeral: u32,
+    /// Joining by link needs an admin's approval.
+    #[serde(default)]
+    pub membership_approval: bool,
+    /// Whether members (not only admins) may add others.
+    #[serde(default = "all_may_add")]
+    pub members_may_add: bool,
+    /// The invite link's code, made on the first request for it.
+    #[serde(default)]
+    pub invite_code: Option<String>,
+    /// `lid`: participants are named by their LIDs (WhatsApp's newer groups), `pn`: by phone.
+    pub addressing: Addressing,
+    /// A community: the parent of linked groups.
+    #[serde(default)]
+    pub community: bool,
+    /// The community this group is linked to.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// A community's announcement group (every member of the community is in it).
+    #[serde(default)]
+    pub announcement_group: bool,
+}
+
+fn all_may_add() -> bool {
+    true
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Addressing {
+    Pn,
+    Lid,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupDescription {
+    pub id: String,
+    pub text: String,
+    pub owner: String,
+    pub time: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupMember {
+    pub phone: String,
+    pub role: Role,
+    pub joined_at: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Member,
+    Admin,
+    Superadmin,
+}
+
+impl Group {
+    pub fn member(&self, phone: &str) -> Option<&GroupMember> {
+        self.participants.iter().find(|m| m.phone == phone)
+    }
+
+    pub fn is_admin(&self, phone: &str) -> bool {
+        self.member(phone).is_some_and(|m| m.role != Role::Member)
+    }
+
+    pub fn jid(&self) -> String {
+        format!("{}@g.us", self.id)
+    }
 }
 
 /// How many message origins are kept: receipts come within minutes, read
