@@ -817,6 +817,9 @@ struct SetProfile {
     /// A new profile photo (base64 JPEG), or `""` to remove it.
     #[serde(default)]
     picture: Option<String>,
+    /// Privacy settings the owner changes in the app, by category (`{"groupadd": "none"}`).
+    #[serde(default)]
+    privacy: std::collections::BTreeMap<String, String>,
 }
 
 /// The phone's owner changes what others can look up: the about text, the business flag,
@@ -838,6 +841,14 @@ async fn set_profile(
                 })?,
         )),
     };
+    for (category, value) in &req.privacy {
+        if !crate::iq::privacy_value_ok(category, value) {
+            return Err(ApiError::bad_request(
+                "invalid_privacy",
+                format!("privacy `{category}` cannot be `{value}`"),
+            ));
+        }
+    }
     let mut core = hub.core.lock().await;
     if core.account(&phone).is_none() {
         return Err(ApiError::phone_not_found(&phone));
@@ -861,6 +872,7 @@ async fn set_profile(
     if let Some(p) = stored {
         acc.profile.picture = p;
     }
+    acc.privacy.extend(req.privacy);
     let profile = serde_json::to_value(&acc.profile).unwrap_or_default();
     Ok(Json(profile))
 }

@@ -153,6 +153,9 @@ pub struct Core {
     pub blobs_dir: PathBuf,
     /// How groups a device creates name their participants (`POST /admin/groups/addressing`).
     pub group_addressing: crate::state::Addressing,
+    /// The device whose `w:g2` request is being handled: it has the answer, so the change's
+    /// notification skips it.
+    pub acting_device: Option<u16>,
     next_conn_id: u64,
 }
 
@@ -176,6 +179,7 @@ impl Core {
             calls: Default::default(),
             blobs_dir,
             group_addressing: crate::state::Addressing::Pn,
+            acting_device: None,
             next_conn_id: 1,
         }
     }

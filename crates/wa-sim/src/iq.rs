@@ -43,6 +43,11 @@ fn privacy_values(category: &str) -> Option<&'static [&'static str]> {
     })
 }
 
+/// Whether WhatsApp takes `value` for privacy category `category`.
+pub fn privacy_value_ok(category: &str, value: &str) -> bool {
+    privacy_values(category).is_some_and(|v| v.contains(&value))
+}
+
 /// How often a client should fetch the props again, in seconds (WhatsApp: a day).
 const PROPS_REFRESH_SECS: u32 = 86_400;
 

@@ -112,7 +112,7 @@ async fn handle_iq(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) -> Vec
         "w:g2" => {
             let mut core = hub.core.lock().await;
             vec![Reply::Node(crate::groups::iq::handle(
-                &mut core, phone, &id, node,
+                &mut core, phone, device, &id, node,
             ))]
         }
         "usync" => vec![Reply::Node(usync(hub, &id, node).await)],

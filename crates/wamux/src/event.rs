@@ -36,10 +36,13 @@ pub enum EventKind {
     Presence,
     PollVote,
     MessageUndecryptable,
+    GroupJoined,
+    GroupUpdated,
+    GroupParticipants,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::MessageReceived,
         EventKind::MessageFromMe,
         EventKind::MessageSent,
@@ -58,6 +61,9 @@ impl EventKind {
         EventKind::Presence,
         EventKind::PollVote,
         EventKind::MessageUndecryptable,
+        EventKind::GroupJoined,
+        EventKind::GroupUpdated,
+        EventKind::GroupParticipants,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -80,6 +86,9 @@ impl EventKind {
             EventKind::Presence => "presence",
             EventKind::PollVote => "poll-vote",
             EventKind::MessageUndecryptable => "message-undecryptable",
+            EventKind::GroupJoined => "group-joined",
+            EventKind::GroupUpdated => "group-updated",
+            EventKind::GroupParticipants => "group-participants",
         }
     }
 }

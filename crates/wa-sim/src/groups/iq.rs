@@ -25,8 +25,11 @@ fn refused(id: &str, e: &GroupError) -> Node {
 }
 
 /// Answers one `w:g2` IQ from `phone`'s device.
-pub fn handle(core: &mut Core, phone: &str, id: &str, node: &Node) -> Node {
-    match answer(core, phone, id, node) {
+pub fn handle(core: &mut Core, phone: &str, device: u16, id: &str, node: &Node) -> Node {
+    core.acting_device = Some(device);
+    let answer = answer(core, phone, id, node);
+    core.acting_device = None;
+    match answer {
         Ok(n) => n,
         Err(e) => refused(id, &e),
     }

@@ -789,6 +789,9 @@ fn notify_only(core: &mut Core, id: &str, actor: &str, action: Node, to: &[Strin
         .unwrap_or_default();
     for phone in to {
         for device in core.companions(phone) {
+            if phone == actor && core.acting_device == Some(device) {
+                continue;
+            }
             let nid = new_id();
             let mut b = NodeBuilder::new("notification")
                 .attr("from", jid.clone())

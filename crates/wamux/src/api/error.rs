@@ -104,6 +104,21 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
+    /// WhatsApp refused a group request.
+    pub fn group(g: crate::whatsapp::groups::GroupRefusal) -> Self {
+        use crate::whatsapp::groups::GroupRefusal as R;
+        let message = g.to_string();
+        match g {
+            R::NotFound => Self::new(StatusCode::NOT_FOUND, "group_not_found", message),
+            R::NotParticipant => Self::new(StatusCode::FORBIDDEN, "not_a_participant", message),
+            R::NotAdmin => Self::new(StatusCode::FORBIDDEN, "not_an_admin", message),
+            R::BadInvite => Self::new(StatusCode::NOT_FOUND, "invite_not_found", message),
+            R::Invalid(_) => Self::bad_request("invalid_group_request", message),
+            R::Conflict => Self::conflict("group_changed", message),
+            R::Other(_) => Self::new(StatusCode::BAD_GATEWAY, "whatsapp_error", message),
+        }
+    }
+
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -7,6 +7,7 @@ mod contacts;
 pub mod error;
 mod events;
 pub mod extract;
+mod groups;
 mod health;
 mod idempotency;
 mod keys;
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .merge(keys::router())
         .merge(passkey::router())
         .merge(contacts::router())
+        .merge(groups::router())
         .merge(presence::router())
         .merge(messages::router(&state))
         .merge(webhooks::router())

@@ -54,6 +54,7 @@ impl From<SessionError> for ApiError {
                 "whatsapp_error",
                 e.to_string(),
             ),
+            SessionError::Group(g) => ApiError::group(g),
             SessionError::PasskeyNotPending(msg) => ApiError::conflict("passkey_not_pending", msg),
             SessionError::InvalidAssertion(msg) => ApiError::bad_request("invalid_assertion", msg),
             SessionError::PasskeyRejected(msg) => ApiError::new(

@@ -498,6 +498,12 @@ impl Actor {
             WaEvent::ServerAck { id, error } => {
                 self.shared.acks.settle(self.id.as_str(), &id, error);
             }
+            WaEvent::Group {
+                group,
+                by,
+                news,
+                timestamp,
+            } => self.group_news(group, by, news, timestamp).await,
         }
         None
     }
@@ -602,6 +608,40 @@ impl Actor {
             Ok(ev) => self.shared.bus.publish(ev),
             Err(e) => tracing::error!(session = %self.id, "cannot record {kind} event: {e:#}"),
         }
+    }
+
+    /// Records what a group notification said: `group-joined`, `group-participants` or
+    /// `group-updated`, in the group's chat.
+    async fn group_news(
+        &self,
+        group: String,
+        by: Option<String>,
+        news: crate::whatsapp::groups::GroupNews,
+        timestamp: i64,
+    ) {
+        use crate::whatsapp::groups::GroupNews;
+        let (kind, mut data) = match news {
+            GroupNews::Joined { subject } => (
+                EventKind::GroupJoined,
+                serde_json::json!({"subject": subject}),
+            ),
+            GroupNews::Participants {
+                action,
+                participants,
+            } => (
+                EventKind::GroupParticipants,
+                serde_json::json!({"action": action, "participants": participants}),
+            ),
+            GroupNews::Updated { field, value } => (
+                EventKind::GroupUpdated,
+                serde_json::json!({"field": field, "value": value}),
+            ),
+        };
+        data["sessionId"] = serde_json::json!(self.id);
+        data["groupId"] = serde_json::json!(group);
+        data["by"] = serde_json::json!(by);
+        data["timestamp"] = serde_json::json!(timestamp);
+        self.record(kind, Some(&group), data).await;
     }
 
     /// Declines a ringing call at once when the session's call settings say so, and sends

@@ -9,6 +9,7 @@ mod actions;
 pub use actions::MAX_READ;
 mod actor;
 pub mod fault;
+mod groups;
 pub mod queue;
 
 use std::collections::HashMap;
@@ -58,6 +59,9 @@ pub enum SessionError {
     /// WhatsApp did not answer a query, or answered it with an error.
     #[error("WhatsApp did not answer: {0}")]
     WhatsApp(String),
+    /// WhatsApp refused a group request.
+    #[error(transparent)]
+    Group(crate::whatsapp::groups::GroupRefusal),
     /// WhatsApp refused the assertion or the confirmation; the link attempt is over.
     #[error("{0}")]
     PasskeyRejected(String),

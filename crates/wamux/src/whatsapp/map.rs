@@ -116,6 +116,7 @@ pub(super) fn event(e: &WaLibEvent) -> Option<WaEvent> {
                 unavailable: u.is_unavailable,
             }
         }
+        WaLibEvent::GroupUpdate(u) => return super::groups::news(u),
         WaLibEvent::Presence(p) => WaEvent::Presence {
             from: p.from.to_non_ad_string(),
             state: if p.unavailable {

@@ -6,6 +6,7 @@
 //! plain strings in [`WaEvent`]s.
 
 mod device_store;
+pub mod groups;
 mod hook;
 mod http;
 mod map;
@@ -116,6 +117,13 @@ pub enum WaEvent {
     ServerAck {
         id: String,
         error: Option<String>,
+    },
+    /// Something changed in a group we are (or were) in; `by`: who did it.
+    Group {
+        group: String,
+        by: Option<String>,
+        news: groups::GroupNews,
+        timestamp: i64,
     },
 }
 

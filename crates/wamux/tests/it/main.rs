@@ -4,6 +4,8 @@
 mod api;
 #[cfg(feature = "sandbox")]
 mod e2e;
+#[cfg(feature = "sandbox")]
+mod groups;
 mod helpers;
 #[cfg(feature = "sandbox")]
 mod isolation;

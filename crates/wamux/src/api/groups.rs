@@ -1,0 +1,398 @@
+//! Groups: create one, list and read them, manage participants, change info and
+//! settings, invite links, join and leave. Group ids are accepted as `<id>@g.us` or the
+//! bare id; every route asks WhatsApp through the session, which must be connected.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::extract::{ApiJson, SessionPath, needs};
+use super::{ApiError, Result};
+use crate::AppState;
+use crate::model::ChatAddress;
+use crate::whatsapp::groups::{GroupEdit, GroupInfo, Joined, ParticipantAction, ParticipantResult};
+
+/// The most participants one request may name (WhatsApp's group size limit).
+const MAX_PARTICIPANTS: usize = 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sessions/{session_id}/groups", post(create).get(list))
+        .route("/sessions/{session_id}/groups/join", post(join))
+        .route(
+            "/sessions/{session_id}/groups/{group_id}",
+            get(show).patch(update),
+        )
+        .route(
+            "/sessions/{session_id}/groups/{group_id}/participants",
+            post(participants),
+        )
+        .route(
+            "/sessions/{session_id}/groups/{group_id}/invite-link",
+            get(invite_link).delete(revoke_invite_link),
+        )
+        .route(
+            "/sessions/{session_id}/groups/{group_id}/leave",
+            post(leave),
+        )
+}
+
+/// A group id in a path: `<id>@g.us` or the bare id.
+fn group_id(raw: &str) -> Result<ChatAddress> {
+    let full = if raw.contains('@') {
+        raw.to_owned()
+    } else {
+        format!("{raw}@g.us")
+    };
+    match ChatAddress::parse(&full) {
+        Ok(a) if a.as_str().ends_with("@g.us") => Ok(a),
+        _ => Err(ApiError::invalid_field(
+            "groupId",
+            format!("`{raw}` is not a group id (`<digits>@g.us` or the digits)"),
+        )),
+    }
+}
+
+/// Participants named in a body: phone numbers or user JIDs, at least one.
+fn people(field: &str, raw: &[String], at_least_one: bool) -> Result<Vec<ChatAddress>> {
+    if at_least_one && raw.is_empty() {
+        return Err(ApiError::invalid_field(
+            field,
+            "name at least one participant",
+        ));
+    }
+    if raw.len() > MAX_PARTICIPANTS {
+        return Err(ApiError::invalid_field(
+            field,
+            format!("at most {MAX_PARTICIPANTS} participants"),
+        ));
+    }
+    let mut out: Vec<ChatAddress> = Vec::with_capacity(raw.len());
+    for p in raw {
+        let a = ChatAddress::parse(p).map_err(|e| ApiError::invalid_field(field, e))?;
+        if a.as_str().ends_with("@g.us") {
+            return Err(ApiError::invalid_field(
+                field,
+                format!("`{p}` is a group, not a participant"),
+            ));
+        }
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateBody {
+    /// The group's name, 1 to 100 characters.
+    subject: String,
+    /// Phone numbers or user JIDs to add (may be empty).
+    #[serde(default)]
+    participants: Vec<String>,
+    /// Up to 2,048 characters.
+    description: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Created {
+    group: GroupInfo,
+    /// One per participant asked for: added, or why not.
+    results: Vec<ParticipantResult>,
+}
+
+#[utoipa::path(post, path = "/api/sessions/{sessionId}/groups", tag = "groups", operation_id = "createGroup", summary = "Create a group",
+    params(("sessionId" = String, Path, description = "the session whose account creates (and administers) the group")),
+    request_body = CreateBody,
+    responses((status = 201, description = "The group, with the outcome for each participant (a 403 one refuses being added; send them the invite link)", body = Created),
+        (status = 400, description = "`invalid_field`, `invalid_json`, `invalid_group_request`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn create(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<(StatusCode, Json<Created>)> {
+    let subject = body.subject.trim();
+    if subject.is_empty() || subject.chars().count() > 100 {
+        return Err(ApiError::invalid_field("subject", "1 to 100 characters"));
+    }
+    if body
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 2048)
+    {
+        return Err(ApiError::invalid_field(
+            "description",
+            "at most 2,048 characters",
+        ));
+    }
+    let who = people("participants", &body.participants, false)?;
+    let (group, results) = state
+        .sessions
+        .create_group(&id, subject, &who, body.description.as_deref())
+        .await?;
+    Ok((StatusCode::CREATED, Json(Created { group, results })))
+}
+
+#[utoipa::path(get, path = "/api/sessions/{sessionId}/groups", tag = "groups", operation_id = "listGroups", summary = "The groups the account is in",
+    params(("sessionId" = String, Path, description = "the session id")),
+    responses((status = 200, description = "Every group, with its participants and settings", body = [GroupInfo]),
+        (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn list(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Read>,
+) -> Result<Json<Vec<GroupInfo>>> {
+    Ok(Json(state.sessions.groups(&id).await?))
+}
+
+#[utoipa::path(get, path = "/api/sessions/{sessionId}/groups/{groupId}", tag = "groups", operation_id = "getGroup", summary = "One group",
+    params(("sessionId" = String, Path, description = "the session id"), ("groupId" = String, Path, description = "`<id>@g.us` or the bare id")),
+    responses((status = 200, description = "Subject, description, owner, settings, participants (phone, LID, admin)", body = GroupInfo),
+        (status = 400, description = "`invalid_field` (`groupId`)", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 403, description = "`not_a_participant`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn show(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Read>,
+    Path((_, raw)): Path<(String, String)>,
+) -> Result<Json<GroupInfo>> {
+    let g = group_id(&raw)?;
+    Ok(Json(state.sessions.group(&id, &g).await?))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateBody {
+    subject: Option<String>,
+    /// An empty string deletes the description.
+    description: Option<String>,
+    /// Only admins send messages.
+    announce: Option<bool>,
+    /// Only admins edit the group's info.
+    locked: Option<bool>,
+    /// Disappearing messages: 0 (off), 86400 (24 h), 604800 (7 days) or 7776000 (90 days).
+    ephemeral: Option<u32>,
+    /// Joining by link waits for an admin's approval.
+    membership_approval: Option<bool>,
+}
+
+#[utoipa::path(patch, path = "/api/sessions/{sessionId}/groups/{groupId}", tag = "groups", operation_id = "updateGroup", summary = "Change a group's info or settings",
+    params(("sessionId" = String, Path, description = "the session id"), ("groupId" = String, Path, description = "`<id>@g.us` or the bare id")),
+    request_body = UpdateBody,
+    responses((status = 200, description = "The group after the changes", body = GroupInfo),
+        (status = 400, description = "`invalid_field`, `missing_field`, `invalid_group_request`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 403, description = "`not_a_participant`, `not_an_admin`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`, `group_changed`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn update(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    Path((_, raw)): Path<(String, String)>,
+    ApiJson(body): ApiJson<UpdateBody>,
+) -> Result<Json<GroupInfo>> {
+    let g = group_id(&raw)?;
+    let mut edits = Vec::new();
+    if let Some(s) = body.subject {
+        let s = s.trim().to_owned();
+        if s.is_empty() || s.chars().count() > 100 {
+            return Err(ApiError::invalid_field("subject", "1 to 100 characters"));
+        }
+        edits.push(GroupEdit::Subject(s));
+    }
+    if let Some(d) = body.description {
+        if d.chars().count() > 2048 {
+            return Err(ApiError::invalid_field(
+                "description",
+                "at most 2,048 characters",
+            ));
+        }
+        edits.push(GroupEdit::Description(Some(d).filter(|d| !d.is_empty())));
+    }
+    if let Some(a) = body.announce {
+        edits.push(GroupEdit::Announce(a));
+    }
+    if let Some(l) = body.locked {
+        edits.push(GroupEdit::Locked(l));
+    }
+    if let Some(e) = body.ephemeral {
+        if ![0, 86_400, 604_800, 7_776_000].contains(&e) {
+            return Err(ApiError::invalid_field(
+                "ephemeral",
+                "0, 86400, 604800 or 7776000 seconds",
+            ));
+        }
+        edits.push(GroupEdit::Ephemeral(e));
+    }
+    if let Some(m) = body.membership_approval {
+        edits.push(GroupEdit::MembershipApproval(m));
+    }
+    if edits.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_field",
+            "give at least one of subject, description, announce, locked, ephemeral, membershipApproval",
+        ));
+    }
+    Ok(Json(state.sessions.edit_group(&id, &g, &edits).await?))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ParticipantsBody {
+    action: ParticipantAction,
+    /// Phone numbers or user JIDs.
+    participants: Vec<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Changed {
+    action: ParticipantAction,
+    results: Vec<ParticipantResult>,
+}
+
+#[utoipa::path(post, path = "/api/sessions/{sessionId}/groups/{groupId}/participants", tag = "groups", operation_id = "groupParticipants", summary = "Add, remove, promote or demote participants",
+    params(("sessionId" = String, Path, description = "the session id"), ("groupId" = String, Path, description = "`<id>@g.us` or the bare id")),
+    request_body = ParticipantsBody,
+    responses((status = 200, description = "A result per participant (200, or 403 privacy, 404 not found, 406 not allowed, 409 already in)", body = Changed),
+        (status = 400, description = "`invalid_field`, `invalid_json`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 403, description = "`not_a_participant`, `not_an_admin`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn participants(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    Path((_, raw)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ParticipantsBody>,
+) -> Result<Json<Changed>> {
+    let g = group_id(&raw)?;
+    let who = people("participants", &body.participants, true)?;
+    let results = state
+        .sessions
+        .group_participants(&id, &g, body.action, &who)
+        .await?;
+    Ok(Json(Changed {
+        action: body.action,
+        results,
+    }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InviteLink {
+    /// `https://chat.whatsapp.com/<code>`
+    link: String,
+    code: String,
+}
+
+impl InviteLink {
+    fn of(link: String) -> Self {
+        let code = link.rsplit('/').next().unwrap_or_default().to_owned();
+        Self { link, code }
+    }
+}
+
+#[utoipa::path(get, path = "/api/sessions/{sessionId}/groups/{groupId}/invite-link", tag = "groups", operation_id = "groupInviteLink", summary = "The group's invite link",
+    params(("sessionId" = String, Path, description = "the session id (an admin of the group)"), ("groupId" = String, Path, description = "`<id>@g.us` or the bare id")),
+    responses((status = 200, description = "The link and its code", body = InviteLink),
+        (status = 403, description = "`not_a_participant`, `not_an_admin`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn invite_link(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Read>,
+    Path((_, raw)): Path<(String, String)>,
+) -> Result<Json<InviteLink>> {
+    let g = group_id(&raw)?;
+    Ok(Json(InviteLink::of(
+        state.sessions.invite_link(&id, &g, false).await?,
+    )))
+}
+
+#[utoipa::path(delete, path = "/api/sessions/{sessionId}/groups/{groupId}/invite-link", tag = "groups", operation_id = "revokeGroupInviteLink", summary = "Revoke the invite link",
+    params(("sessionId" = String, Path, description = "the session id (an admin of the group)"), ("groupId" = String, Path, description = "`<id>@g.us` or the bare id")),
+    responses((status = 200, description = "The old link no longer works; this is the new one", body = InviteLink),
+        (status = 403, description = "`not_a_participant`, `not_an_admin`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn revoke_invite_link(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    Path((_, raw)): Path<(String, String)>,
+) -> Result<Json<InviteLink>> {
+    let g = group_id(&raw)?;
+    Ok(Json(InviteLink::of(
+        state.sessions.invite_link(&id, &g, true).await?,
+    )))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JoinBody {
+    /// The invite code, or the whole link (`https://chat.whatsapp.com/<code>`).
+    code: String,
+}
+
+#[utoipa::path(post, path = "/api/sessions/{sessionId}/groups/join", tag = "groups", operation_id = "joinGroup", summary = "Join a group by invite",
+    params(("sessionId" = String, Path, description = "the session id")),
+    request_body = JoinBody,
+    responses((status = 200, description = "Joined, or pending an admin's approval", body = Joined),
+        (status = 400, description = "`invalid_field` (`code`)", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `invite_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn join(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    ApiJson(body): ApiJson<JoinBody>,
+) -> Result<Json<Joined>> {
+    let code = body.code.trim();
+    let bare = code.rsplit('/').next().unwrap_or_default();
+    if bare.is_empty() || bare.len() > 64 || !bare.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ApiError::invalid_field(
+            "code",
+            "an invite code (letters and digits) or a https://chat.whatsapp.com/ link",
+        ));
+    }
+    Ok(Json(state.sessions.join_group(&id, bare).await?))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Left {
+    group_id: String,
+    left: bool,
+}
+
+#[utoipa::path(post, path = "/api/sessions/{sessionId}/groups/{groupId}/leave", tag = "groups", operation_id = "leaveGroup", summary = "Leave a group",
+    params(("sessionId" = String, Path, description = "the session id"), ("groupId" = String, Path, description = "`<id>@g.us` or the bare id")),
+    responses((status = 200, description = "Left", body = Left),
+        (status = 403, description = "`not_a_participant`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn leave(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    Path((_, raw)): Path<(String, String)>,
+) -> Result<Json<Left>> {
+    let g = group_id(&raw)?;
+    state.sessions.leave_group(&id, &g).await?;
+    Ok(Json(Left {
+        group_id: g.as_str().to_owned(),
+        left: true,
+    }))
+}
