@@ -854,3 +854,121 @@ mod tests {
         }
     }
 }
+
+/// A class of chats a session can ignore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatClass {
+    /// Group chats (`@g.us`).
+    Groups,
+    /// Status updates (`status@broadcast`).
+    Status,
+    /// Channels (`@newsletter`).
+    Channels,
+    /// Broadcast lists (`@broadcast`).
+    Broadcast,
+}
+
+impl ChatClass {
+    pub const ALL: [ChatClass; 4] = [
+        ChatClass::Groups,
+        ChatClass::Status,
+        ChatClass::Channels,
+        ChatClass::Broadcast,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatClass::Groups => "groups",
+            ChatClass::Status => "status",
+            ChatClass::Channels => "channels",
+            ChatClass::Broadcast => "broadcast",
+        }
+    }
+
+    /// The class of a chat JID (`None`: a one-to-one chat).
+    pub fn of(chat: &str) -> Option<ChatClass> {
+        if chat.ends_with("@g.us") {
+            Some(ChatClass::Groups)
+        } else if chat == "status@broadcast" {
+            Some(ChatClass::Status)
+        } else if chat.ends_with("@newsletter") {
+            Some(ChatClass::Channels)
+        } else if chat.ends_with("@broadcast") {
+            Some(ChatClass::Broadcast)
+        } else {
+            None
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// The chat classes whose messages a session drops before storage and webhooks (they are
+/// still acknowledged to WhatsApp, so nothing is redelivered).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ignore(u8);
+
+impl Ignore {
+    pub fn of(classes: &[ChatClass]) -> Self {
+        Self(classes.iter().fold(0, |acc, c| acc | c.bit()))
+    }
+
+    pub fn contains(self, class: ChatClass) -> bool {
+        self.0 & class.bit() != 0
+    }
+
+    /// Whether a message of chat `chat` is dropped.
+    pub fn drops(self, chat: &str) -> bool {
+        ChatClass::of(chat).is_some_and(|c| self.contains(c))
+    }
+
+    pub fn classes(self) -> Vec<ChatClass> {
+        ChatClass::ALL
+            .into_iter()
+            .filter(|c| self.contains(*c))
+            .collect()
+    }
+
+    /// As the store keeps it: the class names, comma-separated.
+    pub fn stored(self) -> String {
+        self.classes()
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Reads [`Ignore::stored`]; unknown names (from a newer version) are skipped.
+    pub fn parse_stored(s: &str) -> Self {
+        let classes: Vec<ChatClass> = s
+            .split(',')
+            .filter_map(|n| ChatClass::ALL.into_iter().find(|c| c.as_str() == n))
+            .collect();
+        Self::of(&classes)
+    }
+}
+
+#[cfg(test)]
+mod ignore_tests {
+    use super::*;
+
+    #[test]
+    fn ignore_classifies_chats_and_round_trips_through_the_store() {
+        let i = Ignore::of(&[ChatClass::Groups, ChatClass::Status]);
+        assert!(i.drops("120363025246125486@g.us"));
+        assert!(i.drops("status@broadcast"));
+        assert!(!i.drops("15551234567@s.whatsapp.net"));
+        assert!(!i.drops("120363025246125486@newsletter"));
+        assert!(!Ignore::default().drops("120363025246125486@g.us"));
+        assert_eq!(i.stored(), "groups,status");
+        assert_eq!(Ignore::parse_stored(&i.stored()), i);
+        assert_eq!(
+            Ignore::parse_stored("channels,future"),
+            Ignore::of(&[ChatClass::Channels])
+        );
+        assert_eq!(Ignore::parse_stored(""), Ignore::default());
+    }
+}

@@ -60,6 +60,8 @@ const SCHEMES: [&str; 3] = ["apiKeyHeader", "apiKeyQuery", "bearer"];
         super::sessions::logout,
         super::sessions::restart,
         super::sessions::pairing_code,
+        super::sessions::settings,
+        super::sessions::set_settings,
         super::passkey::passkey,
         super::passkey::submit_assertion,
         super::passkey::confirm,

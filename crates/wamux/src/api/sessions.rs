@@ -5,7 +5,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ApiQuery, SessionPath, needs};
 use super::{ApiError, Caller, Result};
@@ -24,6 +24,51 @@ pub fn router() -> Router<AppState> {
         .route("/sessions/{session_id}/logout", post(logout))
         .route("/sessions/{session_id}/restart", post(restart))
         .route("/sessions/{session_id}/pairing-code", post(pairing_code))
+        .route(
+            "/sessions/{session_id}/settings",
+            get(settings).put(set_settings),
+        )
+}
+
+/// A session's own settings.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Settings {
+    /// Chats whose messages are dropped before storage and webhooks (still acknowledged to
+    /// WhatsApp): any of `groups`, `status`, `channels`, `broadcast`.
+    ignore: Vec<crate::model::ChatClass>,
+}
+
+#[utoipa::path(get, path = "/api/sessions/{sessionId}/settings", tag = "sessions", operation_id = "sessionSettings", summary = "A session's settings",
+    params(("sessionId" = String, Path, description = "the session id")),
+    responses((status = 200, description = "The settings", body = Settings),
+        (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn settings(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Read>,
+) -> Result<Json<Settings>> {
+    let ignore = state.sessions.ignore(&id).await?;
+    Ok(Json(Settings {
+        ignore: ignore.classes(),
+    }))
+}
+
+#[utoipa::path(put, path = "/api/sessions/{sessionId}/settings", tag = "sessions", operation_id = "setSessionSettings", summary = "Change a session's settings",
+    params(("sessionId" = String, Path, description = "the session id")),
+    request_body = Settings,
+    responses((status = 200, description = "The settings now; the running client follows at once", body = Settings),
+        (status = 400, description = "`invalid_body`: an unknown chat class or field", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn set_settings(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Manage>,
+    ApiJson(body): ApiJson<Settings>,
+) -> Result<Json<Settings>> {
+    let ignore = crate::model::Ignore::of(&body.ignore);
+    state.sessions.set_ignore(&id, ignore).await?;
+    Ok(Json(Settings {
+        ignore: ignore.classes(),
+    }))
 }
 
 impl From<SessionError> for ApiError {

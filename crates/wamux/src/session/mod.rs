@@ -666,6 +666,20 @@ impl SessionManager {
         conn.block(who, block).await.map_err(SessionError::WhatsApp)
     }
 
+    /// The chat classes whose messages the session drops.
+    pub async fn ignore(&self, id: &SessionId) -> Result<crate::model::Ignore> {
+        self.snapshot(id)?;
+        Ok(store::settings::ignore(&self.inner.shared.store, id.as_str()).await?)
+    }
+
+    /// Sets what the session drops; its client follows at once.
+    pub async fn set_ignore(&self, id: &SessionId, ignore: crate::model::Ignore) -> Result<()> {
+        self.snapshot(id)?;
+        store::settings::set_ignore(&self.inner.shared.store, id.as_str(), ignore).await?;
+        self.inner.shared.connector.set_ignore(id.as_str(), ignore);
+        Ok(())
+    }
+
     /// The session's passkey step.
     pub fn passkey(&self, id: &SessionId) -> Result<PasskeyInfo> {
         Ok(PasskeyInfo::from_snapshot(id, &self.snapshot(id)?))

@@ -32,6 +32,9 @@ const OUR_TABLES: &[&str] = &[
     "api_keys",
     "audit_log",
     "send_queue",
+    "message_secrets",
+    "call_settings",
+    "session_settings",
 ];
 
 /// Identity and serial columns whose counters must follow the copied ids.

@@ -27,6 +27,7 @@ pub mod pending;
 pub(crate) mod postgres;
 pub mod queue;
 pub mod sessions;
+pub mod settings;
 pub(crate) mod sqlite;
 pub mod webhooks;
 

@@ -22,7 +22,13 @@ pub(super) struct Durability {
     pub bus: EventBus,
     /// Wakes the media worker when a download job was committed.
     pub media_wake: Option<Arc<tokio::sync::Notify>>,
+    /// What each session ignores (see [`Ignores`]).
+    pub ignores: Ignores,
 }
+
+/// The chat classes each session ignores, read by its hook on every batch and changed
+/// through [`super::WaConnector::set_ignore`].
+pub type Ignores = Arc<std::sync::RwLock<std::collections::HashMap<String, crate::model::Ignore>>>;
 
 #[whatsapp_rust::async_trait]
 impl InboundDurabilityHook for Durability {
@@ -32,6 +38,13 @@ impl InboundDurabilityHook for Durability {
         batch: &[InboundMessage],
     ) -> anyhow::Result<()> {
         let own = client.pn().map(|j| j.to_non_ad_string());
+        let ignore = self
+            .ignores
+            .read()
+            .expect("ignores lock")
+            .get(&self.session_id)
+            .copied()
+            .unwrap_or_default();
         let mut items = Vec::with_capacity(batch.len());
         for m in batch {
             let Some((mut msg, sender_key, kind)) =
@@ -39,6 +52,10 @@ impl InboundDurabilityHook for Durability {
             else {
                 continue;
             };
+            if ignore.drops(&msg.chat_id) {
+                // Acknowledged (the batch returns Ok), never stored nor announced.
+                continue;
+            }
             if msg.vote.is_some() {
                 open_vote(&client, &self.store, &mut msg, m).await;
             }

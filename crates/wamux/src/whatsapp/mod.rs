@@ -146,6 +146,8 @@ pub struct WaConnector {
     media_wake: Option<Arc<tokio::sync::Notify>>,
     /// Commits every session's inbound messages (see [`hook::Committer`]).
     committer: hook::Committer,
+    /// What each session ignores.
+    ignores: hook::Ignores,
     /// Writes every device's pending-inbound rows (see [`device_store::Pending`]).
     pending: device_store::Pending,
     /// Holds the device stores when the database is PostgreSQL.
@@ -187,6 +189,7 @@ impl WaConnector {
             pending: device_store::Pending::start(store.clone()),
             store: store.clone(),
             committer: hook::Committer::start(store),
+            ignores: Default::default(),
             bus,
             media_wake: None,
             opening: tokio::sync::Semaphore::new(OPENING_AT_ONCE),
@@ -245,12 +248,17 @@ impl WaConnector {
                 tokio_rustls::TlsConnector::from(tls.clone()),
             ));
         }
+        let ignore = crate::store::settings::ignore(&self.store, session_id.as_str())
+            .await
+            .context("cannot read the session's settings")?;
+        self.set_ignore(session_id.as_str(), ignore);
         let hook = hook::Durability {
             session_id: session_id.to_string(),
             committer: self.committer.clone(),
             store: self.store.clone(),
             bus: self.bus.clone(),
             media_wake: self.media_wake.clone(),
+            ignores: self.ignores.clone(),
         };
         let mut builder = Bot::builder()
             .with_backend(backend)
@@ -284,6 +292,14 @@ impl WaConnector {
             },
             WaRunning { handle },
         ))
+    }
+
+    /// What the session's running client drops from now on (read again at each start).
+    pub fn set_ignore(&self, session_id: &str, ignore: crate::model::Ignore) {
+        self.ignores
+            .write()
+            .expect("ignores lock")
+            .insert(session_id.to_owned(), ignore);
     }
 
     /// Brings the device store's schema up to date, once, before any device opens it.

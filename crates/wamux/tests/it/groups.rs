@@ -579,3 +579,89 @@ async fn a_group_a_phone_creates_reaches_wamux_and_lid_groups_work_too() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_ignore_setting_drops_group_traffic_but_not_direct_chats() {
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    for (p, n) in [(ALICE, "Alice"), (BOB, "Bob"), (CAROL, "Carol")] {
+        sim.phone(p, n).await;
+    }
+    let mut hook = linked(&app, "g4", ALICE, &["message-received"]).await;
+    let (s, g) = sim
+        .admin_json(
+            Method::POST,
+            "/groups",
+            Some(json!({"creator": BOB, "subject": "Noisy", "participants": [ALICE, CAROL]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{g}");
+    let gid = g["jid"].as_str().unwrap().to_owned();
+
+    let (s, st) = app.get_json("/api/sessions/g4/settings").await;
+    assert_eq!(s, StatusCode::OK, "{st}");
+    assert_eq!(st, json!({"ignore": []}));
+    for bad in [
+        json!({"ignore": ["everything"]}),
+        json!({"ignore": "groups"}),
+        json!({"mute": []}),
+    ] {
+        let got = app
+            .call_json(Method::PUT, "/api/sessions/g4/settings", Some(bad))
+            .await;
+        assert_error(&got, StatusCode::BAD_REQUEST, "invalid_body");
+    }
+    let got = app
+        .call_json(
+            Method::PUT,
+            "/api/sessions/nobody/settings",
+            Some(json!({"ignore": ["groups"]})),
+        )
+        .await;
+    assert_error(&got, StatusCode::NOT_FOUND, "session_not_found");
+    let (s, st) = app
+        .call_json(
+            Method::PUT,
+            "/api/sessions/g4/settings",
+            Some(json!({"ignore": ["groups", "status"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{st}");
+    assert_eq!(st, json!({"ignore": ["groups", "status"]}));
+
+    // Bob writes in the group, then to Alice directly: only the direct one comes through.
+    let dropped = sim
+        .send_json(BOB, &json!({"to": gid, "text": "group chatter"}))
+        .await;
+    sim.send(BOB, ALICE, "just to you").await;
+    let got = next_event(&mut hook, "message-received").await;
+    assert_eq!(got["data"]["text"], "just to you", "{got}");
+    // The group message was acknowledged all the same: Bob's phone saw it delivered.
+    wait_for(LONG, "Bob's group message delivered", || async {
+        sim.messages(BOB)
+            .await
+            .into_iter()
+            .find(|m| m["id"] == dropped["id"] && m["status"] == "delivered")
+    })
+    .await;
+    let (s, h) = app
+        .get_json(&format!("/api/messages/g4?chat={gid}&limit=50"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{h}");
+    assert_eq!(h["messages"].as_array().unwrap().len(), 0, "{h}");
+
+    // Taken back: group messages come through again.
+    let (s, st) = app
+        .call_json(
+            Method::PUT,
+            "/api/sessions/g4/settings",
+            Some(json!({"ignore": []})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{st}");
+    sim.send_json(CAROL, &json!({"to": gid, "text": "anyone?"}))
+        .await;
+    let got = next_event(&mut hook, "message-received").await;
+    assert_eq!(got["data"]["text"], "anyone?", "{got}");
+    assert_eq!(got["data"]["chatId"], gid.as_str());
+}

@@ -286,6 +286,84 @@ async fn queued_messages_cut_off_by_kill_9_arrive_once_each_in_order_after_resta
     sim.inner.shutdown().await;
 }
 
+/// A group's traffic cut off by SIGKILL: every message the members wrote is in the history
+/// once after the restart (those the gateway had acknowledged were committed first; the rest
+/// the server delivers again).
+#[tokio::test]
+async fn group_messages_cut_off_by_kill_9_are_all_there_once_after_restart() {
+    const COUNT: usize = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path().join("sim")).await;
+    let data = dir.path().join("data");
+    let (alice, bob, carol) = ("15550000201", "15550000202", "15550000203");
+    for (p, n) in [(alice, "Alice"), (bob, "Bob"), (carol, "Carol")] {
+        sim.phone(p, n).await;
+    }
+    let port = free_port();
+    let server = Server::spawn(&data, port, &sim).await;
+    server.pair(&sim, "gk", alice).await;
+    let (s, g) = sim
+        .admin_json(
+            reqwest::Method::POST,
+            "/groups",
+            Some(json!({"creator": bob, "subject": "Busy", "participants": [alice, carol]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{g}");
+    let gid = g["jid"].as_str().unwrap().to_owned();
+    // Bob and Carol write in turns; the gateway is killed while they do.
+    let writers = {
+        let sim_url = sim.url("");
+        let gid = gid.clone();
+        let http = sim.admin.clone();
+        tokio::spawn(async move {
+            for n in 0..COUNT {
+                let from = if n % 2 == 0 { bob } else { carol };
+                let r = http
+                    .post(format!("{sim_url}/phones/{from}/messages"))
+                    .json(&json!({"to": gid, "text": format!("g {n:03}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+            }
+        })
+    };
+    wait_until(LONG, "some group messages in the history", || async {
+        let (_, b) = server.get("/api/messages/gk?limit=500").await;
+        b["messages"].as_array().is_some_and(|m| m.len() >= 5)
+    })
+    .await;
+    server.kill_9();
+    writers.await.unwrap();
+
+    let server = Server::spawn(&data, port, &sim).await;
+    let texts = wait_for(LONG, "every group message in the history", || async {
+        let (_, b) = server
+            .get(&format!("/api/messages/gk?chat={gid}&limit=500"))
+            .await;
+        let texts: Vec<String> = b["messages"]
+            .as_array()?
+            .iter()
+            .filter_map(|m| m["text"].as_str().map(str::to_owned))
+            .collect();
+        (texts.len() >= COUNT).then_some(texts)
+    })
+    .await;
+    let mut sorted = texts.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        texts.len(),
+        "a group message was stored twice"
+    );
+    let expected: Vec<String> = (0..COUNT).map(|n| format!("g {n:03}")).collect();
+    assert_eq!(sorted, expected);
+    server.terminate().await;
+    sim.inner.shutdown().await;
+}
+
 impl Server {
     async fn send_with_key(&self, key: &str, body: Value) -> (StatusCode, Value, bool) {
         let r = self

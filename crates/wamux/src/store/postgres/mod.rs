@@ -11,6 +11,7 @@ pub mod messages;
 pub mod pending;
 pub mod queue;
 pub mod sessions;
+pub mod settings;
 pub mod webhooks;
 
 use std::str::FromStr;

@@ -138,5 +138,9 @@ pub async fn delete_messages(conn: &mut PgConnection, id: &str) -> Result<()> {
         .bind(id)
         .execute(&mut *conn)
         .await?;
+    sqlx::query("DELETE FROM session_settings WHERE session_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

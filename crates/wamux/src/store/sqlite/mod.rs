@@ -10,6 +10,7 @@ pub mod messages;
 pub mod pending;
 pub mod queue;
 pub mod sessions;
+pub mod settings;
 pub mod webhooks;
 
 use std::path::Path;

@@ -138,5 +138,9 @@ pub async fn delete_messages(conn: &mut SqliteConnection, id: &str) -> Result<()
         .bind(id)
         .execute(&mut *conn)
         .await?;
+    sqlx::query("DELETE FROM session_settings WHERE session_id = ?")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

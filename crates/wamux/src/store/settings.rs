@@ -1,0 +1,17 @@
+//! The `session_settings` table: a session's own settings.
+
+use super::{Result, Store, dispatch};
+use crate::model::Ignore;
+
+/// The chats whose messages the session drops (none unless set).
+pub async fn ignore(store: &Store, session_id: &str) -> Result<Ignore> {
+    Ok(dispatch!(store, settings::ignore(session_id))?
+        .map(|s| Ignore::parse_stored(&s))
+        .unwrap_or_default())
+}
+
+pub async fn set_ignore(store: &Store, session_id: &str, ignore: Ignore) -> Result<()> {
+    let mut tx = store.begin().await?;
+    dispatch!(conn &mut tx.conn(), settings::set_ignore(session_id, &ignore.stored()))?;
+    tx.commit().await
+}
