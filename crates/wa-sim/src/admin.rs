@@ -436,6 +436,9 @@ struct Send {
     /// Any message, as protobuf bytes in base64 (kinds the simulator has no shape for).
     #[serde(default)]
     raw: Option<String>,
+    /// Phone numbers the text mentions.
+    #[serde(default)]
+    mentions: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -683,6 +686,20 @@ async fn send_message(
                 ptt: m.ptt,
             }
         }
+        (Some(t), None) if !t.is_empty() && !req.mentions.is_empty() => Outgoing::Mentioning {
+            text: t,
+            mentions: req
+                .mentions
+                .iter()
+                .map(|m| {
+                    m.trim_start_matches('+')
+                        .split('@')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect(),
+        },
         (Some(t), None) if !t.is_empty() => Outgoing::Text(t),
         _ => {
             return Err(ApiError::bad_request(

@@ -653,6 +653,7 @@ mod tests {
             poll: None,
             vote: None,
             forwarded: false,
+            mentions: Vec::new(),
         }
     }
 

@@ -446,6 +446,11 @@ pub fn send_node(tx: &tokio::sync::mpsc::UnboundedSender<crate::hub::Outbound>, 
 /// Content of a message the phone is asked to send.
 pub enum Outgoing {
     Text(String),
+    /// A text mentioning these phone numbers.
+    Mentioning {
+        text: String,
+        mentions: Vec<String>,
+    },
     Media {
         kind: MediaKind,
         mimetype: String,
@@ -782,6 +787,25 @@ pub(crate) fn build_message(core: &mut Core, media_host: &str, out: Outgoing) ->
             None,
             Some(text),
         )),
+        Outgoing::Mentioning { text, mentions } => Ok((
+            wa::Message {
+                extended_text_message: MessageField::some(wa::message::ExtendedTextMessage {
+                    text: Some(text.clone()),
+                    context_info: MessageField::some(wa::ContextInfo {
+                        mentioned_jid: mentions
+                            .into_iter()
+                            .map(|p| Jid::pn(p).to_string())
+                            .collect(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            "text",
+            None,
+            Some(text),
+        )),
         Outgoing::Media {
             kind,
             mimetype,
@@ -937,6 +961,7 @@ pub async fn send(
         poll,
         vote,
         forwarded: forwarded_of(&message),
+        mentions: mentions_of(core, &message),
     };
     if core.account_untracked(from).is_some() {
         let copy = SentCopy {
@@ -1359,6 +1384,7 @@ pub(crate) fn take_in(
         poll,
         vote,
         forwarded: forwarded_of(message),
+        mentions: mentions_of(core, message),
     };
     if let Some(acc) = core.account_untracked(phone)
         && !acc.secrets.messages.contains(&record.id)
@@ -1446,6 +1472,22 @@ fn edit_attr(message: &wa::Message) -> Option<&'static str> {
 }
 
 /// Whether the sender marked the message forwarded.
+/// The phone numbers a text mentions (those the simulator has accounts for, by either JID
+/// form; others by their user part).
+pub(crate) fn mentions_of(core: &Core, m: &wa::Message) -> Vec<String> {
+    m.extended_text_message
+        .as_option()
+        .and_then(|e| e.context_info.as_option())
+        .map(|c| {
+            c.mentioned_jid
+                .iter()
+                .filter_map(|j| j.parse::<Jid>().ok())
+                .map(|j| core.phone_of(&j).unwrap_or_else(|| j.user.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub(crate) fn forwarded_of(m: &wa::Message) -> bool {
     [
         m.extended_text_message

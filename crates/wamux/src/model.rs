@@ -353,6 +353,9 @@ pub struct Message {
     /// (`eventMessage`, `liveLocationMessage`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_type: Option<String>,
+    /// Who the text or caption mentions (`@`), by phone-number JID (or LID).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
 }
 
 /// A poll, with each voter's latest vote and the count per option.
@@ -971,4 +974,12 @@ mod ignore_tests {
         );
         assert_eq!(Ignore::parse_stored(""), Ignore::default());
     }
+}
+
+/// What a send adds to its content: the message it quotes and who it mentions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reply {
+    pub quoted_id: Option<String>,
+    /// User JIDs.
+    pub mentions: Vec<String>,
 }

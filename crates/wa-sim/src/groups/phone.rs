@@ -233,6 +233,7 @@ async fn fan_out(
         poll: None,
         vote: None,
         forwarded: phone::forwarded_of(message),
+        mentions: phone::mentions_of(core, message),
     })
 }
 

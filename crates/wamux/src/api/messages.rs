@@ -350,12 +350,51 @@ fn short_text(body: &Value, name: &str) -> Result<Option<String>> {
     Ok(v)
 }
 
+/// `"mentions"`: phone numbers or user JIDs the text mentions (at most 1,024).
+fn mentions_of(body: &Value) -> Result<Vec<String>> {
+    let Some(v) = body.get("mentions").filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let list = v.as_array().filter(|a| a.len() <= 1024).ok_or_else(|| {
+        ApiError::invalid_field(
+            "mentions",
+            "a list of at most 1,024 phone numbers or user JIDs",
+        )
+    })?;
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for m in list {
+        let raw = match m {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => {
+                return Err(ApiError::invalid_field(
+                    "mentions",
+                    "each mention is a phone number or a user JID",
+                ));
+            }
+        };
+        let a = ChatAddress::parse(&raw).map_err(|e| ApiError::invalid_field("mentions", e))?;
+        if a.as_str().ends_with("@g.us") {
+            return Err(ApiError::invalid_field(
+                "mentions",
+                format!("`{raw}` is a group, not a person"),
+            ));
+        }
+        if !out.iter().any(|o| o == a.as_str()) {
+            out.push(a.as_str().to_owned());
+        }
+    }
+    Ok(out)
+}
+
 /// What every send route reads the same way: the session (and the caller's right to send
 /// from it), the recipient, the quoted message and when it goes.
 struct Target {
     session: SessionId,
     to: ChatAddress,
     quoted: Option<String>,
+    /// Who the text mentions, as user JIDs.
+    mentions: Vec<String>,
     plan: SendPlan,
 }
 
@@ -377,31 +416,36 @@ impl Target {
         let to = string_field(body, &["to", "number"])?.ok_or(ApiError::missing_field("to"))?;
         let to = ChatAddress::parse(&to).map_err(ApiError::invalid_phone)?;
         let quoted = string_field(body, &["quotedId", "quotedMessageId"])?;
+        let mentions = mentions_of(body)?;
         let plan = SendPlan::read(body, state.config.send_queue)?;
         Ok(Target {
             session,
             to,
             quoted,
+            mentions,
             plan,
         })
     }
 
     /// Sends (or queues) `content`; answers with the message and the seed's fields.
     async fn send(self, state: &AppState, content: Content) -> Result<(StatusCode, Json<Value>)> {
-        let quoted = self.quoted.as_deref();
+        let reply = crate::model::Reply {
+            quoted_id: self.quoted,
+            mentions: self.mentions,
+        };
         let (status, msg) = match self.plan {
             SendPlan::Now => (
                 StatusCode::OK,
                 state
                     .sessions
-                    .send(&self.session, &self.to, &content, quoted)
+                    .send(&self.session, &self.to, &content, &reply)
                     .await?,
             ),
             SendPlan::Queue { send_at } => (
                 StatusCode::ACCEPTED,
                 state
                     .sessions
-                    .queue(&self.session, &self.to, &content, quoted, send_at)
+                    .queue(&self.session, &self.to, &content, &reply, send_at)
                     .await?,
             ),
         };

@@ -113,7 +113,16 @@ impl SessionManager {
             c => Content::Forwarded(Box::new(c)),
         };
         let (conn, me) = self.live(id)?;
-        actor::send(&self.inner.shared, id, &conn, &me, to, &content, None).await
+        actor::send(
+            &self.inner.shared,
+            id,
+            &conn,
+            &me,
+            to,
+            &content,
+            actor::Extras::default(),
+        )
+        .await
     }
 
     /// A message of ours that WhatsApp has (sent, not revoked), to be `done` to.
@@ -165,7 +174,16 @@ impl SessionManager {
         let to = ChatAddress::parse(&target.chat_id)
             .map_err(|e| SessionError::Internal(anyhow::anyhow!("stored chat id: {e}")))?;
         let (conn, me) = self.live(id)?;
-        actor::send(&self.inner.shared, id, &conn, &me, &to, &content, None).await
+        actor::send(
+            &self.inner.shared,
+            id,
+            &conn,
+            &me,
+            &to,
+            &content,
+            actor::Extras::default(),
+        )
+        .await
     }
 
     /// Declines call `call_id`, ringing now. `false` when no such call rings.

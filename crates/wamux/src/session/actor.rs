@@ -684,7 +684,7 @@ impl Actor {
                 &session.me(),
                 &to,
                 &Content::Text(text),
-                None,
+                Extras::default(),
             )
             .await
             .map(|_| ()),
@@ -728,6 +728,13 @@ async fn stop_client(running: WaRunning) {
     }
 }
 
+/// What a send adds to its content: the message it quotes and who it mentions (JIDs).
+#[derive(Clone, Copy, Default)]
+pub(super) struct Extras<'a> {
+    pub quoted: Option<&'a Message>,
+    pub mentions: &'a [String],
+}
+
 /// Sends a message: stored as `pending` first (with its event), then `sent` or `failed`
 /// depending on WhatsApp's answer; receipts move it on to delivered/read.
 pub(super) async fn send(
@@ -737,12 +744,14 @@ pub(super) async fn send(
     me: &Me,
     to: &ChatAddress,
     content: &Content,
-    quoted: Option<&Message>,
+    extras: Extras<'_>,
 ) -> Result<Message> {
+    let Extras { quoted, mentions } = extras;
     let out = conn.prepare(to)?;
     let mut msg = me.outgoing_message(id, &out.id, to, content.kind());
     content.fill(&mut msg);
     msg.quoted_id = quoted.map(|q| q.id.clone());
+    msg.mentions = mentions.to_vec();
     let from = msg.from.clone();
     let mut tx = shared.store.begin().await?;
     // A reaction, an edit, a revoke is announced as one, whoever sent it.
@@ -760,7 +769,7 @@ pub(super) async fn send(
     if let Some(ev) = ev {
         shared.bus.publish(ev);
     }
-    match conn.send(&out, content, quoted).await {
+    match conn.send(&out, content, quoted, mentions).await {
         Ok(()) => {
             if let Some(ev) = store::messages::advance_status(
                 &shared.store,

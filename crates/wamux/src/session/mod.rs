@@ -143,6 +143,7 @@ impl Me {
             poll: None,
             vote: None,
             raw_type: None,
+            mentions: Vec::new(),
             forwarded: false,
         }
     }
@@ -716,10 +717,10 @@ impl SessionManager {
         id: &SessionId,
         to: &ChatAddress,
         content: &Content,
-        quoted_id: Option<&str>,
+        reply: &crate::model::Reply,
     ) -> Result<Message> {
         let (conn, me) = self.live(id)?;
-        let quoted = match quoted_id {
+        let quoted = match &reply.quoted_id {
             Some(q) => Some(
                 store::messages::find(&self.inner.shared.store, id.as_str(), q)
                     .await?
@@ -734,7 +735,10 @@ impl SessionManager {
             &me,
             to,
             content,
-            quoted.as_ref(),
+            actor::Extras {
+                quoted: quoted.as_ref(),
+                mentions: &reply.mentions,
+            },
         )
         .await
     }

@@ -93,9 +93,10 @@ impl SessionManager {
         id: &SessionId,
         to: &ChatAddress,
         content: &Content,
-        quoted_id: Option<&str>,
+        reply: &crate::model::Reply,
         send_at: Option<i64>,
     ) -> Result<Message> {
+        let quoted_id = reply.quoted_id.as_deref();
         let snapshot = self.snapshot(id)?;
         let store = &self.inner.shared.store;
         if let Some(q) = quoted_id
@@ -114,6 +115,7 @@ impl SessionManager {
         msg.status = MessageStatus::Queued;
         content.fill(&mut msg);
         msg.quoted_id = quoted_id.map(str::to_owned);
+        msg.mentions = reply.mentions.clone();
         let due = send_at.unwrap_or_else(store::now);
         let from = msg.from.clone();
         if let Some(ev) = store::queue::enqueue(store, &msg, &from, to.as_str(), due).await? {
@@ -280,7 +282,10 @@ impl SessionManager {
                 let acked = acks.expect(id.as_str(), &q.message_id);
                 let sent = match ChatAddress::parse(&q.to) {
                     Ok(to) => match conn.outgoing(&to, q.message_id.clone()) {
-                        Ok(out) => conn.send(&out, &q.body.content(), quoted.as_ref()).await,
+                        Ok(out) => {
+                            conn.send(&out, &q.body.content(), quoted.as_ref(), &q.body.mentions)
+                                .await
+                        }
                         Err(e) => Err(e.to_string()),
                     },
                     Err(e) => Err(e.to_string()),

@@ -445,6 +445,7 @@ pub(crate) mod tests {
             poll: None,
             vote: None,
             raw_type: None,
+            mentions: Vec::new(),
             forwarded: false,
         }
     }

@@ -24,6 +24,9 @@ pub struct Body {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contacts: Option<Vec<ContactCard>>,
     pub quoted_id: Option<String>,
+    /// User JIDs the text mentions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
     /// Sent again as it was: marked forwarded.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forwarded: bool,
@@ -87,6 +90,7 @@ impl Body {
             location: msg.location.clone(),
             contacts: msg.contacts.clone(),
             quoted_id: msg.quoted_id.clone(),
+            mentions: msg.mentions.clone(),
             forwarded: msg.forwarded,
         })?)
     }

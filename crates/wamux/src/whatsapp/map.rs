@@ -205,6 +205,7 @@ pub(super) fn inbound(
         .clone()
         .or_else(|| sender_lid.clone())
         .unwrap_or_else(|| src.sender.to_non_ad_string());
+    let sender_pn_or_lid = from.clone();
     let to = if src.is_from_me {
         chat_id.clone()
     } else if src.is_group {
@@ -250,7 +251,7 @@ pub(super) fn inbound(
         from_lid: sender_lid,
         chat_pn,
         chat_lid,
-        participant: src.is_group.then(|| src.sender.to_non_ad_string()),
+        participant: src.is_group.then(|| sender_pn_or_lid.clone()),
         location: location_of(base),
         contacts: contacts_of(base),
         reaction: reaction_of(base),
@@ -259,6 +260,9 @@ pub(super) fn inbound(
         edited_at: None,
         revoked: false,
         raw_type,
+        mentions: context_of(base)
+            .map(|c| c.mentioned_jid.clone())
+            .unwrap_or_default(),
         forwarded: context_of(base).is_some_and(|c| c.is_forwarded == Some(true)),
         poll: poll_of(base),
         vote: vote_of(base).map(|(poll_id, _)| PollVote {

@@ -400,14 +400,16 @@ impl WaSession {
         Ok(Outgoing { id, to })
     }
 
-    /// Sends `content`, optionally quoting an earlier message of the chat.
+    /// Sends `content`, optionally quoting an earlier message of the chat and mentioning
+    /// users (JIDs).
     pub async fn send(
         &self,
         out: &Outgoing,
         content: &Content,
         quoted: Option<&Message>,
+        mentions: &[String],
     ) -> Result<(), String> {
-        let ctx = quoted.map(|q| wa::ContextInfo {
+        let mut ctx = quoted.map(|q| wa::ContextInfo {
             stanza_id: Some(q.id.clone()),
             participant: Some(q.from.clone()),
             quoted_message: whatsapp_rust::buffa::MessageField::some(wa::Message::text(
@@ -418,6 +420,9 @@ impl WaSession {
             )),
             ..Default::default()
         });
+        if !mentions.is_empty() {
+            ctx.get_or_insert_with(Default::default).mentioned_jid = mentions.to_vec();
+        }
         self.client
             .send_message_with_options(
                 out.to.clone(),

@@ -188,9 +188,42 @@ async fn a_group_created_from_wamux_carries_messages_both_ways() {
         "Dave got a message of a group he is not in"
     );
 
+    // Mentions: ours reach the phones; bad ones are refused.
+    let got = app
+        .post_json(
+            "/api/send-message",
+            json!({"sessionId": "g1", "to": gid, "text": "@Bob?", "mentions": ["12"]}),
+        )
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+    let got = app
+        .post_json(
+            "/api/send-message",
+            json!({"sessionId": "g1", "to": gid, "text": "@Bob?", "mentions": BOB}),
+        )
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+    let (s, sent) = app
+        .post_json(
+            "/api/send-message",
+            json!({"sessionId": "g1", "to": gid, "text": "@Bob can you?", "mentions": [BOB]}),
+        )
+        .await;
+    assert!(s.is_success(), "{sent}");
+    assert_eq!(
+        sent["mentions"],
+        json!([format!("{BOB}@s.whatsapp.net")]),
+        "{sent}"
+    );
+    let at_bob = phone_got(sim, BOB, &gid, "@Bob can you?").await;
+    assert_eq!(at_bob["mentions"], json!([BOB]), "{at_bob}");
+
     // Bob answers in the group: the webhook names him as the participant.
     let bob_msg = sim
-        .send_json(BOB, &json!({"to": gid, "text": "hi Alice"}))
+        .send_json(
+            BOB,
+            &json!({"to": gid, "text": "hi Alice", "mentions": [ALICE]}),
+        )
         .await;
     let got = next_event(&mut hook, "message-received").await;
     let m = &got["data"];
@@ -198,6 +231,11 @@ async fn a_group_created_from_wamux_carries_messages_both_ways() {
     assert_eq!(m["chatId"], gid.as_str(), "{got}");
     assert_eq!(m["text"], "hi Alice");
     assert_eq!(m["participant"], format!("{BOB}@s.whatsapp.net"), "{got}");
+    assert_eq!(
+        m["mentions"],
+        json!([format!("{ALICE}@s.whatsapp.net")]),
+        "{got}"
+    );
     assert_eq!(m["fromMe"], false);
     // Carol got Bob's message too (phone to phone, under Bob's sender key).
     let at_carol = phone_got(sim, CAROL, &gid, "hi Alice").await;
