@@ -53,6 +53,7 @@ export class Api {
 
   get(path, query) { return this.request('GET', path, { query }); }
   post(path, json) { return this.request('POST', path, { json: json ?? {} }); }
+  patch(path, json) { return this.request('PATCH', path, { json: json ?? {} }); }
   del(path) { return this.request('DELETE', path); }
 
   // Sessions
@@ -71,6 +72,8 @@ export class Api {
 
   // Messages
   messages(id, cursor) { return this.get(`/api/messages/${enc(id)}`, { limit: 50, cursor }); }
+  // One chat's history (a group's, here): `chat` is its JID.
+  chatMessages(id, chat, cursor) { return this.get(`/api/messages/${enc(id)}`, { limit: 50, chat, cursor }); }
   sendText(sessionId, to, text) { return this.post('/api/send-message', { sessionId, to, text }); }
   sendFile(sessionId, to, file, caption) {
     const form = new FormData();
@@ -86,6 +89,22 @@ export class Api {
   sendPoll(sessionId, to, poll) { return this.post('/api/send-poll', { sessionId, to, ...poll }); }
   // An empty emoji takes our reaction back.
   sendReaction(sessionId, messageId, emoji) { return this.post('/api/send-reaction', { sessionId, messageId, emoji }); }
+
+  // Groups: WhatsApp is asked each time, so the session must be connected. Participants are
+  // phone numbers; the answers to create and participants say how each one went.
+  groups(id) { return this.get(`/api/sessions/${enc(id)}/groups`); }
+  group(id, groupId) { return this.get(`/api/sessions/${enc(id)}/groups/${enc(groupId)}`); }
+  createGroup(id, subject, participants, description) {
+    return this.post(`/api/sessions/${enc(id)}/groups`, { subject, participants, description: description || undefined });
+  }
+  // action: add, remove, promote or demote
+  groupParticipants(id, groupId, action, participants) {
+    return this.post(`/api/sessions/${enc(id)}/groups/${enc(groupId)}/participants`, { action, participants });
+  }
+  // edit: {subject?, description?, announce?, locked?}
+  updateGroup(id, groupId, edit) { return this.patch(`/api/sessions/${enc(id)}/groups/${enc(groupId)}`, edit); }
+  groupInviteLink(id, groupId) { return this.get(`/api/sessions/${enc(id)}/groups/${enc(groupId)}/invite-link`); }
+  leaveGroup(id, groupId) { return this.post(`/api/sessions/${enc(id)}/groups/${enc(groupId)}/leave`); }
 
   // Webhook
   webhook(id) { return this.get(`/api/${enc(id)}/webhook`); }

@@ -15,6 +15,7 @@ const EVENT_KINDS = [
 const TABS = [
   { id: 'link', label: 'Link' },
   { id: 'messages', label: 'Messages', shown: () => can('read') || can('send') },
+  { id: 'groups', label: 'Groups', shown: () => can('read') },
   { id: 'webhook', label: 'Webhook', shown: () => can('webhooks') },
   { id: 'phones', label: 'Virtual phones', shown: () => isAdmin() && !!state.sandbox },
 ];
@@ -56,6 +57,12 @@ const state = {
   passkeyDrafts: new Map(), // id -> what was pasted into the result box, kept across redraws
   sendKind: 'text', // what the send form sends: 'text' (or a file), 'location', 'poll'
   reactOpen: null, // the id of the message whose reaction menu is open
+  groups: new Map(), // id -> {items: [GroupInfo], loaded}, the session's groups as WhatsApp lists them
+  group: null, // the JID of the group open on the Groups tab
+  groupChat: null, // the open group's history: {sessionId, groupId, items, nextCursor, loaded, early}
+  // The answer to the last group created here, shown under the form: {sessionId, subject, results}.
+  groupCreated: null,
+  groupReload: null, // the timer that reloads the groups after group events
 };
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -215,6 +222,10 @@ function signOut(reason) {
   state.qr.clear();
   state.passkey.clear();
   state.passkeyDrafts.clear();
+  state.groups.clear();
+  state.group = null;
+  state.groupChat = null;
+  state.groupCreated = null;
   state.selected = null;
   state.tab = 'link';
   // The next key starts from the start, not on a page of the last one's.
@@ -355,6 +366,7 @@ async function refreshSession(id) {
   if (state.selected === id) {
     renderDetailHeader();
     renderLink();
+    groupsTabFollowStatus(id);
   }
 }
 
@@ -387,9 +399,12 @@ function renderSessions() {
   }));
 }
 
-function select(id, tab) {
-  const changed = id !== state.selected || (tab && tab !== state.tab);
+// `group`: the group open on the Groups tab (its JID), or null for none.
+function select(id, tab, group = null) {
+  const changed = id !== state.selected || (tab && tab !== state.tab) || group !== state.group;
+  if (id !== state.selected) state.groupCreated = null;
   state.selected = id;
+  state.group = group;
   if (tab && TABS.some((t) => t.id === tab)) state.tab = tab;
   if (changed) renderDetail();
   renderSessions();
@@ -405,8 +420,9 @@ function applyRoute() {
   } else {
     // The secret of a key just created is shown once: leaving the page takes it away.
     put($('#keys'));
-    const m = location.hash.match(/^#\/sessions\/([^/]+)(?:\/([a-z]+))?/);
-    if (m) select(decodeURIComponent(m[1]), m[2] ?? state.tab);
+    // `#/sessions/<id>/<tab>`, and for the Groups tab `/<group JID>` after it: a group opened.
+    const m = location.hash.match(/^#\/sessions\/([^/]+)(?:\/([a-z]+)(?:\/([^/]+))?)?/);
+    if (m) select(decodeURIComponent(m[1]), m[2] ?? state.tab, m[2] === 'groups' && m[3] ? groupJid(decodeURIComponent(m[3])) : null);
     else select(null);
   }
   renderNav();
@@ -446,6 +462,7 @@ function renderDetail() {
   const panel = $('#tabpanel');
   if (state.tab === 'link') renderLinkTab(panel, id);
   else if (state.tab === 'messages') renderMessagesTab(panel, id);
+  else if (state.tab === 'groups') renderGroupsTab(panel, id);
   else if (state.tab === 'webhook') renderWebhookTab(panel, id);
   else if (state.tab === 'phones') renderPhonesTab(panel, id);
 }
@@ -1002,8 +1019,9 @@ function renderMessagesTab(panel, id) {
   else loadMessages(id, { reset: true }).catch((e) => toast(describe(e)));
 }
 
-// One form for every kind: the number, then the fields of the chosen kind.
-function sendForm(id) {
+// One form for every kind: the number, then the fields of the chosen kind. With `chat`
+// ({id, label}: the open group on the Groups tab) it sends to that chat, and has no number.
+function sendForm(id, chat) {
   const sendError = h('p', { class: 'form-error', role: 'alert', hidden: true });
   const form = h('form', { id: 'send-form', class: 'card send-form', novalidate: true, onsubmit: (e) => {
     e.preventDefault();
@@ -1015,14 +1033,20 @@ function sendForm(id) {
       const r = await send(id, to, f);
       // The live feed may have brought the message first, and is newer than this answer.
       if (r?.id) mergeMessage(id, r, { onlyNew: true });
+      else if (chat) loadGroupChat(id, chat.id, { reset: true });
       else if (can('read')) loadMessages(id, { reset: true });
       toast('Sent', 'info');
     });
   } },
   h('div', { class: 'row send-head' }, h('h3', {}, 'Send'), kindSwitch()),
-  h('div', { class: 'send-grid' },
-    h('label', { for: 'send-to' }, 'To'),
-    h('input', { id: 'send-to', name: 'to', inputmode: 'tel', placeholder: '15551234567', autocomplete: 'off' })),
+  chat
+    ? h('div', { class: 'send-grid' },
+      h('span', { class: 'grid-label' }, 'To'),
+      h('span', { id: 'send-to-chat', class: 'send-chat' }, chat.label),
+      h('input', { type: 'hidden', id: 'send-to', name: 'to', value: chat.id }))
+    : h('div', { class: 'send-grid' },
+      h('label', { for: 'send-to' }, 'To'),
+      h('input', { id: 'send-to', name: 'to', inputmode: 'tel', placeholder: '15551234567', autocomplete: 'off' })),
   textFields(), locationFields(), pollFields(),
   h('div', { class: 'row' }, attachField(), h('span', { class: 'spacer' }), h('button', { class: 'btn btn-primary', type: 'submit' }, 'Send')),
   sendError);
@@ -1235,6 +1259,7 @@ function sortByTime(m) {
 // A live message: from the feed, or the answer to a send. `apply`: it is an action to apply
 // to its target; `onlyNew`: it is kept only if the feed did not bring it first.
 function mergeMessage(sessionId, msg, { apply = false, onlyNew = false } = {}) {
+  mergeGroupMessage(sessionId, msg, { apply, onlyNew });
   const m = state.messages.get(sessionId);
   if (!m || !msg?.id) return;
   if (!m.loaded) {
@@ -1304,9 +1329,9 @@ const STATUS_MARK = { pending: '🕓', sent: '✓', delivered: '✓✓', read: '
 // Whether `jid` is this session's own account (`me`: its phone number).
 const isMe = (jid, me) => !!me && phoneOf(jid) === String(me);
 
-function messageEl(sessionId, msg, me) {
-  const peer = msg.fromMe ? (msg.to ?? msg.chatId) : (msg.from ?? msg.chatId);
-  const who = msg.fromMe ? `To ${fmtPhone(phoneOf(peer))}` : `${msg.pushName ? `${msg.pushName} · ` : ''}${fmtPhone(phoneOf(peer))}`;
+// `inChat`: it is shown in its chat's own history (a group's), which need not name the chat.
+function messageEl(sessionId, msg, me, { inChat = false } = {}) {
+  const who = messageWho(sessionId, msg, inChat);
   return h('li', {
     class: `message ${msg.fromMe ? 'out' : 'in'}${msg.revoked ? ' revoked' : ''}`,
     dataset: { messageId: msg.id, status: msg.status ?? '', type: msg.type ?? '' },
@@ -1320,6 +1345,19 @@ function messageEl(sessionId, msg, me) {
     canReact(msg) ? reactControl(sessionId, msg, me) : null),
   msg.revoked ? h('p', { class: 'message-deleted' }, 'This message was deleted.') : messageContent(msg),
   messageFoot(msg, me));
+}
+
+// Who wrote it, or to whom we did. In a group the sender is the participant (its phone
+// number where WhatsApp gave it), and the group is named by its subject.
+function messageWho(sessionId, msg, inChat) {
+  if (isGroup(msg.chatId)) {
+    const group = groupLabel(sessionId, msg.chatId);
+    if (msg.fromMe) return inChat ? 'You' : `To ${group}`;
+    const sender = fmtPhone(phoneOf(msg.fromPn ?? msg.participant ?? msg.from));
+    return `${msg.pushName ? `${msg.pushName} · ` : ''}${sender}${inChat ? '' : ` in ${group}`}`;
+  }
+  const peer = msg.fromMe ? (msg.to ?? msg.chatId) : (msg.from ?? msg.chatId);
+  return msg.fromMe ? `To ${fmtPhone(phoneOf(peer))}` : `${msg.pushName ? `${msg.pushName} · ` : ''}${fmtPhone(phoneOf(peer))}`;
 }
 
 // Under the message: its reactions, and the delivery status of ours.
@@ -1448,6 +1486,415 @@ function mediaEl(media) {
   const size = media.fileSize ? ` · ${(media.fileSize / 1024).toFixed(media.fileSize < 10240 ? 1 : 0)} KB` : '';
   return h('div', { class: 'media' }, preview,
     h('a', { href: url, target: '_blank', rel: 'noopener noreferrer', class: 'small' }, `📎 ${name}`), h('span', { class: 'muted small' }, size));
+}
+
+// ---------- groups ----------
+//
+// The session's groups as WhatsApp has them: the list, one group's participants and
+// settings, a new group, adding and removing people, and the group's chat (the send form of
+// the Messages tab, with the group as the chat). Every call asks WhatsApp through the
+// session, so the tab needs it connected. Listing and reading take the read scope; creating,
+// changing and writing take send.
+
+const isGroup = (jid) => String(jid ?? '').endsWith('@g.us');
+// A group id as typed or linked: the bare digits are the same group.
+const groupJid = (raw) => (String(raw).includes('@') ? String(raw) : `${raw}@g.us`);
+const groupHref = (id, gid) => `#/sessions/${encodeURIComponent(id)}/groups${gid ? `/${encodeURIComponent(gid)}` : ''}`;
+
+function groupOf(id, gid) {
+  return state.groups.get(id)?.items.find((g) => g.id === gid) ?? null;
+}
+
+function groupLabel(id, gid) {
+  return groupOf(id, gid)?.subject ?? `group ${phoneOf(gid)}`;
+}
+
+// Keeps a group's latest answer in the session's list (a new one goes in).
+function keepGroup(id, g) {
+  if (!state.groups.has(id)) state.groups.set(id, { items: [], loaded: false });
+  const list = state.groups.get(id);
+  const i = list.items.findIndex((x) => x.id === g.id);
+  if (i >= 0) list.items[i] = g;
+  else list.items.push(g);
+}
+
+// Whether `p` (a participant) is this session's own account.
+function isMyParticipant(p, me) {
+  return !!me && (p.phone === String(me) || phoneOf(p.jid) === String(me));
+}
+
+// What one participant's add (remove, promote, demote) came to, from WhatsApp's status.
+const OUTCOME_OK = { add: 'added', remove: 'removed', promote: 'made an admin', demote: 'no longer an admin' };
+const OUTCOME_ERRORS = { 403: 'privacy', 404: 'not_found', 406: 'not_allowed', 409: 'already_participant' };
+
+function outcomeText(r, action) {
+  if (r.ok) return OUTCOME_OK[action] ?? 'done';
+  switch (r.error ?? OUTCOME_ERRORS[r.status]) {
+    case 'privacy': return 'refuses to be added (their privacy settings); send them the invite link';
+    case 'not_found': return action === 'add' ? 'not on WhatsApp' : 'not in the group';
+    case 'not_allowed': return 'not allowed: the group\'s creator cannot be removed or demoted';
+    case 'already_participant': return 'already in the group';
+    default: return `refused by WhatsApp (${r.status})`;
+  }
+}
+
+function outcomesEl(results, action) {
+  return h('ul', { class: 'outcomes', 'aria-label': 'How it went for each participant' }, results.map((r) => h('li', {
+    class: `outcome ${r.ok ? 'ok' : 'refused'}`, dataset: { phone: r.phone ?? '', status: String(r.status) },
+  },
+  h('span', { class: 'outcome-mark', 'aria-hidden': 'true' }, r.ok ? '✓' : '✕'),
+  h('span', { class: 'outcome-text' }, `${r.phone ? fmtPhone(r.phone) : r.participant}: ${outcomeText(r, action)}`))));
+}
+
+// Phone numbers as typed: one a line, or separated by commas; "+", spaces, dashes and
+// brackets inside a number are dropped.
+function typedPhones(text) {
+  return String(text).split(/[,;\n]+/).map((p) => p.replace(/[\s()+-]/g, '')).filter(Boolean);
+}
+
+function renderGroupsTab(panel, id) {
+  const s = state.sessions.get(id);
+  const connected = s?.status === 'connected';
+  panel.dataset.connected = String(connected);
+  if (!connected) {
+    put(panel, h('div', { class: 'card', id: 'groups-offline' },
+      h('h3', {}, 'Groups'),
+      h('p', { class: 'muted' }, 'The groups are read from WhatsApp: they show here once this session is connected.')));
+    return;
+  }
+  put(panel, h('div', { class: 'groups-grid' },
+    h('div', { class: 'groups-side' }, groupListCard(id), can('send') ? newGroupCard(id) : null),
+    h('div', { id: 'group-pane', class: 'group-pane' })));
+  renderGroupList();
+  renderGroupPane(id);
+  loadGroups(id).catch((e) => groupListError(e));
+}
+
+// A status change of the open session: the tab follows it (connected or not).
+function groupsTabFollowStatus(id) {
+  const panel = $('#tabpanel');
+  if (state.tab !== 'groups' || !panel) return;
+  const connected = state.sessions.get(id)?.status === 'connected';
+  if (panel.dataset.connected !== String(connected)) renderGroupsTab(panel, id);
+}
+
+function groupListCard(id) {
+  return h('div', { class: 'card' },
+    h('div', { class: 'row' }, h('h3', {}, 'Groups ', h('span', { id: 'group-count', class: 'count' })), h('span', { class: 'spacer' }),
+      h('button', { class: 'btn btn-ghost', type: 'button', id: 'groups-refresh', onclick: (e) => act(e.currentTarget, $('#group-list-error'), () => loadGroups(id)) }, 'Refresh')),
+    h('p', { id: 'group-list-error', class: 'form-error', role: 'alert', hidden: true }),
+    h('ul', { id: 'group-list', class: 'group-list' }),
+    h('p', { id: 'group-empty', class: 'muted empty', hidden: true }, 'This account is in no groups yet.'));
+}
+
+function groupListError(err) {
+  if (err instanceof ApiError && err.status === 401) return signOut('The API key was refused. Sign in again.');
+  const el = $('#group-list-error');
+  if (!el) return toast(describe(err));
+  el.textContent = describe(err);
+  el.hidden = false;
+}
+
+async function loadGroups(id) {
+  const r = await state.api.groups(id);
+  const items = Array.isArray(r) ? r : (r?.groups ?? []);
+  state.groups.set(id, { items, loaded: true });
+  if (state.selected !== id || state.tab !== 'groups') return;
+  const err = $('#group-list-error');
+  if (err) err.hidden = true;
+  renderGroupList();
+  // The list has every group in full: the open one is current too.
+  if (state.group && groupOf(id, state.group)) drawGroupInfo(id);
+}
+
+function renderGroupList() {
+  const list = $('#group-list');
+  const id = state.selected;
+  const cached = state.groups.get(id);
+  if (!list) return;
+  const items = [...(cached?.items ?? [])].sort((a, b) => a.subject.localeCompare(b.subject));
+  $('#group-count').textContent = cached?.loaded ? `(${items.length})` : '';
+  $('#group-empty').hidden = !cached?.loaded || items.length > 0;
+  put(list, ...(cached?.loaded || items.length ? items : []).map((g) => h('li', {},
+    h('a', {
+      class: `group-item${state.group === g.id ? ' selected' : ''}`, href: groupHref(id, g.id),
+      'aria-current': state.group === g.id ? 'page' : null, dataset: { groupId: g.id },
+    },
+    h('strong', { class: 'group-subject' }, g.subject),
+    h('span', { class: 'group-size muted small' }, `${g.size} ${g.size === 1 ? 'participant' : 'participants'}`)))));
+  if (!cached?.loaded && !items.length) put(list, h('li', { class: 'muted small' }, 'Loading the groups…'));
+}
+
+function newGroupCard(id) {
+  const error = h('p', { id: 'group-create-error', class: 'form-error', role: 'alert', hidden: true });
+  const done = state.groupCreated?.sessionId === id ? state.groupCreated : null;
+  const results = h('div', { id: 'group-create-results', 'aria-live': 'polite' },
+    done ? [h('p', { class: 'small' }, `Created “${done.subject}”.`), done.results.length ? outcomesEl(done.results, 'add') : null] : null);
+  return h('form', { id: 'group-create', class: 'card stack', novalidate: true, onsubmit: (e) => {
+    e.preventDefault();
+    const f = e.currentTarget.elements;
+    act(e.submitter, error, async () => {
+      const subject = f.subject.value.trim();
+      if (!subject) throw new Error('Give the group a subject.');
+      const r = await state.api.createGroup(id, subject, typedPhones(f.participants.value), f.description.value.trim());
+      keepGroup(id, r.group);
+      state.groupCreated = { sessionId: id, subject: r.group.subject, results: r.results ?? [] };
+      f.subject.value = '';
+      f.participants.value = '';
+      f.description.value = '';
+      toast(`Group ${r.group.subject} created`, 'info');
+      // Opens it: the form is drawn again with the outcome under it.
+      location.hash = groupHref(id, r.group.id);
+    });
+  } },
+  h('h3', {}, 'New group'),
+  h('label', { for: 'group-subject' }, 'Subject'),
+  h('input', { id: 'group-subject', name: 'subject', maxlength: '100', autocomplete: 'off', placeholder: 'e.g. Book club' }),
+  h('label', { for: 'group-members' }, 'Participants'),
+  h('textarea', { id: 'group-members', name: 'participants', rows: 3, 'aria-describedby': 'group-members-hint', placeholder: '15551234567\n15557654321' }),
+  h('p', { id: 'group-members-hint', class: 'muted small' }, 'Phone numbers with their country code, one a line or separated by commas. This session\'s account creates the group and is its admin.'),
+  h('label', { for: 'group-description' }, 'Description (optional)'),
+  h('textarea', { id: 'group-description', name: 'description', rows: 2, maxlength: '2048' }),
+  h('div', { class: 'row end' }, h('button', { class: 'btn btn-primary', type: 'submit' }, 'Create group')),
+  error, results);
+}
+
+// The open group: its info and settings, its participants, the send form and its chat.
+function renderGroupPane(id) {
+  const pane = $('#group-pane');
+  if (!pane) return;
+  const gid = state.group;
+  if (!gid) {
+    put(pane, h('div', { class: 'card detail-empty' }, h('p', { class: 'muted' }, 'Open a group to see its participants, its settings and its chat.')));
+    return;
+  }
+  const membersError = h('p', { id: 'group-members-error', class: 'form-error', role: 'alert', hidden: true });
+  const addForm = can('send') ? h('form', { id: 'group-add', class: 'row', novalidate: true, onsubmit: (e) => {
+    e.preventDefault();
+    const input = e.currentTarget.elements.phone;
+    act(e.submitter, membersError, async () => {
+      const phones = typedPhones(input.value);
+      if (!phones.length) throw new Error('Enter the phone number to add, with its country code.');
+      await changeParticipants(id, gid, 'add', phones);
+      input.value = '';
+    });
+  } },
+  h('label', { for: 'group-add-phone', class: 'sr-only' }, 'Phone number to add'),
+  h('input', { id: 'group-add-phone', name: 'phone', inputmode: 'tel', placeholder: 'phone number to add', autocomplete: 'off', class: 'grow' }),
+  h('button', { class: 'btn', type: 'submit' }, 'Add participant')) : null;
+  put(pane,
+    h('div', { class: 'card', id: 'group-info', dataset: { groupId: gid } },
+      h('div', { id: 'group-info-body' }, h('p', { class: 'muted' }, 'Loading the group…')),
+      h('p', { id: 'group-info-error', class: 'form-error', role: 'alert', hidden: true })),
+    h('div', { class: 'card', id: 'group-members-card' },
+      h('h3', {}, 'Participants ', h('span', { id: 'group-member-count', class: 'count' })),
+      h('ul', { id: 'group-participants', class: 'participants' }),
+      addForm, membersError,
+      h('div', { id: 'group-member-results', 'aria-live': 'polite' })),
+    can('send') ? sendForm(id, { id: gid, label: groupLabel(id, gid) }) : null,
+    groupChatCard(id, gid));
+  drawGroupInfo(id);
+  loadGroup(id, gid);
+  const chat = state.groupChat;
+  if (chat?.sessionId === id && chat.groupId === gid && chat.loaded) renderGroupChat();
+  else loadGroupChat(id, gid, { reset: true }).catch((e) => toast(describe(e)));
+}
+
+async function loadGroup(id, gid) {
+  try {
+    keepGroup(id, await state.api.group(id, gid));
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) return signOut('The API key was refused. Sign in again.');
+    const el = $('#group-info-error');
+    if (state.group !== gid || !el) return;
+    el.textContent = describe(err);
+    el.hidden = false;
+    if (!groupOf(id, gid)) put($('#group-info-body'), h('h3', {}, gid));
+    return;
+  }
+  if (state.selected === id && state.group === gid) {
+    const el = $('#group-info-error');
+    if (el) el.hidden = true;
+    drawGroupInfo(id);
+    renderGroupList();
+  }
+}
+
+const EPHEMERAL = { 0: 'off', 86400: '24 hours', 604800: '7 days', 7776000: '90 days' };
+
+// Draws what the group's latest answer says; the forms around it keep what was typed.
+function drawGroupInfo(id) {
+  const gid = state.group;
+  const g = gid && groupOf(id, gid);
+  const body = $('#group-info-body');
+  if (!body || !g) return;
+  const me = sessionPhone(state.sessions.get(id) ?? {});
+  const mine = g.participants.find((p) => isMyParticipant(p, me));
+  // Where WhatsApp hides who we are (a LID group), the API says whether we may.
+  const admin = mine ? mine.admin || mine.superAdmin : true;
+  const st = g.settings ?? {};
+  const setting = (key, label, value) => [h('dt', {}, label), h('dd', { dataset: { setting: key } }, value)];
+  const label = $('#send-to-chat');
+  if (label) label.textContent = g.subject;
+  put(body,
+    h('div', { class: 'row' },
+      h('h3', { id: 'group-title' }, g.subject),
+      g.community ? h('span', { class: 'badge' }, 'community') : null,
+      g.announcementGroup ? h('span', { class: 'badge' }, 'announcements') : null,
+      h('span', { class: 'spacer' }),
+      h('code', { class: 'muted small', title: 'The group\'s id: send to it like to a number' }, g.id)),
+    g.description ? h('p', { class: 'group-description' }, g.description) : null,
+    h('dl', { id: 'group-settings', class: 'settings' },
+      setting('announce', 'Who sends messages', st.announce ? 'only admins' : 'everyone'),
+      setting('locked', 'Who edits the info', st.locked ? 'only admins' : 'everyone'),
+      setting('membersCanAdd', 'Who adds people', st.membersCanAdd ? 'everyone' : 'only admins'),
+      setting('membershipApproval', 'Joining by link', st.membershipApproval ? 'an admin approves each request' : 'anyone with the link'),
+      setting('ephemeral', 'Disappearing messages', EPHEMERAL[st.ephemeral] ?? `after ${st.ephemeral} s`),
+      setting('addressing', 'Participants are named by', g.addressing === 'lid' ? 'LID (their numbers are hidden)' : 'phone number'),
+      g.owner ? setting('owner', 'Created by', [fmtPhone(phoneOf(g.owner)), g.createdAt ? ' ' : '', g.createdAt ? timeEl(g.createdAt) : '']) : null),
+    admin && can('send') ? groupSettingsForm(id, g) : null,
+    h('div', { class: 'row actions' },
+      admin ? h('button', { class: 'btn', type: 'button', id: 'group-invite', onclick: (e) => act(e.currentTarget, $('#group-info-error'), async () => {
+        const r = await state.api.groupInviteLink(id, g.id);
+        const out = $('#group-invite-link');
+        put(out, h('code', { class: 'secret-value' }, r.link),
+          h('button', { class: 'btn btn-small', type: 'button', onclick: () => copyText(r.link) }, 'Copy'));
+        out.hidden = false;
+      }) }, 'Invite link') : null,
+      can('send') ? h('button', { class: 'btn btn-danger', type: 'button', id: 'group-leave', onclick: async (e) => {
+        const btn = e.currentTarget;
+        if (!await confirmDialog(`Leave ${g.subject}?`, 'This account leaves the group; joining again needs an invite from an admin.', 'Leave')) return;
+        await act(btn, $('#group-info-error'), async () => {
+          await state.api.leaveGroup(id, g.id);
+          const list = state.groups.get(id);
+          if (list) list.items = list.items.filter((x) => x.id !== g.id);
+          toast(`Left ${g.subject}`, 'info');
+          location.hash = groupHref(id);
+        });
+      } }, 'Leave group') : null),
+    h('p', { id: 'group-invite-link', class: 'row', hidden: true }));
+
+  $('#group-member-count').textContent = `(${g.participants.length})`;
+  const people = [...g.participants].sort((a, b) => Number(b.superAdmin) - Number(a.superAdmin) || Number(b.admin) - Number(a.admin)
+    || String(a.phone ?? a.lid).localeCompare(String(b.phone ?? b.lid)));
+  put($('#group-participants'), ...people.map((p) => participantEl(id, g, p, isMyParticipant(p, me), admin)));
+}
+
+function participantEl(id, g, p, isMine, admin) {
+  const who = p.phone ? fmtPhone(p.phone) : (p.lid ?? p.jid);
+  const target = p.phone ?? p.jid ?? p.lid;
+  const change = (action, question) => async (e) => {
+    const btn = e.currentTarget;
+    if (question && !await confirmDialog(question[0], question[1], question[2])) return;
+    await act(btn, $('#group-members-error'), () => changeParticipants(id, g.id, action, [target]));
+  };
+  return h('li', { class: 'participant', dataset: { phone: p.phone ?? '', admin: String(!!(p.admin || p.superAdmin)) } },
+    h('span', { class: 'participant-phone' }, who),
+    isMine ? h('span', { class: 'badge status-connected' }, 'you') : null,
+    p.superAdmin ? h('span', { class: 'badge badge-admin', title: 'Created the group; an admin who cannot be removed' }, 'owner')
+      : p.admin ? h('span', { class: 'badge badge-admin' }, 'admin') : null,
+    h('span', { class: 'spacer' }),
+    admin && can('send') && !isMine && !p.superAdmin ? [
+      h('button', { class: 'btn btn-ghost btn-small', type: 'button', 'aria-label': p.admin ? `Dismiss ${who} as admin` : `Make ${who} an admin`,
+        onclick: change(p.admin ? 'demote' : 'promote') }, p.admin ? 'Dismiss as admin' : 'Make admin'),
+      h('button', { class: 'btn btn-danger btn-small', type: 'button', 'aria-label': `Remove ${who}`,
+        onclick: change('remove', [`Remove ${who}?`, `They leave ${g.subject} and no longer get its messages.`, 'Remove']) }, 'Remove'),
+    ] : null);
+}
+
+// Adds (removes, ...) people, shows how it went for each, and reads the group again.
+async function changeParticipants(id, gid, action, phones) {
+  const r = await state.api.groupParticipants(id, gid, action, phones);
+  const out = $('#group-member-results');
+  if (out && state.group === gid) put(out, outcomesEl(r.results ?? [], action));
+  await loadGroup(id, gid);
+}
+
+// Who may write and who may edit the info: the admins' to change.
+function groupSettingsForm(id, g) {
+  const error = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const box = (name, label, checked) => h('label', { class: 'check' },
+    h('input', { type: 'checkbox', name, id: `group-${name}`, checked }), label);
+  return h('form', { id: 'group-settings-form', class: 'row', novalidate: true, onsubmit: (e) => {
+    e.preventDefault();
+    const f = e.currentTarget.elements;
+    act(e.submitter, error, async () => {
+      const edit = {};
+      if (f.announce.checked !== g.settings.announce) edit.announce = f.announce.checked;
+      if (f.locked.checked !== g.settings.locked) edit.locked = f.locked.checked;
+      if (!Object.keys(edit).length) throw new Error('Nothing changed.');
+      keepGroup(id, await state.api.updateGroup(id, g.id, edit));
+      toast('Group settings saved', 'info');
+      drawGroupInfo(id);
+    });
+  } },
+  box('announce', 'Only admins send messages', g.settings.announce),
+  box('locked', 'Only admins edit the info', g.settings.locked),
+  h('button', { class: 'btn btn-small', type: 'submit' }, 'Save settings'),
+  error);
+}
+
+function groupChatCard(id, gid) {
+  return h('div', { class: 'card', id: 'group-chat' },
+    h('div', { class: 'row' }, h('h3', {}, 'Chat'), h('span', { class: 'spacer' }),
+      h('button', { class: 'btn btn-ghost', type: 'button', onclick: (e) => act(e.currentTarget, null, () => loadGroupChat(id, gid, { reset: true })) }, 'Refresh')),
+    h('ol', { id: 'group-message-list', class: 'message-list', 'aria-live': 'polite' }),
+    h('p', { id: 'group-message-empty', class: 'muted empty', hidden: true }, 'No messages in this group yet.'),
+    h('button', { id: 'group-message-more', class: 'btn btn-ghost', type: 'button', hidden: true, onclick: (e) => act(e.currentTarget, null, () => loadGroupChat(id, gid)) }, 'Older messages'));
+}
+
+// The group's history, like the Messages tab's (live events wait in `early` meanwhile).
+async function loadGroupChat(id, gid, { reset } = {}) {
+  let c = state.groupChat;
+  if (!c || reset || c.sessionId !== id || c.groupId !== gid) {
+    c = { sessionId: id, groupId: gid, items: [], nextCursor: null, loaded: false, early: [] };
+    state.groupChat = c;
+  }
+  const r = await state.api.chatMessages(id, gid, reset ? undefined : c.nextCursor);
+  if (state.groupChat !== c) return;
+  for (const msg of Array.isArray(r) ? r : (r?.messages ?? [])) upsert(c, msg, false);
+  c.nextCursor = r?.nextCursor ?? null;
+  if (!c.loaded) {
+    c.loaded = true;
+    for (const e of c.early.splice(0)) take(c, e.msg, e);
+    sortByTime(c);
+  }
+  renderGroupChat();
+}
+
+function mergeGroupMessage(sessionId, msg, opts) {
+  const c = state.groupChat;
+  if (!c || c.sessionId !== sessionId || !msg?.id || msg.chatId !== c.groupId) return;
+  if (!c.loaded) {
+    c.early.push({ msg, ...opts });
+    return;
+  }
+  take(c, msg, opts);
+  sortByTime(c);
+  renderGroupChat();
+}
+
+function renderGroupChat() {
+  const list = $('#group-message-list');
+  const c = state.groupChat;
+  if (!list || !c || state.selected !== c.sessionId || state.group !== c.groupId) return;
+  const shown = c.items.filter((msg) => !UNSHOWN.has(msg.type));
+  const me = sessionPhone(state.sessions.get(c.sessionId) ?? {});
+  put(list, ...shown.map((msg) => messageEl(c.sessionId, msg, me, { inChat: true })));
+  $('#group-message-empty').hidden = shown.length > 0;
+  $('#group-message-more').hidden = !c.nextCursor;
+}
+
+// group-joined, group-updated, group-participants: the list (and the open group) are read
+// again, once for a burst of them. Elsewhere the tab reads them when it is opened.
+function onGroupEvent(id, data) {
+  if (state.selected !== id || state.tab !== 'groups') return;
+  clearTimeout(state.groupReload);
+  state.groupReload = setTimeout(() => {
+    if (state.selected !== id || state.tab !== 'groups' || !$('#group-list')) return;
+    loadGroups(id).catch((e) => groupListError(e));
+    if (state.group && data.groupId === state.group) loadGroup(id, state.group);
+  }, 300);
 }
 
 // ---------- webhook ----------
@@ -1903,6 +2350,8 @@ function connectFeed() {
     refreshSessions().catch((e) => toast(describe(e)));
     const shown = state.selected && state.messages.get(state.selected);
     if (shown?.loaded) loadMessages(state.selected, { reset: true }).catch((e) => toast(describe(e)));
+    const chat = state.groupChat;
+    if (chat?.loaded) loadGroupChat(chat.sessionId, chat.groupId, { reset: true }).catch((e) => toast(describe(e)));
   });
   socket.on('disconnect', (reason) => {
     set('offline', 'offline');
@@ -1943,6 +2392,7 @@ function onEvent(name, body) {
     if (state.selected === id) {
       renderDetailHeader();
       renderLink();
+      groupsTabFollowStatus(id);
     }
     // The event carries the status; the status route has the full picture (me, errors).
     refreshSession(id).catch(() => {});
@@ -1972,6 +2422,10 @@ function onEvent(name, body) {
   }
   if (name.startsWith('passkey-')) {
     onPasskeyEvent(id, name, data, body.timestamp);
+    return;
+  }
+  if (name.startsWith('group-')) {
+    onGroupEvent(id, data);
     return;
   }
   if (name.startsWith('message-') || name === 'poll-vote') {
