@@ -1722,13 +1722,19 @@ pub fn mark_read(core: &mut Core, phone: &str, ids: &[String]) -> Result<usize> 
     for id in ids {
         if let Some(m) = acc.secrets.messages.get_mut(id)
             && !m.from_me
-            && !targets.iter().any(|(_, _, t)| t == id)
+            && !targets.iter().any(|(_, _, t, _)| t == id)
         {
             m.status = "read".into();
-            targets.push((m.from.clone(), m.sender_device.unwrap_or(0), m.id.clone()));
+            let group = m.to.strip_suffix("@g.us").map(str::to_string);
+            targets.push((
+                m.from.clone(),
+                m.sender_device.unwrap_or(0),
+                m.id.clone(),
+                group,
+            ));
         }
     }
-    for (_, _, id) in &targets {
+    for (_, _, id, _) in &targets {
         core.changes.push(Change::Status {
             phone: phone.to_string(),
             id: id.clone(),
@@ -1736,13 +1742,22 @@ pub fn mark_read(core: &mut Core, phone: &str, ids: &[String]) -> Result<usize> 
         });
     }
     let n = targets.len();
-    for (from, device, id) in targets {
-        let receipt = NodeBuilder::new("receipt")
-            .attr("from", Jid::pn(phone.to_string()))
-            .attr("id", id.clone())
-            .attr("type", "read")
-            .attr("t", t_now())
-            .build();
+    for (from, device, id, group) in targets {
+        // In a group the receipt comes from the group, naming the reader.
+        let receipt = match &group {
+            Some(gid) => {
+                let lid_form = crate::groups::group(core, gid)
+                    .is_ok_and(|g| g.addressing == crate::state::Addressing::Lid);
+                NodeBuilder::new("receipt")
+                    .attr("from", Jid::group(gid.clone()))
+                    .attr("participant", core.device_jid(phone, 0, lid_form))
+            }
+            None => NodeBuilder::new("receipt").attr("from", Jid::pn(phone.to_string())),
+        }
+        .attr("id", id.clone())
+        .attr("type", "read")
+        .attr("t", t_now())
+        .build();
         deliver_receipt(core, (&from, device), &receipt, &id, Some("read"));
     }
     Ok(n)

@@ -419,19 +419,34 @@ impl Actor {
                 tracing::warn!(session = %self.id, "{reason}");
             }
             WaEvent::PairingFailed { reason } => return self.pairing_failed(reason).await,
-            WaEvent::Receipt { ids, status } => {
+            WaEvent::Receipt { ids, status, by } => {
                 for id in ids {
                     // The recipient has it: the server took it, whether or not its ack came.
                     self.shared.acks.settle(self.id.as_str(), &id, None);
-                    match store::messages::advance_status(
-                        &self.shared.store,
-                        self.id.as_str(),
-                        &id,
-                        status,
-                        None,
-                    )
-                    .await
-                    {
+                    let recorded = match &by {
+                        Some(by) => {
+                            store::messages::participant_receipt(
+                                &self.shared.store,
+                                self.id.as_str(),
+                                &id,
+                                status,
+                                by,
+                                store::now(),
+                            )
+                            .await
+                        }
+                        None => {
+                            store::messages::advance_status(
+                                &self.shared.store,
+                                self.id.as_str(),
+                                &id,
+                                status,
+                                None,
+                            )
+                            .await
+                        }
+                    };
+                    match recorded {
                         Ok(Some(ev)) => self.shared.bus.publish(ev),
                         Ok(None) => {}
                         Err(e) => {

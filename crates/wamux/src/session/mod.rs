@@ -144,6 +144,7 @@ impl Me {
             vote: None,
             raw_type: None,
             mentions: Vec::new(),
+            receipts: Vec::new(),
             forwarded: false,
         }
     }

@@ -344,6 +344,50 @@ pub async fn advance_status(
     Ok(Some(ev))
 }
 
+/// A participant's receipt for a group message of ours: kept on the message (`receipts`),
+/// announced as `message-delivered`/`message-read` with the participant as `by`; the
+/// message's own status moves on with the first. `None` when there is nothing new.
+pub async fn participant_receipt(
+    store: &Store,
+    session_id: &str,
+    id: &str,
+    status: MessageStatus,
+    by: &str,
+    at: i64,
+) -> Result<Option<Event>> {
+    let kind = match status {
+        MessageStatus::Delivered => EventKind::MessageDelivered,
+        MessageStatus::Read => EventKind::MessageRead,
+        _ => return Ok(None),
+    };
+    let Some(body) = dispatch!(store, messages::find(session_id, id))? else {
+        return Ok(None);
+    };
+    let mut msg: Message = serde_json::from_str(&body)?;
+    if !msg.from_me || !msg.record_receipt(by, status, at) {
+        return Ok(None);
+    }
+    let mut tx = store.begin().await?;
+    let prev = status.predecessors();
+    let advanced = dispatch!(
+        conn &mut tx.conn(),
+        messages::set_status(session_id, id, status.as_str(), &prev)
+    )?;
+    if advanced.is_some() {
+        msg.status = status;
+    }
+    let body = serde_json::to_string(&msg)?;
+    dispatch!(
+        conn &mut tx.conn(),
+        messages::set_body((session_id, &msg.chat_id, &msg.from, id), &body)
+    )?;
+    let mut data = serde_json::to_value(&msg)?;
+    data["by"] = by.into();
+    let ev = events::append(&mut tx.conn(), kind, session_id, Some(&msg.chat_id), data).await?;
+    tx.commit().await?;
+    Ok(Some(ev))
+}
+
 /// Which way a message went, for filtering history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -446,6 +490,7 @@ pub(crate) mod tests {
             vote: None,
             raw_type: None,
             mentions: Vec::new(),
+            receipts: Vec::new(),
             forwarded: false,
         }
     }

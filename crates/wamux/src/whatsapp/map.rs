@@ -88,9 +88,15 @@ pub(super) fn event(e: &WaLibEvent) -> Option<WaEvent> {
                 ReceiptType::Read | ReceiptType::Played => MessageStatus::Read,
                 _ => return None,
             };
+            let by = (r.source.chat.server == whatsapp_rust::Server::Group).then(|| {
+                let (pn, lid) = split_pn_lid(&r.source.sender, r.source.sender_alt.as_ref());
+                pn.or(lid)
+                    .unwrap_or_else(|| r.source.sender.to_non_ad_string())
+            });
             WaEvent::Receipt {
                 ids: r.message_ids.iter().map(|id| id.to_string()).collect(),
                 status,
+                by,
             }
         }
         WaLibEvent::ServerAck(a) if a.class.as_deref().is_none_or(|c| c == "message") => {
@@ -263,6 +269,7 @@ pub(super) fn inbound(
         mentions: context_of(base)
             .map(|c| c.mentioned_jid.clone())
             .unwrap_or_default(),
+        receipts: Vec::new(),
         forwarded: context_of(base).is_some_and(|c| c.is_forwarded == Some(true)),
         poll: poll_of(base),
         vote: vote_of(base).map(|(poll_id, _)| PollVote {

@@ -84,6 +84,8 @@ pub enum WaEvent {
     Receipt {
         ids: Vec<String>,
         status: MessageStatus,
+        /// In a group: the participant whose receipt it is.
+        by: Option<String>,
     },
     /// A call rings (`ended: false`), or the caller hung up before it was taken.
     Call {

@@ -105,7 +105,18 @@ async fn a_group_created_from_wamux_carries_messages_both_ways() {
         )
         .await;
     assert!(s.is_success(), "{b}");
-    let mut hook = linked(&app, "g1", ALICE, &["message-received", "group-joined"]).await;
+    let mut hook = linked(
+        &app,
+        "g1",
+        ALICE,
+        &[
+            "message-received",
+            "group-joined",
+            "message-delivered",
+            "message-read",
+        ],
+    )
+    .await;
 
     // Bad requests are refused before WhatsApp is asked.
     for (body, code) in [
@@ -179,6 +190,39 @@ async fn a_group_created_from_wamux_carries_messages_both_ways() {
     let at_bob = phone_got(sim, BOB, &gid, "hello team").await;
     assert_eq!(at_bob["from"], ALICE);
     phone_got(sim, CAROL, &gid, "hello team").await;
+    // A delivery receipt from each of them, naming who; then Bob reads it.
+    let mut delivered_by = Vec::new();
+    while delivered_by.len() < 2 {
+        let ev = next_event(&mut hook, "message-delivered").await;
+        assert_eq!(ev["data"]["id"], sent["id"], "{ev}");
+        delivered_by.push(
+            ev["data"]["by"]
+                .as_str()
+                .expect(&format!("{ev}"))
+                .to_owned(),
+        );
+    }
+    delivered_by.sort();
+    assert_eq!(
+        delivered_by,
+        vec![
+            format!("{BOB}@s.whatsapp.net"),
+            format!("{CAROL}@s.whatsapp.net")
+        ]
+    );
+    sim.read(BOB, &[at_bob["id"].as_str().unwrap()]).await;
+    let ev = next_event(&mut hook, "message-read").await;
+    assert_eq!(ev["data"]["by"], format!("{BOB}@s.whatsapp.net"), "{ev}");
+    assert_eq!(ev["data"]["status"], "read");
+    let receipts = ev["data"]["receipts"].as_array().unwrap().clone();
+    let of = |who: &str| {
+        receipts
+            .iter()
+            .find(|r| r["participant"] == format!("{who}@s.whatsapp.net"))
+            .map(|r| r["status"].clone())
+    };
+    assert_eq!(of(BOB), Some(json!("read")), "{ev}");
+    assert_eq!(of(CAROL), Some(json!("delivered")), "{ev}");
     // Dave is not in it and has nothing.
     assert!(
         sim.messages(DAVE)
