@@ -154,7 +154,7 @@ test('signed in with the read-only key, the page shows its session and nothing i
   await page.click(`.session-item[data-session-id=${MINE}]`);
   await page.locator(`#detail-header h2:text-is("${MINE}")`).waitFor();
   assert.equal(await page.locator('#detail-header button').count(), 0, 'no restart, log out or delete');
-  assert.deepEqual(await page.$$eval('[role=tab]', (tabs) => tabs.map((x) => x.id)), ['tab-link', 'tab-messages'],
+  assert.deepEqual(await page.$$eval('[role=tab]', (tabs) => tabs.map((x) => x.id)), ['tab-link', 'tab-messages', 'tab-groups'],
     'no webhook tab, no virtual phones');
   assert.equal(await page.locator('#qr-image, #pair-phone, #scan-qr').count(), 0, 'no QR code or pairing to link with');
   await page.locator('#link-box', { hasText: 'manage scope' }).waitFor();
@@ -223,7 +223,7 @@ test('a key that may manage t-a-* sees delete for its session, and creates and d
   }
   // It may link the session: the QR code is shown.
   await page.locator('#qr-image').waitFor({ timeout: 30000 });
-  assert.deepEqual(await page.$$eval('[role=tab]', (tabs) => tabs.map((x) => x.id)), ['tab-link', 'tab-messages']);
+  assert.deepEqual(await page.$$eval('[role=tab]', (tabs) => tabs.map((x) => x.id)), ['tab-link', 'tab-messages', 'tab-groups']);
   await page.click('#tab-messages');
   // The history is there (empty: nobody wrote yet).
   await page.locator('#message-empty').waitFor();

@@ -359,6 +359,8 @@ test('the keyboard is enough: arrow keys move between tabs, Escape closes a dial
     await page.locator('#send-form').waitFor();
     assert.match(page.url(), new RegExp(`#/sessions/${DESK}/messages$`));
     await page.keyboard.press('ArrowRight');
+    await tabIsSelectedAndFocused('groups');
+    await page.keyboard.press('ArrowRight');
     await tabIsSelectedAndFocused('webhook');
     await page.locator('#webhook-form').waitFor();
     await page.keyboard.press('End');
@@ -370,7 +372,7 @@ test('the keyboard is enough: arrow keys move between tabs, Escape closes a dial
     await page.keyboard.press('Home');
     await tabIsSelectedAndFocused('link');
     // Only the selected tab is in the Tab order.
-    assert.deepEqual(await page.$$eval('[role=tab]', (tabs) => tabs.map((x) => x.tabIndex)), [0, -1, -1, -1]);
+    assert.deepEqual(await page.$$eval('[role=tab]', (tabs) => tabs.map((x) => x.tabIndex)), [0, -1, -1, -1, -1]);
   });
 
   await t.test('Escape closes the confirmation and nothing happens', async () => {
