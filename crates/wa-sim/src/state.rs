@@ -450,6 +450,9 @@ pub struct Group {
     /// A community's announcement group (every member of the community is in it).
     #[serde(default)]
     pub announcement_group: bool,
+    /// A community's general chat, made with it.
+    #[serde(default)]
+    pub general_chat: bool,
 }
 
 fn all_may_add() -> bool {

@@ -102,6 +102,12 @@ pub fn group_json(core: &Core, g: &Group) -> Value {
         "community": g.community,
         "parent": g.parent,
         "announcementGroup": g.announcement_group,
+        "generalChat": g.general_chat,
+        "linkedGroups": if g.community {
+            groups::linked(core, &g.id).iter().map(|l| l.jid()).collect::<Vec<_>>()
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -166,6 +172,7 @@ async fn create(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Response> {
             parent: req.parent.map(|p| groups::group_id_of(&p)),
             ephemeral: 0,
             membership_approval: false,
+            general_chat: false,
         },
     )?;
     let mut body = group_json(&core, &g);

@@ -85,6 +85,7 @@ fn answer(core: &mut Core, phone: &str, id: &str, node: &Node) -> super::Result<
                     parent,
                     ephemeral,
                     membership_approval,
+                    general_chat: child(first, "create_general_chat").is_some(),
                 },
             )?;
             let mut node = super::group_node(core, &g);
@@ -221,6 +222,49 @@ fn answer(core: &mut Core, phone: &str, id: &str, node: &Node) -> super::Result<
                 super::leave(core, phone, g)?;
             }
             Ok(iq_result(id).build())
+        }
+        ("set", "links" | "unlink") => {
+            let gid = need_gid()?;
+            let link = if tag == "links" {
+                child(first, "link").unwrap_or(first)
+            } else {
+                first
+            };
+            let groups: Vec<String> = children(link)
+                .iter()
+                .filter(|g| g.tag == "group")
+                .filter_map(|g| attr(g, "jid"))
+                .map(|g| super::group_id_of(&g))
+                .collect();
+            let outcomes = if tag == "links" {
+                super::link(core, phone, &gid, &groups)?
+            } else {
+                super::unlink(core, phone, &gid, &groups)?
+            };
+            let kids: Vec<Node> = outcomes
+                .iter()
+                .map(|(g, status)| {
+                    let mut b = NodeBuilder::new("group").attr("jid", Jid::group(g.clone()));
+                    if *status != 200 {
+                        b = b.attr("error", status.to_string());
+                    }
+                    b.build()
+                })
+                .collect();
+            let inner = if tag == "links" {
+                NodeBuilder::new("links")
+                    .children([NodeBuilder::new("link")
+                        .attr("link_type", "sub_group")
+                        .children(kids)
+                        .build()])
+                    .build()
+            } else {
+                NodeBuilder::new("unlink")
+                    .attr("unlink_type", "sub_group")
+                    .children(kids)
+                    .build()
+            };
+            Ok(iq_result(id).children([inner]).build())
         }
         _ => {
             tracing::warn!(%ty, %tag, "a w:g2 request the simulator does not model: 501");

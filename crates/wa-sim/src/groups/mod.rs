@@ -116,6 +116,8 @@ pub struct NewGroup {
     pub parent: Option<String>,
     pub ephemeral: u32,
     pub membership_approval: bool,
+    /// For a community: make its general chat too.
+    pub general_chat: bool,
 }
 
 /// A group id as WhatsApp makes them now: `120363` and twelve more digits.
@@ -225,6 +227,7 @@ pub fn create(core: &mut Core, creator: &str, new: NewGroup) -> Result<(Group, V
         community: new.community,
         parent: new.parent.clone(),
         announcement_group: false,
+        general_chat: false,
     };
     let mut outcomes = Vec::new();
     let mut added = Vec::new();
@@ -243,17 +246,28 @@ pub fn create(core: &mut Core, creator: &str, new: NewGroup) -> Result<(Group, V
     core.snap.groups.insert(id.clone(), g.clone());
     core.changes.group(&id);
     if new.community {
-        // A community comes with its announcement group, which every member is in.
-        let ann_id = new_group_id(core);
-        let mut ann = g.clone();
-        ann.id = ann_id.clone();
-        ann.community = false;
-        ann.parent = Some(id.clone());
-        ann.announcement_group = true;
-        ann.announce = true;
-        ann.description = None;
-        core.snap.groups.insert(ann_id.clone(), ann);
-        core.changes.group(&ann_id);
+        // A community comes with its announcement group, which every member is in, and
+        // (when asked) a general chat.
+        let mut linked = vec![(true, false)];
+        if new.general_chat {
+            linked.push((false, true));
+        }
+        for (announcement, general) in linked {
+            let sub_id = new_group_id(core);
+            let mut sub = g.clone();
+            sub.id = sub_id.clone();
+            sub.community = false;
+            sub.parent = Some(id.clone());
+            sub.announcement_group = announcement;
+            sub.general_chat = general;
+            sub.announce = announcement;
+            sub.description = None;
+            if general {
+                sub.subject = "General".into();
+            }
+            core.snap.groups.insert(sub_id.clone(), sub);
+            core.changes.group(&sub_id);
+        }
     }
     // The members added learn of the group from a `<create>` notification (the creator's
     // device has it from the answer; the creator's other devices get it too).
@@ -732,6 +746,9 @@ pub fn group_node(core: &Core, g: &Group) -> Node {
     if g.announcement_group {
         kids.push(NodeBuilder::new("default_sub_group").build());
     }
+    if g.general_chat {
+        kids.push(NodeBuilder::new("general_chat").build());
+    }
     let mut b = NodeBuilder::new("group")
         .attr("id", g.id.clone())
         .attr("subject", g.subject.clone())
@@ -988,6 +1005,109 @@ pub async fn route_receipt(core: &mut Core, phone: &str, device: u16, node: &Nod
         &id,
         ty.as_deref(),
     );
+}
+
+/// The community's groups: its announcement group first, then the others.
+pub fn linked(core: &Core, community: &str) -> Vec<Group> {
+    let mut out: Vec<Group> = core
+        .snap
+        .groups
+        .values()
+        .filter(|g| g.parent.as_deref() == Some(community))
+        .cloned()
+        .collect();
+    out.sort_by_key(|g| (!g.announcement_group, g.created_at, g.id.clone()));
+    out
+}
+
+/// Links groups to a community: the actor must be an admin of both; each group's outcome
+/// (200, 404 no such group, 401 not its admin, 409 already in a community).
+pub fn link(
+    core: &mut Core,
+    actor: &str,
+    community: &str,
+    groups: &[String],
+) -> Result<Vec<(String, u16)>> {
+    admin_of(core, community, actor)?;
+    if !group(core, community)?.community {
+        return Err(GroupError::BadRequest(format!(
+            "{community} is not a community"
+        )));
+    }
+    let mut out = Vec::new();
+    for gid in groups {
+        let status = match group(core, gid) {
+            Err(_) => 404,
+            Ok(g) if !g.is_admin(actor) => 401,
+            Ok(g) if g.parent.is_some() || g.community => 409,
+            Ok(_) => 200,
+        };
+        if status == 200 {
+            group_mut(core, gid)?.parent = Some(community.to_string());
+            // Its members become members of the community and its announcement group.
+            let members = group(core, gid)?.participants.clone();
+            let announcement = linked(core, community)
+                .into_iter()
+                .find(|g| g.announcement_group)
+                .map(|g| g.id);
+            for target in std::iter::once(community.to_string()).chain(announcement) {
+                let now = now_secs();
+                let g = group_mut(core, &target)?;
+                for m in &members {
+                    if g.member(&m.phone).is_none() {
+                        g.participants.push(GroupMember {
+                            phone: m.phone.clone(),
+                            role: Role::Member,
+                            joined_at: now,
+                        });
+                    }
+                }
+            }
+            let subject = group(core, gid)?.subject.clone();
+            let node = NodeBuilder::new("link")
+                .attr("link_type", "sub_group")
+                .children([NodeBuilder::new("group")
+                    .attr("jid", Jid::group(gid.clone()))
+                    .attr("subject", subject)
+                    .build()])
+                .build();
+            notify(core, community, actor, node.clone(), &[]);
+            notify(core, gid, actor, node, &[]);
+        }
+        out.push((gid.clone(), status));
+    }
+    Ok(out)
+}
+
+/// Unlinks groups from their community (the actor: an admin of the community).
+pub fn unlink(
+    core: &mut Core,
+    actor: &str,
+    community: &str,
+    groups: &[String],
+) -> Result<Vec<(String, u16)>> {
+    admin_of(core, community, actor)?;
+    let mut out = Vec::new();
+    for gid in groups {
+        let status = match group(core, gid) {
+            Err(_) => 404,
+            Ok(g) if g.parent.as_deref() != Some(community) || g.announcement_group => 406,
+            Ok(_) => 200,
+        };
+        if status == 200 {
+            group_mut(core, gid)?.parent = None;
+            let node = NodeBuilder::new("unlink")
+                .attr("unlink_type", "sub_group")
+                .children([NodeBuilder::new("group")
+                    .attr("jid", Jid::group(gid.clone()))
+                    .build()])
+                .build();
+            notify(core, community, actor, node.clone(), &[]);
+            notify(core, gid, actor, node, &[]);
+        }
+        out.push((gid.clone(), status));
+    }
+    Ok(out)
 }
 
 /// True for a JID of a group.

@@ -12,7 +12,9 @@ use super::extract::{ApiJson, SessionPath, needs};
 use super::{ApiError, Result};
 use crate::AppState;
 use crate::model::ChatAddress;
-use crate::whatsapp::groups::{GroupEdit, GroupInfo, Joined, ParticipantAction, ParticipantResult};
+use crate::whatsapp::groups::{
+    GroupEdit, GroupInfo, Joined, LinkResult, ParticipantAction, ParticipantResult,
+};
 
 /// The most participants one request may name (WhatsApp's group size limit).
 const MAX_PARTICIPANTS: usize = 1024;
@@ -36,6 +38,18 @@ pub fn router() -> Router<AppState> {
         .route(
             "/sessions/{session_id}/groups/{group_id}/leave",
             post(leave),
+        )
+        .route(
+            "/sessions/{session_id}/communities",
+            post(create_community).get(communities),
+        )
+        .route(
+            "/sessions/{session_id}/communities/{community_id}/groups",
+            get(community_groups).post(link_groups),
+        )
+        .route(
+            "/sessions/{session_id}/communities/{community_id}/groups/{group_id}",
+            axum::routing::delete(unlink_group),
         )
 }
 
@@ -95,6 +109,8 @@ pub struct CreateBody {
     participants: Vec<String>,
     /// Up to 2,048 characters.
     description: Option<String>,
+    /// A community to create it in (`<id>@g.us` or the bare id); we must administer it.
+    community: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -133,9 +149,24 @@ async fn create(
         ));
     }
     let who = people("participants", &body.participants, false)?;
+    let community = body
+        .community
+        .as_deref()
+        .map(|c| {
+            group_id(c).map_err(|_| {
+                ApiError::invalid_field("community", format!("`{c}` is not a community id"))
+            })
+        })
+        .transpose()?;
     let (group, results) = state
         .sessions
-        .create_group(&id, subject, &who, body.description.as_deref())
+        .create_group(
+            &id,
+            subject,
+            &who,
+            body.description.as_deref(),
+            community.as_ref(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(Created { group, results })))
 }
@@ -395,4 +426,139 @@ async fn leave(
         group_id: g.as_str().to_owned(),
         left: true,
     }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CommunityBody {
+    /// The community's name, 1 to 100 characters.
+    subject: String,
+    /// Up to 2,048 characters.
+    description: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/sessions/{sessionId}/communities", tag = "groups", operation_id = "createCommunity", summary = "Create a community",
+    params(("sessionId" = String, Path, description = "the session whose account creates (and administers) it")),
+    request_body = CommunityBody,
+    responses((status = 201, description = "The community (`community: true`); WhatsApp makes its announcement group and a general chat with it", body = GroupInfo),
+        (status = 400, description = "`invalid_field`, `invalid_body`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn create_community(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    ApiJson(body): ApiJson<CommunityBody>,
+) -> Result<(StatusCode, Json<GroupInfo>)> {
+    let subject = body.subject.trim();
+    if subject.is_empty() || subject.chars().count() > 100 {
+        return Err(ApiError::invalid_field("subject", "1 to 100 characters"));
+    }
+    if body
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 2048)
+    {
+        return Err(ApiError::invalid_field(
+            "description",
+            "at most 2,048 characters",
+        ));
+    }
+    let c = state
+        .sessions
+        .create_community(&id, subject, body.description.as_deref())
+        .await?;
+    Ok((StatusCode::CREATED, Json(c)))
+}
+
+#[utoipa::path(get, path = "/api/sessions/{sessionId}/communities", tag = "groups", operation_id = "listCommunities", summary = "The communities the account is in",
+    params(("sessionId" = String, Path, description = "the session id")),
+    responses((status = 200, description = "Every community", body = [GroupInfo]),
+        (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn communities(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Read>,
+) -> Result<Json<Vec<GroupInfo>>> {
+    Ok(Json(state.sessions.communities(&id).await?))
+}
+
+#[utoipa::path(get, path = "/api/sessions/{sessionId}/communities/{communityId}/groups", tag = "groups", operation_id = "communityGroups", summary = "A community's groups",
+    params(("sessionId" = String, Path, description = "the session id"), ("communityId" = String, Path, description = "`<id>@g.us` or the bare id")),
+    responses((status = 200, description = "The community's groups the account is in, its announcement group first", body = [GroupInfo]),
+        (status = 400, description = "`invalid_field`, `invalid_group_request` (a group, not a community)", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 403, description = "`not_a_participant`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn community_groups(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Read>,
+    Path((_, raw)): Path<(String, String)>,
+) -> Result<Json<Vec<GroupInfo>>> {
+    let c = group_id(&raw)?;
+    Ok(Json(state.sessions.community_groups(&id, &c).await?))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LinkBody {
+    /// Groups to link (`<id>@g.us` or bare ids); we must administer each.
+    groups: Vec<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Linked {
+    results: Vec<LinkResult>,
+}
+
+#[utoipa::path(post, path = "/api/sessions/{sessionId}/communities/{communityId}/groups", tag = "groups", operation_id = "linkGroups", summary = "Link groups to a community",
+    params(("sessionId" = String, Path, description = "the session id (an admin of the community)"), ("communityId" = String, Path, description = "`<id>@g.us` or the bare id")),
+    request_body = LinkBody,
+    responses((status = 200, description = "A result per group (200, or 401 not its admin, 404 no such group, 409 already in a community)", body = Linked),
+        (status = 400, description = "`invalid_field`, `invalid_body`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 403, description = "`not_a_participant`, `not_an_admin`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn link_groups(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    Path((_, raw)): Path<(String, String)>,
+    ApiJson(body): ApiJson<LinkBody>,
+) -> Result<Json<Linked>> {
+    let c = group_id(&raw)?;
+    if body.groups.is_empty() || body.groups.len() > 100 {
+        return Err(ApiError::invalid_field("groups", "name 1 to 100 groups"));
+    }
+    let groups = body
+        .groups
+        .iter()
+        .map(|g| {
+            group_id(g)
+                .map_err(|_| ApiError::invalid_field("groups", format!("`{g}` is not a group id")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let results = state.sessions.link_groups(&id, &c, &groups, true).await?;
+    Ok(Json(Linked { results }))
+}
+
+#[utoipa::path(delete, path = "/api/sessions/{sessionId}/communities/{communityId}/groups/{groupId}", tag = "groups", operation_id = "unlinkGroup", summary = "Unlink a group from a community",
+    params(("sessionId" = String, Path, description = "the session id (an admin of the community)"), ("communityId" = String, Path, description = "`<id>@g.us` or the bare id"), ("groupId" = String, Path, description = "`<id>@g.us` or the bare id")),
+    responses((status = 200, description = "The outcome (406: not linked there, or the announcement group)", body = Linked),
+        (status = 403, description = "`not_a_participant`, `not_an_admin`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn unlink_group(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    Path((_, community, group)): Path<(String, String, String)>,
+) -> Result<Json<Linked>> {
+    let c = group_id(&community)?;
+    let g = group_id(&group)?;
+    let results = state.sessions.link_groups(&id, &c, &[g], false).await?;
+    Ok(Json(Linked { results }))
 }

@@ -6,7 +6,9 @@ use super::{Result, SessionError, SessionManager};
 use crate::event::EventKind;
 use crate::model::{ChatAddress, SessionId};
 use crate::store;
-use crate::whatsapp::groups::{GroupEdit, GroupInfo, Joined, ParticipantAction, ParticipantResult};
+use crate::whatsapp::groups::{
+    GroupEdit, GroupInfo, GroupRefusal, Joined, LinkResult, ParticipantAction, ParticipantResult,
+};
 
 impl SessionManager {
     /// Creates a group with the session's account as its super admin.
@@ -16,15 +18,84 @@ impl SessionManager {
         subject: &str,
         participants: &[ChatAddress],
         description: Option<&str>,
+        community: Option<&ChatAddress>,
     ) -> Result<(GroupInfo, Vec<ParticipantResult>)> {
         let (conn, me) = self.live(id)?;
         let (group, results) = conn
-            .create_group(subject, participants, description)
+            .create_group(subject, participants, description, community)
             .await
             .map_err(SessionError::Group)?;
         self.joined(id, &group.id, Some(&group.subject), me.jid.as_deref())
             .await;
         Ok((group, results))
+    }
+
+    /// Creates a community (with its announcement group and a general chat).
+    pub async fn create_community(
+        &self,
+        id: &SessionId,
+        subject: &str,
+        description: Option<&str>,
+    ) -> Result<GroupInfo> {
+        let (conn, me) = self.live(id)?;
+        let community = conn
+            .create_community(subject, description)
+            .await
+            .map_err(SessionError::Group)?;
+        self.joined(
+            id,
+            &community.id,
+            Some(&community.subject),
+            me.jid.as_deref(),
+        )
+        .await;
+        Ok(community)
+    }
+
+    /// The communities the account is in.
+    pub async fn communities(&self, id: &SessionId) -> Result<Vec<GroupInfo>> {
+        let mut all = self.groups(id).await?;
+        all.retain(|g| g.community);
+        Ok(all)
+    }
+
+    /// The groups of `community` the account is in (its announcement group first).
+    pub async fn community_groups(
+        &self,
+        id: &SessionId,
+        community: &ChatAddress,
+    ) -> Result<Vec<GroupInfo>> {
+        let (conn, _) = self.live(id)?;
+        let c = conn.group(community).await.map_err(SessionError::Group)?;
+        if !c.community {
+            return Err(SessionError::Group(GroupRefusal::Invalid(format!(
+                "{} is a group, not a community",
+                c.id
+            ))));
+        }
+        let mut groups: Vec<GroupInfo> = conn
+            .groups()
+            .await
+            .map_err(SessionError::Group)?
+            .into_iter()
+            .filter(|g| g.parent.as_deref() == Some(c.id.as_str()))
+            .collect();
+        groups.sort_by_key(|g| !g.announcement_group);
+        Ok(groups)
+    }
+
+    /// Links groups to a community, or unlinks them.
+    pub async fn link_groups(
+        &self,
+        id: &SessionId,
+        community: &ChatAddress,
+        groups: &[ChatAddress],
+        link: bool,
+    ) -> Result<Vec<LinkResult>> {
+        let (conn, _) = self.live(id)?;
+        conn.link_groups(community, groups, link)
+            .await
+            .map_err(SessionError::Group)
     }
 
     pub async fn groups(&self, id: &SessionId) -> Result<Vec<GroupInfo>> {

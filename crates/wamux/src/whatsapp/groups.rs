@@ -162,6 +162,25 @@ fn refusal(e: GroupError) -> GroupRefusal {
     }
 }
 
+fn community_refusal(e: whatsapp_rust::CommunityError) -> GroupRefusal {
+    match e {
+        whatsapp_rust::CommunityError::Group(g) => refusal(g),
+        whatsapp_rust::CommunityError::Iq(i) => refusal(GroupError::Iq(i)),
+        other => GroupRefusal::Other(other.to_string()),
+    }
+}
+
+/// One group's outcome of a link to (or unlink from) a community.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkResult {
+    pub group_id: String,
+    /// 200, or 401 (not an admin of that group), 404 (no such group), 406 (not linked
+    /// there, or the announcement group), 409 (already in a community).
+    pub status: u16,
+    pub ok: bool,
+}
+
 fn digits(j: &Jid) -> String {
     j.user_base().to_owned()
 }
@@ -262,13 +281,16 @@ fn user_jids(users: &[ChatAddress]) -> Result<Vec<Jid>, GroupRefusal> {
 }
 
 impl WaSession {
-    /// Creates a group with us as its super admin; the outcome for each participant.
+    /// Creates a group with us as its super admin (in `community`, when given); the
+    /// outcome for each participant.
     pub async fn create_group(
         &self,
         subject: &str,
         participants: &[ChatAddress],
         description: Option<&str>,
+        community: Option<&ChatAddress>,
     ) -> Result<(GroupInfo, Vec<ParticipantResult>), GroupRefusal> {
+        let parent = community.map(group_jid).transpose()?;
         let subject =
             GroupSubject::new(subject).map_err(|e| GroupRefusal::Invalid(e.to_string()))?;
         let description = description
@@ -282,6 +304,7 @@ impl WaSession {
         let options = GroupCreateOptions::builder()
             .subject(subject.into_string())
             .maybe_description(description)
+            .maybe_linked_parent(parent)
             .build::<GroupCreateOptions>();
         let created = self
             .client
@@ -313,6 +336,66 @@ impl WaSession {
                 .map_err(refusal)?
         };
         Ok((group, results))
+    }
+
+    /// Creates a community (with its announcement group and a general chat).
+    pub async fn create_community(
+        &self,
+        subject: &str,
+        description: Option<&str>,
+    ) -> Result<GroupInfo, GroupRefusal> {
+        GroupSubject::new(subject).map_err(|e| GroupRefusal::Invalid(e.to_string()))?;
+        let mut options = whatsapp_rust::CreateCommunityOptions::new(subject);
+        options.description = description.map(str::to_owned);
+        let created = self
+            .client
+            .community()
+            .create(options)
+            .await
+            .map_err(community_refusal)?;
+        Ok(info(created.metadata))
+    }
+
+    /// Links groups to a community (or, `link: false`, unlinks them): each group's outcome.
+    pub async fn link_groups(
+        &self,
+        community: &ChatAddress,
+        groups: &[ChatAddress],
+        link: bool,
+    ) -> Result<Vec<LinkResult>, GroupRefusal> {
+        let parent = group_jid(community)?;
+        let jids = groups
+            .iter()
+            .map(group_jid)
+            .collect::<Result<Vec<_>, _>>()?;
+        let c = self.client.community();
+        let (done, failed) = if link {
+            let r = c
+                .link_subgroups(parent, &jids)
+                .await
+                .map_err(community_refusal)?;
+            (r.linked_jids, r.failed_groups)
+        } else {
+            let r = c
+                .unlink_subgroups(parent, &jids, false)
+                .await
+                .map_err(community_refusal)?;
+            (r.unlinked_jids, r.failed_groups)
+        };
+        let mut out: Vec<LinkResult> = done
+            .into_iter()
+            .map(|j| LinkResult {
+                group_id: j.to_non_ad_string(),
+                status: 200,
+                ok: true,
+            })
+            .collect();
+        out.extend(failed.into_iter().map(|(j, code)| LinkResult {
+            group_id: j.to_non_ad_string(),
+            status: u16::try_from(code).unwrap_or(500),
+            ok: false,
+        }));
+        Ok(out)
     }
 
     /// The groups this account is in.

@@ -747,3 +747,121 @@ async fn the_ignore_setting_drops_group_traffic_but_not_direct_chats() {
     assert_eq!(got["data"]["text"], "anyone?", "{got}");
     assert_eq!(got["data"]["chatId"], gid.as_str());
 }
+
+#[tokio::test]
+async fn communities_hold_groups_linked_and_unlinked_by_their_admins() {
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    for (p, n) in [(ALICE, "Alice"), (BOB, "Bob"), (CAROL, "Carol")] {
+        sim.phone(p, n).await;
+    }
+    pair(&app, "g5", ALICE).await;
+    let got = app
+        .post_json("/api/sessions/g5/communities", json!({"subject": " "}))
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+    let (s, c) = app
+        .post_json(
+            "/api/sessions/g5/communities",
+            json!({"subject": "Neighbours", "description": "the street"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    assert_eq!(c["community"], true, "{c}");
+    let cid = c["id"].as_str().unwrap().to_owned();
+    let (s, list) = app.get_json("/api/sessions/g5/communities").await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["id"], cid.as_str());
+
+    // It comes with its announcement group (first) and a general chat.
+    let path = format!("/api/sessions/g5/communities/{cid}/groups");
+    let (s, groups) = app.get_json(&path).await;
+    assert_eq!(s, StatusCode::OK, "{groups}");
+    let groups = groups.as_array().unwrap().clone();
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    assert_eq!(groups[0]["announcementGroup"], true, "{groups:?}");
+    assert!(
+        groups.iter().all(|g| g["parent"] == cid.as_str()),
+        "{groups:?}"
+    );
+
+    // A group made in the community, one linked afterwards, one that is not ours to link.
+    let (s, inside) = app
+        .post_json(
+            "/api/sessions/g5/groups",
+            json!({"subject": "Parking", "participants": [BOB], "community": cid}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{inside}");
+    assert_eq!(inside["group"]["parent"], cid.as_str(), "{inside}");
+    let (s, plain) = app
+        .post_json(
+            "/api/sessions/g5/groups",
+            json!({"subject": "Garden", "participants": [CAROL]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{plain}");
+    let garden = plain["group"]["id"].as_str().unwrap().to_owned();
+    let (s, bobs) = sim
+        .admin_json(
+            Method::POST,
+            "/groups",
+            Some(json!({"creator": BOB, "subject": "Bob's", "participants": [ALICE]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{bobs}");
+    let bobs = bobs["jid"].as_str().unwrap().to_owned();
+    let (s, linked) = app
+        .post_json(
+            &path,
+            json!({"groups": [garden, bobs, "120363000000000001"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{linked}");
+    let status = |gid: &str| {
+        linked["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["groupId"] == gid)
+            .map(|r| r["status"].as_u64().unwrap())
+    };
+    assert_eq!(status(&garden), Some(200), "{linked}");
+    assert_eq!(status(&bobs), Some(401), "not our group to link: {linked}");
+    assert_eq!(status("120363000000000001@g.us"), Some(404), "{linked}");
+    let server = server_group(sim, &cid).await;
+    let linked_there: Vec<&str> = server["linkedGroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g.as_str())
+        .collect();
+    assert!(linked_there.contains(&garden.as_str()), "{server}");
+    assert!(!linked_there.contains(&bobs.as_str()), "{server}");
+    // Carol, in the garden group, is now a member of the community.
+    assert!(members(&server).contains(&CAROL.to_owned()), "{server}");
+    let (s, groups) = app.get_json(&path).await;
+    assert_eq!(s, StatusCode::OK, "{groups}");
+    assert_eq!(groups.as_array().unwrap().len(), 4, "{groups}");
+
+    // Unlinked again; the announcement group cannot be.
+    let (s, un) = app
+        .call_json(Method::DELETE, &format!("{path}/{garden}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{un}");
+    assert_eq!(un["results"][0]["status"], 200, "{un}");
+    let ann = groups[0]["id"].as_str().unwrap().to_owned();
+    let (s, un) = app
+        .call_json(Method::DELETE, &format!("{path}/{ann}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{un}");
+    assert_eq!(un["results"][0]["status"], 406, "{un}");
+    let server = server_group(sim, &garden).await;
+    assert!(server["parent"].is_null(), "{server}");
+    // A plain group is no community.
+    let got = app
+        .get_json(&format!("/api/sessions/g5/communities/{garden}/groups"))
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_group_request");
+}
