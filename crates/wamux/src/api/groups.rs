@@ -336,7 +336,8 @@ impl InviteLink {
 
 #[utoipa::path(get, path = "/api/sessions/{sessionId}/groups/{groupId}/invite-link", tag = "groups", operation_id = "groupInviteLink", summary = "The group's invite link",
     params(("sessionId" = String, Path, description = "the session id (an admin of the group)"), ("groupId" = String, Path, description = "`<id>@g.us` or the bare id")),
-    responses((status = 200, description = "The link and its code", body = InviteLink),
+    responses((status = 400, description = "`invalid_field` (`groupId`, `communityId`)", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 200, description = "The link and its code", body = InviteLink),
         (status = 403, description = "`not_a_participant`, `not_an_admin`", body = crate::api::openapi::schemas::ErrorBody),
         (status = 404, description = "`session_not_found`, `group_not_found`", body = crate::api::openapi::schemas::ErrorBody),
         (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
@@ -354,7 +355,8 @@ async fn invite_link(
 
 #[utoipa::path(delete, path = "/api/sessions/{sessionId}/groups/{groupId}/invite-link", tag = "groups", operation_id = "revokeGroupInviteLink", summary = "Revoke the invite link",
     params(("sessionId" = String, Path, description = "the session id (an admin of the group)"), ("groupId" = String, Path, description = "`<id>@g.us` or the bare id")),
-    responses((status = 200, description = "The old link no longer works; this is the new one", body = InviteLink),
+    responses((status = 400, description = "`invalid_field` (`groupId`, `communityId`)", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 200, description = "The old link no longer works; this is the new one", body = InviteLink),
         (status = 403, description = "`not_a_participant`, `not_an_admin`", body = crate::api::openapi::schemas::ErrorBody),
         (status = 404, description = "`session_not_found`, `group_not_found`", body = crate::api::openapi::schemas::ErrorBody),
         (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
@@ -410,7 +412,8 @@ pub struct Left {
 
 #[utoipa::path(post, path = "/api/sessions/{sessionId}/groups/{groupId}/leave", tag = "groups", operation_id = "leaveGroup", summary = "Leave a group",
     params(("sessionId" = String, Path, description = "the session id"), ("groupId" = String, Path, description = "`<id>@g.us` or the bare id")),
-    responses((status = 200, description = "Left", body = Left),
+    responses((status = 400, description = "`invalid_field` (`groupId`, `communityId`)", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 200, description = "Left", body = Left),
         (status = 403, description = "`not_a_participant`", body = crate::api::openapi::schemas::ErrorBody),
         (status = 404, description = "`session_not_found`, `group_not_found`", body = crate::api::openapi::schemas::ErrorBody),
         (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
@@ -547,7 +550,8 @@ async fn link_groups(
 
 #[utoipa::path(delete, path = "/api/sessions/{sessionId}/communities/{communityId}/groups/{groupId}", tag = "groups", operation_id = "unlinkGroup", summary = "Unlink a group from a community",
     params(("sessionId" = String, Path, description = "the session id (an admin of the community)"), ("communityId" = String, Path, description = "`<id>@g.us` or the bare id"), ("groupId" = String, Path, description = "`<id>@g.us` or the bare id")),
-    responses((status = 200, description = "The outcome (406: not linked there, or the announcement group)", body = Linked),
+    responses((status = 400, description = "`invalid_field` (`groupId`, `communityId`)", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 200, description = "The outcome (406: not linked there, or the announcement group)", body = Linked),
         (status = 403, description = "`not_a_participant`, `not_an_admin`", body = crate::api::openapi::schemas::ErrorBody),
         (status = 404, description = "`session_not_found`, `group_not_found`", body = crate::api::openapi::schemas::ErrorBody),
         (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),

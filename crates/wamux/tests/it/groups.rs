@@ -198,7 +198,7 @@ async fn a_group_created_from_wamux_carries_messages_both_ways() {
         delivered_by.push(
             ev["data"]["by"]
                 .as_str()
-                .expect(&format!("{ev}"))
+                .unwrap_or_else(|| panic!("{ev}"))
                 .to_owned(),
         );
     }
