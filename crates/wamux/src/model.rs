@@ -211,6 +211,19 @@ impl MessageStatus {
         }
     }
 
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            MessageStatus::Queued,
+            MessageStatus::Pending,
+            MessageStatus::Sent,
+            MessageStatus::Delivered,
+            MessageStatus::Read,
+            MessageStatus::Failed,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+    }
+
     /// The statuses a message may have before moving to `self`.
     pub fn predecessors(self) -> &'static [&'static str] {
         match self {
@@ -356,9 +369,6 @@ pub struct Message {
     /// Who the text or caption mentions (`@`), by phone-number JID (or LID).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mentions: Vec<String>,
-    /// For a group message of ours: each participant's receipt (delivered, then read).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub receipts: Vec<ReceiptMark>,
 }
 
 /// One participant's latest receipt for a group message of ours.
@@ -553,30 +563,6 @@ pub struct ReactionMark {
 }
 
 impl Message {
-    /// Keeps `participant`'s receipt; `false` when it said as much before (or more).
-    pub fn record_receipt(&mut self, participant: &str, status: MessageStatus, at: i64) -> bool {
-        match self
-            .receipts
-            .iter_mut()
-            .find(|r| r.participant == participant)
-        {
-            Some(r) if r.status >= status => false,
-            Some(r) => {
-                r.status = status;
-                r.timestamp = at;
-                true
-            }
-            None => {
-                self.receipts.push(ReceiptMark {
-                    participant: participant.to_owned(),
-                    status,
-                    timestamp: at,
-                });
-                true
-            }
-        }
-    }
-
     /// Takes an edit (the new text) made at `at`.
     pub fn apply_edit(&mut self, text: &str, at: i64) {
         if self.caption.is_some() {

@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::extract::{ApiJson, ApiQuery, SessionPath, needs};
@@ -42,6 +42,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
             axum::routing::patch(edit).delete(revoke),
         )
         .route("/messages/{session_id}/read", post(mark_read))
+        .route(
+            "/messages/{session_id}/{message_id}/receipts",
+            get(receipts),
+        )
         .route(
             "/messages/{session_id}/{message_id}/forward",
             post(forward).layer(idempotent()),
@@ -808,6 +812,31 @@ async fn forward(
 ) -> Result<Json<crate::model::Message>> {
     let to = ChatAddress::parse(&body.to).map_err(ApiError::invalid_phone)?;
     Ok(Json(state.sessions.forward(&id, &message_id, &to).await?))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Receipts {
+    message_id: String,
+    /// Each participant's latest receipt, in the order they came.
+    receipts: Vec<crate::model::ReceiptMark>,
+}
+
+#[utoipa::path(get, path = "/api/messages/{sessionId}/{messageId}/receipts", tag = "messages", operation_id = "messageReceipts", summary = "Who received and read a group message of ours",
+    params(("sessionId" = String, Path, description = "the session id"), ("messageId" = String, Path, description = "a message of the history")),
+    responses((status = 200, description = "One entry per participant that sent a receipt (`delivered`, then `read`); empty for a 1:1 message, whose `status` says it all", body = Receipts),
+        (status = 400, description = "`invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `message_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn receipts(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Read>,
+    Path((_, message_id)): Path<(String, String)>,
+) -> Result<Json<Receipts>> {
+    let receipts = state.sessions.receipts(&id, &message_id).await?;
+    Ok(Json(Receipts {
+        message_id,
+        receipts,
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -186,6 +186,23 @@ impl SessionManager {
         .await
     }
 
+    /// Each participant's latest receipt for group message `message_id` of ours.
+    pub async fn receipts(
+        &self,
+        id: &SessionId,
+        message_id: &str,
+    ) -> Result<Vec<crate::model::ReceiptMark>> {
+        self.snapshot(id)?;
+        let store = &self.inner.shared.store;
+        if store::messages::find(store, id.as_str(), message_id)
+            .await?
+            .is_none()
+        {
+            return Err(SessionError::MessageNotFound(message_id.to_owned()));
+        }
+        Ok(store::messages::receipts(store, id.as_str(), message_id).await?)
+    }
+
     /// Declines call `call_id`, ringing now. `false` when no such call rings.
     pub async fn reject_call(&self, id: &SessionId, call_id: &str) -> Result<bool> {
         self.snapshot(id)?;

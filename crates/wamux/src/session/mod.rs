@@ -144,7 +144,6 @@ impl Me {
             vote: None,
             raw_type: None,
             mentions: Vec::new(),
-            receipts: Vec::new(),
             forwarded: false,
         }
     }

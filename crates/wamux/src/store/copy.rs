@@ -35,6 +35,7 @@ const OUR_TABLES: &[&str] = &[
     "message_secrets",
     "call_settings",
     "session_settings",
+    "message_receipts",
 ];
 
 /// Identity and serial columns whose counters must follow the copied ids.

@@ -2,7 +2,7 @@
 
 use super::{Conn, Result, Store, dispatch, events, now};
 use crate::event::{Event, EventKind};
-use crate::model::{Message, MessageKind, MessageStatus, OptionCount};
+use crate::model::{Message, MessageKind, MessageStatus, OptionCount, ReceiptMark};
 
 /// Inserts a message unless it is already stored (same session, chat, sender and id), and
 /// appends `event` for it. Returns the event only when the row is new, which is what makes
@@ -344,7 +344,7 @@ pub async fn advance_status(
     Ok(Some(ev))
 }
 
-/// A participant's receipt for a group message of ours: kept on the message (`receipts`),
+/// A participant's receipt for a group message of ours: kept apart (see [`receipts`]),
 /// announced as `message-delivered`/`message-read` with the participant as `by`; the
 /// message's own status moves on with the first. `None` when there is nothing new.
 pub async fn participant_receipt(
@@ -355,37 +355,54 @@ pub async fn participant_receipt(
     by: &str,
     at: i64,
 ) -> Result<Option<Event>> {
-    let kind = match status {
-        MessageStatus::Delivered => EventKind::MessageDelivered,
-        MessageStatus::Read => EventKind::MessageRead,
+    let (kind, rank) = match status {
+        MessageStatus::Delivered => (EventKind::MessageDelivered, 1),
+        MessageStatus::Read => (EventKind::MessageRead, 2),
         _ => return Ok(None),
     };
     let Some(body) = dispatch!(store, messages::find(session_id, id))? else {
         return Ok(None);
     };
-    let mut msg: Message = serde_json::from_str(&body)?;
-    if !msg.from_me || !msg.record_receipt(by, status, at) {
+    let mut data: serde_json::Value = serde_json::from_str(&body)?;
+    if data["fromMe"] != true {
         return Ok(None);
     }
     let mut tx = store.begin().await?;
+    let fresh = dispatch!(
+        conn &mut tx.conn(),
+        messages::put_receipt((session_id, id, by), status.as_str(), rank, at)
+    )?;
+    if !fresh {
+        return Ok(None);
+    }
     let prev = status.predecessors();
-    let advanced = dispatch!(
+    if let Some((_, body)) = dispatch!(
         conn &mut tx.conn(),
         messages::set_status(session_id, id, status.as_str(), &prev)
-    )?;
-    if advanced.is_some() {
-        msg.status = status;
+    )? {
+        data = serde_json::from_str(&body)?;
     }
-    let body = serde_json::to_string(&msg)?;
-    dispatch!(
-        conn &mut tx.conn(),
-        messages::set_body((session_id, &msg.chat_id, &msg.from, id), &body)
-    )?;
-    let mut data = serde_json::to_value(&msg)?;
+    let chat_id = data["chatId"].as_str().unwrap_or_default().to_owned();
     data["by"] = by.into();
-    let ev = events::append(&mut tx.conn(), kind, session_id, Some(&msg.chat_id), data).await?;
+    let ev = events::append(&mut tx.conn(), kind, session_id, Some(&chat_id), data).await?;
     tx.commit().await?;
     Ok(Some(ev))
+}
+
+/// Each participant's latest receipt for message `id` of ours (a group message).
+pub async fn receipts(store: &Store, session_id: &str, id: &str) -> Result<Vec<ReceiptMark>> {
+    let rows = dispatch!(store, messages::receipts(session_id, id))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(participant, status, at)| {
+            let status = MessageStatus::parse(&status)?;
+            Some(ReceiptMark {
+                participant,
+                status,
+                timestamp: at,
+            })
+        })
+        .collect())
 }
 
 /// Which way a message went, for filtering history.
@@ -490,7 +507,6 @@ pub(crate) mod tests {
             vote: None,
             raw_type: None,
             mentions: Vec::new(),
-            receipts: Vec::new(),
             forwarded: false,
         }
     }

@@ -269,7 +269,6 @@ pub(super) fn inbound(
         mentions: context_of(base)
             .map(|c| c.mentioned_jid.clone())
             .unwrap_or_default(),
-        receipts: Vec::new(),
         forwarded: context_of(base).is_some_and(|c| c.is_forwarded == Some(true)),
         poll: poll_of(base),
         vote: vote_of(base).map(|(poll_id, _)| PollVote {

@@ -214,7 +214,17 @@ async fn a_group_created_from_wamux_carries_messages_both_ways() {
     let ev = next_event(&mut hook, "message-read").await;
     assert_eq!(ev["data"]["by"], format!("{BOB}@s.whatsapp.net"), "{ev}");
     assert_eq!(ev["data"]["status"], "read");
-    let receipts = ev["data"]["receipts"].as_array().unwrap().clone();
+    let (s, r) = app
+        .get_json(&format!(
+            "/api/messages/g1/{}/receipts",
+            sent["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let receipts = r["receipts"].as_array().unwrap().clone();
+    assert_eq!(receipts.len(), 2, "{r}");
+    let got = app.get_json("/api/messages/g1/3EB0NOSUCHID/receipts").await;
+    assert_error(&got, StatusCode::NOT_FOUND, "message_not_found");
     let of = |who: &str| {
         receipts
             .iter()

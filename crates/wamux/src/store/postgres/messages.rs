@@ -298,3 +298,46 @@ pub async fn find(db: &Db, session_id: &str, id: &str) -> Result<Option<String>>
             .await?,
     )
 }
+
+/// Keeps a participant's receipt unless it said as much before (or more): whether it is new.
+pub async fn put_receipt(
+    conn: &mut PgConnection,
+    key: (&str, &str, &str),
+    status: &str,
+    rank: i64,
+    at: i64,
+) -> Result<bool> {
+    let (session_id, message_id, participant) = key;
+    let done = sqlx::query(
+        "INSERT INTO message_receipts (session_id, message_id, participant, status, rank, at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (session_id, message_id, participant) DO UPDATE
+           SET status = excluded.status, rank = excluded.rank, at = excluded.at
+           WHERE message_receipts.rank < excluded.rank",
+    )
+    .bind(session_id)
+    .bind(message_id)
+    .bind(participant)
+    .bind(status)
+    .bind(rank)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// `(participant, status, at)` of a message's receipts, in the order they came.
+pub async fn receipts(
+    db: &Db,
+    session_id: &str,
+    message_id: &str,
+) -> Result<Vec<(String, String, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT participant, status, at FROM message_receipts
+         WHERE session_id = $1 AND message_id = $2 ORDER BY at, participant",
+    )
+    .bind(session_id)
+    .bind(message_id)
+    .fetch_all(&db.pool)
+    .await?)
+}

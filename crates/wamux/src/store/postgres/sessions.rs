@@ -142,5 +142,9 @@ pub async fn delete_messages(conn: &mut PgConnection, id: &str) -> Result<()> {
         .bind(id)
         .execute(&mut *conn)
         .await?;
+    sqlx::query("DELETE FROM message_receipts WHERE session_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

@@ -142,5 +142,9 @@ pub async fn delete_messages(conn: &mut SqliteConnection, id: &str) -> Result<()
         .bind(id)
         .execute(&mut *conn)
         .await?;
+    sqlx::query("DELETE FROM message_receipts WHERE session_id = ?")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
