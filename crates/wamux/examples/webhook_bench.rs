@@ -25,8 +25,6 @@
 //! latency runs from each event's commit to its arrival.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,7 +36,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use serde_json::{Value, json};
 
 mod support;
-use support::{Link, Proc, Sim, cpu_ticks, free_port, start_sim};
+use support::{Link, cpu_ticks, free_port, start_sim};
 
 const API_KEY: &str = "webhook-bench-key";
 /// Linux reports utime/stime in USER_HZ ticks, which is 100 on every common configuration.
@@ -235,72 +233,6 @@ async fn start_receiver(received: Arc<Mutex<Received>>) -> anyhow::Result<String
 
 // ---------------------------------------------------------------- the two processes
 
-async fn start_gateway(dir: &Path, sim: &Sim, port: u16) -> anyhow::Result<Proc> {
-    let bin = std::env::var("WAMUX_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("target/release/wamux"));
-    let log = std::fs::File::create(dir.join("wamux.log"))?;
-    let mut cmd = Command::new(&bin);
-    // Only the webhook settings of the caller's environment reach the measured process.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("WAMUX_") && !k.starts_with("WAMUX_WEBHOOK_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE");
-    let child = cmd
-        .arg("serve")
-        .env("WAMUX_API_KEY", API_KEY)
-        .env("WAMUX_HOST", "127.0.0.1")
-        .env("WAMUX_PORT", port.to_string())
-        .env("WAMUX_DATA_DIR", dir.join("wamux"))
-        .env("WAMUX_WA_URL", &sim.ws_url)
-        .env("WAMUX_WA_CA_FILE", &sim.ca_file)
-        .envs(support::database_url().map(|u| ("WAMUX_DATABASE_URL", u)))
-        .env("WAMUX_LOG", "warn")
-        // The receivers are on loopback.
-        .env("WAMUX_WEBHOOK_ALLOW_PRIVATE", "true")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    Ok(Proc(child, "wamux"))
-}
-
-async fn wait_healthy(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
-    let start = Instant::now();
-    loop {
-        let r = http
-            .get(format!("{base}/api/health"))
-            .header("X-API-Key", API_KEY)
-            .send()
-            .await;
-        if matches!(&r, Ok(r) if r.status().is_success()) {
-            return Ok(());
-        }
-        ensure!(
-            start.elapsed() < Duration::from_secs(60),
-            "wamux not healthy after 60 s ({r:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn create_phone(admin: &reqwest::Client, admin_url: &str, phone: &str) -> anyhow::Result<()> {
-    let r = admin
-        .post(format!("{admin_url}/phones"))
-        .json(&json!({ "phone": phone, "name": format!("Phone {phone}") }))
-        .send()
-        .await?;
-    ensure!(
-        r.status().is_success() || r.status() == reqwest::StatusCode::CONFLICT,
-        "creating phone {phone}: {}",
-        r.status()
-    );
-    Ok(())
-}
-
 /// Starts session `i`, sets its webhook, has its phone scan the QR, waits until connected.
 async fn link_one(link: &Link<'_>, hook_url: &str, i: usize) -> anyhow::Result<()> {
     let id = session_of(i);
@@ -385,12 +317,12 @@ async fn end_to_end(args: &Args) -> anyhow::Result<()> {
         .build()?;
     let admin_url = sim.admin_url.clone();
     let port = free_port()?;
-    let gw = start_gateway(dir.path(), &sim, port).await?;
+    let gw = support::start_gateway(dir.path(), &sim, port, API_KEY).await?;
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
-    wait_healthy(&http, &base).await?;
+    support::wait_healthy(&http, &base, API_KEY).await?;
     println!(
         "database: {}; wa-sim pid {}, wamux pid {} (log {})",
         support::engine(),
@@ -403,7 +335,7 @@ async fn end_to_end(args: &Args) -> anyhow::Result<()> {
     futures::stream::iter((0..n).flat_map(|i| [linked_phone(i), sender_phone(i)]))
         .map(|p| {
             let (admin, admin_url) = (&admin, &admin_url);
-            async move { create_phone(admin, admin_url, &p).await }
+            async move { support::create_phone(admin, admin_url, &p).await }
         })
         .buffer_unordered(32)
         .try_collect::<()>()

@@ -214,3 +214,83 @@ impl Link<'_> {
         }
     }
 }
+
+/// Starts the release `wamux serve` (`WAMUX_BIN`) against `sim`, with its data and log in
+/// `dir`, on the database of [`database_url`]; only the caller's `WAMUX_WEBHOOK_*`
+/// variables reach it.
+pub async fn start_gateway(
+    dir: &Path,
+    sim: &Sim,
+    port: u16,
+    api_key: &str,
+) -> anyhow::Result<Proc> {
+    let bin = std::env::var("WAMUX_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("target/release/wamux"));
+    let log = std::fs::File::create(dir.join("wamux.log"))?;
+    let mut cmd = Command::new(&bin);
+    // Only the webhook settings of the caller's environment reach the measured process.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WAMUX_") && !k.starts_with("WAMUX_WEBHOOK_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE");
+    let child = cmd
+        .arg("serve")
+        .env("WAMUX_API_KEY", api_key)
+        .env("WAMUX_HOST", "127.0.0.1")
+        .env("WAMUX_PORT", port.to_string())
+        .env("WAMUX_DATA_DIR", dir.join("wamux"))
+        .env("WAMUX_WA_URL", &sim.ws_url)
+        .env("WAMUX_WA_CA_FILE", &sim.ca_file)
+        .envs(database_url().map(|u| ("WAMUX_DATABASE_URL", u)))
+        .env("WAMUX_LOG", "warn")
+        // The receivers are on loopback.
+        .env("WAMUX_WEBHOOK_ALLOW_PRIVATE", "true")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    Ok(Proc(child, "wamux"))
+}
+
+/// Waits up to 60 s for the gateway at `base` to answer its health check.
+pub async fn wait_healthy(http: &reqwest::Client, base: &str, api_key: &str) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let r = http
+            .get(format!("{base}/api/health"))
+            .header("X-API-Key", api_key)
+            .send()
+            .await;
+        if matches!(&r, Ok(r) if r.status().is_success()) {
+            return Ok(());
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "wamux not healthy after 60 s ({r:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Creates a phone in the simulator (one that exists already is fine).
+pub async fn create_phone(
+    admin: &reqwest::Client,
+    admin_url: &str,
+    phone: &str,
+) -> anyhow::Result<()> {
+    let r = admin
+        .post(format!("{admin_url}/phones"))
+        .json(&json!({ "phone": phone, "name": format!("Phone {phone}") }))
+        .send()
+        .await?;
+    ensure!(
+        r.status().is_success() || r.status() == reqwest::StatusCode::CONFLICT,
+        "creating phone {phone}: {}",
+        r.status()
+    );
+    Ok(())
+}
