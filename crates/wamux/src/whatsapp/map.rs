@@ -211,7 +211,6 @@ pub(super) fn inbound(
         .clone()
         .or_else(|| sender_lid.clone())
         .unwrap_or_else(|| src.sender.to_non_ad_string());
-    let sender_pn_or_lid = from.clone();
     let to = if src.is_from_me {
         chat_id.clone()
     } else if src.is_group {
@@ -257,7 +256,9 @@ pub(super) fn inbound(
         from_lid: sender_lid,
         chat_pn,
         chat_lid,
-        participant: src.is_group.then(|| sender_pn_or_lid.clone()),
+        // As WhatsApp names the sender in the group (the LID in a LID group): receipts for
+        // the message must name it so. `fromPn`/`fromLid` give both forms.
+        participant: src.is_group.then(|| src.sender.to_non_ad_string()),
         location: location_of(base),
         contacts: contacts_of(base),
         reaction: reaction_of(base),
