@@ -119,6 +119,11 @@ async fn handle_iq(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) -> Vec
         "w:profile:picture" if ty == "get" => {
             vec![Reply::Node(profile_picture(hub, &id, node).await)]
         }
+        "w:profile:picture" if ty == "set" => {
+            vec![Reply::Node(
+                set_picture(hub, phone, device, &id, node).await,
+            )]
+        }
         "w:sync:app:state" => {
             let names: Vec<Node> = child(node, "sync")
                 .map(children)
@@ -394,6 +399,26 @@ fn usync_error(tag: &'static str, code: u16, text: &str) -> Node {
 /// profile photo is, or 404 when there is none (or the owner hides it).
 async fn profile_picture(hub: &Arc<Hub>, id: &str, node: &Node) -> Node {
     let core = hub.core.lock().await;
+    if let Some(g) = jid_attr(node, "target").filter(crate::groups::is_group) {
+        // A group's picture: its members see it.
+        let Ok(group) = crate::groups::group(&core, &g.user) else {
+            return crate::conn::iq_error(id, 404, "item-not-found");
+        };
+        return match &group.picture {
+            Some(p) => iq_result(id)
+                .children([NodeBuilder::new("picture")
+                    .attr("id", p.id.clone())
+                    .attr("type", "image")
+                    .attr(
+                        "url",
+                        format!("https://{}{}", hub.media_host, p.direct_path),
+                    )
+                    .attr("direct_path", p.direct_path.clone())
+                    .build()])
+                .build(),
+            None => crate::conn::iq_error(id, 404, "item-not-found"),
+        };
+    }
     let Some(target) = jid_attr(node, "target").and_then(|j| core.phone_of(&j)) else {
         return crate::conn::iq_error(id, 404, "item-not-found");
     };
@@ -412,6 +437,67 @@ async fn profile_picture(hub: &Arc<Hub>, id: &str, node: &Node) -> Node {
             .build(),
         Some(_) => crate::conn::iq_error(id, 401, "not-authorized"),
         None => crate::conn::iq_error(id, 404, "item-not-found"),
+    }
+}
+
+/// `<iq xmlns="w:profile:picture" type="set" target="<group>">`: the group's new picture
+/// (`<picture type="image">` bytes), or none to remove it; answered with `<picture id>`.
+/// Without a group target it is the account's own photo.
+async fn set_picture(hub: &Arc<Hub>, phone: &str, device: u16, id: &str, node: &Node) -> Node {
+    let mut core = hub.core.lock().await;
+    let image = child(node, "picture")
+        .and_then(bytes_of)
+        .map(<[u8]>::to_vec);
+    if image.as_ref().is_some_and(Vec::is_empty) {
+        return crate::conn::iq_error(id, 400, "bad-request");
+    }
+    match jid_attr(node, "target").filter(crate::groups::is_group) {
+        Some(g) => {
+            core.acting_device = Some(device);
+            let done = crate::groups::set_picture(&mut core, phone, &g.user, image.as_deref());
+            core.acting_device = None;
+            match done {
+                Ok(pid) => {
+                    let mut b = iq_result(id);
+                    if let Some(pid) = pid {
+                        b = b.children([NodeBuilder::new("picture").attr("id", pid).build()]);
+                    }
+                    b.build()
+                }
+                Err(crate::phone::PhoneError::Group(e)) => {
+                    let (code, text) = e.iq_error();
+                    crate::conn::iq_error(id, code, text)
+                }
+                Err(e) => {
+                    tracing::warn!("setting a group picture: {e}");
+                    crate::conn::iq_error(id, 500, "internal-server-error")
+                }
+            }
+        }
+        None => {
+            let stored = match image {
+                Some(bytes) => match phone::store_blob(&mut core, "image", &bytes) {
+                    Ok(path) => Some(crate::state::ProfilePicture {
+                        id: crate::state::now_secs().to_string(),
+                        direct_path: path,
+                    }),
+                    Err(e) => {
+                        tracing::warn!("storing a profile photo: {e}");
+                        return crate::conn::iq_error(id, 500, "internal-server-error");
+                    }
+                },
+                None => None,
+            };
+            let pid = stored.as_ref().map(|p| p.id.clone());
+            if let Some(acc) = core.account_mut(phone) {
+                acc.profile.picture = stored;
+            }
+            let mut b = iq_result(id);
+            if let Some(pid) = pid {
+                b = b.children([NodeBuilder::new("picture").attr("id", pid).build()]);
+            }
+            b.build()
+        }
     }
 }
 

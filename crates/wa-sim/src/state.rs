@@ -453,6 +453,9 @@ pub struct Group {
     /// A community's general chat, made with it.
     #[serde(default)]
     pub general_chat: bool,
+    /// The group's picture.
+    #[serde(default)]
+    pub picture: Option<ProfilePicture>,
 }
 
 fn all_may_add() -> bool {

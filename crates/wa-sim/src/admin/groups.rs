@@ -12,6 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wacore_binary::Jid;
@@ -103,6 +104,7 @@ pub fn group_json(core: &Core, g: &Group) -> Value {
         "parent": g.parent,
         "announcementGroup": g.announcement_group,
         "generalChat": g.general_chat,
+        "picture": g.picture.as_ref().map(|p| p.id.clone()),
         "linkedGroups": if g.community {
             groups::linked(core, &g.id).iter().map(|l| l.jid()).collect::<Vec<_>>()
         } else {
@@ -240,6 +242,8 @@ struct Update {
     locked: Option<bool>,
     ephemeral: Option<u32>,
     membership_approval: Option<bool>,
+    /// A new picture (base64 JPEG), or `""` to remove it.
+    picture: Option<String>,
 }
 
 async fn update(
@@ -270,14 +274,31 @@ async fn update(
     if let Some(m) = req.membership_approval {
         changes.push(Change::MembershipApproval(m));
     }
-    if changes.is_empty() {
+    if changes.is_empty() && req.picture.is_none() {
         return Err(ApiError::bad_request(
             "missing_change",
-            "give subject, description, announce, locked, ephemeral or membershipApproval",
+            "give subject, description, announce, locked, ephemeral, membershipApproval or picture",
         ));
     }
     for c in changes {
         groups::change(&mut core, &by, &gid, c)?;
+    }
+    if let Some(p) = &req.picture {
+        let bytes = if p.is_empty() {
+            None
+        } else {
+            Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(p.as_bytes())
+                    .map_err(|e| {
+                        ApiError::bad_request(
+                            "invalid_picture",
+                            format!("picture is not base64: {e}"),
+                        )
+                    })?,
+            )
+        };
+        groups::set_picture(&mut core, &by, &gid, bytes.as_deref())?;
     }
     let g = groups::group(&core, &gid)?;
     Ok(Json(group_json(&core, g)))

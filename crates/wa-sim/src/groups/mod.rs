@@ -228,6 +228,7 @@ pub fn create(core: &mut Core, creator: &str, new: NewGroup) -> Result<(Group, V
         parent: new.parent.clone(),
         announcement_group: false,
         general_chat: false,
+        picture: None,
     };
     let mut outcomes = Vec::new();
     let mut added = Vec::new();
@@ -1005,6 +1006,59 @@ pub async fn route_receipt(core: &mut Core, phone: &str, device: u16, node: &Nod
         &id,
         ty.as_deref(),
     );
+}
+
+/// Sets the group's picture (`None` removes it): any member, or only admins when the group
+/// is locked. Members' devices get a `<notification type="picture">`. Returns the new id.
+pub fn set_picture(
+    core: &mut Core,
+    actor: &str,
+    id: &str,
+    image: Option<&[u8]>,
+) -> std::result::Result<Option<String>, crate::phone::PhoneError> {
+    let g = group(core, id)?.clone();
+    member_of(core, id, actor)?;
+    if g.locked && !g.is_admin(actor) {
+        return Err(GroupError::NotAdmin(g.jid()).into());
+    }
+    let picture = match image {
+        Some(bytes) => Some(crate::state::ProfilePicture {
+            id: (now_secs() * 1000 + u64::from(rand::random::<u16>() % 1000)).to_string(),
+            direct_path: crate::phone::store_blob(core, "image", bytes)?,
+        }),
+        None => None,
+    };
+    let new_id_ = picture.as_ref().map(|p| p.id.clone());
+    group_mut(core, id)?.picture = picture;
+    let author = actor_jid(core, &g.addressing, actor);
+    let action = match &new_id_ {
+        Some(pid) => NodeBuilder::new("set")
+            .attr("jid", Jid::group(id.to_string()))
+            .attr("id", pid.clone())
+            .attr("author", author),
+        None => NodeBuilder::new("delete")
+            .attr("jid", Jid::group(id.to_string()))
+            .attr("author", author),
+    }
+    .build();
+    let members: Vec<String> = g.participants.iter().map(|m| m.phone.clone()).collect();
+    for phone in members {
+        for device in core.companions(&phone) {
+            if phone == actor && core.acting_device == Some(device) {
+                continue;
+            }
+            let nid = new_id();
+            let node = NodeBuilder::new("notification")
+                .attr("from", Jid::group(id.to_string()))
+                .attr("type", "picture")
+                .attr("id", nid.clone())
+                .attr("t", t_now())
+                .children([action.clone()])
+                .build();
+            core.deliver_to_companion(&phone, device, &nid, &node);
+        }
+    }
+    Ok(new_id_)
 }
 
 /// The community's groups: its announcement group first, then the others.

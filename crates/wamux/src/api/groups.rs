@@ -40,6 +40,10 @@ pub fn router() -> Router<AppState> {
             post(leave),
         )
         .route(
+            "/sessions/{session_id}/groups/{group_id}/picture",
+            get(picture).put(set_picture).delete(remove_picture),
+        )
+        .route(
             "/sessions/{session_id}/communities",
             post(create_community).get(communities),
         )
@@ -565,4 +569,99 @@ async fn unlink_group(
     let g = group_id(&group)?;
     let results = state.sessions.link_groups(&id, &c, &[g], false).await?;
     Ok(Json(Linked { results }))
+}
+
+/// The largest group picture accepted (WhatsApp scales pictures down to 640 px anyway).
+const MAX_PICTURE_BYTES: usize = 2 * 1024 * 1024;
+
+#[utoipa::path(get, path = "/api/sessions/{sessionId}/groups/{groupId}/picture", tag = "groups", operation_id = "groupPicture", summary = "A group's picture",
+    params(("sessionId" = String, Path, description = "the session id"), ("groupId" = String, Path, description = "`<id>@g.us` or the bare id")),
+    responses((status = 200, description = "Where the picture is (WhatsApp's URL, which expires; ask again then)", body = crate::whatsapp::Picture),
+        (status = 400, description = "`invalid_field` (`groupId`)", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `picture_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn picture(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Read>,
+    Path((_, raw)): Path<(String, String)>,
+) -> Result<Json<crate::whatsapp::Picture>> {
+    let g = group_id(&raw)?;
+    state
+        .sessions
+        .group_picture(&id, &g)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "picture_not_found",
+                format!("group `{raw}` has no picture"),
+            )
+        })
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PictureBody {
+    /// The picture, a JPEG in base64, at most 2 MiB.
+    image: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PictureSet {
+    /// The new picture's id; absent once removed.
+    id: Option<String>,
+}
+
+#[utoipa::path(put, path = "/api/sessions/{sessionId}/groups/{groupId}/picture", tag = "groups", operation_id = "setGroupPicture", summary = "Set a group's picture",
+    params(("sessionId" = String, Path, description = "the session id"), ("groupId" = String, Path, description = "`<id>@g.us` or the bare id")),
+    request_body = PictureBody,
+    responses((status = 200, description = "Set; members see the new picture", body = PictureSet),
+        (status = 400, description = "`invalid_field` (`image`: not base64, not a JPEG, too large; `groupId`), `invalid_body`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 403, description = "`not_a_participant`, `not_an_admin` (a locked group)", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn set_picture(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    Path((_, raw)): Path<(String, String)>,
+    ApiJson(body): ApiJson<PictureBody>,
+) -> Result<Json<PictureSet>> {
+    use base64::Engine as _;
+    let g = group_id(&raw)?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(body.image.trim().as_bytes())
+        .map_err(|e| ApiError::invalid_field("image", format!("not base64: {e}")))?;
+    if bytes.len() > MAX_PICTURE_BYTES {
+        return Err(ApiError::invalid_field("image", "at most 2 MiB"));
+    }
+    if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return Err(ApiError::invalid_field("image", "must be a JPEG"));
+    }
+    let id = state
+        .sessions
+        .set_group_picture(&id, &g, Some(bytes))
+        .await?;
+    Ok(Json(PictureSet { id }))
+}
+
+#[utoipa::path(delete, path = "/api/sessions/{sessionId}/groups/{groupId}/picture", tag = "groups", operation_id = "removeGroupPicture", summary = "Remove a group's picture",
+    params(("sessionId" = String, Path, description = "the session id"), ("groupId" = String, Path, description = "`<id>@g.us` or the bare id")),
+    responses((status = 200, description = "Removed", body = PictureSet),
+        (status = 400, description = "`invalid_field` (`groupId`)", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 403, description = "`not_a_participant`, `not_an_admin` (a locked group)", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn remove_picture(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    Path((_, raw)): Path<(String, String)>,
+) -> Result<Json<PictureSet>> {
+    let g = group_id(&raw)?;
+    state.sessions.set_group_picture(&id, &g, None).await?;
+    Ok(Json(PictureSet { id: None }))
 }

@@ -159,6 +159,27 @@ impl SessionManager {
         Ok(joined)
     }
 
+    pub async fn group_picture(
+        &self,
+        id: &SessionId,
+        group: &ChatAddress,
+    ) -> Result<Option<crate::whatsapp::Picture>> {
+        let (conn, _) = self.live(id)?;
+        conn.group_picture(group).await.map_err(SessionError::Group)
+    }
+
+    pub async fn set_group_picture(
+        &self,
+        id: &SessionId,
+        group: &ChatAddress,
+        jpeg: Option<Vec<u8>>,
+    ) -> Result<Option<String>> {
+        let (conn, _) = self.live(id)?;
+        conn.set_group_picture(group, jpeg)
+            .await
+            .map_err(SessionError::Group)
+    }
+
     pub async fn leave_group(&self, id: &SessionId, group: &ChatAddress) -> Result<()> {
         let (conn, _) = self.live(id)?;
         conn.leave_group(group).await.map_err(SessionError::Group)

@@ -517,6 +517,40 @@ impl WaSession {
         })
     }
 
+    /// The group's picture (`None`: it has none).
+    pub async fn group_picture(
+        &self,
+        group: &ChatAddress,
+    ) -> Result<Option<super::Picture>, GroupRefusal> {
+        let jid = group_jid(group)?;
+        let pic = self
+            .client
+            .contacts()
+            .get_profile_picture(&jid, false)
+            .await
+            .map_err(|e| GroupRefusal::Other(e.to_string()))?;
+        Ok(pic.map(|p| super::Picture {
+            id: p.id,
+            url: p.url,
+        }))
+    }
+
+    /// Sets the group's picture (a JPEG), or removes it (`None`); the new picture's id.
+    pub async fn set_group_picture(
+        &self,
+        group: &ChatAddress,
+        jpeg: Option<Vec<u8>>,
+    ) -> Result<Option<String>, GroupRefusal> {
+        let jid = group_jid(group)?;
+        let g = self.client.groups();
+        let r = match jpeg {
+            Some(bytes) => g.set_profile_picture(jid, bytes).await,
+            None => g.remove_profile_picture(jid).await,
+        }
+        .map_err(refusal)?;
+        Ok(Some(r.id).filter(|id| !id.is_empty()))
+    }
+
     /// Leaves the group.
     pub async fn leave_group(&self, group: &ChatAddress) -> Result<(), GroupRefusal> {
         let jid = group_jid(group)?;

@@ -123,6 +123,17 @@ pub(super) fn event(e: &WaLibEvent) -> Option<WaEvent> {
             }
         }
         WaLibEvent::GroupUpdate(u) => return super::groups::news(u),
+        WaLibEvent::PictureUpdate(p) if p.jid.server == whatsapp_rust::Server::Group => {
+            WaEvent::Group {
+                group: p.jid.to_non_ad_string(),
+                by: p.author.as_ref().map(Jid::to_non_ad_string),
+                news: super::groups::GroupNews::Updated {
+                    field: "picture",
+                    value: serde_json::json!(p.picture_id),
+                },
+                timestamp: p.timestamp.timestamp(),
+            }
+        }
         WaLibEvent::Presence(p) => WaEvent::Presence {
             from: p.from.to_non_ad_string(),
             state: if p.unavailable {

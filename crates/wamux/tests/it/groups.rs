@@ -459,6 +459,67 @@ async fn participants_settings_and_invites_follow_whatsapps_rules() {
     assert_eq!(ev["data"]["value"], "Book club");
     assert_eq!(ev["data"]["by"], format!("{BOB}@s.whatsapp.net"));
 
+    // Pictures: a phone sets one (group-updated, field picture); we read it, set ours, remove it.
+    let jpeg = {
+        let mut j = vec![0xFF, 0xD8, 0xFF, 0xE0];
+        j.extend(b"a group picture");
+        j
+    };
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&jpeg);
+    let got = app.get_json(&path("/picture")).await;
+    assert_error(&got, StatusCode::NOT_FOUND, "picture_not_found");
+    let (s, b) = sim
+        .admin_json(
+            Method::PATCH,
+            &format!("/groups/{gid}"),
+            Some(json!({"by": BOB, "picture": b64})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let ev = next_event(&mut hook, "group-updated").await;
+    assert_eq!(ev["data"]["field"], "picture", "{ev}");
+    assert_eq!(ev["data"]["value"], b["picture"], "{ev}");
+    let (s, pic) = app.get_json(&path("/picture")).await;
+    assert_eq!(s, StatusCode::OK, "{pic}");
+    assert_eq!(pic["id"], b["picture"], "{pic}");
+    let bytes = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(sim.inner.ca_pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap()
+        .get(pic["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&bytes[..], &jpeg[..], "the picture's URL serves it");
+    for (body, code) in [
+        (json!({"image": "not base64!"}), "invalid_field"),
+        (
+            json!({"image": base64::engine::general_purpose::STANDARD.encode(b"GIF89a")}),
+            "invalid_field",
+        ),
+        (json!({}), "invalid_body"),
+    ] {
+        let got = app
+            .call_json(Method::PUT, &path("/picture"), Some(body))
+            .await;
+        assert_error(&got, StatusCode::BAD_REQUEST, code);
+    }
+    let (s, set) = app
+        .call_json(Method::PUT, &path("/picture"), Some(json!({"image": b64})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{set}");
+    assert!(set["id"].is_string(), "{set}");
+    assert_eq!(server_group(sim, &gid).await["picture"], set["id"]);
+    let (s, _) = app.call_json(Method::DELETE, &path("/picture"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(server_group(sim, &gid).await["picture"].is_null());
+
     // Our own settings change: announce mode, then only admins may write.
     let (s, info) = app
         .call_json(
