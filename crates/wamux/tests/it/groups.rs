@@ -710,6 +710,32 @@ async fn a_group_a_phone_creates_reaches_wamux_and_lid_groups_work_too() {
         assert!(s.is_success(), "{sent}");
         phone_got(sim, BOB, &gid, &answer).await;
         phone_got(sim, CAROL, &gid, &answer).await;
+        // Other kinds go to groups the same way: a reaction to Bob's message, a location.
+        let (s, r) = app
+            .post_json(
+                "/api/send-reaction",
+                json!({"sessionId": "g3", "messageId": got["data"]["id"], "emoji": "🎉"}),
+            )
+            .await;
+        assert!(s.is_success(), "{r}");
+        let (s, l) = app
+            .post_json(
+                "/api/send-location",
+                json!({"sessionId": "g3", "to": gid, "latitude": 52.52, "longitude": 13.405, "name": "here"}),
+            )
+            .await;
+        assert!(s.is_success(), "{l}");
+        wait_for(LONG, "the reaction and the location at Carol's phone", || async {
+            let msgs = sim.messages(CAROL).await;
+            let reacted = msgs
+                .iter()
+                .any(|m| m["id"] == got["data"]["id"] && m["reactions"][ALICE] == "🎉");
+            let located = msgs
+                .iter()
+                .any(|m| m["to"] == gid.as_str() && m["location"]["name"] == "here");
+            (reacted && located).then_some(())
+        })
+        .await;
         let (s, info) = app
             .get_json(&format!("/api/sessions/g3/groups/{gid}"))
             .await;
