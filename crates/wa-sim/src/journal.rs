@@ -825,6 +825,75 @@ mod tests {
         assert_eq!(loaded.journal, 2);
     }
 
+    /// Groups and sender keys are journaled like the rest: a reload has the group as it
+    /// was last changed (or gone), and each sender key as last written (or dropped).
+    #[test]
+    fn groups_and_sender_keys_replay_from_the_journal() {
+        use crate::state::{Addressing, Group, GroupMember, Role};
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let (mut snap, base) = one_account_base(dir);
+        let mut journal = Journal::open(dir, snap.journal, base, COMPACT_AFTER).unwrap();
+        let mut pending = Pending::default();
+        let group = |id: &str, subject: &str| Group {
+            id: id.into(),
+            subject: subject.into(),
+            subject_owner: PHONE.into(),
+            subject_time: 1,
+            description: None,
+            creator: PHONE.into(),
+            created_at: 1,
+            participants: vec![GroupMember {
+                phone: PHONE.into(),
+                role: Role::Superadmin,
+                joined_at: 1,
+            }],
+            announce: false,
+            locked: false,
+            ephemeral: 0,
+            membership_approval: false,
+            members_may_add: true,
+            invite_code: None,
+            addressing: Addressing::Lid,
+            community: false,
+            parent: None,
+            announcement_group: false,
+            general_chat: false,
+            picture: None,
+        };
+        for (id, subject) in [("120363000000000001", "one"), ("120363000000000002", "two")] {
+            snap.groups.insert(id.into(), group(id, subject));
+            pending.group(id);
+        }
+        let acc = snap.accounts.get_mut(PHONE).unwrap();
+        acc.secrets.sender_keys.insert("g:a".into(), B64(vec![1]));
+        acc.secrets.sender_keys.insert("g:b".into(), B64(vec![2]));
+        pending.sender_key(PHONE, "g:a".into());
+        pending.sender_key(PHONE, "g:b".into());
+        journal.append(&pending.take(&snap)).unwrap();
+        // Then: one group renamed, the other deleted; one key moved on, the other dropped.
+        snap.groups.get_mut("120363000000000001").unwrap().subject = "renamed".into();
+        pending.group("120363000000000001");
+        snap.groups.remove("120363000000000002");
+        pending.group("120363000000000002");
+        let acc = snap.accounts.get_mut(PHONE).unwrap();
+        acc.secrets.sender_keys.insert("g:a".into(), B64(vec![3]));
+        acc.secrets.sender_keys.remove("g:b");
+        pending.sender_key(PHONE, "g:a".into());
+        pending.sender_key(PHONE, "g:b".into());
+        journal.append(&pending.take(&snap)).unwrap();
+
+        let loaded = load(dir, None).unwrap().unwrap();
+        assert_eq!(loaded.groups.len(), 1);
+        let g = &loaded.groups["120363000000000001"];
+        assert_eq!(g.subject, "renamed");
+        assert_eq!(g.addressing, Addressing::Lid);
+        assert_eq!(g.participants[0].role, Role::Superadmin);
+        let keys = &loaded.accounts[PHONE].secrets.sender_keys;
+        assert_eq!(keys.get("g:a"), Some(&B64(vec![3])));
+        assert!(!keys.contains_key("g:b"));
+    }
+
     #[test]
     fn compaction_waits_for_the_configured_size_and_the_base() {
         let dir = tempfile::tempdir().unwrap();

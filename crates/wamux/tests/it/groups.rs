@@ -725,16 +725,20 @@ async fn a_group_a_phone_creates_reaches_wamux_and_lid_groups_work_too() {
             )
             .await;
         assert!(s.is_success(), "{l}");
-        wait_for(LONG, "the reaction and the location at Carol's phone", || async {
-            let msgs = sim.messages(CAROL).await;
-            let reacted = msgs
-                .iter()
-                .any(|m| m["id"] == got["data"]["id"] && m["reactions"][ALICE] == "🎉");
-            let located = msgs
-                .iter()
-                .any(|m| m["to"] == gid.as_str() && m["location"]["name"] == "here");
-            (reacted && located).then_some(())
-        })
+        wait_for(
+            LONG,
+            "the reaction and the location at Carol's phone",
+            || async {
+                let msgs = sim.messages(CAROL).await;
+                let reacted = msgs
+                    .iter()
+                    .any(|m| m["id"] == got["data"]["id"] && m["reactions"][ALICE] == "🎉");
+                let located = msgs
+                    .iter()
+                    .any(|m| m["to"] == gid.as_str() && m["location"]["name"] == "here");
+                (reacted && located).then_some(())
+            },
+        )
         .await;
         let (s, info) = app
             .get_json(&format!("/api/sessions/g3/groups/{gid}"))
