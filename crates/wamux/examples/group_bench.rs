@@ -31,7 +31,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use serde_json::{Value, json};
 
 mod support;
-use support::{Link, cpu_ticks, free_port, start_sim};
+use support::{Link, cpu_ticks, free_port, now_ms, start_sim, summary};
 
 const API_KEY: &str = "group-bench-key";
 const TICKS_PER_SEC: f64 = 100.0;
@@ -85,33 +85,9 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Member `i`'s phone number; member 0 is the session's own account.
 fn member(i: usize) -> String {
     format!("1557{i:07}")
-}
-
-fn pct(sorted: &[i64], p: f64) -> i64 {
-    if sorted.is_empty() {
-        return -1;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn summary(sorted: &[i64]) -> String {
-    format!(
-        "p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
-        pct(sorted, 0.5),
-        pct(sorted, 0.9),
-        pct(sorted, 0.99),
-        sorted.last().copied().unwrap_or(-1)
-    )
 }
 
 /// What the webhook receiver saw: members' texts (`gb <seq> <issued ms>`), first arrivals.

@@ -36,7 +36,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use serde_json::{Value, json};
 
 mod support;
-use support::{Link, cpu_ticks, free_port, start_sim};
+use support::{Link, cpu_ticks, free_port, now_ms, pct, start_sim, summary};
 
 const API_KEY: &str = "webhook-bench-key";
 /// Linux reports utime/stime in USER_HZ ticks, which is 100 on every common configuration.
@@ -90,13 +90,6 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// The phone each session is linked to.
 fn linked_phone(i: usize) -> String {
     format!("1555{i:07}")
@@ -109,24 +102,6 @@ fn sender_phone(i: usize) -> String {
 
 fn session_of(i: usize) -> String {
     format!("wb{i}")
-}
-
-/// Sorted-sample percentile.
-fn pct(sorted: &[i64], p: f64) -> i64 {
-    if sorted.is_empty() {
-        return -1;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn summary(sorted: &[i64]) -> String {
-    format!(
-        "p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
-        pct(sorted, 0.5),
-        pct(sorted, 0.9),
-        pct(sorted, 0.99),
-        sorted.last().copied().unwrap_or(-1)
-    )
 }
 
 // ---------------------------------------------------------------- the receiver

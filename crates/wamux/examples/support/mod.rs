@@ -294,3 +294,30 @@ pub async fn create_phone(
     );
     Ok(())
 }
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Sorted-sample percentile.
+pub fn pct(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return -1;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// p50, p90, p99 and max of sorted samples, in ms.
+pub fn summary(sorted: &[i64]) -> String {
+    format!(
+        "p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+        pct(sorted, 0.5),
+        pct(sorted, 0.9),
+        pct(sorted, 0.99),
+        sorted.last().copied().unwrap_or(-1)
+    )
+}

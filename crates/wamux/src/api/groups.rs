@@ -73,6 +73,26 @@ fn group_id(raw: &str) -> Result<ChatAddress> {
     }
 }
 
+/// A group's (or community's) subject: 1 to 100 characters once trimmed.
+fn subject_of(raw: &str) -> Result<&str> {
+    let s = raw.trim();
+    if s.is_empty() || s.chars().count() > 100 {
+        return Err(ApiError::invalid_field("subject", "1 to 100 characters"));
+    }
+    Ok(s)
+}
+
+/// A description: at most 2,048 characters.
+fn description_ok(d: Option<&str>) -> Result<()> {
+    if d.is_some_and(|d| d.chars().count() > 2048) {
+        return Err(ApiError::invalid_field(
+            "description",
+            "at most 2,048 characters",
+        ));
+    }
+    Ok(())
+}
+
 /// Participants named in a body: phone numbers or user JIDs, at least one.
 fn people(field: &str, raw: &[String], at_least_one: bool) -> Result<Vec<ChatAddress>> {
     if at_least_one && raw.is_empty() {
@@ -138,20 +158,8 @@ async fn create(
     SessionPath(id, _): SessionPath<needs::Send>,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<(StatusCode, Json<Created>)> {
-    let subject = body.subject.trim();
-    if subject.is_empty() || subject.chars().count() > 100 {
-        return Err(ApiError::invalid_field("subject", "1 to 100 characters"));
-    }
-    if body
-        .description
-        .as_ref()
-        .is_some_and(|d| d.chars().count() > 2048)
-    {
-        return Err(ApiError::invalid_field(
-            "description",
-            "at most 2,048 characters",
-        ));
-    }
+    let subject = subject_of(&body.subject)?;
+    description_ok(body.description.as_deref())?;
     let who = people("participants", &body.participants, false)?;
     let community = body
         .community
@@ -238,20 +246,11 @@ async fn update(
 ) -> Result<Json<GroupInfo>> {
     let g = group_id(&raw)?;
     let mut edits = Vec::new();
-    if let Some(s) = body.subject {
-        let s = s.trim().to_owned();
-        if s.is_empty() || s.chars().count() > 100 {
-            return Err(ApiError::invalid_field("subject", "1 to 100 characters"));
-        }
-        edits.push(GroupEdit::Subject(s));
+    if let Some(s) = &body.subject {
+        edits.push(GroupEdit::Subject(subject_of(s)?.to_owned()));
     }
     if let Some(d) = body.description {
-        if d.chars().count() > 2048 {
-            return Err(ApiError::invalid_field(
-                "description",
-                "at most 2,048 characters",
-            ));
-        }
+        description_ok(Some(&d))?;
         edits.push(GroupEdit::Description(Some(d).filter(|d| !d.is_empty())));
     }
     if let Some(a) = body.announce {
@@ -457,20 +456,8 @@ async fn create_community(
     SessionPath(id, _): SessionPath<needs::Send>,
     ApiJson(body): ApiJson<CommunityBody>,
 ) -> Result<(StatusCode, Json<GroupInfo>)> {
-    let subject = body.subject.trim();
-    if subject.is_empty() || subject.chars().count() > 100 {
-        return Err(ApiError::invalid_field("subject", "1 to 100 characters"));
-    }
-    if body
-        .description
-        .as_ref()
-        .is_some_and(|d| d.chars().count() > 2048)
-    {
-        return Err(ApiError::invalid_field(
-            "description",
-            "at most 2,048 characters",
-        ));
-    }
+    let subject = subject_of(&body.subject)?;
+    description_ok(body.description.as_deref())?;
     let c = state
         .sessions
         .create_community(&id, subject, body.description.as_deref())

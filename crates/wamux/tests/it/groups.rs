@@ -8,8 +8,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::e2e::pair;
-use crate::helpers::{Options, Sim, TestApp, assert_error, wait_for};
-use crate::webhooks::Receiver;
+use crate::helpers::{Sim, assert_error, wait_for};
+use crate::messaging::{app, linked, next_event};
 
 const ALICE: &str = "15550005001";
 const BOB: &str = "15550005002";
@@ -17,37 +17,6 @@ const CAROL: &str = "15550005003";
 const DAVE: &str = "15550005004";
 const ERIN: &str = "15550005005";
 const LONG: Duration = Duration::from_secs(60);
-
-async fn app() -> TestApp {
-    TestApp::start_with(Options {
-        sim: true,
-        configure: Some(Box::new(|c| c.webhook.allow_private = true)),
-        ..Options::default()
-    })
-    .await
-}
-
-async fn linked(app: &TestApp, session: &str, phone: &str, events: &[&str]) -> Receiver {
-    let hook = Receiver::start().await;
-    pair(app, session, phone).await;
-    let (s, b) = app
-        .post_json(
-            &format!("/api/{session}/webhook"),
-            json!({"url": hook.url, "events": events}),
-        )
-        .await;
-    assert!(s.is_success(), "{b}");
-    hook
-}
-
-async fn next_event(hook: &mut Receiver, event: &str) -> Value {
-    loop {
-        let body = hook.next(LONG).await.json();
-        if body["event"] == event {
-            return body;
-        }
-    }
-}
 
 /// The server's truth about a group.
 async fn server_group(sim: &Sim, gid: &str) -> Value {

@@ -15,7 +15,7 @@ const BOB: &str = "15550004002";
 const LONG: Duration = Duration::from_secs(60);
 
 /// A server whose webhooks may go to this machine (the test's receiver).
-async fn app() -> TestApp {
+pub(crate) async fn app() -> TestApp {
     TestApp::start_with(Options {
         sim: true,
         configure: Some(Box::new(|c| c.webhook.allow_private = true)),
@@ -40,7 +40,7 @@ async fn message(app: &TestApp, session: &str, id: &str) -> Option<Value> {
 
 /// Links `session` to `phone`'s account and points its webhook, for `events`, at a new
 /// receiver.
-async fn linked(app: &TestApp, session: &str, phone: &str, events: &[&str]) -> Receiver {
+pub(crate) async fn linked(app: &TestApp, session: &str, phone: &str, events: &[&str]) -> Receiver {
     let hook = Receiver::start().await;
     pair(app, session, phone).await;
     let (s, b) = app
@@ -54,7 +54,7 @@ async fn linked(app: &TestApp, session: &str, phone: &str, events: &[&str]) -> R
 }
 
 /// The next webhook body of event `event`, skipping others.
-async fn next_event(hook: &mut Receiver, event: &str) -> Value {
+pub(crate) async fn next_event(hook: &mut Receiver, event: &str) -> Value {
     loop {
         let body = hook.next(LONG).await.json();
         if body["event"] == event {
