@@ -83,6 +83,7 @@ async fn a_group_created_from_wamux_carries_messages_both_ways() {
             "group-joined",
             "message-delivered",
             "message-read",
+            "poll-vote",
         ],
     )
     .await;
@@ -278,6 +279,55 @@ async fn a_group_created_from_wamux_carries_messages_both_ways() {
         texts.contains(&"hello team") && texts.contains(&"hi Alice"),
         "{h}"
     );
+
+    // A reply to Bob, a file and a poll go to the group too; Carol votes.
+    let (s, reply) = app
+        .post_json(
+            "/api/send-message",
+            json!({"sessionId": "g1", "to": gid, "text": "agreed", "quotedId": bob_msg["id"]}),
+        )
+        .await;
+    assert!(s.is_success(), "{reply}");
+    use base64::Engine as _;
+    let pdf = b"%PDF-1.4 the plan".to_vec();
+    let (s, media) = app
+        .post_json(
+            "/api/send-media",
+            json!({"sessionId": "g1", "to": gid, "mimetype": "application/pdf", "fileName": "plan.pdf",
+                   "base64": base64::engine::general_purpose::STANDARD.encode(&pdf)}),
+        )
+        .await;
+    assert!(s.is_success(), "{media}");
+    let (s, poll) = app
+        .post_json(
+            "/api/send-poll",
+            json!({"sessionId": "g1", "to": gid, "question": "When?", "options": ["Mon", "Tue"]}),
+        )
+        .await;
+    assert!(s.is_success(), "{poll}");
+    phone_got(sim, BOB, &gid, "agreed").await;
+    let (file, poll) = wait_for(LONG, "the file and the poll at Bob's phone", || async {
+        let msgs = sim.messages(BOB).await;
+        let file = msgs
+            .iter()
+            .find(|m| m["to"] == gid.as_str() && m["media"]["fileName"] == "plan.pdf")
+            .cloned()?;
+        let poll = msgs
+            .iter()
+            .find(|m| m["to"] == gid.as_str() && m["poll"]["question"] == "When?")
+            .cloned()?;
+        Some((file, poll))
+    })
+    .await;
+    assert_eq!(file["media"]["size"], pdf.len(), "{file}");
+    assert!(file["media"]["error"].is_null(), "{file}");
+    sim.send_json(
+        CAROL,
+        &json!({"to": gid, "vote": {"messageId": poll["id"], "options": ["Tue"]}}),
+    )
+    .await;
+    let ev = next_event(&mut hook, "poll-vote").await;
+    assert_eq!(ev["data"]["vote"]["options"], json!(["Tue"]), "{ev}");
 
     // The group as wamux reads it, and in the list.
     let (s, info) = app
