@@ -98,7 +98,7 @@ test('subscriptions narrow what a client receives', async () => {
   const recEvent = recorder(byEvent);
   await Promise.all([connected(all), connected(byQuery), connected(byEvent)]);
 
-  const ack = await byEvent.timeout(5000).emitWithAck('subscribe', { sessionIds: ['sub-b'] });
+  const ack = await byEvent.timeout(15000).emitWithAck('subscribe', { sessionIds: ['sub-b'] });
   assert.deepEqual(ack.sessionIds, ['sub-b']);
 
   await sb.api('POST', '/api/start-session', { sessionId: 'sub-a' });
@@ -121,7 +121,7 @@ test('subscriptions narrow what a client receives', async () => {
   assert.deepEqual([...recEvent.sessions()].filter((s) => s !== 'live'), ['sub-b']);
 
   // Unsubscribing takes a session away; subscribing to "*" brings everything back.
-  const un = await all.timeout(5000).emitWithAck('unsubscribe', { sessionIds: ['sub-a'] });
+  const un = await all.timeout(15000).emitWithAck('unsubscribe', { sessionIds: ['sub-a'] });
   assert.equal(un.all, true);
   assert.deepEqual(un.except, ['sub-a']);
   const before = recAll.events.length;
@@ -133,7 +133,7 @@ test('subscriptions narrow what a client receives', async () => {
   assert.ok(recAll.events.slice(before).every((e) => e.body.sessionId !== 'sub-a'),
     'no sub-a event after unsubscribing from it');
 
-  const bad = await byEvent.timeout(5000).emitWithAck('subscribe', 'nonsense');
+  const bad = await byEvent.timeout(15000).emitWithAck('subscribe', 'nonsense');
   assert.equal(bad.error.code, 'bad_request');
 });
 
@@ -150,7 +150,7 @@ test('a scoped key hears only the sessions its patterns name', async () => {
   const recScoped = recorder(scoped);
   await Promise.all([connected(all), connected(scoped)]);
   // Asking for every session does not widen what the key may hear.
-  await scoped.timeout(5000).emitWithAck('subscribe', { sessionIds: ['*'] });
+  await scoped.timeout(15000).emitWithAck('subscribe', { sessionIds: ['*'] });
 
   await sb.api('POST', '/api/start-session', { sessionId: 'key-a' });
   await sb.api('POST', '/api/start-session', { sessionId: 'key-b' });
