@@ -245,9 +245,10 @@ async fn queued_messages_cut_off_by_kill_9_arrive_once_each_in_order_after_resta
             assert_eq!(s, StatusCode::ACCEPTED, "{b}");
         }
     }
-    // Killed in the middle of the drain.
+    // Killed in the middle of the drain: as soon as the first ones arrive (the drain of all
+    // 500 can take less than one look at the phone's list on a fast database).
     wait_until(LONG, "some to arrive", || async {
-        sim.messages(bob).await.len() >= 20
+        !sim.messages(bob).await.is_empty()
     })
     .await;
     server.kill_9();
