@@ -930,70 +930,10 @@ pub async fn send(
         return Err(PhoneError::UnknownAccount(to.to_string()));
     };
     let target_devices: Vec<u16> = target.devices.keys().copied().collect();
-    let (message, stanza_type, media, text_or_caption) = build_message(core, media_host, out)?;
-    let (location, contacts) = shared_of(&message);
-    let reaction = reaction_of(&message);
-    let poll = poll_of(&message, from);
+    let built = build_message(core, media_host, out)?;
     let id = format!("3EB0{}", &new_id()[..16]);
-    let vote = vote_of(core, from, from, &message);
-    let is_media = media.is_some();
-    let record = PhoneMessage {
-        id: id.clone(),
-        from: from.to_string(),
-        to: to.to_string(),
-        from_me: true,
-        text: if is_media {
-            None
-        } else {
-            text_or_caption.clone()
-        },
-        caption: if is_media { text_or_caption } else { None },
-        media,
-        timestamp: now_secs(),
-        status: "sent".into(),
-        sender_device: None,
-        location,
-        contacts,
-        reaction,
-        reactions: Default::default(),
-        edited: false,
-        revoked: false,
-        poll,
-        vote,
-        forwarded: forwarded_of(&message),
-        mentions: mentions_of(core, &message),
-    };
-    if core.account_untracked(from).is_some() {
-        let copy = SentCopy {
-            id: id.clone(),
-            to: to.to_string(),
-            message: B64(message.encode_to_vec()),
-            stanza_type: stanza_type.to_string(),
-        };
-        // An edit or a revoke changes the message it is about; it is no message of its own.
-        let changes_another = amend(core, from, from, &message);
-        let acc = core.account_untracked(from).expect("still there");
-        if !changes_another {
-            acc.secrets.messages.upsert(record.clone());
-        }
-        react(core, from, &record);
-        tally(core, from, &record);
-        let acc = core.account_untracked(from).expect("still there");
-        acc.secrets.outbox.push_back(copy.clone());
-        if acc.secrets.outbox.len() > OUTBOX_KEPT {
-            acc.secrets.outbox.pop_front();
-        }
-        if !changes_another {
-            core.changes.push(Change::Message {
-                phone: from.to_string(),
-                message: Box::new(record.clone()),
-            });
-        }
-        core.changes.push(Change::Sent {
-            phone: from.to_string(),
-            copy,
-        });
-    }
+    let record = keep_sent(core, from, to, &id, &built);
+    let (message, stanza_type, _, _) = built;
     let media_type = media_type_attr(&message);
     for device in target_devices {
         if let Err(e) =
@@ -1026,6 +966,84 @@ pub async fn send(
         }
     }
     Ok(record)
+}
+
+/// Records message `id` the phone sends to `to` (an account, or a group JID) as its app
+/// shows it, applies what it does to other messages (an edit, a revoke, a reaction, a vote),
+/// and keeps it as sent for retries. Returns the record.
+pub(crate) fn keep_sent(
+    core: &mut Core,
+    from: &str,
+    to: &str,
+    id: &str,
+    built: &Built,
+) -> PhoneMessage {
+    let (message, stanza_type, media, text_or_caption) = built;
+    let (location, contacts) = shared_of(message);
+    let is_media = media.is_some();
+    let record = PhoneMessage {
+        id: id.to_string(),
+        from: from.to_string(),
+        to: to.to_string(),
+        from_me: true,
+        text: if is_media {
+            None
+        } else {
+            text_or_caption.clone()
+        },
+        caption: if is_media {
+            text_or_caption.clone()
+        } else {
+            None
+        },
+        media: media.clone(),
+        timestamp: now_secs(),
+        status: "sent".into(),
+        sender_device: None,
+        location,
+        contacts,
+        reaction: reaction_of(message),
+        reactions: Default::default(),
+        edited: false,
+        revoked: false,
+        poll: poll_of(message, from),
+        vote: vote_of(core, from, from, message),
+        forwarded: forwarded_of(message),
+        mentions: mentions_of(core, message),
+    };
+    if core.account_untracked(from).is_none() {
+        return record;
+    }
+    let copy = SentCopy {
+        id: id.to_string(),
+        to: to.to_string(),
+        message: B64(message.encode_to_vec()),
+        stanza_type: stanza_type.to_string(),
+    };
+    // An edit or a revoke changes the message it is about; it is no message of its own.
+    let changes_another = amend(core, from, from, message);
+    let acc = core.account_untracked(from).expect("checked above");
+    if !changes_another {
+        acc.secrets.messages.upsert(record.clone());
+    }
+    react(core, from, &record);
+    tally(core, from, &record);
+    let acc = core.account_untracked(from).expect("checked above");
+    acc.secrets.outbox.push_back(copy.clone());
+    if acc.secrets.outbox.len() > OUTBOX_KEPT {
+        acc.secrets.outbox.pop_front();
+    }
+    if !changes_another {
+        core.changes.push(Change::Message {
+            phone: from.to_string(),
+            message: Box::new(record.clone()),
+        });
+    }
+    core.changes.push(Change::Sent {
+        phone: from.to_string(),
+        copy,
+    });
+    record
 }
 
 /// A device could not decrypt message `id` from the phone of `phone` and
@@ -1462,7 +1480,7 @@ pub(crate) fn amend(core: &mut Core, phone: &str, sender: &str, message: &wa::Me
 }
 
 /// The `edit` attribute WhatsApp puts on an edit (1) or a sender's revoke (7).
-fn edit_attr(message: &wa::Message) -> Option<&'static str> {
+pub(crate) fn edit_attr(message: &wa::Message) -> Option<&'static str> {
     use wa::message::protocol_message::Type as Protocol;
     match message.protocol_message.as_option()?.r#type {
         Some(Protocol::MessageEdit) => Some("1"),

@@ -399,32 +399,26 @@ fn usync_error(tag: &'static str, code: u16, text: &str) -> Node {
 /// profile photo is, or 404 when there is none (or the owner hides it).
 async fn profile_picture(hub: &Arc<Hub>, id: &str, node: &Node) -> Node {
     let core = hub.core.lock().await;
-    if let Some(g) = jid_attr(node, "target").filter(crate::groups::is_group) {
+    let target = jid_attr(node, "target");
+    let picture = match target {
         // A group's picture: its members see it.
-        let Ok(group) = crate::groups::group(&core, &g.user) else {
-            return crate::conn::iq_error(id, 404, "item-not-found");
-        };
-        return match &group.picture {
-            Some(p) => iq_result(id)
-                .children([NodeBuilder::new("picture")
-                    .attr("id", p.id.clone())
-                    .attr("type", "image")
-                    .attr(
-                        "url",
-                        format!("https://{}{}", hub.media_host, p.direct_path),
-                    )
-                    .attr("direct_path", p.direct_path.clone())
-                    .build()])
-                .build(),
-            None => crate::conn::iq_error(id, 404, "item-not-found"),
-        };
-    }
-    let Some(target) = jid_attr(node, "target").and_then(|j| core.phone_of(&j)) else {
-        return crate::conn::iq_error(id, 404, "item-not-found");
+        Some(g) if crate::groups::is_group(&g) => match crate::groups::group(&core, &g.user) {
+            Ok(group) => group.picture.as_ref(),
+            Err(_) => None,
+        },
+        _ => {
+            let Some(target) = target.and_then(|j| core.phone_of(&j)) else {
+                return crate::conn::iq_error(id, 404, "item-not-found");
+            };
+            let acc = core.account(&target).expect("phone_of names an account");
+            if acc.profile.picture.is_some() && crate::iq::hides(&core, &target, "profile") {
+                return crate::conn::iq_error(id, 401, "not-authorized");
+            }
+            acc.profile.picture.as_ref()
+        }
     };
-    let acc = core.account(&target).expect("phone_of names an account");
-    match &acc.profile.picture {
-        Some(p) if !crate::iq::hides(&core, &target, "profile") => iq_result(id)
+    match picture {
+        Some(p) => iq_result(id)
             .children([NodeBuilder::new("picture")
                 .attr("id", p.id.clone())
                 .attr("type", "image")
@@ -435,7 +429,6 @@ async fn profile_picture(hub: &Arc<Hub>, id: &str, node: &Node) -> Node {
                 .attr("direct_path", p.direct_path.clone())
                 .build()])
             .build(),
-        Some(_) => crate::conn::iq_error(id, 401, "not-authorized"),
         None => crate::conn::iq_error(id, 404, "item-not-found"),
     }
 }
@@ -451,54 +444,52 @@ async fn set_picture(hub: &Arc<Hub>, phone: &str, device: u16, id: &str, node: &
     if image.as_ref().is_some_and(Vec::is_empty) {
         return crate::conn::iq_error(id, 400, "bad-request");
     }
-    match jid_attr(node, "target").filter(crate::groups::is_group) {
+    let done = match jid_attr(node, "target").filter(crate::groups::is_group) {
         Some(g) => {
             core.acting_device = Some(device);
             let done = crate::groups::set_picture(&mut core, phone, &g.user, image.as_deref());
             core.acting_device = None;
-            match done {
-                Ok(pid) => {
-                    let mut b = iq_result(id);
-                    if let Some(pid) = pid {
-                        b = b.children([NodeBuilder::new("picture").attr("id", pid).build()]);
-                    }
-                    b.build()
-                }
-                Err(crate::phone::PhoneError::Group(e)) => {
-                    let (code, text) = e.iq_error();
-                    crate::conn::iq_error(id, code, text)
-                }
-                Err(e) => {
-                    tracing::warn!("setting a group picture: {e}");
-                    crate::conn::iq_error(id, 500, "internal-server-error")
-                }
-            }
+            done
         }
-        None => {
-            let stored = match image {
-                Some(bytes) => match phone::store_blob(&mut core, "image", &bytes) {
-                    Ok(path) => Some(crate::state::ProfilePicture {
-                        id: crate::state::now_secs().to_string(),
-                        direct_path: path,
-                    }),
-                    Err(e) => {
-                        tracing::warn!("storing a profile photo: {e}");
-                        return crate::conn::iq_error(id, 500, "internal-server-error");
-                    }
-                },
-                None => None,
-            };
-            let pid = stored.as_ref().map(|p| p.id.clone());
-            if let Some(acc) = core.account_mut(phone) {
-                acc.profile.picture = stored;
-            }
+        None => own_picture(&mut core, phone, image.as_deref()),
+    };
+    match done {
+        Ok(pid) => {
             let mut b = iq_result(id);
             if let Some(pid) = pid {
                 b = b.children([NodeBuilder::new("picture").attr("id", pid).build()]);
             }
             b.build()
         }
+        Err(crate::phone::PhoneError::Group(e)) => {
+            let (code, text) = e.iq_error();
+            crate::conn::iq_error(id, code, text)
+        }
+        Err(e) => {
+            tracing::warn!("setting a picture: {e}");
+            crate::conn::iq_error(id, 500, "internal-server-error")
+        }
     }
+}
+
+/// The account's own photo changes (`None`: removed); the new photo's id.
+fn own_picture(
+    core: &mut Core,
+    phone: &str,
+    image: Option<&[u8]>,
+) -> Result<Option<String>, crate::phone::PhoneError> {
+    let stored = match image {
+        Some(bytes) => Some(crate::state::ProfilePicture {
+            id: crate::state::now_secs().to_string(),
+            direct_path: phone::store_blob(core, "image", bytes)?,
+        }),
+        None => None,
+    };
+    let pid = stored.as_ref().map(|p| p.id.clone());
+    if let Some(acc) = core.account_mut(phone) {
+        acc.profile.picture = stored;
+    }
+    Ok(pid)
 }
 
 async fn usync(hub: &Arc<Hub>, id: &str, node: &Node) -> Node {

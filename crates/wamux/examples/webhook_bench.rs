@@ -196,14 +196,7 @@ async fn start_receiver(received: Arc<Mutex<Received>>) -> anyhow::Result<String
             "ok"
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            eprintln!("receiver stopped: {e}");
-        }
-    });
-    Ok(url)
+    support::serve(app).await
 }
 
 // ---------------------------------------------------------------- the two processes

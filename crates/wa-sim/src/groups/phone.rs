@@ -12,10 +12,9 @@ use waproto::buffa::{Message as _, MessageField};
 use waproto::whatsapp as wa;
 
 use crate::hub::{Core, new_id, t_now};
-use crate::journal::Change;
 use crate::phone::{self, Outgoing, PhoneError, attr};
 use crate::signal;
-use crate::state::{Addressing, B64, OUTBOX_KEPT, PhoneMessage, SentCopy, now_secs};
+use crate::state::{Addressing, PhoneMessage};
 
 type Result<T> = std::result::Result<T, PhoneError>;
 
@@ -38,47 +37,11 @@ pub async fn send(
     if g.announce && !g.is_admin(from) {
         return Err(super::GroupError::NotAdmin(g.jid()).into());
     }
-    let (message, stanza_type, media, text_or_caption) =
-        phone::build_message(core, media_host, out)?;
+    let built = phone::build_message(core, media_host, out)?;
     let id = format!("3EB0{}", &new_id()[..16]);
-    let record = fan_out(core, from, &g, &id, &message, stanza_type, None).await?;
-    let is_media = media.is_some();
-    let record = PhoneMessage {
-        text: if is_media {
-            None
-        } else {
-            text_or_caption.clone()
-        },
-        caption: if is_media { text_or_caption } else { None },
-        media,
-        ..record
-    };
-    let copy = SentCopy {
-        id: id.clone(),
-        to: g.jid(),
-        message: B64(message.encode_to_vec()),
-        stanza_type: stanza_type.to_string(),
-    };
-    let changes_another = phone::amend(core, from, from, &message);
-    if let Some(acc) = core.account_untracked(from) {
-        if !changes_another {
-            acc.secrets.messages.upsert(record.clone());
-        }
-        acc.secrets.outbox.push_back(copy.clone());
-        if acc.secrets.outbox.len() > OUTBOX_KEPT {
-            acc.secrets.outbox.pop_front();
-        }
-    }
-    if !changes_another {
-        core.changes.push(Change::Message {
-            phone: from.to_string(),
-            message: Box::new(record.clone()),
-        });
-    }
-    core.changes.push(Change::Sent {
-        phone: from.to_string(),
-        copy,
-    });
+    let record = phone::keep_sent(core, from, &g.jid(), &id, &built);
+    let (message, stanza_type, _, _) = &built;
+    fan_out(core, from, &g, &id, message, stanza_type, None).await?;
     Ok(record)
 }
 
@@ -93,7 +56,7 @@ async fn fan_out(
     message: &wa::Message,
     stanza_type: &str,
     only: Option<(&str, u16)>,
-) -> Result<PhoneMessage> {
+) -> Result<()> {
     let gjid = g.jid();
     let me = owner(from, 0);
     let key_id = signal::sender_key_id(&gjid, &me);
@@ -193,7 +156,7 @@ async fn fan_out(
         } else {
             b.attr("participant_lid", Jid::lid(lid.clone()))
         };
-        if let Some(edit) = edit_attr(message) {
+        if let Some(edit) = phone::edit_attr(message) {
             b = b.attr("edit", edit);
         }
         let stanza = b.children(kids).build();
@@ -213,38 +176,7 @@ async fn fan_out(
             .or_default()
             .extend(newly_shared);
     }
-    Ok(PhoneMessage {
-        id: id.to_string(),
-        from: from.to_string(),
-        to: gjid,
-        from_me: true,
-        text: None,
-        caption: None,
-        media: None,
-        timestamp: now_secs(),
-        status: "sent".into(),
-        sender_device: None,
-        location: None,
-        contacts: Vec::new(),
-        reaction: None,
-        reactions: Default::default(),
-        edited: false,
-        revoked: false,
-        poll: None,
-        vote: None,
-        forwarded: phone::forwarded_of(message),
-        mentions: phone::mentions_of(core, message),
-    })
-}
-
-fn edit_attr(message: &wa::Message) -> Option<&'static str> {
-    use wa::message::protocol_message::Type;
-    let p = message.protocol_message.as_option()?;
-    match p.r#type {
-        Some(Type::MessageEdit) => Some("1"),
-        Some(Type::Revoke) => Some("7"),
-        _ => None,
-    }
+    Ok(())
 }
 
 /// A phone takes in a group message from device `sender`: the sender key distribution in

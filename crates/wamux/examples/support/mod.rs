@@ -321,3 +321,15 @@ pub fn summary(sorted: &[i64]) -> String {
         sorted.last().copied().unwrap_or(-1)
     )
 }
+
+/// Serves `app` on a loopback port of its own, in the background; its base URL.
+pub async fn serve(app: axum::Router) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            eprintln!("receiver stopped: {e}");
+        }
+    });
+    Ok(url)
+}
