@@ -228,12 +228,13 @@ async fn queued_messages_cut_off_by_kill_9_arrive_once_each_in_order_after_resta
         sim.phone(phone, &format!("Sender {i}")).await;
         server.pair(&sim, &format!("q{i}"), phone).await;
     }
-    // All due at one moment, a little ahead, so that they drain together.
+    // All due at one moment, far enough ahead that all 500 are queued first (each is a
+    // transaction: on PostgreSQL queueing them takes seconds), so that they drain together.
     let due = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-        + 4;
+        + 15;
     for n in 0..PER_SESSION {
         for i in 0..senders.len() {
             let (s, b) = server
