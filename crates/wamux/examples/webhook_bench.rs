@@ -559,6 +559,8 @@ async fn outbox_only(args: &Args) -> anyhow::Result<()> {
             NewWebhook {
                 url: &url,
                 events: &EventFilter::All,
+                format: &db::Format::Wamux,
+                enabled: true,
                 headers: &[],
                 secret: None,
             },

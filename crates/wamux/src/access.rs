@@ -16,6 +16,10 @@ use crate::model::SessionId;
 /// What every scoped key starts with, so a leaked one is recognisable (and scannable).
 pub const KEY_PREFIX: &str = "wmx_";
 
+/// The shortest token a client may choose for an instance (Evolution's `token`): long
+/// enough not to be guessed.
+pub const MIN_TOKEN_LEN: usize = 16;
+
 /// A right on a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -115,6 +115,9 @@ pub struct Config {
     pub send_ack_timeout: Duration,
     /// `WAMUX_SEND_ATTEMPTS`: attempts a queued message gets before it is `failed`.
     pub send_attempts: u32,
+    /// `WAMUX_COMPAT_EVOLUTION`: also answer Evolution API v2's routes (`/instance/...`,
+    /// `/message/...`, header `apikey`), for clients written against Evolution.
+    pub compat_evolution: bool,
 }
 
 impl Default for Config {
@@ -154,6 +157,7 @@ impl Config {
             auth_failures_per_minute: 30,
             audit_retention_days: 90,
             send_queue: false,
+            compat_evolution: false,
             send_ack_timeout: Duration::from_secs(30),
             send_attempts: 5,
         }
@@ -254,6 +258,9 @@ pub struct Overrides {
     /// Attempts a queued message gets (5, 10, 20, 40 s apart) before it is failed [default: 5]
     #[arg(long, env = "WAMUX_SEND_ATTEMPTS")]
     pub send_attempts: Option<u32>,
+    /// Also answer Evolution API v2's routes (/instance, /message, /chat, /webhook; header apikey) [default: false]
+    #[arg(long, env = "WAMUX_COMPAT_EVOLUTION")]
+    pub compat_evolution: Option<bool>,
 }
 
 impl clap::builder::ValueParserFactory for Secret {
@@ -335,7 +342,8 @@ impl Overrides {
             audit_retention_days,
             send_queue,
             send_ack_timeout,
-            send_attempts
+            send_attempts,
+            compat_evolution
         );
         self.webhook.apply(other.webhook);
         self.media.apply(other.media);
@@ -551,6 +559,7 @@ impl Config {
             send_queue: o.send_queue.unwrap_or(d.send_queue),
             send_ack_timeout: Duration::from_secs(send_ack_timeout),
             send_attempts,
+            compat_evolution: o.compat_evolution.unwrap_or(d.compat_evolution),
         })
     }
 

@@ -10,6 +10,7 @@ pub mod api;
 pub mod backup;
 pub mod config;
 pub mod event;
+pub mod evolution;
 pub mod media;
 pub mod metrics;
 pub mod model;
@@ -130,6 +131,14 @@ pub async fn run(
     )
     .await
     .context("cannot start webhook delivery")?;
+    let files = media.clone();
+    webhooks.set_evolution_context(webhook::evolution::EvolutionContext {
+        server_url: media.public_url().to_owned(),
+        files: std::sync::Arc::new(move |name: String| {
+            let files = files.clone();
+            Box::pin(async move { files.read_file(&name).await })
+        }),
+    });
     let keys = api::Keys::new(
         api::ApiKey::new(key.expose()),
         store.clone(),

@@ -116,7 +116,10 @@ impl Keys {
         if self.inner.admin.matches(presented) {
             return Ok(Some(Caller::admin()));
         }
-        if !presented.starts_with(access::KEY_PREFIX) {
+        // Our keys start with the prefix; an Evolution instance token (`hash`) may be any
+        // string its client chose, so those are looked up too (wrong guesses still count
+        // against the address).
+        if !presented.starts_with(access::KEY_PREFIX) && presented.len() < access::MIN_TOKEN_LEN {
             return Ok(None);
         }
         let digest = access::digest(presented);
@@ -291,10 +294,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// The key a request presents, from any of the three places.
+/// The key a request presents, from any of the three places (or Evolution's `apikey`
+/// header).
 fn presented_key(req: &Request) -> Option<String> {
-    if let Some(v) = req.headers().get("x-api-key") {
-        return v.to_str().ok().map(str::to_owned);
+    for name in ["x-api-key", "apikey"] {
+        if let Some(v) = req.headers().get(name) {
+            return v.to_str().ok().map(str::to_owned);
+        }
     }
     if let Some(v) = req.headers().get(AUTHORIZATION)
         && let Ok(v) = v.to_str()
@@ -364,15 +370,22 @@ async fn resolve(
 
 /// The `/api` middleware: authenticates, hands the [`Caller`] on, and records mutating
 /// calls in the audit log.
-pub async fn require_api_key(
-    State(state): State<AppState>,
+pub async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    authenticate(state, req, next, |r| r).await
+}
+
+/// The same for another dialect's routes, whose refusals (401, 429) `refuse` rewrites into
+/// that dialect's error body.
+pub async fn authenticate(
+    state: AppState,
     mut req: Request,
     next: Next,
+    refuse: impl FnOnce(Response) -> Response,
 ) -> Response {
     let ip = client_ip(&state, &req);
     let caller = match resolve(&state, ip, presented_key(&req)).await {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return refuse(r),
     };
     let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let audit = mutating.then(|| store::access::AuditEntry {

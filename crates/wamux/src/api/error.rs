@@ -155,14 +155,21 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// Logs a 5xx with its cause (the answer never carries it).
+    pub fn log(&self) {
         if self.status.is_server_error() {
             match &self.source {
                 Some(e) => tracing::error!(code = self.code, "request failed: {e:#}"),
                 None => tracing::error!(code = self.code, "request failed: {}", self.message),
             }
         }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log();
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
         (self.status, Json(body)).into_response()
     }

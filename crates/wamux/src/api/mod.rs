@@ -6,6 +6,7 @@ mod auth;
 mod contacts;
 pub mod error;
 mod events;
+mod evolution;
 pub mod extract;
 mod groups;
 mod health;
@@ -50,9 +51,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_api_key,
         ));
-    Router::new()
-        .nest("/api", api)
-        .merge(crate::media::serve::router())
+    let mut root = Router::new().nest("/api", api);
+    if state.config.compat_evolution {
+        root = root.merge(evolution::router(&state));
+    }
+    root.merge(crate::media::serve::router())
         .merge(crate::web::router())
         .merge(probes::router(&state))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

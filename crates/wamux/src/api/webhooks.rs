@@ -17,7 +17,8 @@ use serde::Deserialize;
 use super::extract::{ApiJson, ApiQuery, SessionPath, needs};
 use super::{ApiError, Result};
 use crate::AppState;
-use crate::store::webhooks::{self, NewWebhook, Webhook};
+use crate::evolution::Subscriptions;
+use crate::store::webhooks::{self, EvolutionHook, Format, NewWebhook, Webhook};
 use crate::webhook::config::EventFilter;
 use crate::webhook::{Secret, guard};
 
@@ -55,27 +56,120 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct SetBody {
     url: Option<serde_json::Value>,
     events: Option<serde_json::Value>,
     headers: Option<serde_json::Value>,
     secret: Option<serde_json::Value>,
+    format: Option<serde_json::Value>,
+    by_events: Option<serde_json::Value>,
+    base64: Option<serde_json::Value>,
+    enabled: Option<serde_json::Value>,
 }
 
 /// The webhook as shown: header values and the secret are never echoed back.
 fn view(w: &Webhook) -> serde_json::Value {
     let headers: BTreeMap<&str, &str> =
         w.headers.iter().map(|(k, _)| (k.as_str(), "***")).collect();
-    serde_json::json!({
+    let events = match &w.format {
+        Format::Wamux => w.events.names(),
+        Format::Evolution(h) => h.events.names(),
+    };
+    let mut out = serde_json::json!({
         "sessionId": w.session_id,
         "url": w.url,
-        "events": w.events.names(),
+        "format": w.format.as_str(),
+        "events": events,
         "headers": headers,
+        "enabled": w.enabled,
         "status": if w.disabled_reason.is_some() { "disabled" } else { "active" },
         "disabledReason": w.disabled_reason,
         "createdAt": w.created_at,
         "updatedAt": w.updated_at,
-    })
+    });
+    if let Format::Evolution(h) = &w.format {
+        out["byEvents"] = h.by_events.into();
+        out["base64"] = h.base64.into();
+    }
+    out
+}
+
+/// A webhook to set, checked: what both dialects' routes store.
+pub(crate) struct Setting {
+    pub url: String,
+    pub events: EventFilter,
+    pub format: Format,
+    pub enabled: bool,
+    pub headers: Vec<(String, String)>,
+    pub secret: Option<Secret>,
+}
+
+/// Checks the URL (no private targets unless allowed) and stores the webhook; the
+/// session's worker follows at once. Returns it, the secret if one was generated, and
+/// whether it existed before.
+pub(crate) async fn put(
+    state: &AppState,
+    session: &crate::model::SessionId,
+    s: Setting,
+) -> Result<(Webhook, Option<Secret>, bool)> {
+    let allow_private = state.webhooks.config().allow_private;
+    guard::vet_url(&s.url, allow_private)
+        .await
+        .map_err(|e| ApiError::bad_request("invalid_url", format!("`url`: {e}")))?;
+    let existed = webhooks::get_webhook(&state.store, session.as_str())
+        .await?
+        .is_some();
+    let (webhook, generated) = webhooks::set_webhook(
+        &state.store,
+        session.as_str(),
+        NewWebhook {
+            url: &s.url,
+            events: &s.events,
+            format: &s.format,
+            enabled: s.enabled,
+            headers: &s.headers,
+            secret: s.secret.as_ref(),
+        },
+    )
+    .await?;
+    state.webhooks.changed(session.as_str());
+    tracing::info!(session = %session, format = webhook.format.as_str(), events = ?webhook.events.names(), "webhook set");
+    Ok((webhook, generated, existed))
+}
+
+fn flag(value: Option<serde_json::Value>, name: &str, default: bool) -> Result<bool> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(serde_json::Value::Bool(b)) => Ok(b),
+        Some(_) => Err(ApiError::invalid_field(name, "must be true or false")),
+    }
+}
+
+/// The names of a list field: a JSON list of strings, or one comma-separated string.
+pub(crate) fn name_list(value: serde_json::Value, field: &str) -> Result<Vec<String>> {
+    match value {
+        // The seed's clients sometimes send one name, or a comma-separated string.
+        serde_json::Value::String(s) => Ok(s
+            .split(',')
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect()),
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => Ok(s),
+                _ => Err(ApiError::invalid_field(
+                    field,
+                    "must be a list of event names",
+                )),
+            })
+            .collect(),
+        _ => Err(ApiError::invalid_field(
+            field,
+            "must be a list of event names",
+        )),
+    }
 }
 
 #[utoipa::path(post, path = "/api/{sessionId}/webhook", tag = "webhooks", operation_id = "setWebhook", summary = "Set the session's webhook",
@@ -95,11 +189,51 @@ async fn set_webhook(
         }
         Some(_) => return Err(ApiError::invalid_field("url", "must be a string")),
     };
-    let allow_private = state.webhooks.config().allow_private;
-    guard::vet_url(&url, allow_private)
-        .await
-        .map_err(|e| ApiError::bad_request("invalid_url", format!("`url`: {e}")))?;
-    let events = parse_events(body.events)?;
+    let evolution = match body.format {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::String(f)) if f == "wamux" => false,
+        Some(serde_json::Value::String(f)) if f == "evolution" => true,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "format",
+                "must be \"wamux\" or \"evolution\"",
+            ));
+        }
+    };
+    let (by_events, base64) = (
+        flag(body.by_events, "byEvents", false)?,
+        flag(body.base64, "base64", false)?,
+    );
+    if !evolution && (by_events || base64) {
+        return Err(ApiError::invalid_field(
+            "format",
+            "`byEvents` and `base64` are options of the \"evolution\" format",
+        ));
+    }
+    let names = body
+        .events
+        .filter(|v| !v.is_null())
+        .map(|v| name_list(v, "events"))
+        .transpose()?;
+    let (events, format) = if evolution {
+        let subs = Subscriptions::parse(names.iter().flatten().map(String::as_str))
+            .map_err(|e| ApiError::bad_request("invalid_events", format!("`events`: {e}")))?;
+        (
+            EventFilter::Only(subs.kinds()),
+            Format::Evolution(EvolutionHook {
+                events: subs,
+                by_events,
+                base64,
+            }),
+        )
+    } else {
+        let events = match &names {
+            None => EventFilter::All,
+            Some(names) => EventFilter::parse(names.iter().map(String::as_str))
+                .map_err(|e| ApiError::bad_request("invalid_events", format!("`events`: {e}")))?,
+        };
+        (events, Format::Wamux)
+    };
     let headers = parse_headers(body.headers)?;
     let secret = match body.secret {
         None | Some(serde_json::Value::Null) => None,
@@ -109,22 +243,20 @@ async fn set_webhook(
         ),
         Some(_) => return Err(ApiError::invalid_field("secret", "must be a string")),
     };
-    let existed = webhooks::get_webhook(&state.store, session.as_str())
-        .await?
-        .is_some();
-    let (webhook, generated) = webhooks::set_webhook(
-        &state.store,
-        session.as_str(),
-        NewWebhook {
-            url: &url,
-            events: &events,
-            headers: &headers,
-            secret: secret.as_ref(),
+    let enabled = flag(body.enabled, "enabled", true)?;
+    let (webhook, generated, existed) = put(
+        &state,
+        &session,
+        Setting {
+            url,
+            events,
+            format,
+            enabled,
+            headers,
+            secret,
         },
     )
     .await?;
-    state.webhooks.changed(session.as_str());
-    tracing::info!(session = %session, events = ?webhook.events.names(), "webhook set");
     let mut out = view(&webhook);
     if let Some(secret) = generated {
         // The only time it is shown; GET never returns it.
@@ -138,33 +270,7 @@ async fn set_webhook(
     Ok((status, Json(out)).into_response())
 }
 
-fn parse_events(value: Option<serde_json::Value>) -> Result<EventFilter> {
-    let names: Vec<String> = match value {
-        None | Some(serde_json::Value::Null) => return Ok(EventFilter::All),
-        // The seed's clients sometimes send one name, or a comma-separated string.
-        Some(serde_json::Value::String(s)) => s.split(',').map(|n| n.trim().to_owned()).collect(),
-        Some(serde_json::Value::Array(items)) => items
-            .into_iter()
-            .map(|v| match v {
-                serde_json::Value::String(s) => Ok(s),
-                _ => Err(ApiError::invalid_field(
-                    "events",
-                    "must be a list of event names",
-                )),
-            })
-            .collect::<Result<_>>()?,
-        Some(_) => {
-            return Err(ApiError::invalid_field(
-                "events",
-                "must be a list of event names",
-            ));
-        }
-    };
-    EventFilter::parse(names.iter().map(String::as_str))
-        .map_err(|e| ApiError::bad_request("invalid_events", format!("`events`: {e}")))
-}
-
-fn parse_headers(value: Option<serde_json::Value>) -> Result<Vec<(String, String)>> {
+pub(crate) fn parse_headers(value: Option<serde_json::Value>) -> Result<Vec<(String, String)>> {
     let map = match value {
         None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
         Some(serde_json::Value::Object(map)) => map,

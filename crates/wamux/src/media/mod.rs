@@ -274,6 +274,32 @@ impl Media {
         &self.inner.store
     }
 
+    /// The whole of a stored file, at most the media size limit.
+    pub async fn read_file(&self, file_name: &str) -> std::io::Result<Vec<u8>> {
+        use futures::TryStreamExt as _;
+        let storage = &self.inner.storage;
+        let meta = storage
+            .stat(file_name)
+            .await?
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))?;
+        if meta.len > self.inner.config.max_bytes {
+            return Err(std::io::Error::other(
+                "the file is larger than the media limit",
+            ));
+        }
+        let mut out = Vec::with_capacity(usize::try_from(meta.len).unwrap_or(0));
+        let mut chunks = storage.read(file_name, 0, meta.len).await?;
+        while let Some(chunk) = chunks.try_next().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// The base of our public links (`WAMUX_PUBLIC_URL`).
+    pub fn public_url(&self) -> &str {
+        &self.inner.public_url
+    }
+
     pub(crate) fn bus(&self) -> &EventBus {
         &self.inner.bus
     }

@@ -273,6 +273,19 @@ pub async fn unread(
     dispatch!(store, messages::unread(session_id, chat_id, ids, limit))
 }
 
+/// How much history a session has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub messages: i64,
+    pub chats: i64,
+}
+
+/// The session's messages and chats in the history.
+pub async fn counts(store: &Store, session_id: &str) -> Result<Counts> {
+    let (messages, chats) = dispatch!(store, messages::counts(session_id))?;
+    Ok(Counts { messages, chats })
+}
+
 /// A chat as the chat list shows it.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -17,6 +17,7 @@ use rand::RngCore as _;
 
 use super::{Conn, Result, Store, dispatch, now_ms};
 use crate::event::EventKind;
+use crate::evolution::events::Subscriptions;
 
 /// Which events a webhook receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,12 +192,45 @@ fn secs(ms: i64) -> i64 {
     ms.div_euclid(1000)
 }
 
+/// How a webhook's deliveries are written.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Our body, `{"event","sessionId","timestamp","data"}`.
+    #[default]
+    Wamux,
+    /// Evolution API v2's envelope and payloads ([`crate::evolution`]).
+    Evolution(EvolutionHook),
+}
+
+/// An Evolution-format webhook's options, as Evolution names them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EvolutionHook {
+    pub events: Subscriptions,
+    /// `byEvents`: each event goes to `url/<event-name>` (`.../messages-upsert`).
+    pub by_events: bool,
+    /// `base64`: received files ride along inline in `data.message.base64`.
+    pub base64: bool,
+}
+
+impl Format {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Format::Wamux => "wamux",
+            Format::Evolution(_) => "evolution",
+        }
+    }
+}
+
 /// A session's own webhook as stored.
 #[derive(Debug, Clone)]
 pub struct Webhook {
     pub session_id: String,
     pub url: String,
+    /// Our events it receives (for the Evolution format, those its subscriptions are made of).
     pub events: EventFilter,
+    pub format: Format,
+    /// False: kept, but nothing is sent and events pass it by (Evolution's `enabled: false`).
+    pub enabled: bool,
     pub headers: Vec<(String, String)>,
     pub secret: Secret,
     pub disabled_reason: Option<String>,
@@ -218,16 +252,36 @@ pub(crate) struct WebhookRow {
     pub disabled_reason: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// `wamux` or `evolution` (whose `events` are Evolution subscription names).
+    pub format: String,
+    pub by_events: bool,
+    pub base64: bool,
+    pub enabled: bool,
 }
 
 impl WebhookRow {
     fn decode(self) -> Result<Webhook> {
         let headers: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&self.headers)?;
+        let (events, format) = if self.format == "evolution" {
+            let subs = Subscriptions::from_stored(&self.events);
+            (
+                EventFilter::Only(subs.kinds()),
+                Format::Evolution(EvolutionHook {
+                    events: subs,
+                    by_events: self.by_events,
+                    base64: self.base64,
+                }),
+            )
+        } else {
+            (EventFilter::from_stored(&self.events), Format::Wamux)
+        };
         Ok(Webhook {
             session_id: self.session_id,
             url: self.url,
-            events: EventFilter::from_stored(&self.events),
+            events,
+            format,
+            enabled: self.enabled,
             headers: headers
                 .into_iter()
                 .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned())))
@@ -249,7 +303,10 @@ pub async fn get_webhook(store: &Store, session_id: &str) -> Result<Option<Webho
 #[derive(Debug)]
 pub struct NewWebhook<'a> {
     pub url: &'a str,
+    /// For the wamux format; an Evolution one subscribes in its [`EvolutionHook`].
     pub events: &'a EventFilter,
+    pub format: &'a Format,
+    pub enabled: bool,
     pub headers: &'a [(String, String)],
     pub secret: Option<&'a Secret>,
 }
@@ -262,6 +319,10 @@ pub(crate) struct WebhookWrite<'a> {
     pub headers: String,
     pub secret: String,
     pub now: i64,
+    pub format: &'static str,
+    pub by_events: bool,
+    pub base64: bool,
+    pub enabled: bool,
 }
 
 /// Creates or replaces a session's webhook. Returns it and the secret if one was generated.
@@ -289,13 +350,21 @@ pub async fn set_webhook(
         .iter()
         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
         .collect();
+    let (events, by_events, base64) = match new.format {
+        Format::Wamux => (new.events.names(), false, false),
+        Format::Evolution(h) => (h.events.stored_names(), h.by_events, h.base64),
+    };
     let write = WebhookWrite {
         session_id,
         url: new.url,
-        events: serde_json::to_string(&new.events.names())?,
+        events: serde_json::to_string(&events)?,
         headers: serde_json::Value::Object(headers).to_string(),
         secret: secret.expose(),
         now: now_ms(),
+        format: new.format.as_str(),
+        by_events,
+        base64,
+        enabled: new.enabled,
     };
     let row: WebhookRow = dispatch!(conn &mut tx.conn(), webhooks::upsert_webhook(&write))?;
     dispatch!(conn &mut tx.conn(), webhooks::start_cursor(session_id))?;
@@ -1064,6 +1133,8 @@ mod tests {
             let new = || NewWebhook {
                 url: "https://example.com/a",
                 events: &events_filter,
+                format: &Format::Wamux,
+                enabled: true,
                 headers: &headers,
                 secret: None,
             };
@@ -1072,7 +1143,31 @@ mod tests {
             assert_eq!(hook.secret, generated);
             assert_eq!(hook.events, events_filter);
             assert_eq!(hook.headers, headers);
+            assert_eq!((hook.format.clone(), hook.enabled), (Format::Wamux, true));
             assert_eq!(sessions_with_outbox(&store).await.unwrap(), ["s1"]);
+
+            // An Evolution webhook keeps its subscriptions and options, and receives the
+            // events of ours they are made of.
+            let evo = Format::Evolution(EvolutionHook {
+                events: Subscriptions::parse(["MESSAGES_UPDATE"]).unwrap(),
+                by_events: true,
+                base64: false,
+            });
+            let (hook, _) = set_webhook(
+                &store,
+                "s2",
+                NewWebhook {
+                    format: &evo,
+                    enabled: false,
+                    ..new()
+                },
+            )
+            .await
+            .unwrap();
+            let again = get_webhook(&store, "s2").await.unwrap().unwrap();
+            assert_eq!((again.format, again.enabled), (evo, false));
+            assert!(hook.events.accepts("message-delivered") && !hook.events.accepts("qr"));
+            assert!(delete_webhook(&store, "s2", false).await.unwrap());
 
             let mut tx = store.begin().await.unwrap();
             disable(&mut tx.conn(), "s1", Target::Session, "gone")

@@ -22,6 +22,7 @@
 
 pub mod client;
 pub mod config;
+pub mod evolution;
 pub mod guard;
 pub mod schedule;
 pub mod signature;
@@ -64,6 +65,8 @@ struct Inner {
     /// Part of every `webhook-id` (see migration 0002).
     tag: String,
     workers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// What Evolution-format webhooks need (see [`Webhooks::set_evolution_context`]).
+    evolution: std::sync::OnceLock<evolution::EvolutionContext>,
     /// Requests for the shared pass (see [`worker::run_passes`]).
     passes: tokio::sync::mpsc::UnboundedSender<worker::PassRequest>,
     tracker: TaskTracker,
@@ -131,6 +134,7 @@ impl Webhooks {
                 global,
                 tag,
                 workers: Mutex::new(HashMap::new()),
+                evolution: std::sync::OnceLock::new(),
                 passes,
                 tracker: TaskTracker::new(),
                 cancel,
@@ -162,6 +166,14 @@ impl Webhooks {
             .tracker
             .spawn(async move { worker::run_passes(this, pass_queue).await });
         Ok(hooks)
+    }
+
+    /// Gives Evolution-format webhooks the public URL and the stored files (for `base64`).
+    /// Set once at startup; until then they go without `server_url` and files.
+    pub fn set_evolution_context(&self, ctx: evolution::EvolutionContext) {
+        if self.inner.evolution.set(ctx).is_err() {
+            tracing::debug!("the Evolution webhook context was already set");
+        }
     }
 
     pub fn config(&self) -> &WebhookConfig {

@@ -27,10 +27,12 @@ use tokio::task::JoinSet;
 
 use super::Webhooks;
 use super::client::Request;
+use super::evolution::{self, Owner, Skip};
 use super::schedule::{Verdict, verdict};
 use super::signature::Secret;
 use crate::store::webhooks::{
-    self, Answer, Chain, Claim, Claimed, Outcome, PassPlan, Route, Target, Webhook,
+    self, Answer, Chain, Claim, Claimed, EventFilter, Format, Outcome, PassPlan, Route, Target,
+    Webhook,
 };
 use crate::store::{Conn, now_ms};
 
@@ -364,7 +366,12 @@ async fn pass(
         (Some(w), _) => (
             w.disabled_reason.is_none().then(|| Route {
                 target: Target::Session,
-                events: w.events.clone(),
+                // A webhook switched off lets its events pass by: nothing piles up for it.
+                events: if w.enabled {
+                    w.events.clone()
+                } else {
+                    EventFilter::Only(Default::default())
+                },
             }),
             // The cursor is created with the webhook; this is only a fallback.
             i64::MAX,
@@ -413,22 +420,25 @@ async fn pass(
             continue;
         };
         let target = match first.target {
-            Target::Session => c
-                .own
-                .as_ref()
-                .map(|w| (w.url.clone(), w.headers.clone(), w.secret.clone())),
-            Target::Global => inner
-                .global
-                .as_ref()
-                .map(|(g, _, secret)| (g.url.clone(), Vec::new(), secret.clone())),
+            Target::Session => c.own.as_ref().map(|w| Endpoint {
+                url: w.url.clone(),
+                headers: w.headers.clone(),
+                secret: w.secret.clone(),
+                format: w.format.clone(),
+            }),
+            Target::Global => inner.global.as_ref().map(|(g, _, secret)| Endpoint {
+                url: g.url.clone(),
+                headers: Vec::new(),
+                secret: secret.clone(),
+                format: Format::Wamux,
+            }),
         };
         match target {
-            Some((url, headers, secret)) => {
+            Some(endpoint) => {
                 let hooks = hooks.clone();
                 let session = session.to_owned();
-                in_flight.spawn(async move {
-                    send_chain(&hooks, &session, chain, &url, &headers, &secret).await
-                });
+                in_flight
+                    .spawn(async move { send_chain(&hooks, &session, chain, &endpoint).await });
             }
             // Its webhook is gone: nothing to send them to. Recorded by the next pass, at once.
             None => {
@@ -450,15 +460,13 @@ async fn pass(
 /// Sends a chat's leased deliveries in order, each once the one before it went through (was
 /// delivered, or failed for good). A delivery to retry holds the chat: the ones after it are
 /// released, as are those the lease no longer covers.
-async fn send_chain(
-    hooks: &Webhooks,
-    session: &str,
-    chain: Chain,
-    url: &str,
-    headers: &[(String, String)],
-    secret: &Secret,
-) -> Vec<Done> {
+async fn send_chain(hooks: &Webhooks, session: &str, chain: Chain, to: &Endpoint) -> Vec<Done> {
     let started = tokio::time::Instant::now();
+    // The Evolution format names the linked account in every delivery.
+    let owner = match &to.format {
+        Format::Wamux => None,
+        Format::Evolution(_) => Some(owner_of(&hooks.inner.store, session).await),
+    };
     // The lease runs twice the timeout: a send started within the first timeout ends
     // (answered or timed out) before it expires.
     let budget = hooks.inner.config.timeout;
@@ -479,7 +487,7 @@ async fn send_chain(
             });
             continue;
         }
-        let d = send(hooks, session, c, url, headers, secret, behind).await;
+        let d = send(hooks, session, c, to, owner.as_ref(), behind).await;
         go_on =
             matches!(d.outcome, Outcome::Delivered | Outcome::Final(_)) && d.status != Some(410);
         out.push(d);
@@ -487,14 +495,37 @@ async fn send_chain(
     out
 }
 
+/// Where and how a chain's deliveries go.
+struct Endpoint {
+    url: String,
+    headers: Vec<(String, String)>,
+    secret: Secret,
+    format: Format,
+}
+
+/// The linked account of `session`, for the Evolution format; unknown when it cannot be read
+/// (the delivery goes without it rather than waiting).
+async fn owner_of(store: &crate::store::Store, session: &str) -> Owner {
+    match crate::store::sessions::get(store, session).await {
+        Ok(Some(row)) => Owner {
+            jid: row.jid,
+            push_name: row.push_name,
+        },
+        Ok(None) => Owner::default(),
+        Err(e) => {
+            tracing::warn!(session, error = %e, "cannot read the session's account for an Evolution webhook");
+            Owner::default()
+        }
+    }
+}
+
 /// Sends one leased delivery and decides what its answer means.
 async fn send(
     hooks: &Webhooks,
     session: &str,
     c: Claimed,
-    url: &str,
-    headers: &[(String, String)],
-    secret: &Secret,
+    to: &Endpoint,
+    owner: Option<&Owner>,
     more: bool,
 ) -> Done {
     let inner = &hooks.inner;
@@ -504,12 +535,52 @@ async fn send(
         Target::Session => &inner.sender,
         Target::Global => &inner.operator_sender,
     };
+    let rendered;
+    let evolution_headers;
+    let (url, body, headers) = match &to.format {
+        Format::Wamux => (to.url.as_str(), c.body.as_str(), to.headers.as_slice()),
+        Format::Evolution(hook) => {
+            let owner = owner.cloned().unwrap_or_default();
+            match evolution::render(
+                inner.evolution.get(),
+                hook,
+                session,
+                &owner,
+                &to.url,
+                &c.body,
+            )
+            .await
+            {
+                Ok(r) => rendered = r,
+                // Nothing of it to send: final, and the chat moves on.
+                Err(skip) => {
+                    return Done {
+                        id: c.id,
+                        target: c.target,
+                        more,
+                        outcome: Outcome::Final("cancelled"),
+                        status: None,
+                        error: Some(match skip {
+                            Skip::NoEquivalent => "Evolution has no event for it".to_owned(),
+                            Skip::NotSubscribed(e) => format!("not subscribed to {e}"),
+                        }),
+                    };
+                }
+            }
+            evolution_headers = evolution::headers(&to.headers);
+            (
+                rendered.url.as_str(),
+                rendered.body.as_str(),
+                evolution_headers.as_slice(),
+            )
+        }
+    };
     let answer = sender
         .send(Request {
             url,
             msg_id: &msg_id,
-            body: c.body.as_bytes(),
-            secret,
+            body: body.as_bytes(),
+            secret: &to.secret,
             headers,
         })
         .await;

@@ -182,6 +182,16 @@ pub async fn set_body(
     Ok(())
 }
 
+/// The session's messages and distinct chats.
+pub async fn counts(db: &Db, session_id: &str) -> Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT chat_id) FROM messages WHERE session_id = ?1",
+    )
+    .bind(session_id)
+    .fetch_one(&db.pool)
+    .await?)
+}
+
 /// Received messages of a chat not read yet (`ids`: only these), newest first, with the
 /// group participant that sent each.
 pub async fn unread(

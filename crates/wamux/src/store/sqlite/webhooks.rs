@@ -35,11 +35,13 @@ pub(crate) async fn upsert_webhook(
     w: &WebhookWrite<'_>,
 ) -> Result<WebhookRow> {
     Ok(sqlx::query_as(
-        "INSERT INTO webhooks (session_id, url, events, headers, secret, disabled_reason, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, NULL, ?, ?)
+        "INSERT INTO webhooks (session_id, url, events, headers, secret, disabled_reason, created_at, updated_at,
+            format, by_events, base64, enabled)
+         VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (session_id) DO UPDATE SET url = excluded.url, events = excluded.events,
             headers = excluded.headers, secret = excluded.secret, disabled_reason = NULL,
-            updated_at = excluded.updated_at
+            updated_at = excluded.updated_at, format = excluded.format,
+            by_events = excluded.by_events, base64 = excluded.base64, enabled = excluded.enabled
          RETURNING *",
     )
     .bind(w.session_id)
@@ -49,6 +51,10 @@ pub(crate) async fn upsert_webhook(
     .bind(&w.secret)
     .bind(w.now)
     .bind(w.now)
+    .bind(w.format)
+    .bind(w.by_events)
+    .bind(w.base64)
+    .bind(w.enabled)
     .fetch_one(&mut *conn)
     .await?)
 }

@@ -1,0 +1,5 @@
+-- How a webhook's deliveries are written (see the SQLite migration 0013).
+ALTER TABLE webhooks ADD COLUMN format TEXT NOT NULL DEFAULT 'wamux';
+ALTER TABLE webhooks ADD COLUMN by_events BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE webhooks ADD COLUMN base64 BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE webhooks ADD COLUMN enabled BOOLEAN NOT NULL DEFAULT TRUE;
