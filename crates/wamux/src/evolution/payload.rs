@@ -129,7 +129,9 @@ pub fn key_of(m: &Message) -> Key {
             .clone()
             .or_else(|| is_lid(&m.chat_id).then(|| m.chat_id.clone()));
         match pn {
-            Some(pn) => (pn, lid),
+            // Evolution's records of what the account sends carry no second address.
+            Some(pn) if !m.from_me => (pn, lid),
+            Some(pn) => (pn, None),
             None => (m.chat_id.clone(), None),
         }
     };
@@ -252,15 +254,22 @@ fn content_of(m: &Message) -> (serde_json::Map<String, Value>, String) {
         }
         MessageKind::Poll => {
             let p = m.poll.as_ref();
+            let multiple = p.is_some_and(|p| p.multiple);
+            // Baileys sends single-choice polls as V3; any number of choices is count 0.
+            let field = if multiple {
+                "pollCreationMessage"
+            } else {
+                "pollCreationMessageV3"
+            };
             out.insert(
-                "pollCreationMessageV3".into(),
+                field.into(),
                 json!({
                     "name": p.map(|p| p.question.clone()).unwrap_or_default(),
+                    "selectableOptionsCount": if multiple { 0 } else { 1 },
                     "options": p.map(|p| p.options.iter().map(|o| json!({"optionName": o})).collect::<Vec<_>>()).unwrap_or_default(),
-                    "selectableOptionsCount": p.map_or(1, |p| if p.multiple { p.options.len() } else { 1 }),
                 }),
             );
-            "pollCreationMessageV3"
+            field
         }
         MessageKind::Reaction => {
             let r = m.reaction.as_ref();
@@ -272,7 +281,7 @@ fn content_of(m: &Message) -> (serde_json::Map<String, Value>, String) {
                         "id": r.map(|r| r.message_id.clone()).unwrap_or_default(),
                     },
                     "text": r.map(|r| r.emoji.clone()).unwrap_or_default(),
-                    "senderTimestampMs": (m.timestamp * 1000).to_string(),
+                    "senderTimestampMs": m.timestamp * 1000,
                 }),
             );
             "reactionMessage"
@@ -338,6 +347,15 @@ pub fn record(m: &Message, inst: &Instance<'_>) -> Record {
     }
 }
 
+/// The record of a message sent through the API (`send.message`, the send routes'
+/// answers): Evolution names the sender "Você" there, whatever the account's name.
+pub fn sent_record(m: &Message, inst: &Instance<'_>) -> Record {
+    Record {
+        push_name: Some("Você".to_owned()),
+        ..record(m, inst)
+    }
+}
+
 /// Evolution's `connection.update` state for one of our statuses.
 pub fn connection_state(status: crate::model::SessionStatus) -> (&'static str, u16) {
     use crate::model::SessionStatus as S;
@@ -381,10 +399,12 @@ pub fn event_data(
     Some(match kind {
         K::MessageReceived | K::MessageFromMe | K::MessageReaction => {
             let m = message()?;
-            (
-                message_event(&m),
-                serde_json::to_value(record(&m, inst)).ok()?,
-            )
+            let event = message_event(&m);
+            let r = match event {
+                EvoEvent::SendMessage => sent_record(&m, inst),
+                _ => record(&m, inst),
+            };
+            (event, serde_json::to_value(r).ok()?)
         }
         K::MessageSent | K::MessageDelivered | K::MessageRead | K::MessageFailed => {
             let m = message()?;
@@ -437,9 +457,12 @@ pub fn event_data(
         }
         K::MessageRevoked => {
             let m = message()?;
+            // The key of the deleted message, as the revoke names it: no second address.
             let mut key = key_of(&m);
             key.id = m.target_id.clone()?;
             key.addressing_mode = None;
+            key.remote_jid_alt = None;
+            key.participant_alt = None;
             (EvoEvent::MessagesDelete, serde_json::to_value(key).ok()?)
         }
         K::MessageEdited => {
@@ -464,7 +487,10 @@ pub fn event_data(
             let mut o = json!({"instance": inst.name, "state": state, "statusReason": reason});
             if state == "open" {
                 o["wuid"] = inst.owner.into();
-                o["profileName"] = inst.profile_name.into();
+                // Evolution leaves the name out while it does not know it.
+                if let Some(name) = inst.profile_name {
+                    o["profileName"] = name.into();
+                }
                 o["profilePictureUrl"] = Value::Null;
             }
             (EvoEvent::ConnectionUpdate, o)

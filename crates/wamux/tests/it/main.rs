@@ -5,6 +5,8 @@ mod api;
 #[cfg(feature = "sandbox")]
 mod e2e;
 #[cfg(feature = "sandbox")]
+mod evolution;
+#[cfg(feature = "sandbox")]
 mod groups;
 mod helpers;
 #[cfg(feature = "sandbox")]

@@ -34,6 +34,8 @@ enum Reply {
 
 #[derive(Debug)]
 pub(crate) struct Hit {
+    /// The request's path.
+    pub(crate) path: String,
     headers: HeaderMap,
     body: Bytes,
     at: Instant,
@@ -42,7 +44,7 @@ pub(crate) struct Hit {
 }
 
 impl Hit {
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -67,37 +69,41 @@ impl Receiver {
         let script = Arc::new(Mutex::new(VecDeque::new()));
         let default = Arc::new(Mutex::new(Reply::Status(200)));
         let (s, d) = (script.clone(), default.clone());
-        let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
-            let (tx, s, d) = (tx.clone(), s.clone(), d.clone());
-            async move {
-                let reply = s
-                    .lock()
-                    .unwrap()
-                    .pop_front()
-                    .unwrap_or_else(|| d.lock().unwrap().clone());
-                let status = match &reply {
-                    Reply::Status(c) | Reply::RetryAfter(c, _) => *c,
-                    Reply::Hang(_) => 200,
-                };
-                let _ = tx.send(Hit {
-                    headers,
-                    body,
-                    at: Instant::now(),
-                    status,
-                });
-                let resp: Response = match reply {
-                    Reply::Status(c) => StatusCode::from_u16(c).unwrap().into_response(),
-                    Reply::RetryAfter(c, after) => {
-                        (StatusCode::from_u16(c).unwrap(), [("retry-after", after)]).into_response()
-                    }
-                    Reply::Hang(d) => {
-                        tokio::time::sleep(d).await;
-                        StatusCode::OK.into_response()
-                    }
-                };
-                resp
-            }
-        });
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
+                let (tx, s, d) = (tx.clone(), s.clone(), d.clone());
+                async move {
+                    let reply = s
+                        .lock()
+                        .unwrap()
+                        .pop_front()
+                        .unwrap_or_else(|| d.lock().unwrap().clone());
+                    let status = match &reply {
+                        Reply::Status(c) | Reply::RetryAfter(c, _) => *c,
+                        Reply::Hang(_) => 200,
+                    };
+                    let _ = tx.send(Hit {
+                        path: uri.path().to_owned(),
+                        headers,
+                        body,
+                        at: Instant::now(),
+                        status,
+                    });
+                    let resp: Response = match reply {
+                        Reply::Status(c) => StatusCode::from_u16(c).unwrap().into_response(),
+                        Reply::RetryAfter(c, after) => {
+                            (StatusCode::from_u16(c).unwrap(), [("retry-after", after)])
+                                .into_response()
+                        }
+                        Reply::Hang(d) => {
+                            tokio::time::sleep(d).await;
+                            StatusCode::OK.into_response()
+                        }
+                    };
+                    resp
+                }
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -122,6 +128,14 @@ impl Receiver {
             .await
             .unwrap_or_else(|_| panic!("no webhook arrived within {within:?}"))
             .expect("receiver alive")
+    }
+
+    /// The next delivery, if one comes within `within`.
+    pub(crate) async fn try_next(&mut self, within: Duration) -> Option<Hit> {
+        tokio::time::timeout(within, self.hits.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     async fn nothing_for(&mut self, d: Duration) {

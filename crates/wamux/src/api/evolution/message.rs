@@ -71,7 +71,7 @@ fn sent(id: &SessionId, msg: &Message) -> (StatusCode, Json<Value>) {
     };
     (
         StatusCode::CREATED,
-        Json(serde_json::to_value(payload::record(msg, &inst)).unwrap_or_default()),
+        Json(serde_json::to_value(payload::sent_record(msg, &inst)).unwrap_or_default()),
     )
 }
 

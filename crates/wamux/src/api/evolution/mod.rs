@@ -115,7 +115,10 @@ impl IntoResponse for Evo {
 fn instance(state: &AppState, caller: &Caller, name: &str, scope: Scope) -> EvoResult<SessionId> {
     let missing = || Evo::not_found(format!("The \"{name}\" instance does not exist"));
     let id = SessionId::parse(name).map_err(|_| missing())?;
-    caller.may(&id, scope)?;
+    // Evolution answers another instance's token with 401, not 403.
+    caller
+        .may(&id, scope)
+        .map_err(|_| Evo::new(StatusCode::UNAUTHORIZED, Value::from("Unauthorized")))?;
     state.sessions.info(&id).map_err(|_| missing())?;
     Ok(id)
 }

@@ -1,0 +1,1045 @@
+//! Evolution API's dialect, end to end against the simulator: its REST routes called as its
+//! documentation calls them (header `apikey`), and its webhook format as a receiver written
+//! for Evolution sees it.
+//!
+//! The golden shapes below are Evolution 2.3's, from its source (`prepareMessage`, the
+//! `messages.update` handler, `connectionUpdate`, the instance controller, the webhook
+//! controller): every field with its JSON type. Where wamux leaves a field out on purpose,
+//! the test says so next to the shape, and `docs/migrating-from-evolution.md` lists it.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{KEY, Options, TestApp, into_json};
+use crate::webhooks::{Hit, Receiver};
+
+const ALICE: &str = "15550008001";
+const BOB: &str = "15550008002";
+const CAROL: &str = "15550008003";
+const DAVE: &str = "15550008004";
+const ERIN: &str = "15550008005";
+const NOBODY: &str = "15550008099";
+const LONG: Duration = Duration::from_secs(60);
+
+/// A server speaking Evolution's dialect, whose webhooks may go to this machine.
+async fn app() -> TestApp {
+    TestApp::start_with(Options {
+        sim: true,
+        configure: Some(Box::new(|c| {
+            c.webhook.allow_private = true;
+            c.compat_evolution = true;
+        })),
+        ..Options::default()
+    })
+    .await
+}
+
+/// A call with Evolution's `apikey` header.
+async fn evo(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut r = app
+        .http
+        .request(method, app.url(path))
+        .header("apikey", key);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    into_json(r.send().await.unwrap()).await
+}
+
+/// The JSON type skeleton of a value: what the golden tests compare.
+fn shape(v: &Value) -> Value {
+    match v {
+        Value::Null => json!("null"),
+        Value::Bool(_) => json!("boolean"),
+        Value::Number(_) => json!("number"),
+        Value::String(_) => json!("string"),
+        Value::Array(a) => Value::Array(a.iter().take(1).map(shape).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+    }
+}
+
+#[track_caller]
+fn assert_shape(got: &Value, want: Value) {
+    assert_eq!(
+        shape(got),
+        want,
+        "shape differs from Evolution's; the body was {got:#}"
+    );
+}
+
+/// Evolution's webhook envelope around `data`, for a linked instance (`sender` is its JID).
+fn envelope(data: Value) -> Value {
+    let mut e = envelope_unlinked(data);
+    e["sender"] = json!("string");
+    e
+}
+
+/// The envelope before the instance is linked: no `sender` yet.
+fn envelope_unlinked(data: Value) -> Value {
+    json!({
+        "event": "string", "instance": "string", "data": data, "destination": "string",
+        "date_time": "string", "server_url": "string", "apikey": "null",
+    })
+}
+
+/// Evolution's message record (`prepareMessage`) with `message` of the given shape.
+///
+/// Left out on purpose: the `contextInfo` Evolution copies into plain sends (an empty
+/// mention list and a disappearing-mode timestamp); it is there when a message quotes,
+/// mentions or forwards.
+fn record(key: Value, message: Value) -> Value {
+    json!({
+        "key": key, "pushName": "string", "status": "string", "message": message,
+        "messageType": "string", "messageTimestamp": "number", "instanceId": "string",
+        "source": "string",
+    })
+}
+
+fn sent_key() -> Value {
+    json!({"remoteJid": "string", "fromMe": "boolean", "id": "string"})
+}
+
+/// Collects webhook deliveries; takes the one wanted and keeps the others for later.
+struct Hook {
+    rx: Receiver,
+    backlog: Vec<Hit>,
+}
+
+impl Hook {
+    async fn take(&mut self, event: &str, pred: impl Fn(&Value) -> bool) -> Hit {
+        if let Some(i) = self
+            .backlog
+            .iter()
+            .position(|h| h.json()["event"] == event && pred(&h.json()))
+        {
+            return self.backlog.remove(i);
+        }
+        loop {
+            let Some(hit) = self.rx.try_next(LONG).await else {
+                let seen: Vec<Value> = self.backlog.iter().map(Hit::json).collect();
+                panic!("no matching {event} within {LONG:?}; these came: {seen:#?}");
+            };
+            let body = hit.json();
+            if body["event"] == event && pred(&body) {
+                return hit;
+            }
+            self.backlog.push(hit);
+        }
+    }
+}
+
+/// Creates an Evolution instance with a webhook for `events` and links it to `phone` by
+/// its QR code, as Evolution's documentation goes: create with `qrcode: true`, the phone
+/// scans the code, `connectionState` says `open`. Returns the instance token and the hook.
+async fn linked_instance(
+    app: &TestApp,
+    name: &str,
+    phone: &str,
+    events: &[&str],
+) -> (String, Hook, Value) {
+    let sim = app.sim.as_ref().unwrap();
+    let rx = Receiver::start().await;
+    let (s, created) = evo(
+        app,
+        Method::POST,
+        "/instance/create",
+        KEY,
+        Some(json!({
+            "instanceName": name,
+            "qrcode": true,
+            "integration": "WHATSAPP-BAILEYS",
+            "webhook": {"url": rx.url, "byEvents": false, "base64": false, "events": events},
+        })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let token = created["hash"].as_str().unwrap().to_owned();
+    let code = created["qrcode"]["code"]
+        .as_str()
+        .expect("qrcode: true shows the QR code")
+        .to_owned();
+    sim.scan(phone, &code).await;
+    let mut state = String::new();
+    for _ in 0..600 {
+        let (s, b) = evo(
+            app,
+            Method::GET,
+            &format!("/instance/connectionState/{name}"),
+            &token,
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        state = b["instance"]["state"].as_str().unwrap().to_owned();
+        if state == "open" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "open");
+    (
+        token,
+        Hook {
+            rx,
+            backlog: Vec::new(),
+        },
+        created,
+    )
+}
+
+/// Evolution's documented flow: create an instance with a webhook, connect by QR, send a
+/// text, get the reply as `messages.upsert` with the text in `message.conversation`, and the
+/// delivery as `messages.update` `DELIVERY_ACK`; every body in Evolution's shapes.
+#[tokio::test]
+async fn an_evolution_client_links_sends_and_hears_replies_and_receipts() {
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(ALICE, "Alice").await;
+    sim.phone(BOB, "Bob").await;
+    let (token, mut hook, created) = linked_instance(
+        &app,
+        "evo1",
+        ALICE,
+        &[
+            "QRCODE_UPDATED",
+            "CONNECTION_UPDATE",
+            "MESSAGES_UPSERT",
+            "MESSAGES_UPDATE",
+            "SEND_MESSAGE",
+        ],
+    )
+    .await;
+
+    // The create answer.
+    let mut want = json!({
+        "instance": {"instanceName": "string", "instanceId": "string", "integration": "string",
+                     "webhookWaBusiness": "null", "accessTokenWaBusiness": "string", "status": "string"},
+        "hash": "string",
+        "webhook": {"webhookUrl": "string", "webhookHeaders": {}, "webhookByEvents": "boolean", "webhookBase64": "boolean"},
+        "websocket": {}, "rabbitmq": {}, "nats": {}, "sqs": {},
+        "settings": {"rejectCall": "boolean", "msgCall": "string", "groupsIgnore": "boolean",
+                     "alwaysOnline": "boolean", "readMessages": "boolean", "readStatus": "boolean",
+                     "syncFullHistory": "boolean", "wavoipToken": "string"},
+        "qrcode": {"pairingCode": "null", "code": "string", "base64": "string", "count": "number"},
+    });
+    // Evolution echoes the headers given; none were.
+    want["webhook"]["webhookHeaders"] = json!({});
+    assert_shape(&created, want);
+    assert_eq!(created["instance"]["instanceName"], "evo1");
+    assert!(
+        created["qrcode"]["base64"]
+            .as_str()
+            .unwrap()
+            .starts_with("data:image/png;base64,")
+    );
+
+    // The QR code and the link, as webhooks.
+    let qr = hook.take("qrcode.updated", |_| true).await.json();
+    assert_shape(
+        &qr,
+        envelope_unlinked(
+            json!({"qrcode": {"instance": "string", "pairingCode": "null", "code": "string", "base64": "string"}}),
+        ),
+    );
+    assert_eq!(qr["instance"], "evo1");
+    assert_eq!(qr["data"]["qrcode"]["code"], created["qrcode"]["code"]);
+    let open = hook
+        .take("connection.update", |b| b["data"]["state"] == "open")
+        .await
+        .json();
+    assert_shape(
+        &open,
+        envelope(
+            json!({"instance": "string", "state": "string", "statusReason": "number",
+                   "wuid": "string", "profileName": "string", "profilePictureUrl": "null"}),
+        ),
+    );
+    assert_eq!(open["data"]["wuid"], format!("{ALICE}@s.whatsapp.net"));
+    assert_eq!(open["sender"], format!("{ALICE}@s.whatsapp.net"));
+    assert_eq!(open["data"]["statusReason"], 200);
+
+    // sendText, with the instance's own token.
+    let (s, sent) = evo(
+        &app,
+        Method::POST,
+        "/message/sendText/evo1",
+        &token,
+        Some(json!({"number": BOB, "text": "Olá, Bob"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{sent}");
+    assert_shape(&sent, record(sent_key(), json!({"conversation": "string"})));
+    assert_eq!(sent["key"]["remoteJid"], format!("{BOB}@s.whatsapp.net"));
+    assert_eq!(sent["key"]["fromMe"], true);
+    assert_eq!(sent["message"]["conversation"], "Olá, Bob");
+    assert_eq!(sent["messageType"], "conversation");
+    assert_eq!(sent["pushName"], "Você");
+    let id = sent["key"]["id"].as_str().unwrap().to_owned();
+
+    // send.message, then the server's and Bob's phone's acks.
+    let ev = hook.take("send.message", |_| true).await.json();
+    assert_shape(
+        &ev,
+        envelope(record(sent_key(), json!({"conversation": "string"}))),
+    );
+    assert_eq!(ev["data"]["key"]["id"], id.as_str());
+    assert_eq!(ev["data"]["status"], "PENDING");
+    let update = json!({"keyId": "string", "remoteJid": "string", "fromMe": "boolean",
+                        "status": "string", "instanceId": "string", "messageId": "string"});
+    for status in ["SERVER_ACK", "DELIVERY_ACK"] {
+        let ev = hook
+            .take("messages.update", |b| {
+                b["data"]["keyId"] == id.as_str() && b["data"]["status"] == status
+            })
+            .await
+            .json();
+        assert_shape(&ev, envelope(update.clone()));
+        assert_eq!(ev["data"]["remoteJid"], format!("{BOB}@s.whatsapp.net"));
+        assert_eq!(ev["data"]["fromMe"], true);
+        assert_eq!(ev["data"]["instanceId"], created["instance"]["instanceId"]);
+    }
+    assert!(
+        sim.messages(BOB)
+            .await
+            .iter()
+            .any(|m| m["text"] == "Olá, Bob"),
+        "Bob's phone shows the text"
+    );
+
+    // Bob answers: messages.upsert with the text in message.conversation.
+    let reply = sim.send(BOB, ALICE, "Tudo bem!").await;
+    let ev = hook
+        .take("messages.upsert", |b| b["data"]["key"]["id"] == reply["id"])
+        .await;
+    assert_eq!(ev.path, "/hook", "no byEvents: the URL itself");
+    let ev = ev.json();
+    let mut key = json!({"remoteJid": "string", "fromMe": "boolean", "id": "string", "addressingMode": "string"});
+    if ev["data"]["key"].get("remoteJidAlt").is_some() {
+        key["remoteJidAlt"] = json!("string");
+    }
+    assert_shape(
+        &ev,
+        envelope(record(key, json!({"conversation": "string"}))),
+    );
+    assert_eq!(ev["data"]["message"]["conversation"], "Tudo bem!");
+    assert_eq!(ev["data"]["key"]["fromMe"], false);
+    assert_eq!(
+        ev["data"]["key"]["remoteJid"],
+        format!("{BOB}@s.whatsapp.net")
+    );
+    assert_eq!(ev["data"]["pushName"], "Bob");
+    assert_eq!(ev["data"]["status"], "DELIVERY_ACK");
+    assert_eq!(ev["data"]["messageType"], "conversation");
+
+    // Reading it sends the receipt to Bob's phone.
+    let (s, b) = evo(
+        &app,
+        Method::POST,
+        "/chat/markMessageAsRead/evo1",
+        &token,
+        Some(json!({"readMessages": [{"remoteJid": format!("{BOB}@s.whatsapp.net"), "fromMe": false, "id": reply["id"]}]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b, json!({"message": "Read messages", "read": "success"}));
+    let rid = reply["id"].as_str().unwrap().to_owned();
+    crate::helpers::wait_until(LONG, "Bob to see his message read", || async {
+        sim.messages(BOB)
+            .await
+            .iter()
+            .any(|m| m["id"] == rid.as_str() && m["status"] == "read")
+    })
+    .await;
+
+    // Bob reads ours: READ.
+    sim.read(BOB, &[&id]).await;
+    let ev = hook
+        .take("messages.update", |b| {
+            b["data"]["keyId"] == id.as_str() && b["data"]["status"] == "READ"
+        })
+        .await
+        .json();
+    assert_shape(&ev, envelope(update));
+}
+
+/// Every other event Evolution sends, from a real exchange: files inline (`base64`) and
+/// by link, what the phone sends itself, edits, deletions, calls, presence and groups; and
+/// the webhook options (`byEvents`, `jwt_key`, `enabled: false`).
+#[tokio::test]
+async fn every_evolution_event_comes_in_evolution_s_shape() {
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    for (p, n) in [(CAROL, "Carol"), (DAVE, "Dave"), (ERIN, "Erin")] {
+        sim.phone(p, n).await;
+    }
+    let (token, hook, _) = linked_instance(&app, "evo2", CAROL, &[]).await;
+    drop(hook);
+    // byEvents and base64, set the way Evolution's code reads it; a jwt_key header.
+    let mut rx = Receiver::start().await;
+    let (s, row) = evo(
+        &app,
+        Method::POST,
+        "/webhook/set/evo2",
+        &token,
+        Some(json!({"webhook": {
+            "enabled": true, "url": rx.url, "byEvents": true, "base64": true,
+            "headers": {"jwt_key": "receiver-shared-secret"}, "events": [],
+        }})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{row}");
+    let webhook_row = json!({"id": "string", "url": "string", "headers": {"jwt_key": "string"},
+        "enabled": "boolean", "events": ["string"], "webhookByEvents": "boolean",
+        "webhookBase64": "boolean", "createdAt": "string", "updatedAt": "string",
+        "instanceId": "string"});
+    assert_shape(&row, webhook_row.clone());
+    assert_eq!(
+        row["headers"]["jwt_key"], "***",
+        "header values are not shown"
+    );
+    assert!(
+        row["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "MESSAGES_UPSERT")
+    );
+    let (s, found) = evo(&app, Method::GET, "/webhook/find/evo2", &token, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(found, row);
+    let mut hook = Hook {
+        rx: std::mem::replace(&mut rx, Receiver::start().await),
+        backlog: Vec::new(),
+    };
+
+    // An image from Dave: by link (mediaUrl) and inline (base64), to url/messages-upsert.
+    let jpeg: Vec<u8> = (0..2048u32).map(|i| (i * 7 % 251) as u8).collect();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&jpeg);
+    let pic = sim
+        .send_json(
+            DAVE,
+            &json!({"to": CAROL, "caption": "look", "media": {"mimetype": "image/jpeg", "fileName": "p.jpg", "data": b64}}),
+        )
+        .await;
+    let hit = hook
+        .take("messages.upsert", |b| b["data"]["key"]["id"] == pic["id"])
+        .await;
+    assert_eq!(hit.path, "/hook/messages-upsert");
+    let bearer = hit.header("authorization").to_owned();
+    assert!(
+        bearer.starts_with("Bearer ey"),
+        "jwt_key becomes a JWT: {bearer}"
+    );
+    assert_eq!(hit.header("jwt_key"), "", "the key itself is not sent");
+    let ev = hit.json();
+    let mut key = json!({"remoteJid": "string", "fromMe": "boolean", "id": "string", "addressingMode": "string"});
+    if ev["data"]["key"].get("remoteJidAlt").is_some() {
+        key["remoteJidAlt"] = json!("string");
+    }
+    // Left out on purpose: the media keys and hashes of WhatsApp's servers (`url`,
+    // `mediaKey`, `fileSha256`, `fileEncSha256`, `directPath`, `jpegThumbnail`, ...).
+    assert_shape(
+        &ev,
+        envelope(record(
+            key.clone(),
+            json!({"imageMessage": {"mimetype": "string", "caption": "string", "fileLength": "number"},
+                       "mediaUrl": "string", "base64": "string"}),
+        )),
+    );
+    assert_eq!(ev["data"]["messageType"], "imageMessage");
+    assert_eq!(ev["data"]["message"]["imageMessage"]["caption"], "look");
+    assert_eq!(ev["data"]["message"]["base64"], b64.as_str());
+    let link = ev["data"]["message"]["mediaUrl"].as_str().unwrap();
+    let fetched = app.http.get(link).send().await.unwrap();
+    assert_eq!(fetched.bytes().await.unwrap().as_ref(), jpeg.as_slice());
+
+    // What Carol's phone sends itself: messages.upsert with fromMe, SERVER_ACK.
+    let own = sim.send(CAROL, DAVE, "from my phone").await;
+    let ev = hook
+        .take("messages.upsert", |b| b["data"]["key"]["id"] == own["id"])
+        .await
+        .json();
+    assert_shape(
+        &ev,
+        envelope(record(sent_key(), json!({"conversation": "string"}))),
+    );
+    assert_eq!(ev["data"]["key"]["fromMe"], true);
+    assert_eq!(ev["data"]["status"], "SERVER_ACK");
+
+    // Dave edits, then deletes, his message.
+    let theirs = sim.send(DAVE, CAROL, "two pizzas").await;
+    let theirs_id = theirs["id"].as_str().unwrap().to_owned();
+    sim.send_json(
+        DAVE,
+        &json!({"to": CAROL, "edit": {"messageId": theirs_id, "text": "three pizzas"}}),
+    )
+    .await;
+    let hit = hook
+        .take("messages.edited", |b| {
+            b["data"]["key"]["id"] == theirs_id.as_str()
+        })
+        .await;
+    assert_eq!(hit.path, "/hook/messages-edited");
+    let ev = hit.json();
+    assert_shape(
+        &ev,
+        envelope(
+            json!({"key": sent_key(), "type": "string", "editedMessage": {"conversation": "string"}, "timestampMs": "string"}),
+        ),
+    );
+    assert_eq!(ev["data"]["type"], "MESSAGE_EDIT");
+    assert_eq!(ev["data"]["editedMessage"]["conversation"], "three pizzas");
+    sim.send_json(
+        DAVE,
+        &json!({"to": CAROL, "revoke": {"messageId": theirs_id}}),
+    )
+    .await;
+    let ev = hook
+        .take("messages.delete", |b| b["data"]["id"] == theirs_id.as_str())
+        .await
+        .json();
+    assert_shape(&ev, envelope(sent_key()));
+    assert_eq!(ev["data"]["remoteJid"], format!("{DAVE}@s.whatsapp.net"));
+    assert_eq!(ev["data"]["fromMe"], false);
+
+    // A call from Erin.
+    let (s, call) = sim
+        .admin_json(
+            Method::POST,
+            &format!("/phones/{ERIN}/calls"),
+            Some(json!({"to": CAROL, "video": true})),
+        )
+        .await;
+    assert!(s.is_success(), "{call}");
+    let ev = hook
+        .take("call", |b| b["data"]["id"] == call["id"])
+        .await
+        .json();
+    assert_shape(
+        &ev,
+        envelope(
+            json!({"chatId": "string", "from": "string", "id": "string", "date": "string",
+                   "offline": "boolean", "status": "string", "isVideo": "boolean", "isGroup": "boolean"}),
+        ),
+    );
+    assert_eq!(ev["data"]["status"], "offer");
+    assert_eq!(ev["data"]["isVideo"], true);
+
+    // Erin types.
+    let (s, b) = sim
+        .admin_json(
+            Method::POST,
+            &format!("/phones/{ERIN}/presence"),
+            Some(json!({"state": "composing", "to": CAROL})),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    let ev = hook.take("presence.update", |_| true).await.json();
+    let erin = format!("{ERIN}@s.whatsapp.net");
+    assert_shape(
+        &ev,
+        envelope(
+            json!({"id": "string", "presences": {erin.as_str(): {"lastKnownPresence": "string"}}}),
+        ),
+    );
+    assert_eq!(
+        ev["data"]["presences"][&erin]["lastKnownPresence"],
+        "composing"
+    );
+
+    // Dave makes a group with Carol, names it again, and adds Erin.
+    let (s, g) = sim
+        .admin_json(
+            Method::POST,
+            "/groups",
+            Some(json!({"creator": DAVE, "subject": "Pizza", "participants": [CAROL]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{g}");
+    let gid = g["id"].as_str().unwrap().to_owned();
+    let gjid = format!("{gid}@g.us");
+    let ev = hook
+        .take("groups.upsert", |b| b["data"][0]["id"] == gjid.as_str())
+        .await
+        .json();
+    assert_shape(
+        &ev,
+        envelope(
+            json!([{"id": "string", "subject": "string", "author": "string", "creation": "number"}]),
+        ),
+    );
+    let (s, b) = sim
+        .admin_json(
+            Method::PATCH,
+            &format!("/groups/{gid}"),
+            Some(json!({"by": DAVE, "subject": "Pizza night"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let hit = hook.take("groups.update", |_| true).await;
+    assert_eq!(hit.path, "/hook/groups-update");
+    let ev = hit.json();
+    assert_shape(
+        &ev,
+        envelope(json!([{"id": "string", "author": "string", "subject": "string"}])),
+    );
+    assert_eq!(ev["data"][0]["subject"], "Pizza night");
+    let (s, b) = sim
+        .admin_json(
+            Method::POST,
+            &format!("/groups/{gid}/participants"),
+            Some(json!({"by": DAVE, "action": "add", "participants": [ERIN]})),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    let hit = hook.take("group-participants.update", |_| true).await;
+    assert_eq!(hit.path, "/hook/group-participants-update");
+    let ev = hit.json();
+    assert_shape(
+        &ev,
+        envelope(
+            json!({"id": "string", "author": "string", "participants": ["string"], "action": "string"}),
+        ),
+    );
+    assert_eq!(ev["data"]["action"], "add");
+
+    // A member writes in the group: the key names the group and the participant.
+    let (_, m) = sim
+        .admin_json(
+            Method::POST,
+            &format!("/phones/{DAVE}/messages"),
+            Some(json!({"to": gjid, "text": "who wants olives?"})),
+        )
+        .await;
+    let ev = hook
+        .take("messages.upsert", |b| b["data"]["key"]["id"] == m["id"])
+        .await
+        .json();
+    let key = ev["data"]["key"].clone();
+    assert_eq!(key["remoteJid"], gjid.as_str());
+    assert!(key["participant"].is_string(), "{key}");
+
+    // Off, then on again with the flat fields of Evolution's documentation.
+    let (s, off) = evo(
+        &app,
+        Method::POST,
+        "/webhook/set/evo2",
+        &token,
+        Some(json!({"webhook": {"enabled": false, "url": hook.rx.url}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{off}");
+    assert_eq!(off["enabled"], false);
+    assert_eq!(off["events"], json!([]));
+    let (s, b) = evo(
+        &app,
+        Method::POST,
+        "/webhook/set/evo2",
+        &token,
+        Some(json!({"enabled": true, "url": hook.rx.url, "webhookByEvents": false, "events": ["MESSAGES_UPSERT"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "the documentation's flat form: {b}");
+    assert_eq!(b["events"], json!(["MESSAGES_UPSERT"]));
+    let after = sim.send(DAVE, CAROL, "last call").await;
+    let ev = hook
+        .take("messages.upsert", |b| b["data"]["key"]["id"] == after["id"])
+        .await;
+    assert_eq!(ev.path, "/hook");
+}
+
+/// The REST routes' answers and refusals in Evolution's shapes: the other send routes,
+/// number checks, instance lists, the key rules, logout and delete.
+#[tokio::test]
+async fn evolution_routes_answer_in_evolution_s_shapes_and_refuse_as_it_does() {
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    const FAY: &str = "15550008011";
+    const GIL: &str = "15550008012";
+    sim.phone(FAY, "Fay").await;
+    sim.phone(GIL, "Gil").await;
+
+    // Refusals before any instance: no key, a wrong key, an unknown instance.
+    let unauthorized =
+        json!({"status": 401, "error": "Unauthorized", "response": {"message": "Unauthorized"}});
+    let (s, b) = into_json(
+        app.http
+            .get(app.url("/instance/fetchInstances"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s, &b), (StatusCode::UNAUTHORIZED, &unauthorized));
+    let (s, b) = evo(
+        &app,
+        Method::GET,
+        "/instance/fetchInstances",
+        "wrong-key-0123456789",
+        None,
+    )
+    .await;
+    assert_eq!((s, &b), (StatusCode::UNAUTHORIZED, &unauthorized));
+    let (s, b) = evo(
+        &app,
+        Method::GET,
+        "/instance/connectionState/nope",
+        KEY,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        b,
+        json!({"status": 404, "error": "Not Found", "response": {"message": ["The \"nope\" instance does not exist"]}})
+    );
+    let (s, b) = evo(
+        &app,
+        Method::POST,
+        "/instance/create",
+        KEY,
+        Some(json!({"instanceName": "evo3", "integration": "WHATSAPP-BUSINESS"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_shape(
+        &b,
+        json!({"status": "number", "error": "string", "response": {"message": ["string"]}}),
+    );
+
+    // A token of the client's choosing, as Evolution's `token`.
+    let chosen = "B8E3A1C2-6F0D-4C1B-9A57-0E2F3D4C5B6A";
+    let (s, created) = evo(
+        &app,
+        Method::POST,
+        "/instance/create",
+        KEY,
+        Some(json!({"instanceName": "evo3", "token": chosen, "rejectCall": true, "msgCall": "no calls"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    assert_eq!(created["hash"], chosen);
+    assert_eq!(created["settings"]["rejectCall"], true);
+    assert!(
+        created.get("qrcode").is_none(),
+        "no qrcode asked: {created}"
+    );
+    let (s, b) = evo(
+        &app,
+        Method::POST,
+        "/instance/create",
+        KEY,
+        Some(json!({"instanceName": "evo3"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(
+        b["response"]["message"][0],
+        "This name \"evo3\" is already in use."
+    );
+
+    // connect: the QR object; the phone scans it.
+    let (s, qr) = evo(&app, Method::GET, "/instance/connect/evo3", chosen, None).await;
+    assert_eq!(s, StatusCode::OK, "{qr}");
+    assert_shape(
+        &qr,
+        json!({"pairingCode": "null", "code": "string", "base64": "string", "count": "number"}),
+    );
+    sim.scan(FAY, qr["code"].as_str().unwrap()).await;
+    app.wait_status("evo3", "connected", LONG).await;
+    let (s, b) = evo(&app, Method::GET, "/instance/connect/evo3", chosen, None).await;
+    assert_eq!(
+        (s, b),
+        (
+            StatusCode::OK,
+            json!({"instance": {"instanceName": "evo3", "state": "open"}})
+        )
+    );
+
+    // Another instance's token is refused here.
+    let (s, other) = evo(
+        &app,
+        Method::POST,
+        "/instance/create",
+        KEY,
+        Some(json!({"instanceName": "evo4"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{other}");
+    let other_token = other["hash"].as_str().unwrap().to_owned();
+    let (s, b) = evo(
+        &app,
+        Method::GET,
+        "/instance/connectionState/evo3",
+        &other_token,
+        None,
+    )
+    .await;
+    assert_eq!((s, b), (StatusCode::UNAUTHORIZED, unauthorized.clone()));
+
+    // fetchInstances: the global key sees both, a token its own.
+    let (s, all) = evo(&app, Method::GET, "/instance/fetchInstances", KEY, None).await;
+    assert_eq!(s, StatusCode::OK, "{all}");
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    let (s, mine) = evo(&app, Method::GET, "/instance/fetchInstances", chosen, None).await;
+    assert_eq!(s, StatusCode::OK, "{mine}");
+    let mine = mine.as_array().unwrap();
+    assert_eq!(mine.len(), 1);
+    // Left out on purpose: `token` is null (kept only as a digest), and the relations
+    // wamux has no counterpart for are null.
+    assert_shape(
+        &mine[0],
+        json!({
+            "id": "string", "name": "string", "connectionStatus": "string", "ownerJid": "string",
+            "profileName": "string", "profilePicUrl": "null", "integration": "string",
+            "number": "null", "businessId": "null", "token": "null", "clientName": "string",
+            "disconnectionReasonCode": "null", "disconnectionObject": "null",
+            "disconnectionAt": "null", "createdAt": "string", "updatedAt": "string",
+            "Chatwoot": "null", "Proxy": "null", "Rabbitmq": "null", "Nats": "null",
+            "Sqs": "null", "Websocket": "null",
+            "Setting": {"id": "string", "rejectCall": "boolean", "msgCall": "string",
+                        "groupsIgnore": "boolean", "alwaysOnline": "boolean",
+                        "readMessages": "boolean", "readStatus": "boolean",
+                        "syncFullHistory": "boolean", "wavoipToken": "string",
+                        "createdAt": "string", "updatedAt": "string", "instanceId": "string"},
+            "_count": {"Message": "number", "Contact": "number", "Chat": "number"},
+        }),
+    );
+    assert_eq!(mine[0]["name"], "evo3");
+    assert_eq!(mine[0]["connectionStatus"], "open");
+    assert_eq!(mine[0]["ownerJid"], format!("{FAY}@s.whatsapp.net"));
+    assert_eq!(mine[0]["Setting"]["rejectCall"], true);
+    assert_eq!(mine[0]["Setting"]["msgCall"], "no calls");
+
+    // whatsappNumbers: who has an account.
+    let (s, b) = evo(
+        &app,
+        Method::POST,
+        "/chat/whatsappNumbers/evo3",
+        chosen,
+        Some(json!({"numbers": [GIL, NOBODY]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b[0]["exists"], true, "{b}");
+    assert_eq!(b[0]["jid"], format!("{GIL}@s.whatsapp.net"));
+    assert_eq!(b[0]["number"], GIL);
+    assert_eq!(
+        b[1],
+        json!({"jid": format!("{NOBODY}@s.whatsapp.net"), "exists": false, "number": NOBODY})
+    );
+
+    // A send to a number without WhatsApp names it, and sends nothing.
+    let (s, b) = evo(
+        &app,
+        Method::POST,
+        "/message/sendText/evo3",
+        chosen,
+        Some(json!({"number": NOBODY, "text": "hello?"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        b,
+        json!({"status": 400, "error": "Bad Request", "response": {"message": [
+            {"jid": format!("{NOBODY}@s.whatsapp.net"), "exists": false, "number": NOBODY}]}})
+    );
+    let (s, b) = evo(
+        &app,
+        Method::POST,
+        "/message/sendText/evo3",
+        chosen,
+        Some(json!({"number": GIL})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        b["response"]["message"][0],
+        "instance requires property \"text\""
+    );
+
+    // The other kinds, each answered with its record, and each on Gil's phone.
+    let post = |path: &'static str, body: Value| {
+        let app = &app;
+        async move { evo(app, Method::POST, path, chosen, Some(body)).await }
+    };
+    let (s, loc) = post(
+        "/message/sendLocation/evo3",
+        json!({"number": GIL, "latitude": -23.55, "longitude": -46.63, "name": "Paulista", "address": "Av. Paulista"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{loc}");
+    assert_shape(
+        &loc,
+        record(
+            sent_key(),
+            json!({"locationMessage": {"degreesLatitude": "number", "degreesLongitude": "number", "name": "string", "address": "string"}}),
+        ),
+    );
+    assert_eq!(loc["messageType"], "locationMessage");
+    let (s, card) = post(
+        "/message/sendContact/evo3",
+        json!({"number": GIL, "contact": [{"fullName": "Ana Souza", "wuid": "5511999999999", "phoneNumber": "+55 11 99999-9999"}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{card}");
+    assert_shape(
+        &card,
+        record(
+            sent_key(),
+            json!({"contactMessage": {"displayName": "string", "vcard": "string"}}),
+        ),
+    );
+    assert!(
+        card["message"]["contactMessage"]["vcard"]
+            .as_str()
+            .unwrap()
+            .contains("waid=5511999999999")
+    );
+    let (s, poll) = post(
+        "/message/sendPoll/evo3",
+        json!({"number": GIL, "name": "Lunch?", "selectableCount": 1, "values": ["12:00", "13:00"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{poll}");
+    // Left out on purpose: `messageContextInfo` (the poll's secret stays ours).
+    assert_shape(
+        &poll,
+        record(
+            sent_key(),
+            json!({"pollCreationMessageV3": {"name": "string", "selectableOptionsCount": "number", "options": [{"optionName": "string"}]}}),
+        ),
+    );
+    let (s, image) = post(
+        "/message/sendMedia/evo3",
+        json!({"number": GIL, "mediatype": "image", "mimetype": "image/png", "caption": "a dot",
+               "media": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==",
+               "fileName": "dot.png"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{image}");
+    assert_eq!(image["messageType"], "imageMessage");
+    assert_eq!(image["message"]["imageMessage"]["caption"], "a dot");
+    let (s, b) = post(
+        "/message/sendMedia/evo3",
+        json!({"number": GIL, "mediatype": "document", "media": "aGVsbG8="}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        b["response"]["message"][0],
+        "For base64 the file name must be informed."
+    );
+    let ogg = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        b"OggS-not-really-opus",
+    );
+    let (s, voice) = post(
+        "/message/sendWhatsAppAudio/evo3",
+        json!({"number": GIL, "audio": ogg}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{voice}");
+    assert_eq!(voice["messageType"], "audioMessage");
+    assert_eq!(voice["message"]["audioMessage"]["ptt"], true);
+    let text_id = {
+        let (s, t) = post(
+            "/message/sendText/evo3",
+            json!({"number": GIL, "text": "react to me", "delay": 300}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{t}");
+        t["key"]["id"].as_str().unwrap().to_owned()
+    };
+    let (s, reaction) = post(
+        "/message/sendReaction/evo3",
+        json!({"key": {"remoteJid": format!("{GIL}@s.whatsapp.net"), "fromMe": true, "id": text_id}, "reaction": "👍"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{reaction}");
+    assert_shape(
+        &reaction,
+        record(
+            sent_key(),
+            json!({"reactionMessage": {"key": {"remoteJid": "string", "id": "string"}, "text": "string", "senderTimestampMs": "number"}}),
+        ),
+    );
+    let (s, b) = post(
+        "/message/sendReaction/evo3",
+        json!({"key": {"remoteJid": GIL, "fromMe": true, "id": text_id}, "reaction": "nope"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        b["response"]["message"][0],
+        "Reaction must be a single emoji or empty string"
+    );
+    crate::helpers::wait_until(LONG, "Gil's phone to show every kind", || async {
+        let got = sim.messages(GIL).await;
+        let has = |f: &dyn Fn(&Value) -> bool| got.iter().any(f);
+        has(&|m| m["text"] == "react to me")
+            && has(&|m| m.get("location").is_some_and(|l| !l.is_null()))
+            && has(&|m| m.get("poll").is_some_and(|p| !p.is_null()))
+            && has(&|m| m["caption"] == "a dot")
+    })
+    .await;
+
+    // logout, then delete: the token goes with the instance.
+    let (s, b) = evo(&app, Method::DELETE, "/instance/logout/evo3", chosen, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        b,
+        json!({"status": "SUCCESS", "error": false, "response": {"message": "Instance logged out"}})
+    );
+    let (s, b) = evo(&app, Method::DELETE, "/instance/logout/evo3", chosen, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(
+        b["response"]["message"][0],
+        "The \"evo3\" instance is not connected"
+    );
+    let (s, b) = evo(
+        &app,
+        Method::PUT,
+        "/instance/restart/evo4",
+        &other_token,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["instance"]["instanceName"], "evo4");
+    let (s, b) = evo(&app, Method::DELETE, "/instance/delete/evo3", chosen, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        b,
+        json!({"status": "SUCCESS", "error": false, "response": {"message": "Instance deleted"}})
+    );
+    let (s, _) = evo(&app, Method::GET, "/instance/fetchInstances", chosen, None).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "the deleted instance's token is revoked"
+    );
+    let (s, b) = evo(&app, Method::GET, "/webhook/find/evo4", KEY, None).await;
+    assert_eq!(
+        (s, b),
+        (StatusCode::OK, Value::Null),
+        "no webhook: Evolution's literal null"
+    );
+}
+
+/// Off by default: the routes are not there.
+#[tokio::test]
+async fn evolution_routes_are_off_unless_asked_for() {
+    let app = TestApp::start().await;
+    let (s, _) = evo(&app, Method::GET, "/instance/fetchInstances", KEY, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
