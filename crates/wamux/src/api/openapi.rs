@@ -530,6 +530,16 @@ pub mod schemas {
         pub headers: Option<BTreeMap<String, String>>,
         /// A `whsec_...` signing secret; one is generated (and shown once) when absent.
         pub secret: Option<String>,
+        /// `wamux` (the default) or `evolution`: Evolution API v2's envelope and event names
+        /// (`events` then takes Evolution's names, `MESSAGES_UPSERT`, ...; empty is all).
+        #[schema(example = "wamux")]
+        pub format: Option<String>,
+        /// Evolution format only: post each event to `url/<event-name>`.
+        pub by_events: Option<bool>,
+        /// Evolution format only: received files inline, as `data.message.base64`.
+        pub base64: Option<bool>,
+        /// `false` keeps the webhook but sends nothing; events pass it by (default `true`).
+        pub enabled: Option<bool>,
     }
 
     #[derive(Serialize, ToSchema)]
@@ -537,10 +547,20 @@ pub mod schemas {
     pub struct WebhookView {
         pub session_id: String,
         pub url: String,
+        /// `wamux` or `evolution`.
+        pub format: String,
         pub events: Vec<String>,
         /// Header names, with each value shown as `***`.
         pub headers: BTreeMap<String, String>,
-        /// `active` or `disabled`.
+        /// `false`: set to send nothing.
+        pub enabled: bool,
+        /// Evolution format only.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub by_events: Option<bool>,
+        /// Evolution format only.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub base64: Option<bool>,
+        /// `active` or `disabled` (after a 410 Gone).
         pub status: String,
         pub disabled_reason: Option<String>,
         pub created_at: i64,

@@ -382,8 +382,22 @@ async fn every_evolution_event_comes_in_evolution_s_shape() {
     }
     let (token, hook, _) = linked_instance(&app, "evo2", CAROL, &[]).await;
     drop(hook);
-    // byEvents and base64, set the way Evolution's code reads it; a jwt_key header.
+    // byEvents and base64, set the way Evolution's code reads it; a jwt_key header. A
+    // signing secret set first through our own API stays: deliveries are signed as ever.
     let mut rx = Receiver::start().await;
+    use base64::Engine as _;
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(b"evolution-receivers-verify-too!!")
+    );
+    let (s, b) = app
+        .post_json(
+            "/api/evo2/webhook",
+            json!({"url": rx.url, "format": "evolution", "secret": secret}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["format"], "evolution");
     let (s, row) = evo(
         &app,
         Method::POST,
@@ -422,7 +436,6 @@ async fn every_evolution_event_comes_in_evolution_s_shape() {
 
     // An image from Dave: by link (mediaUrl) and inline (base64), to url/messages-upsert.
     let jpeg: Vec<u8> = (0..2048u32).map(|i| (i * 7 % 251) as u8).collect();
-    use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(&jpeg);
     let pic = sim
         .send_json(
@@ -440,6 +453,10 @@ async fn every_evolution_event_comes_in_evolution_s_shape() {
         "jwt_key becomes a JWT: {bearer}"
     );
     assert_eq!(hit.header("jwt_key"), "", "the key itself is not sent");
+    assert!(
+        crate::webhooks::verify(&secret, &hit),
+        "signed like every delivery"
+    );
     let ev = hit.json();
     let mut key = json!({"remoteJid": "string", "fromMe": "boolean", "id": "string", "addressingMode": "string"});
     if ev["data"]["key"].get("remoteJidAlt").is_some() {
@@ -1006,6 +1023,10 @@ async fn evolution_routes_answer_in_evolution_s_shapes_and_refuse_as_it_does() {
         b["response"]["message"][0],
         "The \"evo3\" instance is not connected"
     );
+    // Connecting again after a logout starts a new link, with a new QR code.
+    let (s, qr) = evo(&app, Method::GET, "/instance/connect/evo3", chosen, None).await;
+    assert_eq!(s, StatusCode::OK, "{qr}");
+    assert!(qr["code"].is_string(), "a fresh QR code: {qr}");
     let (s, b) = evo(
         &app,
         Method::PUT,

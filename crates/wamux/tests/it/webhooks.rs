@@ -305,7 +305,7 @@ impl App {
 }
 
 /// Verifies a Standard Webhooks signature with code written here, independent of the server's.
-fn verify(secret: &str, hit: &Hit) -> bool {
+pub(crate) fn verify(secret: &str, hit: &Hit) -> bool {
     let key = base64::engine::general_purpose::STANDARD
         .decode(secret.strip_prefix("whsec_").unwrap())
         .unwrap();
