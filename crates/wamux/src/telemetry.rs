@@ -260,7 +260,7 @@ fn day_of(t: SystemTime) -> i64 {
 }
 
 /// `YYYY-MM-DD` of a day number (proleptic Gregorian calendar, days since 1970-01-01).
-fn date(days: i64) -> String {
+pub fn date(days: i64) -> String {
     // Shift to a calendar whose years start in March, so the leap day is the year's last.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

@@ -483,6 +483,10 @@ pub fn event_data(
         }
         K::SessionStatus => {
             let status = crate::model::SessionStatus::parse(str_of(data, "status")?)?;
+            // Evolution announces no close it reconnects from; `connecting` follows.
+            if status == crate::model::SessionStatus::Disconnected {
+                return None;
+            }
             let (state, reason) = connection_state(status);
             let mut o = json!({"instance": inst.name, "state": state, "statusReason": reason});
             if state == "open" {

@@ -368,6 +368,19 @@ async fn an_evolution_client_links_sends_and_hears_replies_and_receipts() {
         .await
         .json();
     assert_shape(&ev, envelope(update));
+
+    // Logging out closes the connection: `close` with Baileys' loggedOut reason.
+    let (s, b) = evo(&app, Method::DELETE, "/instance/logout/evo1", &token, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let ev = hook
+        .take("connection.update", |b| b["data"]["state"] == "close")
+        .await
+        .json();
+    assert_shape(
+        &ev,
+        envelope(json!({"instance": "string", "state": "string", "statusReason": "number"})),
+    );
+    assert_eq!(ev["data"]["statusReason"], 401);
 }
 
 /// Every other event Evolution sends, from a real exchange: files inline (`base64`) and
