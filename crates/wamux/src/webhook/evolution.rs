@@ -129,7 +129,7 @@ pub async fn render(
         envelope["sender"] = jid.clone().into();
     }
     let url = if hook.by_events {
-        format!("{}/{}", url.trim_end_matches('/'), event.path())
+        by_event_url(url, event)
     } else {
         url.to_owned()
     };
@@ -138,6 +138,20 @@ pub async fn render(
         url,
         body: envelope.to_string(),
     })
+}
+
+/// `url/<event>` for `byEvents`: the event's name added to the path, the query kept
+/// (`https://x/hook?t=1` becomes `https://x/hook/messages-upsert?t=1`).
+fn by_event_url(url: &str, event: EvoEvent) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let path = format!("{}/{}", u.path().trim_end_matches('/'), event.path());
+            u.set_path(&path);
+            u.to_string()
+        }
+        // Not reached: stored URLs were parsed when set.
+        Err(_) => format!("{}/{}", url.trim_end_matches('/'), event.path()),
+    }
 }
 
 /// Evolution's `jwt_key` header: replaced by `Authorization: Bearer <JWT>`, HS256 over
@@ -172,6 +186,18 @@ fn jwt(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn by_events_adds_the_event_to_the_path_and_keeps_the_query() {
+        assert_eq!(
+            by_event_url("https://x.example/hook?t=1", EvoEvent::MessagesUpsert),
+            "https://x.example/hook/messages-upsert?t=1"
+        );
+        assert_eq!(
+            by_event_url("https://x.example/", EvoEvent::ConnectionUpdate),
+            "https://x.example/connection-update"
+        );
+    }
 
     #[test]
     fn a_jwt_key_header_becomes_a_signed_bearer_token() {
