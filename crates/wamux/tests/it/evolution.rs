@@ -107,6 +107,20 @@ fn sent_key() -> Value {
     json!({"remoteJid": "string", "fromMe": "boolean", "id": "string"})
 }
 
+/// Message `id` of `session`'s history.
+async fn entry(app: &TestApp, session: &str, id: &str) -> Value {
+    let (_, h) = app
+        .get_json(&format!("/api/messages/{session}?limit=100"))
+        .await;
+    h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("message {id} is not in the history: {h}"))
+}
+
 /// Collects webhook deliveries; takes the one wanted and keeps the others for later.
 struct Hook {
     rx: Receiver,
@@ -1013,10 +1027,60 @@ async fn evolution_routes_answer_in_evolution_s_shapes_and_refuse_as_it_does() {
         b["response"]["message"][0],
         "Reaction must be a single emoji or empty string"
     );
+    // Typing, an edit, a delete for everyone, a profile photo.
+    let (s, b) = post(
+        "/chat/sendPresence/evo3",
+        json!({"number": GIL, "presence": "composing", "delay": 0}),
+    )
+    .await;
+    assert_eq!(
+        (s, b),
+        (StatusCode::CREATED, json!({"presence": "composing"}))
+    );
+    crate::helpers::wait_until(LONG, "Gil's phone to show Fay typing", || async {
+        let (_, p) = sim
+            .admin_json(Method::GET, &format!("/phones/{GIL}/presence"), None)
+            .await;
+        p["chatStates"][FAY] == "composing"
+    })
+    .await;
+    let gil_jid = format!("{GIL}@s.whatsapp.net");
+    let (s, edit) = post(
+        "/chat/updateMessage/evo3",
+        json!({"number": GIL, "key": {"remoteJid": gil_jid, "fromMe": true, "id": text_id}, "text": "edited"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{edit}");
+    assert_shape(
+        &edit,
+        json!({"key": sent_key(), "message": {"protocolMessage": {
+                   "key": sent_key(), "type": "string", "editedMessage": {"conversation": "string"},
+                   "timestampMs": "string"}},
+               "messageTimestamp": "number", "status": "string", "instanceId": "string"}),
+    );
+    assert_eq!(
+        edit["message"]["protocolMessage"]["key"]["id"],
+        text_id.as_str()
+    );
+    assert_eq!(entry(&app, "evo3", &text_id).await["text"], "edited");
+    let (s, del) = evo(
+        &app,
+        Method::DELETE,
+        "/chat/deleteMessageForEveryone/evo3",
+        chosen,
+        Some(json!({"id": text_id, "fromMe": true, "remoteJid": gil_jid})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{del}");
+    assert_eq!(del["message"]["protocolMessage"]["type"], "REVOKE");
+    assert_eq!(entry(&app, "evo3", &text_id).await["revoked"], true);
+    let (s, pic) = post("/chat/fetchProfilePictureUrl/evo3", json!({"number": GIL})).await;
+    assert_eq!(s, StatusCode::OK, "{pic}");
+    assert_eq!(pic, json!({"wuid": gil_jid, "profilePictureUrl": null}));
     crate::helpers::wait_until(LONG, "Gil's phone to show every kind", || async {
         let got = sim.messages(GIL).await;
         let has = |f: &dyn Fn(&Value) -> bool| got.iter().any(f);
-        has(&|m| m["text"] == "react to me")
+        has(&|m| m["id"] == text_id.as_str())
             && has(&|m| m.get("location").is_some_and(|l| !l.is_null()))
             && has(&|m| m.get("poll").is_some_and(|p| !p.is_null()))
             && has(&|m| m["caption"] == "a dot")

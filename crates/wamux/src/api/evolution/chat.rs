@@ -20,6 +20,119 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/chat/whatsappNumbers/{instance}", post(whatsapp_numbers))
         .route("/chat/markMessageAsRead/{instance}", post(mark_read))
+        .route("/chat/sendPresence/{instance}", post(send_presence))
+        .route(
+            "/chat/deleteMessageForEveryone/{instance}",
+            axum::routing::delete(delete_for_everyone),
+        )
+        .route("/chat/updateMessage/{instance}", post(update_message))
+        .route(
+            "/chat/fetchProfilePictureUrl/{instance}",
+            post(profile_picture),
+        )
+}
+
+/// The answer to an edit or a delete: the protocol message that carried it, as Baileys
+/// returns it from `sendMessage`.
+fn protocol_answer(
+    id: &crate::model::SessionId,
+    action: &crate::model::Message,
+    kind: &str,
+) -> Value {
+    let key = crate::evolution::payload::key_of(action);
+    let mut protocol = json!({
+        "key": {"remoteJid": key.remote_jid, "fromMe": true, "id": action.target_id},
+        "type": kind,
+    });
+    if kind == "MESSAGE_EDIT" {
+        protocol["editedMessage"] = json!({"conversation": action.text});
+        protocol["timestampMs"] = (action.timestamp * 1000).to_string().into();
+    }
+    json!({
+        "key": key,
+        "message": {"protocolMessage": protocol},
+        "messageTimestamp": action.timestamp,
+        "status": crate::evolution::payload::status_name(action.status),
+        "instanceId": crate::evolution::payload::instance_id(id.as_str()),
+    })
+}
+
+/// The id a body's key names (`{"id"}`, or `{"key":{"id"}}`).
+fn key_id(body: &Value, pointer: &str) -> EvoResult<String> {
+    body.pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty() && m.len() <= 128)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            let field = pointer.trim_start_matches('/').replace('/', ".");
+            Evo::bad_request(&[&format!("instance requires property \"{field}\"")])
+        })
+}
+
+async fn delete_for_everyone(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> EvoResult<(StatusCode, Json<Value>)> {
+    let id = instance(&state, &caller, &name, Scope::Send)?;
+    object(&body)?;
+    let message_id = key_id(&body, "/id")?;
+    let action = state.sessions.revoke(&id, &message_id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(protocol_answer(&id, &action, "REVOKE")),
+    ))
+}
+
+async fn update_message(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> EvoResult<Json<Value>> {
+    let id = instance(&state, &caller, &name, Scope::Send)?;
+    object(&body)?;
+    let message_id = key_id(&body, "/key/id")?;
+    let text = super::required_text(&body, "text")?;
+    if text.trim().is_empty() || text.len() > 65_536 {
+        return Err(Evo::bad_request(&["text must be 1 to 65536 bytes"]));
+    }
+    let action = state.sessions.edit(&id, &message_id, &text).await?;
+    Ok(Json(protocol_answer(&id, &action, "MESSAGE_EDIT")))
+}
+
+async fn send_presence(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> EvoResult<(StatusCode, Json<Value>)> {
+    let presence = super::text_field(&body, "presence")?.unwrap_or_else(|| "composing".into());
+    let shown = crate::model::PresenceState::parse(&presence).ok_or_else(|| {
+        Evo::bad_request(&[
+            "presence is not one of enum values: unavailable,available,composing,recording,paused",
+        ])
+    })?;
+    let send = super::message::Send::read(&state, &caller, &name, &body).await?;
+    send.show(&state, shown).await?;
+    Ok((StatusCode::CREATED, Json(json!({"presence": presence}))))
+}
+
+async fn profile_picture(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> EvoResult<Json<Value>> {
+    let id = instance(&state, &caller, &name, Scope::Read)?;
+    let number = super::required_text(&body, "number")?;
+    let who = ChatAddress::parse(&number).map_err(|e| Evo::bad_request(&[&e.to_string()]))?;
+    let picture = state.sessions.profile_picture(&id, &who).await?;
+    Ok(Json(json!({
+        "wuid": who.as_str(),
+        "profilePictureUrl": picture.map(|p| p.url),
+    })))
 }
 
 /// The most numbers one check asks about.

@@ -54,7 +54,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
 const MAX_DELAY: Duration = Duration::from_secs(120);
 
 /// A send: its instance, where it goes and the options every route shares.
-struct Send {
+pub(super) struct Send {
     id: SessionId,
     to: ChatAddress,
     reply: Reply,
@@ -101,7 +101,12 @@ async fn recipient(state: &AppState, id: &SessionId, number: &str) -> EvoResult<
 impl Send {
     /// Reads `number` and the common options (`delay`, `quoted`, `mentioned`,
     /// `mentionsEveryOne`) for the instance in the path.
-    async fn read(state: &AppState, caller: &Caller, name: &str, body: &Value) -> EvoResult<Self> {
+    pub(super) async fn read(
+        state: &AppState,
+        caller: &Caller,
+        name: &str,
+        body: &Value,
+    ) -> EvoResult<Self> {
         let id = instance(state, caller, name, Scope::Send)?;
         object(body)?;
         let number = match body.get("number") {
@@ -175,18 +180,26 @@ impl Send {
 
     /// Shows `typing` (or recording) for `delay`, as Evolution's `delay` does.
     async fn wait(&self, state: &AppState, shown: PresenceState) -> EvoResult<()> {
-        let Some(delay) = self.delay.filter(|d| !d.is_zero()) else {
-            return Ok(());
-        };
-        state
-            .sessions
-            .presence(&self.id, shown, Some(&self.to))
-            .await?;
-        tokio::time::sleep(delay).await;
-        state
-            .sessions
-            .presence(&self.id, PresenceState::Paused, Some(&self.to))
-            .await?;
+        if self.delay.is_some_and(|d| !d.is_zero()) {
+            self.show(state, shown).await?;
+        }
+        Ok(())
+    }
+
+    /// Shows `shown` in the chat (or the account online or offline), for `delay` when
+    /// given, then `paused`.
+    pub(super) async fn show(&self, state: &AppState, shown: PresenceState) -> EvoResult<()> {
+        let chat = shown.in_chat().then_some(&self.to);
+        state.sessions.presence(&self.id, shown, chat).await?;
+        if let Some(delay) = self.delay.filter(|d| !d.is_zero())
+            && shown.in_chat()
+        {
+            tokio::time::sleep(delay).await;
+            state
+                .sessions
+                .presence(&self.id, PresenceState::Paused, Some(&self.to))
+                .await?;
+        }
         Ok(())
     }
 
