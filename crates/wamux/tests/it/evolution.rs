@@ -1077,6 +1077,129 @@ async fn evolution_routes_answer_in_evolution_s_shapes_and_refuse_as_it_does() {
     let (s, pic) = post("/chat/fetchProfilePictureUrl/evo3", json!({"number": GIL})).await;
     assert_eq!(s, StatusCode::OK, "{pic}");
     assert_eq!(pic, json!({"wuid": gil_jid, "profilePictureUrl": null}));
+    // Groups, as Evolution's /group routes make and change them.
+    let (s, g) = post(
+        "/group/create/evo3",
+        json!({"subject": "Evo group", "description": "for tests", "participants": [GIL]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{g}");
+    // Baileys 7 lists a participant's other address next to `id` (`lid` in a PN group).
+    let participant = json!({"id": "string", "lid": "string", "admin": "string"});
+    let group_shape = |participants: bool, picture: bool| {
+        let mut m = json!({
+            "id": "string", "subject": "string", "subjectOwner": "string", "subjectTime": "number",
+            "size": "number", "creation": "number", "owner": "string", "desc": "string",
+            "restrict": "boolean", "announce": "boolean", "isCommunity": "boolean",
+            "isCommunityAnnounce": "boolean", "linkedParent": "null", "joinApprovalMode": "boolean",
+            "memberAddMode": "boolean", "ephemeralDuration": "number", "addressingMode": "string",
+        });
+        if participants {
+            m["participants"] = json!([participant.clone()]);
+        }
+        if picture {
+            m["pictureUrl"] = json!("null");
+        }
+        m
+    };
+    // The first participant is the creator (an admin); the shape of each is the same.
+    let mut first = g.clone();
+    first["participants"] = json!([g["participants"][0]]);
+    assert_shape(&first, group_shape(true, false));
+    let gid = g["id"].as_str().unwrap().to_owned();
+    assert!(gid.ends_with("@g.us"), "{gid}");
+    assert_eq!(g["size"], 2);
+    let bare = gid.trim_end_matches("@g.us").to_owned();
+    let get = |path: String| {
+        let app = &app;
+        async move { evo(app, Method::GET, &path, chosen, None).await }
+    };
+    let (s, b) = get("/group/fetchAllGroups/evo3".into()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (s, all) = get("/group/fetchAllGroups/evo3?getParticipants=false".into()).await;
+    assert_eq!(s, StatusCode::OK, "{all}");
+    assert_shape(&all, json!([group_shape(false, true)]));
+    let (s, info) = get(format!("/group/findGroupInfos/evo3?groupJid={bare}")).await;
+    assert_eq!(s, StatusCode::OK, "{info}");
+    assert_eq!(info["subject"], "Evo group");
+    assert_eq!(info["desc"], "for tests");
+    let (s, p) = get(format!("/group/participants/evo3?groupJid={gid}")).await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert_eq!(p["participants"].as_array().unwrap().len(), 2, "{p}");
+    let with_group = |path: &str| format!("{path}?groupJid={bare}");
+    let (s, b) = evo(
+        &app,
+        Method::POST,
+        &with_group("/group/updateGroupSubject/evo3"),
+        chosen,
+        Some(json!({"subject": "Renamed"})),
+    )
+    .await;
+    assert_eq!((s, b), (StatusCode::CREATED, json!({"update": "success"})));
+    let (s, b) = evo(
+        &app,
+        Method::POST,
+        &with_group("/group/updateSetting/evo3"),
+        chosen,
+        Some(json!({"action": "announcement"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (_, info) = get(format!("/group/findGroupInfos/evo3?groupJid={bare}")).await;
+    assert_eq!(
+        (info["subject"].clone(), info["announce"].clone()),
+        (json!("Renamed"), json!(true))
+    );
+    let (s, promoted) = evo(
+        &app,
+        Method::POST,
+        &with_group("/group/updateParticipant/evo3"),
+        chosen,
+        Some(json!({"action": "promote", "participants": [GIL]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{promoted}");
+    assert_shape(
+        &promoted,
+        json!({"updateParticipants": [{"status": "string", "jid": "string"}]}),
+    );
+    assert_eq!(promoted["updateParticipants"][0]["status"], "200");
+    let (s, code) = get(with_group("/group/inviteCode/evo3")).await;
+    assert_eq!(s, StatusCode::OK, "{code}");
+    assert_shape(
+        &code,
+        json!({"inviteUrl": "string", "inviteCode": "string"}),
+    );
+    assert!(
+        code["inviteUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://chat.whatsapp.com/")
+    );
+    let (s, revoked) = evo(
+        &app,
+        Method::POST,
+        &with_group("/group/revokeInviteCode/evo3"),
+        chosen,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{revoked}");
+    assert_eq!(revoked["revoked"], true);
+    assert_ne!(revoked["inviteCode"], code["inviteCode"]);
+    let (s, left) = evo(
+        &app,
+        Method::DELETE,
+        &with_group("/group/leaveGroup/evo3"),
+        chosen,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, left),
+        (StatusCode::OK, json!({"groupJid": gid, "leave": true}))
+    );
+
     crate::helpers::wait_until(LONG, "Gil's phone to show every kind", || async {
         let got = sim.messages(GIL).await;
         let has = |f: &dyn Fn(&Value) -> bool| got.iter().any(f);

@@ -11,6 +11,7 @@
 //! the differences.
 
 mod chat;
+mod group;
 mod instance;
 mod message;
 mod webhook;
@@ -33,6 +34,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(instance::router())
         .merge(message::router(state))
         .merge(chat::router())
+        .merge(group::router())
         .merge(webhook::router())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
 }
