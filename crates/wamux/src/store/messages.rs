@@ -476,6 +476,25 @@ pub async fn list(
     Ok((out, if more { last } else { None }))
 }
 
+/// The history as numbered pages (Evolution's `page` and `offset`): how many messages match
+/// in all, and `limit` of them after skipping `skip`, newest first.
+pub async fn numbered_page(
+    store: &Store,
+    session_id: &str,
+    filter: &Filter,
+    skip: i64,
+    limit: i64,
+) -> Result<(i64, Vec<Message>)> {
+    let total: i64 = dispatch!(store, messages::count_matching(session_id, filter))?;
+    let bodies: Vec<String> =
+        dispatch!(store, messages::skip_list(session_id, filter, skip, limit))?;
+    let messages = bodies
+        .iter()
+        .map(|b| serde_json::from_str(b))
+        .collect::<std::result::Result<_, _>>()?;
+    Ok((total, messages))
+}
+
 /// One stored message by id (ours or theirs), for quoting.
 pub async fn find(store: &Store, session_id: &str, id: &str) -> Result<Option<Message>> {
     let body: Option<String> = dispatch!(store, messages::find(session_id, id))?;

@@ -383,6 +383,46 @@ async fn an_evolution_client_links_sends_and_hears_replies_and_receipts() {
         .json();
     assert_shape(&ev, envelope(update));
 
+    // The history, a page at a time, as findMessages gives it.
+    let (s, found) = evo(
+        &app,
+        Method::POST,
+        "/chat/findMessages/evo1",
+        &token,
+        Some(json!({"where": {"key": {"remoteJid": format!("{BOB}@s.whatsapp.net")}}, "offset": 1, "page": 2})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{found}");
+    assert_eq!(found["messages"]["total"], 2, "{found}");
+    assert_eq!(found["messages"]["pages"], 2);
+    assert_eq!(found["messages"]["currentPage"], 2);
+    let records = found["messages"]["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1);
+    // Page 2 of 1 each, newest first: our text, sent before Bob's answer.
+    assert_eq!(records[0]["key"]["id"], id.as_str());
+    assert_shape(
+        &records[0],
+        json!({"id": "string", "key": sent_key(), "pushName": "string",
+               "message": {"conversation": "string"}, "contextInfo": "null",
+               "messageType": "string", "messageTimestamp": "number", "instanceId": "string",
+               "source": "string", "MessageUpdate": [{"status": "string"}]}),
+    );
+    assert_eq!(records[0]["MessageUpdate"][0]["status"], "READ");
+    let (s, mine) = evo(
+        &app,
+        Method::POST,
+        "/chat/findMessages/evo1",
+        &token,
+        Some(json!({"where": {"key": {"fromMe": false}}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{mine}");
+    assert_eq!(mine["messages"]["total"], 1);
+    assert_eq!(
+        mine["messages"]["records"][0]["message"]["conversation"],
+        "Tudo bem!"
+    );
+
     // Logging out closes the connection: `close` with Baileys' loggedOut reason.
     let (s, b) = evo(&app, Method::DELETE, "/instance/logout/evo1", &token, None).await;
     assert_eq!(s, StatusCode::OK, "{b}");

@@ -30,6 +30,154 @@ pub fn router() -> Router<AppState> {
             "/chat/fetchProfilePictureUrl/{instance}",
             post(profile_picture),
         )
+        .route("/chat/findMessages/{instance}", post(find_messages))
+}
+
+/// The most records one page of `findMessages` holds.
+const MAX_PAGE: i64 = 500;
+
+/// A unix time from Evolution's filter: a date string (`new Date(...)` reads it) or seconds.
+fn time_of(v: &Value, field: &str) -> EvoResult<i64> {
+    match v {
+        Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| Evo::bad_request(&[&format!("{field} is not a time")])),
+        Value::String(s) => {
+            parse_date(s).ok_or_else(|| Evo::bad_request(&[&format!("{field} is not a date: {s}")]))
+        }
+        _ => Err(Evo::bad_request(&[&format!("{field} is not a time")])),
+    }
+}
+
+/// `2026-03-09`, `2026-03-09T00:35:45Z` or with milliseconds: unix seconds (UTC).
+fn parse_date(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00Z"));
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let time = time.trim_end_matches('Z');
+    let time = time.split('.').next()?;
+    let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (
+        t.next()??,
+        t.next().flatten().unwrap_or(0),
+        t.next().flatten().unwrap_or(0),
+    );
+    // Days from the civil date (the inverse of the one the logs use).
+    let (y, mo) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let doy = (153 * mo + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+async fn find_messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> EvoResult<Json<Value>> {
+    use crate::store::messages::{Direction, Filter};
+    let id = instance(&state, &caller, &name, Scope::Read)?;
+    object(&body)?;
+    let key = body.pointer("/where/key").cloned().unwrap_or(Value::Null);
+    let chat_id = match key.get("remoteJid").and_then(Value::as_str) {
+        Some(j) => Some(
+            ChatAddress::parse(j)
+                .map_err(|e| Evo::bad_request(&[&format!("where.key.remoteJid: {e}")]))?
+                .as_str()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let direction = key
+        .get("fromMe")
+        .and_then(Value::as_bool)
+        .map(|me| if me { Direction::Out } else { Direction::In });
+    let range = body.pointer("/where/messageTimestamp");
+    let since = range
+        .and_then(|r| r.get("gte"))
+        .map(|v| time_of(v, "messageTimestamp.gte"))
+        .transpose()?;
+    let until = range
+        .and_then(|r| r.get("lte"))
+        .map(|v| time_of(v, "messageTimestamp.lte").map(|t| t + 1))
+        .transpose()?;
+    let number = |field: &str, default: i64| -> EvoResult<i64> {
+        match body.get(field) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v
+                .as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| Evo::bad_request(&[&format!("{field} must be a number from 1")])),
+        }
+    };
+    let offset = number("offset", 50)?.min(MAX_PAGE);
+    let page = number("page", 1)?.min(100_000);
+    let iid = crate::evolution::payload::instance_id(id.as_str());
+    let inst = crate::evolution::payload::Instance {
+        name: id.as_str(),
+        id: &iid,
+        ..Default::default()
+    };
+    let (total, messages) = match key.get("id").and_then(Value::as_str) {
+        Some(msg_id) => {
+            let m = crate::store::messages::find(&state.store, id.as_str(), msg_id).await?;
+            let m: Vec<_> = m
+                .into_iter()
+                .filter(|m| chat_id.as_ref().is_none_or(|c| *c == m.chat_id))
+                .collect();
+            (m.len() as i64, m)
+        }
+        None => {
+            let filter = Filter {
+                chat_id,
+                direction,
+                since,
+                until,
+            };
+            crate::store::messages::numbered_page(
+                &state.store,
+                id.as_str(),
+                &filter,
+                (page - 1) * offset,
+                offset,
+            )
+            .await?
+        }
+    };
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let r = crate::evolution::payload::record(m, &inst);
+            let status = r.status;
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            v["id"] = m.id.clone().into();
+            if v.get("contextInfo").is_none() {
+                v["contextInfo"] = Value::Null;
+            }
+            v["MessageUpdate"] = match status {
+                Some(s) if m.from_me => json!([{"status": s}]),
+                _ => json!([]),
+            };
+            if let Some(o) = v.as_object_mut() {
+                o.remove("status");
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({"messages": {
+        "total": total,
+        "pages": (total + offset - 1) / offset,
+        "currentPage": page,
+        "records": records,
+    }})))
 }
 
 /// The answer to an edit or a delete: the protocol message that carried it, as Baileys
@@ -260,4 +408,19 @@ async fn mark_read(
         StatusCode::CREATED,
         Json(json!({"message": "Read messages", "read": "success"})),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates_read_as_javascript_reads_them() {
+        assert_eq!(super::parse_date("1970-01-01"), Some(0));
+        assert_eq!(
+            super::parse_date("2026-03-09T00:35:45.123Z"),
+            Some(1_773_016_545)
+        );
+        assert_eq!(super::parse_date("2000-02-29T00:00:00Z"), Some(951_782_400));
+        assert_eq!(super::parse_date("2026-13-01"), None);
+        assert_eq!(super::parse_date("yesterday"), None);
+    }
 }

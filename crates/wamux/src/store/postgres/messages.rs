@@ -299,6 +299,56 @@ pub async fn list(
     .await?)
 }
 
+/// How many messages match `filter`.
+pub async fn count_matching(db: &Db, session_id: &str, filter: &Filter) -> Result<i64> {
+    let from_me = filter.direction.map(|d| d == Direction::Out);
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM messages
+         WHERE session_id = $1
+           AND ($2::text IS NULL OR chat_id = $2)
+           AND ($3::bool IS NULL OR from_me = $3)
+           AND ($4::bigint IS NULL OR timestamp >= $4)
+           AND ($5::bigint IS NULL OR timestamp < $5)",
+    )
+    .bind(session_id)
+    .bind(&filter.chat_id)
+    .bind(from_me)
+    .bind(filter.since)
+    .bind(filter.until)
+    .fetch_one(&db.pool)
+    .await?)
+}
+
+/// The bodies of `limit` messages matching `filter` after skipping `skip`, newest first.
+pub async fn skip_list(
+    db: &Db,
+    session_id: &str,
+    filter: &Filter,
+    skip: i64,
+    limit: i64,
+) -> Result<Vec<String>> {
+    let from_me = filter.direction.map(|d| d == Direction::Out);
+    Ok(sqlx::query_scalar(
+        "SELECT body FROM messages
+         WHERE session_id = $1
+           AND ($2::text IS NULL OR chat_id = $2)
+           AND ($3::bool IS NULL OR from_me = $3)
+           AND ($4::bigint IS NULL OR timestamp >= $4)
+           AND ($5::bigint IS NULL OR timestamp < $5)
+         ORDER BY timestamp DESC, seq DESC
+         LIMIT $6 OFFSET $7",
+    )
+    .bind(session_id)
+    .bind(&filter.chat_id)
+    .bind(from_me)
+    .bind(filter.since)
+    .bind(filter.until)
+    .bind(limit)
+    .bind(skip)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
 pub async fn find(db: &Db, session_id: &str, id: &str) -> Result<Option<String>> {
     Ok(
         sqlx::query_scalar("SELECT body FROM messages WHERE session_id = $1 AND id = $2 LIMIT 1")
