@@ -423,6 +423,34 @@ async fn an_evolution_client_links_sends_and_hears_replies_and_receipts() {
         "Tudo bem!"
     );
 
+    // The chat list: Bob's chat with its last message.
+    let (s, chats) = evo(
+        &app,
+        Method::POST,
+        "/chat/findChats/evo1",
+        &token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{chats}");
+    let chats = chats.as_array().unwrap();
+    assert_eq!(chats.len(), 1, "{chats:?}");
+    assert_eq!(chats[0]["remoteJid"], format!("{BOB}@s.whatsapp.net"));
+    assert_eq!(
+        chats[0]["lastMessage"]["message"]["conversation"],
+        "Tudo bem!"
+    );
+    assert_eq!(chats[0]["unreadCount"], 0, "Bob's answer was read");
+    let mut shape_of = chats[0].clone();
+    shape_of["lastMessage"] = json!({});
+    assert_shape(
+        &shape_of,
+        json!({"id": "null", "remoteJid": "string", "pushName": "string", "profilePicUrl": "null",
+               "updatedAt": "string", "windowStart": "null", "windowExpires": "null",
+               "windowActive": "boolean", "lastMessage": {}, "unreadCount": "number",
+               "isSaved": "boolean"}),
+    );
+
     // Logging out closes the connection: `close` with Baileys' loggedOut reason.
     let (s, b) = evo(&app, Method::DELETE, "/instance/logout/evo1", &token, None).await;
     assert_eq!(s, StatusCode::OK, "{b}");

@@ -31,6 +31,78 @@ pub fn router() -> Router<AppState> {
             post(profile_picture),
         )
         .route("/chat/findMessages/{instance}", post(find_messages))
+        .route("/chat/findChats/{instance}", post(find_chats))
+}
+
+/// The chats, the most recent first, each with its last message (Evolution's `fetchChats`).
+async fn find_chats(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> EvoResult<Json<Value>> {
+    let id = instance(&state, &caller, &name, Scope::Read)?;
+    // Evolution's clients often send no body at all here.
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| Evo::bad_request(&[&format!("the body is not JSON: {e}")]))?
+    };
+    let only = match body.pointer("/where/remoteJid").and_then(Value::as_str) {
+        Some(j) => Some(
+            ChatAddress::parse(j)
+                .map_err(|e| Evo::bad_request(&[&format!("where.remoteJid: {e}")]))?
+                .as_str()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let take = body
+        .get("take")
+        .and_then(Value::as_i64)
+        .filter(|n| *n >= 1)
+        .unwrap_or(MAX_PAGE)
+        .min(MAX_PAGE);
+    let skip = body.get("skip").and_then(Value::as_i64).unwrap_or(0).max(0);
+    let iid = crate::evolution::payload::instance_id(id.as_str());
+    let inst = crate::evolution::payload::Instance {
+        name: id.as_str(),
+        id: &iid,
+        ..Default::default()
+    };
+    let chats = crate::store::messages::chats(&state.store, id.as_str(), MAX_PAGE).await?;
+    let out: Vec<Value> = chats
+        .iter()
+        .filter(|c| only.as_ref().is_none_or(|o| *o == c.chat_id))
+        .skip(usize::try_from(skip).unwrap_or(0))
+        .take(usize::try_from(take).unwrap_or(0))
+        .map(|c| {
+            let m = &c.last_message;
+            let r = crate::evolution::payload::record(m, &inst);
+            let remote = r.key.remote_jid.clone();
+            let mut last = serde_json::to_value(&r).unwrap_or_default();
+            last["id"] = m.id.clone().into();
+            if m.from_me {
+                last["pushName"] = "Você".into();
+            }
+            let push_name = if m.from_me { None } else { m.push_name.clone() };
+            json!({
+                "id": Value::Null,
+                "remoteJid": remote,
+                "pushName": push_name,
+                "profilePicUrl": Value::Null,
+                "updatedAt": crate::evolution::iso8601(m.timestamp * 1000),
+                "windowStart": Value::Null,
+                "windowExpires": Value::Null,
+                "windowActive": false,
+                "lastMessage": last,
+                "unreadCount": c.unread,
+                "isSaved": false,
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(out)))
 }
 
 /// The most records one page of `findMessages` holds.
