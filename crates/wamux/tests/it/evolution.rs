@@ -587,6 +587,55 @@ async fn every_evolution_event_comes_in_evolution_s_shape() {
     assert_eq!(ev["data"]["key"]["fromMe"], true);
     assert_eq!(ev["data"]["status"], "SERVER_ACK");
 
+    // Carol's poll, and Dave's vote as messages.update with pollUpdates.
+    let (s, poll) = evo(
+        &app,
+        Method::POST,
+        "/message/sendPoll/evo2",
+        &token,
+        Some(json!({"number": DAVE, "name": "Crust?", "selectableCount": 1, "values": ["thin", "thick"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{poll}");
+    let poll_id = poll["key"]["id"].as_str().unwrap().to_owned();
+    sim.send_json(
+        DAVE,
+        &json!({"to": CAROL, "vote": {"messageId": poll_id, "options": ["thick"]}}),
+    )
+    .await;
+    let hit = hook
+        .take("messages.update", |b| {
+            b["data"]["keyId"] == poll_id.as_str() && b["data"].get("pollUpdates").is_some()
+        })
+        .await;
+    assert_eq!(hit.path, "/hook/messages-update");
+    let mut ev = hit.json();
+    // Every option is listed; only the options picked name this voter.
+    assert_eq!(
+        ev["data"]["pollUpdates"][0],
+        json!({"name": "thin", "voters": []})
+    );
+    ev["data"]["pollUpdates"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|o| o["name"] == "thick");
+    assert_shape(
+        &ev,
+        envelope(
+            json!({"keyId": "string", "remoteJid": "string", "fromMe": "boolean",
+                        "status": "string", "pollUpdates": [{"name": "string", "voters": ["string"]}],
+                        "instanceId": "string", "messageId": "string"}),
+        ),
+    );
+    let thick = ev["data"]["pollUpdates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "thick")
+        .cloned()
+        .unwrap();
+    assert_eq!(thick["voters"], json!([format!("{DAVE}@s.whatsapp.net")]));
+
     // Dave edits, then deletes, his message.
     let theirs = sim.send(DAVE, CAROL, "two pizzas").await;
     let theirs_id = theirs["id"].as_str().unwrap().to_owned();
