@@ -49,15 +49,7 @@ async fn find_chats(
         serde_json::from_slice(&body)
             .map_err(|e| Evo::bad_request(&[&format!("the body is not JSON: {e}")]))?
     };
-    let only = match body.pointer("/where/remoteJid").and_then(Value::as_str) {
-        Some(j) => Some(
-            ChatAddress::parse(j)
-                .map_err(|e| Evo::bad_request(&[&format!("where.remoteJid: {e}")]))?
-                .as_str()
-                .to_owned(),
-        ),
-        None => None,
-    };
+    let only = chat_at(&body, "/where/remoteJid")?;
     let take = body
         .get("take")
         .and_then(Value::as_i64)
@@ -103,6 +95,17 @@ async fn find_chats(
         })
         .collect();
     Ok(Json(Value::Array(out)))
+}
+
+/// The chat a filter names at `pointer` (`/where/remoteJid`), as our chat id.
+fn chat_at(body: &Value, pointer: &str) -> EvoResult<Option<String>> {
+    let Some(j) = body.pointer(pointer).and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let field = pointer.trim_start_matches('/').replace('/', ".");
+    ChatAddress::parse(j)
+        .map(|a| Some(a.as_str().to_owned()))
+        .map_err(|e| Evo::bad_request(&[&format!("{field}: {e}")]))
 }
 
 /// The most records one page of `findMessages` holds.
@@ -158,15 +161,7 @@ async fn find_messages(
     let id = instance(&state, &caller, &name, Scope::Read)?;
     object(&body)?;
     let key = body.pointer("/where/key").cloned().unwrap_or(Value::Null);
-    let chat_id = match key.get("remoteJid").and_then(Value::as_str) {
-        Some(j) => Some(
-            ChatAddress::parse(j)
-                .map_err(|e| Evo::bad_request(&[&format!("where.key.remoteJid: {e}")]))?
-                .as_str()
-                .to_owned(),
-        ),
-        None => None,
-    };
+    let chat_id = chat_at(&body, "/where/key/remoteJid")?;
     let direction = key
         .get("fromMe")
         .and_then(Value::as_bool)
