@@ -1381,3 +1381,103 @@ async fn evolution_routes_are_off_unless_asked_for() {
     let (s, _) = evo(&app, Method::GET, "/instance/fetchInstances", KEY, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// `curl` with `args`, as a user types it: the answer's JSON.
+async fn curl(args: &[&str]) -> Value {
+    // Off the runtime's thread: the server under test runs on it.
+    let owned: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .arg("-sS")
+            .args(&owned)
+            .output()
+            .expect("run curl")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "curl {args:?} did not answer JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The walk-through of docs/migrating-from-evolution.md, with curl as written there:
+/// create with a webhook and `qrcode: true`, the phone scans, `connectionState`, sendText,
+/// the reply arrives as `messages.upsert`, the delivery as `messages.update` `DELIVERY_ACK`.
+#[tokio::test]
+async fn the_documented_curl_walk_through_works_as_written() {
+    crate::ops::setup();
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    const HAL: &str = "15550008021";
+    const IDA: &str = "15550008022";
+    sim.phone(HAL, "Hal").await;
+    sim.phone(IDA, "Ida").await;
+    let rx = Receiver::start().await;
+    let mut hook = Hook {
+        rx,
+        backlog: Vec::new(),
+    };
+    let url = &app.base;
+    let apikey = format!("apikey: {KEY}");
+    let create = json!({
+        "instanceName": "shop", "integration": "WHATSAPP-BAILEYS", "qrcode": true,
+        "webhook": {"url": hook.rx.url, "byEvents": false, "base64": false,
+                    "events": ["QRCODE_UPDATED", "CONNECTION_UPDATE", "MESSAGES_UPSERT", "MESSAGES_UPDATE", "SEND_MESSAGE"]},
+    })
+    .to_string();
+    let created = curl(&[
+        "-X",
+        "POST",
+        &format!("{url}/instance/create"),
+        "-H",
+        &apikey,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &create,
+    ])
+    .await;
+    assert_eq!(created["instance"]["instanceName"], "shop", "{created}");
+    let token = created["hash"].as_str().unwrap().to_owned();
+    sim.scan(HAL, created["qrcode"]["code"].as_str().unwrap())
+        .await;
+    let state_url = format!("{url}/instance/connectionState/shop");
+    let token_header = format!("apikey: {token}");
+    crate::helpers::wait_until(LONG, "the instance to be open", || async {
+        curl(&[&state_url, "-H", &token_header]).await
+            == json!({"instance": {"instanceName": "shop", "state": "open"}})
+    })
+    .await;
+    let sent = curl(&[
+        "-X",
+        "POST",
+        &format!("{url}/message/sendText/shop"),
+        "-H",
+        &token_header,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &json!({"number": IDA, "text": "Olá!"}).to_string(),
+    ])
+    .await;
+    assert_eq!(sent["message"]["conversation"], "Olá!", "{sent}");
+    let id = sent["key"]["id"].as_str().unwrap().to_owned();
+    let reply = sim.send(IDA, HAL, "Oi!").await;
+    let ev = hook
+        .take("messages.upsert", |b| b["data"]["key"]["id"] == reply["id"])
+        .await
+        .json();
+    assert_eq!(ev["data"]["message"]["conversation"], "Oi!");
+    hook.take("messages.update", |b| {
+        b["data"]["keyId"] == id.as_str() && b["data"]["status"] == "DELIVERY_ACK"
+    })
+    .await;
+}

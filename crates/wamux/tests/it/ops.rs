@@ -18,14 +18,14 @@ use crate::helpers::{KEY, wait_for, wait_until};
 
 const LONG: Duration = Duration::from_secs(60);
 
-fn repo_file(rel: &str) -> PathBuf {
+pub(crate) fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .join(rel)
 }
 
-/// Installs nginx once per test run (idempotent; nothing to do when present).
-fn setup() {
+/// Installs nginx and curl once per test run (idempotent; nothing to do when present).
+pub(crate) fn setup() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let out = Command::new("bash")
