@@ -981,6 +981,43 @@ async fn evolution_routes_answer_in_evolution_s_shapes_and_refuse_as_it_does() {
     assert_eq!(mine[0]["Setting"]["rejectCall"], true);
     assert_eq!(mine[0]["Setting"]["msgCall"], "no calls");
 
+    // Settings: set as Evolution's /settings/set takes them, read back.
+    let (s, b) = evo(
+        &app,
+        Method::POST,
+        "/settings/set/evo3",
+        chosen,
+        Some(
+            json!({"rejectCall": false, "msgCall": "", "groupsIgnore": true, "alwaysOnline": false,
+                    "readMessages": false, "readStatus": false, "syncFullHistory": false}),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["settings"]["instanceName"], "evo3");
+    let (s, found) = evo(&app, Method::GET, "/settings/find/evo3", chosen, None).await;
+    assert_eq!(s, StatusCode::OK, "{found}");
+    assert_eq!(found, b["settings"]["settings"]);
+    assert_eq!(
+        (found["rejectCall"].clone(), found["groupsIgnore"].clone()),
+        (json!(false), json!(true))
+    );
+    let (_, ours) = app.get_json("/api/sessions/evo3/settings").await;
+    assert_eq!(
+        ours["ignore"],
+        json!(["groups"]),
+        "the session's own setting follows"
+    );
+    let (s, b) = evo(
+        &app,
+        Method::POST,
+        "/settings/set/evo3",
+        chosen,
+        Some(json!({"rejectCall": true, "msgCall": "no calls", "groupsIgnore": false})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+
     // whatsappNumbers: who has an account.
     let (s, b) = evo(
         &app,

@@ -17,7 +17,7 @@ use crate::api::Caller;
 use crate::api::extract::ApiJson;
 use crate::evolution::iso8601;
 use crate::evolution::payload::{connection_state as state_name, instance_id};
-use crate::model::{ChatAddress, ChatClass, Ignore, SessionId, SessionStatus};
+use crate::model::{ChatAddress, SessionId, SessionStatus};
 use crate::store::{self, access::KeyRecord};
 
 pub fn router() -> Router<AppState> {
@@ -130,12 +130,7 @@ async fn create(
     };
     let number = text_field(&body, "number")?.filter(|n| !n.trim().is_empty());
     let want_qr = bool_field(&body, "qrcode")?.unwrap_or(false);
-    let reject_call = bool_field(&body, "rejectCall")?.unwrap_or(false);
-    let msg_call = text_field(&body, "msgCall")?.filter(|m| !m.trim().is_empty());
-    if msg_call.as_ref().is_some_and(|m| m.len() > 4096) {
-        return Err(Evo::bad_request(&["msgCall must be at most 4096 bytes"]));
-    }
-    let groups_ignore = bool_field(&body, "groupsIgnore")?.unwrap_or(false);
+    let behaviour = super::settings::Behaviour::read(&body)?;
     let mut flags = serde_json::Map::new();
     for f in [
         "alwaysOnline",
@@ -162,19 +157,7 @@ async fn create(
         last_used_at: None,
     };
     store::access::create_key(&state.store, &record, &access::digest(&token)).await?;
-    if reject_call || msg_call.is_some() {
-        let settings = store::calls::CallSettings {
-            reject: reject_call,
-            message: msg_call.clone(),
-        };
-        store::calls::set(&state.store, id.as_str(), &settings).await?;
-    }
-    if groups_ignore {
-        state
-            .sessions
-            .set_ignore(&id, Ignore::of(&[ChatClass::Groups]))
-            .await?;
-    }
+    behaviour.apply(&state, &id).await?;
     let mut webhook = json!({});
     if let Some(setting) = hook {
         let (w, _, _) = crate::api::webhooks::put(&state, &id, setting).await?;
@@ -205,9 +188,9 @@ async fn create(
         "nats": {},
         "sqs": {},
         "settings": {
-            "rejectCall": reject_call,
-            "msgCall": msg_call.unwrap_or_default(),
-            "groupsIgnore": groups_ignore,
+            "rejectCall": behaviour.reject_call,
+            "msgCall": behaviour.msg_call.clone().unwrap_or_default(),
+            "groupsIgnore": behaviour.groups_ignore,
             "alwaysOnline": flags["alwaysOnline"],
             "readMessages": flags["readMessages"],
             "readStatus": flags["readStatus"],
@@ -300,8 +283,6 @@ async fn fetch_instances(
     for s in sessions {
         let id = s.session_id.as_str();
         let row = store::sessions::get(&state.store, id).await?;
-        let calls = store::calls::get(&state.store, id).await?;
-        let ignore = state.sessions.ignore(&s.session_id).await?;
         let counts = store::messages::counts(&state.store, id).await?;
         let (created, updated) = row
             .as_ref()
@@ -311,6 +292,11 @@ async fn fetch_instances(
             s.status,
             SessionStatus::LoggedOut | SessionStatus::Failed | SessionStatus::Disconnected
         );
+        let mut setting = super::settings::current(&state, &s.session_id).await?;
+        setting["id"] = format!("set_{}", &iid[..8]).into();
+        setting["createdAt"] = iso8601(created * 1000).into();
+        setting["updatedAt"] = iso8601(updated * 1000).into();
+        setting["instanceId"] = iid.clone().into();
         out.push(json!({
             "id": iid,
             "name": id,
@@ -335,20 +321,7 @@ async fn fetch_instances(
             "Nats": Value::Null,
             "Sqs": Value::Null,
             "Websocket": Value::Null,
-            "Setting": {
-                "id": format!("set_{}", &iid[..8]),
-                "rejectCall": calls.reject,
-                "msgCall": calls.message.unwrap_or_default(),
-                "groupsIgnore": ignore.classes().contains(&ChatClass::Groups),
-                "alwaysOnline": false,
-                "readMessages": false,
-                "readStatus": false,
-                "syncFullHistory": false,
-                "wavoipToken": "",
-                "createdAt": iso8601(created * 1000),
-                "updatedAt": iso8601(updated * 1000),
-                "instanceId": iid,
-            },
+            "Setting": setting,
             "_count": {"Message": counts.messages, "Contact": counts.chats, "Chat": counts.chats},
         }));
     }

@@ -14,6 +14,7 @@ mod chat;
 mod group;
 mod instance;
 mod message;
+mod settings;
 mod webhook;
 
 use axum::Router;
@@ -35,6 +36,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(message::router(state))
         .merge(chat::router())
         .merge(group::router())
+        .merge(settings::router())
         .merge(webhook::router())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
 }
