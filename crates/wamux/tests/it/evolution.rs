@@ -1127,6 +1127,32 @@ async fn evolution_routes_answer_in_evolution_s_shapes_and_refuse_as_it_does() {
     assert_eq!(s, StatusCode::CREATED, "{image}");
     assert_eq!(image["messageType"], "imageMessage");
     assert_eq!(image["message"]["imageMessage"]["caption"], "a dot");
+    // The multipart form, with the file as `file`.
+    let form = reqwest::multipart::Form::new()
+        .text("number", GIL)
+        .text("mediatype", "document")
+        .text("caption", "the report")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"%PDF-1.4 not really".to_vec())
+                .file_name("report.pdf")
+                .mime_str("application/pdf")
+                .unwrap(),
+        );
+    let (s, doc) = into_json(
+        app.http
+            .post(app.url("/message/sendMedia/evo3"))
+            .header("apikey", chosen)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{doc}");
+    assert_eq!(doc["messageType"], "documentMessage");
+    assert_eq!(doc["message"]["documentMessage"]["fileName"], "report.pdf");
+    assert_eq!(doc["message"]["documentMessage"]["caption"], "the report");
     let (s, b) = post(
         "/message/sendMedia/evo3",
         json!({"number": GIL, "mediatype": "document", "media": "aGVsbG8="}),

@@ -248,6 +248,17 @@ impl Send {
             fetch::from_base64(staged, media, limit).await
         }
         .map_err(crate::api::ApiError::from)?;
+        self.upload(state, file, opts).await
+    }
+
+    /// Sends a file already received.
+    async fn upload(
+        self,
+        state: &AppState,
+        file: fetch::Incoming,
+        opts: SendOptions,
+    ) -> EvoResult<(StatusCode, Json<Value>)> {
+        let m = &state.media;
         let shown = if opts.kind == Some(MediaKind::Ptt) {
             PresenceState::Recording
         } else {
@@ -283,8 +294,50 @@ async fn send_media(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    ApiJson(body): ApiJson<Value>,
+    req: axum::extract::Request,
 ) -> EvoResult<(StatusCode, Json<Value>)> {
+    use axum::extract::FromRequest as _;
+    let multipart = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    // A key that may not send here stages no file either.
+    instance(&state, &caller, &name, Scope::Send)?;
+    let (body, upload) = if multipart {
+        // Evolution's form: the fields as text parts, the file as `file`.
+        let mut form = axum::extract::Multipart::from_request(req, &state)
+            .await
+            .map_err(|e| Evo::bad_request(&[&e.body_text()]))?;
+        let mut fields = serde_json::Map::new();
+        let mut upload = None;
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|e| Evo::bad_request(&[&e.body_text()]))?
+        {
+            let part = field.name().unwrap_or_default().to_owned();
+            if part == "file" {
+                let m = &state.media;
+                let staged = Staged::new(m.storage().staging_path());
+                upload = Some(
+                    fetch::from_field(staged, field, m.config().max_bytes)
+                        .await
+                        .map_err(crate::api::ApiError::from)?,
+                );
+            } else {
+                let text = field
+                    .text()
+                    .await
+                    .map_err(|e| Evo::bad_request(&[&e.body_text()]))?;
+                fields.insert(part, text.into());
+            }
+        }
+        (Value::Object(fields), upload)
+    } else {
+        let ApiJson(body) = ApiJson::<Value>::from_request(req, &state).await?;
+        (body, None)
+    };
     let send = Send::read(&state, &caller, &name, &body).await?;
     let kind = match text_field(&body, "mediatype")?.as_deref() {
         Some("image") => MediaKind::Image,
@@ -302,23 +355,29 @@ async fn send_media(
             ]));
         }
     };
+    let file_name = text_field(&body, "fileName")?.filter(|n| !n.trim().is_empty());
+    let opts = |file_name| -> EvoResult<SendOptions> {
+        Ok(SendOptions {
+            kind: Some(kind),
+            mimetype: text_field(&body, "mimetype")?.filter(|m| !m.trim().is_empty()),
+            file_name,
+            caption: text_field(&body, "caption")?.filter(|c| !c.is_empty()),
+        })
+    };
+    if let Some(file) = upload {
+        let name = file_name.or_else(|| file.name_hint.clone());
+        return send.upload(&state, file, opts(name)?).await;
+    }
     let media = text_field(&body, "media")?
         .filter(|m| !m.trim().is_empty())
         .ok_or_else(|| Evo::bad_request(&["Owned media must be a url or base64"]))?;
-    let file_name = text_field(&body, "fileName")?.filter(|n| !n.trim().is_empty());
     let is_url = media.starts_with("http://") || media.starts_with("https://");
     if kind == MediaKind::Document && !is_url && file_name.is_none() {
         return Err(Evo::bad_request(&[
             "For base64 the file name must be informed.",
         ]));
     }
-    let opts = SendOptions {
-        kind: Some(kind),
-        mimetype: text_field(&body, "mimetype")?.filter(|m| !m.trim().is_empty()),
-        file_name,
-        caption: text_field(&body, "caption")?.filter(|c| !c.is_empty()),
-    };
-    send.file(&state, &media, opts).await
+    send.file(&state, &media, opts(file_name)?).await
 }
 
 async fn send_audio(
