@@ -119,9 +119,10 @@ test('polls, reactions, locations, edits and deletions on the Messages tab', asy
     assert.ok(pollId);
     assert.deepEqual(await shown.locator('.poll-option').evaluateAll((els) => els.map((e) => [e.dataset.option, e.dataset.votes])),
       [['Tuesday', '0'], ['Wednesday', '0'], ['Friday', '0']]);
-    // The form is ready for the next poll.
-    assert.equal(await page.inputValue('#poll-question'), '');
-    assert.equal(await options.count(), 2);
+    // The form is ready for the next poll once the API has answered (the poll itself can
+    // show first, from the live feed).
+    await page.waitForFunction(() => document.querySelector('#poll-question').value === ''
+      && document.querySelectorAll('#poll-options input').length === 2, null, { timeout: 30000 });
 
     const got = await phoneHas('the phone to get the poll', (m) => m.id === pollId && m.poll);
     assert.equal(got.poll.question, 'Which day suits you for pick-up?');
