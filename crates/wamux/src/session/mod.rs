@@ -646,7 +646,33 @@ impl SessionManager {
         who: &ChatAddress,
     ) -> Result<Option<crate::whatsapp::ContactInfo>> {
         let (conn, _) = self.live(id)?;
-        conn.contact_info(who).await.map_err(SessionError::WhatsApp)
+        let mut info = conn
+            .contact_info(who)
+            .await
+            .map_err(SessionError::WhatsApp)?;
+        if let Some(i) = info.as_mut() {
+            // WhatsApp sends a push name only with messages: the latest one they sent us.
+            for chat in [i.jid.clone(), i.lid.clone()].into_iter().flatten() {
+                let filter = store::messages::Filter {
+                    chat_id: Some(chat),
+                    direction: Some(store::messages::Direction::In),
+                    since: None,
+                    until: None,
+                };
+                let (latest, _) =
+                    store::messages::list(&self.inner.shared.store, id.as_str(), &filter, None, 1)
+                        .await?;
+                if let Some(name) = latest
+                    .first()
+                    .and_then(|m| m["pushName"].as_str())
+                    .filter(|n| !n.is_empty())
+                {
+                    i.push_name = Some(name.to_owned());
+                    break;
+                }
+            }
+        }
+        Ok(info)
     }
 
     /// Where `who`'s profile photo is (`None`: none, or hidden).

@@ -626,6 +626,7 @@ impl WaSession {
             business: info.is_business,
             business_name: info.verified_name.and_then(|v| v.name),
             picture_id: info.picture_id,
+            push_name: None,
         }))
     }
 
@@ -712,6 +713,9 @@ pub struct ContactInfo {
     pub business_name: Option<String>,
     /// Set when it has a profile photo we may see (`.../picture` gives its URL).
     pub picture_id: Option<String>,
+    /// The name they gave WhatsApp, as their latest message to this session carried it;
+    /// absent when they have not written.
+    pub push_name: Option<String>,
 }
 
 /// Where a profile photo is.

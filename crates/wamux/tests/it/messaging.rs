@@ -955,6 +955,7 @@ async fn contact_info_pictures_and_blocking_come_from_whatsapp() {
     assert!(que["lid"].as_str().unwrap().ends_with("@lid"), "{que}");
     assert_eq!(que["about"], "Open 9 to 5", "{que}");
     assert_eq!(que["business"], true, "{que}");
+    assert!(que["pushName"].is_null(), "Que has not written yet: {que}");
     let picture_id = que["pictureId"].as_str().expect("a picture id").to_owned();
     let (s, pic) = app
         .get_json(&format!("/api/sessions/ci1/contacts/{QUE}@c.us/picture"))
@@ -965,6 +966,19 @@ async fn contact_info_pictures_and_blocking_come_from_whatsapp() {
         pic["url"].as_str().unwrap().starts_with("https://"),
         "{pic}"
     );
+
+    // Once Que writes, the name their message carried is known.
+    let hello = sim.send(QUE, PAT, "hello from the shop").await;
+    crate::helpers::wait_until(LONG, "Que's message in the history", || async {
+        message(&app, "ci1", hello["id"].as_str().unwrap())
+            .await
+            .is_some()
+    })
+    .await;
+    let (_, que) = app
+        .get_json(&format!("/api/sessions/ci1/contacts/{QUE}"))
+        .await;
+    assert_eq!(que["pushName"], "Que", "{que}");
 
     // By its LID, the same account, with its number.
     let lid = que["lid"].as_str().unwrap();
