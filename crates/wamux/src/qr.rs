@@ -11,6 +11,15 @@ pub enum QrError {
     Png(#[from] png::EncodingError),
 }
 
+/// The PNG as a `data:image/png;base64,...` URL, for JSON answers and payloads.
+pub fn data_url(data: &str) -> Result<String, QrError> {
+    use base64::Engine as _;
+    Ok(format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(png(data)?)
+    ))
+}
+
 pub fn png(data: &str) -> Result<Vec<u8>, QrError> {
     let code = qrcode::QrCode::new(data.as_bytes())?;
     let w = code.width();

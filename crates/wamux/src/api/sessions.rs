@@ -190,11 +190,7 @@ async fn qr(
     if want_png {
         return Ok(([(CONTENT_TYPE, "image/png")], png).into_response());
     }
-    use base64::Engine;
-    let data_url = format!(
-        "data:image/png;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(&png)
-    );
+    let data_url = crate::qr::data_url(&qr.code).map_err(ApiError::internal)?;
     Ok(Json(serde_json::json!({
         "sessionId": id,
         "qr": qr.code,

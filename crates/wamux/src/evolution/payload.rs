@@ -18,10 +18,21 @@ use crate::model::{Message, MessageKind, MessageStatus};
 pub struct Instance<'a> {
     pub name: &'a str,
     /// Evolution's `instanceId` (a UUID, see [`instance_id`]).
-    pub id: &'a str,
+    pub id: String,
     /// The account's own JID (`wuid`), once linked.
     pub owner: Option<&'a str>,
     pub profile_name: Option<&'a str>,
+}
+
+impl<'a> Instance<'a> {
+    /// The instance of session `name`, its linked account not named.
+    pub fn of(name: &'a str) -> Self {
+        Self {
+            name,
+            id: instance_id(name),
+            ..Self::default()
+        }
+    }
 }
 
 /// A stable UUID-shaped id for a session, as Evolution's `instanceId` is: the same in every
@@ -341,7 +352,7 @@ pub fn record(m: &Message, inst: &Instance<'_>) -> Record {
         context_info: context_of(m),
         message_type,
         message_timestamp: m.timestamp,
-        instance_id: inst.id.to_owned(),
+        instance_id: inst.id.clone(),
         source: device_of(&m.id),
         key,
     }

@@ -74,22 +74,12 @@ pub async fn render(
         .as_str()
         .and_then(|k| k.parse().ok())
         .ok_or(Skip::NoEquivalent)?;
-    let instance_id = payload::instance_id(session);
     let inst = Instance {
-        name: session,
-        id: &instance_id,
         owner: owner.jid.as_deref(),
         profile_name: owner.push_name.as_deref(),
+        ..Instance::of(session)
     };
-    let qr_image = |code: &str| {
-        use base64::Engine as _;
-        crate::qr::png(code).ok().map(|png| {
-            format!(
-                "data:image/png;base64,{}",
-                base64::engine::general_purpose::STANDARD.encode(png)
-            )
-        })
-    };
+    let qr_image = |code: &str| crate::qr::data_url(code).ok();
     let (event, mut data) =
         payload::event_data(kind, &stored["data"], &inst, qr_image).ok_or(Skip::NoEquivalent)?;
     if !hook.events.accepts(event) {
@@ -124,8 +114,13 @@ pub async fn render(
         "server_url": ctx.map(|c| c.server_url.as_str()),
         "apikey": Value::Null,
     });
-    // Evolution leaves `sender` out until the instance is linked.
-    if let Some(jid) = &owner.jid {
+    // Evolution leaves `sender` out until the instance is linked. A QR code is shown only
+    // while it is not, so its event names no account even when delivered after the scan.
+    if let Some(jid) = owner
+        .jid
+        .as_ref()
+        .filter(|_| event != EvoEvent::QrcodeUpdated)
+    {
         envelope["sender"] = jid.clone().into();
     }
     let url = if hook.by_events {

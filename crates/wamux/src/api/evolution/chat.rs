@@ -9,7 +9,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::{Evo, EvoResult, instance, object};
+use super::{Evo, EvoResult, instance, key_id, object};
 use crate::AppState;
 use crate::access::Scope;
 use crate::api::Caller;
@@ -57,12 +57,7 @@ async fn find_chats(
         .unwrap_or(MAX_PAGE)
         .min(MAX_PAGE);
     let skip = body.get("skip").and_then(Value::as_i64).unwrap_or(0).max(0);
-    let iid = crate::evolution::payload::instance_id(id.as_str());
-    let inst = crate::evolution::payload::Instance {
-        name: id.as_str(),
-        id: &iid,
-        ..Default::default()
-    };
+    let inst = crate::evolution::payload::Instance::of(id.as_str());
     let chats = crate::store::messages::chats(&state.store, id.as_str(), MAX_PAGE).await?;
     let out: Vec<Value> = chats
         .iter()
@@ -187,12 +182,7 @@ async fn find_messages(
     };
     let offset = number("offset", 50)?.min(MAX_PAGE);
     let page = number("page", 1)?.min(100_000);
-    let iid = crate::evolution::payload::instance_id(id.as_str());
-    let inst = crate::evolution::payload::Instance {
-        name: id.as_str(),
-        id: &iid,
-        ..Default::default()
-    };
+    let inst = crate::evolution::payload::Instance::of(id.as_str());
     let (total, messages) = match key.get("id").and_then(Value::as_str) {
         Some(msg_id) => {
             let m = crate::store::messages::find(&state.store, id.as_str(), msg_id).await?;
@@ -270,18 +260,6 @@ fn protocol_answer(
         "status": crate::evolution::payload::status_name(action.status),
         "instanceId": crate::evolution::payload::instance_id(id.as_str()),
     })
-}
-
-/// The id a body's key names (`{"id"}`, or `{"key":{"id"}}`).
-fn key_id(body: &Value, pointer: &str) -> EvoResult<String> {
-    body.pointer(pointer)
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty() && m.len() <= 128)
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            let field = pointer.trim_start_matches('/').replace('/', ".");
-            Evo::bad_request(&[&format!("instance requires property \"{field}\"")])
-        })
 }
 
 async fn delete_for_everyone(

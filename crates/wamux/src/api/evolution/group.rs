@@ -176,6 +176,11 @@ async fn create(
     Ok((StatusCode::CREATED, Json(metadata(&group, true))))
 }
 
+/// An invite code from a link (`https://chat.whatsapp.com/<code>`) or the code itself.
+fn bare_code(link: &str) -> String {
+    link.rsplit('/').next().unwrap_or(link).trim().to_owned()
+}
+
 fn group_address(g: &GroupInfo) -> EvoResult<ChatAddress> {
     ChatAddress::parse(&g.id).map_err(|e| Evo::bad_request(&[&e.to_string()]))
 }
@@ -368,7 +373,7 @@ async fn invite_code(
     let id = instance(&state, &caller, &name, Scope::Read)?;
     let gid = group_of(&q, None)?;
     let code = state.sessions.invite_link(&id, &gid, false).await?;
-    let code = code.rsplit('/').next().unwrap_or(&code).to_owned();
+    let code = bare_code(&code);
     Ok(Json(json!({
         "inviteUrl": format!("https://chat.whatsapp.com/{code}"),
         "inviteCode": code,
@@ -384,7 +389,7 @@ async fn revoke_invite_code(
     let id = instance(&state, &caller, &name, Scope::Send)?;
     let gid = group_of(&q, None)?;
     let code = state.sessions.invite_link(&id, &gid, true).await?;
-    let code = code.rsplit('/').next().unwrap_or(&code).to_owned();
+    let code = bare_code(&code);
     Ok((
         StatusCode::CREATED,
         Json(json!({"revoked": true, "inviteCode": code})),
@@ -401,7 +406,7 @@ async fn accept_invite(
     let code = q
         .invite_code
         .as_deref()
-        .map(|c| c.rsplit('/').next().unwrap_or(c).trim().to_owned())
+        .map(bare_code)
         .filter(|c| !c.is_empty() && c.len() <= 64)
         .ok_or_else(|| Evo::bad_request(&["The invite code needs to be informed in the query"]))?;
     let joined = state.sessions.join_group(&id, &code).await?;

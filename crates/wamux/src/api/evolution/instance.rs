@@ -48,10 +48,7 @@ fn qr_object(state: &AppState, id: &SessionId, pairing_code: Option<String>) -> 
         Ok(qr) => json!({
             "pairingCode": pairing_code,
             "code": qr.code,
-            "base64": crate::qr::png(&qr.code).ok().map(|png| {
-                use base64::Engine as _;
-                format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png))
-            }),
+            "base64": crate::qr::data_url(&qr.code).ok(),
             "count": 1,
         }),
         Err(_) if pairing_code.is_some() => json!({"pairingCode": pairing_code, "count": 1}),

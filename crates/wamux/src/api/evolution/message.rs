@@ -17,7 +17,7 @@ use crate::AppState;
 use crate::access::Scope;
 use crate::api::Caller;
 use crate::api::extract::ApiJson;
-use crate::evolution::payload::{self, Instance, instance_id};
+use crate::evolution::payload::{self, Instance};
 use crate::media::MediaKind;
 use crate::media::fetch;
 use crate::media::send::SendOptions;
@@ -63,12 +63,7 @@ pub(super) struct Send {
 
 /// Evolution's answer to a send: the message record, 201.
 fn sent(id: &SessionId, msg: &Message) -> (StatusCode, Json<Value>) {
-    let iid = instance_id(id.as_str());
-    let inst = Instance {
-        name: id.as_str(),
-        id: &iid,
-        ..Instance::default()
-    };
+    let inst = Instance::of(id.as_str());
     (
         StatusCode::CREATED,
         Json(serde_json::to_value(payload::sent_record(msg, &inst)).unwrap_or_default()),
@@ -489,11 +484,7 @@ async fn send_reaction(
 ) -> EvoResult<(StatusCode, Json<Value>)> {
     let id = instance(&state, &caller, &name, Scope::Send)?;
     object(&body)?;
-    let message_id = body
-        .pointer("/key/id")
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty() && m.len() <= 128)
-        .ok_or_else(|| Evo::bad_request(&["key requires property \"id\""]))?;
+    let message_id = super::key_id(&body, "/key/id")?;
     let emoji = text_field(&body, "reaction")?
         .ok_or_else(|| Evo::bad_request(&["instance requires property \"reaction\""]))?;
     if !is_reaction_emoji(&emoji) {
@@ -501,7 +492,7 @@ async fn send_reaction(
             "Reaction must be a single emoji or empty string",
         ]));
     }
-    let msg = state.sessions.react(&id, message_id, &emoji).await?;
+    let msg = state.sessions.react(&id, &message_id, &emoji).await?;
     Ok(sent(&id, &msg))
 }
 

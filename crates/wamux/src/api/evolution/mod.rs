@@ -144,6 +144,21 @@ fn text_field(body: &Value, field: &str) -> EvoResult<Option<String>> {
     }
 }
 
+/// The message id a body names at `pointer` (`/id`, `/key/id`), with Evolution's message
+/// for a missing one (`key requires property "id"`).
+fn key_id(body: &Value, pointer: &str) -> EvoResult<String> {
+    body.pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty() && m.len() <= 128)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            let path = pointer.trim_start_matches('/');
+            let (parent, field) = path.rsplit_once('/').unwrap_or(("instance", path));
+            let parent = parent.replace('/', ".");
+            Evo::bad_request(&[&format!("{parent} requires property \"{field}\"")])
+        })
+}
+
 /// A required string field, with Evolution's message for a missing one.
 fn required_text(body: &Value, field: &str) -> EvoResult<String> {
     text_field(body, field)?
