@@ -239,6 +239,9 @@ struct CreatePhone {
     /// WhatsApp gates linking devices to this account with a passkey.
     #[serde(default)]
     passkey: bool,
+    /// A made-up past that linked devices receive by history sync.
+    #[serde(default)]
+    history: Option<crate::history::HistorySpec>,
 }
 
 async fn create_phone(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Response> {
@@ -253,8 +256,16 @@ async fn create_phone(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Respon
             format!("an account with phone number {phone} already exists"),
         ));
     }
+    if let Some(problem) = req.history.as_ref().and_then(|h| h.problem()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_history",
+            problem,
+        ));
+    }
     let name = req.name.unwrap_or_else(|| format!("Phone {phone}"));
     let mut acc = phone::new_account(&mut core, &phone, &name)?;
+    acc.history = req.history;
     if req.passkey {
         acc.passkey = Some(crate::webauthn::new_passkey().map_err(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())

@@ -249,6 +249,7 @@ impl Account {
             blocked,
             offline,
             profile,
+            history,
         } = self;
         Account {
             phone: phone.clone(),
@@ -265,6 +266,7 @@ impl Account {
             blocked: blocked.clone(),
             offline: *offline,
             profile: profile.clone(),
+            history: *history,
         }
     }
 }
@@ -677,6 +679,7 @@ mod tests {
             blocked: Default::default(),
             offline: false,
             profile: Default::default(),
+            history: None,
         }
     }
 

@@ -22,6 +22,7 @@ mod admin;
 mod calls;
 mod conn;
 mod groups;
+mod history;
 mod hub;
 mod iq;
 mod journal;
@@ -94,8 +95,12 @@ impl Simulator {
         if snap.server_noise_private.0.len() != 32 {
             snap.server_noise_private = B64(ServerIdentity::generate_private().to_vec());
         }
+        if snap.server_noise_root_private.0.len() != 32 {
+            snap.server_noise_root_private = B64(ServerIdentity::generate_private().to_vec());
+        }
         let private: [u8; 32] = snap.server_noise_private.0.as_slice().try_into()?;
-        let identity = ServerIdentity::from_private(&private)?;
+        let root: [u8; 32] = snap.server_noise_root_private.0.as_slice().try_into()?;
+        let identity = ServerIdentity::from_private(&private, &root)?;
         // Start from a fresh base: the journals so far are folded into it.
         let base_size = journal::save_base(&snap, &data_dir)?;
         let journal =
@@ -171,6 +176,7 @@ impl Simulator {
             "wsUrl": self.ws_url(),
             "adminUrl": self.admin_url(),
             "caFile": if self.tls { Some(self.ca_file.display().to_string()) } else { None },
+            "noiseRootKey": self.noise_root_key(),
         });
         let tmp = dir.join("sim.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(&body)?)?;
@@ -188,6 +194,17 @@ impl Simulator {
     pub fn admin_url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}/admin", self.addr)
+    }
+
+    /// The public key (hex) the server's Noise certificate chain is rooted in: what a
+    /// client pins instead of WhatsApp's `WhatsAppLongTerm1` key to check the chain.
+    pub fn noise_root_key(&self) -> String {
+        self.hub
+            .identity
+            .root_public
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// The bound address.

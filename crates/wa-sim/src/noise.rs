@@ -29,19 +29,23 @@ type Result<T> = std::result::Result<T, NoiseServerError>;
 pub struct ServerIdentity {
     pub static_kp: KeyPair,
     pub cert_chain: Vec<u8>,
+    /// The root the chain's intermediate is signed with: the simulator's stand-in for
+    /// WhatsApp's `WhatsAppLongTerm1` key, which clients pin. A client that is told this
+    /// public key (instead of WhatsApp's) checks the whole chain as it would WhatsApp's.
+    pub root_public: [u8; 32],
 }
 
 impl ServerIdentity {
-    /// Rebuilds the identity from the stored private key; the chain is made
-    /// fresh each start so its validity window always covers "now".
-    pub fn from_private(private: &[u8; 32]) -> anyhow::Result<Self> {
-        let private = PrivateKey::deserialize(private)?;
-        let public = private.public_key()?;
-        let static_kp = KeyPair::new(public, private);
-        let cert_chain = build_cert_chain(&static_kp)?;
+    /// Rebuilds the identity from the stored private keys (the static key and the root);
+    /// the chain is made fresh each start so its validity window always covers "now".
+    pub fn from_private(private: &[u8; 32], root_private: &[u8; 32]) -> anyhow::Result<Self> {
+        let static_kp = key_pair(private)?;
+        let root = key_pair(root_private)?;
+        let cert_chain = build_cert_chain(&static_kp, &root)?;
         Ok(Self {
             static_kp,
             cert_chain,
+            root_public: public_bytes(&root),
         })
     }
 
@@ -51,19 +55,27 @@ impl ServerIdentity {
     }
 
     pub fn static_pub(&self) -> [u8; 32] {
-        self.static_kp
-            .public_key
-            .public_key_bytes()
-            .try_into()
-            .expect("X25519 public keys are 32 bytes")
+        public_bytes(&self.static_kp)
     }
 }
 
-/// An intermediate certificate (own throwaway key, issuer serial 0) and a leaf
-/// for the server static key, the leaf really signed by the intermediate.
-/// Clients accept it only when built with `danger-skip-cert-chain-verify`,
-/// because the intermediate is not signed by WhatsApp's root.
-fn build_cert_chain(static_kp: &KeyPair) -> anyhow::Result<Vec<u8>> {
+fn key_pair(private: &[u8; 32]) -> anyhow::Result<KeyPair> {
+    let private = PrivateKey::deserialize(private)?;
+    let public = private.public_key()?;
+    Ok(KeyPair::new(public, private))
+}
+
+fn public_bytes(kp: &KeyPair) -> [u8; 32] {
+    kp.public_key
+        .public_key_bytes()
+        .try_into()
+        .expect("X25519 public keys are 32 bytes")
+}
+
+/// The chain WhatsApp sends in its server hello: an intermediate (serial 1, issued by
+/// serial 0, the root) signed by `root`, and a leaf for the server static key signed by
+/// the intermediate, both with XEdDSA as WhatsApp signs them.
+fn build_cert_chain(static_kp: &KeyPair, root: &KeyPair) -> anyhow::Result<Vec<u8>> {
     let mut rng = rand::rng();
     let intermediate_kp = KeyPair::generate(&mut rng);
     let now = std::time::SystemTime::now()
@@ -92,6 +104,9 @@ fn build_cert_chain(static_kp: &KeyPair) -> anyhow::Result<Vec<u8>> {
     let leaf_signature = intermediate_kp
         .private_key
         .calculate_signature(&leaf_details, &mut rng)?;
+    let intermediate_signature = root
+        .private_key
+        .calculate_signature(&intermediate_details, &mut rng)?;
     let chain = wa::CertChain {
         leaf: waproto::buffa::MessageField::some(wa::cert_chain::NoiseCertificate {
             details: Some(leaf_details),
@@ -99,8 +114,7 @@ fn build_cert_chain(static_kp: &KeyPair) -> anyhow::Result<Vec<u8>> {
         }),
         intermediate: waproto::buffa::MessageField::some(wa::cert_chain::NoiseCertificate {
             details: Some(intermediate_details),
-            // Nobody but WhatsApp can sign this one.
-            signature: Some(vec![0u8; 64]),
+            signature: Some(intermediate_signature.to_vec()),
         }),
     };
     Ok(chain.encode_to_vec())
@@ -399,7 +413,11 @@ mod tests {
     use wacore_noise::{IkHandshakeState, IkServerHelloOutcome, XxHandshakeState};
 
     fn server() -> ServerIdentity {
-        ServerIdentity::from_private(&ServerIdentity::generate_private()).unwrap()
+        ServerIdentity::from_private(
+            &ServerIdentity::generate_private(),
+            &ServerIdentity::generate_private(),
+        )
+        .unwrap()
     }
 
     fn roundtrip(est: &mut Established, client_write: &NoiseCipher, client_read: &NoiseCipher) {
@@ -412,6 +430,35 @@ mod tests {
             .decrypt_in_place_with_counter(0, &mut back)
             .unwrap();
         assert_eq!(back, b"to client");
+    }
+
+    /// What a client that pins the root (as Baileys pins `WhatsAppLongTerm1`) checks: the
+    /// intermediate is issued by serial 0 and signed by the root, the leaf names the static
+    /// key and is signed by the intermediate.
+    #[test]
+    fn the_chain_verifies_against_the_root() {
+        use wacore_libsignal::protocol::PublicKey;
+        let id = server();
+        let chain = wa::CertChain::decode_from_slice(&id.cert_chain).unwrap();
+        let inter = chain.intermediate.into_option().unwrap();
+        let leaf = chain.leaf.into_option().unwrap();
+        let inter_details = inter.details.unwrap();
+        let root = PublicKey::from_djb_public_key_bytes(&id.root_public).unwrap();
+        assert!(root.verify_signature(&inter_details, inter.signature.as_ref().unwrap()));
+        let details = noise_certificate::Details::decode_from_slice(&inter_details).unwrap();
+        assert_eq!(details.issuer_serial, Some(0));
+        let inter_key = PublicKey::from_djb_public_key_bytes(&details.key.unwrap()).unwrap();
+        let leaf_details = leaf.details.unwrap();
+        assert!(inter_key.verify_signature(&leaf_details, leaf.signature.as_ref().unwrap()));
+        let leaf_key = noise_certificate::Details::decode_from_slice(&leaf_details)
+            .unwrap()
+            .key
+            .unwrap();
+        assert_eq!(leaf_key, id.static_pub());
+        // Another root does not verify it.
+        let other = server();
+        let wrong = PublicKey::from_djb_public_key_bytes(&other.root_public).unwrap();
+        assert!(!wrong.verify_signature(&inter_details, inter.signature.as_ref().unwrap()));
     }
 
     #[test]

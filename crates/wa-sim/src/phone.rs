@@ -81,6 +81,7 @@ pub fn new_account(core: &mut Core, phone: &str, name: &str) -> Result<Account> 
         blocked: Default::default(),
         offline: false,
         profile: Default::default(),
+        history: None,
     })
 }
 
@@ -369,6 +370,16 @@ pub async fn link(core: &mut Core, phone: &str, pair_ref: &str, adv_secret: &[u8
     };
     if let Err(e) = send_to_device(core, phone, phone, device, &share, None, "text").await {
         tracing::warn!("app-state key share to {phone}:{device} failed: {e}");
+    }
+    // Then its chats, by history sync, as the app does for every new companion.
+    let acc = core.account(phone).expect("checked above");
+    let names = |number: &str| core.account(number).map(|a| a.name.clone());
+    let history = crate::history::notifications(acc, &names);
+    for message in history {
+        if let Err(e) = send_to_device(core, phone, phone, device, &message, None, "text").await {
+            tracing::warn!("history sync to {phone}:{device} failed: {e}");
+            break;
+        }
     }
     Ok(device)
 }

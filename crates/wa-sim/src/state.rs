@@ -333,6 +333,9 @@ pub struct Account {
     /// whether it is a business account, and the profile photo.
     #[serde(default)]
     pub profile: Profile,
+    /// The made-up past a device linked to this account receives by history sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<crate::history::HistorySpec>,
 }
 
 /// What an account shows of itself.
@@ -389,6 +392,10 @@ pub struct MediaMeta {
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]
 pub struct Snapshot {
     pub server_noise_private: B64,
+    /// The private key of the root the server's certificate chain is signed with (the
+    /// simulator's `WhatsAppLongTerm1`).
+    #[serde(default)]
+    pub server_noise_root_private: B64,
     pub next_lid: u64,
     pub accounts: BTreeMap<String, Account>,
     /// Media by direct path (`/mms/...` without query).

@@ -200,6 +200,7 @@ mod sandbox {
             "adminUrl": sim.admin_url(),
             "wsUrl": sim.ws_url(),
             "caFile": sim.ca_file(),
+            "noiseRootKey": sim.noise_root_key(),
             "phones": PHONES.iter().map(|(p, n)| serde_json::json!({"phone": p, "name": n})).collect::<Vec<_>>(),
         });
         let path = config.data_dir.join("sandbox.json");

@@ -133,3 +133,83 @@ async fn wrong_pairing_code_does_not_link() {
     client.wait_connected().await;
     client.stop().await;
 }
+
+/// A new companion gets the account's past by history sync, as from WhatsApp's app: an
+/// `INITIAL_BOOTSTRAP` with the chats (the phone's own first, then the made-up ones of
+/// `"history"`), `RECENT` chunks for the rest, and `PUSH_NAME` with the contacts' names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_companion_gets_the_accounts_past_by_history_sync() {
+    use std::collections::HashMap;
+    use whatsapp_rust::waproto::whatsapp::history_sync::HistorySyncType;
+
+    let sim = TestSim::start().await;
+    let (status, body) = sim
+        .post(
+            "/phones",
+            json!({"phone": "15551200031", "name": "Hist",
+                   "history": {"contacts": 40, "chats": 30, "messagesPerChat": 100}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = sim
+        .post(
+            "/phones",
+            json!({"phone": "15551200032", "history": {"chats": 1000, "messagesPerChat": 1000}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_history"))
+    );
+
+    let hist = crate::support::Phone {
+        sim: &sim,
+        number: "15551200031".into(),
+    };
+    let friend = sim.phone("15551200033").await;
+    friend.send_text("15551200031", "an old message").await;
+
+    let mut cfg = sim.client_config(sim.db_path("hist-web"));
+    cfg.history_sync = true;
+    let mut client = cfg.start("hist-web").await;
+    let qr = client.wait_qr().await;
+    hist.scan(&qr).await;
+
+    // 30 chats of 100 and one of 1: two chunks of 2,000 at most, and the push names.
+    let mut chats: HashMap<String, usize> = HashMap::new();
+    let mut types = Vec::new();
+    let mut names = Vec::new();
+    while types.len() < 3 {
+        let sync = client
+            .wait_for("history sync", |e| match e {
+                Event::HistorySync(h) => Some(h.get().cloned().expect("it decodes")),
+                _ => None,
+            })
+            .await;
+        types.push(sync.sync_type);
+        for c in &sync.conversations {
+            chats.insert(c.id.clone(), c.messages.len());
+        }
+        names.extend(sync.pushnames.iter().filter_map(|p| p.pushname.clone()));
+    }
+    // The client processes them as they come, not necessarily in order.
+    types.sort_by_key(|t| *t as i32);
+    assert_eq!(
+        types,
+        [
+            HistorySyncType::INITIAL_BOOTSTRAP,
+            HistorySyncType::RECENT,
+            HistorySyncType::PUSH_NAME
+        ]
+    );
+    assert_eq!(chats.len(), 31, "{chats:?}");
+    assert_eq!(
+        chats["15551200033@s.whatsapp.net"], 1,
+        "the phone's own chat"
+    );
+    assert_eq!(chats["19990000000@s.whatsapp.net"], 100);
+    assert_eq!(names.len(), 41, "40 contacts and the friend: {names:?}");
+    assert!(names.contains(&"Phone 15551200033".to_string()));
+    client.wait_connected().await;
+    client.stop().await;
+}

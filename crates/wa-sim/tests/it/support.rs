@@ -116,6 +116,7 @@ impl TestSim {
             ws_url: self.ws_url.clone(),
             ca_pem: self.ca_pem.clone(),
             db,
+            history_sync: false,
         }
     }
 
@@ -230,6 +231,8 @@ pub struct ClientConfig {
     pub ws_url: String,
     pub ca_pem: String,
     pub db: PathBuf,
+    /// Process history sync (the tests' clients skip it unless told, as the gateway does).
+    pub history_sync: bool,
 }
 
 /// A running whatsapp-rust client and its event stream.
@@ -319,7 +322,6 @@ impl ClientConfig {
             .with_runtime(TokioRuntime)
             .with_version((2, 3000, 1_020_000_000))
             .with_push_name(push_name)
-            .skip_history_sync()
             // One mailbox, in arrival order: tests assert on event order.
             .with_event_delivery(EventDelivery::Ordered { capacity: 4096 })
             .on_event(move |event, _client| {
@@ -328,6 +330,9 @@ impl ClientConfig {
                     let _ = tx.send(event);
                 }
             });
+        if !self.history_sync {
+            builder = builder.skip_history_sync();
+        }
         if let Some(options) = pair_code {
             builder = builder.with_pair_code(options);
         }

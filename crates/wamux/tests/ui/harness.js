@@ -100,6 +100,9 @@ export class Sandbox {
       });
       sb.adminUrl = info.adminUrl.replace(/\/$/, '');
       sb.ca = fs.readFileSync(info.caFile);
+      sb.caFile = info.caFile;
+      sb.wsUrl = info.wsUrl;
+      sb.noiseRootKey = info.noiseRootKey;
     } catch (e) {
       sb.dumpLog();
       await sb.stop();
