@@ -169,6 +169,7 @@ pub fn router() -> Router<Arc<Hub>> {
         )
         .route("/admin/faults/media", post(fault_media))
         .route("/admin/faults/media-expiry", post(fault_media_expiry))
+        .route("/admin/network", get(get_network).post(set_network))
         .route("/admin/faults/phone-forgets", post(fault_phone_forgets))
         .merge(passkey::router())
         .merge(groups::router())
@@ -1199,6 +1200,28 @@ async fn fault_media_expiry(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<
     let req: MediaExpiry = parse(&body)?;
     hub.core.lock().await.faults.expire_original_media = req.enabled;
     Ok(Json(json!({"enabled": req.enabled})))
+}
+
+async fn get_network(State(hub): State<Arc<Hub>>) -> Json<crate::network::Network> {
+    Json(hub.network.get())
+}
+
+/// The latency and jitter every frame to a client takes from now on (`0` turns it off).
+async fn set_network(
+    State(hub): State<Arc<Hub>>,
+    body: Bytes,
+) -> Result<Json<crate::network::Network>> {
+    let req: crate::network::Network = parse(&body)?;
+    let max = crate::network::MAX_MS;
+    if req.latency_ms > max || req.jitter_ms > max {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_network",
+            format!("latencyMs and jitterMs are at most {max}"),
+        ));
+    }
+    hub.network.set(req);
+    Ok(Json(req))
 }
 
 #[derive(Deserialize)]

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
 use tokio::sync::mpsc;
+
+use crate::network::InFlight;
 use wacore_binary::builder::NodeBuilder;
 use wacore_binary::{Jid, Node, NodeContent, Server};
 use waproto::buffa::Message as _;
@@ -98,11 +100,11 @@ async fn handshake(
     let hello = next_frame(ws, reader).await?;
     match noise::respond_to_hello(&hub.identity, &prologue, &hello)? {
         HelloOutcome::Done { reply, established } => {
-            send_raw(ws, noise::frame(&reply)).await?;
+            send_late(hub, ws, noise::frame(&reply)).await?;
             Ok(established)
         }
         HelloOutcome::Continue { reply, pending } => {
-            send_raw(ws, noise::frame(&reply)).await?;
+            send_late(hub, ws, noise::frame(&reply)).await?;
             let finish = next_frame(ws, reader).await?;
             Ok(noise::finish_xx(pending, &finish)?)
         }
@@ -115,10 +117,42 @@ async fn send_raw(ws: &mut WebSocket, bytes: Vec<u8>) -> Result<()> {
         .map_err(|_| ConnError::Closed)
 }
 
-async fn send_node(ws: &mut WebSocket, cipher: &mut FrameCipher, node: &Node) -> Result<()> {
+/// Writes `bytes` once the network's delay has passed: for the frames before the stanza
+/// loop (handshake, login answer), when nothing else is in flight.
+async fn send_late(hub: &Hub, ws: &mut WebSocket, bytes: Vec<u8>) -> Result<()> {
+    let delay = hub.network.delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    send_raw(ws, bytes).await
+}
+
+async fn send_node(
+    hub: &Hub,
+    ws: &mut WebSocket,
+    cipher: &mut FrameCipher,
+    node: &Node,
+) -> Result<()> {
     let bytes = wacore_binary::marshal::marshal(node)?;
     let framed = cipher.seal(&bytes)?;
-    send_raw(ws, framed).await
+    send_late(hub, ws, framed).await
+}
+
+/// Sends a sealed frame through the network: now, or put in flight.
+async fn emit(hub: &Hub, ws: &mut WebSocket, flight: &mut InFlight, framed: Vec<u8>) -> Result<()> {
+    match flight.send(hub.network.get(), framed) {
+        Some(now) => send_raw(ws, now).await,
+        None => Ok(()),
+    }
+}
+
+/// Lets every frame in flight arrive, each at its time (before the server closes).
+async fn land(ws: &mut WebSocket, flight: &mut InFlight) -> Result<()> {
+    for (at, bytes) in flight.drain().collect::<Vec<_>>() {
+        tokio::time::sleep_until(at).await;
+        send_raw(ws, bytes).await?;
+    }
+    Ok(())
 }
 
 fn failure(reason: &str) -> Node {
@@ -144,7 +178,7 @@ async fn serve(hub: &Arc<Hub>, ws: &mut WebSocket, reader: &mut FrameReader) -> 
         let verdict = login_verdict(&core, &phone, device, &established.client_static);
         if let Some(node) = verdict {
             drop(core);
-            send_node(ws, &mut cipher, &node).await?;
+            send_node(hub, ws, &mut cipher, &node).await?;
             return Ok(());
         }
         let conn_id = core.next_conn_id();
@@ -188,7 +222,7 @@ async fn serve(hub: &Arc<Hub>, ws: &mut WebSocket, reader: &mut FrameReader) -> 
             .attr("creation", now_secs().to_string())
             .build();
         hub.durable().await;
-        send_node(ws, &mut cipher, &success).await?;
+        send_node(hub, ws, &mut cipher, &success).await?;
         tracing::debug!("{phone}:{device} logged in");
         (Peer::Device { phone, device }, conn_id)
     } else {
@@ -222,7 +256,7 @@ async fn serve(hub: &Arc<Hub>, ws: &mut WebSocket, reader: &mut FrameReader) -> 
                 )
                 .build()])
             .build();
-        send_node(ws, &mut cipher, &node).await?;
+        send_node(hub, ws, &mut cipher, &node).await?;
         (Peer::Pairing { refs, conn_id }, conn_id)
     };
     let (peer, conn_id) = peer;
@@ -358,6 +392,7 @@ async fn stanza_loop(
     peer: &Peer,
     rx: &mut mpsc::UnboundedReceiver<Outbound>,
 ) -> Result<()> {
+    let mut flight = InFlight::default();
     loop {
         // Frames already buffered come first. Their answers (acks among them) go
         // out together, once what handling them changed is on disk.
@@ -376,14 +411,24 @@ async fn stanza_loop(
         }
         for r in replies {
             match r {
-                Reply::Node(n) => send_node(ws, cipher, &n).await?,
+                Reply::Node(n) => {
+                    let framed = cipher.seal(&wacore_binary::marshal::marshal(&n)?)?;
+                    emit(hub, ws, &mut flight, framed).await?;
+                }
                 Reply::Close(n) => {
-                    send_node(ws, cipher, &n).await?;
-                    return Ok(());
+                    let framed = cipher.seal(&wacore_binary::marshal::marshal(&n)?)?;
+                    emit(hub, ws, &mut flight, framed).await?;
+                    return land(ws, &mut flight).await;
                 }
             }
         }
+        let due = flight.next_due();
         tokio::select! {
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                for bytes in flight.due() {
+                    send_raw(ws, bytes).await?;
+                }
+            }
             incoming = ws.recv() => match incoming {
                 Some(Ok(Message::Binary(b))) => reader.feed(&b),
                 Some(Ok(Message::Text(_))) => {
@@ -404,10 +449,14 @@ async fn stanza_loop(
                 hub.durable().await;
                 for out in outs {
                     match out {
-                        Outbound::Node(bytes) => send_raw(ws, cipher.seal(&bytes)?).await?,
+                        Outbound::Node(bytes) => {
+                            let framed = cipher.seal(&bytes)?;
+                            emit(hub, ws, &mut flight, framed).await?;
+                        }
                         Outbound::NodeThenClose(bytes) => {
-                            send_raw(ws, cipher.seal(&bytes)?).await?;
-                            return Ok(());
+                            let framed = cipher.seal(&bytes)?;
+                            emit(hub, ws, &mut flight, framed).await?;
+                            return land(ws, &mut flight).await;
                         }
                         Outbound::Drop => return Ok(()),
                         Outbound::Silence => return silent(hub, ws, rx).await,

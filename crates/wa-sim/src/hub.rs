@@ -338,6 +338,8 @@ pub struct Hub {
     /// `host:port` clients use for media (the same port as everything else).
     pub media_host: String,
     pub shutdown: CancellationToken,
+    /// The latency and jitter of the chat socket (off unless set).
+    pub network: crate::network::Shaping,
     /// Held from taking a batch until it is written, so batches reach the journal in
     /// the order they were taken.
     writer: Mutex<Writer>,
@@ -379,6 +381,7 @@ impl Hub {
             data_dir,
             media_host,
             shutdown: CancellationToken::new(),
+            network: Default::default(),
             writer: Mutex::new(Writer {
                 journal: Arc::new(std::sync::Mutex::new(journal)),
                 unwritten: Vec::new(),

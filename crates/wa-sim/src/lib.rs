@@ -28,6 +28,7 @@ mod iq;
 mod journal;
 mod link_code;
 mod media;
+pub mod network;
 pub mod noise;
 mod passkey;
 mod phone;
@@ -205,6 +206,12 @@ impl Simulator {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+
+    /// The latency and jitter every frame to a client takes from now on (see
+    /// [`network`]); [`network::Network::default`] turns it off.
+    pub fn set_network(&self, network: network::Network) {
+        self.hub.network.set(network);
     }
 
     /// The bound address.

@@ -10,7 +10,7 @@ use wa_sim::{SimConfig, Simulator};
 ///
 /// Serves the chat WebSocket (/ws/chat), the admin API (/admin/...) and the
 /// media host (/mms/...) on one port. Writes DIR/sim.json with
-/// {"wsUrl","adminUrl","caFile"} once it is listening.
+/// {"wsUrl","adminUrl","caFile","noiseRootKey"} once it is listening.
 #[derive(Parser, Debug)]
 #[command(name = "wa-sim", version)]
 struct Args {
@@ -31,6 +31,15 @@ struct Args {
     #[arg(long, env = "WA_SIM_COMPACT_AFTER_MIB", default_value_t = wa_sim::COMPACT_AFTER >> 20)]
     compact_after_mib: u64,
 
+    /// Delay every frame to a client by this many milliseconds (a realistic network; off
+    /// by default, as benchmarks want it). Also settable with POST /admin/network.
+    #[arg(long, env = "WA_SIM_LATENCY_MS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=i64::from(wa_sim::network::MAX_MS)))]
+    latency_ms: u32,
+
+    /// Add a random 0..=N milliseconds to each frame's delay (frames keep their order).
+    #[arg(long, env = "WA_SIM_JITTER_MS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=i64::from(wa_sim::network::MAX_MS)))]
+    jitter_ms: u32,
+
     /// Log filter, e.g. "info" or "wa_sim=debug".
     #[arg(long, env = "WA_SIM_LOG", default_value = "info")]
     log: String,
@@ -49,6 +58,10 @@ async fn main() -> anyhow::Result<()> {
         compact_after: args.compact_after_mib.saturating_mul(1 << 20),
     })
     .await?;
+    sim.set_network(wa_sim::network::Network {
+        latency_ms: args.latency_ms,
+        jitter_ms: args.jitter_ms,
+    });
     println!("WebSocket: {}", sim.ws_url());
     println!("Admin API: {}", sim.admin_url());
     if !args.plain {

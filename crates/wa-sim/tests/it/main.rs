@@ -7,6 +7,7 @@ mod flows;
 mod iq;
 mod media;
 mod messaging;
+mod network;
 mod pairing;
 mod passkey;
 mod presence;

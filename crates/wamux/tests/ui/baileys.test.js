@@ -1,7 +1,8 @@
 // Interop with an independent WhatsApp Web client: Baileys, unmodified and pinned from npm,
 // against the simulator of a real `wamux sandbox`. It links to a simulated phone's account
 // by QR, resumes without a new QR after a restart, exchanges text and an image with another
-// phone and with a wamux session, and sees delivery and read receipts. What holds for
+// phone and with a wamux session, and sees delivery and read receipts, over a network with
+// the latency and jitter of a real one. What holds for
 // whatsapp-rust (which wamux is built on) must hold for a client written elsewhere.
 
 import { test, before, after } from 'node:test';
@@ -103,6 +104,8 @@ let carol;
 
 before(async () => {
   sb = await Sandbox.start();
+  // Round trips as on a real network (tens of milliseconds, jittery), not loopback's.
+  await sb.admin('POST', '/network', { latencyMs: 30, jitterMs: 20 });
   await sb.phone(CAROL, 'Carol');
   await sb.phone(DAVE, 'Dave');
   await sb.phone(SHOP, 'Corner Shop');
