@@ -170,6 +170,8 @@ pub fn router() -> Router<Arc<Hub>> {
         .route("/admin/faults/media", post(fault_media))
         .route("/admin/faults/media-expiry", post(fault_media_expiry))
         .route("/admin/network", get(get_network).post(set_network))
+        .route("/admin/phones/{phone}/chats", get(chat_states))
+        .route("/admin/phones/{phone}/chats/{chat}", post(chat_action))
         .route("/admin/faults/phone-forgets", post(fault_phone_forgets))
         .merge(passkey::router())
         .merge(groups::router())
@@ -1200,6 +1202,51 @@ async fn fault_media_expiry(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<
     let req: MediaExpiry = parse(&body)?;
     hub.core.lock().await.faults.expire_original_media = req.enabled;
     Ok(Json(json!({"enabled": req.enabled})))
+}
+
+/// The phone's user pins, archives, mutes or names a chat: app-state patches, pushed to
+/// the account's devices.
+async fn chat_action(
+    State(hub): State<Arc<Hub>>,
+    Path((phone, chat)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    let req: crate::appstate::ChatAction = parse(&body)?;
+    let to = normalize_to(&chat)?;
+    let jid: wacore_binary::Jid = if to.ends_with("@g.us") {
+        to.parse()
+    } else {
+        format!("{to}@s.whatsapp.net").parse()
+    }
+    .map_err(|_| ApiError::bad_request("invalid_to", format!("not a chat: {chat:?}")))?;
+    let mut core = hub.core.lock().await;
+    phone::ensure_online(&core, &phone)?;
+    let moved =
+        crate::appstate::phone_action(&mut core, &phone, &jid, &req).map_err(|e| match e {
+            crate::appstate::ActionError::UnknownAccount(p) => ApiError::phone_not_found(&p),
+            e => ApiError::bad_request("invalid_action", e.to_string()),
+        })?;
+    let state = crate::appstate::chat_states(&core, &phone)
+        .remove(&jid.to_string())
+        .unwrap_or_default();
+    let collections: serde_json::Map<String, Value> =
+        moved.into_iter().map(|(n, v)| (n, json!(v))).collect();
+    Ok(Json(
+        json!({"chat": jid.to_string(), "state": state, "collections": collections}),
+    ))
+}
+
+/// The chats' state as the phone shows it: what any of the account's devices pinned,
+/// archived, muted or named.
+async fn chat_states(
+    State(hub): State<Arc<Hub>>,
+    Path(phone): Path<String>,
+) -> Result<Json<Value>> {
+    let core = hub.core.lock().await;
+    if core.account(&phone).is_none() {
+        return Err(ApiError::phone_not_found(&phone));
+    }
+    Ok(Json(json!(crate::appstate::chat_states(&core, &phone))))
 }
 
 async fn get_network(State(hub): State<Arc<Hub>>) -> Json<crate::network::Network> {

@@ -345,6 +345,7 @@ mod tests {
             offline: false,
             profile: Default::default(),
             history: spec,
+            app_state: Default::default(),
         }
     }
 

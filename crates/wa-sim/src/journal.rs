@@ -250,6 +250,7 @@ impl Account {
             offline,
             profile,
             history,
+            app_state,
         } = self;
         Account {
             phone: phone.clone(),
@@ -267,6 +268,7 @@ impl Account {
             offline: *offline,
             profile: profile.clone(),
             history: *history,
+            app_state: app_state.clone(),
         }
     }
 }
@@ -680,6 +682,7 @@ mod tests {
             offline: false,
             profile: Default::default(),
             history: None,
+            app_state: Default::default(),
         }
     }
 

@@ -19,6 +19,7 @@
 //! edges ([`Simulator::start`]).
 
 mod admin;
+mod appstate;
 mod calls;
 mod conn;
 mod groups;

@@ -82,6 +82,7 @@ pub fn new_account(core: &mut Core, phone: &str, name: &str) -> Result<Account> 
         offline: false,
         profile: Default::default(),
         history: None,
+        app_state: Default::default(),
     })
 }
 

@@ -125,23 +125,10 @@ async fn handle_iq(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) -> Vec
             )]
         }
         "w:sync:app:state" => {
-            let names: Vec<Node> = child(node, "sync")
-                .map(children)
-                .unwrap_or_default()
-                .iter()
-                .filter(|c| c.tag == "collection")
-                .map(|c| {
-                    NodeBuilder::new("collection")
-                        .attr("name", attr(c, "name").unwrap_or_default())
-                        .attr("version", attr(c, "version").unwrap_or_else(|| "0".into()))
-                        .build()
-                })
-                .collect();
-            vec![Reply::Node(
-                iq_result(&id)
-                    .children([NodeBuilder::new("sync").children(names).build()])
-                    .build(),
-            )]
+            let mut core = hub.core.lock().await;
+            vec![Reply::Node(crate::appstate::sync(
+                &mut core, phone, device, &id, node,
+            ))]
         }
         "w:m" if child(node, "media_conn").is_some() => {
             let auth = format!("sim-{}", new_id());

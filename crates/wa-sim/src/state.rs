@@ -333,6 +333,9 @@ pub struct Account {
     /// whether it is a business account, and the profile photo.
     #[serde(default)]
     pub profile: Profile,
+    /// The account's app-state collections (syncd patches), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub app_state: BTreeMap<String, crate::appstate::Collection>,
     /// The made-up past a device linked to this account receives by history sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<crate::history::HistorySpec>,

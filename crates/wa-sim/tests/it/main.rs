@@ -2,6 +2,7 @@
 //! simulator over TLS sockets.
 
 mod admin;
+mod appstate;
 mod durability;
 mod flows;
 mod iq;

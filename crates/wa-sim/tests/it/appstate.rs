@@ -1,0 +1,132 @@
+//! App state between a phone and its companions, over real sockets: what the phone's user
+//! pins, mutes or names reaches every linked device as a patch it verifies and decrypts,
+//! and what a companion archives reaches the other companion and the phone.
+
+use serde_json::json;
+use wacore_binary::Jid;
+use whatsapp_rust::wacore::types::events::Event;
+
+use crate::support::{TestSim, paired_client};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_actions_reach_every_device_of_the_account() {
+    let sim = TestSim::start().await;
+    let alice = sim.phone("15550920001").await;
+    let (mut a, _) = paired_client(&sim, &alice, "alice-a").await;
+    let (mut b, _) = paired_client(&sim, &alice, "alice-b").await;
+    let bob: Jid = "15550920002@s.whatsapp.net".parse().unwrap();
+    let carol: Jid = "15550920003@s.whatsapp.net".parse().unwrap();
+
+    // The phone pins, mutes and names Bob's chat.
+    let (status, body) = sim
+        .post(
+            "/phones/15550920001/chats/15550920002",
+            json!({"pin": true, "mute": true, "name": "Bob Builder"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["state"],
+        json!({"pinned": true, "archived": false, "muted": true, "name": "Bob Builder"})
+    );
+    assert_eq!(body["collections"]["regular_low"], 1);
+    assert_eq!(body["collections"]["regular_high"], 1);
+    assert_eq!(body["collections"]["critical_unblock_low"], 1);
+
+    // The three come from three collections, in whatever order the client syncs them.
+    for client in [&mut a, &mut b] {
+        enum Seen {
+            Pin(Option<bool>),
+            Mute(Option<bool>),
+            Name(Option<String>),
+        }
+        let (mut pinned, mut muted, mut name) = (None, None, None);
+        while pinned.is_none() || muted.is_none() || name.is_none() {
+            let seen = client
+                .wait_for("the pin, the mute and the name", |e| match e {
+                    Event::PinUpdate(u) if u.jid == bob => Some(Seen::Pin(u.action.pinned)),
+                    Event::MuteUpdate(u) if u.jid == bob => Some(Seen::Mute(u.action.muted)),
+                    Event::ContactUpdate(u) if u.jid == bob => {
+                        Some(Seen::Name(u.action.full_name.clone()))
+                    }
+                    _ => None,
+                })
+                .await;
+            match seen {
+                Seen::Pin(v) => pinned = Some(v),
+                Seen::Mute(v) => muted = Some(v),
+                Seen::Name(v) => name = Some(v),
+            }
+        }
+        assert_eq!(pinned, Some(Some(true)));
+        assert_eq!(muted, Some(Some(true)));
+        assert_eq!(name, Some(Some("Bob Builder".to_string())));
+    }
+
+    // A companion archives Carol's chat: the server takes its patch, the other companion
+    // gets it, and the phone reads it (its MACs and encryption are right).
+    a.client
+        .chat_actions()
+        .archive_chat(&carol, None)
+        .await
+        .expect("the server takes the patch");
+    let archived = b
+        .wait_for("the archive", |e| match e {
+            Event::ArchiveUpdate(u) if u.jid == carol => Some(u.action.archived),
+            _ => None,
+        })
+        .await;
+    assert_eq!(archived, Some(true));
+    let (_, chats) = sim.get("/phones/15550920001/chats").await;
+    assert_eq!(
+        chats["15550920003@s.whatsapp.net"]["archived"], true,
+        "{chats}"
+    );
+    assert_eq!(
+        chats["15550920002@s.whatsapp.net"]["pinned"], true,
+        "{chats}"
+    );
+
+    // The phone unpins, after the companion's patch: its own builds on it.
+    let (status, body) = sim
+        .post(
+            "/phones/15550920001/chats/15550920002",
+            json!({"pin": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["collections"]["regular_low"], 3);
+    let pinned = a
+        .wait_for("the unpin", |e| match e {
+            Event::PinUpdate(u) if u.jid == bob => Some(u.action.pinned),
+            _ => None,
+        })
+        .await;
+    assert_eq!(pinned, Some(false));
+
+    // Bad requests change nothing.
+    let (status, body) = sim
+        .post("/phones/15550920001/chats/15550920002", json!({}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_action"))
+    );
+    let (status, body) = sim
+        .post("/phones/15550920001/chats/15550920002", json!({"mute": 5}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_action"))
+    );
+    let (status, _) = sim
+        .post(
+            "/phones/15550920009/chats/15550920002",
+            json!({"pin": true}),
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    a.stop().await;
+    b.stop().await;
+}
