@@ -733,6 +733,62 @@ async fn route_message(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) ->
     vec![Reply::Node(ack)]
 }
 
+/// A `read-self` receipt reaches the reader's other devices as `<receipt from=<reader>
+/// recipient=<chat> type="read-self">`, and the phone marks the messages read.
+fn sync_read_self(
+    core: &mut Core,
+    phone: &str,
+    device: u16,
+    chat: &Jid,
+    node: &Node,
+    ids: &[String],
+) {
+    let mut receipt = NodeBuilder::new("receipt")
+        .attr("from", Jid::pn(phone.to_string()))
+        .attr("recipient", Jid::new(chat.user.clone(), chat.server))
+        .attr("id", ids[0].clone())
+        .attr("type", "read-self")
+        .attr("t", attr(node, "t").unwrap_or_else(crate::hub::t_now));
+    if let Some(list) = child(node, "list") {
+        receipt = receipt.children([list.clone()]);
+    }
+    let receipt = receipt.build();
+    let devices: Vec<u16> = core
+        .account(phone)
+        .map(|a| {
+            a.devices
+                .keys()
+                .copied()
+                .filter(|d| *d != 0 && *d != device)
+                .collect()
+        })
+        .unwrap_or_default();
+    for d in devices {
+        core.deliver_to_companion(phone, d, &ids[0], &receipt);
+    }
+    if device != 0
+        && let Some(acc) = core.account_untracked(phone)
+    {
+        let mut read = Vec::new();
+        for id in ids {
+            if let Some(m) = acc.secrets.messages.get_mut(id)
+                && !m.from_me
+                && m.status != "read"
+            {
+                m.status = "read".into();
+                read.push(id.clone());
+            }
+        }
+        for id in read {
+            core.changes.push(crate::journal::Change::Status {
+                phone: phone.to_string(),
+                id,
+                status: "read".into(),
+            });
+        }
+    }
+}
+
 /// Relays a receipt to the device that sent the message.
 async fn route_receipt(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) -> Vec<Reply> {
     let id = attr(node, "id").unwrap_or_default();
@@ -766,7 +822,13 @@ async fn route_receipt(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) ->
     }
     if ty.as_deref() == Some("read-self") {
         // The reader has read receipts off (a client sends `read-self` then): WhatsApp
-        // never tells the sender.
+        // never tells the sender, only the reader's own other devices, so they show the
+        // chat read too.
+        if let Some(to) = jid_attr(node, "to")
+            && !crate::groups::is_group(&to)
+        {
+            sync_read_self(&mut core, phone, device, &to, node, &ids);
+        }
         return vec![Reply::Node(ack)];
     }
     let Some(to) = jid_attr(node, "to") else {

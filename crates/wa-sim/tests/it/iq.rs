@@ -102,8 +102,9 @@ async fn count_digest_privacy_and_an_unmodelled_iq() {
     b.stop().await;
 }
 
-/// A `read-self` receipt (the reader has read receipts off) never reaches the sender; a
-/// `read` sent after it does.
+/// A `read-self` receipt (the reader has read receipts off) never reaches the sender, only
+/// the reader's other devices (and its phone shows the message read); a `read` sent after
+/// it does reach the sender.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_self_is_not_shown_to_the_sender() {
     use whatsapp_rust::wacore::types::events::Event;
@@ -114,6 +115,7 @@ async fn read_self_is_not_shown_to_the_sender() {
     let bob = sim.phone("15550900012").await;
     let (mut a, _) = paired_client(&sim, &alice, "alice-rs").await;
     let (mut b, _) = paired_client(&sim, &bob, "bob-rs").await;
+    let (mut b2, _) = paired_client(&sim, &bob, "bob-rs2").await;
     let first = a
         .client
         .send_text(bob.jid(), "one")
@@ -153,6 +155,22 @@ async fn read_self_is_not_shown_to_the_sender() {
         })
         .await;
     assert_eq!(read, vec![second]);
+
+    let synced = b2
+        .wait_for("the read-self on the reader's other device", |e| match e {
+            Event::Receipt(r) if r.r#type == ReceiptType::ReadSelf => {
+                Some((r.message_ids.clone(), r.source.sender.user.to_string()))
+            }
+            _ => None,
+        })
+        .await;
+    // From the reader's own account: its devices show the chat read, nobody else hears.
+    assert_eq!(synced, (vec![first.clone()], "15550900012".to_string()));
+    let on_phone = bob
+        .wait_message(|m| m["id"] == first.as_str() && m["status"] == "read")
+        .await;
+    assert_eq!(on_phone["fromMe"], false);
     a.stop().await;
     b.stop().await;
+    b2.stop().await;
 }
