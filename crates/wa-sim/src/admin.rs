@@ -275,7 +275,13 @@ async fn create_phone(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Respon
         })?);
     }
     let body = account_json(&acc, &|_| false);
+    let history = acc.history;
     core.insert_account(acc);
+    if let Some(spec) = history {
+        crate::appstate::made_up(&mut core, &phone, &spec).map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?;
+    }
     drop(core);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -841,6 +847,9 @@ async fn list_calls(State(hub): State<Arc<Hub>>, Path(phone): Path<String>) -> R
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SetProfile {
+    /// The account's name (its push name), 1 to 25 characters.
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     about: Option<String>,
     #[serde(default)]
@@ -880,9 +889,27 @@ async fn set_profile(
             ));
         }
     }
+    let name = match req.name.as_deref().map(str::trim) {
+        Some(n) if n.is_empty() || n.chars().count() > 25 => {
+            return Err(ApiError::bad_request(
+                "invalid_name",
+                "name is 1 to 25 characters",
+            ));
+        }
+        n => n.map(str::to_string),
+    };
     let mut core = hub.core.lock().await;
     if core.account(&phone).is_none() {
         return Err(ApiError::phone_not_found(&phone));
+    }
+    if let Some(name) = &name {
+        core.account_mut(&phone).expect("checked").name = name.clone();
+        crate::appstate::push_name(&mut core, &phone, name).map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?;
+    }
+    if let Some(about) = &req.about {
+        phone::about_changed(&mut core, &phone, about);
     }
     let stored = match picture {
         Some(Some(bytes)) => Some(Some(crate::state::ProfilePicture {
@@ -904,7 +931,8 @@ async fn set_profile(
         acc.profile.picture = p;
     }
     acc.privacy.extend(req.privacy);
-    let profile = serde_json::to_value(&acc.profile).unwrap_or_default();
+    let mut profile = serde_json::to_value(&acc.profile).unwrap_or_default();
+    profile["name"] = json!(acc.name);
     Ok(Json(profile))
 }
 

@@ -381,7 +381,66 @@ pub fn phone_action(
     chat: &Jid,
     action: &ChatAction,
 ) -> Result<Vec<(String, u64)>, ActionError> {
-    let muts = mutations(&chat.to_string(), action)?;
+    let planned = mutations(&chat.to_string(), action)?;
+    write(core, phone, planned)
+}
+
+/// The phone's user renames the account: a `setting_pushName` mutation, so its companions
+/// show the new name.
+pub fn push_name(
+    core: &mut Core,
+    phone: &str,
+    name: &str,
+) -> Result<Vec<(String, u64)>, ActionError> {
+    let value = wa::SyncActionValue {
+        timestamp: Some(crate::state::now_secs() as i64 * 1000),
+        push_name_setting: MessageField::some(wa::sync_action_value::PushNameSetting {
+            name: Some(name.to_string()),
+        }),
+        ..Default::default()
+    };
+    let index = vec![schemas::SETTING_PUSH_NAME.name.to_string()];
+    write(
+        core,
+        phone,
+        vec![(&schemas::SETTING_PUSH_NAME, index, value)],
+    )
+}
+
+/// The app state of a made-up past: the first `pinned` chats pinned, the next `archived`
+/// archived, the first `muted` muted.
+pub fn made_up(
+    core: &mut Core,
+    phone: &str,
+    spec: &crate::history::HistorySpec,
+) -> Result<Vec<(String, u64)>, ActionError> {
+    let mut planned = Vec::new();
+    for c in 0..spec.chats {
+        let action = ChatAction {
+            pin: (c < spec.pinned).then_some(true),
+            archive: (c >= spec.pinned && c < spec.pinned + spec.archived).then_some(true),
+            mute: (c < spec.muted).then_some(serde_json::Value::Bool(true)),
+            name: None,
+        };
+        if action.pin.is_none() && action.archive.is_none() && action.mute.is_none() {
+            continue;
+        }
+        let chat = format!("{}@s.whatsapp.net", crate::history::made_up_number(c));
+        planned.extend(mutations(&chat, &action)?);
+    }
+    if planned.is_empty() {
+        return Ok(Vec::new());
+    }
+    write(core, phone, planned)
+}
+
+/// Writes mutations from the phone: one patch per collection.
+fn write(
+    core: &mut Core,
+    phone: &str,
+    planned: Vec<Planned>,
+) -> Result<Vec<(String, u64)>, ActionError> {
+    let muts = planned;
     let acc = core
         .account_mut(phone)
         .ok_or_else(|| ActionError::UnknownAccount(phone.to_string()))?;

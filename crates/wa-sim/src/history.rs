@@ -40,6 +40,14 @@ pub struct HistorySpec {
     pub chats: u32,
     #[serde(default)]
     pub messages_per_chat: u32,
+    /// How many of the chats are pinned, archived and muted (the first ones, the next
+    /// ones, and the first ones again), as app state the account's devices sync.
+    #[serde(default)]
+    pub pinned: u32,
+    #[serde(default)]
+    pub archived: u32,
+    #[serde(default)]
+    pub muted: u32,
 }
 
 impl HistorySpec {
@@ -49,6 +57,12 @@ impl HistorySpec {
             return Some(format!(
                 "at most {MAX_CONTACTS} contacts and {MAX_CONTACTS} chats"
             ));
+        }
+        if self.pinned > 3 {
+            return Some("at most 3 pinned chats, as WhatsApp allows".into());
+        }
+        if self.pinned + self.archived > self.chats || self.muted > self.chats {
+            return Some("pinned + archived and muted are at most chats".into());
         }
         let total = u64::from(self.chats) * u64::from(self.messages_per_chat);
         if total > MAX_MESSAGES {
@@ -372,6 +386,7 @@ mod tests {
             contacts: 30,
             chats: 25,
             messages_per_chat: 300,
+            ..Default::default()
         };
         let list = notifications(&account(Some(spec)), &|_| None);
         let syncs: Vec<wa::HistorySync> = list.iter().map(decode).collect();
@@ -413,10 +428,22 @@ mod tests {
             HistorySpec {
                 contacts: 1,
                 chats: 1_000,
-                messages_per_chat: 1_000
+                messages_per_chat: 1_000,
+                ..Default::default()
             }
             .problem()
             .is_some()
+        );
+        assert!(
+            HistorySpec {
+                chats: 3,
+                pinned: 2,
+                archived: 2,
+                ..Default::default()
+            }
+            .problem()
+            .is_some(),
+            "more pinned and archived chats than chats"
         );
     }
 }

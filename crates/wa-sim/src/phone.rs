@@ -86,6 +86,45 @@ pub fn new_account(core: &mut Core, phone: &str, name: &str) -> Result<Account> 
     })
 }
 
+/// The owner changed the about text: WhatsApp tells the people the account chats with
+/// (here: those in its phone's history) with `<notification type="status"><set>`,
+/// unless the account hides its about (`status` privacy `none`).
+pub fn about_changed(core: &mut Core, phone: &str, about: &str) {
+    if crate::iq::hides(core, phone, "status") {
+        return;
+    }
+    let Some(acc) = core.account(phone) else {
+        return;
+    };
+    let mut peers = std::collections::BTreeSet::new();
+    for m in acc.secrets.messages.as_slice() {
+        let peer = if m.from_me { &m.to } else { &m.from };
+        let peer = peer.split(':').next().unwrap_or(peer);
+        if peer != phone && !peer.contains('@') {
+            peers.insert(peer.to_string());
+        }
+    }
+    for peer in peers {
+        let devices: Vec<u16> = core
+            .account(&peer)
+            .map(|a| a.devices.keys().copied().filter(|d| *d != 0).collect())
+            .unwrap_or_default();
+        for device in devices {
+            let id = new_id();
+            let node = NodeBuilder::new("notification")
+                .attr("from", Jid::pn(phone.to_string()))
+                .attr("type", "status")
+                .attr("id", id.clone())
+                .attr("t", t_now())
+                .children([NodeBuilder::new("set")
+                    .string_content(about.to_string())
+                    .build()])
+                .build();
+            core.deliver_to_companion(&peer, device, &id, &node);
+        }
+    }
+}
+
 /// Refuses what only a phone that is online can do (scan, send, read).
 pub fn ensure_online(core: &Core, phone: &str) -> Result<()> {
     match core.account(phone) {

@@ -130,3 +130,50 @@ async fn chat_actions_reach_every_device_of_the_account() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The owner renames the account and changes its about text: its companions learn the new
+/// push name by app state (`setting_pushName`), the people it chats with get the about
+/// text as a `status` notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_name_reaches_the_companions_and_a_new_about_the_contacts() {
+    let sim = TestSim::start().await;
+    let alice = sim.phone("15550920011").await;
+    let bob = sim.phone("15550920012").await;
+    let (mut a, _) = paired_client(&sim, &alice, "alice-name").await;
+    let (mut b, _) = paired_client(&sim, &bob, "bob-name").await;
+    bob.send_text("15550920011", "hi").await;
+
+    let (status, body) = sim
+        .post(
+            "/phones/15550920011/profile",
+            json!({"name": "Alice Two", "about": "at the gym"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "Alice Two");
+
+    let renamed = a
+        .wait_for("the new push name", |e| match e {
+            Event::SelfPushNameUpdated(u) => Some(u.new_name.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(renamed, "Alice Two");
+    let about = b
+        .wait_for("alice's about text", |e| match e {
+            Event::UserAboutUpdate(u) => Some((u.jid.user.to_string(), u.status.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(about, ("15550920011".to_string(), "at the gym".to_string()));
+
+    let (status, body) = sim
+        .post("/phones/15550920011/profile", json!({"name": " "}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_name"))
+    );
+    a.stop().await;
+    b.stop().await;
+}

@@ -147,7 +147,8 @@ async fn a_new_companion_gets_the_accounts_past_by_history_sync() {
         .post(
             "/phones",
             json!({"phone": "15551200031", "name": "Hist",
-                   "history": {"contacts": 40, "chats": 30, "messagesPerChat": 100}}),
+                   "history": {"contacts": 40, "chats": 30, "messagesPerChat": 100,
+                               "pinned": 2, "archived": 3, "muted": 1}}),
         )
         .await;
     assert_eq!(status, 201, "{body}");
@@ -179,13 +180,47 @@ async fn a_new_companion_gets_the_accounts_past_by_history_sync() {
     let mut chats: HashMap<String, usize> = HashMap::new();
     let mut types = Vec::new();
     let mut names = Vec::new();
-    while types.len() < 3 {
-        let sync = client
-            .wait_for("history sync", |e| match e {
-                Event::HistorySync(h) => Some(h.get().cloned().expect("it decodes")),
+    // The app state of that past comes by app-state sync meanwhile.
+    let (mut pinned, mut archived, mut muted) = (Vec::new(), Vec::new(), Vec::new());
+    while types.len() < 3 || pinned.len() < 2 || archived.len() < 3 || muted.is_empty() {
+        enum Seen {
+            Sync(Box<whatsapp_rust::waproto::whatsapp::HistorySync>),
+            Pin(String),
+            Archive(String),
+            Mute(String),
+        }
+        let seen = client
+            .wait_for("history sync and app state", |e| match e {
+                Event::HistorySync(h) => {
+                    Some(Seen::Sync(Box::new(h.get().cloned().expect("it decodes"))))
+                }
+                Event::PinUpdate(u) if u.action.pinned == Some(true) => {
+                    Some(Seen::Pin(u.jid.user.to_string()))
+                }
+                Event::ArchiveUpdate(u) if u.action.archived == Some(true) => {
+                    Some(Seen::Archive(u.jid.user.to_string()))
+                }
+                Event::MuteUpdate(u) if u.action.muted == Some(true) => {
+                    Some(Seen::Mute(u.jid.user.to_string()))
+                }
                 _ => None,
             })
             .await;
+        let sync = match seen {
+            Seen::Sync(s) => *s,
+            Seen::Pin(j) => {
+                pinned.push(j);
+                continue;
+            }
+            Seen::Archive(j) => {
+                archived.push(j);
+                continue;
+            }
+            Seen::Mute(j) => {
+                muted.push(j);
+                continue;
+            }
+        };
         types.push(sync.sync_type);
         for c in &sync.conversations {
             chats.insert(c.id.clone(), c.messages.len());
@@ -210,6 +245,10 @@ async fn a_new_companion_gets_the_accounts_past_by_history_sync() {
     assert_eq!(chats["19990000000@s.whatsapp.net"], 100);
     assert_eq!(names.len(), 41, "40 contacts and the friend: {names:?}");
     assert!(names.contains(&"Phone 15551200033".to_string()));
-    client.wait_connected().await;
+    pinned.sort();
+    archived.sort();
+    assert_eq!(pinned, ["19990000000", "19990000001"]);
+    assert_eq!(archived, ["19990000002", "19990000003", "19990000004"]);
+    assert_eq!(muted, ["19990000000"]);
     client.stop().await;
 }
