@@ -502,9 +502,11 @@ pub struct ChatState {
     pub mute_until: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Marked unread by hand (`markChatAsRead` with `read: false`).
+    pub marked_unread: bool,
 }
 
-/// Every chat some device pinned, archived, muted or named, by JID: the phone decrypts the
+/// Every chat some device pinned, archived, muted, named or marked, by JID: the phone decrypts the
 /// account's patches in order (later ones win).
 pub fn chat_states(core: &Core, phone: &str) -> BTreeMap<String, ChatState> {
     let mut out: BTreeMap<String, ChatState> = BTreeMap::new();
@@ -562,6 +564,13 @@ pub fn chat_states(core: &Core, phone: &str) -> BTreeMap<String, ChatState> {
                         state.mute_until = a
                             .and_then(|a| a.mute_end_timestamp)
                             .filter(|t| state.muted && *t > 0);
+                    }
+                    "markChatAsRead" => {
+                        state.marked_unread = value
+                            .mark_chat_as_read_action
+                            .as_option()
+                            .and_then(|a| a.read)
+                            .is_some_and(|read| !read)
                     }
                     "contact" => {
                         state.name = value

@@ -39,10 +39,11 @@ pub enum EventKind {
     GroupJoined,
     GroupUpdated,
     GroupParticipants,
+    ChatUpdated,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::MessageReceived,
         EventKind::MessageFromMe,
         EventKind::MessageSent,
@@ -64,6 +65,7 @@ impl EventKind {
         EventKind::GroupJoined,
         EventKind::GroupUpdated,
         EventKind::GroupParticipants,
+        EventKind::ChatUpdated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +91,7 @@ impl EventKind {
             EventKind::GroupJoined => "group-joined",
             EventKind::GroupUpdated => "group-updated",
             EventKind::GroupParticipants => "group-participants",
+            EventKind::ChatUpdated => "chat-updated",
         }
     }
 }

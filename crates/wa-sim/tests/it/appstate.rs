@@ -27,7 +27,7 @@ async fn chat_actions_reach_every_device_of_the_account() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["state"],
-        json!({"pinned": true, "archived": false, "muted": true, "name": "Bob Builder"})
+        json!({"pinned": true, "archived": false, "muted": true, "name": "Bob Builder", "markedUnread": false})
     );
     assert_eq!(body["collections"]["regular_low"], 1);
     assert_eq!(body["collections"]["regular_high"], 1);

@@ -36,6 +36,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/messages/{session_id}", get(history))
         .route("/sessions/{session_id}/outbox", get(outbox))
         .route("/sessions/{session_id}/chats", get(chats))
+        .route(
+            "/sessions/{session_id}/chats/{chat}",
+            axum::routing::patch(change_chat),
+        )
         .route("/messages/{session_id}/{message_id}/resend", post(resend))
         .route(
             "/messages/{session_id}/{message_id}",
@@ -628,6 +632,92 @@ async fn chats(
     Ok(Json(Chats {
         session_id: id.to_string(),
         chats,
+    }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ChatBody {
+    pinned: Option<bool>,
+    archived: Option<bool>,
+    muted: Option<bool>,
+    /// With `muted: true`: the unix time (seconds, in the future) the mute ends; without
+    /// it the chat is muted for good.
+    muted_until: Option<i64>,
+    /// Mark the chat unread (or not) by hand.
+    marked_unread: Option<bool>,
+}
+
+/// A chat's state after a change.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatStateView {
+    chat_id: String,
+    state: crate::store::chats::ChatState,
+}
+
+#[utoipa::path(patch, path = "/api/sessions/{sessionId}/chats/{chat}", tag = "messages", operation_id = "changeChat", summary = "Pin, archive, mute or mark a chat unread",
+    params(("sessionId" = String, Path, description = "the session id"), ("chat" = String, Path, description = "a phone number, a user JID or a group JID")),
+    request_body = ChatBody,
+    responses((status = 200, description = "WhatsApp took the change (the account's other devices show it too); the chat's state", body = ChatStateView),
+        (status = 400, description = "`invalid_field`, `invalid_body`, `invalid_json`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn change_chat(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    Path((_, raw)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ChatBody>,
+) -> Result<Json<ChatStateView>> {
+    use crate::store::chats::ChatChange;
+    let chat = ChatAddress::parse(&raw).map_err(|e| ApiError::invalid_field("chat", e))?;
+    let mut changes = Vec::new();
+    if let Some(v) = body.pinned {
+        changes.push(ChatChange::Pinned(v));
+    }
+    if let Some(v) = body.archived {
+        changes.push(ChatChange::Archived(v));
+    }
+    match (body.muted, body.muted_until) {
+        (None, None) => {}
+        (Some(false), None) => changes.push(ChatChange::Unmuted),
+        (Some(true), None) => changes.push(ChatChange::Muted(None)),
+        (Some(true) | None, Some(t)) => {
+            if t <= crate::store::now() {
+                return Err(ApiError::invalid_field(
+                    "mutedUntil",
+                    "must be a unix time (seconds) in the future",
+                ));
+            }
+            if t > 253_402_300_799 {
+                return Err(ApiError::invalid_field(
+                    "mutedUntil",
+                    "is past the year 9999",
+                ));
+            }
+            changes.push(ChatChange::Muted(Some(t * 1000)));
+        }
+        (Some(false), Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "mutedUntil",
+                "goes with `muted: true` (or alone), not `muted: false`",
+            ));
+        }
+    }
+    if let Some(v) = body.marked_unread {
+        changes.push(ChatChange::MarkedUnread(v));
+    }
+    if changes.is_empty() {
+        return Err(ApiError::invalid_field(
+            "body",
+            "give at least one of pinned, archived, muted, mutedUntil, markedUnread",
+        ));
+    }
+    let chat_state = state.sessions.chat_action(&id, &chat, &changes).await?;
+    Ok(Json(ChatStateView {
+        chat_id: chat.as_str().to_owned(),
+        state: chat_state,
     }))
 }
 

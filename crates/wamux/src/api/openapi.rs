@@ -74,6 +74,7 @@ const SCHEMES: [&str; 3] = ["apiKeyHeader", "apiKeyQuery", "bearer"];
         super::messages::history,
         super::messages::outbox,
         super::messages::chats,
+        super::messages::change_chat,
         super::messages::cancel_queued,
         super::messages::resend,
         super::messages::edit,

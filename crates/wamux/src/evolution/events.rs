@@ -222,6 +222,7 @@ impl EvoEvent {
             EvoEvent::GroupsUpsert => &[K::GroupJoined],
             EvoEvent::GroupsUpdate => &[K::GroupUpdated],
             EvoEvent::GroupParticipantsUpdate => &[K::GroupParticipants],
+            EvoEvent::ChatsUpdate => &[K::ChatUpdated],
             _ => &[],
         }
     }

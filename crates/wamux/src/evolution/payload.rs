@@ -544,6 +544,17 @@ pub fn event_data(
                 }),
             )
         }
+        K::ChatUpdated => {
+            // Evolution's chats.update names the chat; the state follows it.
+            let mut chat = data.clone();
+            if let Some(o) = chat.as_object_mut() {
+                o.remove("sessionId");
+                let id = o.remove("chatId")?;
+                o.insert("remoteJid".into(), id);
+                o.insert("instanceId".into(), inst.id.clone().into());
+            }
+            (EvoEvent::ChatsUpdate, json!([chat]))
+        }
         K::Presence => {
             let chat = str_of(data, "chatId")?;
             let from = str_of(data, "from").unwrap_or(chat);

@@ -510,6 +510,17 @@ impl Actor {
                 )
                 .await;
             }
+            WaEvent::Chat { chat, change } => {
+                match store::chats::apply(&self.shared.store, self.id.as_str(), &chat, &[change])
+                    .await
+                {
+                    Ok((_, Some(ev))) => self.shared.bus.publish(ev),
+                    Ok((_, None)) => {}
+                    Err(e) => {
+                        tracing::error!(session = %self.id, "cannot keep the state of chat {chat}: {e:#}")
+                    }
+                }
+            }
             WaEvent::ServerAck { id, error } => {
                 self.shared.acks.settle(self.id.as_str(), &id, error);
             }

@@ -687,6 +687,33 @@ impl SessionManager {
             .map_err(SessionError::WhatsApp)
     }
 
+    /// Pins, archives, mutes or marks the chat on WhatsApp (each change a patch the
+    /// account's devices sync), then keeps the new state with its `chat-updated` event.
+    pub async fn chat_action(
+        &self,
+        id: &SessionId,
+        chat: &ChatAddress,
+        changes: &[store::chats::ChatChange],
+    ) -> Result<store::chats::ChatState> {
+        let (conn, _) = self.live(id)?;
+        for change in changes {
+            conn.chat_action(chat, *change)
+                .await
+                .map_err(SessionError::WhatsApp)?;
+        }
+        let (state, event) = store::chats::apply(
+            &self.inner.shared.store,
+            id.as_str(),
+            chat.as_str(),
+            changes,
+        )
+        .await?;
+        if let Some(ev) = event {
+            self.inner.shared.bus.publish(ev);
+        }
+        Ok(state)
+    }
+
     /// Blocks or unblocks `who`.
     pub async fn block(&self, id: &SessionId, who: &ChatAddress, block: bool) -> Result<()> {
         let (conn, _) = self.live(id)?;

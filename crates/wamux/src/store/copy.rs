@@ -34,6 +34,7 @@ const OUR_TABLES: &[&str] = &[
     "send_queue",
     "message_secrets",
     "call_settings",
+    "chat_state",
     "session_settings",
     "message_receipts",
 ];

@@ -295,14 +295,18 @@ pub struct Chat {
     pub last_message: Message,
     /// Received messages not marked read yet.
     pub unread: i64,
+    /// Pinned, archived, muted, marked unread (on any of the account's devices).
+    pub state: super::chats::ChatState,
 }
 
-/// The session's chats, the most recent first, at most `limit`.
+/// The session's chats, the most recent first, at most `limit`, each with its state.
 pub async fn chats(store: &Store, session_id: &str, limit: i64) -> Result<Vec<Chat>> {
+    let mut states = super::chats::all(store, session_id).await?;
     dispatch!(store, messages::chats(session_id, limit))?
         .into_iter()
         .map(|(chat_id, body, unread)| {
             Ok(Chat {
+                state: states.remove(&chat_id).unwrap_or_default(),
                 chat_id,
                 last_message: serde_json::from_str(&body)?,
                 unread,

@@ -18,6 +18,7 @@
 
 pub mod access;
 pub mod calls;
+pub mod chats;
 pub mod copy;
 pub mod events;
 pub mod idempotency;

@@ -13,6 +13,7 @@ use crate::model::{
     PresenceState, Reaction,
 };
 use crate::session::Me;
+use crate::store::chats::ChatChange;
 
 pub(super) fn me(client: &Client) -> Me {
     let pn = client.pn();
@@ -134,6 +135,26 @@ pub(super) fn event(e: &WaLibEvent) -> Option<WaEvent> {
                 timestamp: p.timestamp.timestamp(),
             }
         }
+        WaLibEvent::PinUpdate(u) => WaEvent::Chat {
+            chat: chat_of(&u.jid),
+            change: ChatChange::Pinned(u.action.pinned.unwrap_or(false)),
+        },
+        WaLibEvent::ArchiveUpdate(u) => WaEvent::Chat {
+            chat: chat_of(&u.jid),
+            change: ChatChange::Archived(u.action.archived.unwrap_or(false)),
+        },
+        WaLibEvent::MuteUpdate(u) => WaEvent::Chat {
+            chat: chat_of(&u.jid),
+            change: if u.action.muted.unwrap_or(false) {
+                ChatChange::Muted(u.action.mute_end_timestamp.filter(|t| *t > 0))
+            } else {
+                ChatChange::Unmuted
+            },
+        },
+        WaLibEvent::MarkChatAsReadUpdate(u) => WaEvent::Chat {
+            chat: chat_of(&u.jid),
+            change: ChatChange::MarkedUnread(!u.action.read.unwrap_or(true)),
+        },
         WaLibEvent::Presence(p) => WaEvent::Presence {
             from: p.from.to_non_ad_string(),
             state: if p.unavailable {
@@ -292,6 +313,11 @@ pub(super) fn inbound(
     // Stanza ids are unique per (chat, sender); the sender's device does not matter.
     let sender_key = src.sender.to_non_ad_string();
     Some((msg, sender_key, event))
+}
+
+/// The chat an app-state change names, as WhatsApp names it (the index's JID).
+fn chat_of(jid: &Jid) -> String {
+    jid.to_non_ad_string()
 }
 
 fn split_pn_lid(primary: &Jid, alt: Option<&Jid>) -> (Option<String>, Option<String>) {

@@ -115,6 +115,12 @@ pub enum WaEvent {
         state: crate::model::PresenceState,
         last_seen: Option<i64>,
     },
+    /// The account pinned, archived, muted or marked a chat (on any of its devices, this
+    /// one included): app state WhatsApp synced.
+    Chat {
+        chat: String,
+        change: crate::store::chats::ChatChange,
+    },
     /// WhatsApp's server took (or, with `error`, refused) the message sent with `id`.
     ServerAck {
         id: String,
@@ -670,6 +676,28 @@ impl WaSession {
             b.block(&jid).await
         } else {
             b.unblock(&jid).await
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    /// Pins, archives, mutes or marks the chat, as app state the account's devices sync.
+    pub async fn chat_action(
+        &self,
+        chat: &ChatAddress,
+        change: crate::store::chats::ChatChange,
+    ) -> Result<(), String> {
+        use crate::store::chats::ChatChange as C;
+        let jid = jid_of(chat)?;
+        let a = self.client.chat_actions();
+        match change {
+            C::Pinned(true) => a.pin_chat(&jid).await,
+            C::Pinned(false) => a.unpin_chat(&jid).await,
+            C::Archived(true) => a.archive_chat(&jid, None).await,
+            C::Archived(false) => a.unarchive_chat(&jid, None).await,
+            C::Muted(None) => a.mute_chat(&jid).await,
+            C::Muted(Some(until_ms)) => a.mute_chat_until(&jid, until_ms).await,
+            C::Unmuted => a.unmute_chat(&jid).await,
+            C::MarkedUnread(unread) => a.mark_chat_as_read(&jid, !unread, None).await,
         }
         .map_err(|e| e.to_string())
     }

@@ -1241,3 +1241,134 @@ async fn a_call_rings_as_an_event_and_is_declined_or_ends() {
     })
     .await;
 }
+
+/// Pinning, archiving, muting and marking chats unread, both ways: what the API changes is
+/// an app-state patch the account's phone reads back; what the phone changes reaches the
+/// session, its chat list and its webhook as `chat-updated`.
+#[tokio::test]
+async fn chats_are_pinned_archived_muted_and_marked_unread_both_ways() {
+    const SHOP: &str = "15550004101";
+    const DANA: &str = "15550004102";
+    const ERIN: &str = "15550004103";
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(SHOP, "Shop").await;
+    sim.phone(DANA, "Dana").await;
+    sim.phone(ERIN, "Erin").await;
+    let mut hook = linked(&app, "chat1", SHOP, &["chat-updated"]).await;
+    let dana = format!("{DANA}@s.whatsapp.net");
+    let erin = format!("{ERIN}@s.whatsapp.net");
+    sim.send(ERIN, SHOP, "hello shop").await;
+    wait_for(LONG, "Erin's message", || async {
+        message_in(&app, "chat1", &erin).await.then_some(())
+    })
+    .await;
+
+    let patch = |chat: String, body: Value| {
+        let app = &app;
+        async move {
+            app.call_json(
+                reqwest::Method::PATCH,
+                &format!("/api/sessions/chat1/chats/{chat}"),
+                Some(body),
+            )
+            .await
+        }
+    };
+
+    // The API pins and mutes Dana's chat: the phone shows it, the webhook tells it.
+    let (s, b) = patch(DANA.into(), json!({"pinned": true, "muted": true})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["chatId"], dana.as_str(), "{b}");
+    assert_eq!(
+        b["state"],
+        json!({"pinned": true, "archived": false, "muted": true, "mutedUntil": null, "markedUnread": false})
+    );
+    let ev = next_event(&mut hook, "chat-updated").await;
+    assert_eq!(ev["data"]["chatId"], dana.as_str(), "{ev}");
+    assert_eq!(ev["data"]["pinned"], true, "{ev}");
+    let on_phone = wait_for(LONG, "the phone to show the pin", || async {
+        let (_, chats) = sim
+            .admin_json(reqwest::Method::GET, &format!("/phones/{SHOP}/chats"), None)
+            .await;
+        (chats[&dana]["pinned"] == true).then_some(chats)
+    })
+    .await;
+    assert_eq!(on_phone[&dana]["muted"], true, "{on_phone}");
+
+    // Muted until a time, then marked unread: each a patch the phone decrypts.
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let (s, b) = patch(
+        DANA.into(),
+        json!({"mutedUntil": until, "markedUnread": true}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["state"]["mutedUntil"], until, "{b}");
+    assert_eq!(b["state"]["markedUnread"], true, "{b}");
+    wait_for(
+        LONG,
+        "the phone to show the chat unread and muted until then",
+        || async {
+            let (_, chats) = sim
+                .admin_json(reqwest::Method::GET, &format!("/phones/{SHOP}/chats"), None)
+                .await;
+            (chats[&dana]["markedUnread"] == true && chats[&dana]["muteUntil"] == until * 1000)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // The phone archives Erin's chat: the session's chat list and webhook show it.
+    let r = sim
+        .admin_json(
+            reqwest::Method::POST,
+            &format!("/phones/{SHOP}/chats/{ERIN}"),
+            Some(json!({"archive": true})),
+        )
+        .await;
+    assert!(r.0.is_success(), "{}", r.1);
+    let ev = loop {
+        let ev = next_event(&mut hook, "chat-updated").await;
+        if ev["data"]["chatId"] == erin.as_str() {
+            break ev;
+        }
+    };
+    assert_eq!(ev["data"]["archived"], true, "{ev}");
+    let (s, b) = app.get_json("/api/sessions/chat1/chats").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let listed = b["chats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["chatId"] == erin.as_str())
+        .cloned()
+        .expect("Erin's chat is listed");
+    assert_eq!(listed["state"]["archived"], true, "{listed}");
+
+    // Bad requests change nothing.
+    for body in [
+        json!({}),
+        json!({"mutedUntil": 5}),
+        json!({"muted": false, "mutedUntil": until}),
+        json!({"pinned": "yes"}),
+        json!({"starred": true}),
+    ] {
+        let got = patch(DANA.into(), body.clone()).await;
+        assert!(got.0 == StatusCode::BAD_REQUEST, "{body}: {got:?}");
+    }
+    let got = patch("not-a-chat".into(), json!({"pinned": true})).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+}
+
+/// Whether the session's history has a message in `chat`.
+async fn message_in(app: &TestApp, session: &str, chat: &str) -> bool {
+    let (s, b) = app
+        .get_json(&format!("/api/messages/{session}?chat={chat}"))
+        .await;
+    s == StatusCode::OK && !b["messages"].as_array().unwrap().is_empty()
+}

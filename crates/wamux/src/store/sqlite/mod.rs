@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod calls;
+pub mod chats;
 pub mod device;
 pub mod events;
 pub mod idempotency;

@@ -134,6 +134,10 @@ pub async fn delete_messages(conn: &mut SqliteConnection, id: &str) -> Result<()
         .bind(id)
         .execute(&mut *conn)
         .await?;
+    sqlx::query("DELETE FROM chat_state WHERE session_id = ?")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("DELETE FROM call_settings WHERE session_id = ?")
         .bind(id)
         .execute(&mut *conn)
