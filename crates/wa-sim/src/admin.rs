@@ -422,6 +422,9 @@ struct SendMedia {
     /// Audio recorded in the app (a voice note) rather than an audio file.
     #[serde(default)]
     ptt: bool,
+    /// Shown once (photos, videos and audio only).
+    #[serde(default, rename = "viewOnce")]
+    view_once: bool,
 }
 
 #[derive(Deserialize)]
@@ -697,13 +700,23 @@ async fn send_message(
                     "media.mimetype must be a MIME type like image/jpeg",
                 ));
             }
+            let kind = MediaKind::from_mimetype(&m.mimetype);
+            if m.view_once
+                && !matches!(kind, MediaKind::Image | MediaKind::Video | MediaKind::Audio)
+            {
+                return Err(ApiError::bad_request(
+                    "invalid_media",
+                    "only photos, videos and audio are sent view once",
+                ));
+            }
             Outgoing::Media {
-                kind: MediaKind::from_mimetype(&m.mimetype),
+                kind,
                 mimetype: m.mimetype,
                 file_name: m.file_name,
                 caption: req.caption,
                 data,
                 ptt: m.ptt,
+                view_once: m.view_once,
             }
         }
         (Some(t), None) if !t.is_empty() && !req.mentions.is_empty() => Outgoing::Mentioning {

@@ -657,6 +657,7 @@ mod tests {
             poll: None,
             vote: None,
             forwarded: false,
+            view_once: false,
             mentions: Vec::new(),
         }
     }

@@ -510,6 +510,8 @@ pub enum Outgoing {
         data: Vec<u8>,
         /// For audio: a voice note (push-to-talk) rather than a file.
         ptt: bool,
+        /// Shown once (photos, videos, audio).
+        view_once: bool,
     },
     Location(PhoneLocation),
     /// One card is a contact message, several a contacts array.
@@ -864,6 +866,7 @@ pub(crate) fn build_message(core: &mut Core, media_host: &str, out: Outgoing) ->
             caption,
             data,
             ptt,
+            view_once,
         } => {
             let enc = wacore::upload::encrypt_media(&data, kind.media_type())
                 .map_err(|e| PhoneError::BadMedia(e.to_string()))?;
@@ -888,6 +891,7 @@ pub(crate) fn build_message(core: &mut Core, media_host: &str, out: Outgoing) ->
                         file_enc_sha256: Some(enc.file_enc_sha256.to_vec()),
                         direct_path: Some(direct_path),
                         media_key_timestamp: Some(ts),
+                        view_once: view_once.then_some(true),
                         ..Default::default()
                     })
                 }
@@ -902,6 +906,7 @@ pub(crate) fn build_message(core: &mut Core, media_host: &str, out: Outgoing) ->
                         file_enc_sha256: Some(enc.file_enc_sha256.to_vec()),
                         direct_path: Some(direct_path),
                         media_key_timestamp: Some(ts),
+                        view_once: view_once.then_some(true),
                         ..Default::default()
                     })
                 }
@@ -916,6 +921,7 @@ pub(crate) fn build_message(core: &mut Core, media_host: &str, out: Outgoing) ->
                         file_enc_sha256: Some(enc.file_enc_sha256.to_vec()),
                         direct_path: Some(direct_path),
                         media_key_timestamp: Some(ts),
+                        view_once: view_once.then_some(true),
                         ..Default::default()
                     })
                 }
@@ -1060,6 +1066,7 @@ pub(crate) fn keep_sent(
         poll: poll_of(message, from),
         vote: vote_of(core, from, from, message),
         forwarded: forwarded_of(message),
+        view_once: view_once_of(message),
         mentions: mentions_of(core, message),
     };
     if core.account_untracked(from).is_none() {
@@ -1453,6 +1460,7 @@ pub(crate) fn take_in(
         poll,
         vote,
         forwarded: forwarded_of(message),
+        view_once: view_once_of(message),
         mentions: mentions_of(core, message),
     };
     if let Some(acc) = core.account_untracked(phone)
@@ -1555,6 +1563,17 @@ pub(crate) fn mentions_of(core: &Core, m: &wa::Message) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Whether the app shows the message once: the inline flag on its photo, video or audio,
+/// or one of the wrappers older apps send.
+pub(crate) fn view_once_of(m: &wa::Message) -> bool {
+    m.image_message.as_option().and_then(|x| x.view_once) == Some(true)
+        || m.video_message.as_option().and_then(|x| x.view_once) == Some(true)
+        || m.audio_message.as_option().and_then(|x| x.view_once) == Some(true)
+        || m.view_once_message.is_set()
+        || m.view_once_message_v2.is_set()
+        || m.view_once_message_v2_extension.is_set()
 }
 
 pub(crate) fn forwarded_of(m: &wa::Message) -> bool {

@@ -228,6 +228,9 @@ pub struct PhoneMessage {
     /// The app marks it "Forwarded".
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub forwarded: bool,
+    /// A photo, video or voice note the app shows once.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub view_once: bool,
     /// The phone numbers its text mentions (`@`).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub mentions: Vec<String>,

@@ -362,6 +362,9 @@ pub struct Message {
     /// The sender forwarded it (WhatsApp shows "Forwarded").
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forwarded: bool,
+    /// View once: the recipient's app shows the photo, video or voice note once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub view_once: bool,
     /// For `type: "unknown"`: the kind WhatsApp sent, by its protobuf field name
     /// (`eventMessage`, `liveLocationMessage`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -66,6 +66,9 @@ impl From<SendMediaError> for ApiError {
     fn from(e: SendMediaError) -> Self {
         match e {
             SendMediaError::Ingest(e) => e.into(),
+            e @ SendMediaError::NotViewOnce(_) => {
+                ApiError::invalid_field("viewOnce", e.to_string())
+            }
             SendMediaError::Session(e) => e.into(),
             e @ (SendMediaError::Storage(_) | SendMediaError::Encrypt(_)) => ApiError::internal(e),
         }
@@ -83,6 +86,7 @@ struct Fields {
     file_name: Option<String>,
     caption: Option<String>,
     kind: Option<String>,
+    view_once: Option<String>,
 }
 
 impl Fields {
@@ -96,6 +100,7 @@ impl Fields {
             "fileName" | "filename" => &mut self.file_name,
             "caption" => &mut self.caption,
             "type" => &mut self.kind,
+            "viewOnce" => &mut self.view_once,
             _ => return,
         };
         if slot.is_none() {
@@ -116,6 +121,7 @@ impl Fields {
                 Value::Null => {}
                 Value::String(s) => f.set(k, s.clone()),
                 Value::Number(n) if k == "to" || k == "number" => f.set(k, n.to_string()),
+                Value::Bool(b) if k == "viewOnce" => f.set(k, b.to_string()),
                 _ if k == "apiKey" => {}
                 _ => {
                     let known = [
@@ -132,6 +138,7 @@ impl Fields {
                         "filename",
                         "caption",
                         "type",
+                        "viewOnce",
                     ];
                     if known.contains(&k.as_str()) {
                         return Err(ApiError::invalid_field(k, "must be a string"));
@@ -183,10 +190,27 @@ fn check(f: &Fields, caller: &Caller) -> Result<Checked> {
             "must be at most 65536 bytes",
         ));
     }
+    let view_once = match f.view_once.as_deref().map(str::trim) {
+        None | Some("") | Some("false") => false,
+        Some("true") => true,
+        Some(v) => {
+            return Err(ApiError::invalid_field(
+                "viewOnce",
+                format!("must be true or false, not {v:?}"),
+            ));
+        }
+    };
+    if view_once && kind.is_some_and(|k| !k.can_be_view_once()) {
+        return Err(ApiError::invalid_field(
+            "viewOnce",
+            "only images, videos and audio can be sent view once",
+        ));
+    }
     Ok(Checked {
         session,
         to,
         opts: SendOptions {
+            view_once,
             kind,
             mimetype,
             file_name: f.file_name.clone().filter(|n| !n.trim().is_empty()),

@@ -502,6 +502,8 @@ pub mod schemas {
         /// `image`, `video`, `audio`, `ptt`, `document` or `sticker`; from the MIME type when absent.
         #[serde(rename = "type")]
         pub kind: Option<String>,
+        /// Send it view once (images, videos and audio only).
+        pub view_once: Option<bool>,
     }
 
     /// Multipart: the same fields as text parts, and the file as the `file` part.
@@ -517,6 +519,8 @@ pub mod schemas {
         pub caption: Option<String>,
         #[serde(rename = "type")]
         pub kind: Option<String>,
+        /// `true` sends it view once.
+        pub view_once: Option<String>,
     }
 
     #[derive(Serialize, ToSchema)]

@@ -79,6 +79,14 @@ impl MediaKind {
         }
     }
 
+    /// Whether WhatsApp sends this kind view once (photos, videos, voice notes and audio).
+    pub fn can_be_view_once(self) -> bool {
+        matches!(
+            self,
+            MediaKind::Image | MediaKind::Video | MediaKind::Audio | MediaKind::Ptt
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MediaKind::Image => "image",

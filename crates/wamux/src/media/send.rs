@@ -17,10 +17,14 @@ pub struct SendOptions {
     pub mimetype: Option<String>,
     pub file_name: Option<String>,
     pub caption: Option<String>,
+    /// Send it view once (images, videos and audio only).
+    pub view_once: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendMediaError {
+    #[error("only images, videos and audio can be sent view once, not a {0}")]
+    NotViewOnce(&'static str),
     #[error(transparent)]
     Ingest(#[from] IngestError),
     #[error(transparent)]
@@ -71,6 +75,9 @@ impl Media {
         let (conn, me) = sessions.live(id)?;
         let mimetype = resolve_mimetype(opts.mimetype.as_deref(), &file, opts.file_name.as_deref());
         let kind = opts.kind.unwrap_or_else(|| MediaKind::infer(&mimetype));
+        if opts.view_once && !kind.can_be_view_once() {
+            return Err(SendMediaError::NotViewOnce(kind.as_str()));
+        }
         let original_name = opts
             .file_name
             .as_deref()
@@ -102,6 +109,7 @@ impl Media {
         let out = conn.prepare(to).map_err(SessionError::Internal)?;
         let mut msg = me.outgoing_message(id, &out.id, to, kind.message_kind());
         msg.caption = opts.caption.clone().filter(|c| !c.is_empty());
+        msg.view_once = opts.view_once;
         msg.media = Some(self.media_json(&stored).await);
         let from = msg.from.clone();
         let mut tx = self.store().begin().await?;
@@ -117,6 +125,7 @@ impl Media {
             mimetype: &stored.mimetype,
             file_name: stored.original_name.as_deref(),
             caption: msg.caption.as_deref(),
+            view_once: msg.view_once,
         };
         let result = conn.send_media(&out, enc, &spec).await;
         let (status, error) = match &result {

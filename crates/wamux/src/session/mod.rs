@@ -145,6 +145,7 @@ impl Me {
             raw_type: None,
             mentions: Vec::new(),
             forwarded: false,
+            view_once: false,
         }
     }
 }

@@ -544,6 +544,7 @@ pub(crate) mod tests {
             raw_type: None,
             mentions: Vec::new(),
             forwarded: false,
+            view_once: false,
         }
     }
 

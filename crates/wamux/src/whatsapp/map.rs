@@ -303,6 +303,7 @@ pub(super) fn inbound(
             .map(|c| c.mentioned_jid.clone())
             .unwrap_or_default(),
         forwarded: context_of(base).is_some_and(|c| c.is_forwarded == Some(true)),
+        view_once: m.message.is_view_once(),
         poll: poll_of(base),
         vote: vote_of(base).map(|(poll_id, _)| PollVote {
             poll_id,

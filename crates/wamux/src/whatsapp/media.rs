@@ -208,7 +208,7 @@ impl WaSession {
         let caption = spec.caption.map(str::to_owned);
         let mimetype = Some(spec.mimetype.to_owned());
         use whatsapp_rust::media as m;
-        let message = match spec.kind {
+        let mut message = match spec.kind {
             MediaKind::Image => m::image_message(
                 up,
                 m::ImageOptions {
@@ -260,6 +260,18 @@ impl WaSession {
                 ..Default::default()
             },
         };
+        if spec.view_once {
+            // The inline flag current WhatsApp clients send (older ones wrap the message).
+            if let Some(i) = message.image_message.as_option_mut() {
+                i.view_once = Some(true);
+            }
+            if let Some(v) = message.video_message.as_option_mut() {
+                v.view_once = Some(true);
+            }
+            if let Some(a) = message.audio_message.as_option_mut() {
+                a.view_once = Some(true);
+            }
+        }
         self.client
             .send_message_with_options(
                 out.to.clone(),
@@ -278,6 +290,8 @@ pub struct OutgoingMedia<'a> {
     pub mimetype: &'a str,
     pub file_name: Option<&'a str>,
     pub caption: Option<&'a str>,
+    /// Shown once (images, videos, audio).
+    pub view_once: bool,
 }
 
 /// A file encrypted for upload, on disk next to the plain one; deleted when dropped.

@@ -855,3 +855,80 @@ async fn voice_notes_and_audio_files_keep_their_kind_both_ways() {
     }
     app.stop().await;
 }
+
+/// View once, both ways: a photo sent with `viewOnce` reaches the phone marked so; a voice
+/// note the phone sends view once is stored and marked so in history; other kinds and bad
+/// values are refused before anything is sent.
+#[tokio::test]
+async fn view_once_media_goes_both_ways_marked() {
+    let app = app_with(|_| {}).await;
+    paired(&app).await;
+    let sim = app.sim.as_ref().unwrap();
+
+    let photo = bytes(20_000, 3);
+    let (s, sent) = app
+        .post_json(
+            "/api/send-media",
+            json!({"sessionId": "s1", "to": BOB, "mimetype": "image/jpeg", "base64": b64(&photo), "viewOnce": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{sent}");
+    assert_eq!(sent["viewOnce"], true, "{sent}");
+    let id = sent["messageId"].as_str().unwrap().to_owned();
+    let on_phone = wait_for(LONG, "Bob's phone to have the photo", || async {
+        sim.messages(BOB)
+            .await
+            .into_iter()
+            .find(|m| m["id"] == id.as_str() && m["media"]["sha256"] == sha_hex(&photo))
+    })
+    .await;
+    assert_eq!(on_phone["viewOnce"], true, "{on_phone}");
+    assert_eq!(history_message(&app, &id).await["viewOnce"], true);
+
+    // From the phone: a voice note shown once.
+    let note = bytes(5_000, 4);
+    let r = sim
+        .admin_json(
+            Method::POST,
+            &format!("/phones/{BOB}/messages"),
+            Some(json!({"to": ALICE, "media": {"mimetype": "audio/ogg; codecs=opus", "data": b64(&note), "ptt": true, "viewOnce": true}})),
+        )
+        .await;
+    assert!(r.0.is_success(), "{}", r.1);
+    let theirs = r.1["id"].as_str().unwrap().to_owned();
+    let got = wait_for(LONG, "the voice note in history", || async {
+        let (_, b) = app.get_json("/api/messages/s1?limit=500").await;
+        b["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == theirs.as_str() && m["media"]["sha256"] == sha_hex(&note))
+            .cloned()
+    })
+    .await;
+    assert_eq!(got["type"], "ptt", "{got}");
+    assert_eq!(got["viewOnce"], true, "{got}");
+
+    // Refused: a document view once, a value that is not a boolean.
+    let got = app
+        .post_json(
+            "/api/send-media",
+            json!({"sessionId": "s1", "to": BOB, "mimetype": "application/pdf", "base64": b64(&photo), "viewOnce": true}),
+        )
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+    let got = app
+        .post_json(
+            "/api/send-media",
+            json!({"sessionId": "s1", "to": BOB, "type": "sticker", "base64": b64(&photo), "viewOnce": true}),
+        )
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+    let got = app
+        .post_json(
+            "/api/send-media",
+            json!({"sessionId": "s1", "to": BOB, "mimetype": "image/jpeg", "base64": b64(&photo), "viewOnce": "maybe"}),
+        )
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+}

@@ -32,6 +32,8 @@ const events = fs.createWriteStream(null, { fd: 3 });
 const out = (obj) => events.write(`${JSON.stringify(obj)}\n`);
 const sent = new Map();
 let sock;
+let saving = Promise.resolve();
+let stopping = false;
 
 async function connect() {
   const { state, saveCreds } = await useMultiFileAuthState(process.env.AUTH_DIR);
@@ -42,7 +44,11 @@ async function connect() {
     markOnlineOnConnect: false,
     getMessage: async (key) => sent.get(key.id),
   });
-  sock.ev.on('creds.update', saveCreds);
+  // Writes in order, and a stop waits for the last one (an app that exits mid-write
+  // loses its login).
+  sock.ev.on('creds.update', () => {
+    saving = saving.then(saveCreds).catch(fail);
+  });
   sock.ev.on('connection.update', ({ connection, lastDisconnect, qr }) => {
     if (qr) out({ event: 'qr', qr });
     if (connection === 'open') out({ event: 'open', me: sock.user });
@@ -50,6 +56,7 @@ async function connect() {
       const code = lastDisconnect?.error?.output?.statusCode;
       out({ event: 'close', code: code ?? null, reason: lastDisconnect?.error?.message ?? null });
       if (code === DisconnectReason.loggedOut) process.exit(3);
+      if (stopping) return;
       // 515 (restart required, after pairing) and drops: a new socket, as Baileys' docs say.
       setTimeout(() => connect().catch(fail), code === DisconnectReason.restartRequired ? 0 : 500);
     }
@@ -110,6 +117,14 @@ readline.createInterface({ input: process.stdin }).on('line', async (line) => {
     out({ reply: req?.req ?? null, error: String(e?.message ?? e) });
   }
 });
-process.stdin.on('end', () => process.exit(0));
+// End of input is the app being stopped: close the socket, let the last writes land, exit.
+// End of input is the app being stopped: close the socket and let the last writes land
+// (the process ends when nothing is left to do, or after 5 s).
+process.stdin.on('end', async () => {
+  stopping = true;
+  sock?.end(undefined);
+  await saving;
+  setTimeout(() => process.exit(0), 5000).unref();
+});
 
 connect().catch(fail);

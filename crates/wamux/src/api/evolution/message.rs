@@ -357,6 +357,7 @@ async fn send_media(
             mimetype: text_field(&body, "mimetype")?.filter(|m| !m.trim().is_empty()),
             file_name,
             caption: text_field(&body, "caption")?.filter(|c| !c.is_empty()),
+            view_once: false,
         })
     };
     if let Some(file) = upload {
@@ -393,6 +394,7 @@ async fn send_audio(
         mimetype: Some("audio/ogg; codecs=opus".into()),
         file_name: None,
         caption: None,
+        view_once: false,
     };
     send.file(&state, &audio, opts).await
 }
