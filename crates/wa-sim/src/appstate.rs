@@ -93,17 +93,7 @@ fn notify(core: &mut Core, phone: &str, except: u16, moved: &[(String, u64)]) {
     if moved.is_empty() {
         return;
     }
-    let devices: Vec<u16> = core
-        .account(phone)
-        .map(|a| {
-            a.devices
-                .keys()
-                .copied()
-                .filter(|d| *d != 0 && *d != except)
-                .collect()
-        })
-        .unwrap_or_default();
-    for device in devices {
+    for device in core.companions(phone).into_iter().filter(|d| *d != except) {
         let id = new_id();
         let node = NodeBuilder::new("notification")
             .attr("from", "s.whatsapp.net")

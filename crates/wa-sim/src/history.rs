@@ -342,25 +342,10 @@ mod tests {
     }
 
     fn account(spec: Option<HistorySpec>) -> Account {
-        let (secrets, record) = crate::signal::generate_phone().unwrap();
-        Account {
-            phone: "15550001111".into(),
-            lid: "1".into(),
-            name: "n".into(),
-            next_device_id: 1,
-            next_key_index: 1,
-            devices: [(0, record)].into(),
-            revoked_noise: Vec::new(),
-            secrets,
-            created_at: 1,
-            passkey: None,
-            privacy: Default::default(),
-            blocked: Default::default(),
-            offline: false,
-            profile: Default::default(),
-            history: spec,
-            app_state: Default::default(),
-        }
+        let mut core = crate::hub::Core::new(Default::default(), std::env::temp_dir());
+        let mut acc = crate::phone::new_account(&mut core, "15550001111", "n").unwrap();
+        acc.history = spec;
+        acc
     }
 
     #[test]

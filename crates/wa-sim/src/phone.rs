@@ -105,11 +105,7 @@ pub fn about_changed(core: &mut Core, phone: &str, about: &str) {
         }
     }
     for peer in peers {
-        let devices: Vec<u16> = core
-            .account(&peer)
-            .map(|a| a.devices.keys().copied().filter(|d| *d != 0).collect())
-            .unwrap_or_default();
-        for device in devices {
+        for device in core.companions(&peer) {
             let id = new_id();
             let node = NodeBuilder::new("notification")
                 .attr("from", Jid::pn(phone.to_string()))

@@ -753,17 +753,7 @@ fn sync_read_self(
         receipt = receipt.children([list.clone()]);
     }
     let receipt = receipt.build();
-    let devices: Vec<u16> = core
-        .account(phone)
-        .map(|a| {
-            a.devices
-                .keys()
-                .copied()
-                .filter(|d| *d != 0 && *d != device)
-                .collect()
-        })
-        .unwrap_or_default();
-    for d in devices {
+    for d in core.companions(phone).into_iter().filter(|d| *d != device) {
         core.deliver_to_companion(phone, d, &ids[0], &receipt);
     }
     if device != 0

@@ -159,6 +159,20 @@ mod tests {
         }
     }
 
+    /// The Webhook tab offers every event the server raises (its list is the page's own).
+    #[test]
+    fn the_webhook_tab_lists_every_event() {
+        let app = std::str::from_utf8(ASSETS[0].body).unwrap();
+        let start = app.find("const EVENT_KINDS = [").unwrap();
+        let list = &app[start..start + app[start..].find("];").unwrap()];
+        for kind in crate::event::EventKind::ALL {
+            assert!(
+                list.contains(&format!("'{kind}'")),
+                "the Webhook tab does not offer {kind}"
+            );
+        }
+    }
+
     #[test]
     fn the_docs_page_carries_the_document() {
         let page = DOCS_PAGE.as_str();
