@@ -88,25 +88,23 @@ fn append(col: &mut Collection, mut patch: wa::SyncdPatch) -> u64 {
 }
 
 /// Tells the account's devices but `except` (and the phone, which reads the server's
-/// state itself) that collections moved on.
+/// state itself) that collections moved on: one `server_sync` notification per collection
+/// (clients such as Baileys read only the first `<collection>` of one).
 fn notify(core: &mut Core, phone: &str, except: u16, moved: &[(String, u64)]) {
-    if moved.is_empty() {
-        return;
-    }
     for device in core.companions(phone).into_iter().filter(|d| *d != except) {
-        let id = new_id();
-        let node = NodeBuilder::new("notification")
-            .attr("from", "s.whatsapp.net")
-            .attr("type", "server_sync")
-            .attr("id", id.clone())
-            .attr("t", t_now())
-            .children(moved.iter().map(|(name, version)| {
-                collection_node(name)
+        for (name, version) in moved {
+            let id = new_id();
+            let node = NodeBuilder::new("notification")
+                .attr("from", "s.whatsapp.net")
+                .attr("type", "server_sync")
+                .attr("id", id.clone())
+                .attr("t", t_now())
+                .children([collection_node(name)
                     .attr("version", version.to_string())
-                    .build()
-            }))
-            .build();
-        core.deliver_to_companion(phone, device, &id, &node);
+                    .build()])
+                .build();
+            core.deliver_to_companion(phone, device, &id, &node);
+        }
     }
 }
 

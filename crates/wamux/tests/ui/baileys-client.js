@@ -8,7 +8,8 @@
 //
 // Out (on fd 3): {"event":"qr","qr"}, {"event":"open","me"}, {"event":"close","code"},
 //      {"event":"message","id","from","fromMe","text"?,"image"?:{"mimetype","caption","size","sha256"}},
-//      {"event":"update","id","remoteJid","status"}, {"reply":N,"id"} or {"reply":N,"error"}.
+//      {"event":"update","id","remoteJid","status"}, {"event":"chat","id","pinned"?,"archived"?,"muteEndTime"?},
+//      {"reply":N,"id"} or {"reply":N,"error"}.
 // In:  {"req":N,"cmd":"text","to","text"}, {"req":N,"cmd":"image","to","data":"<base64>","caption"?}.
 
 import crypto from 'node:crypto';
@@ -85,6 +86,14 @@ async function connect() {
         }
       }
       if (entry.text === undefined && entry.image === undefined) continue;
+      out(entry);
+    }
+  });
+  // App state the account's devices synced (pins, archives, mutes), as Baileys reports it.
+  sock.ev.on('chats.update', (updates) => {
+    for (const u of updates) {
+      const entry = { event: 'chat', id: u.id };
+      for (const k of ['pinned', 'archived', 'muteEndTime', 'unreadCount']) if (k in u) entry[k] = u[k];
       out(entry);
     }
   });

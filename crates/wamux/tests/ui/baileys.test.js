@@ -1,7 +1,8 @@
 // Interop with an independent WhatsApp Web client: Baileys, unmodified and pinned from npm,
 // against the simulator of a real `wamux sandbox`. It links to a simulated phone's account
 // by QR, resumes without a new QR after a restart, exchanges text and an image with another
-// phone and with a wamux session, and sees delivery and read receipts, over a network with
+// phone and with a wamux session, sees delivery and read receipts and the phone's app state
+// (pins, mutes, archives), over a network with
 // the latency and jitter of a real one. What holds for
 // whatsapp-rust (which wamux is built on) must hold for a client written elsewhere.
 
@@ -171,6 +172,17 @@ test('Baileys and a phone exchange text and images, with receipts', async () => 
   assert.equal(onPhone.caption, 'from Carol');
   assert.equal(onPhone.media.kind, 'image');
   assert.equal(onPhone.media.sha256, sha256(PNG2));
+});
+
+test('What the phone pins, archives and mutes reaches Baileys as app state it verifies', async () => {
+  // Baileys checks the patches' MACs and the collection's LTHash with its own code.
+  const pin = await sb.admin('POST', `/phones/${CAROL}/chats/${DAVE}`, { pin: true, mute: true });
+  assert.equal(pin.state.pinned, true);
+  const pinned = await carol.event('the pin', (e) => e.event === 'chat' && e.id === jid(DAVE) && e.pinned);
+  assert.ok(pinned.pinned > 0, 'pinned carries the time it was pinned');
+  await carol.event('the mute', (e) => e.event === 'chat' && e.id === jid(DAVE) && e.muteEndTime !== undefined && e.muteEndTime !== null);
+  await sb.admin('POST', `/phones/${CAROL}/chats/${DAVE}`, { archive: true });
+  await carol.event('the archive', (e) => e.event === 'chat' && e.id === jid(DAVE) && e.archived === true);
 });
 
 test('Baileys and a wamux session exchange text and images, with receipts', async () => {
