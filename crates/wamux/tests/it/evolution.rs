@@ -12,7 +12,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{KEY, Options, TestApp, into_json};
+use crate::helpers::{KEY, Options, TestApp, into_json, wait_for};
 use crate::webhooks::{Hit, Receiver};
 
 const ALICE: &str = "15550008001";
@@ -1543,4 +1543,72 @@ async fn the_documented_curl_walk_through_works_as_written() {
         b["data"]["keyId"] == id.as_str() && b["data"]["status"] == "DELIVERY_ACK"
     })
     .await;
+}
+
+/// `/chat/archiveChat` and `/chat/markChatUnread`, as Evolution takes and answers them: the
+/// chat from `lastMessage.key.remoteJid` or `chat`, an app-state patch the phone reads back.
+#[tokio::test]
+async fn evolution_archives_and_marks_chats_unread() {
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    const HAL: &str = "15550008021";
+    const IVY: &str = "15550008022";
+    sim.phone(HAL, "Hal").await;
+    sim.phone(IVY, "Ivy").await;
+    let (token, _hook, _) = linked_instance(&app, "evo-chat", HAL, &[]).await;
+    let ivy = format!("{IVY}@s.whatsapp.net");
+
+    let (s, b) = evo(
+        &app,
+        Method::POST,
+        "/chat/archiveChat/evo-chat",
+        &token,
+        Some(json!({"lastMessage": {"key": {"remoteJid": ivy, "fromMe": false, "id": "3EB0AAAA"}}, "archive": true})),
+    )
+    .await;
+    assert_eq!(
+        (s, &b),
+        (
+            StatusCode::CREATED,
+            &json!({"chatId": ivy, "archived": true})
+        )
+    );
+    let (s, b) = evo(
+        &app,
+        Method::POST,
+        "/chat/markChatUnread/evo-chat",
+        &token,
+        Some(json!({"chat": ivy})),
+    )
+    .await;
+    assert_eq!(
+        (s, &b),
+        (
+            StatusCode::CREATED,
+            &json!({"chatId": ivy, "markedChatUnread": true})
+        )
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "the phone to show the chat archived and unread",
+        || async {
+            let (_, chats) = sim
+                .admin_json(Method::GET, &format!("/phones/{HAL}/chats"), None)
+                .await;
+            (chats[&ivy]["archived"] == true && chats[&ivy]["markedUnread"] == true).then_some(())
+        },
+    )
+    .await;
+
+    for (path, body) in [
+        ("/chat/archiveChat/evo-chat", json!({"chat": ivy})),
+        ("/chat/markChatUnread/evo-chat", json!({})),
+        (
+            "/chat/markChatUnread/evo-chat",
+            json!({"lastMessage": {"key": {"id": "x"}}}),
+        ),
+    ] {
+        let (s, b) = evo(&app, Method::POST, path, &token, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path} {body}: {b}");
+    }
 }

@@ -1,5 +1,6 @@
 //! `/chat/whatsappNumbers/:instance` (which numbers have WhatsApp) and
-//! `/chat/markMessageAsRead/:instance` (read receipts).
+//! `/chat/markMessageAsRead/:instance` (read receipts), `/chat/archiveChat` and
+//! `/chat/markChatUnread` (app state), and the other `/chat` routes.
 
 use std::collections::BTreeMap;
 
@@ -32,6 +33,83 @@ pub fn router() -> Router<AppState> {
         )
         .route("/chat/findMessages/{instance}", post(find_messages))
         .route("/chat/findChats/{instance}", post(find_chats))
+        .route("/chat/archiveChat/{instance}", post(archive_chat))
+        .route("/chat/markChatUnread/{instance}", post(mark_chat_unread))
+}
+
+/// The chat `/chat/archiveChat` and `/chat/markChatUnread` act on, as Evolution reads it:
+/// `lastMessage.key.remoteJid` when a last message is given, else `chat`. Returned as
+/// given (Evolution echoes it in `chatId`) and parsed.
+fn chat_of_action(body: &Value) -> EvoResult<(String, ChatAddress)> {
+    object(body)?;
+    let named = match body.get("lastMessage") {
+        Some(Value::Object(_)) => body
+            .pointer("/lastMessage/key/remoteJid")
+            .and_then(Value::as_str)
+            .filter(|j| !j.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Evo::bad_request(&["lastMessage.key requires property \"remoteJid\""])
+            })?,
+        Some(Value::Null) | None => super::text_field(body, "chat")?
+            .ok_or_else(|| Evo::bad_request(&["instance requires property \"lastMessage\""]))?,
+        Some(_) => {
+            return Err(Evo::bad_request(&[
+                "lastMessage is not of a type(s) object",
+            ]));
+        }
+    };
+    let chat =
+        ChatAddress::parse(&named).map_err(|e| Evo::bad_request(&[&format!("chat: {e}")]))?;
+    Ok((named, chat))
+}
+
+/// Archives or unarchives a chat. Evolution answers `archived: true` either way.
+async fn archive_chat(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> EvoResult<(StatusCode, Json<Value>)> {
+    let id = instance(&state, &caller, &name, Scope::Send)?;
+    let (named, chat) = chat_of_action(&body)?;
+    let archive = super::bool_field(&body, "archive")?
+        .ok_or_else(|| Evo::bad_request(&["instance requires property \"archive\""]))?;
+    state
+        .sessions
+        .chat_action(
+            &id,
+            &chat,
+            &[crate::store::chats::ChatChange::Archived(archive)],
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"chatId": named, "archived": true})),
+    ))
+}
+
+/// Marks a chat unread.
+async fn mark_chat_unread(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> EvoResult<(StatusCode, Json<Value>)> {
+    let id = instance(&state, &caller, &name, Scope::Send)?;
+    let (named, chat) = chat_of_action(&body)?;
+    state
+        .sessions
+        .chat_action(
+            &id,
+            &chat,
+            &[crate::store::chats::ChatChange::MarkedUnread(true)],
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"chatId": named, "markedChatUnread": true})),
+    ))
 }
 
 /// The chats, the most recent first, each with its last message (Evolution's `fetchChats`).
