@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
 use tokio::sync::mpsc;
-
-use crate::network::InFlight;
 use wacore_binary::builder::NodeBuilder;
 use wacore_binary::{Jid, Node, NodeContent, Server};
 use waproto::buffa::Message as _;
 use waproto::whatsapp as wa;
 
 use crate::hub::{ConnHandle, Hub, Outbound, PairingConn, new_id, t_now};
+use crate::network::InFlight;
 use crate::noise::{self, FrameCipher, FrameReader, HelloOutcome};
 use crate::phone::attr;
 use crate::state::{B64, SignedPreKey, now_secs};

@@ -1011,3 +1011,47 @@ pub struct Reply {
     /// User JIDs.
     pub mentions: Vec<String>,
 }
+
+/// A chat's state. The default is a chat nobody touched.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatState {
+    pub pinned: bool,
+    pub archived: bool,
+    pub muted: bool,
+    /// Unix seconds the mute ends; `null` when not muted or muted for good.
+    pub muted_until: Option<i64>,
+    /// Marked unread by hand (WhatsApp's "mark as unread").
+    pub marked_unread: bool,
+}
+
+/// One change to a chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatChange {
+    Pinned(bool),
+    Archived(bool),
+    /// Muted until a unix-ms time, or for good (`None`).
+    Muted(Option<i64>),
+    Unmuted,
+    MarkedUnread(bool),
+}
+
+impl ChatState {
+    /// The state after `change`.
+    pub fn with(mut self, change: ChatChange) -> Self {
+        match change {
+            ChatChange::Pinned(v) => self.pinned = v,
+            ChatChange::Archived(v) => self.archived = v,
+            ChatChange::Muted(until_ms) => {
+                self.muted = true;
+                self.muted_until = until_ms.map(|ms| ms / 1000);
+            }
+            ChatChange::Unmuted => {
+                self.muted = false;
+                self.muted_until = None;
+            }
+            ChatChange::MarkedUnread(v) => self.marked_unread = v,
+        }
+        self
+    }
+}

@@ -653,7 +653,7 @@ pub struct ChatBody {
 #[serde(rename_all = "camelCase")]
 pub struct ChatStateView {
     chat_id: String,
-    state: crate::store::chats::ChatState,
+    state: crate::model::ChatState,
 }
 
 #[utoipa::path(patch, path = "/api/sessions/{sessionId}/chats/{chat}", tag = "messages", operation_id = "changeChat", summary = "Pin, archive, mute or mark a chat unread",
@@ -670,7 +670,7 @@ async fn change_chat(
     Path((_, raw)): Path<(String, String)>,
     ApiJson(body): ApiJson<ChatBody>,
 ) -> Result<Json<ChatStateView>> {
-    use crate::store::chats::ChatChange;
+    use crate::model::ChatChange;
     let chat = ChatAddress::parse(&raw).map_err(|e| ApiError::invalid_field("chat", e))?;
     let mut changes = Vec::new();
     if let Some(v) = body.pinned {

@@ -694,8 +694,8 @@ impl SessionManager {
         &self,
         id: &SessionId,
         chat: &ChatAddress,
-        changes: &[store::chats::ChatChange],
-    ) -> Result<store::chats::ChatState> {
+        changes: &[crate::model::ChatChange],
+    ) -> Result<crate::model::ChatState> {
         let (conn, _) = self.live(id)?;
         for change in changes {
             conn.chat_action(chat, *change)

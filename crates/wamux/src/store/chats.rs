@@ -6,35 +6,18 @@ use std::collections::HashMap;
 
 use super::{Result, Store, dispatch};
 use crate::event::{Event, EventKind};
+use crate::model::{ChatChange, ChatState};
 
 /// The columns: pinned, archived, muted_until (unix ms, -1 for good), marked_unread.
 pub type Row = (bool, bool, Option<i64>, bool);
 
-/// A chat's state. The default is a chat nobody touched.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ChatState {
-    pub pinned: bool,
-    pub archived: bool,
-    pub muted: bool,
-    /// Unix seconds the mute ends; `null` when not muted or muted for good.
-    pub muted_until: Option<i64>,
-    /// Marked unread by hand (WhatsApp's "mark as unread").
-    pub marked_unread: bool,
+/// Reading and writing a state as its row.
+trait AsRow {
+    fn of(row: Row) -> Self;
+    fn row(&self) -> Row;
 }
 
-/// One change to a chat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChatChange {
-    Pinned(bool),
-    Archived(bool),
-    /// Muted until a unix-ms time, or for good (`None`).
-    Muted(Option<i64>),
-    Unmuted,
-    MarkedUnread(bool),
-}
-
-impl ChatState {
+impl AsRow for ChatState {
     fn of(row: Row) -> Self {
         let (pinned, archived, muted_until, marked_unread) = row;
         Self {
@@ -51,24 +34,6 @@ impl ChatState {
             .muted
             .then(|| self.muted_until.map_or(-1, |s| s * 1000));
         (self.pinned, self.archived, muted_until, self.marked_unread)
-    }
-
-    /// The state after `change`.
-    pub fn with(mut self, change: ChatChange) -> Self {
-        match change {
-            ChatChange::Pinned(v) => self.pinned = v,
-            ChatChange::Archived(v) => self.archived = v,
-            ChatChange::Muted(until_ms) => {
-                self.muted = true;
-                self.muted_until = until_ms.map(|ms| ms / 1000);
-            }
-            ChatChange::Unmuted => {
-                self.muted = false;
-                self.muted_until = None;
-            }
-            ChatChange::MarkedUnread(v) => self.marked_unread = v,
-        }
-        self
     }
 }
 

@@ -296,7 +296,7 @@ pub struct Chat {
     /// Received messages not marked read yet.
     pub unread: i64,
     /// Pinned, archived, muted, marked unread (on any of the account's devices).
-    pub state: super::chats::ChatState,
+    pub state: crate::model::ChatState,
 }
 
 /// The session's chats, the most recent first, at most `limit`, each with its state.

@@ -8,12 +8,12 @@ use whatsapp_rust::{Client, Jid};
 
 use super::WaEvent;
 use crate::event::EventKind;
+use crate::model::ChatChange;
 use crate::model::{
     ContactCard, Content, Location, Message, MessageKind, MessageStatus, Poll, PollVote,
     PresenceState, Reaction,
 };
 use crate::session::Me;
-use crate::store::chats::ChatChange;
 
 pub(super) fn me(client: &Client) -> Me {
     let pn = client.pn();

@@ -119,7 +119,7 @@ pub enum WaEvent {
     /// one included): app state WhatsApp synced.
     Chat {
         chat: String,
-        change: crate::store::chats::ChatChange,
+        change: crate::model::ChatChange,
     },
     /// WhatsApp's server took (or, with `error`, refused) the message sent with `id`.
     ServerAck {
@@ -684,9 +684,9 @@ impl WaSession {
     pub async fn chat_action(
         &self,
         chat: &ChatAddress,
-        change: crate::store::chats::ChatChange,
+        change: crate::model::ChatChange,
     ) -> Result<(), String> {
-        use crate::store::chats::ChatChange as C;
+        use crate::model::ChatChange as C;
         let jid = jid_of(chat)?;
         let a = self.client.chat_actions();
         match change {

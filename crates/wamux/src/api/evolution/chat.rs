@@ -77,11 +77,7 @@ async fn archive_chat(
         .ok_or_else(|| Evo::bad_request(&["instance requires property \"archive\""]))?;
     state
         .sessions
-        .chat_action(
-            &id,
-            &chat,
-            &[crate::store::chats::ChatChange::Archived(archive)],
-        )
+        .chat_action(&id, &chat, &[crate::model::ChatChange::Archived(archive)])
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -100,11 +96,7 @@ async fn mark_chat_unread(
     let (named, chat) = chat_of_action(&body)?;
     state
         .sessions
-        .chat_action(
-            &id,
-            &chat,
-            &[crate::store::chats::ChatChange::MarkedUnread(true)],
-        )
+        .chat_action(&id, &chat, &[crate::model::ChatChange::MarkedUnread(true)])
         .await?;
     Ok((
         StatusCode::CREATED,
