@@ -428,14 +428,13 @@ fn write(
     phone: &str,
     planned: Vec<Planned>,
 ) -> Result<Vec<(String, u64)>, ActionError> {
-    let muts = planned;
     let acc = core
         .account_mut(phone)
         .ok_or_else(|| ActionError::UnknownAccount(phone.to_string()))?;
     let keys = expand_app_state_keys(&acc.secrets.app_state_key.0);
     let key_id = acc.secrets.app_state_key_id.0.clone();
     let mut by_collection: BTreeMap<&'static str, Vec<wa::SyncdMutation>> = BTreeMap::new();
-    for (schema, index, value) in muts {
+    for (schema, index, value) in planned {
         let index = serde_json::to_vec(&index).expect("strings serialize");
         let iv: [u8; 16] = rand::random();
         let (mutation, _) = encode_record(

@@ -11,30 +11,24 @@ use crate::model::{ChatChange, ChatState};
 /// The columns: pinned, archived, muted_until (unix ms, -1 for good), marked_unread.
 pub type Row = (bool, bool, Option<i64>, bool);
 
-/// Reading and writing a state as its row.
-trait AsRow {
-    fn of(row: Row) -> Self;
-    fn row(&self) -> Row;
+/// A stored row as the state it holds.
+fn state_of(row: Row) -> ChatState {
+    let (pinned, archived, muted_until, marked_unread) = row;
+    ChatState {
+        pinned,
+        archived,
+        muted: muted_until.is_some(),
+        muted_until: muted_until.filter(|t| *t > 0).map(|ms| ms / 1000),
+        marked_unread,
+    }
 }
 
-impl AsRow for ChatState {
-    fn of(row: Row) -> Self {
-        let (pinned, archived, muted_until, marked_unread) = row;
-        Self {
-            pinned,
-            archived,
-            muted: muted_until.is_some(),
-            muted_until: muted_until.filter(|t| *t > 0).map(|ms| ms / 1000),
-            marked_unread,
-        }
-    }
-
-    fn row(&self) -> Row {
-        let muted_until = self
-            .muted
-            .then(|| self.muted_until.map_or(-1, |s| s * 1000));
-        (self.pinned, self.archived, muted_until, self.marked_unread)
-    }
+/// A state as the row that stores it.
+fn row_of(s: &ChatState) -> Row {
+    let muted_until = s
+        .muted
+        .then(|| s.muted_until.map_or(-1, |secs| secs * 1000));
+    (s.pinned, s.archived, muted_until, s.marked_unread)
 }
 
 /// Every chat of the session with a state of its own.
@@ -42,7 +36,7 @@ pub async fn all(store: &Store, session_id: &str) -> Result<HashMap<String, Chat
     Ok(dispatch!(store, chats::all(session_id))?
         .into_iter()
         .map(|(chat, pinned, archived, muted, unread)| {
-            (chat, ChatState::of((pinned, archived, muted, unread)))
+            (chat, state_of((pinned, archived, muted, unread)))
         })
         .collect())
 }
@@ -57,7 +51,7 @@ pub async fn apply(
 ) -> Result<(ChatState, Option<Event>)> {
     let mut tx = store.begin().await?;
     let before = dispatch!(conn &mut tx.conn(), chats::get(session_id, chat_id))?
-        .map(ChatState::of)
+        .map(state_of)
         .unwrap_or_default();
     let after = changes.iter().fold(before.clone(), |s, c| s.with(*c));
     if after == before {
@@ -65,7 +59,7 @@ pub async fn apply(
         return Ok((after, None));
     }
     let now = super::now();
-    dispatch!(conn &mut tx.conn(), chats::put(session_id, chat_id, after.row(), now))?;
+    dispatch!(conn &mut tx.conn(), chats::put(session_id, chat_id, row_of(&after), now))?;
     let mut data = serde_json::to_value(&after)?;
     data["sessionId"] = session_id.into();
     data["chatId"] = chat_id.into();

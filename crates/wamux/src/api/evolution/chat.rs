@@ -64,6 +64,22 @@ fn chat_of_action(body: &Value) -> EvoResult<(String, ChatAddress)> {
     Ok((named, chat))
 }
 
+/// Makes the change `change` reads from the body to the chat the body names (see
+/// [`chat_of_action`]); the chat as named.
+async fn act_on_chat(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    body: &Value,
+    change: impl FnOnce(&Value) -> EvoResult<crate::model::ChatChange>,
+) -> EvoResult<String> {
+    let id = instance(state, caller, name, Scope::Send)?;
+    let (named, chat) = chat_of_action(body)?;
+    let change = change(body)?;
+    state.sessions.chat_action(&id, &chat, &[change]).await?;
+    Ok(named)
+}
+
 /// Archives or unarchives a chat. Evolution answers `archived: true` either way.
 async fn archive_chat(
     State(state): State<AppState>,
@@ -71,14 +87,12 @@ async fn archive_chat(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> EvoResult<(StatusCode, Json<Value>)> {
-    let id = instance(&state, &caller, &name, Scope::Send)?;
-    let (named, chat) = chat_of_action(&body)?;
-    let archive = super::bool_field(&body, "archive")?
-        .ok_or_else(|| Evo::bad_request(&["instance requires property \"archive\""]))?;
-    state
-        .sessions
-        .chat_action(&id, &chat, &[crate::model::ChatChange::Archived(archive)])
-        .await?;
+    let change = |body: &Value| {
+        let archive = super::bool_field(body, "archive")?
+            .ok_or_else(|| Evo::bad_request(&["instance requires property \"archive\""]))?;
+        Ok(crate::model::ChatChange::Archived(archive))
+    };
+    let named = act_on_chat(&state, &caller, &name, &body, change).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"chatId": named, "archived": true})),
@@ -92,12 +106,8 @@ async fn mark_chat_unread(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> EvoResult<(StatusCode, Json<Value>)> {
-    let id = instance(&state, &caller, &name, Scope::Send)?;
-    let (named, chat) = chat_of_action(&body)?;
-    state
-        .sessions
-        .chat_action(&id, &chat, &[crate::model::ChatChange::MarkedUnread(true)])
-        .await?;
+    let change = |_: &Value| Ok(crate::model::ChatChange::MarkedUnread(true));
+    let named = act_on_chat(&state, &caller, &name, &body, change).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"chatId": named, "markedChatUnread": true})),
