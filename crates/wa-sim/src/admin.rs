@@ -142,6 +142,7 @@ pub fn router() -> Router<Arc<Hub>> {
         )
         .route("/admin/phones/{phone}/read", post(read))
         .route("/admin/phones/{phone}/online", post(online))
+        .route("/admin/phones/{phone}/restrictions", post(set_restrictions))
         .route(
             "/admin/phones/{phone}/presence",
             post(set_presence).get(get_presence),
@@ -231,6 +232,9 @@ fn account_json(acc: &Account, online: &dyn Fn(u16) -> bool) -> Value {
         "devices": devices,
         "profile": acc.profile,
         "blocked": acc.blocked,
+        "restrictions": acc.restrictions,
+        // Who holds a trusted-contact token of this account, and since when (unix s).
+        "tokensIssued": acc.tokens_issued.iter().map(|(holder, g)| (holder.clone(), g.t)).collect::<std::collections::BTreeMap<_, _>>(),
     })
 }
 
@@ -245,6 +249,9 @@ struct CreatePhone {
     /// A made-up past that linked devices receive by history sync.
     #[serde(default)]
     history: Option<crate::history::HistorySpec>,
+    /// What WhatsApp demands of its 1:1 messages (privacy tokens).
+    #[serde(default)]
+    restrictions: crate::tokens::Restrictions,
 }
 
 async fn create_phone(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Response> {
@@ -269,6 +276,7 @@ async fn create_phone(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Respon
     let name = req.name.unwrap_or_else(|| format!("Phone {phone}"));
     let mut acc = phone::new_account(&mut core, &phone, &name)?;
     acc.history = req.history;
+    acc.restrictions = req.restrictions;
     if req.passkey {
         acc.passkey = Some(crate::webauthn::new_passkey().map_err(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
@@ -277,6 +285,8 @@ async fn create_phone(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Respon
     let body = account_json(&acc, &|_| false);
     let history = acc.history;
     core.insert_account(acc);
+    crate::appstate::nct_salt(&mut core, &phone)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     if let Some(spec) = history {
         crate::appstate::made_up(&mut core, &phone, &spec).map_err(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
@@ -394,6 +404,9 @@ async fn mock_scan(State(hub): State<Arc<Hub>>, body: Bytes) -> Result<Response>
     if core.account(&phone).is_none() {
         let acc = phone::new_account(&mut core, &phone, &name)?;
         core.insert_account(acc);
+        crate::appstate::nct_salt(&mut core, &phone).map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?;
     }
     drop(core);
     do_scan(&hub, &phone, &qr).await
@@ -762,6 +775,37 @@ async fn list_messages(
     Ok(Json(
         serde_json::to_value(acc.secrets.messages.as_slice()).unwrap_or_default(),
     ))
+}
+
+/// Changes what WhatsApp demands of the account's 1:1 messages: the fields given change,
+/// the others stay.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RestrictionsChange {
+    #[serde(default)]
+    require_privacy_tokens: Option<bool>,
+    #[serde(default)]
+    reachout_timelock: Option<bool>,
+}
+
+async fn set_restrictions(
+    State(hub): State<Arc<Hub>>,
+    Path(phone): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    let req: RestrictionsChange = parse(&body)?;
+    let mut core = hub.core.lock().await;
+    let acc = core
+        .account_mut(&phone)
+        .ok_or_else(|| ApiError::phone_not_found(&phone))?;
+    let r = &mut acc.restrictions;
+    if let Some(v) = req.require_privacy_tokens {
+        r.require_privacy_tokens = v;
+    }
+    if let Some(v) = req.reachout_timelock {
+        r.reachout_timelock = v;
+    }
+    Ok(Json(json!({"phone": phone, "restrictions": *r})))
 }
 
 #[derive(Deserialize)]

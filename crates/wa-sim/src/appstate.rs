@@ -395,6 +395,29 @@ pub fn push_name(
     )
 }
 
+/// The phone shares the account's NCT salt with its devices: a `nct_salt_sync` mutation
+/// in `regular_high`, as WhatsApp provisions it (see `tokens`). Nothing for an account
+/// without a salt.
+pub fn nct_salt(core: &mut Core, phone: &str) -> Result<Vec<(String, u64)>, ActionError> {
+    let Some(salt) = core
+        .account(phone)
+        .ok_or_else(|| ActionError::UnknownAccount(phone.to_string()))?
+        .nct_salt
+        .clone()
+    else {
+        return Ok(Vec::new());
+    };
+    let value = wa::SyncActionValue {
+        timestamp: Some(crate::state::now_secs() as i64 * 1000),
+        nct_salt_sync_action: MessageField::some(wa::sync_action_value::NctSaltSyncAction {
+            salt: Some(salt.0),
+        }),
+        ..Default::default()
+    };
+    let index = vec![schemas::NCT_SALT_SYNC.name.to_string()];
+    write(core, phone, vec![(&schemas::NCT_SALT_SYNC, index, value)])
+}
+
 /// The app state of a made-up past: the first `pinned` chats pinned, the next `archived`
 /// archived, the first `muted` muted.
 pub fn made_up(

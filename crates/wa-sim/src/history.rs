@@ -249,7 +249,13 @@ fn notification(sync: &wa::HistorySync) -> wa::Message {
 
 /// The history-sync messages the phone sends a device it just linked, in order.
 /// `names` gives the simulator's name for an account the phone chatted with.
-pub fn notifications(acc: &Account, names: &dyn Fn(&str) -> Option<String>) -> Vec<wa::Message> {
+/// `tokens` gives the valid trusted-contact token an account gave this one, which the chat
+/// carries (with the time this account last gave its own), as WhatsApp's history does.
+pub fn notifications(
+    acc: &Account,
+    names: &dyn Fn(&str) -> Option<String>,
+    tokens: &dyn Fn(&str) -> Option<crate::tokens::Grant>,
+) -> Vec<wa::Message> {
     use wa::history_sync::HistorySyncType as T;
     let chats = chats(acc, names);
     let pushnames = pushnames(acc, &chats);
@@ -270,10 +276,16 @@ pub fn notifications(acc: &Account, names: &dyn Fn(&str) -> Option<String>) -> V
             .iter()
             .filter_map(|m| m.message_timestamp)
             .max();
+        let peer = chat.jid.split('@').next().unwrap_or_default();
+        let received = tokens(peer);
+        let given = acc.tokens_issued.get(peer);
         chunks
             .last_mut()
             .expect("never empty")
             .push(wa::Conversation {
+                tc_token: received.as_ref().map(|g| g.token.0.clone()),
+                tc_token_timestamp: received.as_ref().map(|g| g.t as u64),
+                tc_token_sender_timestamp: given.map(|g| g.t as u64),
                 id: chat.jid,
                 name: chat.name,
                 last_msg_timestamp: last,
@@ -307,6 +319,12 @@ pub fn notifications(acc: &Account, names: &dyn Fn(&str) -> Option<String>) -> V
                 conversations,
                 chunk_order: Some(i),
                 progress: Some((i + 1) * 100 / count),
+                // The bootstrap also carries the account's NCT salt.
+                nct_salt: if i == 0 {
+                    acc.nct_salt.as_ref().map(|s| s.0.clone())
+                } else {
+                    None
+                },
                 ..Default::default()
             })
         })
@@ -350,9 +368,13 @@ mod tests {
 
     #[test]
     fn an_empty_account_still_gets_a_bootstrap_and_push_names() {
-        let list = notifications(&account(None), &|_| None);
+        let acc = account(None);
+        let list = notifications(&acc, &|_| None, &|_| None);
         assert_eq!(list.len(), 2);
         let first = decode(&list[0]);
+        // The bootstrap hands the device the account's NCT salt.
+        assert_eq!(first.nct_salt, acc.nct_salt.clone().map(|s| s.0));
+        assert!(first.nct_salt.is_some());
         assert_eq!(
             first.sync_type,
             wa::history_sync::HistorySyncType::INITIAL_BOOTSTRAP
@@ -373,7 +395,7 @@ mod tests {
             messages_per_chat: 300,
             ..Default::default()
         };
-        let list = notifications(&account(Some(spec)), &|_| None);
+        let list = notifications(&account(Some(spec)), &|_| None, &|_| None);
         let syncs: Vec<wa::HistorySync> = list.iter().map(decode).collect();
         let (names, chunks) = syncs.split_last().unwrap();
         // 25 × 300 = 7,500 messages: six chats a chunk.

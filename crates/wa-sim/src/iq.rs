@@ -51,9 +51,16 @@ pub fn privacy_value_ok(category: &str, value: &str) -> bool {
 /// How often a client should fetch the props again, in seconds (WhatsApp: a day).
 const PROPS_REFRESH_SECS: u32 = 86_400;
 
-/// The A/B props the simulator serves, by config code: none yet, so every client falls to
-/// its built-in defaults, as it does for a prop WhatsApp does not send.
-const PROPS: &[(u32, &str)] = &[];
+/// The A/B props the simulator serves, by config code; a client takes its built-in default
+/// for any other, as it does for a prop WhatsApp does not send. These are the privacy-token
+/// ones (see `tokens`): attach the trusted-contact token to every 1:1 message, fall back to
+/// the NCT token, and a token's week and lifetime in weeks.
+const PROPS: &[(u32, &str)] = &[
+    (10518, "true"), // privacy_token_sending_on_all_1_on_1_messages
+    (24941, "true"), // wa_nct_token_send_enabled
+    (865, "604800"), // tctoken_duration
+    (909, "26"),     // tctoken_num_buckets
+];
 
 /// The part of a device's key bundle both a prekey fetch and the digest carry:
 /// `<registration>`, `<type>`, `<identity>` and the signed prekey `<skey>`.
@@ -559,6 +566,28 @@ mod tests {
         let got = spec.parse_response(&answer.as_node_ref()).unwrap();
         assert_eq!(got.refresh, Some(PROPS_REFRESH_SECS));
         assert!(!got.delta_update);
+        // The privacy-token props, with the token lifetime the server itself checks.
+        use wacore::iq::abprops::web;
+        let value = |code: u32| {
+            got.experiment_props
+                .iter()
+                .find(|p| p.0 == code)
+                .map(|p| p.1.to_string())
+        };
+        let on = Some("true".to_string());
+        assert_eq!(
+            value(web::PRIVACY_TOKEN_SENDING_ON_ALL_1_ON_1_MESSAGES.code),
+            on
+        );
+        assert_eq!(value(web::WA_NCT_TOKEN_SEND_ENABLED.code), on);
+        assert_eq!(
+            value(web::TCTOKEN_DURATION.code),
+            Some(crate::tokens::BUCKET_SECS.to_string())
+        );
+        assert_eq!(
+            value(web::TCTOKEN_NUM_BUCKETS.code),
+            Some(crate::tokens::BUCKETS.to_string())
+        );
         let hash = got.hash.unwrap();
         let again = PropsSpec::with_hash(&hash);
         let got = again

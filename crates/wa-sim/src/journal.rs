@@ -251,6 +251,9 @@ impl Account {
             profile,
             history,
             app_state,
+            nct_salt,
+            tokens_issued,
+            restrictions,
         } = self;
         Account {
             phone: phone.clone(),
@@ -269,6 +272,9 @@ impl Account {
             profile: profile.clone(),
             history: *history,
             app_state: app_state.clone(),
+            nct_salt: nct_salt.clone(),
+            tokens_issued: tokens_issued.clone(),
+            restrictions: *restrictions,
         }
     }
 }
@@ -684,6 +690,9 @@ mod tests {
             profile: Default::default(),
             history: None,
             app_state: Default::default(),
+            nct_salt: None,
+            tokens_issued: Default::default(),
+            restrictions: Default::default(),
         }
     }
 

@@ -38,6 +38,7 @@ mod router;
 mod signal;
 mod state;
 mod tls;
+mod tokens;
 mod webauthn;
 
 pub use journal::COMPACT_AFTER;

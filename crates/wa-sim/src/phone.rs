@@ -83,6 +83,9 @@ pub fn new_account(core: &mut Core, phone: &str, name: &str) -> Result<Account> 
         profile: Default::default(),
         history: None,
         app_state: Default::default(),
+        nct_salt: Some(crate::tokens::new_salt()),
+        tokens_issued: Default::default(),
+        restrictions: Default::default(),
     })
 }
 
@@ -410,7 +413,8 @@ pub async fn link(core: &mut Core, phone: &str, pair_ref: &str, adv_secret: &[u8
     // Then its chats, by history sync, as the app does for every new companion.
     let acc = core.account(phone).expect("checked above");
     let names = |number: &str| core.account(number).map(|a| a.name.clone());
-    let history = crate::history::notifications(acc, &names);
+    let tokens = |number: &str| crate::tokens::valid_grant(core, number, phone).cloned();
+    let history = crate::history::notifications(acc, &names, &tokens);
     for message in history {
         if let Err(e) = send_to_device(core, phone, phone, device, &message, None, "text").await {
             tracing::warn!("history sync to {phone}:{device} failed: {e}");
@@ -1017,6 +1021,7 @@ pub async fn send(
                 tracing::warn!("phone {from} could not encrypt for its device {device}: {e}");
             }
         }
+        crate::tokens::after_phone_send(core, from, to);
     }
     Ok(record)
 }

@@ -156,10 +156,14 @@ async fn handle_iq(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) -> Vec
             ok()
         }
         // What WhatsApp answers with an empty result: the keepalive ping, clearing a
-        // dirty flag, push and client-stats settings, and (not modelled yet, see
-        // docs/wa-sim.md) the trusted-contact tokens a sender issues.
+        // dirty flag, push and client-stats settings.
         "w:p" | "urn:xmpp:whatsapp:dirty" | "urn:xmpp:whatsapp:push" | "w:stats" => ok(),
-        "privacy" if child(node, "tokens").is_some() => ok(),
+        "privacy" if ty == "set" && child(node, "tokens").is_some() => {
+            let mut core = hub.core.lock().await;
+            vec![Reply::Node(crate::tokens::issue_iq(
+                &mut core, phone, &id, node,
+            ))]
+        }
         // Anything else is a feature the simulator does not have: the client hears so, as
         // it would from a WhatsApp server that does not know the request, instead of an
         // empty success it would take as done.
@@ -661,6 +665,21 @@ async fn route_message(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) ->
     }
 
     let mut core = hub.core.lock().await;
+    let to_phone = core.phone_of(&to);
+    if let Some(recipient) = to_phone.as_deref().filter(|t| *t != phone)
+        && let Err(refused) = crate::tokens::check(&core, phone, recipient, node)
+    {
+        tracing::info!(phone, recipient, id, "message refused (463): {}", refused.0);
+        return vec![Reply::Node(
+            NodeBuilder::new("ack")
+                .attr("class", "message")
+                .attr("id", id.clone())
+                .attr("from", to.clone())
+                .attr("t", t_now())
+                .attr("error", crate::tokens::MISSING_TOKEN)
+                .build(),
+        )];
+    }
     core.add_origin(&id, phone, device);
     let sender_name = core
         .account(phone)
@@ -676,7 +695,6 @@ async fn route_message(hub: &Arc<Hub>, phone: &str, device: u16, node: &Node) ->
         .account(phone)
         .map(|a| a.lid.clone())
         .unwrap_or_default();
-    let to_phone = core.phone_of(&to);
     for (jid, encs) in targets {
         let Some(target_phone) = core.phone_of(&jid) else {
             continue;

@@ -342,6 +342,16 @@ pub struct Account {
     /// The made-up past a device linked to this account receives by history sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<crate::history::HistorySpec>,
+    /// The account's NCT salt, which its devices learn by app state and history sync and
+    /// prove themselves with (`cstoken`); `None` for an account made before salts existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nct_salt: Option<B64>,
+    /// The trusted-contact tokens the account gave, by the phone number it gave each to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tokens_issued: BTreeMap<String, crate::tokens::Grant>,
+    /// What WhatsApp demands of the account's 1:1 messages (see `tokens`).
+    #[serde(default)]
+    pub restrictions: crate::tokens::Restrictions,
 }
 
 /// What an account shows of itself.

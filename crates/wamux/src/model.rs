@@ -232,7 +232,8 @@ impl MessageStatus {
             MessageStatus::Sent => &["queued", "pending"],
             MessageStatus::Delivered => &["queued", "pending", "sent"],
             MessageStatus::Read => &["queued", "pending", "sent", "delivered"],
-            MessageStatus::Failed => &["queued", "pending"],
+            // Sent, it may still be refused by WhatsApp's server (a negative ack).
+            MessageStatus::Failed => &["queued", "pending", "sent"],
         }
     }
 }

@@ -13,3 +13,4 @@ mod pairing;
 mod passkey;
 mod presence;
 mod support;
+mod tokens;

@@ -88,6 +88,7 @@ pub(super) async fn supervise(
         linking_by_code: false,
         passkey_deadline: None,
         own: None,
+        app_state_owed: false,
     };
     loop {
         let run = AssertUnwindSafe(actor.run(&mut commands, &cancel)).catch_unwind();
@@ -163,6 +164,9 @@ struct Actor {
     /// The run's own event channel: outcomes of our calls into the client (the passkey
     /// steps, which wait for WhatsApp off the actor's loop) come back on it.
     own: Option<mpsc::UnboundedSender<WaEvent>>,
+    /// The session has just been linked: its first connection fetches the account's app
+    /// state (see [`WaSession::sync_app_state`]).
+    app_state_owed: bool,
 }
 
 impl Actor {
@@ -347,6 +351,7 @@ impl Actor {
             }
             WaEvent::Paired { me } => {
                 self.logged_in = true;
+                self.app_state_owed = true;
                 self.passkey_deadline = None;
                 self.save_me(&me).await;
                 self.state.send_modify(|s| {
@@ -368,6 +373,9 @@ impl Actor {
                 });
                 self.set_status(SessionStatus::Connected, None).await;
                 self.attempt = 0;
+                if std::mem::take(&mut self.app_state_owed) {
+                    session.sync_app_state();
+                }
             }
             WaEvent::Disconnected { reason } => {
                 self.set_status(SessionStatus::Disconnected, Some(&reason))
@@ -522,7 +530,14 @@ impl Actor {
                 }
             }
             WaEvent::ServerAck { id, error } => {
-                self.shared.acks.settle(self.id.as_str(), &id, error);
+                let queued = self
+                    .shared
+                    .acks
+                    .settle(self.id.as_str(), &id, error.clone());
+                // A direct send was reported sent as it left; WhatsApp did not take it.
+                if let (false, Some(code)) = (queued, error) {
+                    self.refused(&id, &code).await;
+                }
             }
             WaEvent::Group {
                 group,
@@ -633,6 +648,25 @@ impl Actor {
         match store::events::record(&self.shared.store, kind, self.id.as_str(), chat, data).await {
             Ok(ev) => self.shared.bus.publish(ev),
             Err(e) => tracing::error!(session = %self.id, "cannot record {kind} event: {e:#}"),
+        }
+    }
+
+    /// WhatsApp's server refused our message `id` with `code`: it is `failed`, with why.
+    async fn refused(&self, id: &str, code: &str) {
+        let why = crate::whatsapp::refusal(code);
+        tracing::warn!(session = %self.id, message = %id, "{why}");
+        let failed = store::messages::advance_status(
+            &self.shared.store,
+            self.id.as_str(),
+            id,
+            MessageStatus::Failed,
+            Some(&why),
+        )
+        .await;
+        match failed {
+            Ok(Some(ev)) => self.shared.bus.publish(ev),
+            Ok(None) => {}
+            Err(e) => tracing::error!(session = %self.id, "cannot mark message {id} failed: {e:#}"),
         }
     }
 

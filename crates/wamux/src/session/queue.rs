@@ -58,16 +58,18 @@ impl AckWaiters {
             .remove(&(session.to_owned(), message_id.to_owned()));
     }
 
-    /// The server acked `message_id` (`error`: it refused it).
-    pub(crate) fn settle(&self, session: &str, message_id: &str, error: Option<String>) {
+    /// The server acked `message_id` (`error`: it refused it). Returns whether the queue
+    /// was waiting for that ack (else the message was a direct send, or none of ours).
+    pub(crate) fn settle(&self, session: &str, message_id: &str, error: Option<String>) -> bool {
         let waiter = self
             .waiting
             .lock()
             .expect("ack lock")
             .remove(&(session.to_owned(), message_id.to_owned()));
-        if let Some(w) = waiter {
+        match waiter {
             // The drain may have given up waiting meanwhile.
-            let _ = w.send(error);
+            Some(w) => w.send(error).is_ok(),
+            None => false,
         }
     }
 }
@@ -296,7 +298,7 @@ impl SessionManager {
                 let sent = match sent {
                     Ok(()) => match tokio::time::timeout(timeout, acked).await {
                         Ok(Ok(None)) => Ok(()),
-                        Ok(Ok(Some(code))) => Err(format!("WhatsApp refused it (error {code})")),
+                        Ok(Ok(Some(code))) => Err(crate::whatsapp::refusal(&code)),
                         Ok(Err(_)) | Err(_) => {
                             Err(format!("no server ack within {} s", timeout.as_secs()))
                         }

@@ -707,6 +707,34 @@ impl WaSession {
         self.client.logout().await;
     }
 
+    /// Fetches every app-state collection of the account (chat pins, archives and mutes,
+    /// contact names, the push name, the salt privacy tokens are computed with), in the
+    /// background. Due on the first connection after linking: whatsapp-rust fetches them
+    /// by itself only when the client that linked is the one that reconnects, or when it
+    /// has no push name yet (which a business account always has); each of our
+    /// connections is a new client.
+    pub fn sync_app_state(&self) {
+        use whatsapp_rust::sync_task::MajorSyncTask;
+        use whatsapp_rust::wacore::appstate::patch_decode::WAPatchName;
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            for name in [
+                WAPatchName::CriticalBlock,
+                WAPatchName::CriticalUnblockLow,
+                WAPatchName::RegularHigh,
+                WAPatchName::RegularLow,
+                WAPatchName::Regular,
+            ] {
+                client
+                    .process_sync_task(MajorSyncTask::AppStateSync {
+                        name,
+                        full_sync: false,
+                    })
+                    .await;
+            }
+        });
+    }
+
     /// Drops the connection; the client reconnects by itself.
     pub async fn reconnect(&self) {
         self.client.reconnect().await;
@@ -774,4 +802,21 @@ impl EventHandler for Handler {
 /// The device store file inside the data dir.
 pub fn device_db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("whatsapp.db")
+}
+
+/// Why WhatsApp's server refused a message, from the `error` of its ack: what a user reads
+/// as the message's `error`.
+pub fn refusal(code: &str) -> String {
+    let why = match code {
+        "463" => {
+            ": the recipient takes messages from this account only with a privacy token, and it \
+             has none for them. WhatsApp restricts whom a new or reported account may write to \
+             first (a reach-out time-lock); it can still answer people who wrote to it"
+        }
+        "400" | "479" => ": WhatsApp found the message malformed",
+        "404" => ": the recipient is not on WhatsApp",
+        "503" => ": WhatsApp is unavailable for now; try again later",
+        _ => "",
+    };
+    format!("WhatsApp refused it (error {code}){why}")
 }

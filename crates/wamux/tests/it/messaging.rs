@@ -1372,3 +1372,146 @@ async fn message_in(app: &TestApp, session: &str, chat: &str) -> bool {
         .await;
     s == StatusCode::OK && !b["messages"].as_array().unwrap().is_empty()
 }
+
+/// Sends `text` from `session` to `to` until WhatsApp takes one (the phone of `to` has it);
+/// returns how many WhatsApp refused first. A refused one is `failed`, never left `sent`.
+async fn send_until_taken(app: &TestApp, session: &str, to: &str, text: &str) -> usize {
+    let sim = app.sim.as_ref().unwrap();
+    let deadline = tokio::time::Instant::now() + LONG;
+    let mut refused = 0;
+    while tokio::time::Instant::now() < deadline {
+        let (s, sent) = app
+            .post_json(
+                "/api/send-message",
+                json!({"sessionId": session, "to": to, "text": text}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{sent}");
+        let id = sent["messageId"].as_str().unwrap().to_owned();
+        let taken = wait_for(LONG, "WhatsApp's verdict", || async {
+            if sim
+                .messages(to)
+                .await
+                .iter()
+                .any(|m| m["id"] == id.as_str())
+            {
+                return Some(true);
+            }
+            let m = message(app, session, &id).await?;
+            (m["status"] == "failed").then_some(false)
+        })
+        .await;
+        if taken {
+            return refused;
+        }
+        refused += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("WhatsApp refused all {refused} messages from {session} to {to}");
+}
+
+/// WhatsApp restricts whom an account may write to first (463): the refused message is
+/// `failed` with why, by webhook and in history, and never reaches anyone; once the contact
+/// wrote, their token comes along and the next message goes through. An account that must
+/// prove every message gets through with the NCT salt the session learnt by app state.
+#[tokio::test]
+async fn a_message_whatsapp_refuses_for_want_of_a_privacy_token_fails_with_why() {
+    const SHOP: &str = "15550004201";
+    const NEW: &str = "15550004202";
+    const FRESH: &str = "15550004203";
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(SHOP, "Shop").await;
+    sim.phone(NEW, "New").await;
+    sim.phone(FRESH, "Fresh").await;
+    let mut hook = linked(&app, "tok1", SHOP, &["message-failed"]).await;
+    let restrict = |body: Value| async move {
+        let (s, b) = sim
+            .admin_json(
+                reqwest::Method::POST,
+                &format!("/phones/{SHOP}/restrictions"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    };
+
+    restrict(json!({"reachoutTimelock": true})).await;
+    let (s, sent) = app
+        .post_json(
+            "/api/send-message",
+            json!({"sessionId": "tok1", "to": NEW, "text": "special offer"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{sent}");
+    let id = sent["messageId"].as_str().unwrap().to_owned();
+    let ev = next_event(&mut hook, "message-failed").await;
+    assert_eq!(ev["data"]["id"], id.as_str(), "{ev}");
+    let why = ev["data"]["error"].as_str().unwrap();
+    assert!(
+        why.contains("error 463") && why.contains("privacy token"),
+        "{why}"
+    );
+    assert_eq!(
+        message(&app, "tok1", &id).await.unwrap()["status"],
+        "failed"
+    );
+    assert!(
+        !sim.messages(NEW)
+            .await
+            .iter()
+            .any(|m| m["id"] == id.as_str())
+    );
+
+    // The contact writes first: from then on the shop can answer.
+    sim.send(NEW, SHOP, "what offer?").await;
+    let new_chat = format!("{NEW}@s.whatsapp.net");
+    wait_for(LONG, "New's message", || async {
+        message_in(&app, "tok1", &new_chat).await.then_some(())
+    })
+    .await;
+    send_until_taken(&app, "tok1", NEW, "this one").await;
+
+    // Proof required of every message, no time-lock: a first message to someone new goes
+    // through with the cstoken (the salt may still be on its way right after linking).
+    restrict(json!({"reachoutTimelock": false, "requirePrivacyTokens": true})).await;
+    send_until_taken(&app, "tok1", FRESH, "hello there").await;
+    app.stop().await;
+}
+
+/// What the phone did to its chats before the session was linked comes with the account's
+/// app state on the session's first connection: recorded as `chat-updated` events.
+#[tokio::test]
+async fn a_new_session_gets_the_chat_state_the_phone_had_before() {
+    const SHOP: &str = "15550004301";
+    const GUS: &str = "15550004302";
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(SHOP, "Shop").await;
+    sim.phone(GUS, "Gus").await;
+    let (s, b) = sim
+        .admin_json(
+            reqwest::Method::POST,
+            &format!("/phones/{SHOP}/chats/{GUS}"),
+            Some(json!({"pin": true, "mute": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    crate::e2e::pair(&app, "pre1", SHOP).await;
+    let gus = format!("{GUS}@s.whatsapp.net");
+    let updates = wait_for(LONG, "the phone's pin and mute", || async {
+        let (_, b) = app.get_json("/api/events?sessionId=pre1&limit=500").await;
+        let mine: Vec<Value> = b["events"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["event"] == "chat-updated" && e["data"]["chatId"] == gus.as_str())
+            .cloned()
+            .collect();
+        let pinned = mine.iter().any(|e| e["data"]["pinned"] == true);
+        let muted = mine.iter().any(|e| e["data"]["muted"] == true);
+        (pinned && muted).then_some(mine)
+    })
+    .await;
+    assert!(!updates.is_empty());
+    app.stop().await;
+}
