@@ -938,6 +938,86 @@ impl ChatClass {
     }
 }
 
+/// How a session's queued messages are paced, so that a bulk send looks like a person
+/// typing rather than a machine (WhatsApp bans numbers that send too fast). All off by
+/// default; direct sends are never held back, but do count towards the daily cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Pacing {
+    /// The least time between two queued sends, in milliseconds (0: none; at most an hour).
+    #[serde(default)]
+    pub interval_ms: u32,
+    /// Each gap is the interval give or take up to this, at random (at most the interval).
+    #[serde(default)]
+    pub jitter_ms: u32,
+    /// Shows "typing…" in the chat before each queued message, longer for a longer text.
+    #[serde(default)]
+    pub typing: bool,
+    /// At most this many messages sent a day (UTC); queued ones beyond it wait for the next.
+    #[serde(default)]
+    pub daily_cap: Option<u32>,
+}
+
+impl Pacing {
+    /// The longest interval taken.
+    pub const MAX_INTERVAL_MS: u32 = 3_600_000;
+
+    /// What is wrong with these settings, if anything.
+    pub fn problem(&self) -> Option<String> {
+        if self.interval_ms > Self::MAX_INTERVAL_MS {
+            return Some(format!(
+                "`intervalMs` is at most {} (an hour)",
+                Self::MAX_INTERVAL_MS
+            ));
+        }
+        if self.jitter_ms > self.interval_ms {
+            return Some("`jitterMs` is at most `intervalMs`".into());
+        }
+        if self.daily_cap == Some(0) {
+            return Some("`dailyCap` is at least 1 (leave it out for none)".into());
+        }
+        None
+    }
+
+    /// The gap before the next queued send: the interval, give or take the jitter.
+    pub fn gap(&self) -> std::time::Duration {
+        let jitter = i64::from(self.jitter_ms);
+        let offset = if jitter == 0 {
+            0
+        } else {
+            rand::random_range(-jitter..=jitter)
+        };
+        let ms = (i64::from(self.interval_ms) + offset).max(0) as u64;
+        std::time::Duration::from_millis(ms)
+    }
+
+    /// How long "typing…" shows before a message of `chars` characters: 50 ms a
+    /// character, between 1 and 6 s.
+    pub fn typing_for(chars: usize) -> std::time::Duration {
+        std::time::Duration::from_millis((chars as u64 * 50).clamp(1_000, 6_000))
+    }
+
+    /// As stored (empty when all is off).
+    pub fn stored(&self) -> String {
+        if *self == Pacing::default() {
+            String::new()
+        } else {
+            serde_json::to_string(self).expect("pacing serializes")
+        }
+    }
+
+    /// From what [`Pacing::stored`] wrote; off when empty or unreadable.
+    pub fn parse_stored(s: &str) -> Pacing {
+        if s.is_empty() {
+            return Pacing::default();
+        }
+        serde_json::from_str(s).unwrap_or_else(|e| {
+            tracing::warn!("unreadable pacing setting {s:?}, taken as none: {e}");
+            Pacing::default()
+        })
+    }
+}
+
 /// The chat classes whose messages a session drops before storage and webhooks (they are
 /// still acknowledged to WhatsApp, so nothing is redelivered).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -751,8 +751,12 @@ pub struct QueuedView {
     pub quoted_id: Option<String>,
     /// Unix seconds: when it may go (the session must be connected too).
     pub send_at: i64,
-    /// Unix seconds: when a failed attempt is tried again.
+    /// Unix seconds: when a failed attempt is tried again (or, past the daily cap, when
+    /// the next day's share begins).
     pub retry_at: Option<i64>,
+    /// Unix seconds: when it is expected to go, after the messages before it, paced and
+    /// within the daily cap (an estimate, if the session stays connected).
+    pub expected_at: i64,
     pub attempts: i64,
     pub last_error: Option<String>,
     pub created_at: i64,
@@ -772,10 +776,13 @@ async fn outbox(
     SessionPath(id, _): SessionPath<needs::Read>,
 ) -> Result<Json<Outbox>> {
     let queued = state.sessions.queued(&id).await?;
+    let expected = state.sessions.expected(&id, &queued).await?;
     Ok(Json(Outbox {
         messages: queued
             .into_iter()
-            .map(|q| QueuedView {
+            .zip(expected)
+            .map(|(q, expected_at)| QueuedView {
+                expected_at,
                 message_id: q.message_id,
                 chat_id: q.chat_id,
                 to: q.to,

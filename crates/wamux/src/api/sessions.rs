@@ -31,12 +31,24 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A session's own settings.
-#[derive(Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Settings {
     /// Chats whose messages are dropped before storage and webhooks (still acknowledged to
     /// WhatsApp): any of `groups`, `status`, `channels`, `broadcast`.
     ignore: Vec<crate::model::ChatClass>,
+    /// How queued messages are paced against WhatsApp's spam limits.
+    pacing: crate::model::Pacing,
+}
+
+/// What changes in a session's settings: the fields given; the others stay.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SettingsChange {
+    #[serde(default)]
+    ignore: Option<Vec<crate::model::ChatClass>>,
+    #[serde(default)]
+    pacing: Option<crate::model::Pacing>,
 }
 
 #[utoipa::path(get, path = "/api/sessions/{sessionId}/settings", tag = "sessions", operation_id = "sessionSettings", summary = "A session's settings",
@@ -50,24 +62,34 @@ async fn settings(
     let ignore = state.sessions.ignore(&id).await?;
     Ok(Json(Settings {
         ignore: ignore.classes(),
+        pacing: state.sessions.pacing(&id).await?,
     }))
 }
 
 #[utoipa::path(put, path = "/api/sessions/{sessionId}/settings", tag = "sessions", operation_id = "setSessionSettings", summary = "Change a session's settings",
     params(("sessionId" = String, Path, description = "the session id")),
-    request_body = Settings,
+    request_body = SettingsChange,
     responses((status = 200, description = "The settings now; the running client follows at once", body = Settings),
-        (status = 400, description = "`invalid_body`: an unknown chat class or field", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 400, description = "`invalid_body`: an unknown chat class or field; `invalid_field`: pacing out of bounds", body = crate::api::openapi::schemas::ErrorBody),
         (status = 404, description = "`session_not_found`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn set_settings(
     State(state): State<AppState>,
     SessionPath(id, _): SessionPath<needs::Manage>,
-    ApiJson(body): ApiJson<Settings>,
+    ApiJson(body): ApiJson<SettingsChange>,
 ) -> Result<Json<Settings>> {
-    let ignore = crate::model::Ignore::of(&body.ignore);
-    state.sessions.set_ignore(&id, ignore).await?;
+    if let Some(problem) = body.pacing.as_ref().and_then(|p| p.problem()) {
+        return Err(ApiError::invalid_field("pacing", problem));
+    }
+    if let Some(ignore) = &body.ignore {
+        let ignore = crate::model::Ignore::of(ignore);
+        state.sessions.set_ignore(&id, ignore).await?;
+    }
+    if let Some(pacing) = &body.pacing {
+        state.sessions.set_pacing(&id, pacing).await?;
+    }
     Ok(Json(Settings {
-        ignore: ignore.classes(),
+        ignore: state.sessions.ignore(&id).await?.classes(),
+        pacing: state.sessions.pacing(&id).await?,
     }))
 }
 

@@ -735,6 +735,20 @@ impl SessionManager {
         Ok(())
     }
 
+    /// How the session's queued messages are paced.
+    pub async fn pacing(&self, id: &SessionId) -> Result<crate::model::Pacing> {
+        self.snapshot(id)?;
+        Ok(store::settings::pacing(&self.inner.shared.store, id.as_str()).await?)
+    }
+
+    /// Sets how the session's queued messages are paced (checked by the caller with
+    /// [`crate::model::Pacing::problem`]); the next messages follow it.
+    pub async fn set_pacing(&self, id: &SessionId, pacing: &crate::model::Pacing) -> Result<()> {
+        self.snapshot(id)?;
+        store::settings::set_pacing(&self.inner.shared.store, id.as_str(), pacing).await?;
+        Ok(())
+    }
+
     /// The session's passkey step.
     pub fn passkey(&self, id: &SessionId) -> Result<PasskeyInfo> {
         Ok(PasskeyInfo::from_snapshot(id, &self.snapshot(id)?))

@@ -19,7 +19,9 @@ use tokio::sync::{Notify, oneshot};
 
 use super::{Result, SessionError, SessionManager};
 use crate::event::EventKind;
-use crate::model::{ChatAddress, Content, Message, MessageStatus, SessionId, SessionStatus};
+use crate::model::{
+    ChatAddress, Content, Message, MessageStatus, Pacing, PresenceState, SessionId, SessionStatus,
+};
 use crate::store::{self, queue::Queued};
 
 /// How many due sends a drain takes from the store at a time.
@@ -79,6 +81,8 @@ impl AckWaiters {
 pub(super) struct Queue {
     wake: Notify,
     draining: Mutex<HashSet<String>>,
+    /// When each session's last queued send left (pacing counts from it).
+    last_sent: Mutex<HashMap<String, tokio::time::Instant>>,
 }
 
 /// Seconds to wait after failed attempt number `attempts`: 5, 10, 20, 40 s.
@@ -131,6 +135,40 @@ impl SessionManager {
     pub async fn queued(&self, id: &SessionId) -> Result<Vec<Queued>> {
         self.snapshot(id)?;
         Ok(store::queue::list(&self.inner.shared.store, id.as_str()).await?)
+    }
+
+    /// When each of `queued` (the session's queue, in order) is expected to go (Unix
+    /// seconds): its time, after the ones before it, paced, and past the daily cap; an
+    /// estimate (the jitter, retries and a disconnection move it).
+    pub async fn expected(&self, id: &SessionId, queued: &[Queued]) -> Result<Vec<i64>> {
+        let store = &self.inner.shared.store;
+        let pacing = store::settings::pacing(store, id.as_str()).await?;
+        let now = store::now();
+        let day = now / 86_400 * 86_400;
+        let mut left_today = match pacing.daily_cap {
+            Some(cap) => {
+                i64::from(cap) - store::messages::sent_since(store, id.as_str(), day).await?
+            }
+            None => i64::MAX,
+        };
+        let gap_ms = i64::from(pacing.interval_ms);
+        let mut day_start = day;
+        let mut prev_ms: Option<i64> = None;
+        let mut out = Vec::with_capacity(queued.len());
+        for q in queued {
+            let due = q.send_at.max(q.retry_at.unwrap_or(0)).max(now) * 1000;
+            let mut at = prev_ms.map_or(due, |p| due.max(p + gap_ms));
+            if left_today <= 0 {
+                // Tomorrow's share starts at midnight (UTC).
+                day_start += 86_400;
+                left_today = pacing.daily_cap.map_or(i64::MAX, i64::from);
+                at = at.max(day_start * 1000);
+            }
+            left_today -= 1;
+            prev_ms = Some(at);
+            out.push(at.div_euclid(1000));
+        }
+        Ok(out)
     }
 
     /// Cancels a queued send: it will not go, and its message is `failed` ("cancelled").
@@ -264,6 +302,7 @@ impl SessionManager {
     /// Sends the session's due messages until none is due or the session is gone.
     async fn drain(&self, id: &SessionId) -> Result<()> {
         let store = &self.inner.shared.store;
+        let pacing = store::settings::pacing(store, id.as_str()).await?;
         loop {
             let due = store::queue::due(store, id.as_str(), store::now(), BATCH).await?;
             if due.is_empty() {
@@ -276,6 +315,18 @@ impl SessionManager {
                 let Ok((conn, _)) = self.live(id) else {
                     return Ok(());
                 };
+                if let Some(cap) = pacing.daily_cap {
+                    let day = store::now() / 86_400 * 86_400;
+                    if store::messages::sent_since(store, id.as_str(), day).await? >= i64::from(cap)
+                    {
+                        tracing::info!(session = %id, "daily cap of {cap} messages reached; the queue waits for tomorrow (UTC)");
+                        store::queue::hold(store, id.as_str(), day + 86_400).await?;
+                        return Ok(());
+                    }
+                }
+                if !self.pace(id, &pacing, &conn, &q).await {
+                    return Ok(());
+                }
                 let quoted = match &q.body.quoted_id {
                     Some(qid) => store::messages::find(store, id.as_str(), qid).await?,
                     None => None,
@@ -292,6 +343,12 @@ impl SessionManager {
                     },
                     Err(e) => Err(e.to_string()),
                 };
+                self.inner
+                    .queue
+                    .last_sent
+                    .lock()
+                    .expect("queue lock")
+                    .insert(id.to_string(), tokio::time::Instant::now());
                 // Written to the socket is not taken: only the server's ack is (a stanza
                 // still in flight when the process dies is lost with it).
                 let timeout = self.inner.shared.settings.ack_timeout;
@@ -328,6 +385,60 @@ impl SessionManager {
                 }
             }
         }
+    }
+}
+
+impl SessionManager {
+    /// Waits out the session's pacing before queued message `q` goes, showing "typing…"
+    /// for its last part if asked. `false` when the server is stopping meanwhile.
+    async fn pace(
+        &self,
+        id: &SessionId,
+        pacing: &Pacing,
+        conn: &crate::whatsapp::WaSession,
+        q: &Queued,
+    ) -> bool {
+        let last = self
+            .inner
+            .queue
+            .last_sent
+            .lock()
+            .expect("queue lock")
+            .get(id.as_str())
+            .copied();
+        let now = tokio::time::Instant::now();
+        let ready = last.map_or(now, |l| (l + pacing.gap()).max(now));
+        let typing = if pacing.typing {
+            let chars = q.body.text.as_deref().map_or(0, |t| t.chars().count());
+            Pacing::typing_for(chars)
+        } else {
+            Duration::ZERO
+        };
+        let cancel = &self.inner.cancel;
+        let until = |at: tokio::time::Instant| async move {
+            tokio::select! {
+                () = cancel.cancelled() => false,
+                () = tokio::time::sleep_until(at) => true,
+            }
+        };
+        // Typing takes the end of the gap, or starts now when the gap is shorter.
+        if !until(ready.checked_sub(typing).unwrap_or(now).max(now)).await {
+            return false;
+        }
+        if typing.is_zero() {
+            return true;
+        }
+        let Ok(to) = ChatAddress::parse(&q.to) else {
+            return true;
+        };
+        if let Err(e) = conn.chat_state(&to, PresenceState::Composing).await {
+            tracing::debug!(session = %id, "cannot show typing before a queued message: {e}");
+        }
+        let shown = until(tokio::time::Instant::now() + typing).await;
+        if let Err(e) = conn.chat_state(&to, PresenceState::Paused).await {
+            tracing::debug!(session = %id, "cannot clear typing: {e}");
+        }
+        shown
     }
 }
 

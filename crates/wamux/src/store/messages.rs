@@ -280,6 +280,11 @@ pub struct Counts {
     pub chats: i64,
 }
 
+/// How many of the session's own messages since `since` (Unix seconds) WhatsApp took.
+pub async fn sent_since(store: &Store, session_id: &str, since: i64) -> Result<i64> {
+    Ok(dispatch!(store, messages::sent_since(session_id, since))?)
+}
+
 /// The session's messages and chats in the history.
 pub async fn counts(store: &Store, session_id: &str) -> Result<Counts> {
     let (messages, chats) = dispatch!(store, messages::counts(session_id))?;

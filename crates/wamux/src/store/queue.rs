@@ -195,6 +195,13 @@ pub async fn give_up(
     .await
 }
 
+/// Holds every queued send of `session` back until `until` (Unix seconds) at least.
+pub async fn hold(store: &Store, session: &str, until: i64) -> Result<()> {
+    let mut tx = store.begin().await?;
+    dispatch!(conn &mut tx.conn(), queue::hold(session, until))?;
+    tx.commit().await
+}
+
 /// Gives up every queued send of `session` (it logged out): each message `failed` with
 /// `reason`. Returns their events.
 pub async fn give_up_all(store: &Store, session: &str, reason: &str) -> Result<Vec<Event>> {

@@ -802,7 +802,8 @@ async fn the_ignore_setting_drops_group_traffic_but_not_direct_chats() {
 
     let (s, st) = app.get_json("/api/sessions/g4/settings").await;
     assert_eq!(s, StatusCode::OK, "{st}");
-    assert_eq!(st, json!({"ignore": []}));
+    let off = json!({"intervalMs": 0, "jitterMs": 0, "typing": false, "dailyCap": null});
+    assert_eq!(st, json!({"ignore": [], "pacing": off}));
     for bad in [
         json!({"ignore": ["everything"]}),
         json!({"ignore": "groups"}),
@@ -829,7 +830,7 @@ async fn the_ignore_setting_drops_group_traffic_but_not_direct_chats() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{st}");
-    assert_eq!(st, json!({"ignore": ["groups", "status"]}));
+    assert_eq!(st, json!({"ignore": ["groups", "status"], "pacing": off}));
 
     // Bob writes in the group, then to Alice directly: only the direct one comes through.
     let dropped = sim

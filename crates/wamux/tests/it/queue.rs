@@ -420,3 +420,163 @@ async fn logging_out_fails_the_queued_messages() {
     assert_eq!(failed["data"]["error"], "session logged out");
     app.stop().await;
 }
+
+/// Pacing: 20 queued messages with a 2 s ± 0.5 s interval leave within those bounds (each
+/// gap measured between the moments WhatsApp took them, as the webhooks report), with
+/// "typing…" shown at the phone before them; the outbox tells when each will go; a daily
+/// cap holds the rest for the next day; bad settings are refused.
+#[tokio::test]
+async fn paced_messages_leave_at_their_interval_typing_first_and_stop_at_the_daily_cap() {
+    use crate::helpers::Options;
+    const SHOP: &str = "15550000501";
+    const DORA: &str = "15550000502";
+    let app = TestApp::start_with(Options {
+        sim: true,
+        configure: Some(Box::new(|c| c.webhook.allow_private = true)),
+        ..Options::default()
+    })
+    .await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(SHOP, "Shop").await;
+    sim.phone(DORA, "Dora").await;
+    crate::e2e::pair(&app, "pace1", SHOP).await;
+    let settings = |body: Value| {
+        let app = &app;
+        async move {
+            app.call_json(Method::PUT, "/api/sessions/pace1/settings", Some(body))
+                .await
+        }
+    };
+
+    // Out of bounds: refused, nothing changed.
+    for bad in [
+        json!({"pacing": {"intervalMs": 1000, "jitterMs": 1001}}),
+        json!({"pacing": {"intervalMs": 3_600_001}}),
+        json!({"pacing": {"dailyCap": 0}}),
+    ] {
+        let got = settings(bad.clone()).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+    }
+    let got =
+        settings(json!({"pacing": {"intervalMs": 2000, "jitterMs": 500, "typing": true}})).await;
+    assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+    // Changing the ignored chats keeps the pacing.
+    let got = settings(json!({"ignore": ["status"]})).await;
+    assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+    assert_eq!(
+        got.1["pacing"],
+        json!({"intervalMs": 2000, "jitterMs": 500, "typing": true, "dailyCap": null})
+    );
+
+    let (url, mut hooks) = crate::media::Hooks::listen().await;
+    let (s, b) = app
+        .post_json(
+            "/api/pace1/webhook",
+            json!({"url": url, "events": ["message-sent", "message-delivered"]}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    // Watches the phone for "typing…" from the shop while the messages go.
+    let typing_seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let seen = typing_seen.clone();
+        let admin = sim.admin.clone();
+        let url = sim.url(&format!("/phones/{DORA}/presence"));
+        tokio::spawn(async move {
+            while !seen.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(r) = admin.get(&url).send().await
+                    && let Ok(v) = r.json::<Value>().await
+                    && v["chatStates"][SHOP] == "composing"
+                {
+                    seen.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let m = queue(
+            &app,
+            json!({"sessionId": "pace1", "to": DORA, "text": format!("offer {i}"), "queue": true}),
+        )
+        .await;
+        ids.push(m["id"].as_str().unwrap().to_owned());
+    }
+    // The outbox spreads them 2 s apart (give or take a second for the rounding).
+    let planned: Vec<i64> = outbox(&app, "pace1")
+        .await
+        .iter()
+        .map(|m| m["expectedAt"].as_i64().unwrap())
+        .collect();
+    // (The first may have gone already.)
+    assert!(planned.len() >= 18, "{planned:?}");
+    let span = planned[planned.len() - 1] - planned[0];
+    let want = 2 * (planned.len() as i64 - 1);
+    assert!((want - 1..=want + 1).contains(&span), "{planned:?}");
+    // WhatsApp took a message when its server ack or its delivery receipt came, whichever
+    // was first (the phone's receipt can overtake the ack).
+    let mut at = Vec::new();
+    let mut taken = std::collections::HashSet::new();
+    while at.len() < ids.len() {
+        let v = tokio::time::timeout(LONG, hooks.recv())
+            .await
+            .expect("a message-sent or message-delivered webhook")
+            .expect("receiver alive");
+        let id = v["data"]["id"].as_str().unwrap_or_default().to_owned();
+        if ids.contains(&id) && taken.insert(id) {
+            at.push(tokio::time::Instant::now());
+        }
+    }
+    let gaps: Vec<f64> = at.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+    // 2 s ± 0.5 s, and a little for the ack and the webhook on a shared machine.
+    for g in &gaps {
+        assert!((1.3..=2.7).contains(g), "gaps {gaps:?}");
+    }
+    let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+    assert!(
+        (1.7..=2.3).contains(&mean),
+        "mean gap {mean}, gaps {gaps:?}"
+    );
+    assert!(
+        typing_seen.load(std::sync::atomic::Ordering::Relaxed),
+        "the phone never saw the shop typing"
+    );
+    watcher.abort();
+    let got = received(&app, DORA, SHOP).await;
+    let texts: Vec<&str> = got.iter().map(|(_, t, _)| t.as_str()).collect();
+    let want: Vec<String> = (0..20).map(|i| format!("offer {i}")).collect();
+    assert_eq!(texts, want);
+
+    // A daily cap of 21: one more goes today, the next waits for tomorrow (UTC).
+    let got = settings(json!({"pacing": {"dailyCap": 21}})).await;
+    assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+    let last = queue(
+        &app,
+        json!({"sessionId": "pace1", "to": DORA, "text": "one more", "queue": true}),
+    )
+    .await;
+    wait_for(LONG, "the 21st message", || async {
+        let status = history_status(&app, "pace1", last["id"].as_str().unwrap()).await;
+        (status == "sent" || status == "delivered").then_some(())
+    })
+    .await;
+    let held = queue(
+        &app,
+        json!({"sessionId": "pace1", "to": DORA, "text": "tomorrow", "queue": true}),
+    )
+    .await;
+    let tomorrow = (now() / 86_400 + 1) * 86_400;
+    let waiting = wait_for(LONG, "the queue to hold the 22nd", || async {
+        let o = outbox(&app, "pace1").await;
+        (o.len() == 1 && o[0]["retryAt"] == tomorrow).then_some(o)
+    })
+    .await;
+    assert_eq!(waiting[0]["messageId"], held["id"]);
+    assert_eq!(waiting[0]["expectedAt"], tomorrow);
+    assert_eq!(
+        history_status(&app, "pace1", held["id"].as_str().unwrap()).await,
+        "queued"
+    );
+    app.stop().await;
+}

@@ -183,6 +183,18 @@ pub async fn set_body(
 }
 
 /// The session's messages and distinct chats.
+/// How many of the session's own messages since `since` (Unix seconds) WhatsApp took.
+pub async fn sent_since(db: &Db, session_id: &str, since: i64) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM messages WHERE session_id = ?1 AND from_me = 1
+           AND timestamp >= ?2 AND status IN ('sent', 'delivered', 'read')",
+    )
+    .bind(session_id)
+    .bind(since)
+    .fetch_one(&db.pool)
+    .await?)
+}
+
 pub async fn counts(db: &Db, session_id: &str) -> Result<(i64, i64)> {
     Ok(sqlx::query_as(
         "SELECT COUNT(*), COUNT(DISTINCT chat_id) FROM messages WHERE session_id = ?1",

@@ -98,6 +98,18 @@ pub async fn failed_attempt(
     Ok(())
 }
 
+/// Holds every queued send of `session` back until `until` (at least).
+pub async fn hold(conn: &mut SqliteConnection, session: &str, until: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE send_queue SET retry_at = MAX(COALESCE(retry_at, 0), ?1) WHERE session_id = ?2",
+    )
+    .bind(until)
+    .bind(session)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 pub async fn forget_session(conn: &mut SqliteConnection, session: &str) -> Result<()> {
     sqlx::query("DELETE FROM send_queue WHERE session_id = ?")
         .bind(session)

@@ -23,3 +23,24 @@ pub async fn set_ignore(conn: &mut SqliteConnection, session_id: &str, ignore: &
     .await?;
     Ok(())
 }
+
+pub async fn pacing(db: &Db, session_id: &str) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT pacing FROM session_settings WHERE session_id = ?1")
+            .bind(session_id)
+            .fetch_optional(&db.pool)
+            .await?,
+    )
+}
+
+pub async fn set_pacing(conn: &mut SqliteConnection, session_id: &str, pacing: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO session_settings (session_id, pacing) VALUES (?1, ?2)
+         ON CONFLICT (session_id) DO UPDATE SET pacing = excluded.pacing",
+    )
+    .bind(session_id)
+    .bind(pacing)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
