@@ -1309,6 +1309,9 @@ async fn chat_action(
     let moved =
         crate::appstate::phone_action(&mut core, &phone, &jid, &req).map_err(|e| match e {
             crate::appstate::ActionError::UnknownAccount(p) => ApiError::phone_not_found(&p),
+            e @ crate::appstate::ActionError::UnknownMessage(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "message_not_found", e.to_string())
+            }
             e => ApiError::bad_request("invalid_action", e.to_string()),
         })?;
     let state = crate::appstate::chat_states(&core, &phone)

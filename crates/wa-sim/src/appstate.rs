@@ -217,13 +217,31 @@ pub struct ChatAction {
     /// The name the phone's address book gives the contact.
     #[serde(default)]
     pub name: Option<String>,
+    /// Messages of the chat (ids) the user stars.
+    #[serde(default)]
+    pub star: Vec<String>,
+    /// Messages of the chat (ids) the user unstars.
+    #[serde(default)]
+    pub unstar: Vec<String>,
+    /// Messages of the chat (ids) the user deletes for themself (not for everyone).
+    #[serde(default)]
+    pub delete_for_me: Vec<String>,
+}
+
+/// A message a chat action names: its id and whether the phone's account sent it.
+pub struct MessageRef {
+    pub id: String,
+    pub from_me: bool,
+    pub timestamp: i64,
 }
 
 /// Why a chat action cannot be done.
 #[derive(Debug, thiserror::Error)]
 pub enum ActionError {
-    #[error("nothing to do: give pin, archive, mute or name")]
+    #[error("nothing to do: give pin, archive, mute, name, star, unstar or deleteForMe")]
     Empty,
+    #[error("the phone has no message {0} in that chat")]
+    UnknownMessage(String),
     #[error("mute is true, false or a time in unix milliseconds in the future")]
     BadMute,
     #[error("name is empty or over 100 characters")]
@@ -235,8 +253,12 @@ pub enum ActionError {
 /// One mutation to write: its schema, its index parts and its value.
 type Planned = (&'static Schema, Vec<String>, wa::SyncActionValue);
 
-/// The mutations an action makes.
-fn mutations(chat: &str, action: &ChatAction) -> Result<Vec<Planned>, ActionError> {
+/// The mutations an action makes; `message` finds a message the action names.
+fn mutations(
+    chat: &str,
+    action: &ChatAction,
+    message: &dyn Fn(&str) -> Option<MessageRef>,
+) -> Result<Vec<Planned>, ActionError> {
     let now = crate::state::now_secs() as i64 * 1000;
     let value = |f: &dyn Fn(&mut wa::SyncActionValue)| {
         let mut v = wa::SyncActionValue {
@@ -311,6 +333,45 @@ fn mutations(chat: &str, action: &ChatAction) -> Result<Vec<Planned>, ActionErro
             }),
         ));
     }
+    let found = |id: &String| message(id).ok_or_else(|| ActionError::UnknownMessage(id.clone()));
+    let key_index = |schema: &Schema, m: &MessageRef| {
+        let from_me = if m.from_me { "1" } else { "0" };
+        vec![
+            schema.name.to_string(),
+            chat.to_string(),
+            m.id.clone(),
+            from_me.to_string(),
+            "0".to_string(),
+        ]
+    };
+    for (ids, starred) in [(&action.star, true), (&action.unstar, false)] {
+        for id in ids {
+            let m = found(id)?;
+            out.push((
+                &schemas::STAR,
+                key_index(&schemas::STAR, &m),
+                value(&|v| {
+                    v.star_action = MessageField::some(wa::sync_action_value::StarAction {
+                        starred: Some(starred),
+                    })
+                }),
+            ));
+        }
+    }
+    for id in &action.delete_for_me {
+        let m = found(id)?;
+        out.push((
+            &schemas::DELETE_MESSAGE_FOR_ME,
+            key_index(&schemas::DELETE_MESSAGE_FOR_ME, &m),
+            value(&|v| {
+                v.delete_message_for_me_action =
+                    MessageField::some(wa::sync_action_value::DeleteMessageForMeAction {
+                        delete_media: Some(true),
+                        message_timestamp: Some(m.timestamp * 1000),
+                    })
+            }),
+        ));
+    }
     if out.is_empty() {
         return Err(ActionError::Empty);
     }
@@ -369,7 +430,23 @@ pub fn phone_action(
     chat: &Jid,
     action: &ChatAction,
 ) -> Result<Vec<(String, u64)>, ActionError> {
-    let planned = mutations(&chat.to_string(), action)?;
+    let user = chat.user.to_string();
+    let message = |id: &str| {
+        core.account(phone)?
+            .secrets
+            .messages
+            .get(id)
+            .filter(|m| {
+                let peer = if m.from_me { &m.to } else { &m.from };
+                peer.split([':', '@']).next() == Some(user.as_str()) || *peer == chat.to_string()
+            })
+            .map(|m| MessageRef {
+                id: m.id.clone(),
+                from_me: m.from_me,
+                timestamp: m.timestamp as i64,
+            })
+    };
+    let planned = mutations(&chat.to_string(), action, &message)?;
     write(core, phone, planned)
 }
 
@@ -432,12 +509,15 @@ pub fn made_up(
             archive: (c >= spec.pinned && c < spec.pinned + spec.archived).then_some(true),
             mute: (c < spec.muted).then_some(serde_json::Value::Bool(true)),
             name: None,
+            star: Vec::new(),
+            unstar: Vec::new(),
+            delete_for_me: Vec::new(),
         };
         if action.pin.is_none() && action.archive.is_none() && action.mute.is_none() {
             continue;
         }
         let chat = format!("{}@s.whatsapp.net", crate::history::made_up_number(c));
-        planned.extend(mutations(&chat, &action)?);
+        planned.extend(mutations(&chat, &action, &|_| None)?);
     }
     if planned.is_empty() {
         return Ok(Vec::new());
@@ -514,6 +594,12 @@ pub struct ChatState {
     pub name: Option<String>,
     /// Marked unread by hand (`markChatAsRead` with `read: false`).
     pub marked_unread: bool,
+    /// The chat's messages (ids) starred on some device.
+    #[serde(skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub starred: std::collections::BTreeSet<String>,
+    /// The chat's messages (ids) deleted for the account on some device.
+    #[serde(skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub deleted_for_me: std::collections::BTreeSet<String>,
 }
 
 /// Every chat some device pinned, archived, muted, named or marked, by JID: the phone decrypts the
@@ -587,6 +673,26 @@ pub fn chat_states(core: &Core, phone: &str) -> BTreeMap<String, ChatState> {
                             .contact_action
                             .as_option()
                             .and_then(|a| a.full_name.clone())
+                    }
+                    "star" => {
+                        let Some(id) = mutation.index.get(2) else {
+                            continue;
+                        };
+                        let starred = value
+                            .star_action
+                            .as_option()
+                            .and_then(|a| a.starred)
+                            .unwrap_or(false);
+                        if starred {
+                            state.starred.insert(id.clone());
+                        } else {
+                            state.starred.remove(id);
+                        }
+                    }
+                    "deleteMessageForMe" => {
+                        if let Some(id) = mutation.index.get(2) {
+                            state.deleted_for_me.insert(id.clone());
+                        }
                     }
                     _ => {}
                 }

@@ -251,3 +251,79 @@ async fn a_new_name_reaches_the_companions_and_a_new_about_the_contacts() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Stars and deletions for me, both ways: what the phone stars or deletes for itself
+/// reaches a companion as app state it verifies, and what the companion stars the phone
+/// reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stars_and_deletions_for_me_sync_between_the_phone_and_its_companions() {
+    let sim = TestSim::start().await;
+    let alice = sim.phone("15550921001").await;
+    let bob = sim.phone("15550921002").await;
+    let (mut a, _) = paired_client(&sim, &alice, "alice-a").await;
+    let bob_jid: Jid = "15550921002@s.whatsapp.net".parse().unwrap();
+    let first = bob.send_text(&alice.number, "keep this").await;
+    let second = bob.send_text(&alice.number, "forget this").await;
+    alice.wait_message(|m| m["id"] == second.as_str()).await;
+
+    // A message the phone does not have in that chat: refused.
+    let (status, body) = sim
+        .post(
+            "/phones/15550921001/chats/15550921002",
+            json!({"star": ["NOPE"]}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "message_not_found");
+
+    // The phone stars one and deletes the other for itself; the companion hears both
+    // (the action is taken again while the companion's own first sync covers it up).
+    enum Seen {
+        Star(String, Option<bool>),
+        Deleted(String),
+    }
+    let (mut starred, mut deleted) = (None, None);
+    for _ in 0..10 {
+        let (status, body) = sim
+            .post(
+                "/phones/15550921001/chats/15550921002",
+                json!({"star": [first], "deleteForMe": [second]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["state"]["starred"], json!([first]), "{body}");
+        assert_eq!(body["state"]["deletedForMe"], json!([second]), "{body}");
+        while starred.is_none() || deleted.is_none() {
+            let seen = a.wait_for("the star and the deletion", |e| match e {
+                Event::StarUpdate(u) if u.chat_jid == bob_jid => {
+                    Some(Seen::Star(u.message_id.clone(), u.action.starred))
+                }
+                Event::DeleteMessageForMeUpdate(u) if u.chat_jid == bob_jid => {
+                    Some(Seen::Deleted(u.message_id.clone()))
+                }
+                _ => None,
+            });
+            match tokio::time::timeout(std::time::Duration::from_secs(3), seen).await {
+                Ok(Seen::Star(id, v)) => starred = Some((id, v)),
+                Ok(Seen::Deleted(id)) => deleted = Some(id),
+                Err(_) => break,
+            }
+        }
+        if starred.is_some() && deleted.is_some() {
+            break;
+        }
+    }
+    assert_eq!(starred, Some((first.clone(), Some(true))));
+    assert_eq!(deleted, Some(second.clone()));
+
+    // The companion unstars it: the phone reads that back.
+    a.client
+        .chat_actions()
+        .unstar_message(&bob_jid, None, &first, false)
+        .await
+        .expect("the server takes the patch");
+    let (_, chats) = sim.get("/phones/15550921001/chats").await;
+    let chat = &chats["15550921002@s.whatsapp.net"];
+    assert!(chat.get("starred").is_none(), "{chats}");
+    assert_eq!(chat["deletedForMe"], json!([second]), "{chats}");
+}
