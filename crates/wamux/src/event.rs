@@ -40,10 +40,11 @@ pub enum EventKind {
     GroupUpdated,
     GroupParticipants,
     ChatUpdated,
+    MessageDeleted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::MessageReceived,
         EventKind::MessageFromMe,
         EventKind::MessageSent,
@@ -66,6 +67,7 @@ impl EventKind {
         EventKind::GroupUpdated,
         EventKind::GroupParticipants,
         EventKind::ChatUpdated,
+        EventKind::MessageDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +94,7 @@ impl EventKind {
             EventKind::GroupUpdated => "group-updated",
             EventKind::GroupParticipants => "group-participants",
             EventKind::ChatUpdated => "chat-updated",
+            EventKind::MessageDeleted => "message-deleted",
         }
     }
 }

@@ -10,7 +10,7 @@ const EVENT_KINDS = [
   'message-received', 'message-from-me', 'message-sent', 'message-delivered', 'message-read',
   'message-failed', 'message-reaction', 'message-revoked', 'message-edited', 'session-status', 'qr', 'call',
   'passkey-required', 'passkey-confirmation', 'passkey-failed', 'presence', 'poll-vote', 'message-undecryptable',
-  'group-joined', 'group-updated', 'group-participants', 'chat-updated',
+  'group-joined', 'group-updated', 'group-participants', 'chat-updated', 'message-deleted',
 ];
 // A tab is there only for a key that may use it (`shown`).
 const TABS = [

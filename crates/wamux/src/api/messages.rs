@@ -981,14 +981,14 @@ struct RevokeQuery {
     _api_key: Option<String>,
 }
 
-#[utoipa::path(delete, path = "/api/messages/{sessionId}/{messageId}", tag = "messages", operation_id = "revokeMessage", summary = "Delete a message of ours for everyone",
-    params(("sessionId" = String, Path, description = "the session id"), ("messageId" = String, Path, description = "a message we sent, less than 60 hours ago"),
-        ("for" = Option<String>, Query, description = "`everyone` (the default); deleting for this device only is not supported yet")),
-    responses((status = 200, description = "Sent: the revoke message (`type: \"revoked\"`, `targetId`); the message itself is now `revoked: true`, without its content", body = crate::model::Message),
+#[utoipa::path(delete, path = "/api/messages/{sessionId}/{messageId}", tag = "messages", operation_id = "revokeMessage", summary = "Delete a message for everyone, or for this account",
+    params(("sessionId" = String, Path, description = "the session id"), ("messageId" = String, Path, description = "for everyone: a message we sent, less than 60 hours ago; for me: any message of the history"),
+        ("for" = Option<String>, Query, description = "`everyone` (the default) or `me`: for this account only, on all its devices")),
+    responses((status = 200, description = "For everyone, sent: the revoke message (`type: \"revoked\"`, `targetId`); the message itself is now `revoked: true`, without its content. For me: the message as it was, now gone from the history (`message-deleted`)", body = crate::model::Message),
         (status = 400, description = "`invalid_field` (`for`), `invalid_query`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody),
         (status = 404, description = "`session_not_found`, `message_not_found`", body = crate::api::openapi::schemas::ErrorBody),
         (status = 409, description = "`not_revocable` (someone else's, deleted already, or not sent), `revoke_window_passed`, `session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
-        (status = 502, description = "`send_failed`", body = crate::api::openapi::schemas::ErrorBody)))]
+        (status = 502, description = "`send_failed`, `whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
 async fn revoke(
     State(state): State<AppState>,
     SessionPath(id, _): SessionPath<needs::Send>,
@@ -997,16 +997,11 @@ async fn revoke(
 ) -> Result<Json<crate::model::Message>> {
     match q.scope.as_deref() {
         None | Some("everyone") => {}
-        Some("me") => {
-            return Err(ApiError::invalid_field(
-                "for",
-                "deleting for this device only is not supported yet; `for=everyone` deletes it for all",
-            ));
-        }
+        Some("me") => return Ok(Json(state.sessions.delete_for_me(&id, &message_id).await?)),
         Some(other) => {
             return Err(ApiError::invalid_field(
                 "for",
-                format!("`{other}` is not `everyone`"),
+                format!("`{other}` is neither `everyone` nor `me`"),
             ));
         }
     }

@@ -601,9 +601,11 @@ pub fn event_data(
                 "action": str_of(data, "action")?,
             }),
         ),
+        // Evolution has no event for a message deleted for the account only.
         K::PasskeyRequired
         | K::PasskeyConfirmation
         | K::PasskeyFailed
-        | K::MessageUndecryptable => return None,
+        | K::MessageUndecryptable
+        | K::MessageDeleted => return None,
     })
 }

@@ -81,6 +81,25 @@ impl SessionManager {
         .await
     }
 
+    /// Deletes message `message_id` of the history for this account only (its phone and
+    /// other devices follow, by app state): gone from the history, announced as
+    /// `message-deleted`. Returns the message as it was.
+    pub async fn delete_for_me(&self, id: &SessionId, message_id: &str) -> Result<Message> {
+        let (conn, _) = self.live(id)?;
+        let store = &self.inner.shared.store;
+        let target = store::messages::find(store, id.as_str(), message_id)
+            .await?
+            .filter(|m| !m.kind.is_action())
+            .ok_or_else(|| SessionError::MessageNotFound(message_id.to_owned()))?;
+        conn.delete_for_me(&target)
+            .await
+            .map_err(SessionError::WhatsApp)?;
+        if let Some(ev) = store::messages::delete_for_me(store, id.as_str(), message_id).await? {
+            self.inner.shared.bus.publish(ev);
+        }
+        Ok(target)
+    }
+
     /// Forwards message `message_id` of the history to `to`, marked forwarded as WhatsApp
     /// marks it. Texts, locations and contact cards are forwarded (media not yet).
     pub async fn forward(

@@ -529,6 +529,19 @@ impl Actor {
                     }
                 }
             }
+            WaEvent::DeletedForMe { chat, id } => {
+                match store::messages::delete_for_me(&self.shared.store, self.id.as_str(), &id)
+                    .await
+                {
+                    Ok(Some(ev)) => self.shared.bus.publish(ev),
+                    Ok(None) => {
+                        tracing::debug!(session = %self.id, "message {id} of {chat}, deleted for me, was not in the history")
+                    }
+                    Err(e) => {
+                        tracing::error!(session = %self.id, "cannot delete message {id}: {e:#}")
+                    }
+                }
+            }
             WaEvent::ServerAck { id, error } => {
                 let queued = self
                     .shared

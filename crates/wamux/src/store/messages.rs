@@ -280,6 +280,26 @@ pub struct Counts {
     pub chats: i64,
 }
 
+/// Deletes the session's message `id` for the account (on this or another of its devices):
+/// gone from the history, announced as `message-deleted`. `None` when it was not there.
+pub async fn delete_for_me(store: &Store, session_id: &str, id: &str) -> Result<Option<Event>> {
+    let mut tx = store.begin().await?;
+    let Some(chat) = dispatch!(conn &mut tx.conn(), messages::delete(session_id, id))? else {
+        return Ok(None);
+    };
+    let data = serde_json::json!({"sessionId": session_id, "id": id, "chatId": chat, "for": "me"});
+    let ev = events::append(
+        &mut tx.conn(),
+        EventKind::MessageDeleted,
+        session_id,
+        Some(&chat),
+        data,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(ev))
+}
+
 /// How many of the session's own messages since `since` (Unix seconds) WhatsApp took.
 pub async fn sent_since(store: &Store, session_id: &str, since: i64) -> Result<i64> {
     Ok(dispatch!(store, messages::sent_since(session_id, since))?)

@@ -135,6 +135,10 @@ pub(super) fn event(e: &WaLibEvent) -> Option<WaEvent> {
                 timestamp: p.timestamp.timestamp(),
             }
         }
+        WaLibEvent::DeleteMessageForMeUpdate(u) => WaEvent::DeletedForMe {
+            chat: chat_of(&u.chat_jid),
+            id: u.message_id.clone(),
+        },
         WaLibEvent::PinUpdate(u) => WaEvent::Chat {
             chat: chat_of(&u.jid),
             change: ChatChange::Pinned(u.action.pinned.unwrap_or(false)),

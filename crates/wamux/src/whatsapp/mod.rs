@@ -121,6 +121,12 @@ pub enum WaEvent {
         chat: String,
         change: crate::model::ChatChange,
     },
+    /// The account deleted message `id` of chat `chat` for itself (on any of its devices,
+    /// this one included).
+    DeletedForMe {
+        chat: String,
+        id: String,
+    },
     /// WhatsApp's server took (or, with `error`, refused) the message sent with `id`.
     ServerAck {
         id: String,
@@ -700,6 +706,34 @@ impl WaSession {
             C::MarkedUnread(unread) => a.mark_chat_as_read(&jid, !unread, None).await,
         }
         .map_err(|e| e.to_string())
+    }
+
+    /// Deletes `message` for the account only, as app state its other devices follow (the
+    /// phone removes it too, media included).
+    pub async fn delete_for_me(&self, message: &crate::model::Message) -> Result<(), String> {
+        let chat: Jid = message
+            .chat_id
+            .parse()
+            .map_err(|e| format!("invalid JID {}: {e:?}", message.chat_id))?;
+        let participant = match &message.participant {
+            Some(p) if !message.from_me => Some(
+                p.parse::<Jid>()
+                    .map_err(|e| format!("invalid JID {p}: {e:?}"))?,
+            ),
+            _ => None,
+        };
+        self.client
+            .chat_actions()
+            .delete_message_for_me(
+                &chat,
+                participant.as_ref(),
+                &message.id,
+                message.from_me,
+                true,
+                Some(message.timestamp * 1000),
+            )
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Unlinks this device from the account and disconnects.

@@ -1515,3 +1515,95 @@ async fn a_new_session_gets_the_chat_state_the_phone_had_before() {
     assert!(!updates.is_empty());
     app.stop().await;
 }
+
+/// Deleting for me, both ways: the API deletes a message for the account (gone from the
+/// history, `message-deleted`, and the phone deletes it too), and what the phone deletes
+/// for itself leaves the session's history the same way.
+#[tokio::test]
+async fn a_message_deleted_for_me_goes_from_the_history_and_from_the_phone() {
+    const SHOP: &str = "15550004401";
+    const IDA: &str = "15550004402";
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(SHOP, "Shop").await;
+    sim.phone(IDA, "Ida").await;
+    let mut hook = linked(&app, "del1", SHOP, &["message-deleted"]).await;
+    let ida = format!("{IDA}@s.whatsapp.net");
+    let first = sim.send(IDA, SHOP, "spam").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = sim.send(IDA, SHOP, "old news").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for(LONG, "Ida's messages", || async {
+        message(&app, "del1", &second).await.map(|_| ())
+    })
+    .await;
+
+    let got = app
+        .call_json(
+            reqwest::Method::DELETE,
+            &format!("/api/messages/del1/{first}?for=nobody"),
+            None,
+        )
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+    let (s, b) = app
+        .call_json(
+            reqwest::Method::DELETE,
+            &format!("/api/messages/del1/{first}?for=me"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["id"], first.as_str(), "{b}");
+    assert!(message(&app, "del1", &first).await.is_none());
+    let ev = next_event(&mut hook, "message-deleted").await;
+    assert_eq!(ev["data"]["id"], first.as_str(), "{ev}");
+    assert_eq!(ev["data"]["chatId"], ida.as_str(), "{ev}");
+    let got = app
+        .call_json(
+            reqwest::Method::DELETE,
+            &format!("/api/messages/del1/{first}?for=me"),
+            None,
+        )
+        .await;
+    assert_error(&got, StatusCode::NOT_FOUND, "message_not_found");
+    // The phone read the patch: the message is deleted there too.
+    wait_for(LONG, "the phone to delete it", || async {
+        let (_, chats) = sim
+            .admin_json(reqwest::Method::GET, &format!("/phones/{SHOP}/chats"), None)
+            .await;
+        chats[&ida]["deletedForMe"]
+            .as_array()
+            .is_some_and(|ids| ids.iter().any(|i| i == first.as_str()))
+            .then_some(())
+    })
+    .await;
+
+    // The phone deletes the other for itself: the session's history follows. (whatsapp-rust
+    // skips a server_sync that comes while a sync of its own runs, and then misses the patch
+    // until the next: the phone deletes again, a new patch, until the session has it.)
+    let mut seen = None;
+    for _ in 0..10 {
+        let (s, b) = sim
+            .admin_json(
+                reqwest::Method::POST,
+                &format!("/phones/{SHOP}/chats/{IDA}"),
+                Some(json!({"deleteForMe": [second]})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let next = next_event(&mut hook, "message-deleted");
+        if let Ok(ev) = tokio::time::timeout(Duration::from_secs(5), next).await {
+            seen = Some(ev);
+            break;
+        }
+    }
+    let ev = seen.expect("the session never heard of the phone's deletion");
+    assert_eq!(ev["data"]["id"], second.as_str(), "{ev}");
+    assert!(message(&app, "del1", &second).await.is_none());
+    app.stop().await;
+}

@@ -413,3 +413,29 @@ pub async fn receipts(
     .fetch_all(&db.pool)
     .await?)
 }
+
+/// Removes the session's message `id` with its receipts and secret; the chat it was in.
+pub async fn delete(conn: &mut PgConnection, session_id: &str, id: &str) -> Result<Option<String>> {
+    let chat: Option<String> = sqlx::query_scalar(
+        "DELETE FROM messages WHERE session_id = $1 AND id = $2 RETURNING chat_id",
+    )
+    .bind(session_id)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(chat) = chat else {
+        return Ok(None);
+    };
+    sqlx::query("DELETE FROM message_receipts WHERE session_id = $1 AND message_id = $2")
+        .bind(session_id)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM message_secrets WHERE session_id = $1 AND chat_id = $2 AND id = $3")
+        .bind(session_id)
+        .bind(&chat)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Some(chat))
+}
