@@ -283,7 +283,7 @@ async fn edits_and_revokes_go_both_ways_and_history_shows_the_latest_state() {
         "invalid_body",
     );
     assert_error(
-        &delete(second.clone(), "?for=me").await,
+        &delete(second.clone(), "?for=them").await,
         StatusCode::BAD_REQUEST,
         "invalid_field",
     );
