@@ -41,10 +41,11 @@ pub enum EventKind {
     GroupParticipants,
     ChatUpdated,
     MessageDeleted,
+    MessageStarred,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 24] = [
         EventKind::MessageReceived,
         EventKind::MessageFromMe,
         EventKind::MessageSent,
@@ -68,6 +69,7 @@ impl EventKind {
         EventKind::GroupParticipants,
         EventKind::ChatUpdated,
         EventKind::MessageDeleted,
+        EventKind::MessageStarred,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +97,7 @@ impl EventKind {
             EventKind::GroupParticipants => "group-participants",
             EventKind::ChatUpdated => "chat-updated",
             EventKind::MessageDeleted => "message-deleted",
+            EventKind::MessageStarred => "message-starred",
         }
     }
 }

@@ -366,6 +366,9 @@ pub struct Message {
     /// View once: the recipient's app shows the photo, video or voice note once.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub view_once: bool,
+    /// Starred by the account (on any of its devices).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub starred: bool,
     /// For `type: "unknown"`: the kind WhatsApp sent, by its protobuf field name
     /// (`eventMessage`, `liveLocationMessage`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -11,6 +11,7 @@ const EVENT_KINDS = [
   'message-failed', 'message-reaction', 'message-revoked', 'message-edited', 'session-status', 'qr', 'call',
   'passkey-required', 'passkey-confirmation', 'passkey-failed', 'presence', 'poll-vote', 'message-undecryptable',
   'group-joined', 'group-updated', 'group-participants', 'chat-updated', 'message-deleted',
+  'message-starred',
 ];
 // A tab is there only for a key that may use it (`shown`).
 const TABS = [

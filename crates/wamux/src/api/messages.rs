@@ -54,6 +54,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/messages/{session_id}/{message_id}/forward",
             post(forward).layer(idempotent()),
         )
+        .route("/messages/{session_id}/{message_id}/star", post(star))
         .route(
             "/sessions/{session_id}/outbox/{message_id}",
             axum::routing::delete(cancel_queued),
@@ -909,6 +910,32 @@ async fn forward(
 ) -> Result<Json<crate::model::Message>> {
     let to = ChatAddress::parse(&body.to).map_err(ApiError::invalid_phone)?;
     Ok(Json(state.sessions.forward(&id, &message_id, &to).await?))
+}
+
+/// Star or unstar.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StarBody {
+    starred: bool,
+}
+
+#[utoipa::path(post, path = "/api/messages/{sessionId}/{messageId}/star", tag = "messages", operation_id = "starMessage", summary = "Star or unstar a message",
+    params(("sessionId" = String, Path, description = "the session id"), ("messageId" = String, Path, description = "a message of the history")),
+    request_body = StarBody,
+    responses((status = 200, description = "Done: the message, `starred` as asked; the account's phone and devices show it (`message-starred`)", body = crate::model::Message),
+        (status = 400, description = "`invalid_body`, `invalid_json`, `invalid_session_id`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 404, description = "`session_not_found`, `message_not_found`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 409, description = "`session_not_connected`", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = crate::api::openapi::schemas::ErrorBody)))]
+async fn star(
+    State(state): State<AppState>,
+    SessionPath(id, _): SessionPath<needs::Send>,
+    Path((_, message_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<StarBody>,
+) -> Result<Json<crate::model::Message>> {
+    Ok(Json(
+        state.sessions.star(&id, &message_id, body.starred).await?,
+    ))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

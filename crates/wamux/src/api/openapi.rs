@@ -80,6 +80,7 @@ const SCHEMES: [&str; 3] = ["apiKeyHeader", "apiKeyQuery", "bearer"];
         super::messages::edit,
         super::messages::mark_read,
         super::messages::forward,
+        super::messages::star,
         super::messages::receipts,
         super::presence::set,
         super::contacts::info,

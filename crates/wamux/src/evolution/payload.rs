@@ -601,11 +601,12 @@ pub fn event_data(
                 "action": str_of(data, "action")?,
             }),
         ),
-        // Evolution has no event for a message deleted for the account only.
+        // Evolution has no event for a message deleted for the account only, or starred.
         K::PasskeyRequired
         | K::PasskeyConfirmation
         | K::PasskeyFailed
         | K::MessageUndecryptable
-        | K::MessageDeleted => return None,
+        | K::MessageDeleted
+        | K::MessageStarred => return None,
     })
 }

@@ -100,6 +100,28 @@ impl SessionManager {
         Ok(target)
     }
 
+    /// Stars or unstars message `message_id` of the history for the account (its phone and
+    /// other devices follow, by app state), announced as `message-starred`. Returns the
+    /// message as it is now.
+    pub async fn star(&self, id: &SessionId, message_id: &str, starred: bool) -> Result<Message> {
+        let (conn, _) = self.live(id)?;
+        let store = &self.inner.shared.store;
+        let mut target = store::messages::find(store, id.as_str(), message_id)
+            .await?
+            .filter(|m| !m.kind.is_action())
+            .ok_or_else(|| SessionError::MessageNotFound(message_id.to_owned()))?;
+        conn.star(&target, starred)
+            .await
+            .map_err(SessionError::WhatsApp)?;
+        if let Some(ev) =
+            store::messages::set_starred(store, id.as_str(), message_id, starred).await?
+        {
+            self.inner.shared.bus.publish(ev);
+        }
+        target.starred = starred;
+        Ok(target)
+    }
+
     /// Forwards message `message_id` of the history to `to`, marked forwarded as WhatsApp
     /// marks it. Texts, locations and contact cards are forwarded (media not yet).
     pub async fn forward(

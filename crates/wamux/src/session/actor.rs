@@ -529,6 +529,22 @@ impl Actor {
                     }
                 }
             }
+            WaEvent::Starred { id, starred } => {
+                match store::messages::set_starred(
+                    &self.shared.store,
+                    self.id.as_str(),
+                    &id,
+                    starred,
+                )
+                .await
+                {
+                    Ok(Some(ev)) => self.shared.bus.publish(ev),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(session = %self.id, "cannot star message {id}: {e:#}")
+                    }
+                }
+            }
             WaEvent::DeletedForMe { chat, id } => {
                 match store::messages::delete_for_me(&self.shared.store, self.id.as_str(), &id)
                     .await

@@ -146,6 +146,7 @@ impl Me {
             mentions: Vec::new(),
             forwarded: false,
             view_once: false,
+            starred: false,
         }
     }
 }

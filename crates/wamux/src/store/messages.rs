@@ -300,6 +300,34 @@ pub async fn delete_for_me(store: &Store, session_id: &str, id: &str) -> Result<
     Ok(Some(ev))
 }
 
+/// Stars or unstars the session's message `id` (here or on another device of the account):
+/// announced as `message-starred` with the message. `None` when it is not in the history or
+/// already was so.
+pub async fn set_starred(
+    store: &Store,
+    session_id: &str,
+    id: &str,
+    starred: bool,
+) -> Result<Option<Event>> {
+    let mut tx = store.begin().await?;
+    let Some((chat, body)) =
+        dispatch!(conn &mut tx.conn(), messages::set_starred(session_id, id, starred))?
+    else {
+        return Ok(None);
+    };
+    let data: serde_json::Value = serde_json::from_str(&body)?;
+    let ev = events::append(
+        &mut tx.conn(),
+        EventKind::MessageStarred,
+        session_id,
+        Some(&chat),
+        data,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(ev))
+}
+
 /// How many of the session's own messages since `since` (Unix seconds) WhatsApp took.
 pub async fn sent_since(store: &Store, session_id: &str, since: i64) -> Result<i64> {
     Ok(dispatch!(store, messages::sent_since(session_id, since))?)
@@ -570,6 +598,7 @@ pub(crate) mod tests {
             mentions: Vec::new(),
             forwarded: false,
             view_once: false,
+            starred: false,
         }
     }
 

@@ -135,6 +135,10 @@ pub(super) fn event(e: &WaLibEvent) -> Option<WaEvent> {
                 timestamp: p.timestamp.timestamp(),
             }
         }
+        WaLibEvent::StarUpdate(u) => WaEvent::Starred {
+            id: u.message_id.clone(),
+            starred: u.action.starred.unwrap_or(false),
+        },
         WaLibEvent::DeleteMessageForMeUpdate(u) => WaEvent::DeletedForMe {
             chat: chat_of(&u.chat_jid),
             id: u.message_id.clone(),
@@ -308,6 +312,7 @@ pub(super) fn inbound(
             .unwrap_or_default(),
         forwarded: context_of(base).is_some_and(|c| c.is_forwarded == Some(true)),
         view_once: m.message.is_view_once(),
+        starred: false,
         poll: poll_of(base),
         vote: vote_of(base).map(|(poll_id, _)| PollVote {
             poll_id,

@@ -127,6 +127,11 @@ pub enum WaEvent {
         chat: String,
         id: String,
     },
+    /// The account starred or unstarred message `id` (on any of its devices).
+    Starred {
+        id: String,
+        starred: bool,
+    },
     /// WhatsApp's server took (or, with `error`, refused) the message sent with `id`.
     ServerAck {
         id: String,
@@ -734,6 +739,29 @@ impl WaSession {
             )
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Stars or unstars `message` for the account, as app state its other devices follow.
+    pub async fn star(&self, message: &crate::model::Message, starred: bool) -> Result<(), String> {
+        let chat: Jid = message
+            .chat_id
+            .parse()
+            .map_err(|e| format!("invalid JID {}: {e:?}", message.chat_id))?;
+        let participant = match &message.participant {
+            Some(p) if !message.from_me => Some(
+                p.parse::<Jid>()
+                    .map_err(|e| format!("invalid JID {p}: {e:?}"))?,
+            ),
+            _ => None,
+        };
+        let a = self.client.chat_actions();
+        let (p, id, mine) = (participant.as_ref(), message.id.as_str(), message.from_me);
+        if starred {
+            a.star_message(&chat, p, id, mine).await
+        } else {
+            a.unstar_message(&chat, p, id, mine).await
+        }
+        .map_err(|e| e.to_string())
     }
 
     /// Unlinks this device from the account and disconnects.

@@ -1607,3 +1607,77 @@ async fn a_message_deleted_for_me_goes_from_the_history_and_from_the_phone() {
     assert!(message(&app, "del1", &second).await.is_none());
     app.stop().await;
 }
+
+/// Stars, both ways: the API stars a message (the phone shows it starred, `message-starred`,
+/// history says `starred`), and the phone's unstar reaches the session's history.
+#[tokio::test]
+async fn a_message_is_starred_through_the_api_and_unstarred_on_the_phone() {
+    const SHOP: &str = "15550004501";
+    const JO: &str = "15550004502";
+    let app = app().await;
+    let sim = app.sim.as_ref().unwrap();
+    sim.phone(SHOP, "Shop").await;
+    sim.phone(JO, "Jo").await;
+    let mut hook = linked(&app, "star1", SHOP, &["message-starred"]).await;
+    let jo = format!("{JO}@s.whatsapp.net");
+    let id = sim.send(JO, SHOP, "remember me").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for(LONG, "Jo's message", || async {
+        message(&app, "star1", &id).await.map(|_| ())
+    })
+    .await;
+
+    let star = |body: Value| {
+        let app = &app;
+        let path = format!("/api/messages/star1/{id}/star");
+        async move { app.post_json(&path, body).await }
+    };
+    assert_error(
+        &star(json!({"starred": "yes"})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_body",
+    );
+    let got = app
+        .post_json("/api/messages/star1/NOPE/star", json!({"starred": true}))
+        .await;
+    assert_error(&got, StatusCode::NOT_FOUND, "message_not_found");
+    let (s, b) = star(json!({"starred": true})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["starred"], true, "{b}");
+    let ev = next_event(&mut hook, "message-starred").await;
+    assert_eq!(ev["data"]["id"], id.as_str(), "{ev}");
+    assert_eq!(ev["data"]["starred"], true, "{ev}");
+    assert_eq!(message(&app, "star1", &id).await.unwrap()["starred"], true);
+    wait_for(LONG, "the phone to show the star", || async {
+        let (_, chats) = sim
+            .admin_json(reqwest::Method::GET, &format!("/phones/{SHOP}/chats"), None)
+            .await;
+        (chats[&jo]["starred"] == json!([id])).then_some(())
+    })
+    .await;
+
+    // The phone unstars it (again until the session has it: see the deletion test).
+    let mut seen = None;
+    for _ in 0..10 {
+        let (s, b) = sim
+            .admin_json(
+                reqwest::Method::POST,
+                &format!("/phones/{SHOP}/chats/{JO}"),
+                Some(json!({"unstar": [id]})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let next = next_event(&mut hook, "message-starred");
+        if let Ok(ev) = tokio::time::timeout(Duration::from_secs(5), next).await {
+            seen = Some(ev);
+            break;
+        }
+    }
+    let ev = seen.expect("the session never heard of the phone's unstar");
+    assert_eq!(ev["data"]["id"], id.as_str(), "{ev}");
+    assert_eq!(ev["data"]["starred"], false, "{ev}");
+    assert!(message(&app, "star1", &id).await.unwrap()["starred"] != true);
+    app.stop().await;
+}

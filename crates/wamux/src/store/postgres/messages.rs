@@ -439,3 +439,23 @@ pub async fn delete(conn: &mut PgConnection, session_id: &str, id: &str) -> Resu
         .await?;
     Ok(Some(chat))
 }
+
+/// Stars or unstars the session's message `id`; its chat and body when that changed it.
+pub async fn set_starred(
+    conn: &mut PgConnection,
+    session_id: &str,
+    id: &str,
+    starred: bool,
+) -> Result<Option<(String, String)>> {
+    Ok(sqlx::query_as(
+        "UPDATE messages SET body = jsonb_set(body::jsonb, '{starred}', to_jsonb($1::boolean))::text
+         WHERE session_id = $2 AND id = $3
+           AND COALESCE((body::jsonb ->> 'starred')::boolean, FALSE) != $1
+         RETURNING chat_id, body",
+    )
+    .bind(starred)
+    .bind(session_id)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?)
+}

@@ -460,3 +460,23 @@ pub async fn delete(
         .await?;
     Ok(Some(chat))
 }
+
+/// Stars or unstars the session's message `id`; its chat and body when that changed it.
+pub async fn set_starred(
+    conn: &mut SqliteConnection,
+    session_id: &str,
+    id: &str,
+    starred: bool,
+) -> Result<Option<(String, String)>> {
+    Ok(sqlx::query_as(
+        "UPDATE messages SET body = json_set(body, '$.starred', json(CASE WHEN ?1 THEN 'true' ELSE 'false' END))
+         WHERE session_id = ?2 AND id = ?3
+           AND COALESCE(json_extract(body, '$.starred'), 0) != ?1
+         RETURNING chat_id, body",
+    )
+    .bind(starred)
+    .bind(session_id)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
