@@ -384,6 +384,20 @@ pub fn new_message_id() -> String {
     wacore::request::RequestUtils::message_id_at(None, crate::store::now().max(0) as u64)
 }
 
+/// The chat of a stored message and, for someone else's group message, who sent it: how
+/// app state names a message.
+fn key_of(message: &crate::model::Message) -> Result<(Jid, Option<Jid>), String> {
+    let parse = |j: &str| {
+        j.parse::<Jid>()
+            .map_err(|e| format!("invalid JID {j}: {e:?}"))
+    };
+    let participant = match &message.participant {
+        Some(p) if !message.from_me => Some(parse(p)?),
+        _ => None,
+    };
+    Ok((parse(&message.chat_id)?, participant))
+}
+
 fn jid_of(to: &ChatAddress) -> Result<Jid, String> {
     to.as_str()
         .parse()
@@ -716,17 +730,7 @@ impl WaSession {
     /// Deletes `message` for the account only, as app state its other devices follow (the
     /// phone removes it too, media included).
     pub async fn delete_for_me(&self, message: &crate::model::Message) -> Result<(), String> {
-        let chat: Jid = message
-            .chat_id
-            .parse()
-            .map_err(|e| format!("invalid JID {}: {e:?}", message.chat_id))?;
-        let participant = match &message.participant {
-            Some(p) if !message.from_me => Some(
-                p.parse::<Jid>()
-                    .map_err(|e| format!("invalid JID {p}: {e:?}"))?,
-            ),
-            _ => None,
-        };
+        let (chat, participant) = key_of(message)?;
         self.client
             .chat_actions()
             .delete_message_for_me(
@@ -743,17 +747,7 @@ impl WaSession {
 
     /// Stars or unstars `message` for the account, as app state its other devices follow.
     pub async fn star(&self, message: &crate::model::Message, starred: bool) -> Result<(), String> {
-        let chat: Jid = message
-            .chat_id
-            .parse()
-            .map_err(|e| format!("invalid JID {}: {e:?}", message.chat_id))?;
-        let participant = match &message.participant {
-            Some(p) if !message.from_me => Some(
-                p.parse::<Jid>()
-                    .map_err(|e| format!("invalid JID {p}: {e:?}"))?,
-            ),
-            _ => None,
-        };
+        let (chat, participant) = key_of(message)?;
         let a = self.client.chat_actions();
         let (p, id, mine) = (participant.as_ref(), message.id.as_str(), message.from_me);
         if starred {

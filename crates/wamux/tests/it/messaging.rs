@@ -1583,26 +1583,15 @@ async fn a_message_deleted_for_me_goes_from_the_history_and_from_the_phone() {
     })
     .await;
 
-    // The phone deletes the other for itself: the session's history follows. (whatsapp-rust
-    // skips a server_sync that comes while a sync of its own runs, and then misses the patch
-    // until the next: the phone deletes again, a new patch, until the session has it.)
-    let mut seen = None;
-    for _ in 0..10 {
-        let (s, b) = sim
-            .admin_json(
-                reqwest::Method::POST,
-                &format!("/phones/{SHOP}/chats/{IDA}"),
-                Some(json!({"deleteForMe": [second]})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{b}");
-        let next = next_event(&mut hook, "message-deleted");
-        if let Ok(ev) = tokio::time::timeout(Duration::from_secs(5), next).await {
-            seen = Some(ev);
-            break;
-        }
-    }
-    let ev = seen.expect("the session never heard of the phone's deletion");
+    // The phone deletes the other for itself: the session's history follows.
+    let ev = phone_acts_until_heard(
+        &app,
+        &mut hook,
+        &format!("/phones/{SHOP}/chats/{IDA}"),
+        json!({"deleteForMe": [second]}),
+        "message-deleted",
+    )
+    .await;
     assert_eq!(ev["data"]["id"], second.as_str(), "{ev}");
     assert!(message(&app, "del1", &second).await.is_none());
     app.stop().await;
@@ -1658,26 +1647,41 @@ async fn a_message_is_starred_through_the_api_and_unstarred_on_the_phone() {
     })
     .await;
 
-    // The phone unstars it (again until the session has it: see the deletion test).
-    let mut seen = None;
-    for _ in 0..10 {
-        let (s, b) = sim
-            .admin_json(
-                reqwest::Method::POST,
-                &format!("/phones/{SHOP}/chats/{JO}"),
-                Some(json!({"unstar": [id]})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{b}");
-        let next = next_event(&mut hook, "message-starred");
-        if let Ok(ev) = tokio::time::timeout(Duration::from_secs(5), next).await {
-            seen = Some(ev);
-            break;
-        }
-    }
-    let ev = seen.expect("the session never heard of the phone's unstar");
+    // The phone unstars it.
+    let ev = phone_acts_until_heard(
+        &app,
+        &mut hook,
+        &format!("/phones/{SHOP}/chats/{JO}"),
+        json!({"unstar": [id]}),
+        "message-starred",
+    )
+    .await;
     assert_eq!(ev["data"]["id"], id.as_str(), "{ev}");
     assert_eq!(ev["data"]["starred"], false, "{ev}");
     assert!(message(&app, "star1", &id).await.unwrap()["starred"] != true);
     app.stop().await;
+}
+
+/// The phone does `action` (an admin chat action at `path`) until the session's webhook
+/// tells `event`, which it returns. whatsapp-rust skips a server_sync that comes while a sync
+/// of its own runs, and then misses the patch until the next one: each try is a new patch.
+async fn phone_acts_until_heard(
+    app: &TestApp,
+    hook: &mut Receiver,
+    path: &str,
+    action: Value,
+    event: &str,
+) -> Value {
+    let sim = app.sim.as_ref().unwrap();
+    for _ in 0..10 {
+        let (s, b) = sim
+            .admin_json(reqwest::Method::POST, path, Some(action.clone()))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        if let Ok(ev) = tokio::time::timeout(Duration::from_secs(5), next_event(hook, event)).await
+        {
+            return ev;
+        }
+    }
+    panic!("the session never told {event} for the phone's {action}");
 }
