@@ -127,23 +127,10 @@ impl Media {
             caption: msg.caption.as_deref(),
             view_once: msg.view_once,
         };
-        let result = conn.send_media(&out, enc, &spec).await;
-        let (status, error) = match &result {
-            Ok(()) => (MessageStatus::Sent, None),
-            Err(why) => (MessageStatus::Failed, Some(why.as_str())),
-        };
-        if let Some(ev) =
-            store::messages::advance_status(self.store(), id.as_str(), &out.id, status, error)
-                .await?
-        {
-            self.bus().publish(ev);
-        }
-        match result {
-            Ok(()) => {
-                msg.status = MessageStatus::Sent;
-                Ok(msg)
-            }
-            Err(why) => Err(SessionError::Send(why).into()),
-        }
+        let acked = sessions.expect_ack(id, &out.id);
+        let sent = conn.send_media(&out, enc, &spec).await;
+        sessions.settle_direct(id, &out.id, sent, acked).await?;
+        msg.status = MessageStatus::Sent;
+        Ok(msg)
     }
 }

@@ -858,37 +858,55 @@ pub(super) async fn send(
     if let Some(ev) = ev {
         shared.bus.publish(ev);
     }
-    match conn.send(&out, content, quoted, mentions).await {
+    let acked = shared.acks.expect(id.as_str(), &out.id);
+    let sent = conn.send(&out, content, quoted, mentions).await;
+    settle_direct(shared, id, &out.id, sent, acked).await?;
+    msg.status = MessageStatus::Sent;
+    Ok(msg)
+}
+
+/// Settles a direct send of message `message_id`: `sent` is how writing it went, `acked`
+/// the wait for WhatsApp's server ack (registered before writing). Written, it is `sent`
+/// (`message-sent`, before any receipt can come), then the answer waits for that ack (or the
+/// recipient's receipt), at most the ack timeout: refused, the message is `failed` with why
+/// and so is the answer; taken, or no word in time (a later refusal still fails it), it
+/// stays `sent`.
+pub(super) async fn settle_direct(
+    shared: &Shared,
+    id: &SessionId,
+    message_id: &str,
+    sent: std::result::Result<(), String>,
+    acked: oneshot::Receiver<Option<String>>,
+) -> Result<()> {
+    let advance = |status: MessageStatus, error: Option<String>| async move {
+        let ev = store::messages::advance_status(
+            &shared.store,
+            id.as_str(),
+            message_id,
+            status,
+            error.as_deref(),
+        )
+        .await?;
+        if let Some(ev) = ev {
+            shared.bus.publish(ev);
+        }
+        Ok::<_, SessionError>(())
+    };
+    let outcome = match sent {
         Ok(()) => {
-            if let Some(ev) = store::messages::advance_status(
-                &shared.store,
-                id.as_str(),
-                &out.id,
-                MessageStatus::Sent,
-                None,
-            )
-            .await?
-            {
-                shared.bus.publish(ev);
+            advance(MessageStatus::Sent, None).await?;
+            match tokio::time::timeout(shared.settings.ack_timeout, acked).await {
+                Ok(Ok(Some(code))) => Err(crate::whatsapp::refusal(&code)),
+                _ => Ok(()),
             }
-            msg.status = MessageStatus::Sent;
-            Ok(msg)
         }
-        Err(why) => {
-            if let Some(ev) = store::messages::advance_status(
-                &shared.store,
-                id.as_str(),
-                &out.id,
-                MessageStatus::Failed,
-                Some(&why),
-            )
-            .await?
-            {
-                shared.bus.publish(ev);
-            }
-            Err(SessionError::Send(why))
-        }
+        Err(why) => Err(why),
+    };
+    shared.acks.forget(id.as_str(), message_id);
+    if let Err(why) = &outcome {
+        advance(MessageStatus::Failed, Some(why.clone())).await?;
     }
+    outcome.map_err(SessionError::Send)
 }
 
 #[cfg(test)]

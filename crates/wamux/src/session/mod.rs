@@ -812,6 +812,26 @@ impl SessionManager {
         .await
     }
 
+    /// Registers for WhatsApp's server ack of message `message_id`, before it is written.
+    pub(crate) fn expect_ack(
+        &self,
+        id: &SessionId,
+        message_id: &str,
+    ) -> tokio::sync::oneshot::Receiver<Option<String>> {
+        self.inner.shared.acks.expect(id.as_str(), message_id)
+    }
+
+    /// Settles a direct send written with `sent` (see [`actor::settle_direct`]).
+    pub(crate) async fn settle_direct(
+        &self,
+        id: &SessionId,
+        message_id: &str,
+        sent: std::result::Result<(), String>,
+        acked: tokio::sync::oneshot::Receiver<Option<String>>,
+    ) -> Result<()> {
+        actor::settle_direct(&self.inner.shared, id, message_id, sent, acked).await
+    }
+
     /// Stops every actor: each disconnects cleanly within a timeout, then is aborted.
     pub async fn shutdown(&self) {
         self.inner.cancel.cancel();

@@ -44,7 +44,11 @@ pub(crate) struct AckWaiters {
 
 impl AckWaiters {
     /// Waits for the ack of `message_id`; register before sending, the ack can be quick.
-    fn expect(&self, session: &str, message_id: &str) -> oneshot::Receiver<Option<String>> {
+    pub(crate) fn expect(
+        &self,
+        session: &str,
+        message_id: &str,
+    ) -> oneshot::Receiver<Option<String>> {
         let (tx, rx) = oneshot::channel();
         self.waiting
             .lock()
@@ -53,7 +57,7 @@ impl AckWaiters {
         rx
     }
 
-    fn forget(&self, session: &str, message_id: &str) {
+    pub(crate) fn forget(&self, session: &str, message_id: &str) {
         self.waiting
             .lock()
             .expect("ack lock")

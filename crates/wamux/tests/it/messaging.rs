@@ -1373,8 +1373,8 @@ async fn message_in(app: &TestApp, session: &str, chat: &str) -> bool {
     s == StatusCode::OK && !b["messages"].as_array().unwrap().is_empty()
 }
 
-/// Sends `text` from `session` to `to` until WhatsApp takes one (the phone of `to` has it);
-/// returns how many WhatsApp refused first. A refused one is `failed`, never left `sent`.
+/// Sends `text` from `session` to `to` until WhatsApp takes one (the answer waits for
+/// WhatsApp's verdict: 200 taken, 502 refused); returns how many WhatsApp refused first.
 async fn send_until_taken(app: &TestApp, session: &str, to: &str, text: &str) -> usize {
     let sim = app.sim.as_ref().unwrap();
     let deadline = tokio::time::Instant::now() + LONG;
@@ -1386,32 +1386,29 @@ async fn send_until_taken(app: &TestApp, session: &str, to: &str, text: &str) ->
                 json!({"sessionId": session, "to": to, "text": text}),
             )
             .await;
-        assert_eq!(s, StatusCode::OK, "{sent}");
-        let id = sent["messageId"].as_str().unwrap().to_owned();
-        let taken = wait_for(LONG, "WhatsApp's verdict", || async {
-            if sim
-                .messages(to)
-                .await
-                .iter()
-                .any(|m| m["id"] == id.as_str())
-            {
-                return Some(true);
-            }
-            let m = message(app, session, &id).await?;
-            (m["status"] == "failed").then_some(false)
-        })
-        .await;
-        if taken {
+        if s == StatusCode::OK {
+            let id = sent["messageId"].as_str().unwrap().to_owned();
+            wait_for(LONG, "the message at the phone", || async {
+                sim.messages(to)
+                    .await
+                    .iter()
+                    .any(|m| m["id"] == id.as_str())
+                    .then_some(())
+            })
+            .await;
             return refused;
         }
+        assert_eq!(s, StatusCode::BAD_GATEWAY, "{sent}");
+        assert_eq!(sent["error"]["code"], "send_failed", "{sent}");
         refused += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("WhatsApp refused all {refused} messages from {session} to {to}");
 }
 
-/// WhatsApp restricts whom an account may write to first (463): the refused message is
-/// `failed` with why, by webhook and in history, and never reaches anyone; once the contact
+/// WhatsApp restricts whom an account may write to first (463): the send is answered with
+/// the refusal, the message is `failed` with why, by webhook and in history, and never
+/// reaches anyone; once the contact
 /// wrote, their token comes along and the next message goes through. An account that must
 /// prove every message gets through with the NCT salt the session learnt by app state.
 #[tokio::test]
@@ -1443,10 +1440,13 @@ async fn a_message_whatsapp_refuses_for_want_of_a_privacy_token_fails_with_why()
             json!({"sessionId": "tok1", "to": NEW, "text": "special offer"}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{sent}");
-    let id = sent["messageId"].as_str().unwrap().to_owned();
+    // The answer waits for WhatsApp's verdict: refused, with why.
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{sent}");
+    assert_eq!(sent["error"]["code"], "send_failed", "{sent}");
+    let said = sent["error"]["message"].as_str().unwrap();
+    assert!(said.contains("error 463"), "{said}");
     let ev = next_event(&mut hook, "message-failed").await;
-    assert_eq!(ev["data"]["id"], id.as_str(), "{ev}");
+    let id = ev["data"]["id"].as_str().unwrap().to_owned();
     let why = ev["data"]["error"].as_str().unwrap();
     assert!(
         why.contains("error 463") && why.contains("privacy token"),
