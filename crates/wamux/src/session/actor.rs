@@ -894,8 +894,15 @@ pub(super) async fn settle_direct(
     };
     let outcome = match sent {
         Ok(()) => {
-            advance(MessageStatus::Sent, None).await?;
-            match tokio::time::timeout(shared.settings.ack_timeout, acked).await {
+            let recorded = advance(MessageStatus::Sent, None).await;
+            let verdict = match recorded {
+                Ok(()) => tokio::time::timeout(shared.settings.ack_timeout, acked).await,
+                Err(e) => {
+                    shared.acks.forget(id.as_str(), message_id);
+                    return Err(e);
+                }
+            };
+            match verdict {
                 Ok(Ok(Some(code))) => Err(crate::whatsapp::refusal(&code)),
                 _ => Ok(()),
             }

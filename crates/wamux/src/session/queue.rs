@@ -157,7 +157,16 @@ impl SessionManager {
         };
         let gap_ms = i64::from(pacing.interval_ms);
         let mut day_start = day;
-        let mut prev_ms: Option<i64> = None;
+        // The first waits for the gap after the session's last queued send.
+        let since_last = self
+            .inner
+            .queue
+            .last_sent
+            .lock()
+            .expect("queue lock")
+            .get(id.as_str())
+            .map(|at| at.elapsed().as_millis() as i64);
+        let mut prev_ms: Option<i64> = since_last.map(|ago| now * 1000 - ago);
         let mut out = Vec::with_capacity(queued.len());
         for q in queued {
             let due = q.send_at.max(q.retry_at.unwrap_or(0)).max(now) * 1000;
