@@ -15,11 +15,7 @@ impl SessionManager {
     /// Reacts to message `message_id` of the session's history with `emoji` (empty takes
     /// our reaction back). Returns the reaction message, recorded as any message we send.
     pub async fn react(&self, id: &SessionId, message_id: &str, emoji: &str) -> Result<Message> {
-        self.snapshot(id)?;
-        let target = store::messages::find(&self.inner.shared.store, id.as_str(), message_id)
-            .await?
-            .filter(|m| !m.kind.is_action())
-            .ok_or_else(|| SessionError::MessageNotFound(message_id.to_owned()))?;
+        let target = self.chat_message(id, message_id).await?;
         self.act(
             id,
             Content::Reaction {
@@ -87,10 +83,7 @@ impl SessionManager {
     pub async fn delete_for_me(&self, id: &SessionId, message_id: &str) -> Result<Message> {
         let (conn, _) = self.live(id)?;
         let store = &self.inner.shared.store;
-        let target = store::messages::find(store, id.as_str(), message_id)
-            .await?
-            .filter(|m| !m.kind.is_action())
-            .ok_or_else(|| SessionError::MessageNotFound(message_id.to_owned()))?;
+        let target = self.chat_message(id, message_id).await?;
         conn.delete_for_me(&target)
             .await
             .map_err(SessionError::WhatsApp)?;
@@ -106,10 +99,7 @@ impl SessionManager {
     pub async fn star(&self, id: &SessionId, message_id: &str, starred: bool) -> Result<Message> {
         let (conn, _) = self.live(id)?;
         let store = &self.inner.shared.store;
-        let mut target = store::messages::find(store, id.as_str(), message_id)
-            .await?
-            .filter(|m| !m.kind.is_action())
-            .ok_or_else(|| SessionError::MessageNotFound(message_id.to_owned()))?;
+        let mut target = self.chat_message(id, message_id).await?;
         conn.star(&target, starred)
             .await
             .map_err(SessionError::WhatsApp)?;
@@ -166,13 +156,19 @@ impl SessionManager {
         .await
     }
 
-    /// A message of ours that WhatsApp has (sent, not revoked), to be `done` to.
-    async fn own_target(&self, id: &SessionId, message_id: &str, done: &str) -> Result<Message> {
+    /// Message `message_id` of the session's history, a chat message (not a reaction, an
+    /// edit or a revoke, which show on their targets).
+    async fn chat_message(&self, id: &SessionId, message_id: &str) -> Result<Message> {
         self.snapshot(id)?;
-        let target = store::messages::find(&self.inner.shared.store, id.as_str(), message_id)
+        store::messages::find(&self.inner.shared.store, id.as_str(), message_id)
             .await?
             .filter(|m| !m.kind.is_action())
-            .ok_or_else(|| SessionError::MessageNotFound(message_id.to_owned()))?;
+            .ok_or_else(|| SessionError::MessageNotFound(message_id.to_owned()))
+    }
+
+    /// A message of ours that WhatsApp has (sent, not revoked), to be `done` to.
+    async fn own_target(&self, id: &SessionId, message_id: &str, done: &str) -> Result<Message> {
+        let target = self.chat_message(id, message_id).await?;
         let code = if done == "edited" {
             "not_editable"
         } else {

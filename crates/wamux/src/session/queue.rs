@@ -158,14 +158,7 @@ impl SessionManager {
         let gap_ms = i64::from(pacing.interval_ms);
         let mut day_start = day;
         // The first waits for the gap after the session's last queued send.
-        let since_last = self
-            .inner
-            .queue
-            .last_sent
-            .lock()
-            .expect("queue lock")
-            .get(id.as_str())
-            .map(|at| at.elapsed().as_millis() as i64);
+        let since_last = self.last_sent(id).map(|at| at.elapsed().as_millis() as i64);
         let mut prev_ms: Option<i64> = since_last.map(|ago| now * 1000 - ago);
         let mut out = Vec::with_capacity(queued.len());
         for q in queued {
@@ -402,6 +395,17 @@ impl SessionManager {
 }
 
 impl SessionManager {
+    /// When the session's last queued send left, since this process started.
+    fn last_sent(&self, id: &SessionId) -> Option<tokio::time::Instant> {
+        self.inner
+            .queue
+            .last_sent
+            .lock()
+            .expect("queue lock")
+            .get(id.as_str())
+            .copied()
+    }
+
     /// Waits out the session's pacing before queued message `q` goes, showing "typing…"
     /// for its last part if asked. `false` when the server is stopping meanwhile.
     async fn pace(
@@ -411,14 +415,7 @@ impl SessionManager {
         conn: &crate::whatsapp::WaSession,
         q: &Queued,
     ) -> bool {
-        let last = self
-            .inner
-            .queue
-            .last_sent
-            .lock()
-            .expect("queue lock")
-            .get(id.as_str())
-            .copied();
+        let last = self.last_sent(id);
         let now = tokio::time::Instant::now();
         let ready = last.map_or(now, |l| (l + pacing.gap()).max(now));
         let typing = if pacing.typing {
