@@ -52,7 +52,14 @@ pub fn layer(keys: Keys, bus: &EventBus, shutdown: CancellationToken) -> SocketI
         "/",
         on_connect.with(move |s: SocketRef, TryData(auth): TryData<Value>| {
             let keys = keys.clone();
-            async move { authenticate(&s, auth.ok().as_ref(), &keys).await }
+            async move {
+                authenticate(&s, auth.ok().as_ref(), &keys).await?;
+                // Here, not in `on_connect`: socketioxide sends the CONNECT packet after the
+                // middlewares and only then spawns the connect handler, so a client's first
+                // `subscribe` could come before a handler registered there exists.
+                set_up(&s);
+                Ok::<(), AuthError>(())
+            }
         }),
     );
 
@@ -199,14 +206,18 @@ struct Client {
 }
 
 async fn on_connect(s: SocketRef) {
+    tracing::trace!(sid = %s.id, "socket.io connect handler");
+}
+
+/// A connection's state and event handlers, set up once its key is accepted.
+fn set_up(s: &SocketRef) {
     let mut sub = Subscription::default();
-    if let Some(ids) = query_param(&s, "sessionId").or_else(|| query_param(&s, "sessionIds")) {
+    if let Some(ids) = query_param(s, "sessionId").or_else(|| query_param(s, "sessionIds")) {
         sub.subscribe(split_ids(&ids));
     }
     tracing::debug!(sid = %s.id, subscription = ?sub, "socket.io client connected");
     // Set by `authenticate`, which runs first; a connection without it hears nothing.
     let Some(caller) = s.extensions.get::<Caller>() else {
-        let _ = s.disconnect();
         return;
     };
     s.extensions.insert(Arc::new(Client {
